@@ -1,0 +1,214 @@
+"""Command line: `python -m pipeline COMMAND ...`. Each command parses arguments and calls one function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import PAPER_BATCH_SIZES, PAPER_EPOCHS, ClaheSettings, TrainConfig, default_runs_dir
+from .errors import PipelineError
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser, epochs_as_list: bool = False) -> None:
+    parser.add_argument("--data", required=True, help="dataset root (C-NMC layout or <root>/<class>/)")
+    if epochs_as_list:
+        parser.add_argument("--epochs", type=_int_list, default=list(PAPER_EPOCHS))
+        parser.add_argument("--batch-sizes", type=_int_list, default=list(PAPER_BATCH_SIZES))
+    else:
+        parser.add_argument("--epochs", type=int, default=50)
+        parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--backbone", default="efficientnet_b3")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--weights", default="imagenet", help="imagenet, none, or a path to a weights file")
+    parser.add_argument("--split", default="patient", choices=["patient", "image", "folds"])
+    parser.add_argument("--folds", default="", help="C-NMC training folds to use, e.g. 0 (default: all)")
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--clahe-clip", type=float, default=2.0)
+    parser.add_argument("--clahe-grid", type=int, default=8)
+    parser.add_argument("--no-clahe", action="store_true")
+    parser.add_argument("--freeze-backbone", action="store_true",
+                        help="fast mode: cache backbone features once, train the head on them")
+    parser.add_argument("--fine-tune-blocks", type=int, default=0, help="fast mode: then unfreeze the top N blocks")
+    parser.add_argument("--fine-tune-epochs", type=int, default=0)
+    parser.add_argument("--augment", action="store_true", help="random flips and 90-degree rotations")
+    parser.add_argument("--max-images", type=int, default=0, help="use a random subset of this many images")
+    parser.add_argument("--runs-dir", type=Path, default=None, help="default: $ARTIFACTS_DIR/runs")
+    parser.add_argument("--name", default="")
+
+
+def _config(args: argparse.Namespace, **overrides: object) -> TrainConfig:
+    values = dict(
+        data_dir=str(args.data), backbone=args.backbone, image_size=args.image_size, weights=args.weights,
+        split=args.split, folds=args.folds, learning_rate=args.learning_rate, seed=args.seed,
+        clahe=ClaheSettings(args.clahe_clip, args.clahe_grid, not args.no_clahe),
+        freeze_backbone=args.freeze_backbone, fine_tune_blocks=args.fine_tune_blocks,
+        fine_tune_epochs=args.fine_tune_epochs, augment=args.augment, max_images=args.max_images, name=args.name)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .data import scan_dataset
+
+    info = scan_dataset(args.data).info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    kind = "SYNTHETIC demo data" if info["synthetic"] else "real images"
+    print(f"Dataset: {info['root']} ({info['layout']} layout, {kind})")
+    print(f"Images: {info['images']} ({info['labelled']} labelled), skipped unreadable files: {info['skipped']}")
+    print("Per class: " + ", ".join(f"{k} {v}" for k, v in info["per_class"].items()))
+    print("Per fold/subset: " + ", ".join(f"{k or '-'} {v}" for k, v in info["per_subset"].items()))
+    print(f"Patients: {info['patients']}")
+    for name, count in info["per_patient"].items():
+        print(f"  {name}: {count}")
+    for line in info["skipped_files"]:
+        print(f"  skipped {line}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .synthetic import generate
+
+    out = generate(args.out, per_class=args.per_class, patients=args.patients, seed=args.seed)
+    print(out)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    folder = train(_config(args, epochs=args.epochs, batch_size=args.batch_size), args.runs_dir)
+    print(folder.path)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .train import sweep
+
+    folders = sweep(_config(args), args.epochs, args.batch_sizes, args.runs_dir)
+    for folder in folders:
+        print(f"{folder.path}\t{folder.status().get('state')}")
+    return 0 if all(folder.status().get("state") == "completed" for folder in folders) else 1
+
+
+def cmd_execute(args: argparse.Namespace) -> int:
+    from .runs import RunFolder
+    from .train import execute_runs
+
+    execute_runs([RunFolder(path) for path in args.run_dirs])
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .runs import list_runs
+
+    runs = list_runs(args.runs_dir or default_runs_dir())
+    if args.json:
+        print(json.dumps(runs, indent=2, default=str))
+        return 0
+    if not runs:
+        print("No runs yet.")
+    for run in runs:
+        accuracy = f"{run['test_accuracy']:.3f}" if run.get("test_accuracy") is not None else "-"
+        f1 = f"{run['weighted_f1']:.3f}" if run.get("weighted_f1") is not None else "-"
+        print(f"{run['run_id']}\t{run['state']}\tepochs={run.get('epochs')}\tbatch={run.get('batch_size')}\t"
+              f"acc={accuracy}\tweighted_f1={f1}\tweights={run.get('weights')}\tdata={run.get('data')}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .predict import evaluate_run
+
+    metrics, out_dir = evaluate_run(args.run_dir, args.data)
+    summary = {key: metrics[key] for key in ("subset", "n", "accuracy", "roc_auc", "confusion_matrix", "labels")}
+    summary["weighted_f1"] = metrics["weighted avg"]["f1-score"]
+    print(json.dumps(summary, indent=2))
+    print(f"written to {out_dir}", file=sys.stderr)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor
+
+    table = Predictor.from_run(args.run_dir).predict_paths(args.images)
+    for row in table.itertuples(index=False):
+        if row.error:
+            print(f"error: {row.error}", file=sys.stderr)
+        else:
+            print(f"{row.path}\t{row.predicted}\tprob_all={row.prob_all:.4f}")
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 1 if table["error"].notna().any() else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description="ALL vs HEM cell classification.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    info = commands.add_parser("info", help="what a dataset root holds")
+    info.add_argument("--data", required=True)
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_info)
+
+    synth = commands.add_parser("synth", help="write synthetic C-NMC-like demo data")
+    synth.add_argument("--out", required=True, type=Path)
+    synth.add_argument("--per-class", type=int, default=150)
+    synth.add_argument("--patients", type=int, default=6)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=cmd_synth)
+
+    train = commands.add_parser("train", help="train one run (prints its folder)")
+    _add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
+
+    sweep = commands.add_parser("sweep", help="the paper's grid of epochs x batch sizes")
+    _add_train_arguments(sweep, epochs_as_list=True)
+    sweep.set_defaults(func=cmd_sweep)
+
+    execute = commands.add_parser("execute", help="train prepared run folders (used by the dashboard)")
+    execute.add_argument("run_dirs", nargs="+", type=Path)
+    execute.set_defaults(func=cmd_execute)
+
+    runs = commands.add_parser("runs", help="list runs")
+    runs.add_argument("--runs-dir", type=Path, default=None)
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(func=cmd_runs)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a run on its test subset or another data set")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--data", default=None)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="class and probability of ALL per image")
+    predict.add_argument("run_dir", type=Path)
+    predict.add_argument("images", nargs="+", type=Path)
+    predict.add_argument("--csv", type=Path, default=None)
+    predict.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

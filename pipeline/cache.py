@@ -1,0 +1,73 @@
+"""Decode + resize + CLAHE once: preprocessed images cached as uint8 arrays, keyed by files and settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from .config import ClaheSettings, default_cache_dir
+from .errors import ImageReadError
+from .preprocess import load_and_preprocess
+from .runs import write_json_atomic
+
+CACHE_VERSION = 1
+
+
+def cache_key(paths: Sequence[str], image_size: int, clahe: ClaheSettings) -> str:
+    """Changes when any file (path, size, modification time) or preprocessing setting changes."""
+    digest = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "size": image_size, "clahe": asdict(clahe)}).encode())
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def preprocess_many(paths: Sequence[str], image_size: int, clahe: ClaheSettings, workers: int | None = None,
+                    progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Preprocess `paths` in parallel (OpenCV releases the GIL); returns the images and the unreadable paths.
+
+    Unreadable images are left as zeros in the array and listed, so positions still match `paths`.
+    """
+    images = np.zeros((len(paths), image_size, image_size, 3), np.uint8)
+    failed: list[str] = []
+
+    def work(index: int) -> None:
+        try:
+            images[index] = load_and_preprocess(paths[index], image_size, clahe)
+        except ImageReadError:
+            failed.append(paths[index])
+
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, _ in enumerate(pool.map(work, range(len(paths))), start=1):
+            if progress and (done % 25 == 0 or done == len(paths)):
+                progress(done / len(paths))
+    return images, sorted(failed)
+
+
+def load_images(paths: Sequence[str], image_size: int, clahe: ClaheSettings, cache_dir: Path | None = None,
+                progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Preprocessed images for `paths`, from the cache when present; a second call decodes nothing."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = cache_key(paths, image_size, clahe)
+    array_path = cache_dir / f"images-{key}.npy"
+    meta_path = cache_dir / f"images-{key}.json"
+    if array_path.is_file() and meta_path.is_file():
+        if progress:
+            progress(1.0)
+        return np.load(array_path, mmap_mode="r"), json.loads(meta_path.read_text())["failed"]
+    images, failed = preprocess_many(paths, image_size, clahe, progress=progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = array_path.with_name(f".{array_path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, images)
+    os.replace(tmp, array_path)
+    write_json_atomic(meta_path, {"count": len(paths), "image_size": image_size, "failed": failed})
+    return images, failed
+

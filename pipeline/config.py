@@ -1,0 +1,107 @@
+"""Settings of a training run: one frozen dataclass with the paper's defaults, to and from JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import PipelineError
+
+BACKBONES = ("efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3")
+SPLITS = ("patient", "image", "folds")
+PAPER_EPOCHS = (10, 20, 30, 40, 50, 60)
+PAPER_BATCH_SIZES = (16, 32)
+
+
+def artifacts_dir() -> Path:
+    """Root of everything the app writes (`$ARTIFACTS_DIR`, default `artifacts`)."""
+    return Path(os.environ.get("ARTIFACTS_DIR", "artifacts"))
+
+
+def default_runs_dir() -> Path:
+    return artifacts_dir() / "runs"
+
+
+def default_cache_dir() -> Path:
+    return artifacts_dir() / "cache"
+
+
+@dataclass(frozen=True)
+class ClaheSettings:
+    """OpenCV CLAHE applied to the L channel of LAB."""
+
+    clip_limit: float = 2.0
+    tile_grid: int = 8
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a run. Defaults are the paper's (Fata & Hapsari, 2026)."""
+
+    data_dir: str
+    backbone: str = "efficientnet_b3"
+    image_size: int = 224
+    epochs: int = 50
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    decay_steps: int = 900
+    decay_rate: float = 0.95
+    weights: str = "imagenet"
+    split: str = "patient"
+    test_fraction: float = 0.2
+    val_fraction: float = 0.2
+    val_fold: int = 2
+    folds: str = ""
+    seed: int = 42
+    clahe: ClaheSettings = field(default_factory=ClaheSettings)
+    freeze_backbone: bool = False
+    fine_tune_blocks: int = 0
+    fine_tune_epochs: int = 0
+    augment: bool = False
+    max_images: int = 0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise PipelineError(f"Unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}.")
+        if self.split not in SPLITS:
+            raise PipelineError(f"Unknown split {self.split!r}; choose one of {', '.join(SPLITS)}.")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise PipelineError("Epochs and batch size must be at least 1.")
+        if not 32 <= self.image_size <= 600:
+            raise PipelineError("Image size must be between 32 and 600 pixels.")
+        if self.learning_rate <= 0:
+            raise PipelineError("Learning rate must be positive.")
+        if not (0 < self.test_fraction < 1 and 0 < self.val_fraction < 1):
+            raise PipelineError("Test and validation fractions must be between 0 and 1.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {key: value for key, value in values.items() if key in known}
+        if isinstance(kwargs.get("clahe"), dict):
+            kwargs["clahe"] = ClaheSettings(**kwargs["clahe"])
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def default_name(self) -> str:
+        mode = "-fast" if self.freeze_backbone else ""
+        return f"{self.backbone.replace('efficientnet_', '')}-e{self.epochs}-b{self.batch_size}{mode}"

@@ -1,0 +1,282 @@
+"""Find images, labels, patients and folds in a dataset root; make reproducible splits."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+from .errors import PipelineError
+
+IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+LABELS = ("ALL", "HEM")
+UNKNOWN_PATIENT = "unknown"
+SYNTHETIC_MARKER = "SYNTHETIC.json"
+PRELIM_DIR = "C-NMC_test_prelim_phase_data"
+PRELIM_LABELS = "C-NMC_test_prelim_phase_data_labels.csv"
+FINAL_TEST_SUBSET = "final_test"
+PRELIM_SUBSET = "prelim_test"
+
+_CNMC_NAME = re.compile(r"^UID_(?P<patient>[Hh]?\d+)_(?P<image>\d+)_(?P<cell>\d+)_(?P<label>all|hem)\.bmp$",
+                        re.IGNORECASE)
+_MAGIC = (b"BM", b"\x89PNG", b"\xff\xd8", b"II*\x00", b"MM\x00*")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image: where it is, its label (None when unlabelled), patient id and fold or subset."""
+
+    path: str
+    label: str | None
+    patient: str
+    subset: str
+
+
+@dataclass
+class Dataset:
+    root: Path
+    layout: str
+    records: list[Record]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    synthetic: bool = False
+
+    @property
+    def labelled(self) -> list[Record]:
+        return [record for record in self.records if record.label is not None]
+
+    @property
+    def kind(self) -> str:
+        return "synthetic demo data" if self.synthetic else "real images"
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(record) for record in self.records], columns=["path", "label", "patient", "subset"])
+
+    def training_records(self, folds: str = "") -> list[Record]:
+        """Labelled records used to train (C-NMC: the training folds, optionally only some of them)."""
+        records = [record for record in self.labelled if record.subset not in (PRELIM_SUBSET, FINAL_TEST_SUBSET)]
+        if folds:
+            wanted = {f"fold_{fold.strip()}" for fold in folds.split(",") if fold.strip()}
+            records = [record for record in records if record.subset in wanted]
+            if not records:
+                raise PipelineError(f"No images in fold(s) {folds} of {self.root}.")
+        return records
+
+    def info(self) -> dict[str, Any]:
+        frame = self.frame()
+        labelled = frame.dropna(subset=["label"])
+        return {
+            "root": str(self.root),
+            "layout": self.layout,
+            "synthetic": self.synthetic,
+            "images": len(frame),
+            "labelled": len(labelled),
+            "per_class": {label: int((labelled["label"] == label).sum()) for label in LABELS},
+            "per_subset": {str(k): int(v) for k, v in frame.groupby("subset").size().items()},
+            "per_subset_class": {f"{subset}/{label}": int(count) for (subset, label), count
+                                 in labelled.groupby(["subset", "label"]).size().items()},
+            "patients": int(labelled.loc[labelled["patient"] != UNKNOWN_PATIENT, "patient"].nunique()),
+            "per_patient": {str(k): int(v) for k, v in labelled.groupby("patient").size().items()},
+            "skipped": len(self.skipped),
+            "skipped_files": [f"{path}: {reason}" for path, reason in self.skipped[:50]],
+        }
+
+
+def parse_cnmc_name(name: str) -> tuple[str, str] | None:
+    """(patient id, label) from a C-NMC file name such as `UID_H10_1_1_hem.bmp`, else None."""
+    match = _CNMC_NAME.match(name)
+    if not match:
+        return None
+    return f"UID_{match['patient'].upper()}", match["label"].upper()
+
+
+def _looks_like_image(path: Path) -> str | None:
+    """Cheap check before any decoding: None if plausible, else the reason it is skipped."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(8)
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if not head:
+        return "empty file"
+    if not head.startswith(_MAGIC):
+        return "not a BMP, PNG, JPEG or TIFF file"
+    return None
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _add(records: list[Record], skipped: list[tuple[str, str]], path: Path, label: str | None,
+         patient: str, subset: str) -> None:
+    reason = _looks_like_image(path)
+    if reason:
+        skipped.append((str(path), reason))
+    else:
+        records.append(Record(str(path), label, patient, subset))
+
+
+def _class_folders(folder: Path) -> dict[str, Path]:
+    return {child.name.upper(): child for child in sorted(folder.iterdir())
+            if child.is_dir() and child.name.upper() in LABELS}
+
+
+def _scan_cnmc(root: Path, training: Path) -> tuple[list[Record], list[tuple[str, str]]]:
+    records: list[Record] = []
+    skipped: list[tuple[str, str]] = []
+    for fold in sorted(path for path in training.iterdir() if path.is_dir() and path.name.startswith("fold_")):
+        for label, class_dir in _class_folders(fold).items():
+            for path in _image_files(class_dir):
+                parsed = parse_cnmc_name(path.name)
+                _add(records, skipped, path, label, parsed[0] if parsed else UNKNOWN_PATIENT, fold.name)
+    validation = root / "validation_data"
+    labels_csv = validation / PRELIM_LABELS
+    if (validation / PRELIM_DIR).is_dir():
+        labels = _read_prelim_labels(labels_csv) if labels_csv.is_file() else {}
+        for path in _image_files(validation / PRELIM_DIR):
+            label, patient = labels.get(path.name, (None, UNKNOWN_PATIENT))
+            _add(records, skipped, path, label, patient, PRELIM_SUBSET)
+    testing = root / "testing_data"
+    if testing.is_dir():
+        for path in sorted(p for p in testing.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+            _add(records, skipped, path, None, UNKNOWN_PATIENT, FINAL_TEST_SUBSET)
+    return records, skipped
+
+
+def _read_prelim_labels(csv_path: Path) -> dict[str, tuple[str, str]]:
+    """new_names -> (label, patient) from the prelim labels CSV (labels: 1 = ALL, 0 = HEM)."""
+    table = pd.read_csv(csv_path)
+    missing = {"Patient_ID", "new_names", "labels"} - set(table.columns)
+    if missing:
+        raise PipelineError(f"{csv_path} lacks the column(s) {', '.join(sorted(missing))}.")
+    result = {}
+    for original, new_name, label in table[["Patient_ID", "new_names", "labels"]].itertuples(index=False):
+        parsed = parse_cnmc_name(str(original))
+        result[str(new_name)] = ("ALL" if int(label) == 1 else "HEM", parsed[0] if parsed else UNKNOWN_PATIENT)
+    return result
+
+
+def _scan_generic(root: Path) -> tuple[list[Record], list[tuple[str, str]]]:
+    records: list[Record] = []
+    skipped: list[tuple[str, str]] = []
+    for label, class_dir in _class_folders(root).items():
+        for path in _image_files(class_dir):
+            parsed = parse_cnmc_name(path.name)
+            _add(records, skipped, path, label, parsed[0] if parsed else UNKNOWN_PATIENT, "")
+    return records, skipped
+
+
+def scan_dataset(root: str | Path) -> Dataset:
+    """Every image under `root`, in the C-NMC layout or the generic `<root>/<class>/` layout."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise PipelineError(f"Dataset folder {root} does not exist or is not a folder.")
+    training = root / "training_data"
+    if not training.is_dir() and any(child.name.startswith("fold_") for child in root.iterdir() if child.is_dir()):
+        training = root
+    if training.is_dir():
+        layout = "cnmc"
+        records, skipped = _scan_cnmc(root, training)
+    else:
+        layout = "generic"
+        records, skipped = _scan_generic(root)
+    if not records:
+        raise PipelineError(
+            f"No images found in {root}. Expected the C-NMC layout (training_data/fold_N/all|hem/*.bmp) or one "
+            f"folder per class (all/ and hem/) holding bmp, png, jpg or tif images."
+            + (f" {len(skipped)} file(s) were unreadable." if skipped else ""))
+    return Dataset(root=root, layout=layout, records=records, skipped=skipped,
+                   synthetic=(root / SYNTHETIC_MARKER).is_file())
+
+
+def synthetic_info(root: Path) -> dict[str, Any] | None:
+    marker = Path(root) / SYNTHETIC_MARKER
+    return json.loads(marker.read_text()) if marker.is_file() else None
+
+
+# -- splits -----------------------------------------------------------------------------------
+
+def _groups(records: list[Record]) -> np.ndarray:
+    """Patient ids as groups; an image of unknown patient is a group of its own."""
+    return np.array([r.patient if r.patient != UNKNOWN_PATIENT else f"image:{r.path}" for r in records])
+
+
+def _group_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of a held-out share of whole groups, stratified by label as far as groups allow."""
+    n_groups = len(set(groups))
+    if n_groups < 2:
+        raise PipelineError("A patient split needs at least 2 patients per subset; use the image split instead.")
+    n_splits = min(max(2, round(1 / fraction)), n_groups)
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, held_out = next(splitter.split(np.zeros(len(labels)), labels, groups))
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[held_out] = True
+    return mask
+
+
+def split_records(records: list[Record], method: str = "patient", seed: int = 42, test_fraction: float = 0.2,
+                  val_fraction: float = 0.2, val_fold: int = 2,
+                  test_records: list[Record] | None = None) -> pd.DataFrame:
+    """A table of path, patient, label, subset (train, val, test) for labelled `records`.
+
+    image: stratified random; test = ceil(test_fraction * n), then validation = int(val_fraction * rest),
+    as Keras' `validation_split` counts (fold_0's 3,527 images give 2,257 / 564 / 706).
+    patient: whole patients per subset, stratified as far as patients allow.
+    folds: train on the C-NMC folds but `val_fold`, validate on it, test on `test_records` (the prelim set)
+    or, without them, on half of the held-out fold's patients.
+    """
+    records = [record for record in records if record.label is not None]
+    if not records:
+        raise PipelineError("No labelled images to split.")
+    counts = Counter(record.label for record in records)
+    if len(counts) < 2:
+        raise PipelineError(f"Only one class ({next(iter(counts))}) has images; both ALL and HEM are needed.")
+    labels = np.array([record.label for record in records])
+    subset = np.full(len(records), "train", dtype=object)
+    if method == "image":
+        index = np.arange(len(records))
+        rest, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
+        n_val = int(val_fraction * len(rest))
+        train, val = train_test_split(rest, test_size=n_val, stratify=labels[rest], random_state=seed)
+        subset[test] = "test"
+        subset[val] = "val"
+    elif method == "patient":
+        groups = _groups(records)
+        test_mask = _group_holdout(labels, groups, test_fraction, seed)
+        rest = np.flatnonzero(~test_mask)
+        val_mask = _group_holdout(labels[rest], groups[rest], val_fraction, seed)
+        subset[test_mask] = "test"
+        subset[rest[val_mask]] = "val"
+    elif method == "folds":
+        held_out = f"fold_{val_fold}"
+        folds = {record.subset for record in records}
+        if held_out not in folds or len(folds) < 2:
+            raise PipelineError(f"The folds split needs the C-NMC folds (found {sorted(folds)}; "
+                                f"validation fold {held_out}).")
+        in_held_out = np.array([record.subset == held_out for record in records])
+        subset[in_held_out] = "val"
+        if not test_records:
+            positions = np.flatnonzero(in_held_out)
+            test_mask = _group_holdout(labels[positions], _groups(records)[positions], 0.5, seed)
+            subset[positions[test_mask]] = "test"
+    else:
+        raise PipelineError(f"Unknown split {method!r}.")
+    frame = pd.DataFrame({"path": [r.path for r in records], "patient": [r.patient for r in records],
+                          "label": labels, "subset": subset})
+    if method == "folds" and test_records:
+        labelled_test = [r for r in test_records if r.label is not None]
+        frame = pd.concat([frame, pd.DataFrame({
+            "path": [r.path for r in labelled_test], "patient": [r.patient for r in labelled_test],
+            "label": [r.label for r in labelled_test], "subset": "test"})], ignore_index=True)
+    return frame
+
+
+def prelim_records(dataset: Dataset) -> list[Record]:
+    return [record for record in dataset.labelled if record.subset == PRELIM_SUBSET]

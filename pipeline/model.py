@@ -1,0 +1,141 @@
+"""Backbone + head, weights loading, saving and loading a complete model. TensorFlow is imported lazily."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import PipelineError, WeightsUnavailableError
+
+if TYPE_CHECKING:
+    import keras
+
+BACKBONE_APPS = {
+    "efficientnet_b0": ("EfficientNetB0", "efficientnetb0_notop.h5"),
+    "efficientnet_b1": ("EfficientNetB1", "efficientnetb1_notop.h5"),
+    "efficientnet_b2": ("EfficientNetB2", "efficientnetb2_notop.h5"),
+    "efficientnet_b3": ("EfficientNetB3", "efficientnetb3_notop.h5"),
+}
+HEAD_LAYERS = ("head_bn", "head_dense", "head_dropout", "predictions")
+POOL_LAYER = "head_pool"
+LAST_CONV_LAYER = "top_activation"
+
+
+def keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def imagenet_weights_cached(backbone: str = "efficientnet_b3") -> bool:
+    """Whether Keras already has the ImageNet weights of `backbone` (so no download is needed)."""
+    return (keras_cache_dir() / BACKBONE_APPS[backbone][1]).is_file()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, str]:
+    """The Keras application without top, and a description of the weights actually used."""
+    import keras
+
+    if backbone not in BACKBONE_APPS:
+        raise PipelineError(f"Unknown backbone {backbone!r}; choose one of {', '.join(BACKBONE_APPS)}.")
+    app_name, cache_file = BACKBONE_APPS[backbone]
+    application = getattr(keras.applications, app_name)
+    shape = (image_size, image_size, 3)
+    if weights in ("none", "None", "", None):
+        return application(include_top=False, weights=None, input_shape=shape), "none (random initialisation)"
+    if weights == "imagenet":
+        try:
+            base = application(include_top=False, weights="imagenet", input_shape=shape)
+        except Exception as error:  # Keras raises bare Exception subclasses for download failures
+            raise WeightsUnavailableError(
+                f"ImageNet weights for {app_name} could not be had ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:160] if str(error) else 'no detail'}). Connect once to the internet "
+                f"(Keras caches them as {keras_cache_dir() / cache_file}), pass --weights PATH to a local "
+                f"{cache_file}, or --weights none to train from random weights.") from error
+        return base, f"imagenet ({cache_file})"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(f"Weights file {path} does not exist. Use 'imagenet', 'none' or a path to "
+                                      f"a {cache_file} file.")
+    try:
+        base = application(include_top=False, weights=str(path), input_shape=shape)
+    except Exception as error:
+        raise WeightsUnavailableError(f"Weights file {path} does not fit {app_name}: {error}") from error
+    return base, f"file {path.name} (sha256 {_sha256(path)[:12]})"
+
+
+def build_model(backbone: str = "efficientnet_b3", image_size: int = 224, weights: str = "imagenet",
+                freeze_backbone: bool = False) -> tuple[keras.Model, str]:
+    """EfficientNet (flat, from `base.output`) -> GAP -> BN -> Dense(256, relu) -> Dropout(0.4) -> Dense(2, softmax).
+
+    Inputs are 0-255 RGB floats: Keras EfficientNet rescales its own input. Returns the model and the
+    weights actually used.
+    """
+    import keras
+
+    base, weights_used = _backbone(backbone, image_size, weights)
+    base.trainable = not freeze_backbone
+    features = keras.layers.GlobalAveragePooling2D(name=POOL_LAYER)(base.output)
+    x = keras.layers.BatchNormalization(name="head_bn")(features)
+    x = keras.layers.Dense(256, activation="relu", name="head_dense")(x)
+    x = keras.layers.Dropout(0.4, name="head_dropout")(x)
+    outputs = keras.layers.Dense(2, activation="softmax", name="predictions")(x)
+    model = keras.Model(base.input, outputs, name=f"{backbone}_all_hem")
+    return model, weights_used
+
+
+def feature_extractor(model: keras.Model) -> keras.Model:
+    """The backbone and pooling of `model`: image -> pooled features."""
+    import keras
+
+    return keras.Model(model.input, model.get_layer(POOL_LAYER).output, name="features")
+
+
+def head_model(model: keras.Model) -> keras.Model:
+    """The head of `model` on pooled features; it shares its layers, so training it trains `model`."""
+    import keras
+
+    pooled = model.get_layer(POOL_LAYER).output
+    inputs = keras.Input(shape=pooled.shape[1:], name="pooled_features")
+    x = inputs
+    for name in HEAD_LAYERS:
+        x = model.get_layer(name)(x)
+    return keras.Model(inputs, x, name="head")
+
+
+def unfreeze_top_blocks(model: keras.Model, blocks: int) -> list[str]:
+    """Make the top `blocks` EfficientNet stages (and the top conv) trainable; BatchNorm stays frozen."""
+    import keras
+
+    stages = sorted({layer.name[5] for layer in model.layers if layer.name.startswith("block")})
+    chosen = set(stages[-blocks:]) if blocks > 0 else set()
+    unfrozen = []
+    for layer in model.layers:
+        in_stage = layer.name.startswith("block") and layer.name[5] in chosen
+        in_top = blocks > 0 and layer.name.startswith("top_")
+        if (in_stage or in_top) and not isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = True
+            unfrozen.append(layer.name)
+    return unfrozen
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """A saved `model.keras`; `PipelineError` with the reason when it does not load."""
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"No model file at {path} (the run may not have finished).")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:
+        raise PipelineError(f"The model file {path} does not load: {type(error).__name__}: "
+                            f"{str(error).splitlines()[0][:200] if str(error) else ''}") from error

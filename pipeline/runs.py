@@ -1,0 +1,280 @@
+"""The run folder: the only module that knows its file names.
+
+Every file is written to a temporary name and renamed into place, so any process can read a run
+while another writes it and never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import PipelineError
+
+CONFIG = "config.json"
+STATUS = "status.json"
+HISTORY = "history.csv"
+SPLIT = "split.csv"
+PREDICTIONS = "predictions.csv"
+METRICS = "metrics.json"
+MODEL = "model.keras"
+LOG = "log.txt"
+CHECKPOINT_DIR = "checkpoint"
+
+STATES = ("queued", "running", "completed", "failed", "cancelled")
+ACTIVE_STATES = ("queued", "running")
+HISTORY_COLUMNS = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss", "learning_rate"]
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    write_bytes_atomic(path, json.dumps(payload, indent=2, default=str).encode())
+
+
+def write_csv_atomic(path: Path, frame: pd.DataFrame) -> None:
+    write_bytes_atomic(path, frame.to_csv(index=False).encode())
+
+
+def temporary_path_for(path: Path) -> Path:
+    """A temporary name beside `path` for writers that need a file name (e.g. `model.save`)."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def slug(text: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    return cleaned[:80] or "run"
+
+
+def validate_run_id(run_id: str) -> str:
+    if not _RUN_ID.match(run_id or "") or ".." in run_id:
+        raise PipelineError(f"{run_id!r} is not a valid run id (letters, digits, '.', '_' and '-' only).")
+    return run_id
+
+
+def resolve_run_dir(runs_dir: Path, run_id: str) -> Path:
+    """The folder of `run_id` inside `runs_dir`; refuses ids that would leave it."""
+    validate_run_id(run_id)
+    base = Path(runs_dir).resolve()
+    run_dir = (base / run_id).resolve()
+    if run_dir.parent != base:
+        raise PipelineError(f"{run_id!r} is not a run of {runs_dir}.")
+    return run_dir
+
+
+def create_run_dir(runs_dir: Path, name: str) -> Path:
+    """Make a new, uniquely named run folder: `<YYYYmmdd-HHMMSS>-<name>`."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{slug(name)}"
+    for attempt in range(1000):
+        run_id = base if attempt == 0 else f"{base}-{attempt + 1}"
+        try:
+            (runs_dir / run_id).mkdir()
+        except FileExistsError:
+            continue
+        return runs_dir / run_id
+    raise PipelineError(f"Could not create a new run folder in {runs_dir}.")
+
+
+def process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class RunFolder:
+    """Reads and writes one run folder."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def model_path(self) -> Path:
+        return self.file(MODEL)
+
+    @property
+    def log_path(self) -> Path:
+        return self.file(LOG)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.file(CHECKPOINT_DIR)
+
+    def exists(self) -> bool:
+        return self.file(CONFIG).is_file() or self.file(STATUS).is_file()
+
+    # -- config ----------------------------------------------------------------------------
+    def write_config(self, config: dict[str, Any]) -> None:
+        write_json_atomic(self.file(CONFIG), config)
+
+    def config(self) -> dict[str, Any]:
+        return read_json(self.file(CONFIG))
+
+    # -- status ----------------------------------------------------------------------------
+    def raw_status(self) -> dict[str, Any]:
+        return read_json(self.file(STATUS))
+
+    def status(self) -> dict[str, Any]:
+        """The run's status; a run whose process is gone is reported `failed`, never `running`."""
+        status = self.raw_status()
+        orphaned = (status.get("state") in ACTIVE_STATES and status.get("host") == socket.gethostname()
+                    and not process_alive(status.get("pid")))
+        if orphaned:
+            status = {**status, "state": "failed", "stale": True,
+                      "error": status.get("error") or "The training process ended without finishing "
+                                                       "(killed or crashed)."}
+        return status
+
+    def update_status(self, **changes: Any) -> dict[str, Any]:
+        try:
+            status = self.raw_status()
+        except (FileNotFoundError, json.JSONDecodeError):
+            status = {}
+        status.update(changes)
+        status["updated_at"] = now_iso()
+        status.setdefault("host", socket.gethostname())
+        write_json_atomic(self.file(STATUS), status)
+        return status
+
+    # -- tables ----------------------------------------------------------------------------
+    def write_history(self, rows: list[dict[str, Any]]) -> None:
+        write_csv_atomic(self.file(HISTORY), pd.DataFrame(rows, columns=HISTORY_COLUMNS))
+
+    def history(self) -> pd.DataFrame:
+        path = self.file(HISTORY)
+        if not path.is_file():
+            return pd.DataFrame(columns=HISTORY_COLUMNS)
+        return pd.read_csv(path)
+
+    def write_split(self, frame: pd.DataFrame) -> None:
+        write_csv_atomic(self.file(SPLIT), frame[["path", "patient", "label", "subset"]])
+
+    def split(self) -> pd.DataFrame:
+        return pd.read_csv(self.file(SPLIT))
+
+    def write_predictions(self, frame: pd.DataFrame) -> None:
+        write_csv_atomic(self.file(PREDICTIONS), frame[["path", "patient", "label", "predicted", "prob_all"]])
+
+    def predictions(self) -> pd.DataFrame:
+        return pd.read_csv(self.file(PREDICTIONS))
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        write_json_atomic(self.file(METRICS), metrics)
+
+    def metrics(self) -> dict[str, Any] | None:
+        path = self.file(METRICS)
+        return read_json(path) if path.is_file() else None
+
+    def has_model(self) -> bool:
+        return self.model_path.is_file()
+
+    # -- summary ---------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """One row for run listings; a folder with missing or corrupt files is shown as broken."""
+        row: dict[str, Any] = {"run_id": self.run_id, "path": str(self.path)}
+        try:
+            config = self.config()
+            status = self.status()
+            metrics = self.metrics() or {}
+        except (OSError, ValueError) as error:
+            return {**row, "state": "broken", "error": f"Unreadable run folder: {error}"}
+        row.update({
+            "state": status.get("state", "unknown"),
+            "epoch": status.get("epoch"),
+            "created": config.get("created"),
+            "backbone": config.get("backbone"),
+            "epochs": config.get("epochs"),
+            "batch_size": config.get("batch_size"),
+            "image_size": config.get("image_size"),
+            "split": config.get("split"),
+            "mode": "fast (frozen backbone)" if config.get("freeze_backbone") else "full fine-tune",
+            "weights": config.get("weights_used", config.get("weights")),
+            "data": config.get("data_kind"),
+            "data_dir": config.get("data_dir"),
+            "group": config.get("group", ""),
+            "test_accuracy": metrics.get("accuracy"),
+            "weighted_f1": metrics.get("weighted avg", {}).get("f1-score"),
+            "roc_auc": metrics.get("roc_auc"),
+            "error": status.get("error"),
+        })
+        return row
+
+
+def list_runs(runs_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Summaries of every run under `runs_dir`, newest first."""
+    from .config import default_runs_dir
+
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    if not runs_dir.is_dir():
+        return []
+    folders = [RunFolder(path) for path in runs_dir.iterdir() if path.is_dir() and not path.name.startswith(".")]
+    return [folder.summary() for folder in sorted(folders, key=lambda folder: folder.run_id, reverse=True)
+            if folder.exists() or any(folder.path.iterdir())]
+
+
+def wait_for_state(run_dir: Path, states: tuple[str, ...], timeout_s: float) -> dict[str, Any]:
+    """Poll a run's status until it reaches one of `states` (for tests and scripts)."""
+    folder = RunFolder(run_dir)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            status = folder.status()
+            if status.get("state") in states:
+                return status
+        except (FileNotFoundError, json.JSONDecodeError):
+            status = {}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{run_dir} did not reach {states} within {timeout_s} s (last: {status}).")
+        time.sleep(0.5)
