@@ -143,7 +143,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     table = Predictor.from_run(args.run_dir).predict_paths(args.images)
     for row in table.itertuples(index=False):
-        if row.error:
+        if isinstance(row.error, str):
             print(f"error: {row.error}", file=sys.stderr)
         else:
             print(f"{row.path}\t{row.predicted}\tprob_all={row.prob_all:.4f}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import cv2
@@ -23,8 +24,10 @@ def _check_header(data: bytes, name: str) -> None:
     if not data:
         raise ImageReadError(f"{name} is empty (0 bytes).")
     try:
-        with Image.open(io.BytesIO(data)) as header:
-            width, height = header.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:
+                width, height = header.size
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise ImageReadError(f"{name} is not a BMP, PNG, JPEG or TIFF image.") from error
     except Image.DecompressionBombError as error:

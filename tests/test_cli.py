@@ -1,0 +1,51 @@
+"""The command line as a user types it: one clear line on bad input, never a traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, env_dir: Path | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, **({"ARTIFACTS_DIR": str(env_dir)} if env_dir else {})}
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_info_on_a_missing_root_is_one_clear_line(tmp_path: Path) -> None:
+    result = cli("info", "--data", str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_info_json_counts_the_demo_layout(tiny_data: Path) -> None:
+    import json
+
+    result = cli("info", "--data", str(tiny_data), "--json")
+    info = json.loads(result.stdout)
+    assert info["per_class"] == {"ALL": 18, "HEM": 18}, "16 training + 2 prelim images per class"
+    assert info["synthetic"] is True and info["per_subset"]["prelim_test"] == 4
+
+
+def test_train_on_a_missing_root_creates_no_run(tmp_path: Path) -> None:
+    result = cli("train", "--data", str(tmp_path / "nowhere"), "--weights", "none", env_dir=tmp_path / "art")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert not (tmp_path / "art" / "runs").exists() or not any((tmp_path / "art" / "runs").iterdir())
+
+
+@pytest.mark.slow
+def test_predict_prints_classes_and_a_bad_image_gets_one_error_line(finished_run: Path, tiny_data: Path,
+                                                                     tmp_path: Path) -> None:
+    good = next((tiny_data / "training_data").rglob("*.bmp"))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    result = cli("predict", str(finished_run), str(good), str(bad), "--csv", str(tmp_path / "out.csv"))
+    assert result.returncode == 1
+    assert str(good) in result.stdout and "prob_all=" in result.stdout
+    assert "error: bad.png" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "out.csv").read_text().count("\n") == 3

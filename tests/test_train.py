@@ -1,0 +1,72 @@
+"""End-to-end runs on tiny synthetic data (B0, 32 px, random weights): slow, so each run is trained once."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from pipeline import runs
+from pipeline.predict import Predictor, evaluate_run
+from pipeline.preprocess import read_image
+from pipeline.train import train
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_finished_run_holds_every_file_of_the_contract(finished_run: Path, tiny_data: Path) -> None:
+    for name in (runs.CONFIG, runs.STATUS, runs.HISTORY, runs.SPLIT, runs.PREDICTIONS, runs.METRICS, runs.MODEL):
+        assert (finished_run / name).is_file(), name
+    status = json.loads((finished_run / runs.STATUS).read_text())
+    assert status["state"] == "completed" and status["epoch"] == 1 and status["ended_at"]
+    config = json.loads((finished_run / runs.CONFIG).read_text())
+    assert config["data_dir"] == str(tiny_data) and config["data_layout"] == "cnmc"
+    assert config["data_kind"] == "synthetic demo data" and config["weights_used"].startswith("none")
+    assert config["split"] == "patient" and config["seed"] == 42
+    assert config["tensorflow_version"] and config["keras_version"]
+    history = pd.read_csv(finished_run / runs.HISTORY)
+    assert list(history.columns) == runs.HISTORY_COLUMNS and history["epoch"].tolist() == [1]
+    assert 0 < history["learning_rate"].iloc[0] <= 1e-4
+    assert not list(finished_run.glob(".*tmp*")), "no temporary file left behind"
+
+
+def test_split_keeps_patients_apart_and_predictions_cover_the_test_subset(finished_run: Path) -> None:
+    split = pd.read_csv(finished_run / runs.SPLIT)
+    assert (split.groupby("patient")["subset"].nunique() == 1).all()
+    predictions = pd.read_csv(finished_run / runs.PREDICTIONS)
+    assert set(predictions["path"]) == set(split.loc[split["subset"] == "test", "path"])
+    assert ((predictions["prob_all"] >= 0.5) == (predictions["predicted"] == "ALL")).all()
+
+
+def test_saved_metrics_equal_scikit_learn_on_saved_predictions(finished_run: Path) -> None:
+    predictions = pd.read_csv(finished_run / runs.PREDICTIONS)
+    metrics = json.loads((finished_run / runs.METRICS).read_text())
+    assert metrics["n"] == len(predictions)
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(predictions["label"], predictions["predicted"]))
+    assert metrics["confusion_matrix"] == confusion_matrix(
+        predictions["label"], predictions["predicted"], labels=["ALL", "HEM"]).tolist()
+    assert metrics["weighted avg"]["f1-score"] == pytest.approx(
+        f1_score(predictions["label"], predictions["predicted"], average="weighted"))
+
+
+def test_saved_model_reproduces_the_saved_probabilities(finished_run: Path) -> None:
+    predictions = pd.read_csv(finished_run / runs.PREDICTIONS).head(4)
+    predictor = Predictor.from_run(finished_run)
+    again = [predictor.predict_image(read_image(path))["prob_all"] for path in predictions["path"]]
+    assert np.allclose(again, predictions["prob_all"], atol=1e-4)
+
+
+def test_evaluate_on_the_prelim_test_set(finished_run: Path, tiny_data: Path) -> None:
+    metrics, out_dir = evaluate_run(finished_run, tiny_data)
+    assert metrics["subset"] == "prelim_test" and metrics["n"] == 4
+    assert (out_dir / runs.METRICS).is_file() and out_dir.parent.parent == finished_run
+
+
+def test_fast_mode_trains_the_head_on_cached_features_and_saves_a_full_model(tiny_config, artifacts_root) -> None:
+    folder = train(tiny_config.replace(freeze_backbone=True, epochs=3, name="fast"), artifacts_root / "runs")
+    assert folder.status()["state"] == "completed"
+    assert folder.history()["epoch"].tolist() == [1, 2, 3]
+    predictor = Predictor.from_run(folder.path)
+    assert "top_activation" in [layer.name for layer in predictor.model.layers]
