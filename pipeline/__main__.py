@@ -110,6 +110,19 @@ def cmd_execute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .runs import RunFolder
+    from .train import execute_run
+
+    folder = RunFolder(args.run_dir)
+    state = folder.status().get("state")
+    if state not in ("failed", "cancelled"):
+        raise PipelineError(f"Only a failed or cancelled run can be resumed; {folder.run_id} is {state}.")
+    execute_run(folder)
+    print(folder.path)
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from .runs import list_runs
 
@@ -152,6 +165,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if table["error"].notna().any() else 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain_files
+
+    methods = [method.strip() for method in args.method.split(",") if method.strip()]
+    rows = explain_files(args.run_dir, args.images, methods, args.layer, args.out)
+    for row in rows:
+        if "error" in row:
+            print(f"error: {row['error']}", file=sys.stderr)
+        else:
+            drops = ", ".join(f"{k}={v:+.3f}" for k, v in row.items() if "@" in k)
+            print(f"{row['image']}\t{row['method']}\t{row['predicted']} (prob_all={row['prob_all']})\t{drops}")
+    return 1 if any("error" in row for row in rows) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description="ALL vs HEM cell classification.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -180,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument("run_dirs", nargs="+", type=Path)
     execute.set_defaults(func=cmd_execute)
 
+    resume = commands.add_parser("resume", help="continue a failed or cancelled run from its last epoch")
+    resume.add_argument("run_dir", type=Path)
+    resume.set_defaults(func=cmd_resume)
+
     runs = commands.add_parser("runs", help="list runs")
     runs.add_argument("--runs-dir", type=Path, default=None)
     runs.add_argument("--json", action="store_true")
@@ -195,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", type=Path)
     predict.add_argument("--csv", type=Path, default=None)
     predict.set_defaults(func=cmd_predict)
+
+    explain = commands.add_parser("explain", help="CAM heatmaps, overlays and faithfulness per image")
+    explain.add_argument("run_dir", type=Path)
+    explain.add_argument("images", nargs="+", type=Path)
+    explain.add_argument("--method", default="gradcam", help="gradcam, gradcam++, scorecam, layercam (comma list)")
+    explain.add_argument("--layer", default="top_activation")
+    explain.add_argument("--out", type=Path, required=True)
+    explain.set_defaults(func=cmd_explain)
     return parser
 
 

@@ -49,3 +49,23 @@ def test_predict_prints_classes_and_a_bad_image_gets_one_error_line(finished_run
     assert str(good) in result.stdout and "prob_all=" in result.stdout
     assert "error: bad.png" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "out.csv").read_text().count("\n") == 3
+
+
+@pytest.mark.slow
+def test_explain_writes_the_documented_files(finished_run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    image = next((tiny_data / "training_data").rglob("*.bmp"))
+    result = cli("explain", str(finished_run), str(image), "--method", "gradcam,layercam", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / image.stem
+    model_input = np.load(folder / "input.npy")
+    assert model_input.dtype == np.float32 and model_input.shape == (32, 32, 3)
+    for method in ("gradcam", "layercam"):
+        heatmap = np.load(folder / f"{method}.npy")
+        assert heatmap.shape == (32, 32) and heatmap.min() >= 0 and heatmap.max() <= 1
+        assert (folder / f"{method}.png").read_bytes().startswith(b"\x89PNG")
+        faithfulness = json.loads((folder / f"{method}_faithfulness.json").read_text())
+        assert len(faithfulness["saliency_drop"]) == len(faithfulness["random_drop"]) == 3

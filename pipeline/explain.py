@@ -1,0 +1,279 @@
+"""Explanations: the Grad-CAM family (tf-keras-vis), feature maps, overlays and a deletion faithfulness score.
+
+Every CAM method is called the same way and returns a float32 heatmap in [0, 1] at the input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .errors import ImageReadError, PipelineError
+from .runs import slug
+
+METHODS = ("gradcam", "gradcam++", "scorecam", "layercam")
+DEFAULT_LAYER = "top_activation"
+DELETION_FRACTIONS = (0.1, 0.2, 0.5)
+RANDOM_REPEATS = 3
+SCORECAM_MAX_N = 16
+"""Faster Score-CAM: only the strongest channels are masked in (tf-keras-vis's `max_N`)."""
+
+
+def _cam_class(method: str) -> Any:
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+    from tf_keras_vis.layercam import Layercam
+    from tf_keras_vis.scorecam import Scorecam
+
+    classes = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus, "scorecam": Scorecam, "layercam": Layercam}
+    if method not in classes:
+        raise PipelineError(f"Unknown explanation method {method!r}; choose one of {', '.join(METHODS)}.")
+    return classes[method]
+
+
+def logits_model(model: Any) -> Any:
+    """`model` with its softmax replaced by the raw class scores, sharing every other layer (no clone)."""
+    import keras
+
+    last = model.layers[-1]
+    if getattr(last, "activation", None) is not keras.activations.softmax:
+        return model
+    scores = keras.layers.Dense(last.units, activation=None, name="class_scores")
+    outputs = scores(last.input)
+    scores.set_weights(last.get_weights())
+    return keras.Model(model.input, outputs, name=f"{model.name}_scores")
+
+
+def stage_layers(model: Any) -> dict[str, str]:
+    """The last layer of each EfficientNet stage (block1 ... block7) and `top_activation`, by stage name."""
+    stages: dict[str, str] = {}
+    for layer in model.layers:
+        name = layer.name
+        if name.startswith("block") and len(name) > 5 and name[5].isdigit():
+            stages[f"block{name[5]}"] = name
+    if any(layer.name == DEFAULT_LAYER for layer in model.layers):
+        stages["top"] = DEFAULT_LAYER
+    return stages
+
+
+def conv_layers(model: Any) -> list[str]:
+    """Layers with a 4-D output a CAM can be computed at, last first."""
+    names = [layer.name for layer in model.layers if len(getattr(layer, "output", None).shape or ()) == 4
+             and layer.name != model.layers[0].name]
+    return names[::-1]
+
+
+class Explainer:
+    """CAMs, feature maps and faithfulness for one model; build it once and reuse it (it caches the CAMs).
+
+    Grad-CAM and LayerCAM use tf-keras-vis's formulas on gradients from a compiled `tf.function` (about 30x
+    faster than eager on a CPU; the tests check both give the same maps); Grad-CAM++ and Score-CAM call
+    tf-keras-vis directly.
+    """
+
+    def __init__(self, model: Any) -> None:
+        import tensorflow as tf
+
+        self.model = model
+        self.scores_model = logits_model(model)
+        self._cams: dict[str, Any] = {}
+        self._gradients: dict[str, Any] = {}
+        self._feature_models: dict[tuple[str, ...], Any] = {}
+        self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        return np.asarray(self._forward(np.asarray(inputs, np.float32)))
+
+    def heatmap(self, model_input: np.ndarray, method: str = "gradcam", layer: str = DEFAULT_LAYER,
+                class_index: int | None = None) -> np.ndarray:
+        """Heatmap (float32 HxW in [0, 1], input size) for `class_index` (default: the predicted class)."""
+        if method not in METHODS:
+            raise PipelineError(f"Unknown explanation method {method!r}; choose one of {', '.join(METHODS)}.")
+        batch = np.asarray(model_input, np.float32)[None]
+        if class_index is None:
+            class_index = int(np.argmax(self.predict(batch)[0]))
+        try:
+            if method in ("gradcam", "layercam"):
+                cam = self._gradient_cam(batch, method, layer, class_index)
+            else:
+                cam = self._library_cam(batch, method, layer, class_index)
+        except ValueError as error:
+            raise PipelineError(f"Cannot compute {method} at layer {layer!r}: {error}") from error
+        return np.clip(np.nan_to_num(cam), 0.0, 1.0).astype(np.float32)
+
+    def _gradient_cam(self, batch: np.ndarray, method: str, layer: str, class_index: int) -> np.ndarray:
+        from scipy.ndimage import zoom
+
+        if layer not in self._gradients:
+            self._gradients[layer] = _compiled_gradients(self.scores_model, layer)
+        activations, gradients = (np.asarray(t)[0] for t in self._gradients[layer](batch, class_index))
+        # Grad-CAM weighs each channel by its mean gradient; LayerCAM weighs each position by its positive gradient.
+        weights = gradients.mean(axis=(0, 1), keepdims=True) if method == "gradcam" else np.maximum(gradients, 0)
+        cam = np.maximum((activations * weights).sum(axis=-1), 0)
+        cam = zoom(cam, (batch.shape[1] / cam.shape[0], batch.shape[2] / cam.shape[1]), order=1)
+        return (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
+
+    def _library_cam(self, batch: np.ndarray, method: str, layer: str, class_index: int) -> np.ndarray:
+        from tf_keras_vis.utils.scores import CategoricalScore
+
+        if method not in self._cams:
+            self._cams[method] = _cam_class(method)(self.scores_model, model_modifier=None, clone=False)
+        channels = int(self.scores_model.get_layer(layer).output.shape[-1])
+        extra = {"max_N": min(SCORECAM_MAX_N, channels)} if method == "scorecam" else {}
+        cam = self._cams[method](CategoricalScore([class_index]), batch, penultimate_layer=layer,
+                                 seek_penultimate_conv_layer=False, **extra)
+        cam = np.asarray(cam[0], np.float32)
+        if cam.shape != batch.shape[1:3]:
+            cam = cv2.resize(cam, (batch.shape[2], batch.shape[1]), interpolation=cv2.INTER_LINEAR)
+        return cam
+
+    def feature_maps(self, model_input: np.ndarray, stages: Sequence[str] | None = None,
+                     channels: int = 16) -> dict[str, np.ndarray]:
+        """Per stage, a grid image (float32 in [0, 1]) of the `channels` most active feature maps."""
+        available = stage_layers(self.model)
+        stages = list(stages) if stages else list(available)
+        missing = [stage for stage in stages if stage not in available]
+        if missing:
+            raise PipelineError(f"Unknown stage(s) {', '.join(missing)}; choose from {', '.join(available)}.")
+        key = tuple(stages)
+        if key not in self._feature_models:
+            import keras
+
+            outputs = [self.model.get_layer(available[stage]).output for stage in stages]
+            self._feature_models[key] = keras.Model(self.model.input, outputs)
+        activations = self._feature_models[key](np.asarray(model_input, np.float32)[None], training=False)
+        if len(stages) == 1:
+            activations = [activations]
+        return {stage: _grid(np.asarray(act[0]), channels) for stage, act in zip(stages, activations, strict=True)}
+
+    def faithfulness(self, model_input: np.ndarray, heatmap: np.ndarray, class_index: int | None = None,
+                     fractions: Sequence[float] = DELETION_FRACTIONS, seed: int = 0) -> dict[str, Any]:
+        """Drop in the class probability when the most salient pixels are deleted (set to black, the
+        background of a segmented cell), against deleting as many random pixels (mean of a few draws)."""
+        image = np.asarray(model_input, np.float32)
+        probabilities = self.predict(image[None])[0]
+        class_index = int(np.argmax(probabilities)) if class_index is None else class_index
+        order = np.argsort(-heatmap.ravel(), kind="stable")
+        rng = np.random.default_rng(seed)
+        batch = []
+        for fraction in fractions:
+            count = int(round(fraction * heatmap.size))
+            batch.append(_delete(image, order[:count]))
+            batch.extend(_delete(image, rng.permutation(heatmap.size)[:count]) for _ in range(RANDOM_REPEATS))
+        after = self.predict(np.stack(batch))[:, class_index].reshape(len(fractions), 1 + RANDOM_REPEATS)
+        original = float(probabilities[class_index])
+        return {
+            "class_index": class_index, "original_probability": original, "fractions": list(fractions),
+            "saliency_drop": [round(original - float(v), 6) for v in after[:, 0]],
+            "random_drop": [round(original - float(v), 6) for v in after[:, 1:].mean(axis=1)],
+        }
+
+
+def _compiled_gradients(scores_model: Any, layer: str) -> Any:
+    """A compiled function: (images, class index) -> (activations at `layer`, d class score / d activations)."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        target = scores_model.get_layer(layer)
+    except ValueError as error:
+        raise PipelineError(f"The model has no layer named {layer!r}.") from error
+    if len(target.output.shape) != 4:
+        raise PipelineError(f"Layer {layer!r} is not convolutional (its output is not a feature map).")
+    both = keras.Model(scores_model.input, [target.output, scores_model.output])
+
+    @tf.function(reduce_retracing=True)
+    def gradients(images: Any, class_index: Any) -> tuple[Any, Any]:
+        with tf.GradientTape() as tape:
+            activations, scores = both(images, training=False)
+            score = scores[:, class_index]
+        return activations, tape.gradient(score, activations)
+
+    return gradients
+
+
+def _delete(image: np.ndarray, flat_indices: np.ndarray) -> np.ndarray:
+    deleted = image.copy().reshape(-1, image.shape[-1])
+    deleted[flat_indices] = 0.0
+    return deleted.reshape(image.shape)
+
+
+def _grid(activation: np.ndarray, channels: int) -> np.ndarray:
+    strongest = np.argsort(-activation.mean(axis=(0, 1)))[:channels]
+    maps = []
+    for channel in strongest:
+        plane = activation[:, :, channel]
+        span = plane.max() - plane.min()
+        maps.append((plane - plane.min()) / span if span > 0 else np.zeros_like(plane))
+    columns = int(np.ceil(np.sqrt(len(maps))))
+    rows = int(np.ceil(len(maps) / columns))
+    height, width = activation.shape[:2]
+    grid = np.ones((rows * (height + 1) - 1, columns * (width + 1) - 1), np.float32)
+    for index, plane in enumerate(maps):
+        row, column = divmod(index, columns)
+        grid[row * (height + 1):row * (height + 1) + height, column * (width + 1):column * (width + 1) + width] = plane
+    return grid
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+    """The heatmap over the image (viridis, colour-vision safe); RGB uint8 at the image's size."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    heat = cv2.resize(np.asarray(heatmap, np.float32), (image.shape[1], image.shape[0]))
+    colored = cv2.applyColorMap((np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
+    colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(image, 1 - opacity, colored, opacity, 0)
+
+
+def colorize(plane: np.ndarray, size: int | None = None) -> np.ndarray:
+    """A [0, 1] plane as a viridis RGB image, optionally scaled so its longer side is `size`."""
+    image = cv2.cvtColor(cv2.applyColorMap((np.clip(plane, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS),
+                         cv2.COLOR_BGR2RGB)
+    if size:
+        scale = size / max(image.shape[:2])
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    return image
+
+
+def explain_files(run_dir: Path, paths: Sequence[Path], methods: Sequence[str], layer: str,
+                  out_dir: Path) -> list[dict[str, Any]]:
+    """For each image, `out_dir/<image name>/` gets input.npy, <method>.npy, <method>.png and
+    <method>_faithfulness.json. Returns one summary row per image and method (or the read error)."""
+    from .predict import Predictor
+    from .preprocess import read_image
+    from .runs import write_bytes_atomic, write_json_atomic
+
+    predictor = Predictor.from_run(run_dir)
+    explainer = Explainer(predictor.model)
+    rows = []
+    for path in paths:
+        try:
+            result = predictor.predict_image(read_image(path))
+        except ImageReadError as error:
+            rows.append({"image": str(path), "error": str(error)})
+            continue
+        folder = Path(out_dir) / slug(Path(path).stem)
+        folder.mkdir(parents=True, exist_ok=True)
+        model_input = result["input"].astype(np.float32)
+        np.save(folder / "input.npy", model_input)
+        for method in methods:
+            heatmap = explainer.heatmap(model_input, method, layer)
+            faithfulness = explainer.faithfulness(model_input, heatmap)
+            np.save(folder / f"{method}.npy", heatmap)
+            png = cv2.imencode(".png", cv2.cvtColor(overlay(result["input"], heatmap), cv2.COLOR_RGB2BGR))[1]
+            write_bytes_atomic(folder / f"{method}.png", png.tobytes())
+            write_json_atomic(folder / f"{method}_faithfulness.json",
+                              {"method": method, "layer": layer, "predicted": result["predicted"],
+                               "prob_all": result["prob_all"], **faithfulness})
+            rows.append({"image": str(path), "method": method, "predicted": result["predicted"],
+                         "prob_all": round(result["prob_all"], 4), "folder": str(folder),
+                         **{f"drop@{int(f * 100)}%": d for f, d in zip(faithfulness["fractions"],
+                                                                      faithfulness["saliency_drop"], strict=True)},
+                         **{f"random@{int(f * 100)}%": d for f, d in zip(faithfulness["fractions"],
+                                                                        faithfulness["random_drop"], strict=True)}})
+    return rows

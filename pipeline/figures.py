@@ -1,0 +1,93 @@
+"""Plotly figures shared by the pages: built from run-folder tables, no Streamlit here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from .evaluate import roc_points
+
+# Okabe-Ito, safe for the common colour-vision deficiencies; lines also differ by dash.
+COLORS = {"train": "#0072B2", "val": "#E69F00", "ALL": "#D55E00", "HEM": "#009E73"}
+SEQUENTIAL = "Cividis"
+
+
+def confusion_matrix_figure(metrics: dict[str, Any], normalized: bool = False) -> go.Figure:
+    labels = metrics["labels"]
+    counts = np.array(metrics["confusion_matrix"], dtype=float)
+    values = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalized else counts
+    text = [[f"{v:.1%}" if normalized else f"{int(v)}" for v in row] for row in values]
+    figure = go.Figure(go.Heatmap(z=values, x=labels, y=labels, text=text, texttemplate="%{text}",
+                                  colorscale=SEQUENTIAL, showscale=False,
+                                  hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
+    figure.update_layout(xaxis_title="Predicted class", yaxis_title="True class", height=360,
+                         yaxis_autorange="reversed", margin=dict(l=10, r=10, t=30, b=10),
+                         title="Row-normalized (recall per class)" if normalized else "Counts")
+    return figure
+
+
+def curves_figure(history: pd.DataFrame, metric: str = "accuracy", title: str = "") -> go.Figure:
+    figure = go.Figure()
+    for prefix, name, dash in (("", "train", "solid"), ("val_", "val", "dash")):
+        column = f"{prefix}{metric}"
+        if column in history and history[column].notna().any():
+            figure.add_scatter(x=history["epoch"], y=history[column], name=f"{name} {metric}",
+                               mode="lines+markers", line=dict(color=COLORS[name], dash=dash))
+    figure.update_layout(xaxis_title="Epoch", yaxis_title=metric, height=320, title=title or metric.capitalize(),
+                         margin=dict(l=10, r=10, t=40, b=10))
+    return figure
+
+
+def overlaid_curves_figure(histories: dict[str, pd.DataFrame], column: str = "val_accuracy") -> go.Figure:
+    figure = go.Figure()
+    for run_id, history in histories.items():
+        if column in history:
+            figure.add_scatter(x=history["epoch"], y=history[column], name=run_id, mode="lines")
+    figure.update_layout(xaxis_title="Epoch", yaxis_title=column, height=360, margin=dict(l=10, r=10, t=30, b=10))
+    return figure
+
+
+def roc_figure(predictions: pd.DataFrame, auc: float | None) -> go.Figure:
+    points = roc_points(predictions)
+    figure = go.Figure()
+    figure.add_scatter(x=points["fpr"], y=points["tpr"], mode="lines", name="ROC (ALL positive)",
+                       line=dict(color=COLORS["train"]))
+    figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="gray", dash="dot"))
+    figure.update_layout(xaxis_title="False positive rate (HEM called ALL)",
+                         yaxis_title="True positive rate (ALL found)", height=360,
+                         title=f"ROC AUC {auc:.3f}" if auc is not None else "ROC", margin=dict(l=10, r=10, t=40, b=10))
+    return figure
+
+
+def counts_figure(frame: pd.DataFrame, by: str, title: str) -> go.Figure:
+    counts = frame.groupby([by, "label"]).size().reset_index(name="images")
+    figure = px.bar(counts, x=by, y="images", color="label", barmode="group", title=title, text="images",
+                    color_discrete_map=COLORS, pattern_shape="label")
+    figure.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10))
+    return figure
+
+
+def histogram_figure(images: dict[str, np.ndarray]) -> go.Figure:
+    """Luminance histograms of the foreground (non-black) pixels of several versions of an image."""
+    figure = go.Figure()
+    for name, image in images.items():
+        luminance = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        values = luminance[image.max(axis=2) > 0]
+        figure.add_histogram(x=values, name=name, opacity=0.6, nbinsx=64)
+    figure.update_layout(barmode="overlay", xaxis_title="Luminance (0-255), cell pixels", yaxis_title="Pixels",
+                         height=300, margin=dict(l=10, r=10, t=30, b=10))
+    return figure
+
+
+def sweep_heatmap(runs: pd.DataFrame, value: str, title: str) -> go.Figure:
+    table = runs.pivot_table(index="batch_size", columns="epochs", values=value, aggfunc="max")
+    figure = go.Figure(go.Heatmap(z=table.values, x=[str(c) for c in table.columns], y=[str(i) for i in table.index],
+                                  colorscale=SEQUENTIAL, texttemplate="%{z:.3f}",
+                                  hovertemplate="epochs %{x}, batch %{y}: %{z:.3f}<extra></extra>"))
+    figure.update_layout(xaxis_title="Epochs", yaxis_title="Batch size", title=title, height=300,
+                         margin=dict(l=10, r=10, t=40, b=10))
+    return figure

@@ -1,0 +1,102 @@
+"""Background training processes for the dashboard: launch under a lock, follow, cancel."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .config import TrainConfig, default_runs_dir
+from .errors import PipelineError
+from .runs import ACTIVE_STATES, RunFolder, list_runs, now_iso, process_alive
+
+LOCK_FILE = ".launch.lock"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class TrainingBusyError(PipelineError):
+    """A run is already training in this runs folder."""
+
+
+@contextmanager
+def launch_lock(runs_dir: Path) -> Iterator[None]:
+    """One launch at a time per runs folder, across processes and browser sessions."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with open(runs_dir / LOCK_FILE, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def active_runs(runs_dir: Path | None = None) -> list[dict]:
+    return [run for run in list_runs(runs_dir) if run.get("state") in ACTIVE_STATES]
+
+
+def launch(configs: list[TrainConfig], runs_dir: Path | None = None, group: str = "") -> list[RunFolder]:
+    """Queue `configs` as new runs and train them one after another in a background process.
+
+    Refused with `TrainingBusyError` while another run of this runs folder is queued or training: on a
+    2-core machine two trainings would only slow each other down.
+    """
+    from .train import prepare_run
+
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    with launch_lock(runs_dir):
+        busy = active_runs(runs_dir)
+        if busy:
+            raise TrainingBusyError(f"Run {busy[0]['run_id']} is still {busy[0]['state']}; wait for it to finish "
+                                    f"or cancel it before starting another.")
+        folders = [prepare_run(config, runs_dir, group) for config in configs]
+        process = _spawn(folders)
+        for folder in folders:
+            folder.update_status(pid=process.pid, host=socket.gethostname())
+    return folders
+
+
+def _spawn(folders: list[RunFolder]) -> subprocess.Popen:
+    log = open(folders[0].log_path, "ab")  # noqa: SIM115 - handed to the child, which outlives this call
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "execute", *[str(folder.path.resolve()) for folder in folders]],
+            cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        log.close()
+
+
+def resume(run_dir: Path) -> RunFolder:
+    """Continue a failed or cancelled run in the background from its last completed epoch."""
+    folder = RunFolder(run_dir)
+    state = folder.status().get("state")
+    if state not in ("failed", "cancelled"):
+        raise PipelineError(f"Only a failed or cancelled run can be resumed; {folder.run_id} is {state}.")
+    with launch_lock(folder.path.parent):
+        busy = active_runs(folder.path.parent)
+        if busy:
+            raise TrainingBusyError(f"Run {busy[0]['run_id']} is still {busy[0]['state']}.")
+        folder.update_status(state="queued", error=None, resumed_at=now_iso())
+        process = _spawn([folder])
+        folder.update_status(pid=process.pid, host=socket.gethostname())
+    return folder
+
+
+def cancel(run_dir: Path) -> bool:
+    """Ask a queued or running run to stop (SIGTERM to its process); True if a process was signalled."""
+    folder = RunFolder(run_dir)
+    status = folder.status()
+    pid = status.get("pid")
+    if status.get("state") not in ACTIVE_STATES or not process_alive(pid):
+        return False
+    try:
+        os.kill(int(pid), signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

@@ -1,0 +1,117 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy.ndimage import zoom
+
+from pipeline.errors import PipelineError
+from pipeline.explain import METHODS, Explainer, logits_model, overlay, stage_layers
+from pipeline.model import build_model
+
+
+@pytest.fixture(scope="module")
+def b0_explainer() -> Explainer:
+    keras.utils.set_random_seed(0)
+    model, _ = build_model("efficientnet_b0", 64, "none")
+    return Explainer(model)
+
+
+@pytest.fixture(scope="module")
+def cell_image() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    image = np.zeros((64, 64, 3), np.float32)
+    image[16:48, 20:44] = rng.uniform(60, 200, (32, 24, 3))
+    return image
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_returns_an_input_sized_map_in_0_1(b0_explainer: Explainer, cell_image, method: str) -> None:
+    heatmap = b0_explainer.heatmap(cell_image, method)
+    assert heatmap.shape == (64, 64) and heatmap.dtype == np.float32
+    assert heatmap.min() >= 0 and heatmap.max() <= 1 and heatmap.max() > 0.5
+
+
+def _tape_gradcam(model: keras.Model, image: np.ndarray, layer: str, class_index: int) -> np.ndarray:
+    """Grad-CAM written independently from the keras-io example, on the pre-softmax score."""
+    scores = logits_model(model)
+    grad_model = keras.Model(scores.input, [scores.get_layer(layer).output, scores.output])
+    with tf.GradientTape() as tape:
+        activations, output = grad_model(image[None], training=False)
+        score = output[:, class_index]
+    gradients = tape.gradient(score, activations)[0].numpy()
+    activations = activations[0].numpy()
+    cam = np.maximum(np.einsum("hwc,c->hw", activations, gradients.mean(axis=(0, 1))), 0)
+    cam = zoom(cam, (image.shape[0] / cam.shape[0], image.shape[1] / cam.shape[1]), order=1)
+    return (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
+
+
+@pytest.mark.parametrize("layer", ["top_activation", "block6a_expand_activation"])
+def test_gradcam_matches_an_independent_gradient_tape_and_tf_keras_vis(b0_explainer, cell_image, layer) -> None:
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.layercam import Layercam
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    ours = b0_explainer.heatmap(cell_image, "gradcam", layer, class_index=1)
+    assert np.allclose(ours, _tape_gradcam(b0_explainer.model, cell_image, layer, 1), atol=1e-4)
+    library = Gradcam(b0_explainer.scores_model, clone=False)(CategoricalScore([1]), cell_image[None],
+                                                               penultimate_layer=layer)[0]
+    assert np.allclose(ours, library, atol=1e-4)
+    library_layercam = Layercam(b0_explainer.scores_model, clone=False)(
+        CategoricalScore([1]), cell_image[None], penultimate_layer=layer)[0]
+    assert np.allclose(b0_explainer.heatmap(cell_image, "layercam", layer, class_index=1), library_layercam,
+                       atol=1e-3)
+
+
+def _red_detector() -> keras.Model:
+    """A model that can only look at red: P(ALL) rises with the mean red activation."""
+    inputs = keras.Input((64, 64, 3))
+    features = keras.layers.Conv2D(1, 1, use_bias=False, activation="relu", name="top_activation")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
+    outputs = keras.layers.Dense(2, activation="softmax", name="predictions")(pooled)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("top_activation").set_weights([np.array([1.0, 0.0, 0.0]).reshape(1, 1, 3, 1)])
+    model.get_layer("predictions").set_weights([np.array([[-0.5, 0.5]]), np.array([4.0, -4.0])])
+    return model
+
+
+def test_heatmap_peaks_on_the_only_object_that_matters_and_deleting_it_beats_random() -> None:
+    image = np.zeros((64, 64, 3), np.float32)
+    image[:, :, 1] = 120  # green everywhere: the model cannot see it
+    image[8:24, 36:52, 0] = 255  # one red object
+    explainer = Explainer(_red_detector())
+    assert np.argmax(explainer.predict(image[None])[0]) == 1
+    for method in METHODS:
+        heatmap = explainer.heatmap(image, method)
+        peak = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+        assert 8 <= peak[0] < 24 and 36 <= peak[1] < 52, method
+        assert heatmap[8:24, 36:52].mean() > 5 * heatmap[32:, :32].mean() + 1e-3, method
+    faithfulness = explainer.faithfulness(image, explainer.heatmap(image, "gradcam"))
+    assert faithfulness["class_index"] == 1 and faithfulness["fractions"] == [0.1, 0.2, 0.5]
+    assert faithfulness["saliency_drop"][0] > 0.5
+    assert faithfulness["saliency_drop"][0] > faithfulness["random_drop"][0] + 0.3
+
+
+def test_feature_maps_of_every_stage(b0_explainer: Explainer, cell_image) -> None:
+    stages = stage_layers(b0_explainer.model)
+    assert list(stages) == [f"block{n}" for n in range(1, 8)] + ["top"]
+    grids = b0_explainer.feature_maps(cell_image, channels=9)
+    assert set(grids) == set(stages)
+    top = grids["top"]
+    side = b0_explainer.model.get_layer("top_activation").output.shape[1]
+    assert top.shape == (3 * side + 2, 3 * side + 2) and top.min() >= 0 and top.max() <= 1
+    with pytest.raises(PipelineError, match="Unknown stage"):
+        b0_explainer.feature_maps(cell_image, ["block9"])
+
+
+def test_unknown_method_or_layer_is_a_clear_error(b0_explainer: Explainer, cell_image) -> None:
+    with pytest.raises(PipelineError, match="Unknown explanation method"):
+        b0_explainer.heatmap(cell_image, "magic")
+    with pytest.raises(PipelineError, match="no layer named"):
+        b0_explainer.heatmap(cell_image, "gradcam", "nope")
+
+
+def test_overlay_blends_at_the_given_opacity() -> None:
+    image = np.full((10, 10, 3), 100, np.uint8)
+    assert (overlay(image, np.zeros((5, 5), np.float32), opacity=0.0) == image).all()
+    full = overlay(image, np.ones((5, 5), np.float32), opacity=1.0)
+    assert full.shape == (10, 10, 3) and full[0, 0].tolist() == [253, 231, 37]  # viridis at 1.0
