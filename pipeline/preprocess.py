@@ -116,3 +116,8 @@ def local_contrast(image: np.ndarray, window: int = 15) -> float:
     mean = cv2.blur(gray, (window, window))
     mean_sq = cv2.blur(gray * gray, (window, window))
     return float(np.sqrt(np.maximum(mean_sq - mean * mean, 0)).mean())
+
+
+def thumbnail(path: str | Path, size: int = 112) -> np.ndarray:
+    """A small RGB preview of the image at `path` (no CLAHE)."""
+    return preprocess(read_image(path), size, ClaheSettings(enabled=False))

@@ -278,3 +278,22 @@ def wait_for_state(run_dir: Path, states: tuple[str, ...], timeout_s: float) -> 
         if time.monotonic() > deadline:
             raise TimeoutError(f"{run_dir} did not reach {states} within {timeout_s} s (last: {status}).")
         time.sleep(0.5)
+
+
+def progress_summary(status: dict[str, Any]) -> dict[str, Any]:
+    """Overall fraction done, elapsed and estimated remaining seconds of a run, from its status."""
+    from datetime import datetime as _datetime
+
+    epochs = max(1, int(status.get("epochs") or 1))
+    epoch = int(status.get("epoch") or 0)
+    within = float(status.get("progress") or 0.0)
+    training = str(status.get("phase", "")).startswith(("training", "fine-tuning"))
+    done_epochs = (epoch - 1 + within) if training and epoch else float(status.get("epochs_done") or 0)
+    fraction = min(1.0, max(0.0, done_epochs / epochs))
+    elapsed = None
+    if status.get("started_at"):
+        end = status.get("ended_at") or now_iso()
+        elapsed = (_datetime.fromisoformat(end) - _datetime.fromisoformat(status["started_at"])).total_seconds()
+    eta = elapsed * (1 - fraction) / fraction if elapsed and fraction > 0.02 and training else None
+    return {"fraction": fraction, "elapsed_s": elapsed, "eta_s": eta, "epoch": epoch, "epochs": epochs,
+            "within_epoch": within}

@@ -317,8 +317,7 @@ def sweep(config: TrainConfig, epochs: list[int], batch_sizes: list[int], runs_d
           group: str = "") -> list[RunFolder]:
     """The paper's grid: one run per (epochs, batch size), queued together, trained one after another."""
     group = group or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-    folders = [prepare_run(config.replace(epochs=e, batch_size=b, name=f"{config.default_name.split('-')[0]}"
-                                          f"-e{e}-b{b}"), runs_dir, group)
+    folders = [prepare_run(config.replace(epochs=e, batch_size=b), runs_dir, group)
                for e in epochs for b in batch_sizes]
     execute_runs(folders)
     return folders

@@ -1,0 +1,56 @@
+"""Home: what the tool does, which data and weights are in use, the runs so far."""
+
+import streamlit as st
+
+from pages.common import DISCLAIMER, current_dataset, demo_mode, runs_table, show_error
+from pipeline.errors import PipelineError
+from pipeline.model import imagenet_weights_cached
+
+st.title("🔬 ALL vs HEM: leukemic blast classification")
+st.markdown(
+    "Classify single white-blood-cell microscope images from the **C-NMC 2019** (ISBI 2019) challenge into "
+    "**ALL** (acute lymphoblastic leukemia blast) and **HEM** (normal), with EfficientNet-B3 transfer learning "
+    "as in Fata & Hapsari (2026): resize to 224 px with CLAHE, ImageNet weights, a small dense head, RMSprop "
+    "with exponential decay, and a grid of epochs × batch sizes.")
+st.error(DISCLAIMER, icon="⚕️")
+
+left, middle, right = st.columns(3)
+with left:
+    st.subheader("Dataset")
+    try:
+        dataset = current_dataset()
+        info = dataset.info()
+        st.metric("Images", info["images"], help="Every image found under the dataset root, labelled or not.")
+        st.write(f"**{dataset.kind}** · {info['layout']} layout · {info['patients']} patients")
+        if dataset.synthetic:
+            st.warning("Synthetic demo data, drawn by this project: not clinical images.", icon="⚠️")
+    except PipelineError as error:
+        show_error(error)
+with middle:
+    st.subheader("Pre-trained weights")
+    if imagenet_weights_cached("efficientnet_b3"):
+        st.success("ImageNet weights for EfficientNet-B3 are on this machine.", icon="✅")
+    else:
+        st.info("ImageNet weights are not cached here. Training with them needs an internet connection once "
+                "(Keras downloads and keeps them); offline, choose a local weights file or random weights.", icon="ℹ️")
+with right:
+    st.subheader("Runs")
+    runs = runs_table()
+    if runs.empty:
+        st.write("No runs yet: train one on the **Train** page.")
+    else:
+        done = runs[runs["state"] == "completed"].dropna(subset=["weighted_f1"])
+        st.metric("Runs", len(runs), help="All runs in the runs folder, whatever their state.")
+        if not done.empty:
+            best = done.sort_values("weighted_f1", ascending=False).iloc[0]
+            st.metric("Best weighted F1 (test)", f"{best['weighted_f1']:.3f}",
+                      help="Weighted F1 on the run's test subset: the C-NMC challenge metric (0 to 1).")
+            st.caption(f"{best['run_id']} · {best['data']} · weights {best['weights']}")
+
+st.subheader("How to use it")
+steps = ["**Dataset**: browse the images, class balance and patients; compare raw and CLAHE-enhanced cells."]
+if not demo_mode():
+    steps.append("**Train**: start a run (fast mode suits a CPU) or the paper's grid and watch it learn.")
+steps += ["**Results**: confusion matrix, curves, per-class metrics, ROC, and runs compared.",
+          "**Predict**: upload a cell image for its class, probability, Grad-CAM and feature maps."]
+st.markdown("\n".join(f"{number}. {step}" for number, step in enumerate(steps, start=1)))

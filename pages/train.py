@@ -1,0 +1,117 @@
+"""Train: settings or the paper's grid, launched as a background process; live progress and curves."""
+
+import streamlit as st
+
+from pages.common import data_dir, demo_mode, run_folder, runs_dir, runs_table, show_error
+from pipeline.config import BACKBONES, PAPER_BATCH_SIZES, PAPER_EPOCHS, ClaheSettings, TrainConfig
+from pipeline.errors import PipelineError
+from pipeline.figures import curves_figure
+from pipeline.launch import cancel, launch, resume
+from pipeline.runs import ACTIVE_STATES, progress_summary
+
+st.title("🏋️ Train")
+if demo_mode():
+    st.info("Training is switched off in the hosted demo. Train with the command line or a local dashboard, "
+            "then point the demo at the run (see the README).", icon="🔒")
+    st.stop()
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes // 60}h {minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m {seconds:02d}s"
+
+
+@st.fragment(run_every=2)
+def live_progress() -> None:
+    runs = runs_table()
+    active = runs[runs["state"].isin(ACTIVE_STATES)] if not runs.empty else runs
+    if active.empty:
+        st.caption("No run is training now.")
+        return
+    for run_id in active["run_id"]:
+        folder = run_folder(run_id)
+        status = folder.status()
+        summary = progress_summary(status)
+        st.markdown(f"**{run_id}** · {status.get('state')} · {status.get('phase', '')}")
+        st.progress(summary["fraction"], text=f"Epoch {summary['epoch']} of {summary['epochs']}")
+        st.progress(min(1.0, summary["within_epoch"]),
+                    text=f"Within the epoch or phase: {summary['within_epoch']:.0%}")
+        cols = st.columns(3)
+        cols[0].metric("Elapsed", _duration(summary["elapsed_s"]))
+        cols[1].metric("Remaining (estimate)", _duration(summary["eta_s"]),
+                       help="Extrapolated from the time per epoch so far.")
+        if cols[2].button("Cancel", key=f"cancel-{run_id}", type="secondary"):
+            st.toast("Cancelling…" if cancel(folder.path) else "That run is no longer running.")
+        history = folder.history()
+        if not history.empty:
+            left, right = st.columns(2)
+            left.plotly_chart(curves_figure(history, "accuracy"), width="stretch", key=f"acc-{run_id}")
+            right.plotly_chart(curves_figure(history, "loss"), width="stretch", key=f"loss-{run_id}")
+
+
+paper = st.toggle("Paper protocol preset", help="EfficientNet-B3 at 224 px, ImageNet weights, image-level split of "
+                  "fold 0, 50 epochs, batch 16, learning rate 1e-4 as in the paper.")
+if paper:
+    st.warning("The paper's image-level split lets images of the same patient fall in training and test: "
+               "results are optimistic. The patient split is the honest default.", icon="⚠️")
+
+with st.form("train"):
+    columns = st.columns(4)
+    backbone = columns[0].selectbox("Backbone", BACKBONES, index=BACKBONES.index("efficientnet_b3"))
+    image_size = columns[1].select_slider("Image size (px)", [64, 96, 128, 160, 224, 300], value=224)
+    weights = columns[2].selectbox("Weights", ["imagenet", "none"], index=0 if paper else 1,
+                                   help="ImageNet needs the weights cached or an internet connection once; "
+                                        "'none' starts from random weights.")
+    split = columns[3].selectbox("Split", ["patient", "image", "folds"], index=1 if paper else 0,
+                                 help="patient: no patient in two subsets; image: the paper's random split; "
+                                      "folds: the C-NMC folds, tested on the prelim set.")
+    columns = st.columns(4)
+    epochs = columns[0].number_input("Epochs", 1, 200, 50 if paper else 10)
+    batch_size = columns[1].selectbox("Batch size", [8, 16, 32, 64], index=1)
+    learning_rate = columns[2].number_input("Learning rate", 1e-6, 1e-1, 1e-4, format="%.0e")
+    max_images = columns[3].number_input("Use at most N images (0 = all)", 0, 100000, 0)
+    columns = st.columns(3)
+    fast = columns[0].checkbox("Fast mode (frozen backbone)", value=not paper,
+                               help="Backbone features are computed once and cached, then only the head trains: "
+                                    "seconds per epoch on a CPU instead of minutes.")
+    augment = columns[1].checkbox("Augment (flips, 90° rotations)")
+    clahe = columns[2].checkbox("CLAHE", value=True)
+    sweep = st.checkbox("Run the paper's grid (epochs × batch sizes) instead")
+    grid = st.columns(2)
+    sweep_epochs = grid[0].multiselect("Grid epochs", PAPER_EPOCHS, default=list(PAPER_EPOCHS))
+    sweep_batches = grid[1].multiselect("Grid batch sizes", PAPER_BATCH_SIZES, default=list(PAPER_BATCH_SIZES))
+    submitted = st.form_submit_button("Start training", type="primary")
+
+if submitted:
+    try:
+        base = TrainConfig(
+            data_dir=data_dir(), backbone=backbone, image_size=int(image_size), weights=weights, split=split,
+            folds="0" if paper else "", epochs=int(epochs), batch_size=int(batch_size),
+            learning_rate=float(learning_rate), freeze_backbone=fast, augment=augment,
+            clahe=ClaheSettings(enabled=clahe), max_images=int(max_images))
+        configs = ([base.replace(epochs=e, batch_size=b) for e in sweep_epochs for b in sweep_batches]
+                   if sweep else [base])
+        folders = launch(configs, runs_dir(), group=f"grid-{configs[0].default_name}" if sweep else "")
+        st.success(f"Started {len(folders)} run(s): {', '.join(f.run_id for f in folders)}. "
+                   "They keep going if you close this tab.", icon="🚀")
+    except PipelineError as error:
+        show_error(error)
+
+st.subheader("Now training")
+live_progress()
+
+runs = runs_table()
+stopped = runs[runs["state"].isin(["failed", "cancelled"])] if not runs.empty else runs
+if not stopped.empty:
+    st.subheader("Stopped runs")
+    for row in stopped.itertuples(index=False):
+        cols = st.columns([4, 1])
+        cols[0].write(f"**{row.run_id}** · {row.state} · {row.error or ''}")
+        if cols[1].button("Resume", key=f"resume-{row.run_id}"):
+            try:
+                resume(run_folder(row.run_id).path)
+                st.rerun()
+            except PipelineError as error:
+                show_error(error)

@@ -1,0 +1,89 @@
+"""Every page run by Streamlit's AppTest against tiny synthetic data and a tiny finished run."""
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pipeline import runs
+from pipeline.data import scan_dataset
+from pipeline.predict import Predictor
+from pipeline.preprocess import read_image
+
+APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
+TIMEOUT = 180  # TensorFlow and the model load in the page's process
+
+
+@pytest.fixture
+def app(tiny_data: Path, finished_run: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("CNMC_DATA_DIR", str(tiny_data))
+    monkeypatch.delenv("DEMO_MODE", raising=False)
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+def _open(app: AppTest, page: str | None = None) -> AppTest:
+    app.run()
+    if page:
+        app.switch_page(page).run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def _metric(app: AppTest, label: str) -> str:
+    matches = [metric.value for metric in app.metric if metric.label == label]
+    assert matches, f"no metric {label!r} among {[m.label for m in app.metric]}"
+    return matches[0]
+
+
+def test_home_says_which_data_and_that_it_is_no_diagnostic_device(app: AppTest, tiny_data: Path) -> None:
+    _open(app)
+    assert _metric(app, "Images") == str(len(scan_dataset(tiny_data).records))
+    assert any("not a diagnostic device" in error.value for error in app.error)
+    assert any("Synthetic demo data" in warning.value for warning in app.warning)
+
+
+def test_dataset_counts_classes_and_patients(app: AppTest, tiny_data: Path) -> None:
+    _open(app, "pages/dataset.py")
+    info = scan_dataset(tiny_data).info()
+    assert _metric(app, "ALL") == str(info["per_class"]["ALL"])
+    assert _metric(app, "HEM") == str(info["per_class"]["HEM"])
+    assert _metric(app, "Patients") == str(info["patients"])
+    pager = next(number for number in app.number_input if number.label.startswith("Page"))
+    assert f"{info['images']} images" in pager.label
+
+
+def test_results_show_the_metrics_of_the_run(app: AppTest, finished_run: Path) -> None:
+    _open(app, "pages/results.py")
+    metrics = json.loads((finished_run / runs.METRICS).read_text())
+    run_box = next(box for box in app.selectbox if box.label == "Run")
+    run_box.set_value(finished_run.name).run()
+    assert _metric(app, "Test accuracy") == f"{metrics['accuracy']:.3f}"
+    assert _metric(app, "Weighted F1") == f"{metrics['weighted avg']['f1-score']:.3f}"
+    assert any("synthetic demo data" in warning.value for warning in app.warning)
+    assert any("random weights" in info.value for info in app.info)
+
+
+def test_predict_gives_the_class_and_probability_of_a_known_image(app: AppTest, finished_run: Path) -> None:
+    _open(app, "pages/predict.py")
+    next(box for box in app.selectbox if box.label == "Model (run)").set_value(finished_run.name).run()
+    image_box = next(box for box in app.selectbox if box.label.startswith("…or pick"))
+    expected = Predictor.from_run(finished_run).predict_image(read_image(image_box.value))
+    assert not app.exception, [e.value for e in app.exception]
+    assert _metric(app, "Predicted class").startswith(expected["predicted"])
+    assert _metric(app, "P(ALL)") == f"{expected['prob_all']:.3f}"
+    assert any("Faithfulness" in caption.value for caption in app.caption)
+
+
+def test_train_page_refuses_nothing_when_idle_and_offers_the_grid(app: AppTest) -> None:
+    _open(app, "pages/train.py")
+    labels = [box.label for box in app.selectbox]
+    assert {"Backbone", "Weights", "Split", "Batch size"} <= set(labels)
+    assert any(button.label == "Start training" for button in app.button)
+
+
+def test_demo_mode_switches_training_off(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_MODE", "1")
+    _open(app, "pages/train.py")
+    assert any("switched off" in info.value for info in app.info)
+    assert not any(button.label == "Start training" for button in app.button)
