@@ -71,3 +71,19 @@ def load_images(paths: Sequence[str], image_size: int, clahe: ClaheSettings, cac
     write_json_atomic(meta_path, {"count": len(paths), "image_size": image_size, "failed": failed})
     return images, failed
 
+
+def cached_array(name: str, key_parts: dict, compute: Callable[[], np.ndarray],
+                 cache_dir: Path | None = None) -> tuple[np.ndarray, bool]:
+    """`compute()` saved under a key of `key_parts`; returns the array and whether it came from the cache."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    path = cache_dir / f"{name}-{key}.npy"
+    if path.is_file():
+        return np.load(path), True
+    array = compute()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+    return array, False
+

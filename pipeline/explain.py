@@ -76,14 +76,14 @@ class Explainer:
     """
 
     def __init__(self, model: Any) -> None:
-        import tensorflow as tf
+        from .model import compiled_forward
 
         self.model = model
         self.scores_model = logits_model(model)
         self._cams: dict[str, Any] = {}
         self._gradients: dict[str, Any] = {}
         self._feature_models: dict[tuple[str, ...], Any] = {}
-        self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self._forward = compiled_forward(model)
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         return np.asarray(self._forward(np.asarray(inputs, np.float32)))

@@ -87,7 +87,7 @@ def build_model(backbone: str = "efficientnet_b3", image_size: int = 224, weight
     x = keras.layers.BatchNormalization(name="head_bn")(features)
     x = keras.layers.Dense(256, activation="relu", name="head_dense")(x)
     x = keras.layers.Dropout(0.4, name="head_dropout")(x)
-    outputs = keras.layers.Dense(2, activation="softmax", name="predictions")(x)
+    outputs = keras.layers.Dense(2, activation="softmax", name="predictions", dtype="float32")(x)
     model = keras.Model(base.input, outputs, name=f"{backbone}_all_hem")
     return model, weights_used
 
@@ -125,6 +125,13 @@ def unfreeze_top_blocks(model: keras.Model, blocks: int) -> list[str]:
             layer.trainable = True
             unfrozen.append(layer.name)
     return unfrozen
+
+
+def compiled_forward(model: keras.Model) -> Any:
+    """`model` in inference mode as a compiled function: a warm call skips Python's per-layer overhead."""
+    import tensorflow as tf
+
+    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
 
 
 def load_model(path: str | Path) -> keras.Model:

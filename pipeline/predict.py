@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import CLASS_NAMES
 from .config import TrainConfig
 from .data import PRELIM_SUBSET, scan_dataset
 from .errors import ImageReadError, PipelineError
@@ -24,6 +25,11 @@ class Predictor:
     model: Any
     config: TrainConfig
     run_dir: Path
+
+    def __post_init__(self) -> None:
+        from .model import compiled_forward
+
+        self._forward = compiled_forward(self.model)
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
@@ -41,9 +47,9 @@ class Predictor:
         return preprocess(image_rgb, self.config.image_size, self.config.clahe)
 
     def predict_inputs(self, inputs: np.ndarray) -> np.ndarray:
-        from .train import predict_probabilities
-
-        return predict_probabilities(self.model, inputs)
+        """Probability of ALL for preprocessed uint8 inputs."""
+        probabilities = np.asarray(self._forward(np.asarray(inputs, np.float32)))
+        return probabilities[:, CLASS_NAMES.index("ALL")]
 
     def predict_image(self, image_rgb: np.ndarray) -> dict[str, Any]:
         model_input = self.prepare(image_rgb)

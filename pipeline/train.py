@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import CLASS_NAMES
-from .cache import load_images
+from .cache import cache_key, cached_array, load_images
 from .config import TrainConfig, default_cache_dir, default_runs_dir
 from .data import Dataset, prelim_records, scan_dataset, split_records
 from .errors import PipelineError
@@ -96,6 +96,16 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffl
     if augment:
         dataset = dataset.map(_augment, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def feature_dataset(features: np.ndarray, labels: np.ndarray, batch_size: int, seed: int | None = None) -> Any:
+    """tf.data over cached features, held in memory; shuffled each epoch when a seed is given."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((features, labels)).cache()
+    if seed is not None:
+        dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _augment(images: Any, labels: Any) -> tuple[Any, Any]:
@@ -179,21 +189,38 @@ def _features(model: Any, images: np.ndarray, folder: RunFolder) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, extractor.output_shape[-1]), np.float32)
 
 
-def _fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder) -> None:
-    """Fast mode: pooled backbone features computed once, then the head trained on them."""
+def _subset_features(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder,
+                     weights_used: str, subset: str) -> np.ndarray:
+    """Pooled backbone features of a subset, cached across runs when the backbone weights are fixed
+    (ImageNet or a file); random weights are computed afresh, since they change with every build."""
+    folder.update_status(phase=f"extracting {subset} features", progress=0.0)
+
+    def compute() -> np.ndarray:
+        return _features(model, data.images[subset], folder)
+
+    if weights_used.startswith("none"):
+        return compute()
+    paths = data.split.loc[data.split["subset"] == subset, "path"].tolist()
+    key = {"images": cache_key(paths, config.image_size, config.clahe), "backbone": config.backbone,
+           "weights": weights_used}
+    features, _ = cached_array("features", key, compute, default_cache_dir())
+    return features
+
+
+def _fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, weights_used: str) -> None:
+    """Fast mode: pooled backbone features computed once (and cached), then the head trained on them."""
     from .model import head_model, unfreeze_top_blocks
 
-    features = {}
-    for subset in ("train", "val"):
-        folder.update_status(phase=f"extracting {subset} features", progress=0.0)
-        features[subset] = _features(model, data.images[subset], folder)
+    features = {subset: _subset_features(model, config, data, folder, weights_used, subset)
+                for subset in ("train", "val")}
     head = head_model(model)
     head.compile(optimizer=_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     steps = math.ceil(len(features["train"]) / config.batch_size)
     total_epochs = config.epochs + (config.fine_tune_epochs if config.fine_tune_blocks else 0)
-    validation = (features["val"], data.labels["val"]) if len(features["val"]) else None
-    head.fit(features["train"], data.labels["train"], validation_data=validation, epochs=config.epochs,
-             batch_size=config.batch_size, shuffle=True, verbose=0,
+    train_features = feature_dataset(features["train"], data.labels["train"], config.batch_size, config.seed)
+    validation = (feature_dataset(features["val"], data.labels["val"], config.batch_size) if len(features["val"])
+                  else None)
+    head.fit(train_features, validation_data=validation, epochs=config.epochs, shuffle=False, verbose=0,
              callbacks=[_progress_callback(folder, total_epochs, steps, phase="training head")])
     if config.fine_tune_blocks and config.fine_tune_epochs:
         unfreeze_top_blocks(model, config.fine_tune_blocks)
@@ -263,7 +290,9 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
         data = prepare_data(config, folder)
         folder.write_split(data.split)
         folder.update_status(phase="building model")
-        model, weights_used = _build(config)
+        strategy = configure_device()
+        with strategy.scope():
+            model, weights_used = _build(config)
         folder.write_config({
             **config_dict, "weights_used": weights_used, "data_layout": data.dataset.layout,
             "data_kind": data.dataset.kind, "data_root": str(data.dataset.root),
@@ -271,7 +300,11 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
             "skipped_images": len(data.dataset.skipped) + len(data.skipped_images),
             "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
         })
-        (_fit_fast if config.freeze_backbone else _fit_full)(model, config, data, folder)
+        with strategy.scope():
+            if config.freeze_backbone:
+                _fit_fast(model, config, data, folder, weights_used)
+            else:
+                _fit_full(model, config, data, folder)
         folder.update_status(phase="saving model")
         save_model(model, folder)
         metrics = _evaluate_test(model, data, folder)
@@ -286,6 +319,21 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def configure_device() -> Any:
+    """Mixed precision on a GPU that has tensor cores, all GPUs through MirroredStrategy; nothing on a CPU.
+    (Keras compiles with XLA on GPUs by itself: `jit_compile="auto"`.)"""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return tf.distribute.get_strategy()
+    details = tf.config.experimental.get_device_details(gpus[0])
+    if details.get("compute_capability", (0, 0)) >= (7, 0):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
 def _build(config: TrainConfig) -> tuple[Any, str]:
