@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -103,10 +104,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_execute(args: argparse.Namespace) -> int:
-    from .runs import RunFolder
-    from .train import execute_runs
+    from .runs import RunFolder, mark_cancelled
 
-    execute_runs([RunFolder(path) for path in args.run_dirs])
+    folders = [RunFolder(path) for path in args.run_dirs]
+    try:
+        from .train import execute_runs
+
+        execute_runs(folders)
+    except KeyboardInterrupt:  # also a cancel that came while TensorFlow was still loading
+        mark_cancelled(folders)
+        raise
     return 0
 
 
@@ -237,7 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # a cancel from the dashboard stops as cleanly as Ctrl-C
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

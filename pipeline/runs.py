@@ -152,6 +152,16 @@ class RunFolder:
     def checkpoint_dir(self) -> Path:
         return self.file(CHECKPOINT_DIR)
 
+    def checkpoint_path(self, epoch: int) -> Path:
+        return self.checkpoint_dir / f"epoch-{epoch:04d}.keras"
+
+    def latest_checkpoint(self) -> tuple[int, Path] | None:
+        """(epochs done, model file) of the newest whole checkpoint; temporary files are never taken."""
+        if not self.checkpoint_dir.is_dir():
+            return None
+        found = sorted(self.checkpoint_dir.glob("epoch-*.keras"))
+        return (int(found[-1].stem.split("-")[1]), found[-1]) if found else None
+
     def exists(self) -> bool:
         return self.file(CONFIG).is_file() or self.file(STATUS).is_file()
 
@@ -250,6 +260,17 @@ class RunFolder:
             "error": status.get("error"),
         })
         return row
+
+
+def mark_cancelled(folders: list[RunFolder], reason: str = "Cancelled by the user.") -> None:
+    """Mark the still queued or running runs among `folders` as cancelled."""
+    for folder in folders:
+        try:
+            active = folder.raw_status().get("state") in ACTIVE_STATES
+        except (OSError, ValueError):
+            continue
+        if active:
+            folder.update_status(state="cancelled", phase="cancelled", ended_at=now_iso(), error=reason)
 
 
 def list_runs(runs_dir: Path | None = None) -> list[dict[str, Any]]:

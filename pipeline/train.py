@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import time
@@ -21,14 +22,14 @@ from .config import TrainConfig, default_cache_dir, default_runs_dir
 from .data import Dataset, prelim_records, scan_dataset, split_records
 from .errors import PipelineError
 from .evaluate import label_from_prob, metrics_from_predictions
-from .runs import RunFolder, create_run_dir, now_iso, temporary_path_for
+from .runs import RunFolder, create_run_dir, mark_cancelled, now_iso, temporary_path_for
 
 STATUS_INTERVAL_S = 2.0
 PREDICT_BATCH = 32
 
 
-class RunCancelled(BaseException):
-    """Raised in the training process when it is asked to stop (SIGTERM, Ctrl-C)."""
+class RunCancelled(KeyboardInterrupt):
+    """Raised in the training process when it is asked to stop (SIGTERM), handled like Ctrl-C."""
 
 
 def _raise_cancelled(signum: int, frame: Any) -> None:
@@ -139,9 +140,11 @@ def _progress_callback(folder: RunFolder, total_epochs: int, steps: int, epoch_o
             self.epoch = 0
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            first = not self.epoch
             self.epoch = epoch_offset + epoch + 1
+            changes = {"first_epoch_this_process": self.epoch} if first else {}
             folder.update_status(phase=phase, epoch=self.epoch, epochs=total_epochs, step=0, steps=steps,
-                                 progress=0.0)
+                                 progress=0.0, **changes)
 
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
             if time.monotonic() - self.last_write >= STATUS_INTERVAL_S:
@@ -162,19 +165,39 @@ def _progress_callback(folder: RunFolder, total_epochs: int, steps: int, epoch_o
     return ProgressCallback()
 
 
-def _fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder) -> None:
+def _checkpoint_callback(folder: RunFolder) -> Any:
     import keras
 
-    model.compile(optimizer=_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    class EpochCheckpoint(keras.callbacks.Callback):
+        """The whole model with its optimizer after each epoch, written atomically (`epoch-NNNN.keras`);
+        older checkpoints are removed once the new one is in place. Keras' BackupAndRestore writes its
+        file in place, so a kill at the wrong moment leaves a backup that no longer loads."""
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            folder.checkpoint_dir.mkdir(exist_ok=True)
+            target = folder.checkpoint_path(epoch + 1)
+            tmp = temporary_path_for(target)
+            self.model.save(tmp)
+            os.replace(tmp, target)
+            for older in folder.checkpoint_dir.glob("epoch-*.keras"):
+                if older != target:
+                    older.unlink(missing_ok=True)
+
+    return EpochCheckpoint()
+
+
+def _fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, initial_epoch: int) -> None:
+    if initial_epoch == 0:
+        model.compile(optimizer=_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     train = make_dataset(data.images["train"], data.labels["train"], config.batch_size, True, config.seed,
                          config.augment)
     validation = (make_dataset(data.images["val"], data.labels["val"], config.batch_size, False, config.seed)
                   if len(data.images["val"]) else None)
     steps = math.ceil(len(data.images["train"]) / config.batch_size)
-    callbacks = [keras.callbacks.BackupAndRestore(str(folder.checkpoint_dir), delete_checkpoint=True),
-                 _progress_callback(folder, config.epochs, steps)]
-    model.fit(train, validation_data=validation, epochs=config.epochs, callbacks=callbacks, shuffle=False,
-              verbose=0)
+    # History first, then the checkpoint: a kill between the two never leaves a checkpoint ahead of the history.
+    callbacks = [_progress_callback(folder, config.epochs, steps), _checkpoint_callback(folder)]
+    model.fit(train, validation_data=validation, epochs=config.epochs, initial_epoch=initial_epoch,
+              callbacks=callbacks, shuffle=False, verbose=0)
 
 
 def _features(model: Any, images: np.ndarray, folder: RunFolder) -> np.ndarray:
@@ -291,8 +314,13 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
         folder.write_split(data.split)
         folder.update_status(phase="building model")
         strategy = configure_device()
+        checkpoint = None if config.freeze_backbone else folder.latest_checkpoint()
         with strategy.scope():
-            model, weights_used = _build(config)
+            if checkpoint:
+                initial_epoch, model = checkpoint[0], keras.models.load_model(checkpoint[1])
+                weights_used = config_dict.get("weights_used") or config.weights
+            else:
+                initial_epoch, (model, weights_used) = 0, _build(config)
         folder.write_config({
             **config_dict, "weights_used": weights_used, "data_layout": data.dataset.layout,
             "data_kind": data.dataset.kind, "data_root": str(data.dataset.root),
@@ -304,13 +332,14 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
             if config.freeze_backbone:
                 _fit_fast(model, config, data, folder, weights_used)
             else:
-                _fit_full(model, config, data, folder)
+                _fit_full(model, config, data, folder, initial_epoch)
         folder.update_status(phase="saving model")
         save_model(model, folder)
+        shutil.rmtree(folder.checkpoint_dir, ignore_errors=True)
         metrics = _evaluate_test(model, data, folder)
         folder.update_status(state="completed", phase="done", ended_at=now_iso(), progress=1.0)
         return metrics
-    except (RunCancelled, KeyboardInterrupt):
+    except KeyboardInterrupt:
         folder.update_status(state="cancelled", phase="cancelled", ended_at=now_iso(), error="Cancelled by the user.")
         raise
     except Exception as error:
@@ -376,9 +405,8 @@ def execute_runs(folders: list[RunFolder]) -> None:
     for index, folder in enumerate(folders):
         try:
             execute_run(folder)
-        except (RunCancelled, KeyboardInterrupt):
-            for rest in folders[index + 1:]:
-                rest.update_status(state="cancelled", ended_at=now_iso(), error="Cancelled with its sweep.")
+        except KeyboardInterrupt:
+            mark_cancelled(folders[index + 1:], "Cancelled with its sweep.")
             raise
         except Exception:  # noqa: BLE001 - recorded in the run's status; the sweep goes on
             continue
