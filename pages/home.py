@@ -2,8 +2,18 @@
 
 import streamlit as st
 
-from pages.common import DISCLAIMER, current_dataset, demo_mode, runs_table, show_error
+from pages.common import (
+    DISCLAIMER,
+    current_dataset,
+    data_dir,
+    demo_mode,
+    live_progress,
+    runs_dir,
+    runs_table,
+    show_error,
+)
 from pipeline.errors import PipelineError
+from pipeline.launch import launch_demo_model
 from pipeline.model import imagenet_weights_cached
 
 st.title("🔬 ALL vs HEM: leukemic blast classification")
@@ -46,6 +56,21 @@ with right:
             st.metric("Best weighted F1 (test)", f"{best['weighted_f1']:.3f}",
                       help="Weighted F1 on the run's test subset: the C-NMC challenge metric (0 to 1).")
             st.caption(f"{best['run_id']} · {best['data']} · weights {best['weights']}")
+
+if runs.empty:
+    st.subheader("A model to try at once")
+    st.write("There is no trained model yet. A demo model trains in the background in about a minute: fast mode "
+             "(EfficientNet-B3 features computed once, then the head trained) on the current dataset, with "
+             "ImageNet weights when they can be had and random weights otherwise, which every result then says.")
+    if demo_mode() or st.button("Prepare a demo model", type="primary"):
+        try:
+            if launch_demo_model(data_dir(), runs_dir()):
+                st.rerun()
+        except PipelineError as error:
+            show_error(error)
+if not runs.empty and runs["state"].isin(["queued", "running"]).any():
+    st.subheader("Training now")
+    live_progress()
 
 st.subheader("How to use it")
 steps = ["**Dataset**: browse the images, class balance and patients; compare raw and CLAHE-enhanced cells."]

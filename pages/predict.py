@@ -4,10 +4,11 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import (
-    completed_runs,
     current_dataset,
+    model_choices,
     predictor_and_explainer,
     provenance,
+    run_config,
     run_folder,
     show_error,
     synthetic_warning,
@@ -17,13 +18,13 @@ from pipeline.explain import METHODS, colorize, overlay, stage_layers
 from pipeline.preprocess import read_image
 
 st.title("🔍 Predict")
-runs = completed_runs()
+runs = model_choices()
 if not runs:
     st.info("No trained model yet: train one on the **Train** page first.", icon="🏋️")
     st.stop()
 default = st.session_state.get("run_id")
 run_id = st.selectbox("Model (run)", runs, index=runs.index(default) if default in runs else 0)
-config = run_folder(run_id).config()
+config = run_config(run_folder(run_id))
 st.markdown(provenance(config))
 synthetic_warning(config)
 try:

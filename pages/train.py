@@ -2,53 +2,16 @@
 
 import streamlit as st
 
-from pages.common import data_dir, demo_mode, run_folder, runs_dir, runs_table, show_error
+from pages.common import data_dir, demo_mode, live_progress, run_folder, runs_dir, runs_table, show_error
 from pipeline.config import BACKBONES, PAPER_BATCH_SIZES, PAPER_EPOCHS, ClaheSettings, TrainConfig
 from pipeline.errors import PipelineError
-from pipeline.figures import curves_figure
-from pipeline.launch import cancel, launch, resume
-from pipeline.runs import ACTIVE_STATES, progress_summary
+from pipeline.launch import launch, resume
 
 st.title("🏋️ Train")
 if demo_mode():
     st.info("Training is switched off in the hosted demo. Train with the command line or a local dashboard, "
             "then point the demo at the run (see the README).", icon="🔒")
     st.stop()
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes // 60}h {minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m {seconds:02d}s"
-
-
-@st.fragment(run_every=2)
-def live_progress() -> None:
-    runs = runs_table()
-    active = runs[runs["state"].isin(ACTIVE_STATES)] if not runs.empty else runs
-    if active.empty:
-        st.caption("No run is training now.")
-        return
-    for run_id in active["run_id"]:
-        folder = run_folder(run_id)
-        status = folder.status()
-        summary = progress_summary(status)
-        st.markdown(f"**{run_id}** · {status.get('state')} · {status.get('phase', '')}")
-        st.progress(summary["fraction"], text=f"Epoch {summary['epoch']} of {summary['epochs']}")
-        st.progress(min(1.0, summary["within_epoch"]),
-                    text=f"Within the epoch or phase: {summary['within_epoch']:.0%}")
-        cols = st.columns(3)
-        cols[0].metric("Elapsed", _duration(summary["elapsed_s"]))
-        cols[1].metric("Remaining (estimate)", _duration(summary["eta_s"]),
-                       help="Extrapolated from the time per epoch so far.")
-        if cols[2].button("Cancel", key=f"cancel-{run_id}", type="secondary"):
-            st.toast("Cancelling…" if cancel(folder.path) else "That run is no longer running.")
-        history = folder.history()
-        if not history.empty:
-            left, right = st.columns(2)
-            left.plotly_chart(curves_figure(history, "accuracy"), width="stretch", key=f"acc-{run_id}")
-            right.plotly_chart(curves_figure(history, "loss"), width="stretch", key=f"loss-{run_id}")
 
 
 paper = st.toggle("Paper protocol preset", help="EfficientNet-B3 at 224 px, ImageNet weights, image-level split of "
@@ -100,7 +63,7 @@ if submitted:
         show_error(error)
 
 st.subheader("Now training")
-live_progress()
+live_progress(allow_cancel=True)
 
 runs = runs_table()
 stopped = runs[runs["state"].isin(["failed", "cancelled"])] if not runs.empty else runs

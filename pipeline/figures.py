@@ -72,11 +72,13 @@ def counts_figure(frame: pd.DataFrame, by: str, title: str) -> go.Figure:
 
 
 def histogram_figure(images: dict[str, np.ndarray]) -> go.Figure:
-    """Luminance histograms of the foreground (non-black) pixels of several versions of an image."""
+    """Luminance histograms of the cell pixels of several versions of an image (same size); the cell is
+    where the first version is not black, so the background CLAHE lifts a little is left out of all."""
     figure = go.Figure()
+    cell = next(iter(images.values())).max(axis=2) > 8
     for name, image in images.items():
         luminance = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        values = luminance[image.max(axis=2) > 0]
+        values = luminance[cell]
         figure.add_histogram(x=values, name=name, opacity=0.6, nbinsx=64)
     figure.update_layout(barmode="overlay", xaxis_title="Luminance (0-255), cell pixels", yaxis_title="Pixels",
                          height=300, margin=dict(l=10, r=10, t=30, b=10))

@@ -61,6 +61,26 @@ def launch(configs: list[TrainConfig], runs_dir: Path | None = None, group: str 
     return folders
 
 
+DEMO_GROUP = "demo-model"
+
+
+def demo_model_config(data_dir: str) -> TrainConfig:
+    """Fast mode on the demo data: EfficientNet-B3 at 224 px, ImageNet weights when they can be had."""
+    return TrainConfig(data_dir=data_dir, weights="auto", freeze_backbone=True, epochs=40, batch_size=16,
+                       learning_rate=1e-3, name="demo-model")
+
+
+def launch_demo_model(data_dir: str, runs_dir: Path | None = None) -> RunFolder | None:
+    """Start preparing the demo model unless a run already exists or one is training; None if not started."""
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    if list_runs(runs_dir):
+        return None
+    try:
+        return launch([demo_model_config(data_dir)], runs_dir, group=DEMO_GROUP)[0]
+    except TrainingBusyError:
+        return None
+
+
 def _spawn(folders: list[RunFolder]) -> subprocess.Popen:
     log = open(folders[0].log_path, "ab")  # noqa: SIM115 - handed to the child, which outlives this call
     try:

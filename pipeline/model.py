@@ -51,6 +51,12 @@ def _backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, str]:
     shape = (image_size, image_size, 3)
     if weights in ("none", "None", "", None):
         return application(include_top=False, weights=None, input_shape=shape), "none (random initialisation)"
+    if weights == "auto":  # the demo model only: ImageNet when it can be had, else random, and say so
+        try:
+            return _backbone(backbone, image_size, "imagenet")
+        except WeightsUnavailableError:
+            base, _ = _backbone(backbone, image_size, "none")
+            return base, "none (random initialisation: ImageNet weights could not be had)"
     if weights == "imagenet":
         try:
             base = application(include_top=False, weights="imagenet", input_shape=shape)

@@ -36,6 +36,10 @@ class Predictor:
         from .model import load_model
 
         folder = RunFolder(Path(run_dir))
+        if not folder.file("config.json").exists() and folder.has_model():
+            # A bare model.keras trained elsewhere: its input size is known, the rest are the defaults.
+            model = load_model(folder.model_path)
+            return cls(model, TrainConfig(data_dir="", image_size=int(model.input_shape[1])), folder.path)
         try:
             config = TrainConfig.from_dict(folder.config())
         except (OSError, ValueError) as error:

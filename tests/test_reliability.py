@@ -47,7 +47,7 @@ def _wait_for_epochs(runs_dir: Path, count: int, timeout_s: float = 240) -> RunF
 def test_sigkill_mid_training_is_read_as_failed_and_resumes_from_the_last_epoch(tiny_data: Path, finished_run: Path,
                                                                                  tmp_path: Path) -> None:
     before = _digest_tree(finished_run)
-    process = _start_training(tiny_data, tmp_path, epochs=30)
+    process = _start_training(tiny_data, tmp_path, epochs=8)
     folder = _wait_for_epochs(tmp_path, 2)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
@@ -65,7 +65,7 @@ def test_sigkill_mid_training_is_read_as_failed_and_resumes_from_the_last_epoch(
     assert status["state"] == "completed"
     assert status["first_epoch_this_process"] > 1, "resumed from the backup, not from scratch"
     history = folder.history()
-    assert history["epoch"].tolist() == list(range(1, 31))
+    assert history["epoch"].tolist() == list(range(1, 9))
     kept = status["first_epoch_this_process"] - 1
     assert kept <= len(killed_history)
     assert history.head(kept).equals(killed_history.head(kept)), "epochs before the kill are kept as they were"
@@ -143,30 +143,30 @@ ODD_UPLOADS = {
 }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(BAD_UPLOADS))
-def test_bad_uploads_get_a_clear_error(finished_run: Path, name: str) -> None:
+@pytest.fixture(scope="module")
+def predictor(finished_run: Path):
     from pipeline.predict import Predictor
 
+    return Predictor.from_run(finished_run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BAD_UPLOADS))
+def test_bad_uploads_get_a_clear_error(predictor, name: str) -> None:
     with pytest.raises(ImageReadError) as error:
-        Predictor.from_run(finished_run).predict_bytes(BAD_UPLOADS[name], f"{name}.bin")
+        predictor.predict_bytes(BAD_UPLOADS[name], f"{name}.bin")
     assert f"{name}.bin" in str(error.value)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ODD_UPLOADS))
-def test_valid_but_odd_uploads_are_predicted(finished_run: Path, name: str) -> None:
-    from pipeline.predict import Predictor
-
-    result = Predictor.from_run(finished_run).predict_bytes(ODD_UPLOADS[name], name)
+def test_valid_but_odd_uploads_are_predicted(predictor, name: str) -> None:
+    result = predictor.predict_bytes(ODD_UPLOADS[name], name)
     assert result["predicted"] in ("ALL", "HEM") and 0 <= result["prob_all"] <= 1
     assert result["input"].shape == (32, 32, 3)
 
 
-def test_uploads_are_never_written_to_disk(finished_run: Path, tmp_path: Path, monkeypatch) -> None:
-    from pipeline.predict import Predictor
-
-    predictor = Predictor.from_run(finished_run)
+def test_uploads_are_never_written_to_disk(predictor, finished_run: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     predictor.predict_bytes(ODD_UPLOADS["jpeg"], "upload.jpg")
     assert not any(tmp_path.iterdir()) and not (finished_run / "upload.jpg").exists()

@@ -1,0 +1,133 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright against `streamlit run`.
+
+Screenshots of every page are kept in `test-output/screenshots/` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline import runs
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = REPO / "test-output" / "screenshots"
+playwright_api = pytest.importorskip("playwright.sync_api")
+if not Path(CHROMIUM).is_file():
+    pytest.skip("Debian's chromium is not installed", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    artifacts = tmp_path_factory.mktemp("e2e-artifacts")
+    port = _free_port()
+    env = {**os.environ, "CNMC_DATA_DIR": str(tiny_data), "ARTIFACTS_DIR": str(artifacts)}
+    env.pop("DEMO_MODE", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}", artifacts / "runs"
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def page(server) -> Iterator:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 2200})
+        page.set_default_timeout(120_000)
+        yield page
+        browser.close()
+
+
+def _settle(page) -> None:
+    """Wait until Streamlit has drawn the page's title and finished running the script."""
+    page.wait_for_selector("h1")
+    time.sleep(1.0)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+    time.sleep(0.5)
+
+
+def _open(page, base: str, path: str, shot: str) -> None:
+    page.goto(f"{base}/{path}")
+    _settle(page)
+    page.screenshot(path=str(SHOTS / f"{shot}.png"), full_page=True)
+    assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {path or 'home'}"
+
+
+def _metric(page, label: str) -> str:
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def _choose(page, label: str, option: str) -> None:
+    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    _settle(page)
+
+
+def test_a_user_browses_trains_studies_and_predicts(server, page, tiny_data: Path) -> None:
+    base, runs_dir = server
+    _open(page, base, "", "home")
+    assert "not a diagnostic device" in page.inner_text("body")
+
+    _open(page, base, "dataset", "dataset")
+    assert _metric(page, "ALL") == "18" and _metric(page, "HEM") == "18"
+    assert page.locator('[data-testid="stImage"]').count() >= 8, "thumbnails and previews are shown"
+
+    _open(page, base, "train", "train")
+    _choose(page, "Backbone", "efficientnet_b0")
+    epochs = page.locator('[data-testid="stNumberInput"]').filter(has_text="Epochs").locator("input")
+    epochs.fill("3")
+    epochs.press("Tab")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Started 1 run(s)").wait_for()
+    page.locator('[data-testid="stProgress"]').first.wait_for()
+    page.screenshot(path=str(SHOTS / "train-progress.png"), full_page=True)
+    run_dir = next(path for path in runs_dir.iterdir() if path.is_dir())
+    runs.wait_for_state(run_dir, ("completed", "failed", "cancelled"), timeout_s=600)
+    assert runs.RunFolder(run_dir).status()["state"] == "completed"
+    page.get_by_text("No run is training now.").wait_for(timeout=60_000)
+
+    _open(page, base, "results", "results")
+    metrics = json.loads((run_dir / runs.METRICS).read_text())
+    assert _metric(page, "Test accuracy") == f"{metrics['accuracy']:.3f}"
+    assert "synthetic demo data" in page.inner_text("body")
+
+    _open(page, base, "predict", "predict")
+    image = next((tiny_data / "validation_data").rglob("*.bmp"))
+    page.locator('input[type="file"]').set_input_files(str(image))
+    page.get_by_text("gradcam at top_activation").first.wait_for()
+    _settle(page)
+    page.screenshot(path=str(SHOTS / "predict-upload.png"), full_page=True)
+    assert _metric(page, "Predicted class").split()[0] in ("ALL", "HEM")
+    assert page.locator('[data-testid="stException"]').count() == 0
+
