@@ -5,7 +5,7 @@ import streamlit as st
 from pages.common import data_dir, demo_mode, live_progress, run_folder, runs_dir, runs_table, show_error
 from pipeline.config import BACKBONES, PAPER_BATCH_SIZES, PAPER_EPOCHS, ClaheSettings, TrainConfig
 from pipeline.errors import PipelineError
-from pipeline.launch import launch, resume
+from pipeline.launch import gpu_present, launch, resume
 
 st.title("🏋️ Train")
 if demo_mode():
@@ -36,9 +36,10 @@ with st.form("train"):
     learning_rate = columns[2].number_input("Learning rate", 1e-6, 1e-1, 1e-4, format="%.0e")
     max_images = columns[3].number_input("Use at most N images (0 = all)", 0, 100000, 0)
     columns = st.columns(3)
-    fast = columns[0].checkbox("Fast mode (frozen backbone)", value=not paper,
-                               help="Backbone features are computed once and cached, then only the head trains: "
-                                    "seconds per epoch on a CPU instead of minutes.")
+    fast = columns[0].checkbox("Fast mode (frozen backbone)", value=not paper and not gpu_present(),
+                               help="Suggested without a GPU. Backbone features are computed once and cached, "
+                                    "then only the head trains: under a second per epoch on a CPU instead of "
+                                    "minutes.")
     augment = columns[1].checkbox("Augment (flips, 90° rotations)")
     clahe = columns[2].checkbox("CLAHE", value=True)
     sweep = st.checkbox("Run the paper's grid (epochs × batch sizes) instead")

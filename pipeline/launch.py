@@ -36,6 +36,11 @@ def launch_lock(runs_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU, without loading TensorFlow (for suggestions in the UI)."""
+    return Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
+
+
 def active_runs(runs_dir: Path | None = None) -> list[dict]:
     return [run for run in list_runs(runs_dir) if run.get("state") in ACTIVE_STATES]
 

@@ -29,7 +29,7 @@ class Predictor:
     def __post_init__(self) -> None:
         from .model import compiled_forward
 
-        self._forward = compiled_forward(self.model)
+        self.forward = compiled_forward(self.model)
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
@@ -52,7 +52,7 @@ class Predictor:
 
     def predict_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """Probability of ALL for preprocessed uint8 inputs."""
-        probabilities = np.asarray(self._forward(np.asarray(inputs, np.float32)))
+        probabilities = np.asarray(self.forward(np.asarray(inputs, np.float32)))
         return probabilities[:, CLASS_NAMES.index("ALL")]
 
     def predict_image(self, image_rgb: np.ndarray) -> dict[str, Any]:

@@ -116,7 +116,8 @@ def _predictor(run_dir: str, model_mtime: float) -> Any:
 def _explainer(run_dir: str, model_mtime: float) -> Any:
     from pipeline.explain import Explainer
 
-    return Explainer(_predictor(run_dir, model_mtime).model)
+    predictor = _predictor(run_dir, model_mtime)
+    return Explainer(predictor.model, forward=predictor.forward)
 
 
 def predictor_and_explainer(run_id: str) -> tuple[Any, Any]:

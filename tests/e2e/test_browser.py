@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,12 +35,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    artifacts = tmp_path_factory.mktemp("e2e-artifacts")
+@contextmanager
+def _serve(data: Path, artifacts: Path, **settings: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`streamlit run` on a free localhost port, stopped afterwards."""
     port = _free_port()
-    env = {**os.environ, "CNMC_DATA_DIR": str(tiny_data), "ARTIFACTS_DIR": str(artifacts)}
-    env.pop("DEMO_MODE", None)
+    env = {**os.environ, "CNMC_DATA_DIR": str(data), "ARTIFACTS_DIR": str(artifacts), **settings}
+    if "DEMO_MODE" not in settings:
+        env.pop("DEMO_MODE", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
@@ -50,9 +52,18 @@ def server(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 break
         time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}", artifacts / "runs"
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    artifacts = tmp_path_factory.mktemp("e2e-artifacts")
+    with _serve(tiny_data, artifacts) as (url, _):
+        yield url, artifacts / "runs"
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +119,22 @@ def test_a_user_browses_trains_studies_and_predicts(server, page, tiny_data: Pat
     epochs = page.locator('[data-testid="stNumberInput"]').filter(has_text="Epochs").locator("input")
     epochs.fill("3")
     epochs.press("Tab")
+    page.get_by_text("Fast mode (frozen backbone)").click()  # a full fine-tune: epochs slow enough to watch
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Started 1 run(s)").wait_for()
-    page.locator('[data-testid="stProgress"]').first.wait_for()
-    page.screenshot(path=str(SHOTS / "train-progress.png"), full_page=True)
     run_dir = next(path for path in runs_dir.iterdir() if path.is_dir())
-    runs.wait_for_state(run_dir, ("completed", "failed", "cancelled"), timeout_s=600)
+    seen = []
+    deadline = time.monotonic() + 600
+    while runs.RunFolder(run_dir).status()["state"] in runs.ACTIVE_STATES and time.monotonic() < deadline:
+        bars = page.locator('[role="progressbar"]')
+        if bars.count():
+            seen.append(float(bars.first.get_attribute("aria-valuenow") or 0))
+            if len(set(seen)) == 2:
+                page.screenshot(path=str(SHOTS / "train-progress.png"), full_page=True)
+        time.sleep(1)
     assert runs.RunFolder(run_dir).status()["state"] == "completed"
-    page.get_by_text("No run is training now.").wait_for(timeout=60_000)
+    assert len(set(seen)) >= 2 and seen == sorted(seen), f"the epoch bar moved forward: {seen}"
+    page.get_by_text("No run is training now.").first.wait_for(timeout=60_000)
 
     _open(page, base, "results", "results")
     metrics = json.loads((run_dir / runs.METRICS).read_text())
@@ -131,3 +150,33 @@ def test_a_user_browses_trains_studies_and_predicts(server, page, tiny_data: Pat
     assert _metric(page, "Predicted class").split()[0] in ("ALL", "HEM")
     assert page.locator('[data-testid="stException"]').count() == 0
 
+
+
+def _memory_mb(pid: int) -> dict[str, float]:
+    """Peak resident memory, and the private (anonymous) part now: the rest of the resident memory is
+    TensorFlow's shared-library pages, read-only and reclaimable by the kernel."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {name: int(fields[name].split()[0]) / 1024 for name in ("VmHWM", "RssAnon", "RssFile")}
+
+
+def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_data: Path, tmp_path: Path) -> None:
+    with _serve(tiny_data, tmp_path, DEMO_MODE="1") as (base, process):
+        _open(page, base, "", "demo-home")
+        page.get_by_text("Training now").wait_for()
+        run_dir = next(path for path in (tmp_path / "runs").iterdir() if path.is_dir())
+        status = runs.wait_for_state(run_dir, ("completed", "failed", "cancelled"), timeout_s=600)
+        assert status["state"] == "completed", status.get("error")
+        config = json.loads((run_dir / runs.CONFIG).read_text())
+        assert config["backbone"] == "efficientnet_b3" and config["freeze_backbone"] is True
+        _open(page, base, "train", "demo-train")
+        assert "switched off" in page.inner_text("body")
+        assert page.get_by_role("button", name="Start training").count() == 0
+        _open(page, base, "predict", "demo-predict")
+        page.get_by_text("gradcam at top_activation").first.wait_for()
+        _settle(page)
+        body = page.inner_text("body")
+        assert ("random weights" in body) == config["weights_used"].startswith("none")
+        assert _metric(page, "Predicted class").split()[0] in ("ALL", "HEM")
+        memory = _memory_mb(process.pid)
+        (SHOTS.parent / "demo-memory.json").write_text(json.dumps(memory, indent=2))
+        assert memory["RssAnon"] < 1024, f"the app's private memory with a B3 model and Grad-CAM: {memory}"
