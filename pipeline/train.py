@@ -20,7 +20,7 @@ from . import CLASS_NAMES
 from .cache import cache_key, cached_array, load_images
 from .config import TrainConfig, default_cache_dir, default_runs_dir
 from .data import Dataset, prelim_records, scan_dataset, split_records
-from .errors import PipelineError
+from .errors import PipelineError, WeightsUnavailableError
 from .evaluate import label_from_prob, metrics_from_predictions
 from .runs import RunFolder, create_run_dir, mark_cancelled, now_iso, temporary_path_for
 
@@ -384,9 +384,14 @@ def _evaluate_test(model: Any, data: PreparedData, folder: RunFolder) -> dict[st
 
 
 def train(config: TrainConfig, runs_dir: Path | None = None, group: str = "") -> RunFolder:
-    """Prepare and execute one run in this process."""
+    """Prepare and execute one run in this process. A run that could not get its weights trained nothing and
+    is removed again, so a wrong `--weights` changes nothing."""
     folder = prepare_run(config, runs_dir, group)
-    execute_run(folder)
+    try:
+        execute_run(folder)
+    except WeightsUnavailableError:
+        shutil.rmtree(folder.path, ignore_errors=True)
+        raise
     return folder
 
 
