@@ -335,9 +335,9 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
                 _fit_full(model, config, data, folder, initial_epoch)
         folder.update_status(phase="saving model")
         save_model(model, folder)
-        shutil.rmtree(folder.checkpoint_dir, ignore_errors=True)
         metrics = _evaluate_test(model, data, folder)
         folder.update_status(state="completed", phase="done", ended_at=now_iso(), progress=1.0)
+        shutil.rmtree(folder.checkpoint_dir, ignore_errors=True)
         return metrics
     except KeyboardInterrupt:
         folder.update_status(state="cancelled", phase="cancelled", ended_at=now_iso(), error="Cancelled by the user.")

@@ -162,6 +162,9 @@ def _memory_mb(pid: int) -> dict[str, float]:
 def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_data: Path, tmp_path: Path) -> None:
     with _serve(tiny_data, tmp_path, DEMO_MODE="1") as (base, process):
         _open(page, base, "", "demo-home")
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        assert sidebar.locator('[data-testid="stTextInput"]').count() == 0, "no free file-system path"
+        assert sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset root").count() == 1
         page.get_by_text("Training now").wait_for()
         run_dir = next(path for path in (tmp_path / "runs").iterdir() if path.is_dir())
         status = runs.wait_for_state(run_dir, ("completed", "failed", "cancelled"), timeout_s=600)

@@ -88,13 +88,3 @@ def test_demo_mode_switches_training_off(app: AppTest, monkeypatch: pytest.Monke
     assert any("switched off" in info.value for info in app.info)
     assert not any(button.label == "Start training" for button in app.button)
 
-
-def test_demo_mode_offers_only_the_configured_dataset_roots(app: AppTest, tiny_data: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from pages.common import configured_data_dirs
-
-    monkeypatch.setenv("DEMO_MODE", "1")
-    _open(app, "pages/dataset.py")
-    assert not [box for box in app.text_input if box.label == "Dataset root"], "no free file-system path"
-    roots = next(box for box in app.selectbox if box.label == "Dataset root")
-    assert roots.options == configured_data_dirs() and roots.options[0] == str(tiny_data)
