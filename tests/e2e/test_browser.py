@@ -112,7 +112,7 @@ def test_a_user_browses_trains_studies_and_predicts(server, page, tiny_data: Pat
 
     _open(page, base, "dataset", "dataset")
     assert _metric(page, "ALL") == "18" and _metric(page, "HEM") == "18"
-    assert page.locator('[data-testid="stImage"]').count() >= 8, "thumbnails and previews are shown"
+    page.locator('[data-testid="stImage"]').nth(7).wait_for()  # thumbnails and previews are shown
 
     _open(page, base, "train", "train")
     _choose(page, "Backbone", "efficientnet_b0")
