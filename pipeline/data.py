@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -194,11 +193,6 @@ def scan_dataset(root: str | Path) -> Dataset:
             + (f" {len(skipped)} file(s) were unreadable." if skipped else ""))
     return Dataset(root=root, layout=layout, records=records, skipped=skipped,
                    synthetic=(root / SYNTHETIC_MARKER).is_file())
-
-
-def synthetic_info(root: Path) -> dict[str, Any] | None:
-    marker = Path(root) / SYNTHETIC_MARKER
-    return json.loads(marker.read_text()) if marker.is_file() else None
 
 
 # -- splits -----------------------------------------------------------------------------------

@@ -60,13 +60,6 @@ def stage_layers(model: Any) -> dict[str, str]:
     return stages
 
 
-def conv_layers(model: Any) -> list[str]:
-    """Layers with a 4-D output a CAM can be computed at, last first."""
-    names = [layer.name for layer in model.layers if len(getattr(layer, "output", None).shape or ()) == 4
-             and layer.name != model.layers[0].name]
-    return names[::-1]
-
-
 class Explainer:
     """CAMs, feature maps and faithfulness for one model; build it once and reuse it (it caches the CAMs).
 

@@ -1,0 +1,20 @@
+import pytest
+
+from pipeline.config import ClaheSettings, TrainConfig
+from pipeline.errors import PipelineError
+
+
+def test_defaults_are_the_papers_and_survive_json() -> None:
+    config = TrainConfig(data_dir="data/demo")
+    assert (config.backbone, config.image_size, config.epochs, config.batch_size) == ("efficientnet_b3", 224, 50, 16)
+    assert (config.learning_rate, config.decay_steps, config.decay_rate) == (1e-4, 900, 0.95)
+    changed = config.replace(clahe=ClaheSettings(clip_limit=3.0, tile_grid=4), split="image", folds="0")
+    assert TrainConfig.from_json(changed.to_json()) == changed
+    assert TrainConfig.from_dict({**changed.to_dict(), "run_id": "ignored"}) == changed
+
+
+@pytest.mark.parametrize("bad", [{"backbone": "resnet50"}, {"split": "random"}, {"epochs": 0},
+                                 {"image_size": 8}, {"learning_rate": 0.0}, {"test_fraction": 1.5}])
+def test_bad_settings_are_refused_with_a_message(bad: dict) -> None:
+    with pytest.raises(PipelineError):
+        TrainConfig(data_dir="x", **bad)
