@@ -92,9 +92,10 @@ if methods:
         panel.image(overlay(result["input"], heatmap, opacity), width="stretch",
                     caption=f"{method} at {layer} (bright = more important, viridis)")
         faith = explainer.faithfulness(result["input"], heatmap)
-        panel.dataframe(pd.DataFrame({"pixels removed": [f"{f:.0%}" for f in faith["fractions"]],
-                                      "drop, most salient": faith["saliency_drop"],
-                                      "drop, random": faith["random_drop"]}), hide_index=True, width="stretch")
+        drops = pd.DataFrame({"pixels removed": [f"{f:.0%}" for f in faith["fractions"]],
+                              "drop, most salient": faith["saliency_drop"], "drop, random": faith["random_drop"]})
+        panel.dataframe(drops.style.format({"drop, most salient": "{:+.3f}", "drop, random": "{:+.3f}"}),
+                        hide_index=True, width="stretch")
     st.caption("Faithfulness: how much the predicted class's probability falls when the most salient pixels are "
                "blacked out, against as many random pixels. A faithful map drops it more.")
 

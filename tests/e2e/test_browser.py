@@ -177,6 +177,7 @@ def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_da
         _open(page, base, "predict", "demo-predict")
         page.get_by_text("gradcam at top_activation").first.wait_for()
         _settle(page)
+        page.screenshot(path=str(SHOTS / "demo-predict-done.png"), full_page=True)
         body = page.inner_text("body")
         assert ("random weights" in body) == config["weights_used"].startswith("none")
         assert _metric(page, "Predicted class").split()[0] in ("ALL", "HEM")
