@@ -122,9 +122,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from .train import execute_run
 
     folder = RunFolder(args.run_dir)
-    state = folder.status().get("state")
-    if state not in ("failed", "cancelled"):
-        raise PipelineError(f"Only a failed or cancelled run can be resumed; {folder.run_id} is {state}.")
+    folder.check_resumable()
     execute_run(folder)
     print(folder.path)
     return 0

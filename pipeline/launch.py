@@ -100,9 +100,7 @@ def _spawn(folders: list[RunFolder]) -> subprocess.Popen:
 def resume(run_dir: Path) -> RunFolder:
     """Continue a failed or cancelled run in the background from its last completed epoch."""
     folder = RunFolder(run_dir)
-    state = folder.status().get("state")
-    if state not in ("failed", "cancelled"):
-        raise PipelineError(f"Only a failed or cancelled run can be resumed; {folder.run_id} is {state}.")
+    folder.check_resumable()
     with launch_lock(folder.path.parent):
         busy = active_runs(folder.path.parent)
         if busy:

@@ -187,6 +187,12 @@ class RunFolder:
                                                        "(killed or crashed)."}
         return status
 
+    def check_resumable(self) -> None:
+        """Refuse, with the reason, to resume a run that is not failed or cancelled."""
+        state = self.status().get("state")
+        if state not in ("failed", "cancelled"):
+            raise PipelineError(f"Only a failed or cancelled run can be resumed; {self.run_id} is {state}.")
+
     def update_status(self, **changes: Any) -> dict[str, Any]:
         try:
             status = self.raw_status()

@@ -52,3 +52,12 @@ def test_broken_run_folders_are_listed_as_broken_and_others_still_listed(tmp_pat
 def test_run_folder_names_are_unique(tmp_path: Path) -> None:
     names = {create_run_dir(tmp_path, "same").name for _ in range(5)}
     assert len(names) == 5
+
+
+def test_only_failed_or_cancelled_runs_resume(tmp_path: Path) -> None:
+    folder = RunFolder(create_run_dir(tmp_path, "done"))
+    folder.update_status(state="completed")
+    with pytest.raises(PipelineError, match="Only a failed or cancelled run"):
+        folder.check_resumable()
+    folder.update_status(state="cancelled")
+    folder.check_resumable()
