@@ -52,6 +52,14 @@ def preprocess_many(paths: Sequence[str], image_size: int, clahe: ClaheSettings,
     return images, sorted(failed)
 
 
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    """Save to a temporary name beside `path`, then rename: a reader never sees half an array."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
 def load_images(paths: Sequence[str], image_size: int, clahe: ClaheSettings, cache_dir: Path | None = None,
                 progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, list[str]]:
     """Preprocessed images for `paths`, from the cache when present; a second call decodes nothing."""
@@ -64,10 +72,7 @@ def load_images(paths: Sequence[str], image_size: int, clahe: ClaheSettings, cac
             progress(1.0)
         return np.load(array_path, mmap_mode="r"), json.loads(meta_path.read_text())["failed"]
     images, failed = preprocess_many(paths, image_size, clahe, progress=progress)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = array_path.with_name(f".{array_path.name}.{os.getpid()}.tmp.npy")
-    np.save(tmp, images)
-    os.replace(tmp, array_path)
+    _save_atomic(array_path, images)
     write_json_atomic(meta_path, {"count": len(paths), "image_size": image_size, "failed": failed})
     return images, failed
 
@@ -81,9 +86,6 @@ def cached_array(name: str, key_parts: dict, compute: Callable[[], np.ndarray],
     if path.is_file():
         return np.load(path), True
     array = compute()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    _save_atomic(path, array)
     return array, False
 

@@ -186,13 +186,19 @@ def _checkpoint_callback(folder: RunFolder) -> Any:
     return EpochCheckpoint()
 
 
-def _fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, initial_epoch: int) -> None:
-    if initial_epoch == 0:
-        model.compile(optimizer=_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+def _image_datasets(config: TrainConfig, data: PreparedData) -> tuple[Any, Any]:
+    """The shuffled (and optionally augmented) training set and the validation set, or None without one."""
     train = make_dataset(data.images["train"], data.labels["train"], config.batch_size, True, config.seed,
                          config.augment)
     validation = (make_dataset(data.images["val"], data.labels["val"], config.batch_size, False, config.seed)
                   if len(data.images["val"]) else None)
+    return train, validation
+
+
+def _fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, initial_epoch: int) -> None:
+    if initial_epoch == 0:
+        model.compile(optimizer=_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    train, validation = _image_datasets(config, data)
     steps = math.ceil(len(data.images["train"]) / config.batch_size)
     # History first, then the checkpoint: a kill between the two never leaves a checkpoint ahead of the history.
     callbacks = [_progress_callback(folder, config.epochs, steps), _checkpoint_callback(folder)]
@@ -249,10 +255,7 @@ def _fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFo
         unfreeze_top_blocks(model, config.fine_tune_blocks)
         model.compile(optimizer=_optimizer(config, config.learning_rate / 10),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        train = make_dataset(data.images["train"], data.labels["train"], config.batch_size, True, config.seed,
-                             config.augment)
-        validation_set = (make_dataset(data.images["val"], data.labels["val"], config.batch_size, False,
-                                       config.seed) if len(data.images["val"]) else None)
+        train, validation_set = _image_datasets(config, data)
         model.fit(train, validation_data=validation_set, epochs=config.fine_tune_epochs, shuffle=False, verbose=0,
                   callbacks=[_progress_callback(folder, total_epochs, steps,
                                                 epoch_offset=config.epochs, phase="fine-tuning")])
@@ -340,7 +343,7 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
         shutil.rmtree(folder.checkpoint_dir, ignore_errors=True)
         return metrics
     except KeyboardInterrupt:
-        folder.update_status(state="cancelled", phase="cancelled", ended_at=now_iso(), error="Cancelled by the user.")
+        mark_cancelled([folder])
         raise
     except Exception as error:
         message = str(error) if isinstance(error, PipelineError) else f"{type(error).__name__}: {error}"
