@@ -57,10 +57,11 @@ def run(quick: bool) -> dict[str, float | str]:
     from pipeline.cache import preprocess_many
     from pipeline.config import ClaheSettings, TrainConfig
     from pipeline.data import scan_dataset
+    from pipeline.datasets import feature_dataset, make_dataset
     from pipeline.explain import Explainer
+    from pipeline.fit import optimizer as _optimizer
     from pipeline.model import build_model, compiled_forward, feature_extractor, head_model
     from pipeline.synthetic import generate
-    from pipeline.train import _optimizer, feature_dataset, make_dataset
 
     backbone, image_size, per_class = ("efficientnet_b0", 96, 48) if quick else ("efficientnet_b3", 224, 96)
     batch_size = 16

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
-from .config import PAPER_BATCH_SIZES, PAPER_EPOCHS, ClaheSettings, TrainConfig, default_runs_dir
+from .config import BACKBONES, PAPER_BATCH_SIZES, PAPER_EPOCHS, SPLITS, ClaheSettings, TrainConfig, default_runs_dir
 from .errors import PipelineError
+from .model import LAST_CONV_LAYER
+from .runs import cancel_on_sigterm
 
 
 def _int_list(text: str) -> list[int]:
@@ -27,10 +28,11 @@ def _add_train_arguments(parser: argparse.ArgumentParser, epochs_as_list: bool =
     else:
         parser.add_argument("--epochs", type=int, default=50)
         parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--backbone", default="efficientnet_b3")
+    parser.add_argument("--backbone", default="efficientnet_b3", choices=BACKBONES)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--weights", default="imagenet", help="imagenet, none, or a path to a weights file")
-    parser.add_argument("--split", default="patient", choices=["patient", "image", "folds"])
+    parser.add_argument("--weights", default="imagenet",
+                        help="imagenet, none, auto (ImageNet when it can be had, else random), or a weights file")
+    parser.add_argument("--split", default="patient", choices=SPLITS)
     parser.add_argument("--folds", default="", help="C-NMC training folds to use, e.g. 0 (default: all)")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=42)
@@ -110,11 +112,11 @@ def cmd_execute(args: argparse.Namespace) -> int:
     try:
         from .train import execute_runs
 
-        execute_runs(folders)
+        all_completed = execute_runs(folders)
     except KeyboardInterrupt:  # also a cancel that came while TensorFlow was still loading
         mark_cancelled(folders)
         raise
-    return 0
+    return 0 if all_completed else 1
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -236,18 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("run_dir", type=Path)
     explain.add_argument("images", nargs="+", type=Path)
     explain.add_argument("--method", default="gradcam", help="gradcam, gradcam++, scorecam, layercam (comma list)")
-    explain.add_argument("--layer", default="top_activation")
+    explain.add_argument("--layer", default=LAST_CONV_LAYER)
     explain.add_argument("--out", type=Path, required=True)
     explain.set_defaults(func=cmd_explain)
     return parser
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)  # a cancel from the dashboard stops as cleanly as Ctrl-C
+    cancel_on_sigterm()  # first, so a cancel that comes while TensorFlow loads is a clean cancel too
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -14,8 +14,8 @@ import numpy as np
 
 from .config import ClaheSettings, default_cache_dir
 from .errors import ImageReadError
+from .files import save_npy_atomic, write_json_atomic
 from .preprocess import load_and_preprocess
-from .runs import write_json_atomic
 
 CACHE_VERSION = 1
 
@@ -52,14 +52,6 @@ def preprocess_many(paths: Sequence[str], image_size: int, clahe: ClaheSettings,
     return images, sorted(failed)
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """Save to a temporary name beside `path`, then rename: a reader never sees half an array."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
 def load_images(paths: Sequence[str], image_size: int, clahe: ClaheSettings, cache_dir: Path | None = None,
                 progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, list[str]]:
     """Preprocessed images for `paths`, from the cache when present; a second call decodes nothing."""
@@ -72,7 +64,7 @@ def load_images(paths: Sequence[str], image_size: int, clahe: ClaheSettings, cac
             progress(1.0)
         return np.load(array_path, mmap_mode="r"), json.loads(meta_path.read_text())["failed"]
     images, failed = preprocess_many(paths, image_size, clahe, progress=progress)
-    _save_atomic(array_path, images)
+    save_npy_atomic(array_path, images)
     write_json_atomic(meta_path, {"count": len(paths), "image_size": image_size, "failed": failed})
     return images, failed
 
@@ -86,6 +78,6 @@ def cached_array(name: str, key_parts: dict, compute: Callable[[], np.ndarray],
     if path.is_file():
         return np.load(path), True
     array = compute()
-    _save_atomic(path, array)
+    save_npy_atomic(path, array)
     return array, False
 

@@ -11,7 +11,14 @@ from typing import Any
 
 from .errors import PipelineError
 
-BACKBONES = ("efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3")
+BACKBONE_APPS = {
+    "efficientnet_b0": ("EfficientNetB0", "efficientnetb0_notop.h5"),
+    "efficientnet_b1": ("EfficientNetB1", "efficientnetb1_notop.h5"),
+    "efficientnet_b2": ("EfficientNetB2", "efficientnetb2_notop.h5"),
+    "efficientnet_b3": ("EfficientNetB3", "efficientnetb3_notop.h5"),
+}
+"""Backbone name -> (Keras application, file name of its ImageNet weights without top)."""
+BACKBONES = tuple(BACKBONE_APPS)
 SPLITS = ("patient", "image", "folds")
 PAPER_EPOCHS = (10, 20, 30, 40, 50, 60)
 PAPER_BATCH_SIZES = (16, 32)

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+from . import DISPLAY_ORDER
 from .errors import PipelineError
 
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
-LABELS = ("ALL", "HEM")
+LABELS = DISPLAY_ORDER
 UNKNOWN_PATIENT = "unknown"
 SYNTHETIC_MARKER = "SYNTHETIC.json"
 PRELIM_DIR = "C-NMC_test_prelim_phase_data"

@@ -11,3 +11,7 @@ class WeightsUnavailableError(PipelineError):
 
 class ImageReadError(PipelineError):
     """A file or upload is not a readable image."""
+
+
+class RunCancelled(KeyboardInterrupt):
+    """Raised in a training process asked to stop (SIGTERM from the dashboard), handled like Ctrl-C."""

@@ -13,10 +13,11 @@ import cv2
 import numpy as np
 
 from .errors import ImageReadError, PipelineError
+from .model import LAST_CONV_LAYER
 from .runs import slug
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "layercam")
-DEFAULT_LAYER = "top_activation"
+DEFAULT_LAYER = LAST_CONV_LAYER
 DELETION_FRACTIONS = (0.1, 0.2, 0.5)
 RANDOM_REPEATS = 3
 SCORECAM_MAX_N = 16
@@ -49,7 +50,7 @@ def logits_model(model: Any) -> Any:
 
 
 def stage_layers(model: Any) -> dict[str, str]:
-    """The last layer of each EfficientNet stage (block1 ... block7) and `top_activation`, by stage name."""
+    """The last layer of each EfficientNet stage (block1 ... block7) and the last conv layer, by stage name."""
     stages: dict[str, str] = {}
     for layer in model.layers:
         name = layer.name
@@ -81,9 +82,9 @@ class Explainer:
     def predict(self, inputs: np.ndarray, batch_size: int = 1) -> np.ndarray:
         """Class probabilities, one image at a time by default: it reuses the compiled one-image graph and
         bounds memory (a B3 batch of 12 needs 300 MB more)."""
-        inputs = np.asarray(inputs, np.float32)
-        return np.concatenate([np.asarray(self._forward(inputs[start:start + batch_size]))
-                               for start in range(0, len(inputs), batch_size)])
+        from .inference import run_batches
+
+        return run_batches(self._forward, inputs, batch_size)
 
     def heatmap(self, model_input: np.ndarray, method: str = "gradcam", layer: str = DEFAULT_LAYER,
                 class_index: int | None = None) -> np.ndarray:
@@ -241,9 +242,9 @@ def explain_files(run_dir: Path, paths: Sequence[Path], methods: Sequence[str], 
                   out_dir: Path) -> list[dict[str, Any]]:
     """For each image, `out_dir/<image name>/` gets input.npy, <method>.npy, <method>.png and
     <method>_faithfulness.json. Returns one summary row per image and method (or the read error)."""
+    from .files import write_bytes_atomic, write_json_atomic
     from .predict import Predictor
     from .preprocess import read_image
-    from .runs import write_bytes_atomic, write_json_atomic
 
     predictor = Predictor.from_run(run_dir)
     explainer = Explainer(predictor.model)

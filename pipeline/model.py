@@ -7,20 +7,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .config import BACKBONE_APPS
 from .errors import PipelineError, WeightsUnavailableError
 
 if TYPE_CHECKING:
     import keras
 
-BACKBONE_APPS = {
-    "efficientnet_b0": ("EfficientNetB0", "efficientnetb0_notop.h5"),
-    "efficientnet_b1": ("EfficientNetB1", "efficientnetb1_notop.h5"),
-    "efficientnet_b2": ("EfficientNetB2", "efficientnetb2_notop.h5"),
-    "efficientnet_b3": ("EfficientNetB3", "efficientnetb3_notop.h5"),
-}
 HEAD_LAYERS = ("head_bn", "head_dense", "head_dropout", "predictions")
 POOL_LAYER = "head_pool"
 LAST_CONV_LAYER = "top_activation"
+"""The backbone's last convolutional feature map: the default layer of every CAM."""
 
 
 def keras_cache_dir() -> Path:

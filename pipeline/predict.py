@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import CLASS_NAMES
+from . import ALL_INDEX
 from .config import TrainConfig
 from .data import PRELIM_SUBSET, scan_dataset
 from .errors import ImageReadError, PipelineError
 from .evaluate import label_from_prob, metrics_from_predictions
+from .inference import predict_probabilities, predictions_table, run_batches
 from .preprocess import decode_image, preprocess, read_image
-from .runs import RunFolder, slug
+from .runs import RunFolder
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Predictor:
         from .model import load_model
 
         folder = RunFolder(Path(run_dir))
-        if not folder.file("config.json").exists() and folder.has_model():
+        if not folder.has_config() and folder.has_model():
             # A bare model.keras trained elsewhere: its input size is known, the rest are the defaults.
             model = load_model(folder.model_path)
             return cls(model, TrainConfig(data_dir="", image_size=int(model.input_shape[1])), folder.path)
@@ -52,8 +53,7 @@ class Predictor:
 
     def predict_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """Probability of ALL for preprocessed uint8 inputs."""
-        probabilities = np.asarray(self.forward(np.asarray(inputs, np.float32)))
-        return probabilities[:, CLASS_NAMES.index("ALL")]
+        return run_batches(self.forward, inputs)[:, ALL_INDEX]
 
     def predict_image(self, image_rgb: np.ndarray) -> dict[str, Any]:
         model_input = self.prepare(image_rgb)
@@ -83,7 +83,6 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> tup
     """Metrics of a run's model: on its test subset, or on the labelled images of `data_dir`
     (its prelim test set when it has one). Returns the metrics and the folder they were written to."""
     from .cache import load_images
-    from .train import predict_probabilities, predictions_table
 
     folder = RunFolder(Path(run_dir))
     predictor = Predictor.from_run(run_dir)
@@ -97,8 +96,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> tup
         table = pd.DataFrame({"path": [r.path for r in records], "patient": [r.patient for r in records],
                               "label": [r.label for r in records]})
         subset = PRELIM_SUBSET if records[0].subset == PRELIM_SUBSET else "all labelled"
-        out_dir = folder.path / "evaluations" / slug(f"{Path(data_dir).name}-{subset}")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = folder.evaluation_dir(f"{Path(data_dir).name}-{subset}")
     if table.empty:
         raise PipelineError("No labelled images to evaluate on.")
     images, failed = load_images(table["path"].tolist(), predictor.config.image_size, predictor.config.clahe)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,7 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import PipelineError
+from .errors import PipelineError, RunCancelled
+from .files import atomic_write, read_json, write_csv_atomic, write_json_atomic
 
 CONFIG = "config.json"
 STATUS = "status.json"
@@ -30,9 +32,12 @@ METRICS = "metrics.json"
 MODEL = "model.keras"
 LOG = "log.txt"
 CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_PATTERN = "epoch-*.keras"
+EVALUATIONS_DIR = "evaluations"
 
 STATES = ("queued", "running", "completed", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
+RESUMABLE_STATES = ("failed", "cancelled")
 HISTORY_COLUMNS = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss", "learning_rate"]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -40,39 +45,6 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    write_bytes_atomic(path, json.dumps(payload, indent=2, default=str).encode())
-
-
-def write_csv_atomic(path: Path, frame: pd.DataFrame) -> None:
-    write_bytes_atomic(path, frame.to_csv(index=False).encode())
-
-
-def temporary_path_for(path: Path) -> Path:
-    """A temporary name beside `path` for writers that need a file name (e.g. `model.save`)."""
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
 
 
 def slug(text: str) -> str:
@@ -153,17 +125,40 @@ class RunFolder:
         return self.file(CHECKPOINT_DIR)
 
     def checkpoint_path(self, epoch: int) -> Path:
-        return self.checkpoint_dir / f"epoch-{epoch:04d}.keras"
+        return self.checkpoint_dir / CHECKPOINT_PATTERN.replace("*", f"{epoch:04d}")
 
     def latest_checkpoint(self) -> tuple[int, Path] | None:
         """(epochs done, model file) of the newest whole checkpoint; temporary files are never taken."""
         if not self.checkpoint_dir.is_dir():
             return None
-        found = sorted(self.checkpoint_dir.glob("epoch-*.keras"))
+        found = sorted(self.checkpoint_dir.glob(CHECKPOINT_PATTERN))
         return (int(found[-1].stem.split("-")[1]), found[-1]) if found else None
 
+    def save_checkpoint(self, model: Any, epochs_done: int) -> None:
+        """The whole model and optimizer after `epochs_done` epochs; older checkpoints go once it is in place."""
+        target = self.checkpoint_path(epochs_done)
+        atomic_write(target, model.save)
+        for older in self.checkpoint_dir.glob(CHECKPOINT_PATTERN):
+            if older != target:
+                older.unlink(missing_ok=True)
+
+    def remove_checkpoints(self) -> None:
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+
+    def save_model(self, model: Any) -> None:
+        atomic_write(self.model_path, model.save)
+
+    def evaluation_dir(self, name: str) -> Path:
+        """Where `evaluate --data` writes the predictions and metrics of one other data set."""
+        folder = self.file(EVALUATIONS_DIR) / slug(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def has_config(self) -> bool:
+        return self.file(CONFIG).is_file()
+
     def exists(self) -> bool:
-        return self.file(CONFIG).is_file() or self.file(STATUS).is_file()
+        return self.has_config() or self.file(STATUS).is_file()
 
     # -- config ----------------------------------------------------------------------------
     def write_config(self, config: dict[str, Any]) -> None:
@@ -190,7 +185,7 @@ class RunFolder:
     def check_resumable(self) -> None:
         """Refuse, with the reason, to resume a run that is not failed or cancelled."""
         state = self.status().get("state")
-        if state not in ("failed", "cancelled"):
+        if state not in RESUMABLE_STATES:
             raise PipelineError(f"Only a failed or cancelled run can be resumed; {self.run_id} is {state}.")
 
     def update_status(self, **changes: Any) -> dict[str, Any]:
@@ -266,6 +261,15 @@ class RunFolder:
             "error": status.get("error"),
         })
         return row
+
+
+def _raise_cancelled(signum: int, frame: Any) -> None:
+    raise RunCancelled(f"stopped by signal {signum}")
+
+
+def cancel_on_sigterm() -> None:
+    """Make SIGTERM (the dashboard's cancel) stop this process like Ctrl-C, so its runs end `cancelled`."""
+    signal.signal(signal.SIGTERM, _raise_cancelled)
 
 
 def mark_cancelled(folders: list[RunFolder], reason: str = "Cancelled by the user.") -> None:

@@ -110,3 +110,12 @@ def test_folds_split_validates_on_one_fold_and_tests_on_prelim() -> None:
 def test_one_class_only_is_refused() -> None:
     with pytest.raises(PipelineError, match="Only one class"):
         split_records(_records(10, 0), "image")
+
+
+def test_folds_split_without_a_prelim_set_tests_on_half_the_held_out_patients() -> None:
+    records = _records(60, 60, patients=12)
+    split = split_records(records, "folds", val_fold=2, seed=0)
+    held_out = split[split["path"].isin({r.path for r in records if r.subset == "fold_2"})]
+    assert set(held_out["subset"]) == {"val", "test"}
+    assert (held_out.groupby("patient")["subset"].nunique() == 1).all(), "whole patients per subset"
+    assert set(split.loc[split["subset"] == "train", "path"]) == {r.path for r in records if r.subset != "fold_2"}

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import runs
 from pipeline.errors import PipelineError
-from pipeline.runs import RunFolder, create_run_dir, list_runs, resolve_run_dir, write_json_atomic
+from pipeline.files import write_json_atomic
+from pipeline.runs import RunFolder, create_run_dir, list_runs, progress_summary, resolve_run_dir
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
@@ -61,3 +63,71 @@ def test_only_failed_or_cancelled_runs_resume(tmp_path: Path) -> None:
         folder.check_resumable()
     folder.update_status(state="cancelled")
     folder.check_resumable()
+
+
+def test_progress_summary_counts_finished_epochs_and_extrapolates_the_rest() -> None:
+    status = {"phase": "training", "epoch": 3, "epochs": 10, "progress": 0.5,
+              "started_at": "2026-01-01T00:00:00+00:00", "ended_at": "2026-01-01T00:00:50+00:00"}
+    summary = progress_summary(status)
+    assert summary["fraction"] == pytest.approx(0.25)  # 2.5 of 10 epochs
+    assert summary["elapsed_s"] == 50 and summary["eta_s"] == pytest.approx(150)
+    preparing = progress_summary({**status, "phase": "preprocessing images", "epochs_done": 0})
+    assert preparing["fraction"] == 0 and preparing["eta_s"] is None
+    done = progress_summary({**status, "phase": "done", "epochs_done": 10})
+    assert done["fraction"] == 1.0 and done["eta_s"] is None
+    assert progress_summary({"epochs": 4})["elapsed_s"] is None
+
+
+class _SavesItsName:
+    """Stands in for a Keras model: `save(path)` writes a file, as `model.save` does."""
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(Path(path).name)
+
+
+def test_checkpoints_keep_only_the_newest_and_model_files_are_written_whole(tmp_path: Path) -> None:
+    folder = RunFolder(create_run_dir(tmp_path, "x"))
+    for epoch in (1, 2, 3):
+        folder.save_checkpoint(_SavesItsName(), epoch)
+    assert [p.name for p in folder.checkpoint_dir.iterdir()] == ["epoch-0003.keras"]
+    assert folder.latest_checkpoint() == (3, folder.checkpoint_path(3))
+    folder.save_model(_SavesItsName())
+    assert folder.has_model() and not list(folder.path.glob(".*tmp*"))
+    folder.remove_checkpoints()
+    assert folder.latest_checkpoint() is None
+
+
+def test_a_failed_writer_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    from pipeline.files import atomic_write
+
+    target = tmp_path / "model.keras"
+    target.write_text("old")
+
+    def crash(path: Path) -> None:
+        path.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, crash)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_evaluation_folders_and_config_presence(tmp_path: Path) -> None:
+    folder = RunFolder(create_run_dir(tmp_path, "x"))
+    assert not folder.has_config()
+    folder.write_config({"epochs": 1})
+    assert folder.has_config()
+    evaluation = folder.evaluation_dir("other data/prelim")
+    assert evaluation.is_dir() and evaluation.parent == folder.path / runs.EVALUATIONS_DIR
+    assert "/" not in evaluation.name
+
+
+def test_cancelled_and_failed_are_the_resumable_states(tmp_path: Path) -> None:
+    folder = RunFolder(create_run_dir(tmp_path, "x"))
+    for state in runs.STATES:
+        folder.update_status(state=state, pid=os.getpid(), host=socket.gethostname())
+        if state in runs.RESUMABLE_STATES:
+            folder.check_resumable()
+        else:
+            with pytest.raises(PipelineError):
+                folder.check_resumable()

@@ -9,6 +9,7 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from pipeline import runs
+from pipeline.errors import PipelineError
 from pipeline.predict import Predictor, evaluate_run
 from pipeline.preprocess import read_image
 from pipeline.train import train
@@ -70,3 +71,42 @@ def test_fast_mode_trains_the_head_on_cached_features_and_saves_a_full_model(tin
     assert folder.history()["epoch"].tolist() == [1, 2, 3]
     predictor = Predictor.from_run(folder.path)
     assert "top_activation" in [layer.name for layer in predictor.model.layers]
+
+
+def test_evaluate_without_data_scores_the_runs_own_test_subset_as_saved(finished_run: Path) -> None:
+    saved = json.loads((finished_run / runs.METRICS).read_text())
+    metrics, out_dir = evaluate_run(finished_run)
+    assert out_dir == finished_run and metrics["subset"] == "test"
+    assert metrics["n"] == saved["n"] and metrics["confusion_matrix"] == saved["confusion_matrix"]
+    assert metrics["accuracy"] == pytest.approx(saved["accuracy"])
+
+
+def test_a_bare_model_file_predicts_with_its_own_input_size(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from pipeline.catalog import TRAINED_ELSEWHERE, run_config
+
+    bare = tmp_path / "elsewhere"
+    bare.mkdir()
+    shutil.copy(finished_run / runs.MODEL, bare / runs.MODEL)
+    predictor = Predictor.from_run(bare)
+    assert predictor.config.image_size == 32
+    image = read_image(pd.read_csv(finished_run / runs.PREDICTIONS)["path"].iloc[0])
+    assert predictor.predict_image(image)["prob_all"] == pytest.approx(
+        Predictor.from_run(finished_run).predict_image(image)["prob_all"], abs=1e-5)
+    assert run_config(runs.RunFolder(bare)) == TRAINED_ELSEWHERE
+
+
+def test_launch_resume_continues_a_cancelled_run_in_the_background(tiny_config, tmp_path: Path) -> None:
+    from pipeline.launch import resume
+    from pipeline.train import prepare_run
+
+    folder = prepare_run(tiny_config.replace(epochs=2), tmp_path)
+    runs.mark_cancelled([folder])
+    resume(folder.path)
+    with pytest.raises(PipelineError, match="can be resumed"):
+        resume(folder.path)
+    status = runs.wait_for_state(folder.path, ("completed", "failed"), timeout_s=300)
+    assert status["state"] == "completed", status.get("error")
+    assert folder.history()["epoch"].tolist() == [1, 2] and folder.has_model()
+    assert "Traceback" not in folder.log_path.read_text()

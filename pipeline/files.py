@@ -1,0 +1,65 @@
+"""Atomic file writes for run folders, checkpoints and caches alike.
+
+Every writer goes through `atomic_write`: the content is written to a temporary name beside the target,
+flushed to disk, then renamed into place, so a reader never sees half a file and a kill leaves either the
+old file or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def temporary_path_for(path: Path) -> Path:
+    """A temporary name beside `path` that keeps its suffix (writers such as `model.save` check it)."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(temporary_path)`, flush the file to disk, then rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path_for(path)
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    write_bytes_atomic(path, json.dumps(payload, indent=2, default=str).encode())
+
+
+def write_csv_atomic(path: Path, frame: pd.DataFrame) -> None:
+    write_bytes_atomic(path, frame.to_csv(index=False).encode())
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda tmp: np.save(tmp, array))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)

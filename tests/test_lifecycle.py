@@ -1,0 +1,75 @@
+"""The run lifecycle without TensorFlow: sweeps that go on after a failure, cancels that stop the rest, the grid."""
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from pipeline import train
+from pipeline.__main__ import main
+from pipeline.config import PAPER_BATCH_SIZES, PAPER_EPOCHS, TrainConfig
+from pipeline.runs import RunFolder, create_run_dir
+
+
+def _queued(tmp_path: Path, count: int) -> list[RunFolder]:
+    folders = []
+    for index in range(count):
+        folder = RunFolder(create_run_dir(tmp_path, f"run{index}"))
+        folder.update_status(state="queued", pid=os.getpid(), host=socket.gethostname())
+        folders.append(folder)
+    return folders
+
+
+def test_a_sweep_goes_on_after_a_failed_run_and_logs_its_traceback(tmp_path, monkeypatch, capsys) -> None:
+    folders = _queued(tmp_path, 3)
+    executed = []
+
+    def execute(folder: RunFolder) -> dict:
+        executed.append(folder.run_id)
+        if folder is folders[1]:
+            folder.update_status(state="failed")
+            raise RuntimeError("out of memory in run 1")
+        folder.update_status(state="completed")
+        return {}
+
+    monkeypatch.setattr(train, "execute_run", execute)
+    assert train.execute_runs(folders) is False
+    assert executed == [folder.run_id for folder in folders]
+    assert [folder.raw_status()["state"] for folder in folders] == ["completed", "failed", "completed"]
+    stderr = capsys.readouterr().err
+    assert "Traceback" in stderr and "RuntimeError: out of memory in run 1" in stderr
+
+
+def test_a_cancel_stops_the_sweep_and_marks_the_rest_cancelled(tmp_path, monkeypatch) -> None:
+    folders = _queued(tmp_path, 3)
+
+    def execute(folder: RunFolder) -> dict:
+        folder.update_status(state="cancelled")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "execute_run", execute)
+    with pytest.raises(KeyboardInterrupt):
+        train.execute_runs(folders)
+    assert [folder.raw_status()["state"] for folder in folders] == ["cancelled"] * 3
+    assert folders[2].raw_status()["error"] == "Cancelled with its sweep."
+
+
+def test_execute_exits_non_zero_when_a_run_of_the_sweep_failed(tmp_path, monkeypatch) -> None:
+    folders = _queued(tmp_path, 2)
+
+    def execute(folder: RunFolder) -> dict:
+        if folder.path == folders[1].path:
+            raise RuntimeError("boom")
+        return {}
+
+    monkeypatch.setattr(train, "execute_run", execute)
+    assert main(["execute", str(folders[0].path)]) == 0
+    assert main(["execute", str(folders[0].path), str(folders[1].path)]) == 1
+
+
+def test_the_grid_has_one_config_per_cell_and_one_group() -> None:
+    group, configs = train.grid(TrainConfig(data_dir="x"), list(PAPER_EPOCHS), list(PAPER_BATCH_SIZES))
+    assert group.startswith("grid-")
+    assert [(c.epochs, c.batch_size) for c in configs] == [(e, b) for e in PAPER_EPOCHS for b in PAPER_BATCH_SIZES]
+    assert len({c.default_name for c in configs}) == len(configs) == 12
