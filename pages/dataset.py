@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from pages.common import current_dataset, show_error
+from pages.common.loaders import current_dataset
+from pages.common.widgets import show_error
 from pipeline.config import ClaheSettings
 from pipeline.errors import PipelineError
 from pipeline.figures import counts_figure, histogram_figure
@@ -10,7 +11,7 @@ from pipeline.preprocess import preprocess, read_image, thumbnail
 
 PAGE_SIZE = 24
 
-st.title("🗂️ Dataset")
+st.title(":material/photo_library: Dataset")
 try:
     dataset = current_dataset()
 except PipelineError as error:

@@ -2,27 +2,21 @@
 
 import streamlit as st
 
-from pages.common import (
-    DISCLAIMER,
-    current_dataset,
-    data_dir,
-    demo_mode,
-    live_progress,
-    runs_dir,
-    runs_table,
-    show_error,
-)
+from pages.common.loaders import current_dataset, runs_table
+from pages.common.settings import data_dir, demo_mode, runs_dir
+from pages.common.widgets import DISCLAIMER, live_progress, show_error
 from pipeline.errors import PipelineError
 from pipeline.launch import launch_demo_model
 from pipeline.model import imagenet_weights_cached
+from pipeline.runs import ACTIVE_STATES
 
-st.title("🔬 ALL vs HEM: leukemic blast classification")
+st.title(":material/biotech: ALL vs HEM: leukemic blast classification")
 st.markdown(
     "Classify single white-blood-cell microscope images from the **C-NMC 2019** (ISBI 2019) challenge into "
     "**ALL** (acute lymphoblastic leukemia blast) and **HEM** (normal), with EfficientNet-B3 transfer learning "
     "as in Fata & Hapsari (2026): resize to 224 px with CLAHE, ImageNet weights, a small dense head, RMSprop "
     "with exponential decay, and a grid of epochs × batch sizes.")
-st.error(DISCLAIMER, icon="⚕️")
+st.error(DISCLAIMER, icon=":material/medical_information:")
 
 left, middle, right = st.columns(3)
 with left:
@@ -33,16 +27,17 @@ with left:
         st.metric("Images", info["images"], help="Every image found under the dataset root, labelled or not.")
         st.write(f"**{dataset.kind}** · {info['layout']} layout · {info['patients']} patients")
         if dataset.synthetic:
-            st.warning("Synthetic demo data, drawn by this project: not clinical images.", icon="⚠️")
+            st.warning("Synthetic demo data, drawn by this project: not clinical images.", icon=":material/warning:")
     except PipelineError as error:
         show_error(error)
 with middle:
     st.subheader("Pre-trained weights")
     if imagenet_weights_cached("efficientnet_b3"):
-        st.success("ImageNet weights for EfficientNet-B3 are on this machine.", icon="✅")
+        st.success("ImageNet weights for EfficientNet-B3 are on this machine.", icon=":material/check_circle:")
     else:
         st.info("ImageNet weights are not cached here. Training with them needs an internet connection once "
-                "(Keras downloads and keeps them); offline, choose a local weights file or random weights.", icon="ℹ️")
+                "(Keras downloads and keeps them); offline, choose a local weights file or random weights.",
+                icon=":material/info:")
 with right:
     st.subheader("Runs")
     runs = runs_table()
@@ -68,7 +63,7 @@ if runs.empty:
                 st.rerun()
         except PipelineError as error:
             show_error(error)
-if not runs.empty and runs["state"].isin(["queued", "running"]).any():
+if not runs.empty and runs["state"].isin(ACTIVE_STATES).any():
     st.subheader("Training now")
     live_progress()
 

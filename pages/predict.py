@@ -3,31 +3,25 @@
 import pandas as pd
 import streamlit as st
 
-from pages.common import (
-    current_dataset,
-    model_choices,
-    predictor_and_explainer,
-    provenance,
-    run_config,
-    run_folder,
-    show_error,
-    synthetic_warning,
-)
+from pages.common.loaders import current_dataset, predictor_and_explainer
+from pages.common.settings import models, run_folder
+from pages.common.widgets import show_error, synthetic_warning
+from pipeline.catalog import provenance, run_config
 from pipeline.errors import PipelineError
-from pipeline.explain import METHODS, colorize, overlay, stage_layers
+from pipeline.explain import DEFAULT_LAYER, METHODS, colorize, overlay, stage_layers
 from pipeline.preprocess import read_image
 
-st.title("🔍 Predict")
-runs = model_choices()
+st.title(":material/biotech: Predict")
+runs = models()
 if not runs:
-    st.info("No trained model yet: train one on the **Train** page first.", icon="🏋️")
+    st.info("No trained model yet: train one on the **Train** page first.", icon=":material/model_training:")
     st.stop()
 default = st.session_state.get("run_id")
 run_id = st.selectbox("Model (run)", runs, index=runs.index(default) if default in runs else 0)
-config = run_config(run_folder(run_id))
-st.markdown(provenance(config))
-synthetic_warning(config)
 try:
+    config = run_config(run_folder(run_id))
+    st.markdown(provenance(config))
+    synthetic_warning(config)
     predictor, explainer = predictor_and_explainer(run_id)
 except PipelineError as error:
     show_error(error)
@@ -40,7 +34,7 @@ for upload in uploads or []:
     try:
         images.append((upload.name, predictor.predict_bytes(upload.getvalue(), upload.name)))
     except PipelineError as error:
-        st.error(f"{upload.name}: {error}", icon="🚫")
+        st.error(f"{upload.name}: {error}", icon=":material/error:")
 if not uploads:
     try:
         paths = [record.path for record in current_dataset().records][:500]
@@ -77,7 +71,7 @@ st.subheader("Where the model looked")
 controls = st.columns(3)
 methods = controls[0].multiselect("Methods", METHODS, default=["gradcam"],
                                   help="Grad-CAM and LayerCAM are fast; Grad-CAM++ and Score-CAM take seconds.")
-layers = list(dict.fromkeys(["top_activation", *reversed(stage_layers(predictor.model).values())]))
+layers = list(dict.fromkeys([DEFAULT_LAYER, *reversed(stage_layers(predictor.model).values())]))
 layer = controls[1].selectbox("Layer", layers, help="Deeper layers: coarser, more class-specific maps.")
 opacity = controls[2].slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05)
 if methods:

@@ -5,17 +5,20 @@ import json
 import pandas as pd
 import streamlit as st
 
-from pages.common import provenance, run_folder, runs_table, show_error, synthetic_warning, table
+from pages.common.loaders import runs_table, table
+from pages.common.settings import run_folder
+from pages.common.widgets import show_error, synthetic_warning
 from pipeline import runs as run_files
+from pipeline.catalog import provenance
 from pipeline.errors import PipelineError
 from pipeline.evaluate import patient_summary
 from pipeline.figures import confusion_matrix_figure, curves_figure, overlaid_curves_figure, roc_figure, sweep_heatmap
 from pipeline.preprocess import thumbnail
 
-st.title("📊 Results")
+st.title(":material/insights: Results")
 runs = runs_table()
 if runs.empty:
-    st.info("No runs yet: train one on the **Train** page.", icon="🏋️")
+    st.info("No runs yet: train one on the **Train** page.", icon=":material/model_training:")
     st.stop()
 
 columns = ["run_id", "state", "data", "weights", "backbone", "mode", "split", "epochs", "batch_size",

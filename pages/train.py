@@ -2,15 +2,19 @@
 
 import streamlit as st
 
-from pages.common import data_dir, demo_mode, live_progress, run_folder, runs_dir, runs_table, show_error
-from pipeline.config import BACKBONES, PAPER_BATCH_SIZES, PAPER_EPOCHS, ClaheSettings, TrainConfig
+from pages.common.loaders import runs_table
+from pages.common.settings import data_dir, demo_mode, run_folder, runs_dir
+from pages.common.widgets import live_progress, show_error
+from pipeline.config import BACKBONES, PAPER_BATCH_SIZES, PAPER_EPOCHS, SPLITS, ClaheSettings, TrainConfig
 from pipeline.errors import PipelineError
 from pipeline.launch import gpu_present, launch, resume
+from pipeline.runs import RESUMABLE_STATES
+from pipeline.train import grid
 
-st.title("🏋️ Train")
+st.title(":material/model_training: Train")
 if demo_mode():
     st.info("Training is switched off in the hosted demo. Train with the command line or a local dashboard, "
-            "then point the demo at the run (see the README).", icon="🔒")
+            "then point the demo at the run (see the README).", icon=":material/lock:")
     st.stop()
 
 
@@ -18,7 +22,7 @@ paper = st.toggle("Paper protocol preset", help="EfficientNet-B3 at 224 px, Imag
                   "fold 0, 50 epochs, batch 16, learning rate 1e-4 as in the paper.")
 if paper:
     st.warning("The paper's image-level split lets images of the same patient fall in training and test: "
-               "results are optimistic. The patient split is the honest default.", icon="⚠️")
+               "results are optimistic. The patient split is the honest default.", icon=":material/warning:")
 
 with st.form("train"):
     columns = st.columns(4)
@@ -27,7 +31,7 @@ with st.form("train"):
     weights = columns[2].selectbox("Weights", ["imagenet", "none"], index=0 if paper else 1,
                                    help="ImageNet needs the weights cached or an internet connection once; "
                                         "'none' starts from random weights.")
-    split = columns[3].selectbox("Split", ["patient", "image", "folds"], index=1 if paper else 0,
+    split = columns[3].selectbox("Split", SPLITS, index=SPLITS.index("image" if paper else "patient"),
                                  help="patient: no patient in two subsets; image: the paper's random split; "
                                       "folds: the C-NMC folds, tested on the prelim set.")
     columns = st.columns(4)
@@ -55,11 +59,10 @@ if submitted:
             folds="0" if paper else "", epochs=int(epochs), batch_size=int(batch_size),
             learning_rate=float(learning_rate), freeze_backbone=fast, augment=augment,
             clahe=ClaheSettings(enabled=clahe), max_images=int(max_images))
-        configs = ([base.replace(epochs=e, batch_size=b) for e in sweep_epochs for b in sweep_batches]
-                   if sweep else [base])
-        folders = launch(configs, runs_dir(), group=f"grid-{configs[0].default_name}" if sweep else "")
+        group, configs = grid(base, sweep_epochs, sweep_batches) if sweep else ("", [base])
+        folders = launch(configs, runs_dir(), group=group)
         st.success(f"Started {len(folders)} run(s): {', '.join(f.run_id for f in folders)}. "
-                   "They keep going if you close this tab.", icon="🚀")
+                   "They keep going if you close this tab.", icon=":material/rocket_launch:")
     except PipelineError as error:
         show_error(error)
 
@@ -67,7 +70,7 @@ st.subheader("Now training")
 live_progress(allow_cancel=True)
 
 runs = runs_table()
-stopped = runs[runs["state"].isin(["failed", "cancelled"])] if not runs.empty else runs
+stopped = runs[runs["state"].isin(RESUMABLE_STATES)] if not runs.empty else runs
 if not stopped.empty:
     st.subheader("Stopped runs")
     for row in stopped.itertuples(index=False):

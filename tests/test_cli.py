@@ -71,6 +71,7 @@ def test_explain_writes_the_documented_files(finished_run: Path, tiny_data: Path
         assert len(faithfulness["saliency_drop"]) == len(faithfulness["random_drop"]) == 3
 
 
+@pytest.mark.slow
 def test_unavailable_weights_stop_with_one_line_and_leave_no_run(tiny_data: Path, tmp_path: Path) -> None:
     result = cli("train", "--data", str(tiny_data), "--weights", str(tmp_path / "missing.h5"),
                  "--backbone", "efficientnet_b0", "--image-size", "32", "--runs-dir", str(tmp_path / "runs"))

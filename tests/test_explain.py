@@ -8,6 +8,8 @@ from pipeline.errors import PipelineError
 from pipeline.explain import METHODS, Explainer, logits_model, overlay, stage_layers
 from pipeline.model import build_model
 
+pytestmark = pytest.mark.slow  # builds models with TensorFlow
+
 
 @pytest.fixture(scope="module")
 def b0_explainer() -> Explainer:

@@ -7,6 +7,8 @@ import pytest
 from pipeline.errors import PipelineError, WeightsUnavailableError
 from pipeline.model import build_model, feature_extractor, head_model, load_model
 
+pytestmark = pytest.mark.slow  # builds models with TensorFlow
+
 
 def test_model_is_flat_with_the_papers_head() -> None:
     model, weights_used = build_model("efficientnet_b0", 32, "none")

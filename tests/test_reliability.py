@@ -166,6 +166,7 @@ def test_valid_but_odd_uploads_are_predicted(predictor, name: str) -> None:
     assert result["input"].shape == (32, 32, 3)
 
 
+@pytest.mark.slow
 def test_uploads_are_never_written_to_disk(predictor, finished_run: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     predictor.predict_bytes(ODD_UPLOADS["jpeg"], "upload.jpg")

@@ -11,6 +11,8 @@ from pipeline.data import scan_dataset
 from pipeline.predict import Predictor
 from pipeline.preprocess import read_image
 
+pytestmark = pytest.mark.slow  # builds models with TensorFlow
+
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 TIMEOUT = 180  # TensorFlow and the model load in the page's process
 

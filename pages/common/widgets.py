@@ -1,0 +1,87 @@
+"""Widgets every page shares: the sidebar, messages about data and weights, live training progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from pipeline.catalog import format_duration
+from pipeline.errors import PipelineError
+from pipeline.figures import curves_figure
+from pipeline.launch import cancel
+from pipeline.runs import ACTIVE_STATES, progress_summary
+
+from .loaders import runs_table
+from .settings import configured_data_dirs, data_dir, demo_mode, models, run_folder
+
+DISCLAIMER = ("Research tool, not a diagnostic device: its predictions must never guide the care of a patient.")
+
+
+def synthetic_warning(config: dict[str, Any]) -> None:
+    if str(config.get("data_kind", "")).startswith("synthetic"):
+        st.warning("Trained and tested on **synthetic demo data**: these figures say nothing about real cells.",
+                   icon=":material/warning:")
+    if str(config.get("weights_used") or "").startswith("none"):
+        st.info("This model started from **random weights**, not ImageNet: expect weaker results.",
+                icon=":material/info:")
+
+
+def sidebar() -> None:
+    """Dataset root and current run, shared by all pages."""
+    with st.sidebar:
+        st.caption("Dataset")
+        roots = configured_data_dirs()
+        if demo_mode():
+            st.session_state["data_dir"] = st.selectbox("Dataset root", roots, key="data_dir_choice")
+        else:
+            chosen = st.text_input("Dataset root", value=data_dir(),
+                                   help="The C-NMC root (holding training_data/) or a folder with all/ and hem/.")
+            st.session_state["data_dir"] = chosen.strip()
+        runs = models()
+        st.caption("Run")
+        if runs:
+            current = st.session_state.get("run_id")
+            index = runs.index(current) if current in runs else 0
+            st.session_state["run_id"] = st.selectbox("Current run", runs, index=index)
+        else:
+            st.write("No finished run yet.")
+        if demo_mode():
+            st.info("Hosted demo: training is switched off.", icon=":material/lock:")
+        st.caption(DISCLAIMER)
+
+
+def show_error(error: PipelineError) -> None:
+    st.error(str(error), icon=":material/error:")
+
+
+@st.fragment(run_every=2)
+def live_progress(allow_cancel: bool = False) -> None:
+    """Queued and training runs, refreshed every 2 s: epoch and step progress, time, curves, cancel."""
+    runs = runs_table()
+    active = runs[runs["state"].isin(ACTIVE_STATES)] if not runs.empty else runs
+    if active.empty:
+        st.caption("No run is training now.")
+        if st.session_state.pop("was_training", False):
+            st.rerun(scope="app")  # a run just finished: refresh the run lists everywhere
+        return
+    st.session_state["was_training"] = True
+    for run_id in active["run_id"]:
+        folder = run_folder(run_id)
+        status = folder.status()
+        summary = progress_summary(status)
+        st.markdown(f"**{run_id}** · {status.get('state')} · {status.get('phase', '')}")
+        st.progress(summary["fraction"], text=f"Epoch {summary['epoch']} of {summary['epochs']}")
+        st.progress(min(1.0, summary["within_epoch"]),
+                    text=f"Within the epoch or phase: {summary['within_epoch']:.0%}")
+        cols = st.columns(3)
+        cols[0].metric("Elapsed", format_duration(summary["elapsed_s"]))
+        cols[1].metric("Remaining (estimate)", format_duration(summary["eta_s"]),
+                       help="Extrapolated from the time per epoch so far.")
+        if allow_cancel and cols[2].button("Cancel", key=f"cancel-{run_id}", type="secondary"):
+            st.toast("Cancelling…" if cancel(folder.path) else "That run is no longer running.")
+        history = folder.history()
+        if not history.empty:
+            left, right = st.columns(2)
+            left.plotly_chart(curves_figure(history, "accuracy"), width="stretch", key=f"acc-{run_id}")
+            right.plotly_chart(curves_figure(history, "loss"), width="stretch", key=f"loss-{run_id}")

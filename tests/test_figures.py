@@ -1,0 +1,62 @@
+"""Plotly figures built from run-folder tables: the numbers drawn are the numbers saved."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.figures import (
+    confusion_matrix_figure,
+    counts_figure,
+    curves_figure,
+    histogram_figure,
+    overlaid_curves_figure,
+    roc_figure,
+    sweep_heatmap,
+)
+
+METRICS = {"labels": ["ALL", "HEM"], "confusion_matrix": [[30, 10], [5, 15]]}
+
+
+def test_confusion_matrix_counts_and_row_normalized() -> None:
+    counts = confusion_matrix_figure(METRICS).data[0]
+    assert np.array_equal(counts.z, [[30, 10], [5, 15]]) and list(counts.x) == ["ALL", "HEM"]
+    normalized = confusion_matrix_figure(METRICS, normalized=True).data[0]
+    assert np.allclose(normalized.z, [[0.75, 0.25], [0.25, 0.75]])
+    assert normalized.text[0][0] == "75.0%"
+
+
+def test_curves_draw_train_and_validation_when_present() -> None:
+    history = pd.DataFrame({"epoch": [1, 2], "accuracy": [0.6, 0.7], "val_accuracy": [0.5, np.nan]})
+    figure = curves_figure(history, "accuracy")
+    assert [trace.name for trace in figure.data] == ["train accuracy", "val accuracy"]
+    assert list(figure.data[0].y) == [0.6, 0.7]
+    assert [trace.name for trace in curves_figure(history[["epoch", "accuracy"]], "accuracy").data] == [
+        "train accuracy"]
+    overlaid = overlaid_curves_figure({"a": history, "b": history.drop(columns="val_accuracy")})
+    assert [trace.name for trace in overlaid.data] == ["a"]
+
+
+def test_roc_figure_ends_at_the_corners_and_names_its_auc() -> None:
+    predictions = pd.DataFrame({"label": ["ALL", "ALL", "HEM", "HEM"], "prob_all": [0.9, 0.4, 0.6, 0.1]})
+    figure = roc_figure(predictions, 0.75)
+    curve = figure.data[0]
+    assert (curve.x[0], curve.y[0], curve.x[-1], curve.y[-1]) == (0, 0, 1, 1)
+    assert figure.layout.title.text == "ROC AUC 0.750"
+
+
+def test_sweep_heatmap_places_each_run_in_its_cell() -> None:
+    runs = pd.DataFrame({"epochs": [10, 10, 20], "batch_size": [16, 32, 16], "score": [0.8, 0.7, 0.9]})
+    cell = sweep_heatmap(runs, "score", "Score").data[0]
+    assert list(cell.x) == ["10", "20"] and list(cell.y) == ["16", "32"]
+    assert cell.z[0][0] == 0.8 and cell.z[0][1] == 0.9 and cell.z[1][0] == 0.7 and np.isnan(cell.z[1][1])
+
+
+def test_counts_and_histogram() -> None:
+    frame = pd.DataFrame({"fold": ["0", "0", "1"], "label": ["ALL", "HEM", "ALL"]})
+    bars = counts_figure(frame, "fold", "t")
+    assert sum(sum(trace.y) for trace in bars.data) == 3
+    image = np.zeros((4, 4, 3), np.uint8)
+    image[:2] = 200
+    histogram = histogram_figure({"a": image})
+    assert len(histogram.data[0].x) == 8, "only the cell's (non-black) pixels are counted"
+    assert histogram.data[0].x[0] == pytest.approx(200, abs=0.5)
