@@ -3,8 +3,10 @@
 import streamlit as st
 
 from pages.common.loaders import current_dataset, runs_table
+from pages.common.run_views import figure_text
 from pages.common.settings import data_dir, demo_mode, runs_dir
 from pages.common.widgets import DISCLAIMER, live_progress, show_error
+from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_run, run_flags
 from pipeline.errors import PipelineError
 from pipeline.launch import launch_demo_model
 from pipeline.model import imagenet_weights_cached
@@ -44,13 +46,16 @@ with right:
     if runs.empty:
         st.write("No runs yet: train one on the **Train** page.")
     else:
-        done = runs[runs["state"] == "completed"].dropna(subset=["weighted_f1"])
         st.metric("Runs", len(runs), help="All runs in the runs folder, whatever their state.")
-        if not done.empty:
-            best = done.sort_values("weighted_f1", ascending=False).iloc[0]
-            st.metric("Best weighted F1 (test)", f"{best['weighted_f1']:.3f}",
-                      help="Weighted F1 on the run's test subset: the C-NMC challenge metric (0 to 1).")
-            st.caption(f"{best['run_id']} · {best['data']} · weights {best['weights']}")
+        best = best_run(runs)
+        if best is not None:
+            st.metric(f"Best {SELECTION_LABEL}", f"{best[SELECTION_METRIC]:.3f}",
+                      help="Runs are chosen on their validation subset, never on the test subset.")
+            st.caption(f"{best['run_id']} · {best['data']} · weights {best['weights']} · its test weighted F1: "
+                       f"{figure_text(best.get('weighted_f1'))}")
+            flags = run_flags(best)
+            if flags:
+                st.warning(f"This run's figures: {flags} (see **Results**).", icon=":material/report:")
 
 if runs.empty:
     st.subheader("A model to try at once")

@@ -1,11 +1,13 @@
-"""Train: settings or the paper's grid, launched as a background process; live progress and curves."""
+"""Train: a recipe, one run, the paper's grid or a patient cross-validation, launched in the background."""
 
 import streamlit as st
 
 from pages.common.loaders import runs_table
 from pages.common.settings import data_dir, demo_mode, run_folder, runs_dir
 from pages.common.widgets import live_progress, show_error
-from pipeline.config import BACKBONES, PAPER_BATCH_SIZES, PAPER_EPOCHS, SPLITS, ClaheSettings, TrainConfig
+from pipeline.config import BACKBONES, OPTIMIZERS, PAPER_BATCH_SIZES, PAPER_EPOCHS, RECIPES, SPLITS, ClaheSettings
+from pipeline.config import recipe_config as make_config
+from pipeline.crossval import crossval_configs
 from pipeline.errors import PipelineError
 from pipeline.launch import gpu_present, launch, resume
 from pipeline.runs import RESUMABLE_STATES
@@ -18,48 +20,77 @@ if demo_mode():
     st.stop()
 
 
-paper = st.toggle("Paper protocol preset", help="EfficientNet-B3 at 224 px, ImageNet weights, image-level split of "
-                  "fold 0, 50 epochs, batch 16, learning rate 1e-4 as in the paper.")
+@st.cache_data(ttl=600, show_spinner="Looking for ImageNet weights…")
+def _suggested_recipe() -> str:
+    from pipeline.model import default_recipe
+
+    return default_recipe()
+
+
+suggested = _suggested_recipe()
+recipes = list(RECIPES)
+recipe = st.radio("Recipe", recipes, index=recipes.index(suggested), horizontal=True,
+                  help="paper: EfficientNet-B3 at 224 px on ImageNet weights, RMSprop 1e-4 (Fata & Hapsari). "
+                       "scratch: EfficientNet-B0 at 128 px from random weights with cell augmentation, class weights "
+                       "and test-time augmentation, for a machine without ImageNet weights.")
+st.caption("ImageNet weights are " + ("available here: the paper's recipe is suggested." if suggested == "paper" else
+                                      "not cached and cannot be downloaded now: the from-scratch recipe is suggested."))
+paper = st.toggle("Paper protocol (image split of fold 0)", help="The paper's image-level split of C-NMC fold 0.")
 if paper:
     st.warning("The paper's image-level split lets images of the same patient fall in training and test: "
                "results are optimistic. The patient split is the honest default.", icon=":material/warning:")
+defaults = make_config(recipe, data_dir())
 
 with st.form("train"):
     columns = st.columns(4)
-    backbone = columns[0].selectbox("Backbone", BACKBONES, index=BACKBONES.index("efficientnet_b3"))
-    image_size = columns[1].select_slider("Image size (px)", [64, 96, 128, 160, 224, 300], value=224)
-    weights = columns[2].selectbox("Weights", ["imagenet", "none"], index=0 if paper else 1,
-                                   help="ImageNet needs the weights cached or an internet connection once; "
-                                        "'none' starts from random weights.")
+    backbone = columns[0].selectbox("Backbone", BACKBONES, index=BACKBONES.index(defaults.backbone))
+    image_size = columns[1].select_slider("Image size (px)", [64, 96, 128, 160, 224, 300], value=defaults.image_size)
+    weight_choices = ["imagenet", "none", "auto"]
+    weights = columns[2].selectbox("Weights", weight_choices, index=weight_choices.index(defaults.weights),
+                                   help="imagenet needs the weights cached or an internet connection once; none "
+                                        "starts from random weights; auto takes ImageNet when it can.")
     split = columns[3].selectbox("Split", SPLITS, index=SPLITS.index("image" if paper else "patient"),
                                  help="patient: no patient in two subsets; image: the paper's random split; "
                                       "folds: the C-NMC folds, tested on the prelim set.")
     columns = st.columns(4)
-    epochs = columns[0].number_input("Epochs", 1, 200, 50 if paper else 10)
-    batch_size = columns[1].selectbox("Batch size", [8, 16, 32, 64], index=1)
-    learning_rate = columns[2].number_input("Learning rate", 1e-6, 1e-1, 1e-4, format="%.0e")
-    max_images = columns[3].number_input("Use at most N images (0 = all)", 0, 100000, 0)
+    epochs = columns[0].number_input("Epochs", 1, 200, defaults.epochs)
+    batch_size = columns[1].selectbox("Batch size", [8, 16, 32, 64], index=[8, 16, 32, 64].index(defaults.batch_size))
+    learning_rate = columns[2].number_input("Learning rate", 1e-6, 1e-1, defaults.learning_rate, format="%.0e")
+    optimizer = columns[3].selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(defaults.optimizer),
+                                     help="rmsprop: the paper's, exponential decay; adam: cosine decay.")
+    columns = st.columns(5)
+    suggest_fast = recipe == "paper" and not paper and not gpu_present()
+    fast = columns[0].checkbox("Fast mode (frozen backbone)", value=suggest_fast,
+                               help="Backbone features computed once (and cached), then only the head trains.")
+    augment = columns[1].checkbox("Augment", value=defaults.augment,
+                                  help="Flips, 90° rotations, small scale and shift, stain jitter.")
+    class_weight = columns[2].checkbox("Class weights", value=defaults.class_weight, help="Balanced class weights.")
+    tta = columns[3].checkbox("Test-time augmentation", value=defaults.tta, help="Average over 8 flips/rotations.")
+    clahe = columns[4].checkbox("CLAHE", value=True)
     columns = st.columns(3)
-    fast = columns[0].checkbox("Fast mode (frozen backbone)", value=not paper and not gpu_present(),
-                               help="Suggested without a GPU. Backbone features are computed once and cached, "
-                                    "then only the head trains: under a second per epoch on a CPU instead of "
-                                    "minutes.")
-    augment = columns[1].checkbox("Augment (flips, 90° rotations)")
-    clahe = columns[2].checkbox("CLAHE", value=True)
-    sweep = st.checkbox("Run the paper's grid (epochs × batch sizes) instead")
-    grid = st.columns(2)
-    sweep_epochs = grid[0].multiselect("Grid epochs", PAPER_EPOCHS, default=list(PAPER_EPOCHS))
-    sweep_batches = grid[1].multiselect("Grid batch sizes", PAPER_BATCH_SIZES, default=list(PAPER_BATCH_SIZES))
+    mode = columns[0].radio("Launch", ["one run", "the paper's grid", "patient cross-validation"],
+                            help="Cross-validation: K runs whose test patients partition the data; its mean ± std "
+                                 "is the figure to quote.")
+    cv_folds = columns[1].number_input("Cross-validation folds (K)", 2, 10, 3)
+    max_images = columns[2].number_input("Use at most N images (0 = all)", 0, 100000, 0)
+    grid_columns = st.columns(2)
+    sweep_epochs = grid_columns[0].multiselect("Grid epochs", PAPER_EPOCHS, default=list(PAPER_EPOCHS))
+    sweep_batches = grid_columns[1].multiselect("Grid batch sizes", PAPER_BATCH_SIZES, default=list(PAPER_BATCH_SIZES))
     submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted:
     try:
-        base = TrainConfig(
-            data_dir=data_dir(), backbone=backbone, image_size=int(image_size), weights=weights, split=split,
+        base = make_config(
+            recipe, data_dir(), backbone=backbone, image_size=int(image_size), weights=weights, split=split,
             folds="0" if paper else "", epochs=int(epochs), batch_size=int(batch_size),
-            learning_rate=float(learning_rate), freeze_backbone=fast, augment=augment,
-            clahe=ClaheSettings(enabled=clahe), max_images=int(max_images))
-        group, configs = grid(base, sweep_epochs, sweep_batches) if sweep else ("", [base])
+            learning_rate=float(learning_rate), optimizer=optimizer, freeze_backbone=fast, augment=augment,
+            class_weight=class_weight, tta=tta, clahe=ClaheSettings(enabled=clahe), max_images=int(max_images))
+        if mode == "the paper's grid":
+            group, configs = grid(base, sweep_epochs, sweep_batches)
+        elif mode == "patient cross-validation":
+            group, configs = crossval_configs(base, int(cv_folds))
+        else:
+            group, configs = "", [base]
         folders = launch(configs, runs_dir(), group=group)
         st.success(f"Started {len(folders)} run(s): {', '.join(f.run_id for f in folders)}. "
                    "They keep going if you close this tab.", icon=":material/rocket_launch:")

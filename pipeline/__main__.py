@@ -7,7 +7,18 @@ import json
 import sys
 from pathlib import Path
 
-from .config import BACKBONES, PAPER_BATCH_SIZES, PAPER_EPOCHS, SPLITS, ClaheSettings, TrainConfig, default_runs_dir
+from .config import (
+    BACKBONES,
+    OPTIMIZERS,
+    PAPER_BATCH_SIZES,
+    PAPER_EPOCHS,
+    RECIPES,
+    SPLITS,
+    ClaheSettings,
+    TrainConfig,
+    default_runs_dir,
+    recipe_config,
+)
 from .errors import PipelineError
 from .model import LAST_CONV_LAYER
 from .runs import cancel_on_sigterm
@@ -20,44 +31,69 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
 
 
-def _add_train_arguments(parser: argparse.ArgumentParser, epochs_as_list: bool = False) -> None:
+def _add_train_arguments(parser: argparse.ArgumentParser, command: str = "train") -> None:
+    """Training options; each left out takes its value from the recipe (`--recipe`)."""
     parser.add_argument("--data", required=True, help="dataset root (C-NMC layout or <root>/<class>/)")
-    if epochs_as_list:
+    parser.add_argument("--recipe", default="auto", choices=["auto", *RECIPES],
+                        help="starting settings: paper (B3 at 224 px on ImageNet weights) or scratch (B0 from random "
+                             "weights with augmentation); auto: paper when ImageNet weights can be had, else scratch")
+    if command == "sweep":
         parser.add_argument("--epochs", type=_int_list, default=list(PAPER_EPOCHS))
         parser.add_argument("--batch-sizes", type=_int_list, default=list(PAPER_BATCH_SIZES))
     else:
-        parser.add_argument("--epochs", type=int, default=50)
-        parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--backbone", default="efficientnet_b3", choices=BACKBONES)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--weights", default="imagenet",
+        parser.add_argument("--epochs", type=int)
+        parser.add_argument("--batch-size", type=int)
+    if command == "crossval":
+        parser.add_argument("--folds", type=int, default=3, dest="cv_folds",
+                            help="K: patient-level folds (every class needs at least K patients)")
+        parser.add_argument("--cnmc-folds", dest="folds", help="C-NMC training folds to use, e.g. 0 (default: all)")
+    else:
+        parser.add_argument("--split", choices=SPLITS)
+        parser.add_argument("--folds", help="C-NMC training folds to use, e.g. 0 (default: all)")
+    parser.add_argument("--backbone", choices=BACKBONES)
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--weights",
                         help="imagenet, none, auto (ImageNet when it can be had, else random), or a weights file")
-    parser.add_argument("--split", default="patient", choices=SPLITS)
-    parser.add_argument("--folds", default="", help="C-NMC training folds to use, e.g. 0 (default: all)")
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--clahe-clip", type=float, default=2.0)
-    parser.add_argument("--clahe-grid", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS)
+    parser.add_argument("--bn-momentum", type=float, help="backbone BatchNorm momentum (0: Keras' 0.99)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--clahe-clip", type=float)
+    parser.add_argument("--clahe-grid", type=int)
     parser.add_argument("--no-clahe", action="store_true")
-    parser.add_argument("--freeze-backbone", action="store_true",
+    parser.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction,
                         help="fast mode: cache backbone features once, train the head on them")
-    parser.add_argument("--fine-tune-blocks", type=int, default=0, help="fast mode: then unfreeze the top N blocks")
-    parser.add_argument("--fine-tune-epochs", type=int, default=0)
-    parser.add_argument("--augment", action="store_true", help="random flips and 90-degree rotations")
-    parser.add_argument("--max-images", type=int, default=0, help="use a random subset of this many images")
+    parser.add_argument("--fine-tune-blocks", type=int, help="fast mode: then unfreeze the top N blocks")
+    parser.add_argument("--fine-tune-epochs", type=int)
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                        help="flips, 90-degree rotations, small scale and shift, stain jitter")
+    parser.add_argument("--augment-passes", type=int, help="fast mode with --augment: augmented feature passes")
+    parser.add_argument("--class-weight", action=argparse.BooleanOptionalAction, help="balanced class weights")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction,
+                        help="test-time augmentation: average over the 8 flips and rotations")
+    parser.add_argument("--max-images", type=int, help="use a random subset of this many images")
     parser.add_argument("--runs-dir", type=Path, default=None, help="default: $ARTIFACTS_DIR/runs")
     parser.add_argument("--name", default="")
 
 
+_CONFIG_ARGUMENTS = ("epochs", "batch_size", "split", "folds", "backbone", "image_size", "weights", "learning_rate",
+                     "optimizer", "bn_momentum", "seed", "freeze_backbone", "fine_tune_blocks", "fine_tune_epochs",
+                     "augment", "augment_passes", "class_weight", "tta", "max_images", "name")
+
+
 def _config(args: argparse.Namespace, **overrides: object) -> TrainConfig:
-    values = dict(
-        data_dir=str(args.data), backbone=args.backbone, image_size=args.image_size, weights=args.weights,
-        split=args.split, folds=args.folds, learning_rate=args.learning_rate, seed=args.seed,
-        clahe=ClaheSettings(args.clahe_clip, args.clahe_grid, not args.no_clahe),
-        freeze_backbone=args.freeze_backbone, fine_tune_blocks=args.fine_tune_blocks,
-        fine_tune_epochs=args.fine_tune_epochs, augment=args.augment, max_images=args.max_images, name=args.name)
-    values.update(overrides)
-    return TrainConfig(**values)
+    """The recipe's settings, then every option given on the command line, then `overrides`."""
+    from .model import default_recipe
+
+    recipe = default_recipe() if args.recipe == "auto" else args.recipe
+    given = {name: getattr(args, name) for name in _CONFIG_ARGUMENTS
+             if getattr(args, name, None) is not None and not isinstance(getattr(args, name), list)}
+    if args.clahe_clip is not None or args.clahe_grid is not None or args.no_clahe:
+        defaults = ClaheSettings()
+        given["clahe"] = ClaheSettings(args.clahe_clip if args.clahe_clip is not None else defaults.clip_limit,
+                                       args.clahe_grid if args.clahe_grid is not None else defaults.tile_grid,
+                                       not args.no_clahe)
+    return recipe_config(recipe, str(args.data), **{**given, **overrides})
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -91,9 +127,25 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
-    folder = train(_config(args, epochs=args.epochs, batch_size=args.batch_size), args.runs_dir)
+    folder = train(_config(args), args.runs_dir)
     print(folder.path)
     return 0
+
+
+def cmd_crossval(args: argparse.Namespace) -> int:
+    from .crossval import fold_table, summarize
+    from .train import crossval
+
+    folders, summary_path = crossval(_config(args, cv_folds=args.cv_folds), args.cv_folds, args.runs_dir)
+    table = fold_table(folders)
+    print(table[["fold", "state", "test_patients", "test_images", "balanced_accuracy", "roc_auc",
+                 "weighted_f1"]].to_string(index=False))
+    for name, figure in summarize(table)["metrics"].items():
+        if figure["mean"] is not None:
+            spread = f" ± {figure['std']:.3f}" if figure["std"] is not None else ""
+            print(f"{name:22s} {figure['mean']:.3f}{spread}  ({figure['folds']} folds)")
+    print(f"summary written to {summary_path}", file=sys.stderr)
+    return 0 if (table["state"] == "completed").all() else 1
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -130,7 +182,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _figure(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) and value == value else "-"
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
+    from .catalog import run_flags
     from .runs import list_runs
 
     runs = list_runs(args.runs_dir or default_runs_dir())
@@ -140,10 +197,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print("No runs yet.")
     for run in runs:
-        accuracy = f"{run['test_accuracy']:.3f}" if run.get("test_accuracy") is not None else "-"
-        f1 = f"{run['weighted_f1']:.3f}" if run.get("weighted_f1") is not None else "-"
+        if run["state"] == "broken":
+            print(f"{run['run_id']}\tbroken\t{run['error']}")
+            continue
+        flags = run_flags(run)
         print(f"{run['run_id']}\t{run['state']}\tepochs={run.get('epochs')}\tbatch={run.get('batch_size')}\t"
-              f"acc={accuracy}\tweighted_f1={f1}\tweights={run.get('weights')}\tdata={run.get('data')}")
+              f"val_weighted_f1={_figure(run.get('val_weighted_f1'))}\t"
+              f"test_weighted_f1={_figure(run.get('weighted_f1'))}\t"
+              f"test_balanced_acc={_figure(run.get('balanced_accuracy'))}\t"
+              f"weights={run.get('weights')}\tdata={run.get('data')}" + (f"\tflags: {flags}" if flags else ""))
     return 0
 
 
@@ -151,8 +213,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .predict import evaluate_run
 
     metrics, out_dir = evaluate_run(args.run_dir, args.data)
-    summary = {key: metrics[key] for key in ("subset", "n", "accuracy", "roc_auc", "confusion_matrix", "labels")}
+    summary = {key: metrics[key] for key in ("subset", "n", "accuracy", "balanced_accuracy", "roc_auc",
+                                             "confusion_matrix", "labels", "excluded_seen_images")}
     summary["weighted_f1"] = metrics["weighted avg"]["f1-score"]
+    dropped = sum(metrics["excluded_seen_images"].values())
+    if dropped:
+        print(f"left out {dropped} image(s) the run trained or validated on", file=sys.stderr)
     print(json.dumps(summary, indent=2))
     print(f"written to {out_dir}", file=sys.stderr)
     return 0
@@ -207,8 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     sweep = commands.add_parser("sweep", help="the paper's grid of epochs x batch sizes")
-    _add_train_arguments(sweep, epochs_as_list=True)
+    _add_train_arguments(sweep, "sweep")
     sweep.set_defaults(func=cmd_sweep)
+
+    crossval = commands.add_parser("crossval", help="patient-level K-fold cross-validation (the figure to quote)")
+    _add_train_arguments(crossval, "crossval")
+    crossval.set_defaults(func=cmd_crossval)
 
     execute = commands.add_parser("execute", help="train prepared run folders (used by the dashboard)")
     execute.add_argument("run_dirs", nargs="+", type=Path)

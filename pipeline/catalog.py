@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from .errors import PipelineError
 from .runs import RunFolder, list_runs, resolve_run_dir
 
@@ -66,3 +68,40 @@ def format_duration(seconds: float | None) -> str:
         return "—"
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes // 60}h {minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m {seconds:02d}s"
+
+
+SELECTION_METRIC = "val_weighted_f1"
+SELECTION_LABEL = "validation weighted F1"
+"""Runs are chosen by this figure of their validation subset, everywhere; the test subset never chooses."""
+
+
+def rank_by_validation(runs: pd.DataFrame) -> pd.DataFrame:
+    """Completed runs with a validation figure, best first."""
+    if runs.empty or SELECTION_METRIC not in runs:
+        return runs.iloc[0:0]
+    done = runs[(runs["state"] == "completed") & runs[SELECTION_METRIC].notna()]
+    return done.sort_values([SELECTION_METRIC, "run_id"], ascending=[False, True])
+
+
+def best_run(runs: pd.DataFrame) -> pd.Series | None:
+    """The completed run with the best validation figure (its test figures are shown beside, never compared)."""
+    ranked = rank_by_validation(runs)
+    return ranked.iloc[0] if not ranked.empty else None
+
+
+def best_per_cell(runs: pd.DataFrame) -> pd.DataFrame:
+    """For a grid: per (epochs, batch size), the run with the best validation figure."""
+    ranked = rank_by_validation(runs)
+    return ranked.drop_duplicates(["epochs", "batch_size"], keep="first")
+
+
+def run_flags(row: pd.Series | dict[str, Any]) -> str:
+    """Short flags for listings: patients leaked into test, warnings about what the test subset supports."""
+    flags = []
+    leaked = row.get("leaked_patients")
+    if leaked is not None and leaked == leaked and leaked > 0:
+        flags.append(f"{int(leaked)} patients in train and test")
+    warnings = row.get("warnings")
+    if warnings is not None and warnings == warnings and warnings > 0:
+        flags.append(f"{int(warnings)} warning{'s' * (int(warnings) != 1)}")
+    return "; ".join(flags)

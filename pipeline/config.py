@@ -20,6 +20,8 @@ BACKBONE_APPS = {
 """Backbone name -> (Keras application, file name of its ImageNet weights without top)."""
 BACKBONES = tuple(BACKBONE_APPS)
 SPLITS = ("patient", "image", "folds")
+OPTIMIZERS = ("rmsprop", "adam")
+"""rmsprop: the paper's RMSprop with exponential decay; adam: Adam with cosine decay (training from scratch)."""
 PAPER_EPOCHS = (10, 20, 30, 40, 50, 60)
 PAPER_BATCH_SIZES = (16, 32)
 
@@ -64,12 +66,19 @@ class TrainConfig:
     val_fraction: float = 0.2
     val_fold: int = 2
     folds: str = ""
+    cv_folds: int = 0
+    cv_fold: int = 0
     seed: int = 42
     clahe: ClaheSettings = field(default_factory=ClaheSettings)
+    optimizer: str = "rmsprop"
+    bn_momentum: float = 0.0
     freeze_backbone: bool = False
     fine_tune_blocks: int = 0
     fine_tune_epochs: int = 0
     augment: bool = False
+    augment_passes: int = 4
+    class_weight: bool = False
+    tta: bool = False
     max_images: int = 0
     name: str = ""
 
@@ -84,8 +93,17 @@ class TrainConfig:
             raise PipelineError("Image size must be between 32 and 600 pixels.")
         if self.learning_rate <= 0:
             raise PipelineError("Learning rate must be positive.")
+        if self.optimizer not in OPTIMIZERS:
+            raise PipelineError(f"Unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
+        if not (self.bn_momentum == 0 or 0 < self.bn_momentum < 1):
+            raise PipelineError("BatchNorm momentum must be between 0 and 1 (0: Keras' default).")
+        if self.augment_passes < 1:
+            raise PipelineError("Augmented feature passes must be at least 1.")
         if not (0 < self.test_fraction < 1 and 0 < self.val_fraction < 1):
             raise PipelineError("Test and validation fractions must be between 0 and 1.")
+        if self.cv_folds and (self.split != "patient" or self.cv_folds < 2 or not 0 <= self.cv_fold < self.cv_folds):
+            raise PipelineError("Cross-validation needs the patient split, at least 2 folds and a fold index "
+                                "below the number of folds.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,4 +129,24 @@ class TrainConfig:
     @property
     def default_name(self) -> str:
         mode = "-fast" if self.freeze_backbone else ""
-        return f"{self.backbone.replace('efficientnet_', '')}-e{self.epochs}-b{self.batch_size}{mode}"
+        fold = f"-cv{self.cv_fold + 1}of{self.cv_folds}" if self.cv_folds else ""
+        return f"{self.backbone.replace('efficientnet_', '')}-e{self.epochs}-b{self.batch_size}{mode}{fold}"
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "scratch": {"backbone": "efficientnet_b0", "image_size": 128, "epochs": 20, "batch_size": 32,
+                "learning_rate": 1e-3, "optimizer": "adam", "weights": "none", "bn_momentum": 0.9,
+                "augment": True, "class_weight": True, "tta": True},
+}
+"""Starting points: `paper` (TrainConfig's defaults: EfficientNet-B3 at 224 px on ImageNet weights, RMSprop)
+and `scratch`, for a machine without ImageNet weights: EfficientNet-B0 at 128 px from random weights, Adam
+with cosine decay, BatchNorm momentum 0.9, cell augmentation, balanced class weights and test-time
+augmentation (measured on real C-NMC fold 1 by `python -m bench --real`; see the README)."""
+
+
+def recipe_config(recipe: str, data_dir: str, **overrides: Any) -> TrainConfig:
+    """The settings of `recipe` on `data_dir`, with `overrides` on top."""
+    if recipe not in RECIPES:
+        raise PipelineError(f"Unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}.")
+    return TrainConfig(data_dir=data_dir, **{**RECIPES[recipe], **overrides})

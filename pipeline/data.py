@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from . import DISPLAY_ORDER
 from .errors import PipelineError
@@ -24,8 +21,8 @@ PRELIM_LABELS = "C-NMC_test_prelim_phase_data_labels.csv"
 FINAL_TEST_SUBSET = "final_test"
 PRELIM_SUBSET = "prelim_test"
 
-_CNMC_NAME = re.compile(r"^UID_(?P<patient>[Hh]?\d+)_(?P<image>\d+)_(?P<cell>\d+)_(?P<label>all|hem)\.bmp$",
-                        re.IGNORECASE)
+_CNMC_NAME = re.compile(r"^UID_(?P<patient>H?\d+)_(?P<image>\d+)_(?P<cell>\d+)_(?P<label>all|hem)"
+                        r"\.(?:bmp|png|jpe?g|tiff?)$", re.IGNORECASE)
 _MAGIC = (b"BM", b"\x89PNG", b"\xff\xd8", b"II*\x00", b"MM\x00*")
 
 
@@ -89,7 +86,8 @@ class Dataset:
 
 
 def parse_cnmc_name(name: str) -> tuple[str, str] | None:
-    """(patient id, label) from a C-NMC file name such as `UID_H10_1_1_hem.bmp`, else None."""
+    """(patient id, label) from a C-NMC file name such as `UID_H10_1_1_hem.bmp` (any image suffix, any case),
+    else None."""
     match = _CNMC_NAME.match(name)
     if not match:
         return None
@@ -194,83 +192,6 @@ def scan_dataset(root: str | Path) -> Dataset:
             + (f" {len(skipped)} file(s) were unreadable." if skipped else ""))
     return Dataset(root=root, layout=layout, records=records, skipped=skipped,
                    synthetic=(root / SYNTHETIC_MARKER).is_file())
-
-
-# -- splits -----------------------------------------------------------------------------------
-
-def _groups(records: list[Record]) -> np.ndarray:
-    """Patient ids as groups; an image of unknown patient is a group of its own."""
-    return np.array([r.patient if r.patient != UNKNOWN_PATIENT else f"image:{r.path}" for r in records])
-
-
-def _group_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of a held-out share of whole groups, stratified by label as far as groups allow."""
-    n_groups = len(set(groups))
-    if n_groups < 2:
-        raise PipelineError("A patient split needs at least 2 patients per subset; use the image split instead.")
-    n_splits = min(max(2, round(1 / fraction)), n_groups)
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, held_out = next(splitter.split(np.zeros(len(labels)), labels, groups))
-    mask = np.zeros(len(labels), dtype=bool)
-    mask[held_out] = True
-    return mask
-
-
-def split_records(records: list[Record], method: str = "patient", seed: int = 42, test_fraction: float = 0.2,
-                  val_fraction: float = 0.2, val_fold: int = 2,
-                  test_records: list[Record] | None = None) -> pd.DataFrame:
-    """A table of path, patient, label, subset (train, val, test) for labelled `records`.
-
-    image: stratified random; test = ceil(test_fraction * n), then validation = int(val_fraction * rest),
-    as Keras' `validation_split` counts (fold_0's 3,527 images give 2,257 / 564 / 706).
-    patient: whole patients per subset, stratified as far as patients allow.
-    folds: train on the C-NMC folds but `val_fold`, validate on it, test on `test_records` (the prelim set)
-    or, without them, on half of the held-out fold's patients.
-    """
-    records = [record for record in records if record.label is not None]
-    if not records:
-        raise PipelineError("No labelled images to split.")
-    counts = Counter(record.label for record in records)
-    if len(counts) < 2:
-        raise PipelineError(f"Only one class ({next(iter(counts))}) has images; both ALL and HEM are needed.")
-    labels = np.array([record.label for record in records])
-    subset = np.full(len(records), "train", dtype=object)
-    if method == "image":
-        index = np.arange(len(records))
-        rest, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
-        n_val = int(val_fraction * len(rest))
-        train, val = train_test_split(rest, test_size=n_val, stratify=labels[rest], random_state=seed)
-        subset[test] = "test"
-        subset[val] = "val"
-    elif method == "patient":
-        groups = _groups(records)
-        test_mask = _group_holdout(labels, groups, test_fraction, seed)
-        rest = np.flatnonzero(~test_mask)
-        val_mask = _group_holdout(labels[rest], groups[rest], val_fraction, seed)
-        subset[test_mask] = "test"
-        subset[rest[val_mask]] = "val"
-    elif method == "folds":
-        held_out = f"fold_{val_fold}"
-        folds = {record.subset for record in records}
-        if held_out not in folds or len(folds) < 2:
-            raise PipelineError(f"The folds split needs the C-NMC folds (found {sorted(folds)}; "
-                                f"validation fold {held_out}).")
-        in_held_out = np.array([record.subset == held_out for record in records])
-        subset[in_held_out] = "val"
-        if not test_records:
-            positions = np.flatnonzero(in_held_out)
-            test_mask = _group_holdout(labels[positions], _groups(records)[positions], 0.5, seed)
-            subset[positions[test_mask]] = "test"
-    else:
-        raise PipelineError(f"Unknown split {method!r}.")
-    frame = pd.DataFrame({"path": [r.path for r in records], "patient": [r.patient for r in records],
-                          "label": labels, "subset": subset})
-    if method == "folds" and test_records:
-        labelled_test = [r for r in test_records if r.label is not None]
-        frame = pd.concat([frame, pd.DataFrame({
-            "path": [r.path for r in labelled_test], "patient": [r.patient for r in labelled_test],
-            "label": [r.label for r in labelled_test], "subset": "test"})], ignore_index=True)
-    return frame
 
 
 def prelim_records(dataset: Dataset) -> list[Record]:

@@ -11,10 +11,9 @@ import pandas as pd
 
 from .cache import load_images
 from .config import TrainConfig, default_cache_dir
-from .data import Dataset, prelim_records, scan_dataset, split_records
+from .data import Dataset, prelim_records, scan_dataset
 from .errors import PipelineError
-
-SUBSETS = ("train", "val", "test")
+from .splits import SUBSETS, split_records
 
 
 @dataclass
@@ -38,7 +37,7 @@ def prepare_data(config: TrainConfig, progress: Callable[[float], None] | None =
         records = [records[index] for index in sorted(chosen)]
     test_records = prelim_records(dataset) if config.split == "folds" else None
     split = split_records(records, config.split, config.seed, config.test_fraction, config.val_fraction,
-                          config.val_fold, test_records)
+                          config.val_fold, test_records, config.cv_folds, config.cv_fold)
     images, failed = load_images(split["path"].tolist(), config.image_size, config.clahe, default_cache_dir(),
                                  progress)
     keep = ~split["path"].isin(failed).to_numpy()
@@ -54,35 +53,70 @@ def prepare_data(config: TrainConfig, progress: Callable[[float], None] | None =
     return PreparedData(dataset, split, by_subset, labels, failed)
 
 
+
 def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int,
-                 augment: bool = False) -> Any:
-    """tf.data over preprocessed uint8 images: shuffle, batch, cast to 0-255 floats, augment, prefetch."""
+                 augment: bool = False, drop_remainder: bool = False) -> Any:
+    """tf.data over preprocessed uint8 images: shuffle, augment, batch as 0-255 floats, prefetch.
+
+    `drop_remainder` drops the last, smaller batch (a training set of 2,257 images in batches of 16 would end
+    with a batch of one image, which BatchNormalization cannot normalise); the shuffle changes which images
+    are left out from epoch to epoch."""
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y),
-                                            num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
-        dataset = dataset.map(_augment, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+        dataset = dataset.map(augment_cell, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def training_steps(images: int, batch_size: int) -> tuple[int, bool]:
+    """(steps per epoch, drop the remainder) for a shuffled training set: whole batches only, unless the set
+    is smaller than one batch."""
+    if images < 2:
+        raise PipelineError("The training subset needs at least 2 images.")
+    return (images // batch_size, True) if images >= batch_size else (1, False)
 
 
 def feature_dataset(features: np.ndarray, labels: np.ndarray, batch_size: int, seed: int | None = None) -> Any:
-    """tf.data over cached features, held in memory; shuffled each epoch when a seed is given."""
+    """tf.data over cached features, held in memory; shuffled each epoch (whole batches only) when a seed is
+    given."""
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((features, labels)).cache()
+    drop_remainder = False
     if seed is not None:
         dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        drop_remainder = training_steps(len(features), batch_size)[1]
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
-def _augment(images: Any, labels: Any) -> tuple[Any, Any]:
-    """Flips and 90-degree rotations: a cell has no up or left."""
+SCALE_RANGE = (0.9, 1.1)
+SHIFT_FRACTION = 0.08
+HUE_DELTA = 0.04
+SATURATION_RANGE = (0.75, 1.25)
+BRIGHTNESS_DELTA = 0.08
+CONTRAST_RANGE = (0.8, 1.2)
+
+
+def augment_cell(image: Any, label: Any) -> tuple[Any, Any]:
+    """Augmentation that fits a segmented cell on black: any of the 8 flips and 90-degree rotations (a cell
+    has no up or left), a small scale and shift, and a stain jitter in hue, saturation, brightness and
+    contrast (patients' smears differ in staining). One image, 0-255 floats in and out; the label is kept."""
     import tensorflow as tf
 
-    images = tf.image.random_flip_left_right(images)
-    images = tf.image.random_flip_up_down(images)
-    return tf.image.rot90(images, k=tf.random.uniform([], 0, 4, dtype=tf.int32)), labels
+    size = tf.shape(image)[0]
+    x = tf.image.random_flip_left_right(image / 255.0)
+    x = tf.image.rot90(x, k=tf.random.uniform([], 0, 4, dtype=tf.int32))
+    scaled = tf.cast(tf.cast(size, tf.float32) * tf.random.uniform([], *SCALE_RANGE), tf.int32)
+    x = tf.image.resize(x, [scaled, scaled])
+    margin = tf.cast(tf.cast(size, tf.float32) * SHIFT_FRACTION, tf.int32)
+    x = tf.image.resize_with_crop_or_pad(x, size + 2 * margin, size + 2 * margin)
+    x = tf.image.random_crop(x, tf.stack([size, size, 3]))
+    x = tf.image.random_hue(x, HUE_DELTA)
+    x = tf.image.random_saturation(x, *SATURATION_RANGE)
+    x = tf.image.random_brightness(x, BRIGHTNESS_DELTA)
+    x = tf.image.random_contrast(x, *CONTRAST_RANGE)
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0, label

@@ -1,4 +1,5 @@
-"""Metrics from scikit-learn and per-patient summaries."""
+"""Metrics from scikit-learn, calibration, and per-patient results. A metric that a subset cannot support
+(one class only) is None, and `undefined` says why, instead of a 0 that reads like a result."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     accuracy_score,
+    balanced_accuracy_score,
+    brier_score_loss,
     classification_report,
     confusion_matrix,
+    matthews_corrcoef,
     roc_auc_score,
     roc_curve,
 )
@@ -19,31 +24,68 @@ from . import DISPLAY_ORDER
 from .data import UNKNOWN_PATIENT
 
 THRESHOLD = 0.5
+CALIBRATION_BINS = 10
+CONSTANT_SPREAD = 1e-3
+"""Predictions whose P(ALL) spans less than this are (nearly) constant: the model ignores its input."""
 
 
 def label_from_prob(prob_all: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
     return np.where(np.asarray(prob_all) >= threshold, "ALL", "HEM")
 
 
+def calibration(is_all: np.ndarray, prob_all: np.ndarray, bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+    """Reliability diagram (scikit-learn's `calibration_curve`, equal-width bins of P(ALL)) and the expected
+    calibration error: the gap between mean P(ALL) and the share of ALL in each bin, weighted by its images."""
+    prob_true, prob_pred = calibration_curve(is_all, prob_all, n_bins=bins, strategy="uniform")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], prob_all), minlength=bins)  # the bins calibration_curve uses
+    counts = counts[counts > 0]
+    ece = float(np.sum(counts / len(prob_all) * np.abs(prob_true - prob_pred)))
+    return {"bins": bins, "prob_pred": prob_pred.round(6).tolist(), "prob_true": prob_true.round(6).tolist(),
+            "count": counts.tolist(), "ece": ece}
+
+
 def compute_metrics(labels: Sequence[str], predicted: Sequence[str],
                     prob_all: Sequence[float] | None = None) -> dict[str, Any]:
-    """Accuracy, per-class and averaged precision/recall/F1, confusion matrix (rows true, columns predicted,
-    in `labels` order) and ROC AUC with ALL as the positive class. Weighted F1 is the C-NMC challenge metric."""
+    """Accuracy, balanced accuracy, Matthews correlation, per-class and averaged precision/recall/F1, the
+    confusion matrix (rows true, columns predicted, in `labels` order), the best constant classifier; with
+    probabilities also ROC AUC (ALL positive), Brier score and calibration. Weighted F1 is the C-NMC metric."""
     labels = np.asarray(labels, dtype=object)
     predicted = np.asarray(predicted, dtype=object)
     order = list(DISPLAY_ORDER)
+    present = [label for label in order if (labels == label).any()]
+    both = len(present) == 2
     report = classification_report(labels, predicted, labels=order, output_dict=True, zero_division=0)
+    counts = {label: int((labels == label).sum()) for label in order}
+    majority = max(order, key=lambda label: counts[label])
     metrics: dict[str, Any] = {
         "n": int(len(labels)),
         "accuracy": float(accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)) if both else None,
+        "mcc": float(matthews_corrcoef(labels, predicted)) if both else None,
+        "majority_baseline": {"class": majority, "accuracy": counts[majority] / max(1, len(labels))},
         "labels": order,
         "confusion_matrix": confusion_matrix(labels, predicted, labels=order).tolist(),
     }
     for key in [*order, "macro avg", "weighted avg"]:
         metrics[key] = {name: float(value) for name, value in report[key].items()}
-    metrics["roc_auc"] = None
-    if prob_all is not None and len(set(labels)) == 2:
-        metrics["roc_auc"] = float(roc_auc_score(labels == "ALL", np.asarray(prob_all, dtype=float)))
+    undefined = {label: f"no {label} image in this subset" for label in order if label not in present}
+    if not both:
+        reason = f"only {present[0] if present else 'no'} images in this subset"
+        undefined.update({name: reason for name in ("roc_auc", "balanced_accuracy", "mcc", "macro avg")})
+    metrics.update({"roc_auc": None, "brier": None, "calibration": None})
+    if prob_all is not None and len(labels):
+        prob_all = np.asarray(prob_all, dtype=float)
+        is_all = labels == "ALL"
+        metrics["brier"] = float(brier_score_loss(is_all, prob_all, pos_label=True))
+        metrics["calibration"] = calibration(is_all, prob_all)
+        metrics["prediction_spread"] = float(prob_all.max() - prob_all.min())
+        if metrics["prediction_spread"] < CONSTANT_SPREAD:
+            undefined["constant"] = (f"every image got P(ALL) = {prob_all.mean():.3f} (spread "
+                                     f"{metrics['prediction_spread']:.1e}): the model ignores its input")
+        if both:
+            metrics["roc_auc"] = float(roc_auc_score(is_all, prob_all))
+    metrics["undefined"] = undefined
     return metrics
 
 
@@ -55,27 +97,44 @@ def roc_points(predictions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": thresholds})
 
 
+PATIENT_COLUMNS = ["patient", "label", "images", "image_accuracy", "mean_prob_all", "called_by_mean_prob_all"]
+
+
 def patient_summary(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Per patient: images, true label, share correct, mean probability of ALL and the majority vote."""
+    """Per patient: images, true label, share of images right, mean P(ALL) over the patient's images, and the
+    patient called ALL when that mean reaches the threshold."""
     known = predictions[predictions["patient"].astype(str) != UNKNOWN_PATIENT]
     if known.empty:
-        return pd.DataFrame(columns=["patient", "label", "images", "accuracy", "mean_prob_all", "patient_predicted"])
+        return pd.DataFrame(columns=PATIENT_COLUMNS)
     grouped = known.assign(correct=known["label"] == known["predicted"]).groupby("patient")
     summary = pd.DataFrame({
         "label": grouped["label"].agg(lambda values: values.mode().iloc[0]),
         "images": grouped.size(),
-        "accuracy": grouped["correct"].mean(),
+        "image_accuracy": grouped["correct"].mean(),
         "mean_prob_all": grouped["prob_all"].mean(),
     }).reset_index()
-    summary["patient_predicted"] = label_from_prob(summary["mean_prob_all"].to_numpy())
-    return summary
+    summary["called_by_mean_prob_all"] = label_from_prob(summary["mean_prob_all"].to_numpy())
+    return summary[PATIENT_COLUMNS]
+
+
+def patient_metrics(summary: pd.DataFrame) -> dict[str, Any]:
+    """Patient-level accuracy, sensitivity (ALL patients called ALL) and specificity (healthy subjects called
+    HEM) from `patient_summary`; None where there is no patient to count."""
+    called = summary["called_by_mean_prob_all"]
+
+    def share(mask: pd.Series) -> float | None:
+        return float((called[mask] == summary.loc[mask, "label"]).mean()) if mask.any() else None
+
+    return {"patients_counted": int(len(summary)),
+            "patient_accuracy": share(summary["label"].notna()),
+            "patient_sensitivity": share(summary["label"] == "ALL"),
+            "patient_specificity": share(summary["label"] == "HEM")}
 
 
 def metrics_from_predictions(predictions: pd.DataFrame) -> dict[str, Any]:
-    """Image-level metrics plus the per-patient summary, from a predictions table."""
+    """Image-level metrics plus the per-patient table and patient-level metrics, from a predictions table."""
     metrics = compute_metrics(predictions["label"], predictions["predicted"], predictions["prob_all"])
     patients = patient_summary(predictions)
     metrics["patients"] = patients.to_dict(orient="records")
-    if not patients.empty:
-        metrics["patient_accuracy"] = float((patients["label"] == patients["patient_predicted"]).mean())
+    metrics.update(patient_metrics(patients))
     return metrics

@@ -85,10 +85,34 @@ def histogram_figure(images: dict[str, np.ndarray]) -> go.Figure:
     return figure
 
 
-def sweep_heatmap(runs: pd.DataFrame, value: str, title: str) -> go.Figure:
-    table = runs.pivot_table(index="batch_size", columns="epochs", values=value, aggfunc="max")
+def calibration_figure(calibration: dict[str, Any]) -> go.Figure:
+    """Reliability diagram: share of ALL against mean P(ALL) per bin (marker size: images), and the diagonal."""
+    figure = go.Figure()
+    figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
+                       line=dict(color="gray", dash="dot"))
+    counts = np.asarray(calibration["count"], dtype=float)
+    figure.add_scatter(x=calibration["prob_pred"], y=calibration["prob_true"], mode="lines+markers",
+                       name="this model", line=dict(color=COLORS["train"]),
+                       marker=dict(size=6 + 14 * np.sqrt(counts / max(1.0, counts.max()))),
+                       customdata=counts, hovertemplate="mean P(ALL) %{x:.2f}: %{y:.0%} ALL "
+                                                        "(%{customdata:.0f} images)<extra></extra>")
+    figure.update_layout(xaxis_title="Mean predicted P(ALL) in the bin", yaxis_title="Share of ALL images",
+                         xaxis_range=[0, 1], yaxis_range=[0, 1], height=360, margin=dict(l=10, r=10, t=40, b=10),
+                         title=f"Reliability (ECE {calibration['ece']:.3f})")
+    return figure
+
+
+def sweep_heatmap(runs: pd.DataFrame, value: str, title: str, beside: str | None = None) -> go.Figure:
+    """One cell per (epochs, batch size) holding `value` of the run given for it; `beside` is written next to
+    it in the cell (e.g. the chosen run's test figure beside the validation figure that chose it)."""
+    table = runs.pivot_table(index="batch_size", columns="epochs", values=value, aggfunc="first")
+    text = table.map(lambda v: f"{v:.3f}" if v == v else "")
+    if beside:
+        other = runs.pivot_table(index="batch_size", columns="epochs", values=beside, aggfunc="first")
+        other = other.reindex(index=table.index, columns=table.columns)
+        text = text + other.map(lambda v: f"<br>test {v:.3f}" if v == v else "")
     figure = go.Figure(go.Heatmap(z=table.values, x=[str(c) for c in table.columns], y=[str(i) for i in table.index],
-                                  colorscale=SEQUENTIAL, texttemplate="%{z:.3f}",
+                                  colorscale=SEQUENTIAL, text=text.values, texttemplate="%{text}",
                                   hovertemplate="epochs %{x}, batch %{y}: %{z:.3f}<extra></extra>"))
     figure.update_layout(xaxis_title="Epochs", yaxis_title="Batch size", title=title, height=300,
                          margin=dict(l=10, r=10, t=40, b=10))

@@ -11,21 +11,33 @@ import numpy as np
 
 from .cache import cache_key, cached_array
 from .config import TrainConfig, default_cache_dir
-from .datasets import PreparedData, feature_dataset, make_dataset
-from .inference import extract_features
+from .datasets import PreparedData, feature_dataset, make_dataset, training_steps
+from .inference import PREDICT_BATCH, extract_features
 from .runs import RunFolder
 
 STATUS_INTERVAL_S = 2.0
 LOSS = "sparse_categorical_crossentropy"
 
 
-def optimizer(config: TrainConfig, learning_rate: float | None = None) -> Any:
-    """RMSprop with ExponentialDecay (900 steps, rate 0.95), as in the paper."""
+def optimizer(config: TrainConfig, total_steps: int, learning_rate: float | None = None) -> Any:
+    """`rmsprop`: RMSprop with ExponentialDecay (900 steps, rate 0.95), as in the paper; `adam`: Adam with a
+    cosine decay to zero over the whole run (training from scratch)."""
     import keras
 
+    learning_rate = learning_rate or config.learning_rate
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, max(1, total_steps)))
     schedule = keras.optimizers.schedules.ExponentialDecay(
-        learning_rate or config.learning_rate, decay_steps=config.decay_steps, decay_rate=config.decay_rate)
+        learning_rate, decay_steps=config.decay_steps, decay_rate=config.decay_rate)
     return keras.optimizers.RMSprop(learning_rate=schedule)
+
+
+def class_weights(config: TrainConfig, labels: np.ndarray) -> dict[int, float] | None:
+    """Balanced class weights (n / (2 n_class)) when the run asks for them: each class counts as much."""
+    if not config.class_weight:
+        return None
+    counts = np.bincount(labels, minlength=2)
+    return {index: float(len(labels) / (2 * count)) for index, count in enumerate(counts) if count}
 
 
 def progress_callback(folder: RunFolder, total_epochs: int, steps: int, epoch_offset: int = 0,
@@ -80,34 +92,54 @@ def checkpoint_callback(folder: RunFolder) -> Any:
     return EpochCheckpoint()
 
 
-def image_datasets(config: TrainConfig, data: PreparedData) -> tuple[Any, Any]:
-    """The shuffled (and optionally augmented) training set and the validation set, or None without one."""
+def image_datasets(config: TrainConfig, data: PreparedData) -> tuple[Any, Any, int]:
+    """The shuffled (and optionally augmented) training set, the validation set (None without one) and the
+    training steps per epoch."""
+    steps, drop_remainder = training_steps(len(data.images["train"]), config.batch_size)
     train = make_dataset(data.images["train"], data.labels["train"], config.batch_size, True, config.seed,
-                         config.augment)
+                         config.augment, drop_remainder)
     validation = (make_dataset(data.images["val"], data.labels["val"], config.batch_size, False, config.seed)
                   if len(data.images["val"]) else None)
-    return train, validation
+    return train, validation, steps
 
 
 def fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, initial_epoch: int) -> None:
     """Train the whole network; resumes at `initial_epoch` from a checkpointed (compiled) model."""
+    train, validation, steps = image_datasets(config, data)
     if initial_epoch == 0:
-        model.compile(optimizer=optimizer(config), loss=LOSS, metrics=["accuracy"])
-    train, validation = image_datasets(config, data)
-    steps = math.ceil(len(data.images["train"]) / config.batch_size)
+        model.compile(optimizer=optimizer(config, steps * config.epochs), loss=LOSS, metrics=["accuracy"])
     # History first, then the checkpoint: a kill between the two never leaves a checkpoint ahead of the history.
     callbacks = [progress_callback(folder, config.epochs, steps), checkpoint_callback(folder)]
     model.fit(train, validation_data=validation, epochs=config.epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, shuffle=False, verbose=0)
+              callbacks=callbacks, class_weight=class_weights(config, data.labels["train"]), shuffle=False,
+              verbose=0)
+
+
+def _augmented_features(model: Any, config: TrainConfig, images: np.ndarray, labels: np.ndarray,
+                        folder: RunFolder) -> np.ndarray:
+    """Pooled features of `augment_passes` augmented copies of the training images, one pass after another."""
+    from .model import feature_extractor
+
+    extractor = feature_extractor(model)
+    parts = []
+    for index in range(config.augment_passes):
+        folder.update_status(phase=f"extracting augmented train features ({index + 1}/{config.augment_passes})",
+                             progress=0.0)
+        batches = make_dataset(images, labels, PREDICT_BATCH, False, config.seed + index, augment=True)
+        parts.extend(np.asarray(extractor(batch, training=False)) for batch, _ in batches)
+    return np.concatenate(parts)
 
 
 def subset_features(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder,
-                    weights_used: str, subset: str) -> np.ndarray:
-    """Pooled backbone features of a subset, cached across runs when the backbone weights are fixed
-    (ImageNet or a file); random weights are computed afresh, since they change with every build."""
+                    weights_used: str, subset: str, augmented: bool = False) -> np.ndarray:
+    """Pooled backbone features of a subset (with `augmented`, of augmented copies of it), cached across runs
+    when the backbone weights are fixed (ImageNet or a file); random weights are computed afresh, since they
+    change with every build."""
     folder.update_status(phase=f"extracting {subset} features", progress=0.0)
 
     def compute() -> np.ndarray:
+        if augmented:
+            return _augmented_features(model, config, data.images[subset], data.labels[subset], folder)
         return extract_features(model, data.images[subset],
                                 lambda fraction: folder.update_status(progress=round(fraction, 4)))
 
@@ -115,29 +147,41 @@ def subset_features(model: Any, config: TrainConfig, data: PreparedData, folder:
         return compute()
     key = {"images": cache_key(data.paths(subset), config.image_size, config.clahe), "backbone": config.backbone,
            "weights": weights_used}
+    if augmented:
+        key.update(augment_passes=config.augment_passes, seed=config.seed)
     features, _ = cached_array("features", key, compute, default_cache_dir())
     return features
 
 
 def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, weights_used: str) -> None:
-    """Fast mode: pooled backbone features computed once (and cached), then the head trained on them."""
-    from .model import head_model, unfreeze_top_blocks
+    """Fast mode: pooled backbone features computed once (and cached), standardised, then the head trained on
+    them; with `augment`, on the features of the training images and of `augment_passes` augmented copies."""
+    from .model import adapt_feature_norm, head_model, unfreeze_top_blocks
 
     features = {subset: subset_features(model, config, data, folder, weights_used, subset)
                 for subset in ("train", "val")}
+    train_labels = data.labels["train"]
+    if config.augment:
+        extra = subset_features(model, config, data, folder, weights_used, "train", augmented=True)
+        features["train"] = np.concatenate([features["train"], extra])
+        train_labels = np.tile(train_labels, 1 + config.augment_passes)
+    adapt_feature_norm(model, features["train"])
     head = head_model(model)
-    head.compile(optimizer=optimizer(config), loss=LOSS, metrics=["accuracy"])
-    steps = math.ceil(len(features["train"]) / config.batch_size)
+    steps = training_steps(len(features["train"]), config.batch_size)[0]
+    head.compile(optimizer=optimizer(config, steps * config.epochs), loss=LOSS, metrics=["accuracy"])
     total_epochs = config.epochs + (config.fine_tune_epochs if config.fine_tune_blocks else 0)
-    train_features = feature_dataset(features["train"], data.labels["train"], config.batch_size, config.seed)
+    train_features = feature_dataset(features["train"], train_labels, config.batch_size, config.seed)
     validation = (feature_dataset(features["val"], data.labels["val"], config.batch_size) if len(features["val"])
                   else None)
     head.fit(train_features, validation_data=validation, epochs=config.epochs, shuffle=False, verbose=0,
+             class_weight=class_weights(config, train_labels),
              callbacks=[progress_callback(folder, total_epochs, steps, phase="training head")])
     if config.fine_tune_blocks and config.fine_tune_epochs:
         unfreeze_top_blocks(model, config.fine_tune_blocks)
-        model.compile(optimizer=optimizer(config, config.learning_rate / 10), loss=LOSS, metrics=["accuracy"])
-        train, validation_set = image_datasets(config, data)
+        train, validation_set, image_steps = image_datasets(config, data)
+        model.compile(optimizer=optimizer(config, image_steps * config.fine_tune_epochs, config.learning_rate / 10),
+                      loss=LOSS, metrics=["accuracy"])
         model.fit(train, validation_data=validation_set, epochs=config.fine_tune_epochs, shuffle=False, verbose=0,
-                  callbacks=[progress_callback(folder, total_epochs, steps, epoch_offset=config.epochs,
+                  class_weight=class_weights(config, data.labels["train"]),
+                  callbacks=[progress_callback(folder, total_epochs, image_steps, epoch_offset=config.epochs,
                                                phase="fine-tuning")])

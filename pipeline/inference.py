@@ -12,6 +12,8 @@ from . import ALL_INDEX
 from .evaluate import label_from_prob
 
 PREDICT_BATCH = 32
+TTA_BATCH = 4
+"""Images per call with test-time augmentation: each becomes 8 views, so a call still sees 32 inputs."""
 
 
 def run_batches(function: Callable[[Any], Any], images: np.ndarray, batch_size: int = PREDICT_BATCH,
@@ -26,9 +28,31 @@ def run_batches(function: Callable[[Any], Any], images: np.ndarray, batch_size: 
     return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
 
 
-def predict_probabilities(model: Any, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
-    """Probability of ALL for each preprocessed image."""
-    probabilities = run_batches(lambda batch: model(batch, training=False), images, batch_size)
+def dihedral_views(images: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips and 90-degree rotations of a batch (N, H, W, C): the views test-time augmentation averages."""
+    views = []
+    for flipped in (images, images[:, :, ::-1]):
+        views.extend(np.rot90(flipped, k, axes=(1, 2)) for k in range(4))
+    return views
+
+
+def averaged_over_views(forward: Callable[[Any], Any], batch: np.ndarray) -> np.ndarray:
+    """Class probabilities of `batch` averaged over its 8 dihedral views, computed in one call."""
+    views = np.concatenate(dihedral_views(np.asarray(batch, np.float32)))
+    return np.asarray(forward(views)).reshape(8, len(batch), -1).mean(axis=0)
+
+
+def class_probabilities(forward: Callable[[Any], Any], images: np.ndarray, tta: bool = False,
+                        batch_size: int | None = None) -> np.ndarray:
+    """Class probabilities (N, 2) of preprocessed images; with `tta`, averaged over the 8 dihedral views."""
+    if tta:
+        return run_batches(lambda batch: averaged_over_views(forward, batch), images, batch_size or TTA_BATCH)
+    return run_batches(forward, images, batch_size or PREDICT_BATCH)
+
+
+def predict_probabilities(model: Any, images: np.ndarray, tta: bool = False) -> np.ndarray:
+    """Probability of ALL for each preprocessed image (averaged over 8 views with `tta`)."""
+    probabilities = class_probabilities(lambda batch: model(batch, training=False), images, tta)
     return probabilities[:, ALL_INDEX] if len(probabilities) else np.zeros(0, np.float32)
 
 

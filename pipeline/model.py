@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import threading
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from .config import BACKBONE_APPS
 from .errors import PipelineError, WeightsUnavailableError
@@ -13,10 +19,13 @@ from .errors import PipelineError, WeightsUnavailableError
 if TYPE_CHECKING:
     import keras
 
-HEAD_LAYERS = ("head_bn", "head_dense", "head_dropout", "predictions")
+FEATURE_NORM_LAYER = "feature_norm"
+HEAD_LAYERS = (FEATURE_NORM_LAYER, "head_bn", "head_dense", "head_dropout", "predictions")
 POOL_LAYER = "head_pool"
 LAST_CONV_LAYER = "top_activation"
 """The backbone's last convolutional feature map: the default layer of every CAM."""
+
+_GET_FILE_LOCK = threading.Lock()
 
 
 def keras_cache_dir() -> Path:
@@ -28,12 +37,54 @@ def imagenet_weights_cached(backbone: str = "efficientnet_b3") -> bool:
     return (keras_cache_dir() / BACKBONE_APPS[backbone][1]).is_file()
 
 
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/keras-applications/"
+"""Where Keras downloads EfficientNet's ImageNet weights (its `BASE_WEIGHTS_PATH`; a test checks they agree),
+written here so that asking whether it answers does not load TensorFlow."""
+
+
+def imagenet_weights_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether the server Keras downloads ImageNet weights from answers (a TCP connection, nothing fetched)."""
+    host = urlparse(KERAS_WEIGHTS_URL).hostname
+    try:
+        with socket.create_connection((host, 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def imagenet_available(backbone: str = "efficientnet_b3") -> bool:
+    """ImageNet weights are cached here or can be downloaded now."""
+    return imagenet_weights_cached(backbone) or imagenet_weights_reachable()
+
+
+def default_recipe(backbone: str = "efficientnet_b3") -> str:
+    """`paper` when ImageNet weights are cached or can be downloaded, else `scratch` (training from random
+    weights with a recipe that learns real cells, instead of fast mode on random features)."""
+    return "paper" if imagenet_available(backbone) else "scratch"
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextmanager
+def _imagenet_file(path: Path) -> Iterator[None]:
+    """Keras' EfficientNet adds its ImageNet input rescaling (1/sqrt of the ImageNet variance) only when
+    `weights == "imagenet"`, so a local copy of the ImageNet file must be loaded through that same route:
+    while building, the download step hands Keras the local file instead."""
+    from keras.src.utils import file_utils
+
+    with _GET_FILE_LOCK:
+        original = file_utils.get_file
+        file_utils.get_file = lambda *args, **kwargs: str(path)
+        try:
+            yield
+        finally:
+            file_utils.get_file = original
 
 
 def _backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, str]:
@@ -47,7 +98,7 @@ def _backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, str]:
     shape = (image_size, image_size, 3)
     if weights in ("none", "None", "", None):
         return application(include_top=False, weights=None, input_shape=shape), "none (random initialisation)"
-    if weights == "auto":  # the demo model only: ImageNet when it can be had, else random, and say so
+    if weights == "auto":  # ImageNet when it can be had, else random, and say so
         try:
             return _backbone(backbone, image_size, "imagenet")
         except WeightsUnavailableError:
@@ -68,25 +119,35 @@ def _backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, str]:
         raise WeightsUnavailableError(f"Weights file {path} does not exist. Use 'imagenet', 'none' or a path to "
                                       f"a {cache_file} file.")
     try:
-        base = application(include_top=False, weights=str(path), input_shape=shape)
+        with _imagenet_file(path):
+            base = application(include_top=False, weights="imagenet", input_shape=shape)
     except Exception as error:
         raise WeightsUnavailableError(f"Weights file {path} does not fit {app_name}: {error}") from error
-    return base, f"file {path.name} (sha256 {_sha256(path)[:12]})"
+    return base, f"imagenet from file {path.name} (sha256 {_sha256(path)[:12]})"
 
 
 def build_model(backbone: str = "efficientnet_b3", image_size: int = 224, weights: str = "imagenet",
-                freeze_backbone: bool = False) -> tuple[keras.Model, str]:
+                freeze_backbone: bool = False, bn_momentum: float = 0.0) -> tuple[keras.Model, str]:
     """EfficientNet (flat, from `base.output`) -> GAP -> BN -> Dense(256, relu) -> Dropout(0.4) -> Dense(2, softmax).
 
-    Inputs are 0-255 RGB floats: Keras EfficientNet rescales its own input. Returns the model and the
-    weights actually used.
+    Inputs are 0-255 RGB floats: Keras EfficientNet rescales its own input. Fast mode (`freeze_backbone`) puts
+    a `Normalization` of the pooled features before the head, adapted on the training features: features of
+    random weights are ~1e-6 in scale and would reach the head as constants. `bn_momentum` (0: Keras' 0.99)
+    sets the backbone's BatchNorm momentum; from random weights 0.9 lets its statistics keep up.
+    Returns the model and the weights actually used.
     """
     import keras
 
     base, weights_used = _backbone(backbone, image_size, weights)
     base.trainable = not freeze_backbone
-    features = keras.layers.GlobalAveragePooling2D(name=POOL_LAYER)(base.output)
-    x = keras.layers.BatchNormalization(name="head_bn")(features)
+    if bn_momentum:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = bn_momentum
+    x = keras.layers.GlobalAveragePooling2D(name=POOL_LAYER)(base.output)
+    if freeze_backbone:
+        x = keras.layers.Normalization(name=FEATURE_NORM_LAYER)(x)
+    x = keras.layers.BatchNormalization(name="head_bn")(x)
     x = keras.layers.Dense(256, activation="relu", name="head_dense")(x)
     x = keras.layers.Dropout(0.4, name="head_dropout")(x)
     outputs = keras.layers.Dense(2, activation="softmax", name="predictions", dtype="float32")(x)
@@ -101,6 +162,10 @@ def feature_extractor(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, model.get_layer(POOL_LAYER).output, name="features")
 
 
+def _layer_names(model: keras.Model) -> set[str]:
+    return {layer.name for layer in model.layers}
+
+
 def head_model(model: keras.Model) -> keras.Model:
     """The head of `model` on pooled features; it shares its layers, so training it trains `model`."""
     import keras
@@ -108,9 +173,19 @@ def head_model(model: keras.Model) -> keras.Model:
     pooled = model.get_layer(POOL_LAYER).output
     inputs = keras.Input(shape=pooled.shape[1:], name="pooled_features")
     x = inputs
+    present = _layer_names(model)
     for name in HEAD_LAYERS:
-        x = model.get_layer(name)(x)
+        if name in present:
+            x = model.get_layer(name)(x)
     return keras.Model(inputs, x, name="head")
+
+
+def adapt_feature_norm(model: keras.Model, features: Any) -> bool:
+    """Standardise the pooled features with statistics of `features` (fast mode); False if there is no such layer."""
+    if FEATURE_NORM_LAYER not in _layer_names(model):
+        return False
+    model.get_layer(FEATURE_NORM_LAYER).adapt(features)
+    return True
 
 
 def unfreeze_top_blocks(model: keras.Model, blocks: int) -> list[str]:
@@ -136,13 +211,25 @@ def compiled_forward(model: keras.Model) -> Any:
     return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
 
 
+def check_model_file(path: str | Path) -> None:
+    """Refuse a missing or truncated `.keras` file (a zip archive with the model's config) with the reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"No model file at {path} (the run may not have finished).")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as error:
+        raise PipelineError(f"The model file {path} is corrupt: not a complete .keras archive ({error}).") from error
+    if "config.json" not in names:
+        raise PipelineError(f"The model file {path} is corrupt: its archive holds no model configuration.")
+
+
 def load_model(path: str | Path) -> keras.Model:
     """A saved `model.keras`; `PipelineError` with the reason when it does not load."""
     import keras
 
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"No model file at {path} (the run may not have finished).")
+    check_model_file(path)
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as error:

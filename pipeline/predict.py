@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,9 @@ from .config import TrainConfig
 from .data import PRELIM_SUBSET, scan_dataset
 from .errors import ImageReadError, PipelineError
 from .evaluate import label_from_prob, metrics_from_predictions
-from .inference import predict_probabilities, predictions_table, run_batches
+from .inference import class_probabilities, predict_probabilities, predictions_table
 from .preprocess import decode_image, preprocess, read_image
-from .runs import RunFolder
+from .runs import SPLIT, RunFolder
 
 
 @dataclass
@@ -52,8 +53,8 @@ class Predictor:
         return preprocess(image_rgb, self.config.image_size, self.config.clahe)
 
     def predict_inputs(self, inputs: np.ndarray) -> np.ndarray:
-        """Probability of ALL for preprocessed uint8 inputs."""
-        return run_batches(self.forward, inputs)[:, ALL_INDEX]
+        """Probability of ALL for preprocessed uint8 inputs (averaged over 8 views when the run uses TTA)."""
+        return class_probabilities(self.forward, inputs, self.config.tta)[:, ALL_INDEX]
 
     def predict_image(self, image_rgb: np.ndarray) -> dict[str, Any]:
         model_input = self.prepare(image_rgb)
@@ -79,32 +80,64 @@ class Predictor:
         return pd.DataFrame(rows, columns=["path", "predicted", "prob_all", "error"])
 
 
+def _file_digest(path: str) -> str | None:
+    try:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def drop_seen_images(table: pd.DataFrame, split: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """`table` without the images the run trained or validated on: the same path, or the same file content
+    under another name (one cell can sit in two folders). Returns the rest and how many went, and why."""
+    seen = split[split["subset"].isin(["train", "val"])]["path"]
+    seen_paths = {str(Path(path).resolve()) for path in seen}
+    same_path = table["path"].map(lambda path: str(Path(path).resolve()) in seen_paths).to_numpy()
+    seen_digests = {digest for digest in map(_file_digest, seen) if digest}
+    same_content = np.array([not known and _file_digest(path) in seen_digests
+                             for path, known in zip(table["path"], same_path, strict=True)], dtype=bool)
+    kept = table[~(same_path | same_content)].reset_index(drop=True)
+    return kept, {"same_path": int(same_path.sum()), "same_content": int(same_content.sum())}
+
+
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> tuple[dict[str, Any], Path]:
-    """Metrics of a run's model: on its test subset, or on the labelled images of `data_dir`
-    (its prelim test set when it has one). Returns the metrics and the folder they were written to."""
+    """Metrics of a run's model on its test subset again, or on the labelled images of `data_dir` (its prelim
+    test set when it has one), never counting an image the run trained or validated on. Written to
+    `evaluations/<name>/` of the run; returns the metrics and that folder."""
     from .cache import load_images
 
     folder = RunFolder(Path(run_dir))
     predictor = Predictor.from_run(run_dir)
+    split = folder.split() if folder.file(SPLIT).is_file() else pd.DataFrame(columns=["path", "subset"])
     if data_dir is None:
-        table = folder.split()
-        table = table[table["subset"] == "test"]
-        out_dir, subset = folder.path, "test"
+        table = split[split["subset"] == "test"]
+        subset, name = "test", "test-subset"
     else:
         dataset = scan_dataset(data_dir)
         records = [r for r in dataset.labelled if r.subset == PRELIM_SUBSET] or dataset.labelled
+        if not records:
+            raise PipelineError(f"{data_dir} holds no labelled image to evaluate on (unlabelled test images, or a "
+                                f"prelim folder without its labels CSV).")
         table = pd.DataFrame({"path": [r.path for r in records], "patient": [r.patient for r in records],
                               "label": [r.label for r in records]})
         subset = PRELIM_SUBSET if records[0].subset == PRELIM_SUBSET else "all labelled"
-        out_dir = folder.evaluation_dir(f"{Path(data_dir).name}-{subset}")
+        name = f"{Path(data_dir).name}-{subset}"
     if table.empty:
         raise PipelineError("No labelled images to evaluate on.")
+    table, dropped = drop_seen_images(table, split)
+    if table.empty:
+        raise PipelineError(f"Every labelled image there was used to train or validate this run "
+                            f"({dropped['same_path']} by path, {dropped['same_content']} by content): nothing is left "
+                            f"to evaluate on.")
     images, failed = load_images(table["path"].tolist(), predictor.config.image_size, predictor.config.clahe)
     keep = ~table["path"].isin(failed).to_numpy()
     table = table[keep].reset_index(drop=True)
-    predictions = predictions_table(table, predict_probabilities(predictor.model, np.asarray(images)[keep]))
+    prob_all = predict_probabilities(predictor.model, np.asarray(images)[keep], predictor.config.tta)
+    predictions = predictions_table(table, prob_all)
     metrics = {**metrics_from_predictions(predictions), "subset": subset, "data_dir": str(data_dir or ""),
-               "skipped_images": len(failed)}
+               "skipped_images": len(failed), "excluded_seen_images": dropped, "tta": predictor.config.tta}
+    out_dir = folder.evaluation_dir(name)
     target = RunFolder(out_dir)
     target.write_predictions(predictions)
     target.write_metrics(metrics)

@@ -154,6 +154,16 @@ class RunFolder:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
+    def evaluations(self) -> dict[str, dict[str, Any]]:
+        """The metrics of each `evaluate` on other data (or on the test subset again), by evaluation name."""
+        found = {}
+        for folder in sorted(self.file(EVALUATIONS_DIR).glob("*/")):
+            try:
+                found[folder.name] = read_json(folder / METRICS)
+            except (OSError, ValueError):
+                continue
+        return found
+
     def has_config(self) -> bool:
         return self.file(CONFIG).is_file()
 
@@ -204,10 +214,18 @@ class RunFolder:
         write_csv_atomic(self.file(HISTORY), pd.DataFrame(rows, columns=HISTORY_COLUMNS))
 
     def history(self) -> pd.DataFrame:
+        """The per-epoch history (empty before the first epoch); `PipelineError` when the file is damaged."""
         path = self.file(HISTORY)
         if not path.is_file():
             return pd.DataFrame(columns=HISTORY_COLUMNS)
-        return pd.read_csv(path)
+        try:
+            history = pd.read_csv(path)
+        except (ValueError, OSError) as error:
+            raise PipelineError(f"{HISTORY} of {self.run_id} does not read ({error}).") from error
+        missing = set(HISTORY_COLUMNS) - set(history.columns)
+        if missing:
+            raise PipelineError(f"{HISTORY} of {self.run_id} lacks the column(s) {', '.join(sorted(missing))}.")
+        return history
 
     def write_split(self, frame: pd.DataFrame) -> None:
         write_csv_atomic(self.file(SPLIT), frame[["path", "patient", "label", "subset"]])
@@ -231,9 +249,30 @@ class RunFolder:
     def has_model(self) -> bool:
         return self.model_path.is_file()
 
+    def completeness_problem(self) -> str | None:
+        """Why this run, said to be completed, cannot be shown or used; None when everything it must hold
+        (a readable history with epochs, split, predictions, metrics and a whole model file) is there."""
+        from .model import check_model_file
+
+        try:
+            if self.history().empty:
+                return f"{HISTORY} holds no epoch."
+            for name in (SPLIT, PREDICTIONS):
+                if pd.read_csv(self.file(name)).empty:
+                    return f"{name} is empty."
+            if not self.metrics():
+                return f"{METRICS} is missing."
+            check_model_file(self.model_path)
+        except PipelineError as error:
+            return str(error)
+        except (OSError, ValueError) as error:
+            return f"A file of the run does not read: {error}"
+        return None
+
     # -- summary ---------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        """One row for run listings; a folder with missing or corrupt files is shown as broken."""
+        """One row for run listings: settings, validation and test figures, leakage and warnings. A folder
+        with missing or corrupt files, or a completed run that lacks what it must hold, is shown as broken."""
         row: dict[str, Any] = {"run_id": self.run_id, "path": str(self.path)}
         try:
             config = self.config()
@@ -241,8 +280,13 @@ class RunFolder:
             metrics = self.metrics() or {}
         except (OSError, ValueError) as error:
             return {**row, "state": "broken", "error": f"Unreadable run folder: {error}"}
+        state, error = status.get("state", "unknown"), status.get("error")
+        if state == "completed":
+            problem = self.completeness_problem()
+            if problem:
+                state, error = "broken", problem
+        validation = metrics.get("validation") or {}
         row.update({
-            "state": status.get("state", "unknown"),
             "epoch": status.get("epoch"),
             "created": config.get("created"),
             "backbone": config.get("backbone"),
@@ -255,11 +299,20 @@ class RunFolder:
             "data": config.get("data_kind"),
             "data_dir": config.get("data_dir"),
             "group": config.get("group", ""),
+            "cv": f"{config['cv_fold'] + 1}/{config['cv_folds']}" if config.get("cv_folds") else "",
+            "val_weighted_f1": validation.get("weighted avg", {}).get("f1-score"),
+            "val_balanced_accuracy": validation.get("balanced_accuracy"),
+            "val_roc_auc": validation.get("roc_auc"),
             "test_accuracy": metrics.get("accuracy"),
             "weighted_f1": metrics.get("weighted avg", {}).get("f1-score"),
+            "balanced_accuracy": metrics.get("balanced_accuracy"),
+            "mcc": metrics.get("mcc"),
             "roc_auc": metrics.get("roc_auc"),
-            "error": status.get("error"),
+            "leaked_patients": (metrics.get("leakage") or {}).get("train_test_patients"),
+            "warnings": len(metrics.get("warnings") or []),
+            "error": error,
         })
+        row["state"] = state
         return row
 
 

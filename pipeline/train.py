@@ -15,6 +15,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from .config import TrainConfig, default_runs_dir
 from .data import scan_dataset
 from .datasets import PreparedData, prepare_data
@@ -22,6 +24,7 @@ from .errors import PipelineError, WeightsUnavailableError
 from .evaluate import metrics_from_predictions
 from .inference import predict_probabilities, predictions_table
 from .runs import RunFolder, create_run_dir, mark_cancelled, now_iso
+from .splits import split_report
 
 
 def git_commit() -> str | None:
@@ -48,13 +51,34 @@ def prepare_run(config: TrainConfig, runs_dir: Path | None = None, group: str = 
     return folder
 
 
-def _evaluate_test(model: Any, data: PreparedData, folder: RunFolder) -> dict[str, Any]:
+def _predictions(model: Any, config: TrainConfig, data: PreparedData, subset: str) -> Any:
+    prob_all = predict_probabilities(model, data.images[subset], config.tta)
+    return predictions_table(data.split[data.split["subset"] == subset], prob_all)
+
+
+def run_metrics(test: pd.DataFrame, validation: pd.DataFrame | None, split: pd.DataFrame,
+                tta: bool = False) -> dict[str, Any]:
+    """metrics.json of a run from its test and validation predictions and its split: the test figures, the
+    validation figures under `validation` (what runs are chosen by), what the split supports (leakage,
+    patients per class) and every warning, a constant model among them."""
+    report = split_report(split)
+    metrics = {**metrics_from_predictions(test), "subset": "test", "tta": tta,
+               "validation": ({**metrics_from_predictions(validation), "subset": "val"}
+                              if validation is not None and len(validation) else None),
+               **report}
+    if "constant" in metrics["undefined"]:
+        metrics["warnings"].append(f"Constant model: {metrics['undefined']['constant']}.")
+    return metrics
+
+
+def _evaluate(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder) -> dict[str, Any]:
+    """Validation first, then the test subset, evaluated once and never used to choose."""
     if len(data.images["test"]) == 0:
         raise PipelineError("The test subset is empty; add data or change the split.")
-    folder.update_status(phase="evaluating on the test subset")
-    prob_all = predict_probabilities(model, data.images["test"])
-    table = predictions_table(data.split[data.split["subset"] == "test"], prob_all)
-    metrics = {**metrics_from_predictions(table), "subset": "test"}
+    folder.update_status(phase="evaluating on the validation and test subsets")
+    validation = _predictions(model, config, data, "val") if len(data.images["val"]) else None
+    table = _predictions(model, config, data, "test")
+    metrics = run_metrics(table, validation, data.split, config.tta)
     folder.write_predictions(table)
     folder.write_metrics(metrics)
     return metrics
@@ -69,7 +93,8 @@ def _load_or_build(config: TrainConfig, config_dict: dict[str, Any], folder: Run
     checkpoint = None if config.freeze_backbone else folder.latest_checkpoint()
     if checkpoint:
         return keras.models.load_model(checkpoint[1]), config_dict.get("weights_used") or config.weights, checkpoint[0]
-    model, weights_used = build_model(config.backbone, config.image_size, config.weights, config.freeze_backbone)
+    model, weights_used = build_model(config.backbone, config.image_size, config.weights, config.freeze_backbone,
+                                      config.bn_momentum)
     return model, weights_used, 0
 
 
@@ -112,7 +137,7 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
                 fit_full(model, config, data, folder, initial_epoch)
         folder.update_status(phase="saving model")
         folder.save_model(model)
-        metrics = _evaluate_test(model, data, folder)
+        metrics = _evaluate(model, config, data, folder)
         folder.update_status(state="completed", phase="done", ended_at=now_iso(), progress=1.0)
         folder.remove_checkpoints()
         return metrics
@@ -152,9 +177,22 @@ def sweep(config: TrainConfig, epochs: list[int], batch_sizes: list[int], runs_d
     return folders
 
 
+def crossval(config: TrainConfig, folds: int, runs_dir: Path | None = None) -> tuple[list[RunFolder], Path | None]:
+    """Patient-level K-fold cross-validation trained in this process: the fold runs and their summary file."""
+    from .crossval import crossval_configs, crossval_dir
+
+    group, configs = crossval_configs(config, folds)
+    folders = [prepare_run(member, runs_dir, group) for member in configs]
+    execute_runs(folders)
+    return folders, crossval_dir() / f"{group}.json"
+
+
 def execute_runs(folders: list[RunFolder]) -> bool:
     """Execute queued runs in order; True if all completed. A failed run does not stop the next (its
-    traceback goes to stderr, the run's log); a cancel stops them all."""
+    traceback goes to stderr, the run's log); a cancel stops them all. The folds of a cross-validation
+    get their summary written at the end."""
+    from .crossval import write_summary_of_group
+
     all_completed = True
     for index, folder in enumerate(folders):
         try:
@@ -165,4 +203,5 @@ def execute_runs(folders: list[RunFolder]) -> bool:
         except Exception:  # noqa: BLE001 - recorded in the run's status and log; the sweep goes on
             traceback.print_exc()
             all_completed = False
+    write_summary_of_group(folders)
     return all_completed

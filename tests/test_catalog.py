@@ -1,7 +1,5 @@
 """What the dashboard lists about runs: models ready to predict, the configured model, provenance, durations."""
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,22 +16,15 @@ from pipeline.catalog import (
     run_config,
 )
 from pipeline.errors import PipelineError
-from pipeline.runs import RunFolder, create_run_dir
+from pipeline.runs import RunFolder
+from tests.helpers import fake_run
 
 
-def _run(runs_dir: Path, name: str, state: str, model: bool) -> RunFolder:
-    folder = RunFolder(create_run_dir(runs_dir, name))
-    folder.write_config({"backbone": "efficientnet_b0"})
-    folder.update_status(state=state, pid=os.getpid(), host=socket.gethostname())
-    if model:
-        folder.model_path.write_bytes(b"model")
-    return folder
-
-
-def test_only_completed_runs_with_a_model_can_predict(tmp_path: Path) -> None:
-    done = _run(tmp_path, "done", "completed", model=True)
-    _run(tmp_path, "no-model", "completed", model=False)
-    _run(tmp_path, "training", "running", model=True)
+def test_only_completed_runs_with_a_whole_model_can_predict(tmp_path: Path) -> None:
+    done = fake_run(tmp_path, "done")
+    fake_run(tmp_path, "no-model").model_path.unlink()
+    fake_run(tmp_path, "truncated-model").model_path.write_bytes(b"PK\x03\x04 cut short")
+    fake_run(tmp_path, "training", state="running")
     assert completed_runs(tmp_path) == [done.run_id]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -51,7 +42,7 @@ def test_a_bare_model_reads_as_trained_elsewhere_but_a_corrupt_config_is_an_erro
     bare.path.mkdir()
     (bare.path / "model.keras").write_bytes(b"model")
     assert run_config(bare) == TRAINED_ELSEWHERE
-    corrupt = _run(tmp_path, "corrupt", "completed", model=True)
+    corrupt = fake_run(tmp_path, "corrupt")
     corrupt.file("config.json").write_text("{half a json")
     with pytest.raises(PipelineError, match="do not read"):
         run_config(corrupt)
@@ -68,3 +59,34 @@ def test_provenance_names_data_weights_backbone_and_split() -> None:
                                                (3600, "1h 00m"), (7380, "2h 03m")])
 def test_durations(seconds, text) -> None:
     assert format_duration(seconds) == text
+
+
+def test_selection_uses_validation_never_test() -> None:
+    import pandas as pd
+
+    from pipeline.catalog import best_per_cell, best_run, rank_by_validation, run_flags
+
+    runs = pd.DataFrame({
+        "run_id": ["a", "b", "c", "d"], "state": ["completed", "completed", "completed", "failed"],
+        "epochs": [10, 10, 20, 20], "batch_size": [16, 16, 16, 16],
+        "val_weighted_f1": [0.80, 0.70, None, 0.99], "weighted_f1": [0.60, 0.95, 0.99, 0.99],
+        "leaked_patients": [0, 3, 0, 0], "warnings": [0, 2, 1, 0]})
+    assert rank_by_validation(runs)["run_id"].tolist() == ["a", "b"]
+    assert best_run(runs)["run_id"] == "a"
+    assert best_per_cell(runs)[["epochs", "run_id"]].values.tolist() == [[10, "a"]]
+    assert run_flags(runs.iloc[1]) == "3 patients in train and test; 2 warnings" and run_flags(runs.iloc[0]) == ""
+
+
+def test_crossval_summary_is_mean_and_sample_std_of_the_completed_folds(tmp_path: Path) -> None:
+    import numpy as np
+
+    from pipeline.crossval import fold_table, summarize
+
+    folders = [fake_run(tmp_path, f"fold{k}", seed=k, config={"group": "cv", "cv_folds": 3, "cv_fold": k})
+               for k in range(3)]
+    fake_run(tmp_path, "other", state="failed")
+    table = fold_table(folders)
+    values = [folder.metrics()["balanced_accuracy"] for folder in folders]
+    figure = summarize(table)["metrics"]["balanced_accuracy"]
+    assert figure["mean"] == pytest.approx(np.mean(values)) and figure["std"] == pytest.approx(np.std(values, ddof=1))
+    assert table["test_patients"].tolist() == ["UID_3 UID_H3"] * 3

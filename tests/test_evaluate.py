@@ -1,40 +1,88 @@
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    matthews_corrcoef,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from pipeline.evaluate import compute_metrics, metrics_from_predictions, patient_summary
 
 
+def _sample(seed: int, n: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(["ALL", "HEM"], n, p=[0.68, 0.32])
+    prob_all = np.clip((labels == "ALL") * 0.4 + rng.uniform(0, 0.6, n), 0, 1)
+    return labels, np.where(prob_all >= 0.5, "ALL", "HEM"), prob_all
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_metrics_equal_scikit_learn(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    labels = rng.choice(["ALL", "HEM"], 200, p=[0.68, 0.32])
-    prob_all = np.clip((labels == "ALL") * 0.4 + rng.uniform(0, 0.6, 200), 0, 1)
-    predicted = np.where(prob_all >= 0.5, "ALL", "HEM")
+    labels, predicted, prob_all = _sample(seed)
     metrics = compute_metrics(labels, predicted, prob_all)
     assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, predicted))
+    assert metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, predicted))
+    assert metrics["mcc"] == pytest.approx(matthews_corrcoef(labels, predicted))
     assert metrics["confusion_matrix"] == confusion_matrix(labels, predicted, labels=["ALL", "HEM"]).tolist()
     assert metrics["ALL"]["precision"] == pytest.approx(precision_score(labels, predicted, pos_label="ALL"))
     assert metrics["HEM"]["recall"] == pytest.approx(recall_score(labels, predicted, pos_label="HEM"))
     assert metrics["weighted avg"]["f1-score"] == pytest.approx(f1_score(labels, predicted, average="weighted"))
     assert metrics["macro avg"]["f1-score"] == pytest.approx(f1_score(labels, predicted, average="macro"))
     assert metrics["roc_auc"] == pytest.approx(roc_auc_score(labels == "ALL", prob_all))
+    assert metrics["brier"] == pytest.approx(brier_score_loss(labels == "ALL", prob_all))
+    assert metrics["majority_baseline"] == {"class": "ALL", "accuracy": pytest.approx((labels == "ALL").mean())}
+    assert metrics["undefined"] == {}
 
 
-def test_single_class_has_no_auc() -> None:
-    metrics = compute_metrics(["ALL", "ALL"], ["ALL", "HEM"], [0.9, 0.2])
-    assert metrics["roc_auc"] is None and metrics["accuracy"] == 0.5
+def test_expected_calibration_error_by_hand() -> None:
+    labels, predicted, prob_all = _sample(3, 500)
+    calibration = compute_metrics(labels, predicted, prob_all)["calibration"]
+    gap = 0.0
+    for low in np.arange(0, 1, 0.1):
+        inside = (prob_all > low) & (prob_all <= low + 0.1) if low > 0 else prob_all <= 0.1
+        if inside.any():
+            gap += inside.mean() * abs((labels[inside] == "ALL").mean() - prob_all[inside].mean())
+    assert calibration["ece"] == pytest.approx(gap, abs=1e-9)
+    assert sum(calibration["count"]) == 500 and len(calibration["count"]) == len(calibration["prob_true"])
+    perfect = compute_metrics(["ALL", "HEM"] * 50, ["ALL", "HEM"] * 50, [1.0, 0.0] * 50)["calibration"]
+    assert perfect["ece"] == 0.0
 
 
-def test_patient_summary_votes_by_mean_probability() -> None:
+def test_a_one_class_subset_says_what_is_undefined_instead_of_zero() -> None:
+    metrics = compute_metrics(["ALL", "ALL", "ALL"], ["ALL", "HEM", "ALL"], [0.9, 0.2, 0.7])
+    assert metrics["roc_auc"] is None and metrics["balanced_accuracy"] is None and metrics["mcc"] is None
+    assert metrics["accuracy"] == pytest.approx(2 / 3)
+    assert "no HEM image" in metrics["undefined"]["HEM"] and "only ALL" in metrics["undefined"]["roc_auc"]
+    assert metrics["majority_baseline"] == {"class": "ALL", "accuracy": 1.0}
+
+
+def test_constant_predictions_are_named() -> None:
+    metrics = compute_metrics(["ALL", "HEM", "ALL"], ["HEM"] * 3, [0.45, 0.45, 0.4501])
+    assert "ignores its input" in metrics["undefined"]["constant"]
+    assert "constant" not in compute_metrics(["ALL", "HEM"], ["ALL", "HEM"], [0.9, 0.1])["undefined"]
+
+
+def test_patient_results_are_named_for_what_they_compute() -> None:
     table = pd.DataFrame({
-        "path": list("abcde"), "patient": ["UID_1", "UID_1", "UID_1", "UID_H2", "unknown"],
-        "label": ["ALL", "ALL", "ALL", "HEM", "HEM"], "predicted": ["ALL", "HEM", "ALL", "HEM", "ALL"],
-        "prob_all": [0.9, 0.4, 0.8, 0.1, 0.7]})
+        "path": list("abcdefg"), "patient": ["UID_1", "UID_1", "UID_1", "UID_H2", "UID_H3", "UID_H3", "unknown"],
+        "label": ["ALL", "ALL", "ALL", "HEM", "HEM", "HEM", "HEM"],
+        "predicted": ["ALL", "HEM", "ALL", "HEM", "ALL", "ALL", "ALL"],
+        "prob_all": [0.9, 0.4, 0.8, 0.1, 0.7, 0.6, 0.7]})
     summary = patient_summary(table).set_index("patient")
-    assert list(summary.index) == ["UID_1", "UID_H2"]
-    assert summary.loc["UID_1", "accuracy"] == pytest.approx(2 / 3)
+    assert list(summary.index) == ["UID_1", "UID_H2", "UID_H3"]
+    assert summary.loc["UID_1", "image_accuracy"] == pytest.approx(2 / 3)
     assert summary.loc["UID_1", "mean_prob_all"] == pytest.approx(0.7)
-    assert summary.loc["UID_1", "patient_predicted"] == "ALL"
-    assert metrics_from_predictions(table)["patient_accuracy"] == 1.0
+    assert list(summary["called_by_mean_prob_all"]) == ["ALL", "HEM", "ALL"]
+    metrics = metrics_from_predictions(table)
+    assert metrics["patients_counted"] == 3
+    assert metrics["patient_accuracy"] == pytest.approx(2 / 3)
+    assert metrics["patient_sensitivity"] == 1.0 and metrics["patient_specificity"] == 0.5
+    only_all = metrics_from_predictions(table[table["label"] == "ALL"])
+    assert only_all["patient_specificity"] is None

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from pipeline.figures import (
+    calibration_figure,
     confusion_matrix_figure,
     counts_figure,
     curves_figure,
@@ -44,11 +45,20 @@ def test_roc_figure_ends_at_the_corners_and_names_its_auc() -> None:
     assert figure.layout.title.text == "ROC AUC 0.750"
 
 
-def test_sweep_heatmap_places_each_run_in_its_cell() -> None:
-    runs = pd.DataFrame({"epochs": [10, 10, 20], "batch_size": [16, 32, 16], "score": [0.8, 0.7, 0.9]})
-    cell = sweep_heatmap(runs, "score", "Score").data[0]
+def test_sweep_heatmap_places_each_run_in_its_cell_with_its_test_figure_beside() -> None:
+    runs = pd.DataFrame({"epochs": [10, 10, 20], "batch_size": [16, 32, 16], "score": [0.8, 0.7, 0.9],
+                         "test": [0.5, 0.6, 0.4]})
+    cell = sweep_heatmap(runs, "score", "Score", beside="test").data[0]
     assert list(cell.x) == ["10", "20"] and list(cell.y) == ["16", "32"]
     assert cell.z[0][0] == 0.8 and cell.z[0][1] == 0.9 and cell.z[1][0] == 0.7 and np.isnan(cell.z[1][1])
+    assert cell.text[0][1] == "0.900<br>test 0.400" and cell.text[1][1] == ""
+
+
+def test_reliability_diagram_draws_the_saved_bins() -> None:
+    calibration = {"prob_pred": [0.1, 0.8], "prob_true": [0.2, 0.7], "count": [10, 30], "ece": 0.1, "bins": 10}
+    figure = calibration_figure(calibration)
+    assert list(figure.data[1].x) == [0.1, 0.8] and list(figure.data[1].y) == [0.2, 0.7]
+    assert figure.layout.title.text == "Reliability (ECE 0.100)"
 
 
 def test_counts_and_histogram() -> None:

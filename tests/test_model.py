@@ -50,7 +50,90 @@ def test_missing_or_wrong_weights_file(tmp_path: Path) -> None:
 def test_a_model_file_that_does_not_load(tmp_path: Path) -> None:
     bad = tmp_path / "model.keras"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(PipelineError, match="does not load"):
+    with pytest.raises(PipelineError, match="is corrupt"):
         load_model(bad)
     with pytest.raises(PipelineError, match="No model file"):
         load_model(tmp_path / "missing.keras")
+
+
+def _notop_file(path: Path) -> Path:
+    """An `efficientnetb0_notop.h5` in Keras' legacy HDF5 format (the ImageNet file's format), from a backbone of
+    random weights whose input normalisation is set as the ImageNet file sets it."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(3)
+    base = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3))
+    norm = next(layer for layer in base.layers if isinstance(layer, keras.layers.Normalization))
+    mean, variance, count = norm.get_weights()
+    norm.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]) ** 2, count])
+    with h5py.File(path, "w") as file:
+        legacy_h5_format.save_weights_to_hdf5_group(file, base)
+    return path
+
+
+def test_a_local_weights_file_builds_exactly_the_imagenet_network(tmp_path: Path, monkeypatch) -> None:
+    from keras.src.utils import file_utils
+
+    from pipeline.model import KERAS_WEIGHTS_URL
+
+    weights = _notop_file(tmp_path / "efficientnetb0_notop.h5")
+    downloads = []
+
+    def cached_download(fname, origin, **kwargs):
+        downloads.append(origin)
+        return str(weights)
+
+    monkeypatch.setattr(file_utils, "get_file", cached_download)
+    keras.utils.set_random_seed(0)
+    via_imagenet, used_imagenet = build_model("efficientnet_b0", 32, "imagenet")
+    assert downloads and downloads[0].startswith(KERAS_WEIGHTS_URL), "the address the reachability check asks"
+    monkeypatch.undo()
+    keras.utils.set_random_seed(0)
+    via_file, used_file = build_model("efficientnet_b0", 32, str(weights))
+    assert used_imagenet.startswith("imagenet") and "from file efficientnetb0_notop.h5" in used_file
+    kinds = [type(layer).__name__ for layer in via_imagenet.layers]
+    assert [type(layer).__name__ for layer in via_file.layers] == kinds
+    assert any(isinstance(layer, keras.layers.Rescaling) and np.size(layer.scale) == 3 for layer in via_file.layers), \
+        "the ImageNet variance rescaling is in the network"
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(feature_extractor(via_file)(images), feature_extractor(via_imagenet)(images))
+    np.testing.assert_array_equal(via_file(images), via_imagenet(images))
+
+
+def test_backbone_batchnorm_momentum_is_set_for_training_from_scratch() -> None:
+    model, _ = build_model("efficientnet_b0", 32, "none", bn_momentum=0.9)
+    momenta = {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+               and layer.name != "head_bn"}
+    assert momenta == {0.9}
+    default, _ = build_model("efficientnet_b0", 32, "none")
+    assert default.get_layer("stem_bn").momentum == 0.99
+
+
+def test_fast_mode_standardises_random_features_so_predictions_are_not_constant() -> None:
+    from pipeline.model import adapt_feature_norm
+
+    keras.utils.set_random_seed(0)
+    model, _ = build_model("efficientnet_b0", 32, "none", freeze_backbone=True)
+    images = np.random.default_rng(1).uniform(0, 255, (16, 32, 32, 3)).astype(np.float32)
+    images[:8] *= 0.3  # two kinds of image
+    features = np.asarray(feature_extractor(model)(images))
+    assert np.abs(features).mean() < 1e-3, "random EfficientNet features are tiny"
+    head = head_model(model)
+    head.get_layer("predictions").set_weights([np.random.default_rng(2).normal(0, 1, (256, 2)), np.zeros(2)])
+    before = np.asarray(model(images))[:, 1]
+    assert before.max() - before.min() < 1e-3, "without standardisation the head sees constants"
+    assert adapt_feature_norm(model, features)
+    after = np.asarray(model(images))[:, 1]
+    assert after.max() - after.min() > 0.05
+    normalised = np.asarray(model.get_layer("feature_norm")(features))
+    assert np.allclose(normalised.mean(axis=0), 0, atol=1e-3) and np.median(normalised.std(axis=0)) > 0.9
+
+
+def test_a_truncated_model_file_is_called_corrupt(tmp_path: Path) -> None:
+    model, _ = build_model("efficientnet_b0", 32, "none")
+    path = tmp_path / "model.keras"
+    model.save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(PipelineError, match="is corrupt"):
+        load_model(path)

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pipeline import runs
 from pipeline.errors import PipelineError
 from pipeline.files import write_json_atomic
 from pipeline.runs import RunFolder, create_run_dir, list_runs, progress_summary, resolve_run_dir
+from tests.helpers import fake_run
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
@@ -40,9 +42,7 @@ def test_run_ids_cannot_escape_the_runs_folder(tmp_path: Path) -> None:
 
 
 def test_broken_run_folders_are_listed_as_broken_and_others_still_listed(tmp_path: Path) -> None:
-    good = RunFolder(create_run_dir(tmp_path, "good"))
-    good.write_config({"epochs": 3, "backbone": "efficientnet_b0"})
-    good.update_status(state="completed")
+    good = fake_run(tmp_path, "good", config={"epochs": 3})
     broken = RunFolder(create_run_dir(tmp_path, "broken"))
     (broken.path / "config.json").write_text("{not json")
     (broken.path / "status.json").write_text("{}")
@@ -131,3 +131,20 @@ def test_cancelled_and_failed_are_the_resumable_states(tmp_path: Path) -> None:
         else:
             with pytest.raises(PipelineError):
                 folder.check_resumable()
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    (lambda f: f.file(runs.HISTORY).write_text(""), "history.csv of .* does not read"),
+    (lambda f: f.file(runs.HISTORY).write_text("epoch,accuracy\n"), "lacks the column"),
+    (lambda f: f.write_history([]), "holds no epoch"),
+    (lambda f: f.file(runs.PREDICTIONS).unlink(), "does not read"),
+    (lambda f: f.file(runs.METRICS).unlink(), "metrics.json is missing"),
+    (lambda f: f.model_path.write_bytes(f.model_path.read_bytes()[:20]), "model.keras is corrupt"),
+], ids=["empty-history", "history-columns", "no-epoch", "no-predictions", "no-metrics", "truncated-model"])
+def test_a_completed_run_missing_what_it_must_hold_is_broken_with_the_reason(tmp_path: Path, damage, reason) -> None:
+    folder = fake_run(tmp_path, "x")
+    assert list_runs(tmp_path)[0]["state"] == "completed"
+    damage(folder)
+    row = list_runs(tmp_path)[0]
+    assert row["state"] == "broken"
+    assert re.search(reason, row["error"]), row["error"]

@@ -76,7 +76,8 @@ def test_fast_mode_trains_the_head_on_cached_features_and_saves_a_full_model(tin
 def test_evaluate_without_data_scores_the_runs_own_test_subset_as_saved(finished_run: Path) -> None:
     saved = json.loads((finished_run / runs.METRICS).read_text())
     metrics, out_dir = evaluate_run(finished_run)
-    assert out_dir == finished_run and metrics["subset"] == "test"
+    assert out_dir == finished_run / "evaluations" / "test-subset" and metrics["subset"] == "test"
+    assert json.loads((finished_run / runs.METRICS).read_text()) == saved, "the run's own metrics stay as they were"
     assert metrics["n"] == saved["n"] and metrics["confusion_matrix"] == saved["confusion_matrix"]
     assert metrics["accuracy"] == pytest.approx(saved["accuracy"])
 
@@ -110,3 +111,80 @@ def test_launch_resume_continues_a_cancelled_run_in_the_background(tiny_config, 
     assert status["state"] == "completed", status.get("error")
     assert folder.history()["epoch"].tolist() == [1, 2] and folder.has_model()
     assert "Traceback" not in folder.log_path.read_text()
+
+
+def test_metrics_hold_validation_figures_leakage_and_what_the_subsets_support(finished_run: Path) -> None:
+    metrics = json.loads((finished_run / runs.METRICS).read_text())
+    split = pd.read_csv(finished_run / runs.SPLIT)
+    validation = metrics["validation"]
+    assert validation["subset"] == "val" and validation["n"] == (split["subset"] == "val").sum()
+    assert set(validation) >= {"accuracy", "balanced_accuracy", "weighted avg", "roc_auc", "confusion_matrix"}
+    assert metrics["leakage"] == {"train_test_patients": 0, "train_val_patients": 0, "val_test_patients": 0}
+    for subset in ("train", "val", "test"):
+        assert metrics["subsets"][subset]["images"] == (split["subset"] == subset).sum()
+    assert metrics["calibration"]["bins"] == 10 and 0 <= metrics["calibration"]["ece"] <= 1
+    assert isinstance(metrics["warnings"], list)
+
+
+def test_evaluate_on_other_data_never_counts_images_the_run_trained_on(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    split = pd.read_csv(finished_run / runs.SPLIT)
+    train_images = split[split["subset"] == "train"]
+    test_images = split[split["subset"] == "test"]
+    root = tmp_path / "other"
+    for label in ("all", "hem"):
+        (root / label).mkdir(parents=True)
+    seen = train_images[train_images["label"] == "ALL"]["path"].tolist()
+    (root / "all" / "link.bmp").symlink_to(seen[0])
+    shutil.copy(seen[1], root / "all" / "same-cell-other-name.bmp")
+    for label in ("ALL", "HEM"):
+        shutil.copy(test_images[test_images["label"] == label]["path"].iloc[0], root / label.lower() / "new.bmp")
+    metrics, out_dir = evaluate_run(finished_run, root)
+    assert metrics["excluded_seen_images"] == {"same_path": 1, "same_content": 1}
+    assert metrics["n"] == 2 and len(pd.read_csv(out_dir / runs.PREDICTIONS)) == 2
+
+
+def test_evaluate_on_data_without_labels_is_one_clear_error(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.test_cli import cli
+
+    root = tmp_path / "unlabelled"
+    (root / "testing_data").mkdir(parents=True)
+    (root / "training_data").mkdir()
+    shutil.copy(pd.read_csv(finished_run / runs.SPLIT)["path"].iloc[0], root / "testing_data" / "1.bmp")
+    result = cli("evaluate", str(finished_run), "--data", str(root))
+    last = result.stderr.strip().splitlines()[-1]  # TensorFlow's own start-up lines may come first
+    assert result.returncode == 2 and last.startswith("error: ") and "no labelled image" in last
+    assert "Traceback" not in result.stderr
+
+
+def test_training_batches_are_whole_so_batchnorm_never_sees_one_image() -> None:
+    from pipeline.datasets import make_dataset, training_steps
+
+    assert training_steps(2257, 16) == (141, True)
+    assert training_steps(5, 16) == (1, False)
+    images = np.zeros((17, 8, 8, 3), np.uint8)
+    batches = [len(x) for x, _ in make_dataset(images, np.zeros(17, np.int32), 16, True, 0, drop_remainder=True)]
+    assert batches == [16]
+
+
+def test_fast_mode_with_augment_trains_on_augmented_feature_passes(tiny_config, artifacts_root, monkeypatch) -> None:
+    from pipeline import fit
+
+    shapes = []
+    original = fit._augmented_features
+
+    def recorded(model, config, images, labels, folder):
+        features = original(model, config, images, labels, folder)
+        shapes.append((len(images), len(features)))
+        return features
+
+    monkeypatch.setattr(fit, "_augmented_features", recorded)
+    folder = train(tiny_config.replace(freeze_backbone=True, augment=True, augment_passes=2, epochs=2,
+                                       name="fast-augmented"), artifacts_root / "runs")
+    assert folder.status()["state"] == "completed"
+    assert len(shapes) == 1 and shapes[0][1] == 2 * shapes[0][0], "two augmented passes over the training images"
+    config = folder.config()
+    assert config["augment"] is True and config["augment_passes"] == 2 and config["freeze_backbone"] is True

@@ -1,0 +1,167 @@
+"""Sections of the Results page: one run's figures with what they can support, cross-validation, grid, compare."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_per_cell, rank_by_validation
+from pipeline.crossval import FOLD_METRICS, fold_table, summarize
+from pipeline.errors import PipelineError
+from pipeline.evaluate import patient_summary
+from pipeline.figures import calibration_figure, overlaid_curves_figure, sweep_heatmap
+from pipeline.runs import RunFolder
+
+from .settings import run_folder
+
+
+def figure_text(value: Any, undefined: str | None = None) -> str:
+    """A figure to three decimals, or why it has none."""
+    if value is None or value != value:
+        return "undefined" if undefined else "—"
+    return f"{value:.3f}"
+
+
+def integrity_banners(metrics: dict[str, Any]) -> None:
+    """Patients shared by training and test (with the figure), then every other warning about the subsets."""
+    leaked = (metrics.get("leakage") or {}).get("train_test_patients", 0)
+    if leaked:
+        st.error(f"**{leaked} patient(s) have images in both the training and the test subset** (image split): "
+                 "these test figures say how well the model knows these patients, not how it does on new ones.",
+                 icon=":material/warning:")
+    for warning in metrics.get("warnings") or []:
+        if "both the training and the test" not in warning:
+            st.warning(warning, icon=":material/report:")
+
+
+def _card(column: Any, label: str, metrics: dict[str, Any], key: str, help_text: str) -> None:
+    undefined = (metrics.get("undefined") or {}).get(key)
+    column.metric(label, figure_text(metrics.get(key), undefined), help=undefined or help_text)
+
+
+def metric_cards(metrics: dict[str, Any]) -> None:
+    """Validation figures (what chose the run), then the test figures with the best constant classifier."""
+    validation = metrics.get("validation") or {}
+    if validation:
+        st.markdown(f"**Validation** ({validation['n']} images; runs are chosen by {SELECTION_LABEL})")
+        cells = st.columns(4)
+        cells[0].metric("Validation weighted F1", figure_text(validation["weighted avg"]["f1-score"]))
+        _card(cells[1], "Validation balanced accuracy", validation, "balanced_accuracy", "Mean recall of the classes.")
+        _card(cells[2], "Validation ROC AUC", validation, "roc_auc", "ALL positive.")
+    baseline = metrics.get("majority_baseline")
+    views = ", averaged over 8 views" if metrics.get("tta") else ""
+    st.markdown(f"**Test** ({metrics['n']} images, evaluated once{views})"
+                + (f" · always answering {baseline['class']} would score accuracy {baseline['accuracy']:.3f}"
+                   if baseline else ""))
+    cells = st.columns(6)
+    cells[0].metric("Test accuracy", figure_text(metrics["accuracy"]), help="Share of test images right (0–1).")
+    _card(cells[1], "Balanced accuracy", metrics, "balanced_accuracy",
+          "Mean of the recall of ALL and of HEM: a class imbalance cannot flatter it.")
+    cells[2].metric("Weighted F1", figure_text(metrics["weighted avg"]["f1-score"]),
+                    help="F1 averaged over classes, weighted by support: the C-NMC challenge metric.")
+    _card(cells[3], "ROC AUC", metrics, "roc_auc", "Probability that a random ALL image scores above a random HEM.")
+    _card(cells[4], "MCC", metrics, "mcc", "Matthews correlation: 0 = chance, 1 = perfect.")
+    cells[5].metric("Brier score", figure_text(metrics.get("brier")), help="Mean squared error of P(ALL); lower is "
+                                                                              "better.")
+
+
+def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Precision, recall, F1 and images per class; an absent class says so instead of zeros."""
+    rows = {}
+    undefined = metrics.get("undefined") or {}
+    for name in [*metrics["labels"], "macro avg", "weighted avg"]:
+        values = metrics[name]
+        reason = undefined.get(name)
+        rows[name] = {"precision": reason or f"{values['precision']:.3f}",
+                      "recall": reason or f"{values['recall']:.3f}",
+                      "F1": reason or f"{values['f1-score']:.3f}", "images": int(values["support"])}
+    return pd.DataFrame(rows).T
+
+
+def patients_section(predictions: pd.DataFrame, metrics: dict[str, Any]) -> None:
+    st.markdown("**Per patient**: mean P(ALL) over the patient's test images, called ALL at 0.5 or more")
+    st.dataframe(patient_summary(predictions), hide_index=True, width="stretch", column_config={
+        "image_accuracy": st.column_config.NumberColumn("share of images right", format="%.3f"),
+        "mean_prob_all": st.column_config.NumberColumn("mean P(ALL)", format="%.3f"),
+        "called_by_mean_prob_all": "called (mean P(ALL) ≥ 0.5)"})
+    cells = st.columns(3)
+    cells[0].metric("Patients called right", figure_text(metrics.get("patient_accuracy")),
+                    help=f"Of {metrics.get('patients_counted', 0)} test patients.")
+    cells[1].metric("Patient sensitivity", figure_text(metrics.get("patient_sensitivity")),
+                    help="ALL patients called ALL (undefined without ALL patients).")
+    cells[2].metric("Patient specificity", figure_text(metrics.get("patient_specificity")),
+                    help="Healthy subjects called HEM (undefined without healthy subjects).")
+
+
+def calibration_section(metrics: dict[str, Any]) -> None:
+    if metrics.get("calibration"):
+        st.plotly_chart(calibration_figure(metrics["calibration"]), width="stretch")
+
+
+def evaluations_section(folder: RunFolder) -> None:
+    """`evaluate` runs on other data, with the images left out because the run trained or validated on them."""
+    evaluations = folder.evaluations()
+    if not evaluations:
+        return
+    st.subheader("Evaluations on other data")
+    st.dataframe(pd.DataFrame([{
+        "evaluation": name, "subset": metrics.get("subset"), "images": metrics.get("n"),
+        "left out (seen in training or validation)": sum((metrics.get("excluded_seen_images") or {}).values()),
+        "accuracy": metrics.get("accuracy"), "balanced accuracy": metrics.get("balanced_accuracy"),
+        "ROC AUC": metrics.get("roc_auc"), "weighted F1": metrics["weighted avg"]["f1-score"],
+    } for name, metrics in evaluations.items()]), hide_index=True, width="stretch")
+
+
+def crossval_section(runs: pd.DataFrame) -> None:
+    """Per-fold table and mean ± standard deviation of a patient-level cross-validation."""
+    groups = sorted({group for group, cv in zip(runs["group"], runs["cv"], strict=True) if group and cv})
+    if not groups:
+        st.info("No cross-validation yet: start one on the **Train** page or with `python -m pipeline crossval`.")
+        return
+    group = st.selectbox("Cross-validation", groups, index=len(groups) - 1)
+    folders = [run_folder(run_id) for run_id in runs.loc[runs["group"] == group, "run_id"]]
+    try:
+        table = fold_table(folders)
+    except (OSError, ValueError, PipelineError) as error:
+        st.error(f"This cross-validation cannot be read: {error}", icon=":material/error:")
+        return
+    summary = summarize(table)
+    st.markdown(f"**{summary['completed']} of {summary['folds']} folds completed.** Test patients partition the "
+                "data: this mean ± standard deviation over folds is the figure to quote.")
+    st.dataframe(pd.DataFrame([{"metric": name, "mean": figure["mean"], "std": figure["std"],
+                                "folds with a value": figure["folds"]}
+                               for name, figure in summary["metrics"].items()]),
+                 hide_index=True, width="stretch", column_config={
+                     "mean": st.column_config.NumberColumn(format="%.3f"),
+                     "std": st.column_config.NumberColumn("± std", format="%.3f")})
+    st.markdown("**Per fold** (test figures; the validation figure is what a fold's model was chosen by)")
+    st.dataframe(table[["fold", "state", "test_patients", "test_images", "val_weighted_f1", *FOLD_METRICS]],
+                 hide_index=True, width="stretch")
+
+
+def grid_section(runs: pd.DataFrame) -> None:
+    groups = sorted(group for group in runs["group"].dropna().unique() if str(group).startswith("grid-"))
+    if not groups:
+        st.info("No grid yet: run the paper's grid from the **Train** page or `python -m pipeline sweep`.")
+        return
+    group = st.selectbox("Grid (sweep)", groups)
+    chosen = best_per_cell(runs[runs["group"] == group])
+    if chosen.empty:
+        st.info("No run of this grid has finished with a validation subset yet.")
+        return
+    st.plotly_chart(sweep_heatmap(chosen, SELECTION_METRIC, f"{SELECTION_LABEL.capitalize()} (chooses) with the "
+                                                            "chosen run's test weighted F1 beside it",
+                                  beside="weighted_f1"), width="stretch")
+
+
+def compare_section(runs: pd.DataFrame, finished: list[str]) -> None:
+    ranked = rank_by_validation(runs)["run_id"].tolist()
+    default = ranked[:3] or finished[:3]
+    chosen = st.multiselect("Runs to overlay", finished, default=[run for run in default if run in finished],
+                            help=f"Preselected: the best three by {SELECTION_LABEL}.")
+    if chosen:
+        histories = {run: run_folder(run).history() for run in chosen}
+        column = st.radio("Curve", ["val_accuracy", "accuracy", "val_loss", "loss"], horizontal=True)
+        st.plotly_chart(overlaid_curves_figure(histories, column), width="stretch")

@@ -1,0 +1,93 @@
+"""Patient-level K-fold cross-validation: K runs whose test patients partition the data, summarised as
+mean ± standard deviation of every metric. This is the figure to quote: one split's test set is a handful
+of patients, and a seed barely changes which."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import TrainConfig, artifacts_dir
+from .errors import PipelineError
+from .files import write_json_atomic
+from .runs import SPLIT, RunFolder
+
+FOLD_METRICS = {
+    "accuracy": lambda m: m.get("accuracy"),
+    "balanced_accuracy": lambda m: m.get("balanced_accuracy"),
+    "weighted_f1": lambda m: (m.get("weighted avg") or {}).get("f1-score"),
+    "macro_f1": lambda m: (m.get("macro avg") or {}).get("f1-score"),
+    "roc_auc": lambda m: m.get("roc_auc"),
+    "mcc": lambda m: m.get("mcc"),
+    "brier": lambda m: m.get("brier"),
+    "ece": lambda m: (m.get("calibration") or {}).get("ece"),
+    "patient_accuracy": lambda m: m.get("patient_accuracy"),
+    "patient_sensitivity": lambda m: m.get("patient_sensitivity"),
+    "patient_specificity": lambda m: m.get("patient_specificity"),
+}
+"""Each figure of a fold, read from its test metrics."""
+
+
+def crossval_configs(base: TrainConfig, folds: int) -> tuple[str, list[TrainConfig]]:
+    """A group name and one config per fold (patient split, fold k tested)."""
+    if folds < 2:
+        raise PipelineError("Cross-validation needs at least 2 folds.")
+    group = f"cv{folds}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return group, [base.replace(split="patient", cv_folds=folds, cv_fold=fold) for fold in range(folds)]
+
+
+def fold_table(folders: list[RunFolder]) -> pd.DataFrame:
+    """One row per fold: its run, test patients, images, and each test figure (NaN where undefined)."""
+    rows = []
+    for folder in folders:
+        config, metrics = folder.config(), folder.metrics() or {}
+        split = folder.split() if folder.file(SPLIT).is_file() else pd.DataFrame(columns=["subset", "patient"])
+        test_patients = sorted(split.loc[split["subset"] == "test", "patient"].astype(str).unique())
+        row = {"fold": int(config.get("cv_fold", 0)) + 1, "run_id": folder.run_id,
+               "state": folder.status().get("state"), "test_patients": " ".join(test_patients),
+               "test_images": metrics.get("n")}
+        row.update({name: read(metrics) for name, read in FOLD_METRICS.items()})
+        row["val_weighted_f1"] = ((metrics.get("validation") or {}).get("weighted avg") or {}).get("f1-score")
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("fold").reset_index(drop=True)
+
+
+def summarize(table: pd.DataFrame) -> dict[str, Any]:
+    """Mean, sample standard deviation and count of folds with a value, for each figure of the completed folds."""
+    done = table[table["state"] == "completed"]
+    summary = {}
+    for name in [*FOLD_METRICS, "val_weighted_f1"]:
+        values = pd.to_numeric(done[name], errors="coerce").dropna().to_numpy(dtype=float)
+        summary[name] = {"mean": float(values.mean()) if len(values) else None,
+                         "std": float(values.std(ddof=1)) if len(values) > 1 else None,
+                         "folds": int(len(values))}
+    return {"folds": int(len(table)), "completed": int(len(done)), "metrics": summary}
+
+
+def crossval_dir() -> Path:
+    return artifacts_dir() / "crossval"
+
+
+def write_summary(group: str, folders: list[RunFolder]) -> Path:
+    """`$ARTIFACTS_DIR/crossval/<group>.json`: the per-fold table and the mean ± std of every figure."""
+    table = fold_table(folders)
+    path = crossval_dir() / f"{group}.json"
+    write_json_atomic(path, {"group": group, **summarize(table),
+                             "per_fold": table.replace({np.nan: None}).to_dict(orient="records")})
+    return path
+
+
+def write_summary_of_group(folders: list[RunFolder]) -> Path | None:
+    """The summary of `folders` when they are the folds of one cross-validation; None otherwise."""
+    try:
+        configs = [folder.config() for folder in folders]
+    except (OSError, ValueError):
+        return None
+    groups = {config.get("group") for config in configs}
+    if not configs or not all(config.get("cv_folds") for config in configs) or len(groups) != 1:
+        return None
+    return write_summary(groups.pop(), folders)

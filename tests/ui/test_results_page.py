@@ -1,0 +1,82 @@
+"""Results and Home against hand-made run folders (no TensorFlow): validation chooses, leakage and weak test
+subsets are shown where the figures are, undefined figures say so, cross-validation is summarised."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pipeline.crossval import write_summary
+from tests.helpers import DEFAULT_SPLIT, fake_run, make_split
+
+APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
+
+
+@pytest.fixture
+def runs_dir(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CNMC_DATA_DIR", str(tiny_data))
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))
+    monkeypatch.delenv("DEMO_MODE", raising=False)
+    return tmp_path / "runs"
+
+
+def _open(page: str, run_id: str | None = None) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    app.switch_page(page).run()
+    if run_id:
+        next(box for box in app.selectbox if box.label == "Run").set_value(run_id).run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def _metric(app: AppTest, label: str) -> str:
+    matches = [metric.value for metric in app.metric if metric.label == label]
+    assert matches, f"no metric {label!r} among {[m.label for m in app.metric]}"
+    return matches[0]
+
+
+def test_the_best_run_is_chosen_on_validation_and_shown_with_its_test_score(runs_dir: Path) -> None:
+    good_on_val = fake_run(runs_dir, "good-on-val", seed=1, skill=0.45)
+    good_on_test = fake_run(runs_dir, "good-on-test", seed=2, skill=0.1)
+    val_scores = {f.run_id: f.metrics()["validation"]["weighted avg"]["f1-score"] for f in (good_on_val, good_on_test)}
+    assert val_scores[good_on_val.run_id] > val_scores[good_on_test.run_id]
+    app = _open("pages/home.py")
+    assert _metric(app, "Best validation weighted F1") == f"{val_scores[good_on_val.run_id]:.3f}"
+    test_f1 = good_on_val.metrics()["weighted avg"]["f1-score"]
+    assert any(good_on_val.run_id in c.value and f"its test weighted F1: {test_f1:.3f}" in c.value for c in app.caption)
+
+
+def test_an_image_split_shows_its_leakage_next_to_the_metrics(runs_dir: Path) -> None:
+    leaky = make_split({"UID_1": ("ALL", "train", 4), "UID_H1": ("HEM", "train", 4), "UID_2": ("ALL", "val", 2),
+                        "UID_H2": ("HEM", "val", 2)})
+    leaky = leaky.assign(subset=["train", "test"] * 4 + ["val"] * 4)
+    folder = fake_run(runs_dir, "image-split", config={"split": "image"}, split=leaky)
+    assert folder.metrics()["leakage"]["train_test_patients"] == 2
+    app = _open("pages/results.py", folder.run_id)
+    assert any("2 patient(s) have images in both the training and the test subset" in e.value for e in app.error)
+    assert _metric(app, "Test accuracy") == f"{folder.metrics()['accuracy']:.3f}"
+    assert _metric(app, "Validation weighted F1") == f"{folder.metrics()['validation']['weighted avg']['f1-score']:.3f}"
+
+
+def test_a_test_subset_of_one_class_says_what_is_undefined(runs_dir: Path) -> None:
+    one_class = make_split({**DEFAULT_SPLIT, "UID_H3": ("HEM", "train", 3)})
+    folder = fake_run(runs_dir, "one-class-test", split=one_class)
+    app = _open("pages/results.py", folder.run_id)
+    assert _metric(app, "ROC AUC") == "undefined" and _metric(app, "Balanced accuracy") == "undefined"
+    assert any("test subset has no HEM image" in w.value for w in app.warning)
+    per_class = next(frame.value for frame in app.dataframe if "precision" in frame.value.columns)
+    assert per_class.loc["HEM", "precision"] == "no HEM image in this subset"
+
+
+def test_cross_validation_is_summarised_as_mean_and_spread_over_folds(runs_dir: Path) -> None:
+    folders = [fake_run(runs_dir, f"fold{k}", seed=k, config={"group": "cv3-x", "cv_folds": 3, "cv_fold": k})
+               for k in range(3)]
+    write_summary("cv3-x", folders)
+    app = _open("pages/results.py")
+    summary = next(frame.value for frame in app.dataframe if "folds with a value" in frame.value.columns)
+    accuracy = summary.set_index("metric").loc["accuracy"]
+    values = [folder.metrics()["accuracy"] for folder in folders]
+    assert accuracy["mean"] == pytest.approx(sum(values) / 3) and accuracy["folds with a value"] == 3
+    per_fold = next(frame.value for frame in app.dataframe if "test_patients" in frame.value.columns)
+    assert per_fold["fold"].tolist() == [1, 2, 3]
