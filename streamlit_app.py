@@ -1,18 +1,25 @@
-"""ALL vs HEM dashboard: page config, navigation over pages/, the shared sidebar, demo data on first start."""
+"""ALL vs HEM dashboard: page config, navigation over pages/, the shared sidebar; in a hosted demo, the demo
+model is started once per server, whatever visitors do."""
 
 import streamlit as st
 
-from pages.common.settings import DEMO_DATA_DIR, data_dir
+from pages.common.settings import demo_mode, runs_dir
 from pages.common.widgets import sidebar
-from pipeline.synthetic import ensure_demo_data
+from pipeline.config import EMBEDDED_SAMPLE
 
 st.set_page_config(page_title="ALL vs HEM · C-NMC cell classifier", page_icon=":material/biotech:", layout="wide")
 
-if data_dir() == str(DEMO_DATA_DIR) and not (DEMO_DATA_DIR / "SYNTHETIC.json").is_file():
-    with st.status("First start: generating the synthetic demo data set…", expanded=True) as status:
-        bar = st.progress(0.0, text="Drawing synthetic cells")
-        ensure_demo_data(DEMO_DATA_DIR, progress=lambda fraction: bar.progress(fraction, text="Drawing cells"))
-        status.update(label="Demo data ready.", state="complete", expanded=False)
+
+@st.cache_resource(show_spinner=False)
+def _demo_model_started() -> bool:
+    """Once per server process: prepare the demo model on the embedded real sample if there is no run yet."""
+    from pipeline.launch import launch_demo_model
+
+    return launch_demo_model(str(EMBEDDED_SAMPLE), runs_dir()) is not None
+
+
+if demo_mode():
+    _demo_model_started()
 
 navigation = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),

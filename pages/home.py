@@ -4,9 +4,10 @@ import streamlit as st
 
 from pages.common.loaders import current_dataset, runs_table
 from pages.common.run_views import figure_text
-from pages.common.settings import data_dir, demo_mode, runs_dir
-from pages.common.widgets import DISCLAIMER, live_progress, show_error
+from pages.common.settings import current_model, data_dir, demo_mode, run_folder, runs_dir
+from pages.common.widgets import DISCLAIMER, demo_model_progress, live_progress, model_card, show_error
 from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_run, run_flags
+from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.errors import PipelineError
 from pipeline.launch import launch_demo_model
 from pipeline.model import imagenet_weights_cached
@@ -28,6 +29,9 @@ with left:
         info = dataset.info()
         st.metric("Images", info["images"], help="Every image found under the dataset root, labelled or not.")
         st.write(f"**{dataset.kind}** · {info['layout']} layout · {info['patients']} patients")
+        if dataset.root.resolve() == EMBEDDED_SAMPLE:
+            st.caption("The real C-NMC 2019 sample that ships with the project (fold 1, all 14 patients; CC BY 3.0: "
+                       "see samples/cnmc-fold1/ATTRIBUTION.md).")
         if dataset.synthetic:
             st.warning("Synthetic demo data, drawn by this project: not clinical images.", icon=":material/warning:")
     except PipelineError as error:
@@ -57,20 +61,23 @@ with right:
             if flags:
                 st.warning(f"This run's figures: {flags} (see **Results**).", icon=":material/report:")
 
-if runs.empty:
+if runs.empty and not demo_mode():
     st.subheader("A model to try at once")
-    st.write("There is no trained model yet. A demo model trains in the background in about a minute: fast mode "
-             "(EfficientNet-B3 features computed once, then the head trained) on the current dataset, with "
-             "ImageNet weights when they can be had and random weights otherwise, which every result then says.")
-    if demo_mode() or st.button("Prepare a demo model", type="primary"):
+    st.write("There is no trained model yet. A demo model trains in the background in a few minutes on the current "
+             "dataset, holding out whole patients for its test: with ImageNet weights (cached or downloadable), the "
+             "head on EfficientNet-B3 features; without them, EfficientNet-B0 from random weights with augmentation "
+             "(the from-scratch recipe). Its model card then says which, and how it does on the held-out patients.")
+    if st.button("Prepare a demo model", type="primary"):
         try:
             if launch_demo_model(data_dir(), runs_dir()):
                 st.rerun()
         except PipelineError as error:
             show_error(error)
-if not runs.empty and runs["state"].isin(ACTIVE_STATES).any():
+if not demo_model_progress() and not runs.empty and runs["state"].isin(ACTIVE_STATES).any():
     st.subheader("Training now")
     live_progress()
+if current_model():
+    model_card(run_folder(current_model()))
 
 st.subheader("How to use it")
 steps = ["**Dataset**: browse the images, class balance and patients; compare raw and CLAHE-enhanced cells."]

@@ -1,27 +1,35 @@
-"""Predict: upload images or pick one from the dataset; class, probability, Grad-CAM family and feature maps."""
+"""Predict: upload images or click a real example cell; class, probability and Grad-CAM at once, more
+explanations, faithfulness and feature maps on demand."""
 
 import pandas as pd
 import streamlit as st
 
 from pages.common.loaders import current_dataset, predictor_and_explainer
-from pages.common.settings import models, run_folder
-from pages.common.widgets import show_error, synthetic_warning
-from pipeline.catalog import provenance, run_config
+from pages.common.settings import current_model, models, run_folder
+from pages.common.widgets import demo_model_progress, model_card, show_error, synthetic_warning
+from pipeline.catalog import example_cells, provenance, run_config
+from pipeline.config import EMBEDDED_SAMPLE
+from pipeline.data import scan_dataset
 from pipeline.errors import PipelineError
 from pipeline.explain import DEFAULT_LAYER, METHODS, colorize, overlay, stage_layers
-from pipeline.preprocess import read_image
+from pipeline.preprocess import read_image, thumbnail
+from pipeline.runs import SPLIT
 
 st.title(":material/biotech: Predict")
 runs = models()
 if not runs:
-    st.info("No trained model yet: train one on the **Train** page first.", icon=":material/model_training:")
+    if not demo_model_progress():
+        st.info("No trained model yet: train one on the **Train** page, or prepare the demo model on **Home**.",
+                icon=":material/model_training:")
     st.stop()
-default = st.session_state.get("run_id")
-run_id = st.selectbox("Model (run)", runs, index=runs.index(default) if default in runs else 0)
+run_id = st.selectbox("Model (run)", runs, index=runs.index(current_model()))
+folder = run_folder(run_id)
 try:
-    config = run_config(run_folder(run_id))
+    config = run_config(folder)
     st.markdown(provenance(config))
     synthetic_warning(config)
+    with st.expander("Model card", expanded=False):
+        model_card(folder)
     predictor, explainer = predictor_and_explainer(run_id)
 except PipelineError as error:
     show_error(error)
@@ -29,19 +37,31 @@ except PipelineError as error:
 
 uploads = st.file_uploader("Upload cell images", type=["bmp", "png", "jpg", "jpeg", "tif", "tiff"],
                            accept_multiple_files=True, help="Processed in memory and never stored.")
-images: list[tuple[str, object]] = []
+images: list[tuple[str, dict]] = []
 for upload in uploads or []:
     try:
         images.append((upload.name, predictor.predict_bytes(upload.getvalue(), upload.name)))
     except PipelineError as error:
         st.error(f"{upload.name}: {error}", icon=":material/error:")
+
 if not uploads:
+    st.markdown("**…or click a real cell** of the embedded C-NMC sample (marked by its role for this model):")
+    split = folder.split() if folder.file(SPLIT).is_file() else None
+    examples = example_cells(scan_dataset(EMBEDDED_SAMPLE).labelled, split)
+    columns = st.columns(len(examples))
+    for column, example in zip(columns, examples, strict=True):
+        column.image(thumbnail(example["path"], 96), width="stretch",
+                     caption=f"{example['label']} · {example['patient']} · {example['role']}")
+        if column.button("Predict", key=f"example-{example['path']}"):
+            st.session_state["example"] = example["path"]
     try:
-        paths = [record.path for record in current_dataset().records][:500]
+        dataset_paths = [record.path for record in current_dataset().records][:500]
     except PipelineError:
-        paths = []
-    if paths:
-        path = st.selectbox("…or pick an image of the dataset", paths, format_func=lambda p: p.split("/")[-1])
+        dataset_paths = []
+    picked = (st.selectbox("…or pick an image of the dataset", dataset_paths, format_func=lambda p: p.split("/")[-1],
+                           on_change=lambda: st.session_state.pop("example", None)) if dataset_paths else None)
+    path = st.session_state.get("example") or picked
+    if path:
         try:
             images.append((path.split("/")[-1], predictor.predict_image(read_image(path))))
         except PipelineError as error:
@@ -62,40 +82,48 @@ else:
 result = dict(images)[name]
 
 label = "ALL (leukemic blast)" if result["predicted"] == "ALL" else "HEM (normal)"
-cells = st.columns(3)
+cells = st.columns([2, 1, 1, 2])
 cells[0].metric("Predicted class", label)
-cells[1].metric("Probability", f"{result['probability']:.1%}", help="Softmax probability of the predicted class.")
+cells[1].metric("Probability", f"{result['probability']:.1%}", help="Softmax probability of the predicted class"
+                + (", averaged over the 8 flips and rotations (test-time augmentation)." if config.get("tta") else "."))
 cells[2].metric("P(ALL)", f"{result['prob_all']:.3f}", help="Probability of ALL; 0.5 or more is called ALL.")
+opacity = cells[3].slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05)
+
+layers = list(dict.fromkeys([DEFAULT_LAYER, *reversed(stage_layers(predictor.model).values())]))
+with st.expander("More explanations: other methods and layers, faithfulness, feature maps"):
+    controls = st.columns(2)
+    methods = controls[0].multiselect("Methods", METHODS, default=["gradcam"],
+                                      help="Grad-CAM and LayerCAM are fast; Grad-CAM++ and Faster Score-CAM take "
+                                           "seconds.")
+    layer = controls[1].selectbox("Layer", layers, help="Deeper layers: coarser, more class-specific maps.")
+    want_faithfulness = st.toggle("Faithfulness of each map (a few more model calls)")
+    want_features = st.toggle("Feature maps of a stage")
 
 st.subheader("Where the model looked")
-controls = st.columns(3)
-methods = controls[0].multiselect("Methods", METHODS, default=["gradcam"],
-                                  help="Grad-CAM and LayerCAM are fast; Grad-CAM++ and Score-CAM take seconds.")
-layers = list(dict.fromkeys([DEFAULT_LAYER, *reversed(stage_layers(predictor.model).values())]))
-layer = controls[1].selectbox("Layer", layers, help="Deeper layers: coarser, more class-specific maps.")
-opacity = controls[2].slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05)
-if methods:
-    panels = st.columns(len(methods) + 1)
-    panels[0].image(result["input"], caption="Model input (resized + CLAHE)", width="stretch")
-    for panel, method in zip(panels[1:], methods, strict=True):
-        try:
-            heatmap = explainer.heatmap(result["input"], method, layer)
-        except PipelineError as error:
-            panel.error(str(error))
-            continue
-        panel.image(overlay(result["input"], heatmap, opacity), width="stretch",
-                    caption=f"{method} at {layer} (bright = more important, viridis)")
+panels = st.columns(len(methods or ["gradcam"]) + 1)
+panels[0].image(result["input"], caption="Model input (resized + CLAHE)", width="stretch")
+for panel, method in zip(panels[1:], methods or ["gradcam"], strict=True):
+    try:
+        heatmap = explainer.heatmap(result["input"], method, layer)
+    except PipelineError as error:
+        panel.error(str(error))
+        continue
+    panel.image(overlay(result["input"], heatmap, opacity), width="stretch",
+                caption=f"{method} at {layer} (bright = more important, viridis)")
+    if want_faithfulness:
         faith = explainer.faithfulness(result["input"], heatmap)
         drops = pd.DataFrame({"pixels removed": [f"{f:.0%}" for f in faith["fractions"]],
                               "drop, most salient": faith["saliency_drop"], "drop, random": faith["random_drop"]})
         panel.dataframe(drops.style.format({"drop, most salient": "{:+.3f}", "drop, random": "{:+.3f}"}),
                         hide_index=True, width="stretch")
+if want_faithfulness:
     st.caption("Faithfulness: how much the predicted class's probability falls when the most salient pixels are "
                "blacked out, against as many random pixels. A faithful map drops it more.")
 
-st.subheader("Feature maps")
-stages = list(stage_layers(predictor.model))
-stage = st.select_slider("EfficientNet stage", stages, value=stages[-1])
-grid = explainer.feature_maps(result["input"], [stage], channels=16)[stage]
-st.image(colorize(grid, 640), caption=f"The 16 most active channels at the end of {stage} (viridis, each scaled "
-         "to its own range)", width=640)
+if want_features:
+    st.subheader("Feature maps")
+    stages = list(stage_layers(predictor.model))
+    stage = st.select_slider("EfficientNet stage", stages, value=stages[-1])
+    grid = explainer.feature_maps(result["input"], [stage], channels=16)[stage]
+    st.image(colorize(grid, 640), caption=f"The 16 most active channels at the end of {stage} (viridis, each scaled "
+             "to its own range)", width=640)

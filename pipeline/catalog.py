@@ -3,13 +3,14 @@ lines and durations. Plain logic, no Streamlit."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from .errors import PipelineError
-from .runs import RunFolder, list_runs, resolve_run_dir
+from .runs import SPLIT, RunFolder, list_runs, resolve_run_dir
 
 CONFIGURED_MODEL = "configured-model"
 """The id under which a model trained elsewhere (`MODEL_PATH`) is listed."""
@@ -105,3 +106,58 @@ def run_flags(row: pd.Series | dict[str, Any]) -> str:
     if warnings is not None and warnings == warnings and warnings > 0:
         flags.append(f"{int(warnings)} warning{'s' * (int(warnings) != 1)}")
     return "; ".join(flags)
+
+
+def model_card(folder: RunFolder) -> dict[str, Any]:
+    """What a model is, for the people using it: data, patients held out, weights, figures on held-out patients,
+    warnings and the time its training took."""
+    config, status, metrics = run_config(folder), folder.status(), folder.metrics() or {}
+    card: dict[str, Any] = {
+        "run_id": folder.run_id, "data": config.get("data_kind"), "data_dir": config.get("data_dir"),
+        "weights": config.get("weights_used") or config.get("weights"), "backbone": config.get("backbone"),
+        "image_size": config.get("image_size"), "split": config.get("split"), "tta": config.get("tta", False),
+        "state": status.get("state"), "held_out": {}, "test": {}, "warnings": metrics.get("warnings") or []}
+    if folder.file(SPLIT).is_file():
+        split = folder.split()
+        for subset in ("val", "test"):
+            card["held_out"][subset] = sorted(split.loc[split["subset"] == subset, "patient"].astype(str).unique())
+        card["trained_on"] = int((split["subset"] == "train").sum())
+    if metrics:
+        card["test"] = {"images": metrics.get("n"), "balanced_accuracy": metrics.get("balanced_accuracy"),
+                        "roc_auc": metrics.get("roc_auc"), "accuracy": metrics.get("accuracy"),
+                        "sensitivity": (metrics.get("ALL") or {}).get("recall"),
+                        "specificity": (metrics.get("HEM") or {}).get("recall")}
+    started, ended = status.get("started_at"), status.get("ended_at")
+    card["duration_s"] = ((datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
+                          if started and ended else None)
+    return card
+
+
+ROLES = {"train": "trained on", "val": "validated on", "test": "held out (test)"}
+
+
+def example_cells(records: list[Any], split: pd.DataFrame | None, per_class: int = 4) -> list[dict[str, Any]]:
+    """Cells to offer as examples, per class half from patients the model never saw (when it has a split) and
+    half from its training images, each marked with its role for this model."""
+    role_of = {}
+    if split is not None:
+        role_of = {str(Path(path).resolve()): ROLES.get(subset, subset) for path, subset in zip(
+            split["path"], split["subset"], strict=True)}
+    chosen = []
+    for label in ("ALL", "HEM"):
+        cells = sorted((r for r in records if r.label == label), key=lambda r: r.path)
+        roles = {r.path: role_of.get(str(Path(r.path).resolve()), "not in its data") for r in cells}
+        unseen = [r for r in cells if roles[r.path] in (ROLES["test"], "not in its data")]
+        seen = [r for r in cells if r not in unseen]
+        half = per_class // 2
+        picked = (_spread(unseen, per_class - min(half, len(seen))) + _spread(seen, half))[:per_class]
+        chosen += [{"path": r.path, "label": r.label, "patient": r.patient, "role": roles[r.path]} for r in picked]
+    return chosen
+
+
+def _spread(items: list[Any], count: int) -> list[Any]:
+    """`count` items evenly spread over `items` (different patients rather than one patient's first images)."""
+    if count <= 0 or not items:
+        return []
+    positions = sorted({int(i * len(items) / count) for i in range(count)})
+    return [items[position] for position in positions]

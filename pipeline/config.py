@@ -26,6 +26,10 @@ PAPER_EPOCHS = (10, 20, 30, 40, 50, 60)
 PAPER_BATCH_SIZES = (16, 32)
 
 
+EMBEDDED_SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "cnmc-fold1"
+"""The real C-NMC sample that ships with the project (441 images of fold 1, CC BY 3.0): the default data."""
+
+
 def artifacts_dir() -> Path:
     """Root of everything the app writes (`$ARTIFACTS_DIR`, default `artifacts`)."""
     return Path(os.environ.get("ARTIFACTS_DIR", "artifacts"))

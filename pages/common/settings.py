@@ -9,10 +9,12 @@ from typing import Any
 import streamlit as st
 
 from pipeline.catalog import configured_model_dir, find_run, model_choices
-from pipeline.config import default_runs_dir
+from pipeline.config import EMBEDDED_SAMPLE, default_runs_dir
+from pipeline.data import SYNTHETIC_MARKER
 from pipeline.runs import RunFolder
 
 DEMO_DATA_DIR = Path(os.environ.get("DEMO_DATA_DIR", "data/demo"))
+"""Where the synthetic demo data is generated (one click away in the sidebar)."""
 
 
 def _secret(name: str, default: Any = None) -> Any:
@@ -27,10 +29,25 @@ def demo_mode() -> bool:
     return os.environ.get("DEMO_MODE", "").lower() in ("1", "true", "yes") or bool(_secret("demo_mode", False))
 
 
+def synthetic_ready() -> bool:
+    return (DEMO_DATA_DIR / SYNTHETIC_MARKER).is_file()
+
+
 def configured_data_dirs() -> list[str]:
-    """Data roots offered in the sidebar: `CNMC_DATA_DIR`, the `.streamlit` secret `data_dirs`, the demo data."""
-    roots = [os.environ.get("CNMC_DATA_DIR", ""), *(_secret("data_dirs", []) or []), str(DEMO_DATA_DIR)]
+    """Data roots offered in the sidebar: `CNMC_DATA_DIR`, the `.streamlit` secret `data_dirs`, the embedded real
+    sample (the default), and the synthetic demo data once it exists."""
+    roots = [os.environ.get("CNMC_DATA_DIR", ""), *(_secret("data_dirs", []) or []), str(EMBEDDED_SAMPLE),
+             str(DEMO_DATA_DIR) if synthetic_ready() else ""]
     return list(dict.fromkeys(root for root in roots if root))
+
+
+def data_label(root: str) -> str:
+    """How the sidebar names a data root."""
+    if Path(root).resolve() == EMBEDDED_SAMPLE:
+        return "real C-NMC sample (441 cells, embedded)"
+    if Path(root).resolve() == DEMO_DATA_DIR.resolve():
+        return "synthetic demo data"
+    return root
 
 
 def runs_dir() -> Path:
@@ -53,3 +70,10 @@ def models() -> list[str]:
 
 def run_folder(run_id: str) -> RunFolder:
     return find_run(runs_dir(), run_id, configured_model())
+
+
+def current_model() -> str | None:
+    """The run chosen in the sidebar, else the first that can predict; None when none can."""
+    choices = models()
+    chosen = st.session_state.get("run_id")
+    return chosen if chosen in choices else (choices[0] if choices else None)

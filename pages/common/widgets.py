@@ -6,14 +6,24 @@ from typing import Any
 
 import streamlit as st
 
+from pipeline import catalog
 from pipeline.catalog import format_duration
 from pipeline.errors import PipelineError
 from pipeline.figures import curves_figure
-from pipeline.launch import cancel
-from pipeline.runs import ACTIVE_STATES, progress_summary
+from pipeline.launch import DEMO_GROUP, cancel
+from pipeline.runs import ACTIVE_STATES, RunFolder, progress_summary
 
 from .loaders import runs_table
-from .settings import configured_data_dirs, data_dir, demo_mode, models, run_folder
+from .settings import (
+    DEMO_DATA_DIR,
+    configured_data_dirs,
+    data_dir,
+    data_label,
+    demo_mode,
+    models,
+    run_folder,
+    synthetic_ready,
+)
 
 DISCLAIMER = ("Research tool, not a diagnostic device: its predictions must never guide the care of a patient.")
 
@@ -33,11 +43,16 @@ def sidebar() -> None:
         st.caption("Dataset")
         roots = configured_data_dirs()
         if demo_mode():
-            st.session_state["data_dir"] = st.selectbox("Dataset root", roots, key="data_dir_choice")
+            st.session_state["data_dir"] = st.selectbox("Dataset", roots, key="data_dir_choice", format_func=data_label)
         else:
             chosen = st.text_input("Dataset root", value=data_dir(),
-                                   help="The C-NMC root (holding training_data/) or a folder with all/ and hem/.")
+                                   help="The C-NMC root (holding training_data/) or a folder with all/ and hem/. "
+                                        "Default: the real C-NMC sample that ships with the project.")
             st.session_state["data_dir"] = chosen.strip()
+            if st.button("Synthetic demo data", help="Cells drawn by this project, for tests and scale: they say "
+                                                     "nothing about real cells."):
+                use_synthetic_data()
+        st.caption(f"In use: **{data_label(data_dir())}**")
         runs = models()
         st.caption("Run")
         if runs:
@@ -49,6 +64,17 @@ def sidebar() -> None:
         if demo_mode():
             st.info("Hosted demo: training is switched off.", icon=":material/lock:")
         st.caption(DISCLAIMER)
+
+
+def use_synthetic_data() -> None:
+    """Generate the synthetic demo data on first use (with a progress bar), then make it the dataset in use."""
+    from pipeline.synthetic import ensure_demo_data
+
+    if not synthetic_ready():
+        bar = st.progress(0.0, text="Drawing synthetic cells (about 10 s)")
+        ensure_demo_data(DEMO_DATA_DIR, progress=lambda fraction: bar.progress(fraction, text="Drawing cells"))
+    st.session_state["data_dir"] = str(DEMO_DATA_DIR)
+    st.rerun()
 
 
 def show_error(error: PipelineError) -> None:
@@ -85,3 +111,41 @@ def live_progress(allow_cancel: bool = False) -> None:
             left, right = st.columns(2)
             left.plotly_chart(curves_figure(history, "accuracy"), width="stretch", key=f"acc-{run_id}")
             right.plotly_chart(curves_figure(history, "loss"), width="stretch", key=f"loss-{run_id}")
+
+
+def model_card(folder: RunFolder) -> None:
+    """The model in a few lines: data, patients held out, weights, figures on those patients, time taken."""
+    card = catalog.model_card(folder)
+    test = card["test"]
+    held_out = card["held_out"]
+    with st.container(border=True):
+        st.markdown(f"**Model card** · `{card['run_id']}` · {card['backbone']} at {card['image_size']} px · "
+                    f"weights: {card['weights']}" + (" · test-time augmentation" if card["tta"] else ""))
+        st.markdown(f"Data: **{card['data']}** ({card['data_dir']}); trained on {card.get('trained_on', '?')} images. "
+                    f"Held out: validation patients {', '.join(held_out.get('val', [])) or '—'}; test patients "
+                    f"{', '.join(held_out.get('test', [])) or '—'}.")
+        if test:
+            cells = st.columns(5)
+            cells[0].metric("Test images", test["images"], help="Images of patients the model never saw.")
+            for cell, (label, key) in zip(cells[1:], [("Balanced accuracy", "balanced_accuracy"),
+                                                      ("ROC AUC", "roc_auc"), ("Sensitivity (ALL)", "sensitivity"),
+                                                      ("Specificity (HEM)", "specificity")], strict=True):
+                value = test.get(key)
+                cell.metric(label, "—" if value is None else f"{value:.3f}")
+        st.caption(f"Training took {format_duration(card['duration_s'])}. "
+                   + " ".join(card["warnings"][:2]))
+
+
+def demo_model_progress() -> bool:
+    """While the demo model is being prepared, say so plainly with its progress; False when none is."""
+    runs = runs_table()
+    if runs.empty or "group" not in runs:
+        return False
+    preparing = runs[(runs["group"] == DEMO_GROUP) & runs["state"].isin(ACTIVE_STATES)]
+    if preparing.empty:
+        return False
+    st.info("**The demo model is being prepared** on the embedded real C-NMC sample (a few minutes on 2 CPU "
+            "cores). Predictions are possible as soon as it is ready; this page follows its progress.",
+            icon=":material/hourglass_top:")
+    live_progress()
+    return True

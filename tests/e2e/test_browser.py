@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import runs
+from pipeline.config import EMBEDDED_SAMPLE
+from pipeline.launch import demo_model_config
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -118,8 +120,7 @@ def test_a_user_browses_trains_studies_and_predicts(server, page, tiny_data: Pat
     _choose(page, "Backbone", "efficientnet_b0")
     epochs = page.locator('[data-testid="stNumberInput"]').filter(has_text="Epochs").locator("input")
     epochs.fill("3")
-    epochs.press("Tab")
-    page.get_by_text("Fast mode (frozen backbone)").click()  # a full fine-tune: epochs slow enough to watch
+    epochs.press("Tab")  # offline, the from-scratch recipe: a full fine-tune, epochs slow enough to watch
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Started 1 run(s)").wait_for()
     run_dir = next(path for path in runs_dir.iterdir() if path.is_dir())
@@ -164,13 +165,20 @@ def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_da
         _open(page, base, "", "demo-home")
         sidebar = page.locator('[data-testid="stSidebar"]')
         assert sidebar.locator('[data-testid="stTextInput"]').count() == 0, "no free file-system path"
-        assert sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset root").count() == 1
-        page.get_by_text("Training now").wait_for()
+        assert sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").count() == 1
+        page.get_by_text("The demo model is being prepared").wait_for()
         run_dir = next(path for path in (tmp_path / "runs").iterdir() if path.is_dir())
-        status = runs.wait_for_state(run_dir, ("completed", "failed", "cancelled"), timeout_s=600)
+        _open(page, base, "predict", "demo-predict-waiting")
+        assert "The demo model is being prepared" in page.inner_text("body"), "Predict says plainly it is not ready"
+        status = runs.wait_for_state(run_dir, ("completed", "failed", "cancelled"), timeout_s=900)
         assert status["state"] == "completed", status.get("error")
         config = json.loads((run_dir / runs.CONFIG).read_text())
-        assert config["backbone"] == "efficientnet_b3" and config["freeze_backbone"] is True
+        expected = demo_model_config(str(EMBEDDED_SAMPLE))
+        assert config["data_dir"] == str(EMBEDDED_SAMPLE) and config["backbone"] == expected.backbone
+        assert config["freeze_backbone"] is expected.freeze_backbone and config["split"] == "patient"
+        assert not (tmp_path / "data").exists(), "a visitor's session wrote no data"
+        _open(page, base, "", "demo-home-ready")
+        assert "Model card" in page.inner_text("body") and "Held out" in page.inner_text("body")
         _open(page, base, "train", "demo-train")
         assert "switched off" in page.inner_text("body")
         assert page.get_by_role("button", name="Start training").count() == 0

@@ -74,6 +74,8 @@ def test_predict_gives_the_class_and_probability_of_a_known_image(app: AppTest, 
     assert not app.exception, [e.value for e in app.exception]
     assert _metric(app, "Predicted class").startswith(expected["predicted"])
     assert _metric(app, "P(ALL)") == f"{expected['prob_all']:.3f}"
+    assert not any("Faithfulness" in caption.value for caption in app.caption), "extras wait for a click"
+    next(toggle for toggle in app.toggle if toggle.label.startswith("Faithfulness")).set_value(True).run()
     assert any("Faithfulness" in caption.value for caption in app.caption)
 
 
