@@ -11,6 +11,7 @@ import pandas as pd
 
 from . import DISPLAY_ORDER
 from .errors import PipelineError
+from .preprocess import ACCEPTED, image_format
 
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 LABELS = DISPLAY_ORDER
@@ -23,7 +24,6 @@ PRELIM_SUBSET = "prelim_test"
 
 _CNMC_NAME = re.compile(r"^UID_(?P<patient>H?\d+)_(?P<image>\d+)_(?P<cell>\d+)_(?P<label>all|hem)"
                         r"\.(?:bmp|png|jpe?g|tiff?)$", re.IGNORECASE)
-_MAGIC = (b"BM", b"\x89PNG", b"\xff\xd8", b"II*\x00", b"MM\x00*")
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,8 @@ def _looks_like_image(path: Path) -> str | None:
         return f"cannot be read ({error.strerror})"
     if not head:
         return "empty file"
-    if not head.startswith(_MAGIC):
-        return "not a BMP, PNG, JPEG or TIFF file"
+    if image_format(head) is None:
+        return f"not a {ACCEPTED} file"
     return None
 
 

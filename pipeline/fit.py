@@ -92,12 +92,13 @@ def checkpoint_callback(folder: RunFolder) -> Any:
     return EpochCheckpoint()
 
 
-def image_datasets(config: TrainConfig, data: PreparedData) -> tuple[Any, Any, int]:
+def image_datasets(config: TrainConfig, data: PreparedData, initial_epoch: int = 0) -> tuple[Any, Any, int]:
     """The shuffled (and optionally augmented) training set, the validation set (None without one) and the
-    training steps per epoch."""
+    training steps per epoch. A run resumed at `initial_epoch` shuffles from another seed: replaying the
+    first epochs' exact batches and dropout masks on a model that has learnt them reads as accuracy 1.0."""
     steps, drop_remainder = training_steps(len(data.images["train"]), config.batch_size)
-    train = make_dataset(data.images["train"], data.labels["train"], config.batch_size, True, config.seed,
-                         config.augment, drop_remainder)
+    train = make_dataset(data.images["train"], data.labels["train"], config.batch_size, True,
+                         config.seed + initial_epoch, config.augment, drop_remainder)
     validation = (make_dataset(data.images["val"], data.labels["val"], config.batch_size, False, config.seed)
                   if len(data.images["val"]) else None)
     return train, validation, steps
@@ -105,7 +106,7 @@ def image_datasets(config: TrainConfig, data: PreparedData) -> tuple[Any, Any, i
 
 def fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, initial_epoch: int) -> None:
     """Train the whole network; resumes at `initial_epoch` from a checkpointed (compiled) model."""
-    train, validation, steps = image_datasets(config, data)
+    train, validation, steps = image_datasets(config, data, initial_epoch)
     if initial_epoch == 0:
         model.compile(optimizer=optimizer(config, steps * config.epochs), loss=LOSS, metrics=["accuracy"])
     # History first, then the checkpoint: a kill between the two never leaves a checkpoint ahead of the history.

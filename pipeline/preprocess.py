@@ -16,36 +16,79 @@ from .errors import ImageReadError
 MAX_PIXELS = 50_000_000
 """Refuse to decode anything larger: a 10,000 x 10,000 upload would need 300 MB as RGB (a decompression bomb)."""
 
+MAX_DECODED_BYTES = 100_000_000
+"""Refuse to decode an image whose pixels would take more memory than this, counting its channels and bit depth:
+a 7,000 x 7,000 16-bit RGBA PNG of zeros is 394 KB as a file and 392 MB decoded."""
+
+MAX_WORKING_SIDE = 2048
+"""A larger decoded image is scaled down (INTER_AREA) before any other copy is made: the model sees 600 px at most."""
+
 MIN_SIDE = 8
+
+FORMATS = {"BMP": (b"BM",), "PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",),
+           "TIFF": (b"II*\x00", b"MM\x00*")}
+"""The accepted formats, known by their first bytes (the same test for uploads and for data sets)."""
+ACCEPTED = "BMP, PNG, JPEG or TIFF"
+
+
+def image_format(head: bytes) -> str | None:
+    """The accepted format a file's first bytes announce, else None (GIF, WebP, text... whatever the suffix)."""
+    return next((name for name, magics in FORMATS.items() if head.startswith(magics)), None)
+
+
+def _decoded_bytes(header: Image.Image, data: bytes, image_format_name: str) -> int:
+    """Memory the decoded pixels will take, from the header alone: channels x bytes per sample x pixels."""
+    width, height = header.size
+    channels, sample_bytes = len(header.getbands()), 1
+    if image_format_name == "PNG" and data[12:16] == b"IHDR":
+        bit_depth, color_type = data[24], data[25]
+        channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(color_type, 4)
+        sample_bytes = 2 if bit_depth == 16 else 1
+    elif image_format_name == "TIFF":
+        bits = header.tag_v2.get(258, (8,))
+        sample_bytes = max(1, max(bits if isinstance(bits, tuple) else (bits,)) // 8)
+        channels = int(header.tag_v2.get(277, channels))
+    elif header.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        sample_bytes = 2 if header.mode.startswith("I;16") else 4
+    return width * height * max(channels, 3) * sample_bytes
 
 
 def _check_header(data: bytes, name: str) -> None:
-    """Reject empty, non-image and oversized files before decoding any pixel."""
+    """Reject empty, non-image, other-format and oversized files before decoding any pixel."""
     if not data:
         raise ImageReadError(f"{name} is empty (0 bytes).")
+    found = image_format(data[:8])
+    if found is None:
+        raise ImageReadError(f"{name} is not a {ACCEPTED} image (its content says otherwise, whatever its name).")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as header:
                 width, height = header.size
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ImageReadError(f"{name} is not a BMP, PNG, JPEG or TIFF image.") from error
+                decoded = _decoded_bytes(header, data, found)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise ImageReadError(f"{name} could not be decoded: the file is corrupt or truncated.") from error
     except Image.DecompressionBombError as error:
         raise ImageReadError(f"{name} is too large to process safely.") from error
     if width * height > MAX_PIXELS:
         raise ImageReadError(f"{name} is {width}x{height} pixels; images over {MAX_PIXELS // 1_000_000} "
                              f"megapixels are refused. Crop or downscale it to the cell first.")
+    if decoded > MAX_DECODED_BYTES:
+        raise ImageReadError(f"{name} would take {decoded / 1e6:.0f} MB once decoded ({width}x{height} pixels at "
+                             f"its bit depth and channels); over {MAX_DECODED_BYTES // 1_000_000} MB is refused. "
+                             f"Crop it to the cell or save it as 8-bit.")
     if min(width, height) < MIN_SIDE:
         raise ImageReadError(f"{name} is {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed.")
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """8-bit samples without a float copy of the whole image (16-bit: one rounding pass)."""
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.uint16:
-        return (image.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+        return cv2.convertScaleAbs(image, alpha=1 / 257.0)
     if np.issubdtype(image.dtype, np.floating):
-        finite = np.nan_to_num(image.astype(np.float32))
+        finite = np.nan_to_num(image, copy=False)
         scale = 255.0 if finite.max(initial=0.0) <= 1.0 else 1.0
         return np.clip(finite * scale, 0, 255).astype(np.uint8)
     return np.clip(image, 0, 255).astype(np.uint8)
@@ -59,13 +102,25 @@ def _to_rgb(image: np.ndarray) -> np.ndarray:
     if channels == 1:
         return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
     if channels == 4:
-        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
-        image = (image[:, :, :3].astype(np.float32) * alpha + 0.5).astype(np.uint8)
+        alpha = np.ascontiguousarray(image[:, :, 3])
+        composited = [cv2.multiply(np.ascontiguousarray(image[:, :, index]), alpha, scale=1 / 255.0)
+                      for index in (2, 1, 0)]
+        return cv2.merge(composited)
     return cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_BGR2RGB)
 
 
+def _shrink(image: np.ndarray) -> np.ndarray:
+    """Scale a very large image down before the colour conversions copy it."""
+    height, width = image.shape[:2]
+    if max(height, width) <= MAX_WORKING_SIDE:
+        return image
+    scale = MAX_WORKING_SIDE / max(height, width)
+    return cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                      interpolation=cv2.INTER_AREA)
+
+
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """Bytes of any BMP/PNG/JPEG/TIFF (gray, RGBA, 16-bit, any size) as an RGB uint8 array."""
+    """Bytes of a BMP/PNG/JPEG/TIFF (gray, RGBA, 16-bit, any size within the limits) as an RGB uint8 array."""
     _check_header(data, name)
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
@@ -73,9 +128,7 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
         raise ImageReadError(f"{name} could not be decoded ({error.msg.strip()}).") from error
     if image is None or image.size == 0:
         raise ImageReadError(f"{name} could not be decoded: the file is corrupt or truncated.")
-    if image.dtype == np.uint16 and image.ndim == 3 and image.shape[2] == 4:
-        image = image.astype(np.float32) / 65535.0
-    return _to_rgb(_to_uint8(image))
+    return _to_rgb(_to_uint8(_shrink(image)))
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -6,7 +6,6 @@ while another writes it and never sees half a file.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -174,12 +173,23 @@ class RunFolder:
     def write_config(self, config: dict[str, Any]) -> None:
         write_json_atomic(self.file(CONFIG), config)
 
+    def _read_json(self, name: str) -> dict[str, Any]:
+        """A JSON file of the run; a damaged one is a `PipelineError` naming it (a missing one stays
+        `FileNotFoundError`)."""
+        try:
+            return read_json(self.file(name))
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as error:
+            raise PipelineError(f"{name} of run {self.run_id} does not read ({type(error).__name__}: {error}); "
+                                f"the run folder is damaged.") from error
+
     def config(self) -> dict[str, Any]:
-        return read_json(self.file(CONFIG))
+        return self._read_json(CONFIG)
 
     # -- status ----------------------------------------------------------------------------
     def raw_status(self) -> dict[str, Any]:
-        return read_json(self.file(STATUS))
+        return self._read_json(STATUS)
 
     def status(self) -> dict[str, Any]:
         """The run's status; a run whose process is gone is reported `failed`, never `running`."""
@@ -201,7 +211,7 @@ class RunFolder:
     def update_status(self, **changes: Any) -> dict[str, Any]:
         try:
             status = self.raw_status()
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (FileNotFoundError, PipelineError):
             status = {}
         status.update(changes)
         status["updated_at"] = now_iso()
@@ -357,7 +367,7 @@ def wait_for_state(run_dir: Path, states: tuple[str, ...], timeout_s: float) -> 
             status = folder.status()
             if status.get("state") in states:
                 return status
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (FileNotFoundError, PipelineError):
             status = {}
         if time.monotonic() > deadline:
             raise TimeoutError(f"{run_dir} did not reach {states} within {timeout_s} s (last: {status}).")

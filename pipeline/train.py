@@ -85,12 +85,15 @@ def _evaluate(model: Any, config: TrainConfig, data: PreparedData, folder: RunFo
 
 
 def _load_or_build(config: TrainConfig, config_dict: dict[str, Any], folder: RunFolder) -> tuple[Any, str, int]:
-    """(model, weights used, epochs already done): from the last checkpoint of an interrupted full run, else new."""
+    """(model, weights used, epochs already done): from the last checkpoint of an interrupted full run, else new.
+    The random state starts from the seed plus the epochs done, so a resumed run draws fresh batches and
+    dropout masks, as an uninterrupted run would, instead of replaying those of its first epochs."""
     import keras
 
     from .model import build_model
 
     checkpoint = None if config.freeze_backbone else folder.latest_checkpoint()
+    keras.utils.set_random_seed(config.seed + (checkpoint[0] if checkpoint else 0))
     if checkpoint:
         return keras.models.load_model(checkpoint[1]), config_dict.get("weights_used") or config.weights, checkpoint[0]
     model, weights_used = build_model(config.backbone, config.image_size, config.weights, config.freeze_backbone,
@@ -115,7 +118,6 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
     folder.update_status(state="running", phase="preparing data", pid=os.getpid(), started_at=now_iso(),
                          ended_at=None, error=None, progress=0.0)
     try:
-        keras.utils.set_random_seed(config.seed)
         data = prepare_data(config, lambda fraction: folder.update_status(phase="preprocessing images",
                                                                          progress=round(fraction, 3)))
         folder.write_split(data.split)

@@ -78,3 +78,15 @@ def test_unavailable_weights_stop_with_one_line_and_leave_no_run(tiny_data: Path
     assert result.returncode == 2 and "missing.h5 does not exist" in result.stderr
     assert "Traceback" not in result.stderr
     assert not [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe\x00garbage", b""], ids=["json", "bytes", "empty"])
+def test_resume_of_a_run_with_an_unreadable_status_is_one_clear_line(tmp_path: Path, content: bytes) -> None:
+    run = tmp_path / "runs" / "20260101-000000-x"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "status.json").write_bytes(content)
+    result = cli("resume", str(run))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: status.json of run 20260101-000000-x does not read")

@@ -1,4 +1,5 @@
 import io
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -68,3 +69,74 @@ def _huge_png() -> bytes:
 def test_bad_images_raise_a_clear_error(data: bytes, message: str) -> None:
     with pytest.raises(ImageReadError, match=message):
         decode_image(data, "upload")
+
+
+def _encode_png(array: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    assert ok
+    return data.tobytes()
+
+
+_MEASURE = """
+import resource, sys
+from pipeline.preprocess import decode_image
+from pipeline.errors import ImageReadError
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    shape, outcome = decode_image(data, "upload").shape, "decoded"
+except ImageReadError as error:
+    shape, outcome = None, str(error)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) / 1024, outcome, shape, sep="|")
+"""
+
+
+@pytest.mark.parametrize(("shape", "dtype", "accepted"), [
+    ((7000, 7000, 4), np.uint16, False),   # 394 KB of zeros, 392 MB decoded
+    ((7000, 7000, 3), np.uint16, False),
+    ((5000, 5000, 4), np.uint8, True),     # 100 MB decoded: the largest accepted
+    ((4000, 4000), np.uint16, True),
+], ids=["16bit-rgba-7000", "16bit-rgb-7000", "rgba-5000", "16bit-gray-4000"])
+def test_no_single_image_raises_memory_by_more_than_300_mb(tmp_path, shape, dtype, accepted) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.png"
+    path.write_bytes(_encode_png(np.zeros(shape, dtype)))
+    result = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, timeout=120,
+                            cwd=str(Path(__file__).resolve().parent.parent))
+    grown_mb, outcome, decoded_shape = result.stdout.strip().split("|")
+    assert (outcome == "decoded") == accepted, outcome
+    if not accepted:
+        assert "MB once decoded" in outcome
+    else:
+        assert max(eval(decoded_shape)[:2]) == 2048, "scaled down before the colour conversions"
+    assert float(grown_mb) < 300, f"{shape} {np.dtype(dtype).name}: +{float(grown_mb):.0f} MB"
+
+
+def test_formats_are_known_by_content_not_by_name() -> None:
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (40, 40), (120, 0, 120)).save(buffer, format="GIF")
+    with pytest.raises(ImageReadError, match="not a BMP, PNG, JPEG or TIFF image"):
+        decode_image(buffer.getvalue(), "cell.png")
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (40, 40), (120, 0, 120)).save(buffer, format="WEBP")
+    with pytest.raises(ImageReadError, match="its content says otherwise"):
+        decode_image(buffer.getvalue(), "cell.jpg")
+    assert decode_image(_png(np.full((20, 20, 3), 7, np.uint8)), "cell.gif").shape == (20, 20, 3)
+
+
+def test_a_gif_in_a_data_set_is_skipped_like_any_unreadable_file(tmp_path) -> None:
+    from PIL import Image as PILImage
+
+    from pipeline.data import scan_dataset
+
+    for label in ("all", "hem"):
+        (tmp_path / label).mkdir()
+        cv2.imwrite(str(tmp_path / label / "ok.png"), np.full((20, 20, 3), 90, np.uint8))
+    PILImage.new("RGB", (20, 20)).save(tmp_path / "all" / "fake.png", format="GIF")
+    dataset = scan_dataset(tmp_path)
+    assert [Path(path).name for path, _ in dataset.skipped] == ["fake.png"]
