@@ -11,7 +11,7 @@ from pipeline.catalog import example_cells, provenance, run_config
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.data import scan_dataset
 from pipeline.errors import PipelineError
-from pipeline.explain import DEFAULT_LAYER, METHODS, colorize, overlay, stage_layers
+from pipeline.explain import DEFAULT_LAYER, METHODS, colorize, method_label, overlay, stage_layers
 from pipeline.preprocess import read_image, thumbnail
 from pipeline.runs import SPLIT
 
@@ -81,6 +81,7 @@ else:
     name = images[0][0]
 result = dict(images)[name]
 
+st.caption(f"Image: {name}")
 label = "ALL (leukemic blast)" if result["predicted"] == "ALL" else "HEM (normal)"
 cells = st.columns([2, 1, 1, 2])
 cells[0].metric("Predicted class", label)
@@ -96,7 +97,9 @@ with st.expander("More explanations: other methods and layers, faithfulness, fea
                                       help="Grad-CAM and LayerCAM are fast; Grad-CAM++ and Faster Score-CAM take "
                                            "seconds.")
     layer = controls[1].selectbox("Layer", layers, help="Deeper layers: coarser, more class-specific maps.")
-    want_faithfulness = st.toggle("Faithfulness of each map (a few more model calls)")
+    scorecam_channels = st.select_slider("Score-CAM channels", [8, 16, 32, 64, 128], value=16,
+                                         help="Faster Score-CAM masks in only the strongest channels of the layer.")
+    want_faithfulness = st.toggle("Faithfulness of each map (ROAD: a few seconds per map)")
     want_features = st.toggle("Feature maps of a stage")
 
 st.subheader("Where the model looked")
@@ -104,21 +107,22 @@ panels = st.columns(len(methods or ["gradcam"]) + 1)
 panels[0].image(result["input"], caption="Model input (resized + CLAHE)", width="stretch")
 for panel, method in zip(panels[1:], methods or ["gradcam"], strict=True):
     try:
-        heatmap = explainer.heatmap(result["input"], method, layer)
+        heatmap = explainer.heatmap(result["input"], method, layer, scorecam_channels=scorecam_channels)
     except PipelineError as error:
         panel.error(str(error))
         continue
+    channels = int(predictor.model.get_layer(layer).output.shape[-1])
     panel.image(overlay(result["input"], heatmap, opacity), width="stretch",
-                caption=f"{method} at {layer} (bright = more important, viridis)")
+                caption=f"{method} at {layer}: {method_label(method, scorecam_channels, channels)} (bright = more "
+                        "important, viridis)")
     if want_faithfulness:
-        faith = explainer.faithfulness(result["input"], heatmap)
-        drops = pd.DataFrame({"pixels removed": [f"{f:.0%}" for f in faith["fractions"]],
-                              "drop, most salient": faith["saliency_drop"], "drop, random": faith["random_drop"]})
-        panel.dataframe(drops.style.format({"drop, most salient": "{:+.3f}", "drop, random": "{:+.3f}"}),
-                        hide_index=True, width="stretch")
+        faith = explainer.road(result["input"], heatmap, fractions=(0.1, 0.3, 0.5, 0.7, 0.9))
+        panel.metric("ROAD", f"{faith['combined']:+.3f}", delta=f"{faith['combined'] - faith['random_in_cell']:+.3f} "
+                     "vs random maps in the cell", help="Higher: more faithful.")
 if want_faithfulness:
-    st.caption("Faithfulness: how much the predicted class's probability falls when the most salient pixels are "
-               "blacked out, against as many random pixels. A faithful map drops it more.")
+    st.caption("Faithfulness (ROAD): the predicted class's probability as the map's most relevant pixels are removed "
+               "first (it should fall) or its least relevant first (it should hold), the holes filled from their "
+               "neighbours; compared with random maps inside the cell, since any map on the cell beats random pixels.")
 
 if want_features:
     st.subheader("Feature maps")

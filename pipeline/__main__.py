@@ -247,9 +247,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if "error" in row:
             print(f"error: {row['error']}", file=sys.stderr)
         else:
-            drops = ", ".join(f"{k}={v:+.3f}" for k, v in row.items() if "@" in k)
-            print(f"{row['image']}\t{row['method']}\t{row['predicted']} (prob_all={row['prob_all']})\t{drops}")
+            print(f"{row['image']}\t{row['method']}\t{row['predicted']} (prob_all={row['prob_all']})\t"
+                  f"ROAD={row['road']:+.3f} (random maps in the cell: {row['road_random_in_cell']:+.3f})")
     return 1 if any("error" in row for row in rows) else 0
+
+
+def cmd_explain_eval(args: argparse.Namespace) -> int:
+    from .explain_eval import evaluate_explanations
+
+    methods = [method.strip() for method in args.method.split(",") if method.strip()]
+    _, summary, out = evaluate_explanations(args.run_dir, methods, args.layer, args.images, args.seed)
+    print(f"ROAD at {summary['layer']} over {summary['images']} test images (higher: more faithful)")
+    for figure in sorted(summary["methods"].values(), key=lambda figure: -figure["road_mean"]):
+        spread = f" ± {figure['road_std']:.3f}" if figure["road_std"] is not None else ""
+        print(f"{figure['computed']:40s} {figure['road_mean']:+.3f}{spread}")
+    print(f"written to {out}", file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,6 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--layer", default=LAST_CONV_LAYER)
     explain.add_argument("--out", type=Path, required=True)
     explain.set_defaults(func=cmd_explain)
+
+    explain_eval = commands.add_parser("explain-eval", help="rank explanation methods by ROAD on a run's test images")
+    explain_eval.add_argument("run_dir", type=Path)
+    explain_eval.add_argument("--method", default="gradcam,gradcam++,layercam",
+                              help="comma list of gradcam, gradcam++, scorecam, layercam")
+    explain_eval.add_argument("--layer", default=LAST_CONV_LAYER)
+    explain_eval.add_argument("--images", type=int, default=20, help="test images drawn at random (seeded)")
+    explain_eval.add_argument("--seed", type=int, default=0)
+    explain_eval.set_defaults(func=cmd_explain_eval)
     return parser
 
 

@@ -1,6 +1,7 @@
-"""Explanations: the Grad-CAM family (tf-keras-vis), feature maps, overlays and a deletion faithfulness score.
+"""Explanations: the Grad-CAM family (tf-keras-vis), feature maps, overlays and their ROAD faithfulness.
 
-Every CAM method is called the same way and returns a float32 heatmap in [0, 1] at the input size.
+Every CAM method is called the same way and returns a float32 heatmap in [0, 1] at the input size, upsampled
+from the layer's grid with pixel-centre alignment (OpenCV's bilinear resize).
 """
 
 from __future__ import annotations
@@ -13,15 +14,29 @@ import cv2
 import numpy as np
 
 from .errors import ImageReadError, PipelineError
+from .inference import one_at_a_time, run_batches
 from .model import LAST_CONV_LAYER
+from .road import FRACTIONS, road, road_with_baseline
 from .runs import slug
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "layercam")
 DEFAULT_LAYER = LAST_CONV_LAYER
-DELETION_FRACTIONS = (0.1, 0.2, 0.5)
-RANDOM_REPEATS = 3
-SCORECAM_MAX_N = 16
-"""Faster Score-CAM: only the strongest channels are masked in (tf-keras-vis's `max_N`)."""
+SCORECAM_CHANNELS = 16
+"""Faster Score-CAM: only the strongest channels are masked in (tf-keras-vis's `max_N`); -1 takes them all
+(Score-CAM proper: one forward pass per channel, 1,536 for EfficientNet-B3's last layer)."""
+_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM", "layercam": "LayerCAM"}
+
+
+def method_label(method: str, channels: int = SCORECAM_CHANNELS, layer_channels: int | None = None) -> str:
+    """What a method computes, by name: Score-CAM over some of a layer's channels is Faster Score-CAM."""
+    if method == "scorecam" and channels != -1 and (layer_channels is None or channels < layer_channels):
+        return f"Faster Score-CAM ({channels} of {layer_channels or '?'} channels)"
+    return _NAMES.get(method, method)
+
+
+def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A layer-resolution map at the input size, pixel centres aligned (cv2.resize, bilinear)."""
+    return cv2.resize(np.asarray(cam, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def _cam_class(method: str) -> Any:
@@ -79,16 +94,17 @@ class Explainer:
         self._feature_models: dict[tuple[str, ...], Any] = {}
         self._forward = forward or compiled_forward(model)
 
+    @one_at_a_time
     def predict(self, inputs: np.ndarray, batch_size: int = 1) -> np.ndarray:
         """Class probabilities, one image at a time by default: it reuses the compiled one-image graph and
         bounds memory (a B3 batch of 12 needs 300 MB more)."""
-        from .inference import run_batches
-
         return run_batches(self._forward, inputs, batch_size)
 
+    @one_at_a_time
     def heatmap(self, model_input: np.ndarray, method: str = "gradcam", layer: str = DEFAULT_LAYER,
-                class_index: int | None = None) -> np.ndarray:
-        """Heatmap (float32 HxW in [0, 1], input size) for `class_index` (default: the predicted class)."""
+                class_index: int | None = None, scorecam_channels: int = SCORECAM_CHANNELS) -> np.ndarray:
+        """Heatmap (float32 HxW in [0, 1], input size) for `class_index` (default: the predicted class);
+        `scorecam_channels` of the layer's channels are masked in by Score-CAM (-1: all)."""
         if method not in METHODS:
             raise PipelineError(f"Unknown explanation method {method!r}; choose one of {', '.join(METHODS)}.")
         batch = np.asarray(model_input, np.float32)[None]
@@ -98,37 +114,41 @@ class Explainer:
             if method in ("gradcam", "layercam"):
                 cam = self._gradient_cam(batch, method, layer, class_index)
             else:
-                cam = self._library_cam(batch, method, layer, class_index)
+                cam = self._library_cam(batch, method, layer, class_index, scorecam_channels)
         except ValueError as error:
             raise PipelineError(f"Cannot compute {method} at layer {layer!r}: {error}") from error
         return np.clip(np.nan_to_num(cam), 0.0, 1.0).astype(np.float32)
 
-    def _gradient_cam(self, batch: np.ndarray, method: str, layer: str, class_index: int) -> np.ndarray:
-        from scipy.ndimage import zoom
-
+    def layer_cam(self, batch: np.ndarray, method: str, layer: str, class_index: int) -> np.ndarray:
+        """Grad-CAM or LayerCAM at the layer's resolution, before normalisation and upsampling."""
         if layer not in self._gradients:
             self._gradients[layer] = _compiled_gradients(self.scores_model, layer)
         activations, gradients = (np.asarray(t)[0] for t in self._gradients[layer](batch, class_index))
         # Grad-CAM weighs each channel by its mean gradient; LayerCAM weighs each position by its positive gradient.
         weights = gradients.mean(axis=(0, 1), keepdims=True) if method == "gradcam" else np.maximum(gradients, 0)
-        cam = np.maximum((activations * weights).sum(axis=-1), 0)
-        cam = zoom(cam, (batch.shape[1] / cam.shape[0], batch.shape[2] / cam.shape[1]), order=1)
+        return np.maximum((activations * weights).sum(axis=-1), 0)
+
+    def _gradient_cam(self, batch: np.ndarray, method: str, layer: str, class_index: int) -> np.ndarray:
+        cam = upsample(self.layer_cam(batch, method, layer, class_index), batch.shape[1], batch.shape[2])
         return (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
 
-    def _library_cam(self, batch: np.ndarray, method: str, layer: str, class_index: int) -> np.ndarray:
+    def _library_cam(self, batch: np.ndarray, method: str, layer: str, class_index: int,
+                     scorecam_channels: int) -> np.ndarray:
+        """tf-keras-vis at the layer's resolution (`expand_cam=False`), then our upsampling and normalisation."""
         from tf_keras_vis.utils.scores import CategoricalScore
 
         if method not in self._cams:
             self._cams[method] = _cam_class(method)(self.scores_model, model_modifier=None, clone=False)
         channels = int(self.scores_model.get_layer(layer).output.shape[-1])
-        extra = {"max_N": min(SCORECAM_MAX_N, channels)} if method == "scorecam" else {}
+        extra = {}
+        if method == "scorecam":
+            extra["max_N"] = channels if scorecam_channels == -1 else min(scorecam_channels, channels)
         cam = self._cams[method](CategoricalScore([class_index]), batch, penultimate_layer=layer,
-                                 seek_penultimate_conv_layer=False, **extra)
-        cam = np.asarray(cam[0], np.float32)
-        if cam.shape != batch.shape[1:3]:
-            cam = cv2.resize(cam, (batch.shape[2], batch.shape[1]), interpolation=cv2.INTER_LINEAR)
-        return cam
+                                 seek_penultimate_conv_layer=False, expand_cam=False, **extra)
+        cam = upsample(np.asarray(cam[0], np.float32), batch.shape[1], batch.shape[2])
+        return (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
 
+    @one_at_a_time
     def feature_maps(self, model_input: np.ndarray, stages: Sequence[str] | None = None,
                      channels: int = 16) -> dict[str, np.ndarray]:
         """Per stage, a grid image (float32 in [0, 1]) of the `channels` most active feature maps."""
@@ -148,27 +168,20 @@ class Explainer:
             activations = [activations]
         return {stage: _grid(np.asarray(act[0]), channels) for stage, act in zip(stages, activations, strict=True)}
 
-    def faithfulness(self, model_input: np.ndarray, heatmap: np.ndarray, class_index: int | None = None,
-                     fractions: Sequence[float] = DELETION_FRACTIONS, seed: int = 0) -> dict[str, Any]:
-        """Drop in the class probability when the most salient pixels are deleted (set to black, the
-        background of a segmented cell), against deleting as many random pixels (mean of a few draws)."""
+    @one_at_a_time
+    def road(self, model_input: np.ndarray, heatmap: np.ndarray, class_index: int | None = None,
+             fractions: Sequence[float] = FRACTIONS, seed: int = 0, baseline: bool = True) -> dict[str, Any]:
+        """ROAD faithfulness of `heatmap` for `class_index` (default: the predicted class), with the random-maps-
+        inside-the-cell baseline beside it (see `pipeline.road`)."""
         image = np.asarray(model_input, np.float32)
-        probabilities = self.predict(image[None])[0]
-        class_index = int(np.argmax(probabilities)) if class_index is None else class_index
-        order = np.argsort(-heatmap.ravel(), kind="stable")
-        rng = np.random.default_rng(seed)
-        batch = []
-        for fraction in fractions:
-            count = int(round(fraction * heatmap.size))
-            batch.append(_delete(image, order[:count]))
-            batch.extend(_delete(image, rng.permutation(heatmap.size)[:count]) for _ in range(RANDOM_REPEATS))
-        after = self.predict(np.stack(batch))[:, class_index].reshape(len(fractions), 1 + RANDOM_REPEATS)
-        original = float(probabilities[class_index])
-        return {
-            "class_index": class_index, "original_probability": original, "fractions": list(fractions),
-            "saliency_drop": [round(original - float(v), 6) for v in after[:, 0]],
-            "random_drop": [round(original - float(v), 6) for v in after[:, 1:].mean(axis=1)],
-        }
+        if class_index is None:
+            class_index = int(np.argmax(self.predict(image[None])[0]))
+
+        def score(images: np.ndarray) -> np.ndarray:
+            return self.predict(images, batch_size=8)[:, class_index]
+
+        measure = road_with_baseline if baseline else road
+        return {"class_index": class_index, **measure(image, heatmap, score, fractions, seed)}
 
 
 def _compiled_gradients(scores_model: Any, layer: str) -> Any:
@@ -192,12 +205,6 @@ def _compiled_gradients(scores_model: Any, layer: str) -> Any:
         return activations, tape.gradient(score, activations)
 
     return gradients
-
-
-def _delete(image: np.ndarray, flat_indices: np.ndarray) -> np.ndarray:
-    deleted = image.copy().reshape(-1, image.shape[-1])
-    deleted[flat_indices] = 0.0
-    return deleted.reshape(image.shape)
 
 
 def _grid(activation: np.ndarray, channels: int) -> np.ndarray:
@@ -240,8 +247,8 @@ def colorize(plane: np.ndarray, size: int | None = None) -> np.ndarray:
 
 def explain_files(run_dir: Path, paths: Sequence[Path], methods: Sequence[str], layer: str,
                   out_dir: Path) -> list[dict[str, Any]]:
-    """For each image, `out_dir/<image name>/` gets input.npy, <method>.npy, <method>.png and
-    <method>_faithfulness.json. Returns one summary row per image and method (or the read error)."""
+    """For each image, `out_dir/<image name>/` gets input.npy, <method>.npy, <method>.png and <method>_road.json.
+    Returns one summary row per image and method (or the read error)."""
     from .files import write_bytes_atomic, write_json_atomic
     from .predict import Predictor
     from .preprocess import read_image
@@ -261,17 +268,15 @@ def explain_files(run_dir: Path, paths: Sequence[Path], methods: Sequence[str], 
         np.save(folder / "input.npy", model_input)
         for method in methods:
             heatmap = explainer.heatmap(model_input, method, layer)
-            faithfulness = explainer.faithfulness(model_input, heatmap)
+            faithfulness = explainer.road(model_input, heatmap)
             np.save(folder / f"{method}.npy", heatmap)
             png = cv2.imencode(".png", cv2.cvtColor(overlay(result["input"], heatmap), cv2.COLOR_RGB2BGR))[1]
             write_bytes_atomic(folder / f"{method}.png", png.tobytes())
-            write_json_atomic(folder / f"{method}_faithfulness.json",
-                              {"method": method, "layer": layer, "predicted": result["predicted"],
-                               "prob_all": result["prob_all"], **faithfulness})
+            write_json_atomic(folder / f"{method}_road.json",
+                              {"method": method, "computed": method_label(method), "layer": layer,
+                               "predicted": result["predicted"], "prob_all": result["prob_all"], **faithfulness})
             rows.append({"image": str(path), "method": method, "predicted": result["predicted"],
                          "prob_all": round(result["prob_all"], 4), "folder": str(folder),
-                         **{f"drop@{int(f * 100)}%": d for f, d in zip(faithfulness["fractions"],
-                                                                      faithfulness["saliency_drop"], strict=True)},
-                         **{f"random@{int(f * 100)}%": d for f, d in zip(faithfulness["fractions"],
-                                                                        faithfulness["random_drop"], strict=True)}})
+                         "road": round(faithfulness["combined"], 4),
+                         "road_random_in_cell": round(faithfulness["random_in_cell"], 4)})
     return rows

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from . import ALL_INDEX
 from .evaluate import label_from_prob
+
+_MODEL_LOCK = threading.RLock()
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def one_at_a_time(function: _Function) -> _Function:
+    """Run model calls of this process one after another. On a small server every call already uses all cores;
+    concurrent visitors then queue for a few hundred milliseconds each instead of slowing one another down and
+    holding several sets of activations in memory at once. Reentrant: a call may make others."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _MODEL_LOCK:
+            return function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
 
 PREDICT_BATCH = 32
 TTA_BATCH = 4

@@ -15,7 +15,7 @@ from .config import TrainConfig
 from .data import PRELIM_SUBSET, scan_dataset
 from .errors import ImageReadError, PipelineError
 from .evaluate import label_from_prob, metrics_from_predictions
-from .inference import class_probabilities, predict_probabilities, predictions_table
+from .inference import class_probabilities, one_at_a_time, predict_probabilities, predictions_table
 from .preprocess import decode_image, preprocess, read_image
 from .runs import SPLIT, RunFolder
 
@@ -52,6 +52,7 @@ class Predictor:
         """The model input for an RGB image: resize + CLAHE as in training, uint8."""
         return preprocess(image_rgb, self.config.image_size, self.config.clahe)
 
+    @one_at_a_time
     def predict_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """Probability of ALL for preprocessed uint8 inputs (averaged over 8 views when the run uses TTA)."""
         return class_probabilities(self.forward, inputs, self.config.tta)[:, ALL_INDEX]

@@ -33,6 +33,7 @@ LOG = "log.txt"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_PATTERN = "epoch-*.keras"
 EVALUATIONS_DIR = "evaluations"
+EXPLANATIONS_DIR = "explanations"
 
 STATES = ("queued", "running", "completed", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
@@ -152,6 +153,22 @@ class RunFolder:
         folder = self.file(EVALUATIONS_DIR) / slug(name)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+    def explanations_dir(self) -> Path:
+        """Where `explain-eval` writes the ROAD ranking of explanation methods."""
+        folder = self.file(EXPLANATIONS_DIR)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def explanation_rankings(self) -> dict[str, dict[str, Any]]:
+        """The ROAD summaries of `explain-eval`, by layer."""
+        found = {}
+        for path in sorted(self.file(EXPLANATIONS_DIR).glob("road-*.json")):
+            try:
+                found[path.stem.removeprefix("road-")] = read_json(path)
+            except (OSError, ValueError):
+                continue
+        return found
 
     def evaluations(self) -> dict[str, dict[str, Any]]:
         """The metrics of each `evaluate` on other data (or on the test subset again), by evaluation name."""

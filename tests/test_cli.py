@@ -67,8 +67,8 @@ def test_explain_writes_the_documented_files(finished_run: Path, tiny_data: Path
         heatmap = np.load(folder / f"{method}.npy")
         assert heatmap.shape == (32, 32) and heatmap.min() >= 0 and heatmap.max() <= 1
         assert (folder / f"{method}.png").read_bytes().startswith(b"\x89PNG")
-        faithfulness = json.loads((folder / f"{method}_faithfulness.json").read_text())
-        assert len(faithfulness["saliency_drop"]) == len(faithfulness["random_drop"]) == 3
+        road = json.loads((folder / f"{method}_road.json").read_text())
+        assert len(road["morf"]) == len(road["lerf"]) == 9 and "random_in_cell" in road
 
 
 @pytest.mark.slow

@@ -1,11 +1,11 @@
+import cv2
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy.ndimage import zoom
 
 from pipeline.errors import PipelineError
-from pipeline.explain import METHODS, Explainer, logits_model, overlay, stage_layers
+from pipeline.explain import METHODS, Explainer, logits_model, method_label, overlay, stage_layers, upsample
 from pipeline.model import build_model
 
 pytestmark = pytest.mark.slow  # builds models with TensorFlow
@@ -43,7 +43,11 @@ def _tape_gradcam(model: keras.Model, image: np.ndarray, layer: str, class_index
     gradients = tape.gradient(score, activations)[0].numpy()
     activations = activations[0].numpy()
     cam = np.maximum(np.einsum("hwc,c->hw", activations, gradients.mean(axis=(0, 1))), 0)
-    cam = zoom(cam, (image.shape[0] / cam.shape[0], image.shape[1] / cam.shape[1]), order=1)
+    cam = cv2.resize(cam, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
+
+
+def _normalized(cam: np.ndarray) -> np.ndarray:
     return (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
 
 
@@ -55,13 +59,27 @@ def test_gradcam_matches_an_independent_gradient_tape_and_tf_keras_vis(b0_explai
 
     ours = b0_explainer.heatmap(cell_image, "gradcam", layer, class_index=1)
     assert np.allclose(ours, _tape_gradcam(b0_explainer.model, cell_image, layer, 1), atol=1e-4)
-    library = Gradcam(b0_explainer.scores_model, clone=False)(CategoricalScore([1]), cell_image[None],
-                                                               penultimate_layer=layer)[0]
-    assert np.allclose(ours, library, atol=1e-4)
+    batch = cell_image[None]
+    library = Gradcam(b0_explainer.scores_model, clone=False)(CategoricalScore([1]), batch, penultimate_layer=layer,
+                                                               expand_cam=False)[0]
+    assert np.allclose(_normalized(b0_explainer.layer_cam(batch, "gradcam", layer, 1)), library, atol=1e-4)
     library_layercam = Layercam(b0_explainer.scores_model, clone=False)(
-        CategoricalScore([1]), cell_image[None], penultimate_layer=layer)[0]
-    assert np.allclose(b0_explainer.heatmap(cell_image, "layercam", layer, class_index=1), library_layercam,
+        CategoricalScore([1]), batch, penultimate_layer=layer, expand_cam=False)[0]
+    assert np.allclose(_normalized(b0_explainer.layer_cam(batch, "layercam", layer, 1)), library_layercam,
                        atol=1e-3)
+
+
+def test_maps_are_upsampled_with_pixel_centres_aligned() -> None:
+    cam = np.zeros((2, 2), np.float32)
+    cam[0, 0] = 1.0
+    up = upsample(cam, 4, 4)
+    assert up.shape == (4, 4) and up[0, 0] == 1.0 and up[3, 3] == 0.0
+    assert up[0, 1] == 0.75 and up[0, 2] == 0.25, "pixel centres aligned (cv2.resize), not corners (2/3, 1/3)"
+
+
+def test_score_cam_over_some_channels_is_named_faster_score_cam() -> None:
+    assert method_label("scorecam", 16, 1536) == "Faster Score-CAM (16 of 1536 channels)"
+    assert method_label("scorecam", -1, 1536) == "Score-CAM" and method_label("gradcam") == "Grad-CAM"
 
 
 def _red_detector() -> keras.Model:
@@ -87,10 +105,10 @@ def test_heatmap_peaks_on_the_only_object_that_matters_and_deleting_it_beats_ran
         peak = np.unravel_index(np.argmax(heatmap), heatmap.shape)
         assert 8 <= peak[0] < 24 and 36 <= peak[1] < 52, method
         assert heatmap[8:24, 36:52].mean() > 5 * heatmap[32:, :32].mean() + 1e-3, method
-    faithfulness = explainer.faithfulness(image, explainer.heatmap(image, "gradcam"))
-    assert faithfulness["class_index"] == 1 and faithfulness["fractions"] == [0.1, 0.2, 0.5]
-    assert faithfulness["saliency_drop"][0] > 0.5
-    assert faithfulness["saliency_drop"][0] > faithfulness["random_drop"][0] + 0.3
+    road = explainer.road(image, explainer.heatmap(image, "gradcam"), baseline=False)
+    assert road["class_index"] == 1 and road["fractions"][0] == 0.1
+    assert road["morf"][0] < -0.3, "removing the red object first takes ALL away"
+    assert abs(road["lerf"][0]) < 0.05 and road["combined"] > 0.1
 
 
 def test_feature_maps_of_every_stage(b0_explainer: Explainer, cell_image) -> None:

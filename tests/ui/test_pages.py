@@ -76,7 +76,8 @@ def test_predict_gives_the_class_and_probability_of_a_known_image(app: AppTest, 
     assert _metric(app, "P(ALL)") == f"{expected['prob_all']:.3f}"
     assert not any("Faithfulness" in caption.value for caption in app.caption), "extras wait for a click"
     next(toggle for toggle in app.toggle if toggle.label.startswith("Faithfulness")).set_value(True).run()
-    assert any("Faithfulness" in caption.value for caption in app.caption)
+    assert any("Faithfulness (ROAD)" in caption.value for caption in app.caption)
+    assert _metric(app, "ROAD").startswith(("+", "-"))
 
 
 def test_train_page_refuses_nothing_when_idle_and_offers_the_grid(app: AppTest) -> None:
