@@ -6,13 +6,12 @@ import streamlit as st
 
 from pages.common import run_views
 from pages.common.loaders import runs_table, table
-from pages.common.settings import run_folder
+from pages.common.settings import demo_mode, run_folder
 from pages.common.widgets import show_error, synthetic_warning
 from pipeline import runs as run_files
 from pipeline.catalog import SELECTION_LABEL, provenance, rank_by_validation, run_flags
 from pipeline.errors import PipelineError
 from pipeline.figures import confusion_matrix_figure, curves_figure, roc_figure
-from pipeline.preprocess import thumbnail
 
 st.title(":material/insights: Results")
 runs = runs_table()
@@ -78,22 +77,13 @@ with one:
         with right:
             run_views.calibration_section(metrics)
         run_views.patients_section(predictions, metrics)
-        wrong = predictions[predictions["label"] != predictions["predicted"]]
-        st.subheader(f"Misclassified test images ({len(wrong)})")
-        grid_columns = st.columns(8)
-        for index, row in enumerate(wrong.head(24).itertuples(index=False)):
-            try:
-                grid_columns[index % 8].image(thumbnail(row.path), width="stretch",
-                                              caption=f"true {row.label}, called {row.predicted} "
-                                                      f"(P(ALL) {row.prob_all:.2f})")
-            except PipelineError:
-                grid_columns[index % 8].caption(f"{row.path} is no longer readable")
+        run_views.confusion_gallery(folder, predictions)
     run_views.evaluations_section(folder)
-
-    downloads = st.columns(3)
+    st.subheader("Explanations ranked")
+    run_views.explanation_ranking(folder)
+    run_views.take_away(folder, run_id, demo_mode())
+    downloads = st.columns(2)
     downloads[0].download_button("Metrics (JSON)", json.dumps(metrics, indent=2), f"{run_id}-metrics.json")
     if predictions is not None:
         downloads[1].download_button("Predictions (CSV)", predictions.to_csv(index=False),
                                      f"{run_id}-predictions.csv")
-    if folder.has_model():
-        downloads[2].download_button("Model (.keras)", folder.model_path.read_bytes(), f"{run_id}.keras")

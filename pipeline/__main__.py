@@ -252,6 +252,20 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 1 if any("error" in row for row in rows) else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    print(export_run(args.run_dir, args.format))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(write_report(args.run_dir, args.out))
+    return 0
+
+
 def cmd_explain_eval(args: argparse.Namespace) -> int:
     from .explain_eval import evaluate_explanations
 
@@ -324,6 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--layer", default=LAST_CONV_LAYER)
     explain.add_argument("--out", type=Path, required=True)
     explain.set_defaults(func=cmd_explain)
+
+    export = commands.add_parser("export", help="the run's model as a SavedModel or TFLite file, with its card")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--format", default="savedmodel", help="savedmodel or tflite (onnx: not available, says why)")
+    export.set_defaults(func=cmd_export)
+
+    report = commands.add_parser("report", help="one self-contained HTML report of a run")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--out", type=Path, default=None, help="default: report.html in the run folder")
+    report.set_defaults(func=cmd_report)
 
     explain_eval = commands.add_parser("explain-eval", help="rank explanation methods by ROAD on a run's test images")
     explain_eval.add_argument("run_dir", type=Path)

@@ -138,3 +138,21 @@ def metrics_from_predictions(predictions: pd.DataFrame) -> dict[str, Any]:
     metrics["patients"] = patients.to_dict(orient="records")
     metrics.update(patient_metrics(patients))
     return metrics
+
+
+def confusion_cell(predictions: pd.DataFrame, true: str, predicted: str) -> pd.DataFrame:
+    """The images of one confusion-matrix cell, the most confident first: for mistakes, the ones the model was
+    surest of (fastai's top losses); `confidence` is the probability the model gave its answer."""
+    cell = predictions[(predictions["label"] == true) & (predictions["predicted"] == predicted)].copy()
+    cell["confidence"] = np.where(cell["predicted"] == "ALL", cell["prob_all"], 1 - cell["prob_all"])
+    return cell.sort_values(["confidence", "path"], ascending=[False, True]).reset_index(drop=True)
+
+
+def patient_errors(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Per patient: images, images wrong, share wrong, mean P(ALL); the patients most often wrong first."""
+    frame = predictions.assign(wrong=predictions["label"] != predictions["predicted"])
+    grouped = frame.groupby(["patient", "label"])
+    table = pd.DataFrame({"images": grouped.size(), "wrong": grouped["wrong"].sum(),
+                          "mean_prob_all": grouped["prob_all"].mean()}).reset_index()
+    table["share_wrong"] = table["wrong"] / table["images"]
+    return table.sort_values(["share_wrong", "images"], ascending=[False, False]).reset_index(drop=True)

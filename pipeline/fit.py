@@ -92,6 +92,13 @@ def checkpoint_callback(folder: RunFolder) -> Any:
     return EpochCheckpoint()
 
 
+def tensorboard_callback(folder: RunFolder) -> Any:
+    """Keras' TensorBoard logs in the run folder: `tensorboard --logdir artifacts/runs` shows every run."""
+    import keras
+
+    return keras.callbacks.TensorBoard(log_dir=str(folder.tensorboard_dir), write_graph=False)
+
+
 def image_datasets(config: TrainConfig, data: PreparedData, initial_epoch: int = 0) -> tuple[Any, Any, int]:
     """The shuffled (and optionally augmented) training set, the validation set (None without one) and the
     training steps per epoch. A run resumed at `initial_epoch` shuffles from another seed: replaying the
@@ -110,7 +117,8 @@ def fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
     if initial_epoch == 0:
         model.compile(optimizer=optimizer(config, steps * config.epochs), loss=LOSS, metrics=["accuracy"])
     # History first, then the checkpoint: a kill between the two never leaves a checkpoint ahead of the history.
-    callbacks = [progress_callback(folder, config.epochs, steps), checkpoint_callback(folder)]
+    callbacks = [progress_callback(folder, config.epochs, steps), checkpoint_callback(folder),
+                 tensorboard_callback(folder)]
     model.fit(train, validation_data=validation, epochs=config.epochs, initial_epoch=initial_epoch,
               callbacks=callbacks, class_weight=class_weights(config, data.labels["train"]), shuffle=False,
               verbose=0)
@@ -176,7 +184,8 @@ def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
                   else None)
     head.fit(train_features, validation_data=validation, epochs=config.epochs, shuffle=False, verbose=0,
              class_weight=class_weights(config, train_labels),
-             callbacks=[progress_callback(folder, total_epochs, steps, phase="training head")])
+             callbacks=[progress_callback(folder, total_epochs, steps, phase="training head"),
+                        tensorboard_callback(folder)])
     if config.fine_tune_blocks and config.fine_tune_epochs:
         unfreeze_top_blocks(model, config.fine_tune_blocks)
         train, validation_set, image_steps = image_datasets(config, data)
@@ -185,4 +194,4 @@ def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
         model.fit(train, validation_data=validation_set, epochs=config.fine_tune_epochs, shuffle=False, verbose=0,
                   class_weight=class_weights(config, data.labels["train"]),
                   callbacks=[progress_callback(folder, total_epochs, image_steps, epoch_offset=config.epochs,
-                                               phase="fine-tuning")])
+                                               phase="fine-tuning"), tensorboard_callback(folder)])

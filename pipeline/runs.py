@@ -34,6 +34,9 @@ CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_PATTERN = "epoch-*.keras"
 EVALUATIONS_DIR = "evaluations"
 EXPLANATIONS_DIR = "explanations"
+EXPORTS_DIR = "exports"
+REPORT = "report.html"
+TENSORBOARD_DIR = "tensorboard"
 
 STATES = ("queued", "running", "completed", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
@@ -153,6 +156,23 @@ class RunFolder:
         folder = self.file(EVALUATIONS_DIR) / slug(name)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+    def exports_dir(self) -> Path:
+        """Where exported models (zip of the model and its card) are kept."""
+        folder = self.file(EXPORTS_DIR)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def exports(self) -> list[Path]:
+        return sorted(self.file(EXPORTS_DIR).glob("*.zip"))
+
+    @property
+    def report_path(self) -> Path:
+        return self.file(REPORT)
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.file(TENSORBOARD_DIR)
 
     def explanations_dir(self) -> Path:
         """Where `explain-eval` writes the ROAD ranking of explanation methods."""

@@ -1,5 +1,6 @@
 """What the dashboard lists about runs: models ready to predict, the configured model, provenance, durations."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,13 @@ def test_crossval_summary_is_mean_and_sample_std_of_the_completed_folds(tmp_path
     figure = summarize(table)["metrics"]["balanced_accuracy"]
     assert figure["mean"] == pytest.approx(np.mean(values)) and figure["std"] == pytest.approx(np.std(values, ddof=1))
     assert table["test_patients"].tolist() == ["UID_3 UID_H3"] * 3
+
+
+def test_a_report_without_explanations_needs_no_tensorflow(tmp_path: Path) -> None:
+    from pipeline.report import build_report
+
+    folder = fake_run(tmp_path, "x")
+    text = build_report(folder.path, explained=False)
+    assert text.startswith("<!DOCTYPE html>") and "Plotly.newPlot" in text
+    assert not re.search(r"<script[^>]*src=", text), "plotly.js is embedded: the file reads offline"
+    assert "test balanced accuracy" in text and "Research tool, not a diagnostic device" in text

@@ -86,3 +86,19 @@ def test_patient_results_are_named_for_what_they_compute() -> None:
     assert metrics["patient_sensitivity"] == 1.0 and metrics["patient_specificity"] == 0.5
     only_all = metrics_from_predictions(table[table["label"] == "ALL"])
     assert only_all["patient_specificity"] is None
+
+
+def test_a_confusion_cell_lists_its_images_most_confident_first() -> None:
+    from pipeline.evaluate import confusion_cell, patient_errors
+
+    table = pd.DataFrame({"path": list("abcdef"), "patient": ["P1", "P1", "P2", "H1", "H1", "H2"],
+                          "label": ["ALL", "ALL", "ALL", "HEM", "HEM", "HEM"],
+                          "predicted": ["HEM", "HEM", "ALL", "ALL", "HEM", "HEM"],
+                          "prob_all": [0.45, 0.05, 0.9, 0.8, 0.3, 0.1]})
+    missed = confusion_cell(table, "ALL", "HEM")
+    assert missed["path"].tolist() == ["b", "a"] and missed["confidence"].tolist() == pytest.approx([0.95, 0.55])
+    assert confusion_cell(table, "HEM", "ALL")["path"].tolist() == ["d"]
+    assert confusion_cell(table, "ALL", "ALL")["confidence"].tolist() == pytest.approx([0.9])
+    errors = patient_errors(table)
+    assert errors["patient"].tolist()[0] == "P1" and errors.iloc[0]["share_wrong"] == 1.0
+    assert errors.set_index("patient").loc["H1", "wrong"] == 1

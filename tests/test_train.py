@@ -1,6 +1,7 @@
 """End-to-end runs on tiny synthetic data (B0, 32 px, random weights): slow, so each run is trained once."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,38 @@ def test_fast_mode_with_augment_trains_on_augmented_feature_passes(tiny_config, 
     assert len(shapes) == 1 and shapes[0][1] == 2 * shapes[0][0], "two augmented passes over the training images"
     config = folder.config()
     assert config["augment"] is True and config["augment_passes"] == 2 and config["freeze_backbone"] is True
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite"])
+def test_an_exported_model_gives_the_runs_probabilities_and_carries_its_card(finished_run: Path, fmt: str) -> None:
+    import zipfile
+
+    from pipeline.export import TOLERANCE, export_run
+
+    archive = export_run(finished_run, fmt)
+    assert archive.parent == finished_run / "exports" and archive.name.endswith(f"-{fmt}.zip")
+    with zipfile.ZipFile(archive) as content:
+        names = content.namelist()
+        card = json.loads(content.read("model_card.json"))
+    assert ("model.tflite" in names) == (fmt == "tflite") and any(n.startswith("saved_model/") for n in names) == (
+        fmt == "savedmodel")
+    assert card["check"]["images"] > 0 and card["check"]["max_abs_difference"] <= TOLERANCE
+    assert card["input"]["shape"] == [None, 32, 32, 3] and card["preprocessing"]["clahe"]["clip_limit"] == 2.0
+    assert card["output"]["classes"] == ["HEM", "ALL"] and card["held_out_patients"]["test"]
+
+
+def test_onnx_export_says_why_it_is_not_there(finished_run: Path) -> None:
+    from pipeline.export import export_run
+
+    with pytest.raises(PipelineError, match="protobuf"):
+        export_run(finished_run, "onnx")
+
+
+def test_the_report_is_one_offline_html_file_with_explained_examples(finished_run: Path) -> None:
+    from pipeline.report import write_report
+
+    path = write_report(finished_run)
+    text = path.read_text()
+    assert path == finished_run / "report.html"
+    assert text.count("Plotly.newPlot") >= 4 and not re.search(r"<script[^>]*src=", text), "reads offline"
+    assert text.count("data:image/png;base64,") >= 1 and "Per patient" in text and "Held out" in text

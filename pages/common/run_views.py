@@ -165,3 +165,91 @@ def compare_section(runs: pd.DataFrame, finished: list[str]) -> None:
         histories = {run: run_folder(run).history() for run in chosen}
         column = st.radio("Curve", ["val_accuracy", "accuracy", "val_loss", "loss"], horizontal=True)
         st.plotly_chart(overlaid_curves_figure(histories, column), width="stretch")
+
+
+CELLS = {"ALL called HEM (missed blasts)": ("ALL", "HEM"), "HEM called ALL (false alarms)": ("HEM", "ALL"),
+         "ALL called ALL": ("ALL", "ALL"), "HEM called HEM": ("HEM", "HEM")}
+
+
+def confusion_gallery(folder: RunFolder, predictions: pd.DataFrame) -> None:
+    """A confusion-matrix cell's images, most confident first, with Grad-CAM on demand; then per patient."""
+    from pipeline.evaluate import confusion_cell, patient_errors
+    from pipeline.preprocess import thumbnail
+
+    st.subheader("The images behind the confusion matrix")
+    counts = {name: len(confusion_cell(predictions, *cell)) for name, cell in CELLS.items()}
+    name = st.segmented_control("Cell", list(CELLS), default=list(CELLS)[0],
+                                format_func=lambda cell: f"{cell} · {counts[cell]}")
+    if not name:
+        return
+    images = confusion_cell(predictions, *CELLS[name])
+    with_cam = st.toggle("Grad-CAM on each image (loads the model)")
+    st.caption("Most confident first: for mistakes, the ones the model was surest of.")
+    explainer = predictor = None
+    if with_cam:
+        from .loaders import predictor_and_explainer
+
+        predictor, explainer = predictor_and_explainer(folder.run_id)
+    columns = st.columns(8)
+    for index, row in enumerate(images.head(24).itertuples(index=False)):
+        caption = f"{row.patient} · P(ALL) {row.prob_all:.2f} · sure {row.confidence:.0%}"
+        try:
+            if explainer is not None:
+                from pipeline.explain import overlay
+                from pipeline.preprocess import read_image
+
+                model_input = predictor.prepare(read_image(row.path))
+                picture = overlay(model_input, explainer.heatmap(model_input, "gradcam"))
+            else:
+                picture = thumbnail(row.path)
+            columns[index % 8].image(picture, caption=caption, width="stretch")
+        except PipelineError:
+            columns[index % 8].caption(f"{row.path} is no longer readable")
+    if images.empty:
+        st.caption("No image in this cell.")
+    st.markdown("**Per patient**: which patients' cells the model gets wrong")
+    st.dataframe(patient_errors(predictions), hide_index=True, width="stretch", column_config={
+        "share_wrong": st.column_config.ProgressColumn("share wrong", min_value=0.0, max_value=1.0, format="%.2f"),
+        "mean_prob_all": st.column_config.NumberColumn("mean P(ALL)", format="%.3f")})
+
+
+def explanation_ranking(folder: RunFolder) -> None:
+    """The ROAD ranking of explanation methods written by `explain-eval`, per layer."""
+    rankings = folder.explanation_rankings()
+    if not rankings:
+        st.caption("Rank the explanation methods on this run: `python -m pipeline explain-eval RUN_DIR`.")
+        return
+    for layer, summary in rankings.items():
+        st.markdown(f"**ROAD at {layer}** over {summary['images']} test images (higher: more faithful; a method "
+                    "should beat the foreground mask and random maps in the cell)")
+        st.dataframe(pd.DataFrame([{"method": figure["computed"], "ROAD": figure["road_mean"],
+                                    "± std": figure["road_std"]} for figure in summary["methods"].values()])
+                     .sort_values("ROAD", ascending=False), hide_index=True, width="stretch")
+
+
+def take_away(folder: RunFolder, run_id: str, demo: bool) -> None:
+    """The report, exported models and the model file to download; new exports are made only off the demo."""
+    from pipeline.export import FORMATS, UNSUPPORTED, export_run
+    from pipeline.report import build_report
+
+    st.subheader("Take it away")
+    columns = st.columns(4)
+    if columns[0].button("Build the HTML report", help="One self-contained file: figures, tables, explained "
+                                                      "examples; readable offline."):
+        with st.spinner("Building the report…"):
+            st.session_state[f"report-{run_id}"] = build_report(folder.path)
+    if f"report-{run_id}" in st.session_state:
+        columns[0].download_button("Report (HTML)", st.session_state[f"report-{run_id}"], f"{run_id}-report.html",
+                                   mime="text/html")
+    if not demo:
+        fmt = columns[1].selectbox("Export as", FORMATS, help=f"ONNX: {UNSUPPORTED['onnx']}")
+        if columns[1].button("Export", help="Checked against the run's model on test images."):
+            try:
+                with st.spinner(f"Exporting {fmt}…"):
+                    export_run(folder.path, fmt)
+            except PipelineError as error:
+                st.error(str(error), icon=":material/error:")
+    for index, archive in enumerate(folder.exports()):
+        columns[2].download_button(archive.name, archive.read_bytes(), archive.name, key=f"export-{index}")
+    if folder.has_model():
+        columns[3].download_button("Model (.keras)", folder.model_path.read_bytes(), f"{run_id}.keras")

@@ -80,3 +80,28 @@ def test_cross_validation_is_summarised_as_mean_and_spread_over_folds(runs_dir: 
     assert accuracy["mean"] == pytest.approx(sum(values) / 3) and accuracy["folds with a value"] == 3
     per_fold = next(frame.value for frame in app.dataframe if "test_patients" in frame.value.columns)
     assert per_fold["fold"].tolist() == [1, 2, 3]
+
+
+def test_a_confusion_cell_shows_its_images_most_confident_first(runs_dir: Path) -> None:
+    import pandas as pd
+
+    from pipeline.config import EMBEDDED_SAMPLE
+    from pipeline.data import scan_dataset
+    from pipeline.evaluate import confusion_cell
+
+    records = scan_dataset(EMBEDDED_SAMPLE).labelled[::7]
+    split = pd.DataFrame([{"path": r.path, "patient": r.patient, "label": r.label,
+                           "subset": ("train", "val", "test")[index % 3]} for index, r in enumerate(records)])
+    folder = fake_run(runs_dir, "gallery", split=split, skill=0.05)
+    predictions = folder.predictions()
+    app = _open("pages/results.py", folder.run_id)
+    cells = app.button_group[0]
+    expected = confusion_cell(predictions, "HEM", "HEM")
+    assert f"HEM called HEM · {len(expected)}" in cells.options
+    cells.set_value(next(option for option in cells.options if option.startswith("HEM called HEM"))).run()
+    captions = [image.proto.imgs[0].caption for image in app.get("image") if "sure" in image.proto.imgs[0].caption]
+    assert captions[0].startswith(f"{expected['patient'][0]} · P(ALL) {expected['prob_all'][0]:.2f}")
+    sure = [float(caption.rsplit("sure ", 1)[1].rstrip("%")) for caption in captions]
+    assert sure == sorted(sure, reverse=True) and len(captions) == min(24, len(expected))
+    errors = next(frame.value for frame in app.dataframe if "share_wrong" in frame.value.columns)
+    assert set(errors["patient"]) == set(predictions["patient"])

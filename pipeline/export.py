@@ -1,0 +1,122 @@
+"""Taking a model away: a run's model as a TensorFlow SavedModel or a TFLite file, with its card (settings,
+data, metrics, the preprocessing to apply) and a check that it gives the run's probabilities.
+
+ONNX is left out: tf2onnx, the converter of the ecosystem, pins protobuf 3.20 while TensorFlow 2.21 needs
+protobuf 6.31 or newer, so the two cannot be installed together.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import CLASS_NAMES
+from .errors import PipelineError
+from .files import atomic_write, write_json_atomic
+from .runs import RunFolder
+
+FORMATS = ("savedmodel", "tflite")
+UNSUPPORTED = {"onnx": "tf2onnx pins protobuf 3.20 and TensorFlow 2.21 needs protobuf 6.31 or newer: they cannot be "
+                       "installed together. Export a SavedModel and convert it where tf2onnx runs."}
+TOLERANCE = 1e-4
+"""Largest difference in P(ALL) allowed between the exported model and the run's model."""
+CHECK_IMAGES = 16
+
+
+def model_card(folder: RunFolder, fmt: str) -> dict[str, Any]:
+    """What goes with an exported model: how to feed it and what it was measured to do."""
+    from .catalog import model_card as run_card
+
+    config = folder.config()
+    card = run_card(folder)
+    return {
+        "format": fmt, "run_id": folder.run_id, "backbone": config.get("backbone"),
+        "input": {"shape": [None, config["image_size"], config["image_size"], 3], "dtype": "float32",
+                  "range": "0-255 RGB (the network rescales its own input)"},
+        "output": {"shape": [None, 2], "classes": list(CLASS_NAMES), "meaning": "softmax probabilities"},
+        "preprocessing": {"resize": f"{config['image_size']}x{config['image_size']} (OpenCV, INTER_AREA when "
+                                    "shrinking, INTER_CUBIC when enlarging)",
+                          "clahe": {**config.get("clahe", {}), "on": "L channel of LAB (OpenCV)"},
+                          "test_time_augmentation": "average over the 8 flips and 90-degree rotations"
+                          if config.get("tta") else "none"},
+        "weights": card["weights"], "data": card["data"], "data_dir": card["data_dir"], "split": card["split"],
+        "held_out_patients": card["held_out"], "test_metrics": card["test"], "warnings": card["warnings"],
+        "training": {key: config.get(key) for key in ("epochs", "batch_size", "learning_rate", "optimizer",
+                                                       "augment", "class_weight", "seed")},
+    }
+
+
+def _check_images(folder: RunFolder, image_size: int, clahe: dict[str, Any]) -> np.ndarray:
+    from .cache import load_images
+    from .config import ClaheSettings
+
+    split = folder.split()
+    paths = split.loc[split["subset"] == "test", "path"].tolist()[:CHECK_IMAGES]
+    images, failed = load_images(paths, image_size, ClaheSettings(**clahe))
+    return np.asarray(images)[[path not in failed for path in paths]].astype(np.float32)
+
+
+def _exported_probabilities(path: Path, fmt: str, images: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    if fmt == "savedmodel":
+        return np.asarray(tf.saved_model.load(str(path)).serve(images))
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    input_index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(input_index, images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(input_index, images)
+    interpreter.invoke()
+    return np.asarray(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+
+
+def export_run(run_dir: str | Path, fmt: str) -> Path:
+    """`exports/<run_id>-<fmt>.zip` in the run folder: the model (`saved_model/` or `model.tflite`) and
+    `model_card.json`, whose `check` records how far the exported probabilities are from the run's on its first
+    test images. Refused above `TOLERANCE`."""
+    import tensorflow as tf
+
+    from .model import load_model
+
+    if fmt in UNSUPPORTED:
+        raise PipelineError(f"No {fmt} export: {UNSUPPORTED[fmt]}")
+    if fmt not in FORMATS:
+        raise PipelineError(f"Unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    folder = RunFolder(Path(run_dir))
+    config = folder.config()
+    model = load_model(folder.model_path)
+    work = folder.exports_dir() / f".{fmt}-work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        model.export(str(work / "saved_model"), format="tf_saved_model", verbose=False)
+        if fmt == "tflite":
+            tflite = tf.lite.TFLiteConverter.from_saved_model(str(work / "saved_model")).convert()
+            shutil.rmtree(work / "saved_model")
+            (work / "model.tflite").write_bytes(tflite)
+        exported = work / ("saved_model" if fmt == "savedmodel" else "model.tflite")
+        images = _check_images(folder, config["image_size"], config.get("clahe", {}))
+        difference = float(np.abs(_exported_probabilities(exported, fmt, images) - np.asarray(model(images))).max()) \
+            if len(images) else None
+        if difference is not None and difference > TOLERANCE:
+            raise PipelineError(f"The {fmt} export differs from the run's model by {difference:.2e} in probability "
+                                f"(more than {TOLERANCE:.0e}); it was not kept.")
+        card = {**model_card(folder, fmt), "check": {"images": int(len(images)), "max_abs_difference": difference,
+                                                     "tolerance": TOLERANCE}}
+        write_json_atomic(work / "model_card.json", card)
+        target = folder.exports_dir() / f"{folder.run_id}-{fmt}.zip"
+        atomic_write(target, lambda tmp: _zip(work, tmp))
+        return target
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _zip(source: Path, target: Path) -> None:
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(source))

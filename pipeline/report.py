@@ -1,0 +1,122 @@
+"""One self-contained HTML report per run: settings, provenance, validation and test figures with their
+warnings, curves, confusion matrix, ROC, calibration, per-class and per-patient tables, a few explained
+examples. Figures are plotly's own HTML; plotly.js is embedded once, so the file reads offline."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from .catalog import model_card, provenance
+from .evaluate import confusion_cell, patient_summary
+from .figures import calibration_figure, confusion_matrix_figure, curves_figure, roc_figure
+from .runs import RunFolder
+
+EXAMPLES = 4
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#1F2933}table{border-collapse:collapse;"
+         "margin:.5em 0}td,th{border:1px solid #ccd;padding:3px 8px;font-size:13px}.warn{background:#FFF4D6;"
+         "padding:6px 10px;margin:4px 0}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0;width:240px}"
+         "figcaption{font-size:12px}")
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, escape=True)
+
+
+def _figures(figures: list[Any]) -> str:
+    parts = []
+    for index, figure in enumerate(figures):
+        parts.append(figure.to_html(full_html=False, include_plotlyjs=index == 0, config={"displaylogo": False}))
+    return "".join(parts)
+
+
+def _png(image_rgb: np.ndarray) -> str:
+    data = cv2.imencode(".png", cv2.cvtColor(np.asarray(image_rgb, np.uint8), cv2.COLOR_RGB2BGR))[1].tobytes()
+    return f"data:image/png;base64,{base64.b64encode(data).decode()}"
+
+
+def _examples(folder: RunFolder, predictions: pd.DataFrame) -> str:
+    """Grad-CAM of the most confident mistakes and of correct answers, as embedded images."""
+    from .errors import ImageReadError
+    from .explain import Explainer, overlay
+    from .predict import Predictor
+    from .preprocess import read_image
+
+    predictor = Predictor.from_run(folder.path)
+    explainer = Explainer(predictor.model, forward=predictor.forward)
+    picked = pd.concat([confusion_cell(predictions, "ALL", "HEM").head(1), confusion_cell(predictions, "HEM", "ALL")
+                        .head(1), confusion_cell(predictions, "ALL", "ALL").head(1),
+                        confusion_cell(predictions, "HEM", "HEM").head(1)]).head(EXAMPLES)
+    cells = []
+    for row in picked.itertuples(index=False):
+        try:
+            model_input = predictor.prepare(read_image(row.path))
+        except ImageReadError:
+            continue
+        heatmap = explainer.heatmap(model_input, "gradcam")
+        caption = (f"{html.escape(Path(row.path).name)} · {row.patient} · true {row.label}, called {row.predicted} "
+                   f"(P(ALL) {row.prob_all:.2f})")
+        cells.append(f'<figure><img width="240" src="{_png(overlay(model_input, heatmap))}">'
+                     f"<figcaption>{caption}</figcaption></figure>")
+    return f'<div class="grid">{"".join(cells)}</div>' if cells else "<p>No test image could be read.</p>"
+
+
+def build_report(run_dir: str | Path, explained: bool = True) -> str:
+    """The report of a completed run as one HTML string."""
+    folder = RunFolder(Path(run_dir))
+    config, metrics, history = folder.config(), folder.metrics() or {}, folder.history()
+    predictions = folder.predictions()
+    card = model_card(folder)
+    validation = metrics.get("validation") or {}
+
+    def figure_row(name: str, source: dict[str, Any], key: str) -> dict[str, Any]:
+        value = source.get(key) if key != "weighted_f1" else (source.get("weighted avg") or {}).get("f1-score")
+        return {"figure": name, "value": value, "undefined": (source.get("undefined") or {}).get(key, "")}
+
+    rows = [figure_row(f"{subset} {name}", source, key) for subset, source in (("validation", validation),
+                                                                              ("test", metrics)) if source
+            for name, key in (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"),
+                              ("weighted F1", "weighted_f1"), ("ROC AUC", "roc_auc"), ("MCC", "mcc"),
+                              ("Brier", "brier"))]
+    per_class = pd.DataFrame([{"class": name, **metrics[name]} for name in [*metrics["labels"], "macro avg",
+                                                                             "weighted avg"]])
+    figures = [curves_figure(history, "accuracy"), curves_figure(history, "loss"),
+               confusion_matrix_figure(metrics), roc_figure(predictions, metrics.get("roc_auc"))]
+    if metrics.get("calibration"):
+        figures.append(calibration_figure(metrics["calibration"]))
+    warnings = "".join(f'<div class="warn">{html.escape(w)}</div>' for w in metrics.get("warnings") or [])
+    settings = pd.DataFrame([{"setting": key, "value": json.dumps(value) if isinstance(value, dict | list) else value}
+                             for key, value in config.items()])
+    body = [
+        f"<h1>Run {html.escape(folder.run_id)}</h1>",
+        f"<p><b>Research tool, not a diagnostic device.</b> {html.escape(provenance(config).replace('**', ''))}</p>",
+        f"<p>Held out: validation patients {', '.join(card['held_out'].get('val', []))}; test patients "
+        f"{', '.join(card['held_out'].get('test', []))}. Runs are chosen on validation; the test subset is "
+        "evaluated once.</p>", warnings,
+        "<h2>Figures</h2>", _table(pd.DataFrame(rows)),
+        "<h2>Per class (test)</h2>", _table(per_class),
+        "<h2>Curves, confusion matrix, ROC, calibration</h2>", _figures(figures),
+        "<h2>Per patient (test)</h2>", _table(patient_summary(predictions)),
+    ]
+    if explained:
+        body += ["<h2>Explained examples (Grad-CAM)</h2>", _examples(folder, predictions)]
+    body += ["<h2>Settings and provenance</h2>", _table(settings)]
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run {html.escape(folder.run_id)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")
+
+
+def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
+    """`report.html` in the run folder (or `out`), written atomically."""
+    from .files import write_bytes_atomic
+
+    folder = RunFolder(Path(run_dir))
+    target = Path(out) if out else folder.report_path
+    write_bytes_atomic(target, build_report(run_dir).encode())
+    return target
