@@ -31,7 +31,7 @@ suggested = _suggested_recipe()
 recipes = list(RECIPES)
 recipe = st.radio("Recipe", recipes, index=recipes.index(suggested), horizontal=True,
                   help="paper: EfficientNet-B3 at 224 px on ImageNet weights, RMSprop 1e-4 (Fata & Hapsari). "
-                       "scratch: EfficientNet-B0 at 128 px from random weights with cell augmentation, class weights "
+                       "scratch: EfficientNet-B0 at 96 px from random weights with cell augmentation, class weights "
                        "and test-time augmentation, for a machine without ImageNet weights.")
 st.caption("ImageNet weights are " + ("available here: the paper's recipe is suggested." if suggested == "paper" else
                                       "not cached and cannot be downloaded now: the from-scratch recipe is suggested."))

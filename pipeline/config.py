@@ -119,9 +119,12 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {key: value for key, value in values.items() if key in known}
-        if isinstance(kwargs.get("clahe"), dict):
-            kwargs["clahe"] = ClaheSettings(**kwargs["clahe"])
-        return cls(**kwargs)
+        try:
+            if isinstance(kwargs.get("clahe"), dict):
+                kwargs["clahe"] = ClaheSettings(**kwargs["clahe"])
+            return cls(**kwargs)
+        except TypeError as error:
+            raise PipelineError(f"These run settings are incomplete or malformed: {error}") from error
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
@@ -139,12 +142,12 @@ class TrainConfig:
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {},
-    "scratch": {"backbone": "efficientnet_b0", "image_size": 128, "epochs": 20, "batch_size": 32,
+    "scratch": {"backbone": "efficientnet_b0", "image_size": 96, "epochs": 15, "batch_size": 32,
                 "learning_rate": 1e-3, "optimizer": "adam", "weights": "none", "bn_momentum": 0.9,
                 "augment": True, "class_weight": True, "tta": True},
 }
 """Starting points: `paper` (TrainConfig's defaults: EfficientNet-B3 at 224 px on ImageNet weights, RMSprop)
-and `scratch`, for a machine without ImageNet weights: EfficientNet-B0 at 128 px from random weights, Adam
+and `scratch`, for a machine without ImageNet weights: EfficientNet-B0 at 96 px from random weights, Adam
 with cosine decay, BatchNorm momentum 0.9, cell augmentation, balanced class weights and test-time
 augmentation (measured on real C-NMC fold 1 by `python -m bench --real`; see the README)."""
 

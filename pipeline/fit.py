@@ -111,11 +111,13 @@ def image_datasets(config: TrainConfig, data: PreparedData, initial_epoch: int =
     return train, validation, steps
 
 
-def fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, initial_epoch: int) -> None:
+def fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, initial_epoch: int,
+             jit_compile: bool = False) -> None:
     """Train the whole network; resumes at `initial_epoch` from a checkpointed (compiled) model."""
     train, validation, steps = image_datasets(config, data, initial_epoch)
     if initial_epoch == 0:
-        model.compile(optimizer=optimizer(config, steps * config.epochs), loss=LOSS, metrics=["accuracy"])
+        model.compile(optimizer=optimizer(config, steps * config.epochs), loss=LOSS, metrics=["accuracy"],
+                      jit_compile=jit_compile)
     # History first, then the checkpoint: a kill between the two never leaves a checkpoint ahead of the history.
     callbacks = [progress_callback(folder, config.epochs, steps), checkpoint_callback(folder),
                  tensorboard_callback(folder)]
@@ -162,7 +164,8 @@ def subset_features(model: Any, config: TrainConfig, data: PreparedData, folder:
     return features
 
 
-def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, weights_used: str) -> None:
+def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, weights_used: str,
+             jit_compile: bool = False) -> None:
     """Fast mode: pooled backbone features computed once (and cached), standardised, then the head trained on
     them; with `augment`, on the features of the training images and of `augment_passes` augmented copies."""
     from .model import adapt_feature_norm, head_model, unfreeze_top_blocks
@@ -177,7 +180,8 @@ def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
     adapt_feature_norm(model, features["train"])
     head = head_model(model)
     steps = training_steps(len(features["train"]), config.batch_size)[0]
-    head.compile(optimizer=optimizer(config, steps * config.epochs), loss=LOSS, metrics=["accuracy"])
+    head.compile(optimizer=optimizer(config, steps * config.epochs), loss=LOSS, metrics=["accuracy"],
+                 jit_compile=jit_compile)
     total_epochs = config.epochs + (config.fine_tune_epochs if config.fine_tune_blocks else 0)
     train_features = feature_dataset(features["train"], train_labels, config.batch_size, config.seed)
     validation = (feature_dataset(features["val"], data.labels["val"], config.batch_size) if len(features["val"])
@@ -190,7 +194,7 @@ def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
         unfreeze_top_blocks(model, config.fine_tune_blocks)
         train, validation_set, image_steps = image_datasets(config, data)
         model.compile(optimizer=optimizer(config, image_steps * config.fine_tune_epochs, config.learning_rate / 10),
-                      loss=LOSS, metrics=["accuracy"])
+                      loss=LOSS, metrics=["accuracy"], jit_compile=jit_compile)
         model.fit(train, validation_data=validation_set, epochs=config.fine_tune_epochs, shuffle=False, verbose=0,
                   class_weight=class_weights(config, data.labels["train"]),
                   callbacks=[progress_callback(folder, total_epochs, image_steps, epoch_offset=config.epochs,

@@ -69,7 +69,7 @@ def launch(configs: list[TrainConfig], runs_dir: Path | None = None, group: str 
 DEMO_GROUP = "demo-model"
 
 
-DEMO_SCRATCH = {"image_size": 96, "epochs": 25}
+DEMO_SCRATCH = {"epochs": 25}
 """The demo model without ImageNet weights: the from-scratch recipe, smaller and shorter, ready in minutes."""
 
 

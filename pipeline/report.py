@@ -44,12 +44,15 @@ def _png(image_rgb: np.ndarray) -> str:
 
 def _examples(folder: RunFolder, predictions: pd.DataFrame) -> str:
     """Grad-CAM of the most confident mistakes and of correct answers, as embedded images."""
-    from .errors import ImageReadError
+    from .errors import ImageReadError, PipelineError
     from .explain import Explainer, overlay
     from .predict import Predictor
     from .preprocess import read_image
 
-    predictor = Predictor.from_run(folder.path)
+    try:
+        predictor = Predictor.from_run(folder.path)
+    except PipelineError as error:
+        return f"<p>No explained examples: the model does not load ({html.escape(str(error))}).</p>"
     explainer = Explainer(predictor.model, forward=predictor.forward)
     picked = pd.concat([confusion_cell(predictions, "ALL", "HEM").head(1), confusion_cell(predictions, "HEM", "ALL")
                         .head(1), confusion_cell(predictions, "ALL", "ALL").head(1),

@@ -122,8 +122,8 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
                                                                          progress=round(fraction, 3)))
         folder.write_split(data.split)
         folder.update_status(phase="building model")
-        strategy = configure_device()
-        with strategy.scope():
+        plan = configure_device()
+        with plan.strategy.scope():
             model, weights_used, initial_epoch = _load_or_build(config, config_dict, folder)
         folder.write_config({
             **config_dict, "weights_used": weights_used, "data_layout": data.dataset.layout,
@@ -131,12 +131,13 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
             "split_counts": data.split["subset"].value_counts().to_dict(),
             "skipped_images": len(data.dataset.skipped) + len(data.skipped_images),
             "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
+            "device": {"gpus": plan.gpus, "precision": plan.precision, "jit_compile": plan.jit_compile},
         })
-        with strategy.scope():
+        with plan.strategy.scope():
             if config.freeze_backbone:
-                fit_fast(model, config, data, folder, weights_used)
+                fit_fast(model, config, data, folder, weights_used, plan.jit_compile)
             else:
-                fit_full(model, config, data, folder, initial_epoch)
+                fit_full(model, config, data, folder, initial_epoch, plan.jit_compile)
         folder.update_status(phase="saving model")
         folder.save_model(model)
         metrics = _evaluate(model, config, data, folder)

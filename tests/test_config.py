@@ -18,3 +18,10 @@ def test_defaults_are_the_papers_and_survive_json() -> None:
 def test_bad_settings_are_refused_with_a_message(bad: dict) -> None:
     with pytest.raises(PipelineError):
         TrainConfig(data_dir="x", **bad)
+
+
+def test_malformed_saved_settings_are_a_clear_error() -> None:
+    with pytest.raises(PipelineError, match="incomplete or malformed"):
+        TrainConfig.from_dict({"epochs": 3})
+    with pytest.raises(PipelineError, match="incomplete or malformed"):
+        TrainConfig.from_dict({"data_dir": "x", "clahe": {"clip": 2}})

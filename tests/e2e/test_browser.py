@@ -161,7 +161,10 @@ def _memory_mb(pid: int) -> dict[str, float]:
 
 
 def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_data: Path, tmp_path: Path) -> None:
-    with _serve(tiny_data, tmp_path, DEMO_MODE="1") as (base, process):
+    """A cold start of a hosted demo: server start, demo model on the embedded real sample, first prediction.
+    The times are kept in test-output/cold-start.json."""
+    started = time.monotonic()
+    with _serve(tiny_data, tmp_path, DEMO_MODE="1", DEMO_DATA_DIR=str(tmp_path / "synthetic")) as (base, process):
         _open(page, base, "", "demo-home")
         sidebar = page.locator('[data-testid="stSidebar"]')
         assert sidebar.locator('[data-testid="stTextInput"]').count() == 0, "no free file-system path"
@@ -172,11 +175,12 @@ def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_da
         assert "The demo model is being prepared" in page.inner_text("body"), "Predict says plainly it is not ready"
         status = runs.wait_for_state(run_dir, ("completed", "failed", "cancelled"), timeout_s=900)
         assert status["state"] == "completed", status.get("error")
+        model_ready_s = time.monotonic() - started
         config = json.loads((run_dir / runs.CONFIG).read_text())
         expected = demo_model_config(str(EMBEDDED_SAMPLE))
         assert config["data_dir"] == str(EMBEDDED_SAMPLE) and config["backbone"] == expected.backbone
         assert config["freeze_backbone"] is expected.freeze_backbone and config["split"] == "patient"
-        assert not (tmp_path / "data").exists(), "a visitor's session wrote no data"
+        assert not (tmp_path / "synthetic").exists(), "a visitor's session wrote no data"
         _open(page, base, "", "demo-home-ready")
         assert "Model card" in page.inner_text("body") and "Held out" in page.inner_text("body")
         _open(page, base, "train", "demo-train")
@@ -185,6 +189,12 @@ def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_da
         _open(page, base, "predict", "demo-predict")
         page.get_by_text("gradcam at top_activation").first.wait_for()
         _settle(page)
+        first_prediction_s = time.monotonic() - started
+        (SHOTS.parent / "cold-start.json").write_text(json.dumps({
+            "server_start_to_demo_model_s": round(model_ready_s, 1),
+            "server_start_to_first_prediction_s": round(first_prediction_s, 1),
+            "demo_model": {key: config[key] for key in ("backbone", "image_size", "epochs", "weights_used")}},
+            indent=2))
         page.screenshot(path=str(SHOTS / "demo-predict-done.png"), full_page=True)
         body = page.inner_text("body")
         assert ("random weights" in body) == config["weights_used"].startswith("none")
