@@ -21,6 +21,7 @@ PAPER_VAL_IMAGES = 564
 PAPER_EPOCHS = 50
 PAPER_BATCH = 16
 FINE_TUNE = {"blocks": 2, "epochs": 5}
+PIPELINE_BATCHES = 32
 SIZES = {True: {"backbone": "efficientnet_b0", "image_size": 96, "per_class": 48, "steps": 6, "repeats": 7},
          False: {"backbone": "efficientnet_b3", "image_size": 224, "per_class": 64, "steps": 4, "repeats": 5}}
 
@@ -71,8 +72,8 @@ def run(quick: bool) -> dict[str, Any]:
     from pipeline.datasets import feature_dataset, make_dataset
     from pipeline.explain import Explainer
     from pipeline.fit import LOSS, optimizer
-    from pipeline.inference import extract_features
-    from pipeline.model import build_model, compiled_forward, head_model, unfreeze_top_blocks
+    from pipeline.inference import run_batches
+    from pipeline.model import build_model, compiled_forward, feature_extractor, head_model, unfreeze_top_blocks
 
     size = SIZES[quick]
     backbone, image_size, steps, repeats = size["backbone"], size["image_size"], size["steps"], size["repeats"]
@@ -86,8 +87,8 @@ def run(quick: bool) -> dict[str, Any]:
     images, _ = preprocess_many(paths, image_size, ClaheSettings())
     ours = make_dataset(images, labels, PAPER_BATCH, True, 0, drop_remainder=True).repeat()
     naive = _baseline_dataset(class_root, image_size, PAPER_BATCH)
-    pipelines = interleaved({"ours": lambda: pipeline_rate(ours, 8, PAPER_BATCH),
-                             "naive": lambda: pipeline_rate(naive, 8, PAPER_BATCH)}, repeats)
+    pipelines = interleaved({"ours": lambda: pipeline_rate(ours, PIPELINE_BATCHES, PAPER_BATCH),
+                             "naive": lambda: pipeline_rate(naive, PIPELINE_BATCHES, PAPER_BATCH)}, repeats)
     results["input_pipeline_images_per_s"] = {name: spread(values) for name, values in pipelines.items()}
     results["input_pipeline_ratio"] = paired_ratio(pipelines["ours"], pipelines["naive"])
 
@@ -102,9 +103,10 @@ def run(quick: bool) -> dict[str, Any]:
     rate = results["train_images_per_s"]["ours"]["median"]
 
     frozen, _ = build_model(backbone, image_size, "none", freeze_backbone=True)
-    feature_times = timed(lambda: extract_features(frozen, images), repeats=3)
+    extractor = compiled_forward(feature_extractor(frozen))
+    feature_times = timed(lambda: run_batches(extractor, images), repeats=repeats)
     results["feature_images_per_s"] = spread([len(images) / t for t in feature_times])
-    features = extract_features(frozen, images)
+    features = run_batches(extractor, images)
     paper_features = np.resize(features, (PAPER_TRAIN_IMAGES, features.shape[1]))
     paper_labels = np.resize(labels, PAPER_TRAIN_IMAGES)
     head = head_model(frozen)

@@ -1,10 +1,12 @@
 """Predict: upload images or click a real example cell; class, probability and Grad-CAM at once, more
 explanations, faithfulness and feature maps on demand."""
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
-from pages.common.loaders import current_dataset, predictor_and_explainer
+from pages.common.loaders import current_dataset, mtime, predictor_and_explainer
 from pages.common.settings import current_model, models, run_folder
 from pages.common.widgets import demo_model_progress, model_card, show_error, synthetic_warning
 from pipeline.catalog import example_cells, provenance, run_config
@@ -13,7 +15,20 @@ from pipeline.data import scan_dataset
 from pipeline.errors import PipelineError
 from pipeline.explain import DEFAULT_LAYER, METHODS, colorize, method_label, overlay, stage_layers
 from pipeline.preprocess import read_image, thumbnail
-from pipeline.runs import SPLIT
+from pipeline.runs import METRICS, SPLIT
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _examples(run_dir: str, split_mtime: float) -> list[dict]:
+    split_path = Path(run_dir) / SPLIT
+    split = pd.read_csv(split_path) if split_path.is_file() else None
+    return example_cells(scan_dataset(EMBEDDED_SAMPLE).labelled, split)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _thumbnail(path: str):
+    return thumbnail(path, 96)
+
 
 st.title(":material/biotech: Predict")
 runs = models()
@@ -29,7 +44,7 @@ try:
     st.markdown(provenance(config))
     synthetic_warning(config)
     with st.expander("Model card", expanded=False):
-        model_card(folder)
+        model_card(folder, mtime(folder.file(METRICS)))
     predictor, explainer = predictor_and_explainer(run_id)
 except PipelineError as error:
     show_error(error)
@@ -46,11 +61,10 @@ for upload in uploads or []:
 
 if not uploads:
     st.markdown("**…or click a real cell** of the embedded C-NMC sample (marked by its role for this model):")
-    split = folder.split() if folder.file(SPLIT).is_file() else None
-    examples = example_cells(scan_dataset(EMBEDDED_SAMPLE).labelled, split)
+    examples = _examples(str(folder.path), mtime(folder.file(SPLIT)))
     columns = st.columns(len(examples))
     for column, example in zip(columns, examples, strict=True):
-        column.image(thumbnail(example["path"], 96), width="stretch",
+        column.image(_thumbnail(example["path"]), width="stretch",
                      caption=f"{example['label']} · {example['patient']} · {example['role']}")
         if column.button("Predict", key=f"example-{example['path']}"):
             st.session_state["example"] = example["path"]

@@ -99,6 +99,9 @@ def best_per_cell(runs: pd.DataFrame) -> pd.DataFrame:
 def run_flags(row: pd.Series | dict[str, Any]) -> str:
     """Short flags for listings: patients leaked into test, warnings about what the test subset supports."""
     flags = []
+    support = row.get("test_support")
+    if isinstance(support, str) and support:
+        flags.append(support)
     leaked = row.get("leaked_patients")
     if leaked is not None and leaked == leaked and leaked > 0:
         flags.append(f"{int(leaked)} patients in train and test")
@@ -116,6 +119,7 @@ def model_card(folder: RunFolder) -> dict[str, Any]:
         "run_id": folder.run_id, "data": config.get("data_kind"), "data_dir": config.get("data_dir"),
         "weights": config.get("weights_used") or config.get("weights"), "backbone": config.get("backbone"),
         "image_size": config.get("image_size"), "split": config.get("split"), "tta": config.get("tta", False),
+        "recipe": config.get("recipe") or "custom",
         "state": status.get("state"), "held_out": {}, "test": {}, "warnings": metrics.get("warnings") or []}
     if folder.file(SPLIT).is_file():
         split = folder.split()

@@ -84,6 +84,7 @@ class TrainConfig:
     class_weight: bool = False
     tta: bool = False
     max_images: int = 0
+    recipe: str = ""
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -156,4 +157,4 @@ def recipe_config(recipe: str, data_dir: str, **overrides: Any) -> TrainConfig:
     """The settings of `recipe` on `data_dir`, with `overrides` on top."""
     if recipe not in RECIPES:
         raise PipelineError(f"Unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}.")
-    return TrainConfig(data_dir=data_dir, **{**RECIPES[recipe], **overrides})
+    return TrainConfig(data_dir=data_dir, **{**RECIPES[recipe], "recipe": recipe, **overrides})

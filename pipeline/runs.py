@@ -153,15 +153,16 @@ class RunFolder:
 
     def evaluation_dir(self, name: str) -> Path:
         """Where `evaluate --data` writes the predictions and metrics of one other data set."""
-        folder = self.file(EVALUATIONS_DIR) / slug(name)
+        return self._subfolder(f"{EVALUATIONS_DIR}/{slug(name)}")
+
+    def _subfolder(self, name: str) -> Path:
+        folder = self.file(name)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def exports_dir(self) -> Path:
         """Where exported models (zip of the model and its card) are kept."""
-        folder = self.file(EXPORTS_DIR)
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        return self._subfolder(EXPORTS_DIR)
 
     def exports(self) -> list[Path]:
         return sorted(self.file(EXPORTS_DIR).glob("*.zip"))
@@ -176,9 +177,7 @@ class RunFolder:
 
     def explanations_dir(self) -> Path:
         """Where `explain-eval` writes the ROAD ranking of explanation methods."""
-        folder = self.file(EXPLANATIONS_DIR)
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        return self._subfolder(EXPLANATIONS_DIR)
 
     def explanation_rankings(self) -> dict[str, dict[str, Any]]:
         """The ROAD summaries of `explain-eval`, by layer."""
@@ -356,11 +355,23 @@ class RunFolder:
             "mcc": metrics.get("mcc"),
             "roc_auc": metrics.get("roc_auc"),
             "leaked_patients": (metrics.get("leakage") or {}).get("train_test_patients"),
+            "test_support": test_support((metrics.get("subsets") or {}).get("test")),
             "warnings": len(metrics.get("warnings") or []),
             "error": error,
         })
         row["state"] = state
         return row
+
+
+def test_support(test: dict[str, Any] | None) -> str:
+    """What a test subset cannot support, in a few words: one class only, or few patients of a class."""
+    if not test:
+        return ""
+    absent = [label for label, count in test["per_class"].items() if not count]
+    if absent:
+        return f"test has no {'/'.join(absent)}"
+    few = [f"{count} {label}" for label, count in test["patients"].items() if 0 < count < 3]
+    return f"test has only {' and '.join(few)} patient(s)" if few else ""
 
 
 def _raise_cancelled(signum: int, frame: Any) -> None:

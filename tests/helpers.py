@@ -42,8 +42,8 @@ def fake_run(runs_dir: Path, name: str, state: str = "completed", config: dict[s
     """A run folder in `state`; a completed one holds a one-epoch history, its split, test predictions, the
     metrics the pipeline computes from them and a `.keras` archive (a zip with a config, not a loadable model)."""
     folder = RunFolder(create_run_dir(runs_dir, name))
-    folder.write_config({"backbone": "efficientnet_b0", "epochs": 1, "batch_size": 8, "split": "patient",
-                         "data_kind": "real images", "weights_used": "none (random initialisation)",
+    folder.write_config({"data_dir": "", "backbone": "efficientnet_b0", "epochs": 1, "batch_size": 8,
+                         "split": "patient", "data_kind": "real images", "weights_used": "none (random initialisation)",
                          "image_size": 32, **(config or {})})
     folder.update_status(state=state, pid=os.getpid(), host=socket.gethostname())
     if state == "completed":
@@ -58,3 +58,10 @@ def fake_run(runs_dir: Path, name: str, state: str = "completed", config: dict[s
         with zipfile.ZipFile(folder.model_path, "w") as archive:
             archive.writestr("config.json", "{}")
     return folder
+
+
+def metric(app: Any, label: str) -> str:
+    """The value an AppTest page shows in the metric labelled `label`."""
+    matches = [item.value for item in app.metric if item.label == label]
+    assert matches, f"no metric {label!r} among {[item.label for item in app.metric]}"
+    return matches[0]

@@ -76,6 +76,17 @@ def test_selection_uses_validation_never_test() -> None:
     assert best_run(runs)["run_id"] == "a"
     assert best_per_cell(runs)[["epochs", "run_id"]].values.tolist() == [[10, "a"]]
     assert run_flags(runs.iloc[1]) == "3 patients in train and test; 2 warnings" and run_flags(runs.iloc[0]) == ""
+    assert run_flags({"test_support": "test has no HEM", "warnings": 1}) == "test has no HEM; 1 warning"
+
+
+def test_runs_name_what_their_test_subset_cannot_support(tmp_path: Path) -> None:
+    from pipeline.runs import list_runs
+    from tests.helpers import DEFAULT_SPLIT, make_split
+
+    fake_run(tmp_path, "two-patients")
+    fake_run(tmp_path, "one-class", split=make_split({**DEFAULT_SPLIT, "UID_H3": ("HEM", "train", 3)}))
+    support = {row["run_id"].split("-", 2)[-1]: row["test_support"] for row in list_runs(tmp_path)}
+    assert support == {"two-patients": "test has only 1 ALL and 1 HEM patient(s)", "one-class": "test has no HEM"}
 
 
 def test_crossval_summary_is_mean_and_sample_std_of_the_completed_folds(tmp_path: Path) -> None:

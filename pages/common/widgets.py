@@ -6,14 +6,13 @@ from typing import Any
 
 import streamlit as st
 
-from pipeline import catalog
 from pipeline.catalog import format_duration
 from pipeline.errors import PipelineError
 from pipeline.figures import curves_figure
 from pipeline.launch import DEMO_GROUP, cancel
-from pipeline.runs import ACTIVE_STATES, RunFolder, progress_summary
+from pipeline.runs import ACTIVE_STATES, METRICS, RunFolder, progress_summary
 
-from .loaders import runs_table
+from .loaders import model_card_of, mtime, runs_table
 from .settings import (
     DEMO_DATA_DIR,
     configured_data_dirs,
@@ -113,14 +112,15 @@ def live_progress(allow_cancel: bool = False) -> None:
             right.plotly_chart(curves_figure(history, "loss"), width="stretch", key=f"loss-{run_id}")
 
 
-def model_card(folder: RunFolder) -> None:
+def model_card(folder: RunFolder, metrics_mtime: float = 0.0) -> None:
     """The model in a few lines: data, patients held out, weights, figures on those patients, time taken."""
-    card = catalog.model_card(folder)
+    card = model_card_of(str(folder.path), metrics_mtime or mtime(folder.file(METRICS)))
     test = card["test"]
     held_out = card["held_out"]
     with st.container(border=True):
-        st.markdown(f"**Model card** · `{card['run_id']}` · {card['backbone']} at {card['image_size']} px · "
-                    f"weights: {card['weights']}" + (" · test-time augmentation" if card["tta"] else ""))
+        st.markdown(f"**Model card** · `{card['run_id']}` · recipe {card['recipe']} · {card['backbone']} at "
+                    f"{card['image_size']} px · weights: {card['weights']}"
+                    + (" · test-time augmentation" if card["tta"] else ""))
         st.markdown(f"Data: **{card['data']}** ({card['data_dir']}); trained on {card.get('trained_on', '?')} images. "
                     f"Held out: validation patients {', '.join(held_out.get('val', [])) or '—'}; test patients "
                     f"{', '.join(held_out.get('test', [])) or '—'}.")

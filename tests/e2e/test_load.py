@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import threading
 import time
@@ -40,7 +41,10 @@ class _PeakMemory(threading.Thread):
 
     def run(self) -> None:
         while self.running:
-            self.peak = max(self.peak, _rss_mb(self.pid))
+            try:
+                self.peak = max(self.peak, _rss_mb(self.pid))
+            except FileNotFoundError:  # the server has stopped
+                return
             time.sleep(0.1)
 
 
@@ -62,16 +66,37 @@ async def _visit(browser, base: str, image: Path) -> float:
     return elapsed
 
 
-async def _measure(base: str, images: list[Path]) -> dict[str, object]:
+def _cpu_seconds(match: str | int) -> float:
+    """CPU time (user + system) of the server (a pid) or of every process whose command line holds `match`."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if isinstance(match, int) and stat.parent.name != str(match):
+                continue
+            if isinstance(match, str) and match not in (stat.parent / "cmdline").read_bytes().decode(errors="ignore"):
+                continue
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return total
+
+
+async def _measure(base: str, images: list[Path], server_pid: int) -> dict[str, object]:
     async with playwright_api.async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         await _visit(browser, base, images[0])  # warm: the model loads and its functions compile
         alone = [await _visit(browser, base, images[1]) for _ in range(3)]
+        cpu_before = _cpu_seconds(server_pid), _cpu_seconds("chromium")
+        start = time.perf_counter()
         together = await asyncio.gather(*[_visit(browser, base, image) for image in images[:VISITORS]])
+        wall = time.perf_counter() - start
+        cpu = _cpu_seconds(server_pid) - cpu_before[0], _cpu_seconds("chromium") - cpu_before[1]
         await browser.close()
-    return {"alone_s": float(np.median(alone)), "together_s": sorted(float(t) for t in together)}
+    return {"alone_s": float(np.median(alone)), "together_s": sorted(float(t) for t in together),
+            "together_wall_s": wall, "server_cpu_s": cpu[0], "browsers_cpu_s": cpu[1]}
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +120,18 @@ def test_ten_visitors_at_once_on_a_b3_demo(b3_demo: Path, tmp_path: Path) -> Non
     with _serve(EMBEDDED_SAMPLE, b3_demo, DEMO_MODE="1") as (base, process):
         memory = _PeakMemory(process.pid)
         memory.start()
-        figures = asyncio.run(_measure(base, images))
+        figures = asyncio.run(_measure(base, images, process.pid))
         memory.running = False
         memory.join()
     together = figures["together_s"]
     report = {"visitors": VISITORS, "model": "efficientnet_b3 at 224 px", "alone_s": figures["alone_s"],
               "together_s": together, "p95_s": float(np.percentile(together, 95)),
-              "peak_rss_mb": memory.peak, "goals": GOALS}
+              "peak_rss_mb": memory.peak, "goals": GOALS,
+              "cpu_during_the_ten": {"wall_s": figures["together_wall_s"], "server_s": figures["server_cpu_s"],
+                                     "browsers_s": figures["browsers_cpu_s"],
+                                     "note": "the ten browsers share the server's 2 cores in this test"}}
     SHOTS.parent.mkdir(parents=True, exist_ok=True)
     (SHOTS.parent / "load.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
-    assert report["alone_s"] < GOALS["alone_s"] * 2 and report["p95_s"] < GOALS["p95_s"] * 2, report
+    assert report["alone_s"] < GOALS["alone_s"] * 1.5 and report["p95_s"] < GOALS["p95_s"] * 1.5, report
     assert report["peak_rss_mb"] < GOALS["rss_mb"], report

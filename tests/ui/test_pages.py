@@ -10,6 +10,7 @@ from pipeline import runs
 from pipeline.data import scan_dataset
 from pipeline.predict import Predictor
 from pipeline.preprocess import read_image
+from tests.helpers import metric
 
 pytestmark = pytest.mark.slow  # builds models with TensorFlow
 
@@ -32,15 +33,9 @@ def _open(app: AppTest, page: str | None = None) -> AppTest:
     return app
 
 
-def _metric(app: AppTest, label: str) -> str:
-    matches = [metric.value for metric in app.metric if metric.label == label]
-    assert matches, f"no metric {label!r} among {[m.label for m in app.metric]}"
-    return matches[0]
-
-
 def test_home_says_which_data_and_that_it_is_no_diagnostic_device(app: AppTest, tiny_data: Path) -> None:
     _open(app)
-    assert _metric(app, "Images") == str(len(scan_dataset(tiny_data).records))
+    assert metric(app, "Images") == str(len(scan_dataset(tiny_data).records))
     assert any("not a diagnostic device" in error.value for error in app.error)
     assert any("Synthetic demo data" in warning.value for warning in app.warning)
 
@@ -48,9 +43,9 @@ def test_home_says_which_data_and_that_it_is_no_diagnostic_device(app: AppTest, 
 def test_dataset_counts_classes_and_patients(app: AppTest, tiny_data: Path) -> None:
     _open(app, "pages/dataset.py")
     info = scan_dataset(tiny_data).info()
-    assert _metric(app, "ALL") == str(info["per_class"]["ALL"])
-    assert _metric(app, "HEM") == str(info["per_class"]["HEM"])
-    assert _metric(app, "Patients") == str(info["patients"])
+    assert metric(app, "ALL") == str(info["per_class"]["ALL"])
+    assert metric(app, "HEM") == str(info["per_class"]["HEM"])
+    assert metric(app, "Patients") == str(info["patients"])
     pager = next(number for number in app.number_input if number.label.startswith("Page"))
     assert f"{info['images']} images" in pager.label
 
@@ -60,8 +55,8 @@ def test_results_show_the_metrics_of_the_run(app: AppTest, finished_run: Path) -
     metrics = json.loads((finished_run / runs.METRICS).read_text())
     run_box = next(box for box in app.selectbox if box.label == "Run")
     run_box.set_value(finished_run.name).run()
-    assert _metric(app, "Test accuracy") == f"{metrics['accuracy']:.3f}"
-    assert _metric(app, "Weighted F1") == f"{metrics['weighted avg']['f1-score']:.3f}"
+    assert metric(app, "Test accuracy") == f"{metrics['accuracy']:.3f}"
+    assert metric(app, "Weighted F1") == f"{metrics['weighted avg']['f1-score']:.3f}"
     assert any("synthetic demo data" in warning.value for warning in app.warning)
     assert any("random weights" in info.value for info in app.info)
 
@@ -72,12 +67,12 @@ def test_predict_gives_the_class_and_probability_of_a_known_image(app: AppTest, 
     image_box = next(box for box in app.selectbox if box.label.startswith("…or pick"))
     expected = Predictor.from_run(finished_run).predict_image(read_image(image_box.value))
     assert not app.exception, [e.value for e in app.exception]
-    assert _metric(app, "Predicted class").startswith(expected["predicted"])
-    assert _metric(app, "P(ALL)") == f"{expected['prob_all']:.3f}"
+    assert metric(app, "Predicted class").startswith(expected["predicted"])
+    assert metric(app, "P(ALL)") == f"{expected['prob_all']:.3f}"
     assert not any("Faithfulness" in caption.value for caption in app.caption), "extras wait for a click"
     next(toggle for toggle in app.toggle if toggle.label.startswith("Faithfulness")).set_value(True).run()
     assert any("Faithfulness (ROAD)" in caption.value for caption in app.caption)
-    assert _metric(app, "ROAD").startswith(("+", "-"))
+    assert metric(app, "ROAD").startswith(("+", "-"))
 
 
 def test_train_page_refuses_nothing_when_idle_and_offers_the_grid(app: AppTest) -> None:

@@ -7,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pipeline.crossval import write_summary
-from tests.helpers import DEFAULT_SPLIT, fake_run, make_split
+from tests.helpers import DEFAULT_SPLIT, fake_run, make_split, metric
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
@@ -30,19 +30,13 @@ def _open(page: str, run_id: str | None = None) -> AppTest:
     return app
 
 
-def _metric(app: AppTest, label: str) -> str:
-    matches = [metric.value for metric in app.metric if metric.label == label]
-    assert matches, f"no metric {label!r} among {[m.label for m in app.metric]}"
-    return matches[0]
-
-
 def test_the_best_run_is_chosen_on_validation_and_shown_with_its_test_score(runs_dir: Path) -> None:
     good_on_val = fake_run(runs_dir, "good-on-val", seed=1, skill=0.45)
     good_on_test = fake_run(runs_dir, "good-on-test", seed=2, skill=0.1)
     val_scores = {f.run_id: f.metrics()["validation"]["weighted avg"]["f1-score"] for f in (good_on_val, good_on_test)}
     assert val_scores[good_on_val.run_id] > val_scores[good_on_test.run_id]
     app = _open("pages/home.py")
-    assert _metric(app, "Best validation weighted F1") == f"{val_scores[good_on_val.run_id]:.3f}"
+    assert metric(app, "Best validation weighted F1") == f"{val_scores[good_on_val.run_id]:.3f}"
     test_f1 = good_on_val.metrics()["weighted avg"]["f1-score"]
     assert any(good_on_val.run_id in c.value and f"its test weighted F1: {test_f1:.3f}" in c.value for c in app.caption)
 
@@ -55,15 +49,15 @@ def test_an_image_split_shows_its_leakage_next_to_the_metrics(runs_dir: Path) ->
     assert folder.metrics()["leakage"]["train_test_patients"] == 2
     app = _open("pages/results.py", folder.run_id)
     assert any("2 patient(s) have images in both the training and the test subset" in e.value for e in app.error)
-    assert _metric(app, "Test accuracy") == f"{folder.metrics()['accuracy']:.3f}"
-    assert _metric(app, "Validation weighted F1") == f"{folder.metrics()['validation']['weighted avg']['f1-score']:.3f}"
+    assert metric(app, "Test accuracy") == f"{folder.metrics()['accuracy']:.3f}"
+    assert metric(app, "Validation weighted F1") == f"{folder.metrics()['validation']['weighted avg']['f1-score']:.3f}"
 
 
 def test_a_test_subset_of_one_class_says_what_is_undefined(runs_dir: Path) -> None:
     one_class = make_split({**DEFAULT_SPLIT, "UID_H3": ("HEM", "train", 3)})
     folder = fake_run(runs_dir, "one-class-test", split=one_class)
     app = _open("pages/results.py", folder.run_id)
-    assert _metric(app, "ROC AUC") == "undefined" and _metric(app, "Balanced accuracy") == "undefined"
+    assert metric(app, "ROC AUC") == "undefined" and metric(app, "Balanced accuracy") == "undefined"
     assert any("test subset has no HEM image" in w.value for w in app.warning)
     per_class = next(frame.value for frame in app.dataframe if "precision" in frame.value.columns)
     assert per_class.loc["HEM", "precision"] == "no HEM image in this subset"
