@@ -80,9 +80,12 @@ if current_model():
     model_card(run_folder(current_model()))
 
 st.subheader("How to use it")
-steps = ["**Dataset**: browse the images, class balance and patients; compare raw and CLAHE-enhanced cells."]
+steps = ["**Dataset**: browse the real cells, class balance and patients; compare raw and CLAHE-enhanced cells."]
 if not demo_mode():
-    steps.append("**Train**: start a run (fast mode suits a CPU) or the paper's grid and watch it learn.")
-steps += ["**Results**: confusion matrix, curves, per-class metrics, ROC, and runs compared.",
-          "**Predict**: upload a cell image for its class, probability, Grad-CAM and feature maps."]
+    steps.append("**Train**: a run (the recipe suits what this machine has), the paper's grid or a patient "
+                 "cross-validation, and watch it learn.")
+steps += ["**Results**: validation and test figures with what they can support, the images behind each "
+          "confusion-matrix cell, calibration, cross-validation, runs compared; a report and the model to take away.",
+          "**Predict**: upload a cell or click a real one: class, probability, Grad-CAM, ROAD faithfulness, feature "
+          "maps."]
 st.markdown("\n".join(f"{number}. {step}" for number, step in enumerate(steps, start=1)))

@@ -64,7 +64,8 @@ def _exported_probabilities(path: Path, fmt: str, images: np.ndarray) -> np.ndar
     import tensorflow as tf
 
     if fmt == "savedmodel":
-        return np.asarray(tf.saved_model.load(str(path)).serve(images))
+        loaded = tf.saved_model.load(str(path))  # held while it runs: its variables go with it
+        return np.asarray(loaded.serve(images))
     interpreter = tf.lite.Interpreter(model_path=str(path))
     input_index = interpreter.get_input_details()[0]["index"]
     interpreter.resize_tensor_input(input_index, images.shape)
