@@ -187,8 +187,7 @@ def _figure(value: object) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from .catalog import run_flags
-    from .runs import list_runs
+    from .catalog import list_runs, run_flags
 
     runs = list_runs(args.runs_dir or default_runs_dir())
     if args.json:

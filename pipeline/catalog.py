@@ -1,5 +1,5 @@
-"""What the dashboard lists and says about runs: models ready to predict, the configured model, provenance
-lines and durations. Plain logic, no Streamlit."""
+"""What the dashboard and the command line list and say about runs: the run table, models ready to predict,
+the configured model, provenance lines, durations and progress. Plain logic, no Streamlit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import PipelineError
-from .runs import SPLIT, RunFolder, list_runs, resolve_run_dir
+from .runs import SPLIT, RunFolder, now_iso, resolve_run_dir
 
 CONFIGURED_MODEL = "configured-model"
 """The id under which a model trained elsewhere (`MODEL_PATH`) is listed."""
@@ -165,3 +165,93 @@ def _spread(items: list[Any], count: int) -> list[Any]:
         return []
     positions = sorted({int(i * len(items) / count) for i in range(count)})
     return [items[position] for position in positions]
+
+
+# -- run listings ---------------------------------------------------------------------------
+def list_runs(runs_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Summaries of every run under `runs_dir`, newest first."""
+    from .config import default_runs_dir
+
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    if not runs_dir.is_dir():
+        return []
+    folders = [RunFolder(path) for path in runs_dir.iterdir() if path.is_dir() and not path.name.startswith(".")]
+    return [run_row(folder) for folder in sorted(folders, key=lambda folder: folder.run_id, reverse=True)
+            if folder.exists() or any(folder.path.iterdir())]
+
+
+def run_row(folder: RunFolder) -> dict[str, Any]:
+    """One row for run listings: settings, validation and test figures, leakage and warnings. A folder
+    with missing or corrupt files, or a completed run that lacks what it must hold, is shown as broken."""
+    row: dict[str, Any] = {"run_id": folder.run_id, "path": str(folder.path)}
+    try:
+        config = folder.config()
+        status = folder.status()
+        metrics = folder.metrics() or {}
+    except (OSError, ValueError) as error:
+        return {**row, "state": "broken", "error": f"Unreadable run folder: {error}"}
+    state, error = status.get("state", "unknown"), status.get("error")
+    if state == "completed":
+        problem = folder.completeness_problem()
+        if problem:
+            state, error = "broken", problem
+    validation = metrics.get("validation") or {}
+    row.update({
+        "epoch": status.get("epoch"),
+        "created": config.get("created"),
+        "backbone": config.get("backbone"),
+        "epochs": config.get("epochs"),
+        "batch_size": config.get("batch_size"),
+        "image_size": config.get("image_size"),
+        "split": config.get("split"),
+        "mode": "fast (frozen backbone)" if config.get("freeze_backbone") else "full fine-tune",
+        "weights": config.get("weights_used", config.get("weights")),
+        "data": config.get("data_kind"),
+        "data_dir": config.get("data_dir"),
+        "group": config.get("group", ""),
+        "cv": f"{config['cv_fold'] + 1}/{config['cv_folds']}" if config.get("cv_folds") else "",
+        "val_weighted_f1": validation.get("weighted avg", {}).get("f1-score"),
+        "val_balanced_accuracy": validation.get("balanced_accuracy"),
+        "val_roc_auc": validation.get("roc_auc"),
+        "test_accuracy": metrics.get("accuracy"),
+        "weighted_f1": metrics.get("weighted avg", {}).get("f1-score"),
+        "balanced_accuracy": metrics.get("balanced_accuracy"),
+        "mcc": metrics.get("mcc"),
+        "roc_auc": metrics.get("roc_auc"),
+        "leaked_patients": (metrics.get("leakage") or {}).get("train_test_patients"),
+        "test_support": test_support((metrics.get("subsets") or {}).get("test")),
+        "warnings": len(metrics.get("warnings") or []),
+        "error": error,
+    })
+    row["state"] = state
+    return row
+
+
+def test_support(test: dict[str, Any] | None) -> str:
+    """What a test subset cannot support, in a few words: one class only, or few patients of a class."""
+    if not test:
+        return ""
+    absent = [label for label, count in test["per_class"].items() if not count]
+    if absent:
+        return f"test has no {'/'.join(absent)}"
+    few = [f"{count} {label}" for label, count in test["patients"].items() if 0 < count < 3]
+    return f"test has only {' and '.join(few)} patient(s)" if few else ""
+
+
+def progress_summary(status: dict[str, Any]) -> dict[str, Any]:
+    """Overall fraction done, elapsed and estimated remaining seconds of a run, from its status."""
+    from datetime import datetime as _datetime
+
+    epochs = max(1, int(status.get("epochs") or 1))
+    epoch = int(status.get("epoch") or 0)
+    within = float(status.get("progress") or 0.0)
+    training = str(status.get("phase", "")).startswith(("training", "fine-tuning"))
+    done_epochs = (epoch - 1 + within) if training and epoch else float(status.get("epochs_done") or 0)
+    fraction = min(1.0, max(0.0, done_epochs / epochs))
+    elapsed = None
+    if status.get("started_at"):
+        end = status.get("ended_at") or now_iso()
+        elapsed = (_datetime.fromisoformat(end) - _datetime.fromisoformat(status["started_at"])).total_seconds()
+    eta = elapsed * (1 - fraction) / fraction if elapsed and fraction > 0.02 and training else None
+    return {"fraction": fraction, "elapsed_s": elapsed, "eta_s": eta, "epoch": epoch, "epochs": epochs,
+            "within_epoch": within}

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .catalog import list_runs
 from .config import TrainConfig, default_runs_dir, recipe_config
 from .errors import PipelineError
-from .runs import ACTIVE_STATES, RunFolder, list_runs, now_iso, process_alive
+from .runs import ACTIVE_STATES, RunFolder, now_iso, process_alive
 
 LOCK_FILE = ".launch.lock"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,6 @@ import re
 import shutil
 import signal
 import socket
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -315,64 +314,6 @@ class RunFolder:
             return f"A file of the run does not read: {error}"
         return None
 
-    # -- summary ---------------------------------------------------------------------------
-    def summary(self) -> dict[str, Any]:
-        """One row for run listings: settings, validation and test figures, leakage and warnings. A folder
-        with missing or corrupt files, or a completed run that lacks what it must hold, is shown as broken."""
-        row: dict[str, Any] = {"run_id": self.run_id, "path": str(self.path)}
-        try:
-            config = self.config()
-            status = self.status()
-            metrics = self.metrics() or {}
-        except (OSError, ValueError) as error:
-            return {**row, "state": "broken", "error": f"Unreadable run folder: {error}"}
-        state, error = status.get("state", "unknown"), status.get("error")
-        if state == "completed":
-            problem = self.completeness_problem()
-            if problem:
-                state, error = "broken", problem
-        validation = metrics.get("validation") or {}
-        row.update({
-            "epoch": status.get("epoch"),
-            "created": config.get("created"),
-            "backbone": config.get("backbone"),
-            "epochs": config.get("epochs"),
-            "batch_size": config.get("batch_size"),
-            "image_size": config.get("image_size"),
-            "split": config.get("split"),
-            "mode": "fast (frozen backbone)" if config.get("freeze_backbone") else "full fine-tune",
-            "weights": config.get("weights_used", config.get("weights")),
-            "data": config.get("data_kind"),
-            "data_dir": config.get("data_dir"),
-            "group": config.get("group", ""),
-            "cv": f"{config['cv_fold'] + 1}/{config['cv_folds']}" if config.get("cv_folds") else "",
-            "val_weighted_f1": validation.get("weighted avg", {}).get("f1-score"),
-            "val_balanced_accuracy": validation.get("balanced_accuracy"),
-            "val_roc_auc": validation.get("roc_auc"),
-            "test_accuracy": metrics.get("accuracy"),
-            "weighted_f1": metrics.get("weighted avg", {}).get("f1-score"),
-            "balanced_accuracy": metrics.get("balanced_accuracy"),
-            "mcc": metrics.get("mcc"),
-            "roc_auc": metrics.get("roc_auc"),
-            "leaked_patients": (metrics.get("leakage") or {}).get("train_test_patients"),
-            "test_support": test_support((metrics.get("subsets") or {}).get("test")),
-            "warnings": len(metrics.get("warnings") or []),
-            "error": error,
-        })
-        row["state"] = state
-        return row
-
-
-def test_support(test: dict[str, Any] | None) -> str:
-    """What a test subset cannot support, in a few words: one class only, or few patients of a class."""
-    if not test:
-        return ""
-    absent = [label for label, count in test["per_class"].items() if not count]
-    if absent:
-        return f"test has no {'/'.join(absent)}"
-    few = [f"{count} {label}" for label, count in test["patients"].items() if 0 < count < 3]
-    return f"test has only {' and '.join(few)} patient(s)" if few else ""
-
 
 def _raise_cancelled(signum: int, frame: Any) -> None:
     raise RunCancelled(f"stopped by signal {signum}")
@@ -392,50 +333,3 @@ def mark_cancelled(folders: list[RunFolder], reason: str = "Cancelled by the use
             continue
         if active:
             folder.update_status(state="cancelled", phase="cancelled", ended_at=now_iso(), error=reason)
-
-
-def list_runs(runs_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Summaries of every run under `runs_dir`, newest first."""
-    from .config import default_runs_dir
-
-    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-    if not runs_dir.is_dir():
-        return []
-    folders = [RunFolder(path) for path in runs_dir.iterdir() if path.is_dir() and not path.name.startswith(".")]
-    return [folder.summary() for folder in sorted(folders, key=lambda folder: folder.run_id, reverse=True)
-            if folder.exists() or any(folder.path.iterdir())]
-
-
-def wait_for_state(run_dir: Path, states: tuple[str, ...], timeout_s: float) -> dict[str, Any]:
-    """Poll a run's status until it reaches one of `states` (for tests and scripts)."""
-    folder = RunFolder(run_dir)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            status = folder.status()
-            if status.get("state") in states:
-                return status
-        except (FileNotFoundError, PipelineError):
-            status = {}
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{run_dir} did not reach {states} within {timeout_s} s (last: {status}).")
-        time.sleep(0.5)
-
-
-def progress_summary(status: dict[str, Any]) -> dict[str, Any]:
-    """Overall fraction done, elapsed and estimated remaining seconds of a run, from its status."""
-    from datetime import datetime as _datetime
-
-    epochs = max(1, int(status.get("epochs") or 1))
-    epoch = int(status.get("epoch") or 0)
-    within = float(status.get("progress") or 0.0)
-    training = str(status.get("phase", "")).startswith(("training", "fine-tuning"))
-    done_epochs = (epoch - 1 + within) if training and epoch else float(status.get("epochs_done") or 0)
-    fraction = min(1.0, max(0.0, done_epochs / epochs))
-    elapsed = None
-    if status.get("started_at"):
-        end = status.get("ended_at") or now_iso()
-        elapsed = (_datetime.fromisoformat(end) - _datetime.fromisoformat(status["started_at"])).total_seconds()
-    eta = elapsed * (1 - fraction) / fraction if elapsed and fraction > 0.02 and training else None
-    return {"fraction": fraction, "elapsed_s": elapsed, "eta_s": eta, "epoch": epoch, "epochs": epochs,
-            "within_epoch": within}

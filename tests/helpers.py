@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import PipelineError
 from pipeline.evaluate import label_from_prob
 from pipeline.runs import RunFolder, create_run_dir
 from pipeline.train import run_metrics
@@ -65,3 +67,19 @@ def metric(app: Any, label: str) -> str:
     matches = [item.value for item in app.metric if item.label == label]
     assert matches, f"no metric {label!r} among {[item.label for item in app.metric]}"
     return matches[0]
+
+
+def wait_for_state(run_dir: Path, states: tuple[str, ...], timeout_s: float) -> dict[str, Any]:
+    """Poll a run's status until it reaches one of `states` ."""
+    folder = RunFolder(run_dir)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            status = folder.status()
+            if status.get("state") in states:
+                return status
+        except (FileNotFoundError, PipelineError):
+            status = {}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{run_dir} did not reach {states} within {timeout_s} s (last: {status}).")
+        time.sleep(0.5)

@@ -80,7 +80,7 @@ def test_selection_uses_validation_never_test() -> None:
 
 
 def test_runs_name_what_their_test_subset_cannot_support(tmp_path: Path) -> None:
-    from pipeline.runs import list_runs
+    from pipeline.catalog import list_runs
     from tests.helpers import DEFAULT_SPLIT, make_split
 
     fake_run(tmp_path, "two-patients")

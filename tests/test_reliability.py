@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import runs
+from pipeline import catalog, runs
 from pipeline.errors import ImageReadError
-from pipeline.runs import RunFolder, wait_for_state
+from pipeline.runs import RunFolder
+from tests.helpers import wait_for_state
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_ARGS = ["--backbone", "efficientnet_b0", "--image-size", "32", "--weights", "none", "--batch-size", "8"]
@@ -54,7 +55,7 @@ def test_sigkill_mid_training_is_read_as_failed_and_resumes_from_the_last_epoch(
     assert folder.raw_status()["state"] == "running"
     status = folder.status()
     assert status["state"] == "failed" and "ended without finishing" in status["error"]
-    assert [row["state"] for row in runs.list_runs(tmp_path)] == ["failed"]
+    assert [row["state"] for row in catalog.list_runs(tmp_path)] == ["failed"]
     json.loads((folder.path / runs.CONFIG).read_text())  # every file left behind is whole
     assert len(folder.split()) > 0
     killed_history = folder.history()

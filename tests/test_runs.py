@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from pipeline import runs
+from pipeline.catalog import list_runs, progress_summary
 from pipeline.errors import PipelineError
 from pipeline.files import write_json_atomic
-from pipeline.runs import RunFolder, create_run_dir, list_runs, progress_summary, resolve_run_dir
+from pipeline.runs import RunFolder, create_run_dir, resolve_run_dir
 from tests.helpers import fake_run
 
 

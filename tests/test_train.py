@@ -14,6 +14,7 @@ from pipeline.errors import PipelineError
 from pipeline.predict import Predictor, evaluate_run
 from pipeline.preprocess import read_image
 from pipeline.train import train
+from tests.helpers import wait_for_state
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +110,7 @@ def test_launch_resume_continues_a_cancelled_run_in_the_background(tiny_config, 
     resume(folder.path)
     with pytest.raises(PipelineError, match="can be resumed"):
         resume(folder.path)
-    status = runs.wait_for_state(folder.path, ("completed", "failed"), timeout_s=300)
+    status = wait_for_state(folder.path, ("completed", "failed"), timeout_s=300)
     assert status["state"] == "completed", status.get("error")
     assert folder.history()["epoch"].tolist() == [1, 2] and folder.has_model()
     assert "Traceback" not in folder.log_path.read_text()

@@ -8,8 +8,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from pipeline.catalog import list_runs
 from pipeline.data import Dataset, scan_dataset
-from pipeline.runs import RunFolder, list_runs
+from pipeline.runs import RunFolder
 
 from .settings import data_dir, run_folder, runs_dir
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import streamlit as st
 
-from pipeline.catalog import format_duration
+from pipeline.catalog import format_duration, progress_summary
 from pipeline.errors import PipelineError
 from pipeline.figures import curves_figure
 from pipeline.launch import DEMO_GROUP, cancel
-from pipeline.runs import ACTIVE_STATES, METRICS, RunFolder, progress_summary
+from pipeline.runs import ACTIVE_STATES, METRICS, RunFolder
 
 from .loaders import model_card_of, mtime, runs_table
 from .settings import (

@@ -21,6 +21,7 @@ import pytest
 from pipeline import runs
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.launch import demo_model_config
+from tests.helpers import wait_for_state
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -173,7 +174,7 @@ def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_da
         run_dir = next(path for path in (tmp_path / "runs").iterdir() if path.is_dir())
         _open(page, base, "predict", "demo-predict-waiting")
         assert "The demo model is being prepared" in page.inner_text("body"), "Predict says plainly it is not ready"
-        status = runs.wait_for_state(run_dir, ("completed", "failed", "cancelled"), timeout_s=900)
+        status = wait_for_state(run_dir, ("completed", "failed", "cancelled"), timeout_s=900)
         assert status["state"] == "completed", status.get("error")
         model_ready_s = time.monotonic() - started
         config = json.loads((run_dir / runs.CONFIG).read_text())
