@@ -3,7 +3,6 @@ ratios taken pair by pair (A and B of the same round see the same background loa
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -83,6 +82,3 @@ def pipeline_rate(dataset: Any, batches: int, batch_size: int) -> float:
         next(iterator)
     return batch_size * batches / (time.perf_counter() - start)
 
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))

@@ -8,17 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import recipe_config
+from pipeline.crossval import FOLD_METRICS, summary_lines
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "cnmc-fold1"
-FIGURES = ("balanced_accuracy", "roc_auc", "accuracy", "mcc", "patient_accuracy")
+FIGURES = ("balanced_accuracy", "roc_auc", "accuracy", "mcc", "patient_accuracy", "weighted_f1")
 
 
 def _figures(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """The figures this bench reports, read as cross-validation reads them, and the number of images."""
     metrics = metrics or {}
-    found = {name: metrics.get(name) for name in FIGURES}
-    found["weighted_f1"] = (metrics.get("weighted avg") or {}).get("f1-score")
-    found["images"] = metrics.get("n")
-    return found
+    return {**{name: FOLD_METRICS[name](metrics) for name in FIGURES}, "images": metrics.get("n")}
 
 
 def run(data: Path, runs_dir: Path, crossval: int = 0, **overrides: Any) -> dict[str, Any]:
@@ -64,9 +63,6 @@ def report(result: dict[str, Any]) -> list[str]:
     if "crossval" in result:
         cv = result["crossval"]
         lines.append(f"{cv['folds']}-fold patient cross-validation ({cv['seconds']} s):")
-        for name in ("balanced_accuracy", "roc_auc", "weighted_f1", "patient_accuracy"):
-            figure = cv["metrics"][name]
-            if figure["mean"] is not None:
-                spread = f" ± {figure['std']:.3f}" if figure["std"] is not None else ""
-                lines.append(f"  {name:20s} {figure['mean']:.3f}{spread}")
+        lines += [f"  {line}" for line in summary_lines(cv, ("balanced_accuracy", "roc_auc", "weighted_f1",
+                                                              "patient_accuracy"))]
     return lines

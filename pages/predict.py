@@ -15,7 +15,7 @@ from pipeline.data import scan_dataset
 from pipeline.errors import PipelineError
 from pipeline.explain import DEFAULT_LAYER, METHODS, colorize, method_label, overlay, stage_layers
 from pipeline.preprocess import read_image, thumbnail
-from pipeline.runs import METRICS, SPLIT
+from pipeline.runs import SPLIT
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -44,7 +44,7 @@ try:
     st.markdown(provenance(config))
     synthetic_warning(config)
     with st.expander("Model card", expanded=False):
-        model_card(folder, mtime(folder.file(METRICS)))
+        model_card(folder)
     predictor, explainer = predictor_and_explainer(run_id)
 except PipelineError as error:
     show_error(error)

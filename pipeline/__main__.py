@@ -133,17 +133,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_crossval(args: argparse.Namespace) -> int:
-    from .crossval import fold_table, summarize
+    from .crossval import fold_table, summarize, summary_lines
     from .train import crossval
 
     folders, summary_path = crossval(_config(args, cv_folds=args.cv_folds), args.cv_folds, args.runs_dir)
     table = fold_table(folders)
     print(table[["fold", "state", "test_patients", "test_images", "balanced_accuracy", "roc_auc",
                  "weighted_f1"]].to_string(index=False))
-    for name, figure in summarize(table)["metrics"].items():
-        if figure["mean"] is not None:
-            spread = f" ± {figure['std']:.3f}" if figure["std"] is not None else ""
-            print(f"{name:22s} {figure['mean']:.3f}{spread}  ({figure['folds']} folds)")
+    print("\n".join(summary_lines(summarize(table))))
     print(f"summary written to {summary_path}", file=sys.stderr)
     return 0 if (table["state"] == "completed").all() else 1
 

@@ -131,10 +131,15 @@ def model_card(folder: RunFolder) -> dict[str, Any]:
                         "roc_auc": metrics.get("roc_auc"), "accuracy": metrics.get("accuracy"),
                         "sensitivity": (metrics.get("ALL") or {}).get("recall"),
                         "specificity": (metrics.get("HEM") or {}).get("recall")}
-    started, ended = status.get("started_at"), status.get("ended_at")
-    card["duration_s"] = ((datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
-                          if started and ended else None)
+    card["duration_s"] = _seconds_between(status.get("started_at"), status.get("ended_at"))
     return card
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one ISO time of a status to another; None when either is missing."""
+    if not (start and end):
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
 ROLES = {"train": "trained on", "val": "validated on", "test": "held out (test)"}
@@ -240,18 +245,13 @@ def test_support(test: dict[str, Any] | None) -> str:
 
 def progress_summary(status: dict[str, Any]) -> dict[str, Any]:
     """Overall fraction done, elapsed and estimated remaining seconds of a run, from its status."""
-    from datetime import datetime as _datetime
-
     epochs = max(1, int(status.get("epochs") or 1))
     epoch = int(status.get("epoch") or 0)
     within = float(status.get("progress") or 0.0)
     training = str(status.get("phase", "")).startswith(("training", "fine-tuning"))
     done_epochs = (epoch - 1 + within) if training and epoch else float(status.get("epochs_done") or 0)
     fraction = min(1.0, max(0.0, done_epochs / epochs))
-    elapsed = None
-    if status.get("started_at"):
-        end = status.get("ended_at") or now_iso()
-        elapsed = (_datetime.fromisoformat(end) - _datetime.fromisoformat(status["started_at"])).total_seconds()
+    elapsed = _seconds_between(status.get("started_at"), status.get("ended_at") or now_iso())
     eta = elapsed * (1 - fraction) / fraction if elapsed and fraction > 0.02 and training else None
     return {"fraction": fraction, "elapsed_s": elapsed, "eta_s": eta, "epoch": epoch, "epochs": epochs,
             "within_epoch": within}

@@ -68,6 +68,16 @@ def summarize(table: pd.DataFrame) -> dict[str, Any]:
     return {"folds": int(len(table)), "completed": int(len(done)), "metrics": summary}
 
 
+def summary_lines(summary: dict[str, Any], names: tuple[str, ...] | None = None) -> list[str]:
+    """`name  mean ± std  (k folds)` for each figure of `summarize` that has a value (only `names`, if given)."""
+    lines = []
+    for name, figure in summary["metrics"].items():
+        if (names is None or name in names) and figure["mean"] is not None:
+            spread = f" ± {figure['std']:.3f}" if figure["std"] is not None else ""
+            lines.append(f"{name:22s} {figure['mean']:.3f}{spread}  ({figure['folds']} folds)")
+    return lines
+
+
 def crossval_dir() -> Path:
     return artifacts_dir() / "crossval"
 

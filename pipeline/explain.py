@@ -112,11 +112,13 @@ class Explainer:
             class_index = int(np.argmax(self.predict(batch)[0]))
         try:
             if method in ("gradcam", "layercam"):
-                cam = self._gradient_cam(batch, method, layer, class_index)
+                cam = self.layer_cam(batch, method, layer, class_index)
             else:
                 cam = self._library_cam(batch, method, layer, class_index, scorecam_channels)
         except ValueError as error:
             raise PipelineError(f"Cannot compute {method} at layer {layer!r}: {error}") from error
+        cam = upsample(cam, batch.shape[1], batch.shape[2])
+        cam = (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
         return np.clip(np.nan_to_num(cam), 0.0, 1.0).astype(np.float32)
 
     def layer_cam(self, batch: np.ndarray, method: str, layer: str, class_index: int) -> np.ndarray:
@@ -128,13 +130,9 @@ class Explainer:
         weights = gradients.mean(axis=(0, 1), keepdims=True) if method == "gradcam" else np.maximum(gradients, 0)
         return np.maximum((activations * weights).sum(axis=-1), 0)
 
-    def _gradient_cam(self, batch: np.ndarray, method: str, layer: str, class_index: int) -> np.ndarray:
-        cam = upsample(self.layer_cam(batch, method, layer, class_index), batch.shape[1], batch.shape[2])
-        return (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
-
     def _library_cam(self, batch: np.ndarray, method: str, layer: str, class_index: int,
                      scorecam_channels: int) -> np.ndarray:
-        """tf-keras-vis at the layer's resolution (`expand_cam=False`), then our upsampling and normalisation."""
+        """tf-keras-vis's map at the layer's resolution (`expand_cam=False`): `heatmap` upsamples it."""
         from tf_keras_vis.utils.scores import CategoricalScore
 
         if method not in self._cams:
@@ -145,8 +143,7 @@ class Explainer:
             extra["max_N"] = channels if scorecam_channels == -1 else min(scorecam_channels, channels)
         cam = self._cams[method](CategoricalScore([class_index]), batch, penultimate_layer=layer,
                                  seek_penultimate_conv_layer=False, expand_cam=False, **extra)
-        cam = upsample(np.asarray(cam[0], np.float32), batch.shape[1], batch.shape[2])
-        return (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
+        return np.asarray(cam[0], np.float32)
 
     @one_at_a_time
     def feature_maps(self, model_input: np.ndarray, stages: Sequence[str] | None = None,

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .explain import DEFAULT_LAYER, Explainer, method_label
 from .files import write_csv_atomic, write_json_atomic
-from .road import FRACTIONS, cell_mask
+from .road import FRACTIONS, cell_mask, random_in_cell
 from .runs import RunFolder
 
 FOREGROUND = "foreground-mask"
@@ -41,7 +41,7 @@ def evaluate_explanations(run_dir: str | Path, methods: Sequence[str], layer: st
         cell = cell_mask(model_input)
         maps = {method: explainer.heatmap(model_input, method, layer, class_index) for method in methods}
         maps[FOREGROUND] = cell.astype(np.float32)
-        maps["random-in-cell"] = np.where(cell, rng.random(cell.shape), 0.0).astype(np.float32)
+        maps["random-in-cell"] = random_in_cell(cell, rng)
         for name, saliency in maps.items():
             result = explainer.road(model_input, saliency, class_index, fractions, seed + index, baseline=False)
             rows.append({"path": record.path, "label": record.label, "method": name,

@@ -180,23 +180,13 @@ class RunFolder:
 
     def explanation_rankings(self) -> dict[str, dict[str, Any]]:
         """The ROAD summaries of `explain-eval`, by layer."""
-        found = {}
-        for path in sorted(self.file(EXPLANATIONS_DIR).glob("road-*.json")):
-            try:
-                found[path.stem.removeprefix("road-")] = read_json(path)
-            except (OSError, ValueError):
-                continue
-        return found
+        return _readable_json({path.stem.removeprefix("road-"): path
+                               for path in sorted(self.file(EXPLANATIONS_DIR).glob("road-*.json"))})
 
     def evaluations(self) -> dict[str, dict[str, Any]]:
         """The metrics of each `evaluate` on other data (or on the test subset again), by evaluation name."""
-        found = {}
-        for folder in sorted(self.file(EVALUATIONS_DIR).glob("*/")):
-            try:
-                found[folder.name] = read_json(folder / METRICS)
-            except (OSError, ValueError):
-                continue
-        return found
+        return _readable_json({folder.name: folder / METRICS
+                               for folder in sorted(self.file(EVALUATIONS_DIR).glob("*/"))})
 
     def has_config(self) -> bool:
         return self.file(CONFIG).is_file()
@@ -313,6 +303,17 @@ class RunFolder:
         except (OSError, ValueError) as error:
             return f"A file of the run does not read: {error}"
         return None
+
+
+def _readable_json(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """The JSON of each file that reads, by name; a missing or damaged one is left out."""
+    found = {}
+    for name, path in paths.items():
+        try:
+            found[name] = read_json(path)
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def _raise_cancelled(signum: int, frame: Any) -> None:

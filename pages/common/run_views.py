@@ -187,6 +187,9 @@ def confusion_gallery(folder: RunFolder, predictions: pd.DataFrame) -> None:
     st.caption("Most confident first: for mistakes, the ones the model was surest of.")
     explainer = predictor = None
     if with_cam:
+        from pipeline.explain import overlay
+        from pipeline.preprocess import read_image
+
         from .loaders import predictor_and_explainer
 
         predictor, explainer = predictor_and_explainer(folder.run_id)
@@ -195,9 +198,6 @@ def confusion_gallery(folder: RunFolder, predictions: pd.DataFrame) -> None:
         caption = f"{row.patient} · P(ALL) {row.prob_all:.2f} · sure {row.confidence:.0%}"
         try:
             if explainer is not None:
-                from pipeline.explain import overlay
-                from pipeline.preprocess import read_image
-
                 model_input = predictor.prepare(read_image(row.path))
                 picture = overlay(model_input, explainer.heatmap(model_input, "gradcam"))
             else:

@@ -112,9 +112,9 @@ def live_progress(allow_cancel: bool = False) -> None:
             right.plotly_chart(curves_figure(history, "loss"), width="stretch", key=f"loss-{run_id}")
 
 
-def model_card(folder: RunFolder, metrics_mtime: float = 0.0) -> None:
+def model_card(folder: RunFolder) -> None:
     """The model in a few lines: data, patients held out, weights, figures on those patients, time taken."""
-    card = model_card_of(str(folder.path), metrics_mtime or mtime(folder.file(METRICS)))
+    card = model_card_of(str(folder.path), mtime(folder.file(METRICS)))
     test = card["test"]
     held_out = card["held_out"]
     with st.container(border=True):
