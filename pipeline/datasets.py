@@ -27,6 +27,10 @@ class PreparedData:
     def paths(self, subset: str) -> list[str]:
         return self.split.loc[self.split["subset"] == subset, "path"].tolist()
 
+    def patients(self, subset: str) -> np.ndarray:
+        """The patient of each image of `subset`, in the order of `images[subset]`."""
+        return self.split.loc[self.split["subset"] == subset, "patient"].astype(str).to_numpy()
+
 
 def prepare_data(config: TrainConfig, progress: Callable[[float], None] | None = None) -> PreparedData:
     """Scan, split and preprocess (through the cache) the data of `config`."""
@@ -37,7 +41,7 @@ def prepare_data(config: TrainConfig, progress: Callable[[float], None] | None =
         records = [records[index] for index in sorted(chosen)]
     test_records = prelim_records(dataset) if config.split == "folds" else None
     split = split_records(records, config.split, config.seed, config.test_fraction, config.val_fraction,
-                          config.val_fold, test_records, config.cv_folds, config.cv_fold)
+                          config.val_fold, test_records, config.cv_folds, config.cv_fold, config.validation_from)
     images, failed = load_images(split["path"].tolist(), config.image_size, config.clahe, default_cache_dir(),
                                  progress)
     keep = ~split["path"].isin(failed).to_numpy()
@@ -55,20 +59,21 @@ def prepare_data(config: TrainConfig, progress: Callable[[float], None] | None =
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int,
-                 augment: bool = False, drop_remainder: bool = False) -> Any:
+                 augment: bool = False, drop_remainder: bool = False, weights: np.ndarray | None = None) -> Any:
     """tf.data over preprocessed uint8 images: shuffle, augment, batch as 0-255 floats, prefetch.
 
     `drop_remainder` drops the last, smaller batch (a training set of 2,257 images in batches of 16 would end
     with a batch of one image, which BatchNormalization cannot normalise); the shuffle changes which images
-    are left out from epoch to epoch."""
+    are left out from epoch to epoch. `weights` (one per image) become Keras' sample weights."""
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    dataset = tf.data.Dataset.from_tensor_slices(_slices(images, labels, weights))
     if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(lambda x, *rest: (tf.cast(x, tf.float32), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
-        dataset = dataset.map(augment_cell, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(lambda x, *rest: (augment_cell(x, rest[0])[0], *rest),
+                              num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
@@ -80,12 +85,19 @@ def training_steps(images: int, batch_size: int) -> tuple[int, bool]:
     return (images // batch_size, True) if images >= batch_size else (1, False)
 
 
-def feature_dataset(features: np.ndarray, labels: np.ndarray, batch_size: int, seed: int | None = None) -> Any:
+def _slices(inputs: np.ndarray, labels: np.ndarray, weights: np.ndarray | None) -> tuple:
+    if weights is None:
+        return inputs, labels
+    return inputs, labels, np.asarray(weights, np.float32)
+
+
+def feature_dataset(features: np.ndarray, labels: np.ndarray, batch_size: int, seed: int | None = None,
+                    weights: np.ndarray | None = None) -> Any:
     """tf.data over cached features, held in memory; shuffled each epoch (whole batches only) when a seed is
-    given."""
+    given; `weights` become Keras' sample weights."""
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((features, labels)).cache()
+    dataset = tf.data.Dataset.from_tensor_slices(_slices(features, labels, weights)).cache()
     drop_remainder = False
     if seed is not None:
         dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)

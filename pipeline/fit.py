@@ -32,12 +32,25 @@ def optimizer(config: TrainConfig, total_steps: int, learning_rate: float | None
     return keras.optimizers.RMSprop(learning_rate=schedule)
 
 
-def class_weights(config: TrainConfig, labels: np.ndarray) -> dict[int, float] | None:
-    """Balanced class weights (n / (2 n_class)) when the run asks for them: each class counts as much."""
-    if not config.class_weight:
+def sample_weights(config: TrainConfig, labels: np.ndarray, patients: np.ndarray) -> np.ndarray | None:
+    """One weight per training image, or None when every image counts the same.
+
+    `balance_patients`: every patient of a class weighs the same, however many images it has (one patient
+    can be a fifth of a fold). `class_weight`: each class weighs half (n / (2 n_class) per image without
+    patient balancing). Class weights shift the model's prior towards 50 % ALL: its probabilities are
+    calibrated for balanced classes, not for the training data's 2:1."""
+    if not (config.class_weight or config.balance_patients):
         return None
-    counts = np.bincount(labels, minlength=2)
-    return {index: float(len(labels) / (2 * count)) for index, count in enumerate(counts) if count}
+    labels, patients = np.asarray(labels), np.asarray(patients).astype(str)
+    weights = np.ones(len(labels), np.float64)
+    if config.balance_patients:
+        _, inverse, counts = np.unique(patients, return_inverse=True, return_counts=True)
+        weights = 1.0 / counts[inverse]
+    for label in np.unique(labels):
+        in_class = labels == label
+        share = len(labels) / 2 if config.class_weight else in_class.sum()
+        weights[in_class] *= share / weights[in_class].sum()
+    return weights.astype(np.float32)
 
 
 def progress_callback(folder: RunFolder, total_epochs: int, steps: int, epoch_offset: int = 0,
@@ -104,8 +117,9 @@ def image_datasets(config: TrainConfig, data: PreparedData, initial_epoch: int =
     training steps per epoch. A run resumed at `initial_epoch` shuffles from another seed: replaying the
     first epochs' exact batches and dropout masks on a model that has learnt them reads as accuracy 1.0."""
     steps, drop_remainder = training_steps(len(data.images["train"]), config.batch_size)
+    weights = sample_weights(config, data.labels["train"], data.patients("train"))
     train = make_dataset(data.images["train"], data.labels["train"], config.batch_size, True,
-                         config.seed + initial_epoch, config.augment, drop_remainder)
+                         config.seed + initial_epoch, config.augment, drop_remainder, weights)
     validation = (make_dataset(data.images["val"], data.labels["val"], config.batch_size, False, config.seed)
                   if len(data.images["val"]) else None)
     return train, validation, steps
@@ -122,8 +136,7 @@ def fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
     callbacks = [progress_callback(folder, config.epochs, steps), checkpoint_callback(folder),
                  tensorboard_callback(folder)]
     model.fit(train, validation_data=validation, epochs=config.epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, class_weight=class_weights(config, data.labels["train"]), shuffle=False,
-              verbose=0)
+              callbacks=callbacks, shuffle=False, verbose=0)
 
 
 def _augmented_features(model: Any, config: TrainConfig, images: np.ndarray, labels: np.ndarray,
@@ -172,22 +185,23 @@ def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
 
     features = {subset: subset_features(model, config, data, folder, weights_used, subset)
                 for subset in ("train", "val")}
-    train_labels = data.labels["train"]
+    train_labels, train_patients = data.labels["train"], data.patients("train")
     if config.augment:
         extra = subset_features(model, config, data, folder, weights_used, "train", augmented=True)
         features["train"] = np.concatenate([features["train"], extra])
         train_labels = np.tile(train_labels, 1 + config.augment_passes)
+        train_patients = np.tile(train_patients, 1 + config.augment_passes)
     adapt_feature_norm(model, features["train"])
     head = head_model(model)
     steps = training_steps(len(features["train"]), config.batch_size)[0]
     head.compile(optimizer=optimizer(config, steps * config.epochs), loss=LOSS, metrics=["accuracy"],
                  jit_compile=jit_compile)
     total_epochs = config.epochs + (config.fine_tune_epochs if config.fine_tune_blocks else 0)
-    train_features = feature_dataset(features["train"], train_labels, config.batch_size, config.seed)
+    train_features = feature_dataset(features["train"], train_labels, config.batch_size, config.seed,
+                                     sample_weights(config, train_labels, train_patients))
     validation = (feature_dataset(features["val"], data.labels["val"], config.batch_size) if len(features["val"])
                   else None)
     head.fit(train_features, validation_data=validation, epochs=config.epochs, shuffle=False, verbose=0,
-             class_weight=class_weights(config, train_labels),
              callbacks=[progress_callback(folder, total_epochs, steps, phase="training head"),
                         tensorboard_callback(folder)])
     if config.fine_tune_blocks and config.fine_tune_epochs:
@@ -196,6 +210,5 @@ def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
         model.compile(optimizer=optimizer(config, image_steps * config.fine_tune_epochs, config.learning_rate / 10),
                       loss=LOSS, metrics=["accuracy"], jit_compile=jit_compile)
         model.fit(train, validation_data=validation_set, epochs=config.fine_tune_epochs, shuffle=False, verbose=0,
-                  class_weight=class_weights(config, data.labels["train"]),
                   callbacks=[progress_callback(folder, total_epochs, image_steps, epoch_offset=config.epochs,
                                                phase="fine-tuning"), tensorboard_callback(folder)])

@@ -46,7 +46,7 @@ def _holdout_counts(patients: int, test_fraction: float, val_fraction: float) ->
 
 
 def _patient_split(labels: np.ndarray, groups: np.ndarray, test_fraction: float, val_fraction: float, seed: int,
-                   cv_folds: int = 0, cv_fold: int = 0) -> np.ndarray:
+                   cv_folds: int = 0, cv_fold: int = 0, validation_from: str = "both") -> np.ndarray:
     rng = np.random.default_rng(seed)
     by_class = _patients_by_class(labels, groups)
     if cv_folds:
@@ -59,7 +59,7 @@ def _patient_split(labels: np.ndarray, groups: np.ndarray, test_fraction: float,
         if not 0 <= cv_fold < cv_folds:
             raise PipelineError(f"Fold {cv_fold} does not exist in a {cv_folds}-fold cross-validation.")
     subset_of: dict[str, str] = {}
-    for patients in by_class.values():
+    for label, patients in by_class.items():
         order = list(rng.permutation(patients))
         if cv_folds:
             folds = np.array_split(np.array(order, dtype=object), cv_folds)
@@ -69,6 +69,8 @@ def _patient_split(labels: np.ndarray, groups: np.ndarray, test_fraction: float,
         else:
             n_test, n_val = _holdout_counts(len(order), test_fraction, val_fraction)
             test, rest = order[:n_test], order[n_test:]
+        if validation_from != "both" and label != validation_from:
+            n_val = 0
         subset_of.update({patient: "test" for patient in test})
         subset_of.update({patient: "val" for patient in rest[:n_val]})
         subset_of.update({patient: "train" for patient in rest[n_val:]})
@@ -77,14 +79,15 @@ def _patient_split(labels: np.ndarray, groups: np.ndarray, test_fraction: float,
 
 def split_records(records: list[Record], method: str = "patient", seed: int = 42, test_fraction: float = 0.2,
                   val_fraction: float = 0.2, val_fold: int = 2, test_records: list[Record] | None = None,
-                  cv_folds: int = 0, cv_fold: int = 0) -> pd.DataFrame:
+                  cv_folds: int = 0, cv_fold: int = 0, validation_from: str = "both") -> pd.DataFrame:
     """A table of path, patient, label, subset (train, val, test) for labelled `records`.
 
     image: stratified random; test = ceil(test_fraction * n), then validation = int(val_fraction * rest),
     as Keras' `validation_split` counts (fold_0's 3,527 images give 2,257 / 564 / 706).
     patient: per class, round(test_fraction * patients) patients to test and round(val_fraction * rest) to
     validation, at least one each when the class has 3 patients or more; with `cv_folds`, the patients of
-    each class are dealt into `cv_folds` folds and fold `cv_fold` is the test subset.
+    each class are dealt into `cv_folds` folds and fold `cv_fold` is the test subset; `validation_from="ALL"`
+    draws validation from ALL patients only, so every healthy subject outside the test subset trains.
     folds: train on the C-NMC folds but `val_fold`, validate on it, test on `test_records` (the prelim set)
     or, without them, on half of the held-out fold's patients.
     """
@@ -108,7 +111,8 @@ def split_records(records: list[Record], method: str = "patient", seed: int = 42
             raise PipelineError("A patient split needs patient ids, and no file name here is a C-NMC name "
                                 "(UID_<patient>_<image>_<cell>_<all|hem>.<ext>); use the image split, knowing that "
                                 "images of one patient may then fall in two subsets.")
-        subset = _patient_split(labels, _groups(records), test_fraction, val_fraction, seed, cv_folds, cv_fold)
+        subset = _patient_split(labels, _groups(records), test_fraction, val_fraction, seed, cv_folds, cv_fold,
+                                validation_from)
     elif method == "folds":
         held_out = f"fold_{val_fold}"
         folds = {record.subset for record in records}

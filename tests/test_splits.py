@@ -113,6 +113,20 @@ def test_patient_cross_validation_partitions_the_patients_and_each_fold_holds_bo
         split_records(records, "patient", cv_folds=4, cv_fold=0)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_validation_from_all_patients_trains_on_every_healthy_subject_outside_test(seed: int) -> None:
+    records = _fold1_like()
+    for fold in range(3):
+        split = split_records(records, "patient", seed=seed, cv_folds=3, cv_fold=fold, validation_from="ALL")
+        by_subset = {name: set(rows["patient"]) for name, rows in split.groupby("subset")}
+        healthy = {patient for patient in FOLD1_PATIENTS if patient.startswith("UID_H")}
+        assert by_subset["train"] & healthy == healthy - by_subset["test"], "both other healthy subjects train"
+        assert set(split.loc[split["subset"] == "val", "label"]) == {"ALL"} and len(by_subset["val"]) >= 1
+        assert not (by_subset["train"] & by_subset["val"]) and not (by_subset["train"] & by_subset["test"])
+    both = split_records(records, "patient", seed=seed, cv_folds=3, cv_fold=0)
+    assert len(set(both.loc[both["subset"] == "train", "patient"]) & healthy) == 1, "the default keeps one"
+
+
 def test_two_patients_of_a_class_leave_validation_without_it_and_say_so() -> None:
     records = [Record(f"/a/{i}.png", "ALL", f"UID_{i % 5}", "") for i in range(50)]
     records += [Record(f"/h/{i}.png", "HEM", f"UID_H{i % 2}", "") for i in range(20)]

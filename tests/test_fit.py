@@ -1,0 +1,42 @@
+"""Sample weights of a training set: classes and patients weigh what the run asks for."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.config import TrainConfig
+from pipeline.fit import sample_weights
+
+LABELS = np.array([1] * 8 + [0] * 4)
+PATIENTS = np.array(["UID_1"] * 6 + ["UID_2"] * 2 + ["UID_H1"] * 3 + ["UID_H2"])
+
+
+def _weights(**settings: object) -> np.ndarray | None:
+    return sample_weights(TrainConfig(data_dir="", **settings), LABELS, PATIENTS)
+
+
+def _per(groups: np.ndarray, weights: np.ndarray) -> dict[str, float]:
+    return {str(group): float(weights[groups == group].sum()) for group in np.unique(groups)}
+
+
+def test_no_weighting_asked_gives_none() -> None:
+    assert _weights() is None
+
+
+def test_class_weights_match_scikit_learns_balanced_weights() -> None:
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    np.testing.assert_allclose(_weights(class_weight=True), compute_sample_weight("balanced", LABELS), rtol=1e-6)
+
+
+@pytest.mark.parametrize("class_weight", [False, True])
+def test_patients_of_a_class_weigh_the_same(class_weight: bool) -> None:
+    weights = _weights(balance_patients=True, class_weight=class_weight)
+    per_patient = _per(PATIENTS, weights)
+    assert per_patient["UID_1"] == pytest.approx(per_patient["UID_2"])
+    assert per_patient["UID_H1"] == pytest.approx(per_patient["UID_H2"])
+    per_class = _per(LABELS, weights)
+    expected = {"0": 6.0, "1": 6.0} if class_weight else {"0": 4.0, "1": 8.0}
+    assert per_class == pytest.approx(expected)
+    assert weights.sum() == pytest.approx(len(LABELS)), "the loss keeps its scale"
