@@ -8,14 +8,32 @@ import tempfile
 from pathlib import Path
 
 
+def _settings(pairs: list[str]) -> dict[str, object]:
+    """`field=value` pairs, each value read as JSON where it parses (numbers, true/false), else as text."""
+    settings: dict[str, object] = {}
+    for pair in pairs:
+        field, _, value = pair.partition("=")
+        try:
+            settings[field.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[field.strip()] = value
+    return settings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="EfficientNet-B0 at 96 px, small synthetic set")
-    mode.add_argument("--real", action="store_true", help="the from-scratch recipe on real C-NMC fold 1")
+    mode.add_argument("--real", action="store_true", help="a recipe on real C-NMC fold 1, judged on unseen patients")
     mode.add_argument("--gpu", action="store_true", help="EfficientNet-B3 at 224 px on a GPU (under 5 minutes)")
     parser.add_argument("--data", type=Path, default=None, help="--real: the data (default ../shared/cnmc-fold1)")
+    parser.add_argument("--recipe", default="lite", help="--real: the recipe (lite, scratch, paper)")
     parser.add_argument("--crossval", type=int, default=0, help="--real: also a K-fold patient cross-validation")
+    parser.add_argument("--repeats", type=int, default=1, help="--real: repeat the cross-validation over seeds")
+    parser.add_argument("--levers", action="store_true",
+                        help="--real: the recipe's steps one after another, each a repeated cross-validation")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="--real: override a setting of the recipe (repeatable), e.g. --set head_l2=0.1")
     parser.add_argument("--epochs", type=int, default=None, help="--real: override the recipe's epochs")
     parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     args = parser.parse_args()
@@ -24,7 +42,9 @@ def main() -> None:
 
         runs_dir = Path(tempfile.mkdtemp(prefix="bench-real-"))
         overrides = {"epochs": args.epochs} if args.epochs else {}
-        results = real.run(args.data or real.DEFAULT_DATA, runs_dir, args.crossval, **overrides)
+        overrides.update(_settings(args.set))
+        results = real.run(args.data or real.DEFAULT_DATA, runs_dir, args.recipe, args.crossval, args.repeats,
+                           args.levers, **overrides)
         lines = real.report(results)
     elif args.gpu:
         from bench import gpu

@@ -73,6 +73,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser, command: str = "train"
     parser.add_argument("--class-weight", action=argparse.BooleanOptionalAction, help="balanced class weights")
     parser.add_argument("--balance-patients", action=argparse.BooleanOptionalAction,
                         help="every patient of a class weighs the same in training, however many images it has")
+    parser.add_argument("--head-l2", type=float, help="L2 penalty on the head's Dense kernels (0: none)")
     parser.add_argument("--validation-from", choices=VALIDATION_FROM,
                         help="patient split: validation patients of both classes, or of ALL only (every healthy "
                              "subject outside the test subset then trains)")
@@ -85,8 +86,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser, command: str = "train"
 
 _CONFIG_ARGUMENTS = ("epochs", "batch_size", "split", "folds", "backbone", "image_size", "weights", "learning_rate",
                      "optimizer", "bn_momentum", "seed", "freeze_backbone", "fine_tune_blocks", "fine_tune_epochs",
-                     "augment", "augment_passes", "class_weight", "balance_patients", "validation_from", "tta",
-                     "max_images", "name")
+                     "augment", "augment_passes", "class_weight", "balance_patients", "validation_from", "head_l2",
+                     "tta", "max_images", "name")
 
 
 def _config(args: argparse.Namespace, **overrides: object) -> TrainConfig:

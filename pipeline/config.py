@@ -88,6 +88,7 @@ class TrainConfig:
     augment_passes: int = 4
     class_weight: bool = False
     balance_patients: bool = False
+    head_l2: float = 0.0
     validation_from: str = "both"
     tta: bool = False
     max_images: int = 0
@@ -112,6 +113,8 @@ class TrainConfig:
             raise PipelineError(f"Unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
         if not (self.bn_momentum == 0 or 0 < self.bn_momentum < 1):
             raise PipelineError("BatchNorm momentum must be between 0 and 1 (0: Keras' default).")
+        if self.head_l2 < 0:
+            raise PipelineError("The head's L2 penalty cannot be negative.")
         if self.augment_passes < 1:
             raise PipelineError("Augmented feature passes must be at least 1.")
         if not (0 < self.test_fraction < 1 and 0 < self.val_fraction < 1):

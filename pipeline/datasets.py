@@ -27,6 +27,16 @@ class PreparedData:
     def paths(self, subset: str) -> list[str]:
         return self.split.loc[self.split["subset"] == subset, "path"].tolist()
 
+    def subset_mask(self, subset: str) -> np.ndarray:
+        return (self.split["subset"] == subset).to_numpy()
+
+    def all_images(self) -> np.ndarray:
+        """Every image of the run in the split's order (the subsets put back together)."""
+        images = np.zeros((len(self.split), *self.images["train"].shape[1:]), self.images["train"].dtype)
+        for subset in SUBSETS:
+            images[self.subset_mask(subset)] = self.images[subset]
+        return images
+
     def patients(self, subset: str) -> np.ndarray:
         """The patient of each image of `subset`, in the order of `images[subset]`."""
         return self.split.loc[self.split["subset"] == subset, "patient"].astype(str).to_numpy()

@@ -141,40 +141,85 @@ def fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
 
 def _augmented_features(model: Any, config: TrainConfig, images: np.ndarray, labels: np.ndarray,
                         folder: RunFolder) -> np.ndarray:
-    """Pooled features of `augment_passes` augmented copies of the training images, one pass after another."""
+    """Pooled features of `augment_passes` augmented copies of `images`, one pass after another."""
     from .model import feature_extractor
 
     extractor = feature_extractor(model)
     parts = []
     for index in range(config.augment_passes):
-        folder.update_status(phase=f"extracting augmented train features ({index + 1}/{config.augment_passes})",
+        folder.update_status(phase=f"extracting augmented features ({index + 1}/{config.augment_passes})",
                              progress=0.0)
         batches = make_dataset(images, labels, PREDICT_BATCH, False, config.seed + index, augment=True)
         parts.extend(np.asarray(extractor(batch, training=False)) for batch, _ in batches)
     return np.concatenate(parts)
 
 
-def subset_features(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder,
-                    weights_used: str, subset: str, augmented: bool = False) -> np.ndarray:
-    """Pooled backbone features of a subset (with `augmented`, of augmented copies of it), cached across runs
-    when the backbone weights are fixed (ImageNet or a file); random weights are computed afresh, since they
-    change with every build."""
-    folder.update_status(phase=f"extracting {subset} features", progress=0.0)
+def dataset_features(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, weights_used: str,
+                     kind: str = "plain") -> np.ndarray:
+    """Pooled backbone features of every image of the run, in the split's order: `plain`, `augmented` (the
+    `augment_passes` passes one after another) or `views` (the 8 dihedral views of test-time augmentation, one
+    after another). Cached when the backbone weights are fixed (ImageNet or a file), keyed by all the run's
+    images, so the folds and repeats of a cross-validation share one extraction; random weights change with
+    every build and are computed afresh."""
+    from .inference import dihedral_views
+
+    images = data.all_images()
+    folder.update_status(phase=f"extracting {kind} features", progress=0.0)
 
     def compute() -> np.ndarray:
-        if augmented:
-            return _augmented_features(model, config, data.images[subset], data.labels[subset], folder)
-        return extract_features(model, data.images[subset],
-                                lambda fraction: folder.update_status(progress=round(fraction, 4)))
+        if kind == "augmented":
+            return _augmented_features(model, config, images, np.zeros(len(images), np.int32), folder)
+        if kind == "views":
+            return np.concatenate([extract_features(model, view) for view in dihedral_views(images)])
+        return extract_features(model, images, lambda fraction: folder.update_status(progress=round(fraction, 4)))
+
+    if weights_used.startswith("none"):
+        return compute()
+    key = {"images": cache_key(data.split["path"].tolist(), config.image_size, config.clahe),
+           "backbone": config.backbone, "weights": weights_used, "kind": kind}
+    if kind == "augmented":
+        key.update(augment_passes=config.augment_passes, seed=config.seed)
+    features, _ = cached_array("features", key, compute, default_cache_dir())
+    return features
+
+
+def frozen_probabilities(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder,
+                         weights_used: str, subset: str) -> np.ndarray:
+    """P(ALL) of a subset for a fast-mode model whose backbone never trained: its head on the cached features
+    (of the 8 views, averaged as test-time augmentation averages them), the same figures as the whole model
+    on the images. The folds of a cross-validation share one extraction of every image's views; a single run
+    extracts the views of its validation and test images only."""
+    from . import ALL_INDEX
+    from .model import head_model
+
+    mask = data.subset_mask(subset)
+    if not config.tta:
+        inputs = dataset_features(model, config, data, folder, weights_used)[mask]
+    elif config.cv_folds:
+        views = dataset_features(model, config, data, folder, weights_used, "views").reshape(8, len(mask), -1)
+        inputs = views[:, mask].reshape(-1, views.shape[-1])
+    else:
+        inputs = _subset_view_features(model, config, data, folder, weights_used, subset)
+    probabilities = np.asarray(head_model(model).predict(inputs, batch_size=1024, verbose=0))
+    if config.tta:
+        probabilities = probabilities.reshape(8, mask.sum(), -1).mean(axis=0)
+    return probabilities[:, ALL_INDEX]
+
+
+def _subset_view_features(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder,
+                          weights_used: str, subset: str) -> np.ndarray:
+    from .inference import dihedral_views
+
+    folder.update_status(phase=f"extracting {subset} features of the 8 views", progress=0.0)
+
+    def compute() -> np.ndarray:
+        return np.concatenate([extract_features(model, view) for view in dihedral_views(data.images[subset])])
 
     if weights_used.startswith("none"):
         return compute()
     key = {"images": cache_key(data.paths(subset), config.image_size, config.clahe), "backbone": config.backbone,
-           "weights": weights_used}
-    if augmented:
-        key.update(augment_passes=config.augment_passes, seed=config.seed)
-    features, _ = cached_array("features", key, compute, default_cache_dir())
-    return features
+           "weights": weights_used, "kind": "views"}
+    return cached_array("features", key, compute, default_cache_dir())[0]
 
 
 def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, weights_used: str,
@@ -183,12 +228,13 @@ def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
     them; with `augment`, on the features of the training images and of `augment_passes` augmented copies."""
     from .model import adapt_feature_norm, head_model, unfreeze_top_blocks
 
-    features = {subset: subset_features(model, config, data, folder, weights_used, subset)
-                for subset in ("train", "val")}
+    every = dataset_features(model, config, data, folder, weights_used)
+    features = {subset: every[data.subset_mask(subset)] for subset in ("train", "val")}
     train_labels, train_patients = data.labels["train"], data.patients("train")
     if config.augment:
-        extra = subset_features(model, config, data, folder, weights_used, "train", augmented=True)
-        features["train"] = np.concatenate([features["train"], extra])
+        passes = dataset_features(model, config, data, folder, weights_used, "augmented")
+        extra = passes.reshape(config.augment_passes, len(every), -1)[:, data.subset_mask("train")]
+        features["train"] = np.concatenate([features["train"], extra.reshape(-1, every.shape[-1])])
         train_labels = np.tile(train_labels, 1 + config.augment_passes)
         train_patients = np.tile(train_patients, 1 + config.augment_passes)
     adapt_feature_norm(model, features["train"])

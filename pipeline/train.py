@@ -51,8 +51,14 @@ def prepare_run(config: TrainConfig, runs_dir: Path | None = None, group: str = 
     return folder
 
 
-def _predictions(model: Any, config: TrainConfig, data: PreparedData, subset: str) -> Any:
-    prob_all = predict_probabilities(model, data.images[subset], config.tta)
+def _predictions(model: Any, config: TrainConfig, data: PreparedData, subset: str, folder: RunFolder,
+                 weights_used: str) -> Any:
+    from .fit import frozen_probabilities
+
+    if config.freeze_backbone and not (config.fine_tune_blocks and config.fine_tune_epochs):
+        prob_all = frozen_probabilities(model, config, data, folder, weights_used, subset)
+    else:
+        prob_all = predict_probabilities(model, data.images[subset], config.tta)
     return predictions_table(data.split[data.split["subset"] == subset], prob_all)
 
 
@@ -71,13 +77,15 @@ def run_metrics(test: pd.DataFrame, validation: pd.DataFrame | None, split: pd.D
     return metrics
 
 
-def _evaluate(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder) -> dict[str, Any]:
+def _evaluate(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder,
+              weights_used: str) -> dict[str, Any]:
     """Validation first, then the test subset, evaluated once and never used to choose."""
     if len(data.images["test"]) == 0:
         raise PipelineError("The test subset is empty; add data or change the split.")
     folder.update_status(phase="evaluating on the validation and test subsets")
-    validation = _predictions(model, config, data, "val") if len(data.images["val"]) else None
-    table = _predictions(model, config, data, "test")
+    validation = (_predictions(model, config, data, "val", folder, weights_used) if len(data.images["val"])
+                  else None)
+    table = _predictions(model, config, data, "test", folder, weights_used)
     metrics = run_metrics(table, validation, data.split, config.tta)
     folder.write_predictions(table)
     folder.write_metrics(metrics)
@@ -97,7 +105,7 @@ def _load_or_build(config: TrainConfig, config_dict: dict[str, Any], folder: Run
     if checkpoint:
         return keras.models.load_model(checkpoint[1]), config_dict.get("weights_used") or config.weights, checkpoint[0]
     model, weights_used = build_model(config.backbone, config.image_size, config.weights, config.freeze_backbone,
-                                      config.bn_momentum)
+                                      config.bn_momentum, config.head_l2)
     return model, weights_used, 0
 
 
@@ -140,7 +148,7 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
                 fit_full(model, config, data, folder, initial_epoch, plan.jit_compile)
         folder.update_status(phase="saving model")
         folder.save_model(model)
-        metrics = _evaluate(model, config, data, folder)
+        metrics = _evaluate(model, config, data, folder, weights_used)
         folder.update_status(state="completed", phase="done", ended_at=now_iso(), progress=1.0)
         folder.remove_checkpoints()
         return metrics

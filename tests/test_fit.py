@@ -40,3 +40,19 @@ def test_patients_of_a_class_weigh_the_same(class_weight: bool) -> None:
     expected = {"0": 6.0, "1": 6.0} if class_weight else {"0": 4.0, "1": 8.0}
     assert per_class == pytest.approx(expected)
     assert weights.sum() == pytest.approx(len(LABELS)), "the loss keeps its scale"
+
+
+@pytest.mark.slow
+def test_a_frozen_models_figures_from_cached_views_are_the_whole_models(tiny_config, artifacts_root) -> None:
+    from pipeline.cache import load_images
+    from pipeline.inference import predict_probabilities
+    from pipeline.model import load_model
+    from pipeline.train import train
+
+    folder = train(tiny_config.replace(freeze_backbone=True, tta=True, epochs=2, name="frozen-tta"),
+                   artifacts_root / "runs")
+    predictions = folder.predictions()
+    images, _ = load_images(predictions["path"].tolist(), tiny_config.image_size, tiny_config.clahe)
+    whole = predict_probabilities(load_model(folder.model_path), np.asarray(images), tta=True)
+    np.testing.assert_allclose(predictions["prob_all"].to_numpy(), whole, atol=1e-4)
+    assert whole.std() > 0, "the comparison is not between two constants"

@@ -1,0 +1,65 @@
+"""Confidence intervals that respect patients: a figure from a dozen patients varies with the patients drawn,
+not with the images, so the bootstrap resamples whole patients, within each class (every resample keeps both
+classes and the class mix of patients)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+BOOTSTRAP_SAMPLES = 1000
+LEVEL = 0.95
+
+
+def _sensitivity(truth: np.ndarray, prob_all: np.ndarray) -> float:
+    return float(np.mean(prob_all[truth] >= 0.5))
+
+
+def _specificity(truth: np.ndarray, prob_all: np.ndarray) -> float:
+    return float(np.mean(prob_all[~truth] < 0.5))
+
+
+FIGURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "roc_auc": lambda truth, prob: float(roc_auc_score(truth, prob)),
+    "balanced_accuracy": lambda truth, prob: float(balanced_accuracy_score(truth, prob >= 0.5)),
+    "sensitivity": _sensitivity,
+    "specificity": _specificity,
+}
+"""Each figure from (is ALL, P(ALL)) of the images."""
+
+
+def patient_bootstrap(predictions: pd.DataFrame, samples: int = BOOTSTRAP_SAMPLES, level: float = LEVEL,
+                      seed: int = 0) -> dict[str, dict[str, float | int | None]]:
+    """Per figure: the point estimate and a percentile interval over `samples` resamples of the patients of
+    `predictions` (columns label, patient, prob_all), drawn with replacement within each class. A figure
+    that needs both classes is None when the predictions hold one."""
+    truth = (predictions["label"] == "ALL").to_numpy()
+    prob = predictions["prob_all"].to_numpy(dtype=float)
+    patients = predictions["patient"].astype(str).to_numpy()
+    groups = {name: np.flatnonzero(patients == name) for name in np.unique(patients)}
+    by_class = [[name for name, rows in groups.items() if truth[rows[0]] == is_all] for is_all in (True, False)]
+    result: dict[str, dict[str, float | int | None]] = {}
+    if not all(by_class):
+        return {name: {"value": None, "low": None, "high": None, "patients": len(groups)} for name in FIGURES}
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(samples):
+        chosen = [rng.choice(names, len(names)) for names in by_class]
+        draws.append(np.concatenate([groups[name] for names in chosen for name in names]))
+    alpha = (1 - level) / 2
+    for name, figure in FIGURES.items():
+        values = np.array([figure(truth[rows], prob[rows]) for rows in draws])
+        result[name] = {"value": figure(truth, prob), "low": float(np.quantile(values, alpha)),
+                        "high": float(np.quantile(values, 1 - alpha)), "patients": len(groups)}
+    return result
+
+
+def format_interval(figure: dict[str, float | int | None], digits: int = 2) -> str:
+    """"0.87, 95 % CI 0.80-0.93", or "undefined"."""
+    if figure.get("value") is None:
+        return "undefined"
+    return (f"{figure['value']:.{digits}f}, {round(LEVEL * 100)} % CI {figure['low']:.{digits}f}-"
+            f"{figure['high']:.{digits}f}")

@@ -1,0 +1,52 @@
+"""The patient bootstrap: its intervals hold the point estimate, resample patients (not images) and narrow with
+more patients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from pipeline.intervals import format_interval, patient_bootstrap
+
+
+def _predictions(patients_per_class: int, images: int = 20, seed: int = 0) -> pd.DataFrame:
+    patient_rng, image_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1000)
+    rows = []
+    for label, sign in (("ALL", 1), ("HEM", -1)):
+        for index in range(patients_per_class):
+            shift = patient_rng.normal(0, 0.15)  # patients differ: the variance a bootstrap must see
+            prob = np.clip(0.5 + sign * 0.1 + shift + image_rng.normal(0, 0.1, images), 0, 1)
+            rows += [{"label": label, "patient": f"{label}{index}", "prob_all": p} for p in prob]
+    return pd.DataFrame(rows)
+
+
+def test_the_interval_holds_the_point_estimate_which_is_scikit_learns() -> None:
+    predictions = _predictions(6)
+    intervals = patient_bootstrap(predictions, samples=300)
+    auc = intervals["roc_auc"]
+    assert auc["value"] == pytest.approx(roc_auc_score(predictions["label"] == "ALL", predictions["prob_all"]))
+    for figure in intervals.values():
+        assert figure["low"] <= figure["value"] <= figure["high"] and figure["patients"] == 12
+
+
+def test_more_patients_narrow_the_interval_and_images_alone_do_not() -> None:
+    def width(patients: int, images: int = 20) -> float:
+        widths = []
+        for seed in range(4):
+            auc = patient_bootstrap(_predictions(patients, images, seed), samples=200)["roc_auc"]
+            widths.append(auc["high"] - auc["low"])
+        return float(np.mean(widths))
+
+    few = width(4)
+    assert width(30) < 0.6 * few
+    assert width(4, images=200) > 0.7 * few, "ten times the images of the same patients barely narrow it"
+
+
+def test_one_class_leaves_every_figure_undefined() -> None:
+    predictions = _predictions(3).query("label == 'ALL'")
+    intervals = patient_bootstrap(predictions, samples=10)
+    assert all(figure["value"] is None for figure in intervals.values())
+    assert format_interval(intervals["roc_auc"]) == "undefined"
+    assert format_interval({"value": 0.874, "low": 0.801, "high": 0.93}) == "0.87, 95 % CI 0.80-0.93"
