@@ -120,7 +120,8 @@ def model_card(folder: RunFolder) -> dict[str, Any]:
         "weights": config.get("weights_used") or config.get("weights"), "backbone": config.get("backbone"),
         "image_size": config.get("image_size"), "split": config.get("split"), "tta": config.get("tta", False),
         "recipe": config.get("recipe") or "custom",
-        "state": status.get("state"), "held_out": {}, "test": {}, "warnings": metrics.get("warnings") or []}
+        "state": status.get("state"), "held_out": {}, "test": {}, "warnings": metrics.get("warnings") or [],
+        "model_warnings": metrics.get("model_warnings") or []}
     if folder.file(SPLIT).is_file():
         split = folder.split()
         for subset in ("val", "test"):

@@ -89,6 +89,30 @@ def compute_metrics(labels: Sequence[str], predicted: Sequence[str],
     return metrics
 
 
+def model_warnings(metrics: dict[str, Any], subset: str = "test") -> list[str]:
+    """What makes a model's figures worthless on `subset`, in words, most serious first: a constant model,
+    a one-class model (every image called one class, however its probabilities vary) and a model no better
+    than the best constant answer (on accuracy, or on balanced accuracy, where a constant scores 0.5)."""
+    warnings = []
+    if "constant" in metrics.get("undefined", {}):
+        warnings.append(f"Constant model on the {subset} subset: {metrics['undefined']['constant']}.")
+    matrix = np.asarray(metrics.get("confusion_matrix") or [[0]])
+    called = matrix.sum(axis=0)
+    if metrics.get("n") and (called > 0).sum() == 1:
+        label = metrics["labels"][int(np.argmax(called))]
+        warnings.append(f"One-class model on the {subset} subset: every one of its {metrics['n']} images is called "
+                        f"{label}.")
+    baseline = metrics.get("majority_baseline") or {}
+    balanced = metrics.get("balanced_accuracy")
+    if metrics.get("n") and (metrics["accuracy"] <= baseline.get("accuracy", 0) or
+                             (balanced is not None and balanced <= 0.5)):
+        warnings.append(
+            f"No better than a constant answer on the {subset} subset: accuracy {metrics['accuracy']:.3f} where "
+            f"always answering {baseline.get('class')} scores {baseline.get('accuracy', 0):.3f}"
+            + (f", balanced accuracy {balanced:.3f} where a constant scores 0.500." if balanced is not None else "."))
+    return warnings
+
+
 def roc_points(predictions: pd.DataFrame) -> pd.DataFrame:
     """False and true positive rates (ALL positive) over thresholds, for plotting."""
     if predictions["label"].nunique() < 2:

@@ -21,7 +21,7 @@ from .config import TrainConfig, default_runs_dir
 from .data import scan_dataset
 from .datasets import PreparedData, prepare_data
 from .errors import PipelineError, WeightsUnavailableError
-from .evaluate import metrics_from_predictions
+from .evaluate import metrics_from_predictions, model_warnings
 from .inference import predict_probabilities, predictions_table
 from .runs import RunFolder, create_run_dir, mark_cancelled, now_iso
 from .splits import split_report
@@ -66,14 +66,18 @@ def run_metrics(test: pd.DataFrame, validation: pd.DataFrame | None, split: pd.D
                 tta: bool = False) -> dict[str, Any]:
     """metrics.json of a run from its test and validation predictions and its split: the test figures, the
     validation figures under `validation` (what runs are chosen by), what the split supports (leakage,
-    patients per class) and every warning, a constant model among them."""
+    patients per class) and every warning, those about the model itself (constant, one class, no better than a
+    constant answer) first."""
     report = split_report(split)
     metrics = {**metrics_from_predictions(test), "subset": "test", "tta": tta,
                "validation": ({**metrics_from_predictions(validation), "subset": "val"}
                               if validation is not None and len(validation) else None),
                **report}
-    if "constant" in metrics["undefined"]:
-        metrics["warnings"].append(f"Constant model: {metrics['undefined']['constant']}.")
+    integrity = model_warnings(metrics)
+    if metrics["validation"]:
+        integrity += model_warnings(metrics["validation"], "validation")
+    metrics["model_warnings"] = integrity
+    metrics["warnings"] = integrity + metrics["warnings"]
     return metrics
 
 

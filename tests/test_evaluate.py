@@ -102,3 +102,30 @@ def test_a_confusion_cell_lists_its_images_most_confident_first() -> None:
     errors = patient_errors(table)
     assert errors["patient"].tolist()[0] == "P1" and errors.iloc[0]["share_wrong"] == 1.0
     assert errors.set_index("patient").loc["H1", "wrong"] == 1
+
+
+def test_a_one_class_model_with_varied_probabilities_is_flagged_first() -> None:
+    from pipeline.train import run_metrics
+    from tests.helpers import make_split
+
+    split = make_split({"UID_1": ("ALL", "train", 4), "UID_H1": ("HEM", "train", 4), "UID_2": ("ALL", "test", 6),
+                        "UID_H2": ("HEM", "test", 10)})
+    test = split[split["subset"] == "test"].reset_index(drop=True)
+    prob = np.linspace(0.55, 0.95, len(test))  # varied, so not constant, but every image is called ALL
+    predictions = test.assign(predicted="ALL", prob_all=prob)
+    metrics = run_metrics(predictions, None, split)
+    assert metrics["model_warnings"][0].startswith("One-class model on the test subset: every one of its 16 images")
+    assert "No better than a constant answer" in metrics["model_warnings"][1]
+    assert "always answering HEM scores 0.625" in metrics["model_warnings"][1]
+    assert metrics["warnings"][:2] == metrics["model_warnings"], "integrity warnings come first"
+    assert "constant" not in metrics["undefined"]
+
+
+def test_a_model_that_beats_the_constant_answer_is_not_flagged() -> None:
+    from pipeline.train import run_metrics
+    from tests.helpers import make_split, predictions_for
+
+    split = make_split({"UID_1": ("ALL", "train", 4), "UID_H1": ("HEM", "train", 4), "UID_2": ("ALL", "test", 30),
+                        "UID_H2": ("HEM", "test", 30)})
+    metrics = run_metrics(predictions_for(split, "test", skill=0.4), None, split)
+    assert metrics["accuracy"] > 0.8 and metrics["model_warnings"] == []

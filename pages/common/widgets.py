@@ -132,8 +132,10 @@ def model_card(folder: RunFolder) -> None:
                                                       ("Specificity (HEM)", "specificity")], strict=True):
                 value = test.get(key)
                 cell.metric(label, "—" if value is None else f"{value:.3f}")
+        for warning in card["model_warnings"]:
+            st.warning(warning, icon=":material/report:")
         st.caption(f"Training took {format_duration(card['duration_s'])}. "
-                   + " ".join(card["warnings"][:2]))
+                   + " ".join(w for w in card["warnings"] if w not in card["model_warnings"]))
 
 
 def demo_model_progress() -> bool:
