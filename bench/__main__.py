@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="--real: repeat the cross-validation over seeds")
     parser.add_argument("--levers", action="store_true",
                         help="--real: the recipe's steps one after another, each a repeated cross-validation")
+    parser.add_argument("--protocol", action="store_true",
+                        help="--real: the paper's image split beside a patient split, as the paper reports")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="--real: override a setting of the recipe (repeatable), e.g. --set head_l2=0.1")
     parser.add_argument("--epochs", type=int, default=None, help="--real: override the recipe's epochs")
@@ -43,8 +45,11 @@ def main() -> None:
         runs_dir = Path(tempfile.mkdtemp(prefix="bench-real-"))
         overrides = {"epochs": args.epochs} if args.epochs else {}
         overrides.update(_settings(args.set))
-        results = real.run(args.data or real.DEFAULT_DATA, runs_dir, args.recipe, args.crossval, args.repeats,
-                           args.levers, **overrides)
+        if args.protocol:
+            results = real.protocol_comparison(args.data or real.DEFAULT_DATA, runs_dir, args.recipe, **overrides)
+        else:
+            results = real.run(args.data or real.DEFAULT_DATA, runs_dir, args.recipe, args.crossval, args.repeats,
+                               args.levers, **overrides)
         lines = real.report(results)
     elif args.gpu:
         from bench import gpu

@@ -99,6 +99,42 @@ def run(data: Path, runs_dir: Path, recipe: str = "lite", crossval: int = 0, rep
     return result
 
 
+def protocol_comparison(data: Path, runs_dir: Path, recipe: str = "lite", **overrides: Any) -> dict[str, Any]:
+    """The paper's protocol (a random image split) beside the same recipe on a patient split: the figures the
+    paper reports (accuracy, precision, recall, F1, confusion matrix) for each, so the share of a random
+    split's figure that is patient leakage shows."""
+    from pipeline.train import train
+
+    result: dict[str, Any] = {"data": str(data), "recipe": recipe, "splits": {}}
+    for split in ("image", "patient"):
+        folder = train(recipe_config(recipe, str(data), split=split, **overrides), runs_dir)
+        metrics = folder.metrics()
+        result["splits"][split] = {
+            "run": folder.run_id, "weights": folder.config().get("weights_used"), "images": metrics["n"],
+            "accuracy": metrics["accuracy"], "roc_auc": metrics["roc_auc"],
+            "balanced_accuracy": metrics["balanced_accuracy"],
+            "per_class": {label: metrics[label] for label in ("ALL", "HEM")},
+            "weighted": metrics["weighted avg"], "confusion_matrix": metrics["confusion_matrix"],
+            "leaked_patients": metrics["leakage"]["train_test_patients"],
+            "test_patients": int(folder.split().query("subset == 'test'")["patient"].nunique()),
+            "intervals": patient_bootstrap(folder.predictions())}
+    return result
+
+
+def _protocol_lines(result: dict[str, Any]) -> list[str]:
+    lines = [f"{result['recipe']} recipe on {result['data']}: the paper's image split beside a patient split"]
+    for split, figures in result["splits"].items():
+        weighted = figures["weighted"]
+        lines.append(
+            f"  {split:7s} split: {figures['images']} test images of {figures['test_patients']} patients "
+            f"({figures['leaked_patients']} also in training): accuracy {figures['accuracy']:.3f}, precision "
+            f"{weighted['precision']:.3f}, recall {weighted['recall']:.3f}, F1 {weighted['f1-score']:.3f} (weighted); "
+            f"ALL recall {figures['per_class']['ALL']['recall']:.3f}, HEM recall "
+            f"{figures['per_class']['HEM']['recall']:.3f}; confusion matrix [ALL, HEM] {figures['confusion_matrix']}; "
+            f"ROC AUC {format_interval(figures['intervals']['roc_auc'], 3)}")
+    return lines
+
+
 def _crossval_lines(label: str, cv: dict[str, Any]) -> list[str]:
     lines = [f"{label}: {cv['folds']}-fold patient cross-validation x {cv['repeats']} seeds ({cv['seconds']} s)"]
     lines += [f"  {line}" for line in summary_lines(cv)]
@@ -109,6 +145,8 @@ def _crossval_lines(label: str, cv: dict[str, Any]) -> list[str]:
 
 
 def report(result: dict[str, Any]) -> list[str]:
+    if "splits" in result:
+        return _protocol_lines(result)
     if "levers" in result:
         return [line for step in result["levers"] for line in _crossval_lines(step["step"], step)]
     lines = [f"{result['recipe']} recipe on {result['data']} ({result['weights']}), patient split: trained in "

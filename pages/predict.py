@@ -13,7 +13,15 @@ from pipeline.catalog import example_cells, provenance, run_config
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.data import scan_dataset
 from pipeline.errors import PipelineError
-from pipeline.explain import DEFAULT_LAYER, METHODS, colorize, method_label, overlay, stage_layers
+from pipeline.explain import (
+    DEFAULT_LAYER,
+    METHODS,
+    colorize,
+    explain_prediction,
+    method_label,
+    overlay,
+    stage_layers,
+)
 from pipeline.preprocess import read_image, thumbnail
 from pipeline.runs import SPLIT
 
@@ -84,8 +92,8 @@ if not images:
     st.stop()
 
 if len(images) > 1:
-    summary = pd.DataFrame([{"image": name, "predicted": result["predicted"], "probability": result["probability"],
-                             "prob_all": result["prob_all"]} for name, result in images])
+    summary = pd.DataFrame([{"image": name, "predicted": result.predicted, "probability": result.probability,
+                             "prob_all": result.prob_all} for name, result in images])
     st.dataframe(summary, hide_index=True, width="stretch", column_config={
         "probability": st.column_config.NumberColumn("probability of the predicted class", format="%.3f"),
         "prob_all": st.column_config.NumberColumn("P(ALL)", format="%.3f")})
@@ -96,12 +104,12 @@ else:
 result = dict(images)[name]
 
 st.caption(f"Image: {name}")
-label = "ALL (leukemic blast)" if result["predicted"] == "ALL" else "HEM (normal)"
+label = "ALL (leukemic blast)" if result.predicted == "ALL" else "HEM (normal)"
 cells = st.columns([2, 1, 1, 2])
 cells[0].metric("Predicted class", label)
-cells[1].metric("Probability", f"{result['probability']:.1%}", help="Softmax probability of the predicted class"
+cells[1].metric("Probability", f"{result.probability:.1%}", help="Softmax probability of the predicted class"
                 + (", averaged over the 8 flips and rotations (test-time augmentation)." if config.get("tta") else "."))
-cells[2].metric("P(ALL)", f"{result['prob_all']:.3f}", help="Probability of ALL; 0.5 or more is called ALL.")
+cells[2].metric("P(ALL)", f"{result.prob_all:.3f}", help="Probability of ALL; 0.5 or more is called ALL.")
 opacity = cells[3].slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05)
 
 layers = list(dict.fromkeys([DEFAULT_LAYER, *reversed(stage_layers(predictor.model).values())]))
@@ -118,19 +126,19 @@ with st.expander("More explanations: other methods and layers, faithfulness, fea
 
 st.subheader("Where the model looked")
 panels = st.columns(len(methods or ["gradcam"]) + 1)
-panels[0].image(result["input"], caption="Model input (resized + CLAHE)", width="stretch")
+panels[0].image(result.input, caption="Model input (resized + CLAHE)", width="stretch")
 for panel, method in zip(panels[1:], methods or ["gradcam"], strict=True):
     try:
-        heatmap = explainer.heatmap(result["input"], method, layer, scorecam_channels=scorecam_channels)
+        heatmap = explain_prediction(explainer, result, method, layer, scorecam_channels=scorecam_channels)
     except PipelineError as error:
         panel.error(str(error))
         continue
     channels = int(predictor.model.get_layer(layer).output.shape[-1])
-    panel.image(overlay(result["input"], heatmap, opacity), width="stretch",
+    panel.image(overlay(result.input, heatmap, opacity), width="stretch",
                 caption=f"{method} at {layer}: {method_label(method, scorecam_channels, channels)} (bright = more "
                         "important, viridis)")
     if want_faithfulness:
-        faith = explainer.road(result["input"], heatmap, fractions=(0.1, 0.3, 0.5, 0.7, 0.9))
+        faith = explainer.road(result.input, heatmap, result.class_index, fractions=(0.1, 0.3, 0.5, 0.7, 0.9))
         panel.metric("ROAD", f"{faith['combined']:+.3f}", delta=f"{faith['combined'] - faith['random_in_cell']:+.3f} "
                      "vs random maps in the cell", help="Higher: more faithful.")
 if want_faithfulness:
@@ -142,6 +150,6 @@ if want_features:
     st.subheader("Feature maps")
     stages = list(stage_layers(predictor.model))
     stage = st.select_slider("EfficientNet stage", stages, value=stages[-1])
-    grid = explainer.feature_maps(result["input"], [stage], channels=16)[stage]
+    grid = explainer.feature_maps(result.input, [stage], channels=16)[stage]
     st.image(colorize(grid, 640), caption=f"The 16 most active channels at the end of {stage} (viridis, each scaled "
              "to its own range)", width=640)

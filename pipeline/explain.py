@@ -242,16 +242,23 @@ def colorize(plane: np.ndarray, size: int | None = None) -> np.ndarray:
     return image
 
 
+def explain_prediction(explainer: Explainer, prediction: Any, method: str = "gradcam", layer: str = DEFAULT_LAYER,
+                       **options: Any) -> np.ndarray:
+    """The heatmap of `prediction` (a `predict.Prediction`) for the class it shows: with test-time augmentation
+    that class can differ from what one plain forward pass would pick, and a map must explain what is shown."""
+    return explainer.heatmap(prediction.input, method, layer, prediction.class_index, **options)
+
+
 def explain_files(run_dir: Path, paths: Sequence[Path], methods: Sequence[str], layer: str,
                   out_dir: Path) -> list[dict[str, Any]]:
     """For each image, `out_dir/<image name>/` gets input.npy, <method>.npy, <method>.png and <method>_road.json.
     Returns one summary row per image and method (or the read error)."""
-    from .files import write_bytes_atomic, write_json_atomic
+    from .files import save_npy_atomic, write_bytes_atomic, write_json_atomic
     from .predict import Predictor
     from .preprocess import read_image
 
     predictor = Predictor.from_run(run_dir)
-    explainer = Explainer(predictor.model)
+    explainer = Explainer(predictor.model, forward=predictor.forward)
     rows = []
     for path in paths:
         try:
@@ -261,19 +268,19 @@ def explain_files(run_dir: Path, paths: Sequence[Path], methods: Sequence[str], 
             continue
         folder = Path(out_dir) / slug(Path(path).stem)
         folder.mkdir(parents=True, exist_ok=True)
-        model_input = result["input"].astype(np.float32)
-        np.save(folder / "input.npy", model_input)
+        model_input = result.input.astype(np.float32)
+        save_npy_atomic(folder / "input.npy", model_input)
         for method in methods:
-            heatmap = explainer.heatmap(model_input, method, layer)
-            faithfulness = explainer.road(model_input, heatmap)
-            np.save(folder / f"{method}.npy", heatmap)
-            png = cv2.imencode(".png", cv2.cvtColor(overlay(result["input"], heatmap), cv2.COLOR_RGB2BGR))[1]
+            heatmap = explain_prediction(explainer, result, method, layer)
+            faithfulness = explainer.road(model_input, heatmap, result.class_index)
+            save_npy_atomic(folder / f"{method}.npy", heatmap)
+            png = cv2.imencode(".png", cv2.cvtColor(overlay(result.input, heatmap), cv2.COLOR_RGB2BGR))[1]
             write_bytes_atomic(folder / f"{method}.png", png.tobytes())
             write_json_atomic(folder / f"{method}_road.json",
                               {"method": method, "computed": method_label(method), "layer": layer,
-                               "predicted": result["predicted"], "prob_all": result["prob_all"], **faithfulness})
-            rows.append({"image": str(path), "method": method, "predicted": result["predicted"],
-                         "prob_all": round(result["prob_all"], 4), "folder": str(folder),
+                               "predicted": result.predicted, "prob_all": result.prob_all, **faithfulness})
+            rows.append({"image": str(path), "method": method, "predicted": result.predicted,
+                         "prob_all": round(result.prob_all, 4), "folder": str(folder),
                          "road": round(faithfulness["combined"], 4),
                          "road_random_in_cell": round(faithfulness["random_in_cell"], 4)})
     return rows

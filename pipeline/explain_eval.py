@@ -36,7 +36,7 @@ def evaluate_explanations(run_dir: str | Path, methods: Sequence[str], layer: st
     rows = []
     for index, record in enumerate(chosen.itertuples(index=False)):
         model_input = predictor.prepare(read_image(record.path)).astype(np.float32)
-        class_index = int(np.argmax(explainer.predict(model_input[None])[0]))
+        class_index = predictor.predict_image_input(model_input).class_index  # the class the run shows (TTA)
         rng = np.random.default_rng(seed + index)
         cell = cell_mask(model_input)
         maps = {method: explainer.heatmap(model_input, method, layer, class_index) for method in methods}

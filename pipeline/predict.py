@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import ALL_INDEX
+from . import ALL_INDEX, CLASS_NAMES
 from .config import TrainConfig
 from .data import PRELIM_SUBSET, scan_dataset
 from .errors import ImageReadError, PipelineError
@@ -18,6 +18,30 @@ from .evaluate import label_from_prob, metrics_from_predictions
 from .inference import class_probabilities, one_at_a_time, predict_probabilities, predictions_table
 from .preprocess import decode_image, preprocess, read_image
 from .runs import SPLIT, RunFolder
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's prediction: the class shown, its model output index (what an explanation must explain),
+    P(ALL), the probability of the class shown, whether it averages the 8 TTA views, and the model input."""
+
+    predicted: str
+    class_index: int
+    prob_all: float
+    probability: float
+    tta: bool
+    input: np.ndarray
+
+    @classmethod
+    def from_prob_all(cls, prob_all: float, tta: bool, model_input: np.ndarray) -> Prediction:
+        predicted = str(label_from_prob(np.array([prob_all]))[0])
+        return cls(predicted, CLASS_NAMES.index(predicted), prob_all,
+                   prob_all if predicted == "ALL" else 1 - prob_all, tta, model_input)
+
+
+def class_index_of(label: str) -> int:
+    """The model output index of a class name (ALL or HEM)."""
+    return CLASS_NAMES.index(label)
 
 
 @dataclass
@@ -57,14 +81,15 @@ class Predictor:
         """Probability of ALL for preprocessed uint8 inputs (averaged over 8 views when the run uses TTA)."""
         return class_probabilities(self.forward, inputs, self.config.tta)[:, ALL_INDEX]
 
-    def predict_image(self, image_rgb: np.ndarray) -> dict[str, Any]:
-        model_input = self.prepare(image_rgb)
-        prob_all = float(self.predict_inputs(model_input[None])[0])
-        predicted = str(label_from_prob(np.array([prob_all]))[0])
-        return {"predicted": predicted, "prob_all": prob_all,
-                "probability": prob_all if predicted == "ALL" else 1 - prob_all, "input": model_input}
+    def predict_image(self, image_rgb: np.ndarray) -> Prediction:
+        return self.predict_image_input(self.prepare(image_rgb))
 
-    def predict_bytes(self, data: bytes, name: str) -> dict[str, Any]:
+    def predict_image_input(self, model_input: np.ndarray) -> Prediction:
+        """The prediction for one prepared model input, as the run makes it (with TTA when it uses it)."""
+        prob_all = float(self.predict_inputs(np.asarray(model_input)[None])[0])
+        return Prediction.from_prob_all(prob_all, self.config.tta, model_input)
+
+    def predict_bytes(self, data: bytes, name: str) -> Prediction:
         return self.predict_image(decode_image(data, name))
 
     def predict_paths(self, paths: list[str | Path]) -> pd.DataFrame:
@@ -76,8 +101,8 @@ class Predictor:
             except ImageReadError as error:
                 rows.append({"path": str(path), "predicted": None, "prob_all": None, "error": str(error)})
                 continue
-            rows.append({"path": str(path), "predicted": result["predicted"],
-                         "prob_all": round(result["prob_all"], 6), "error": None})
+            rows.append({"path": str(path), "predicted": result.predicted,
+                         "prob_all": round(result.prob_all, 6), "error": None})
         return pd.DataFrame(rows, columns=["path", "predicted", "prob_all", "error"])
 
 

@@ -46,7 +46,7 @@ def _examples(folder: RunFolder, predictions: pd.DataFrame) -> str:
     """Grad-CAM of the most confident mistakes and of correct answers, as embedded images."""
     from .errors import ImageReadError, PipelineError
     from .explain import Explainer, overlay
-    from .predict import Predictor
+    from .predict import Predictor, class_index_of
     from .preprocess import read_image
 
     try:
@@ -63,7 +63,7 @@ def _examples(folder: RunFolder, predictions: pd.DataFrame) -> str:
             model_input = predictor.prepare(read_image(row.path))
         except ImageReadError:
             continue
-        heatmap = explainer.heatmap(model_input, "gradcam")
+        heatmap = explainer.heatmap(model_input, "gradcam", class_index=class_index_of(row.predicted))
         caption = (f"{html.escape(Path(row.path).name)} · {row.patient} · true {row.label}, called {row.predicted} "
                    f"(P(ALL) {row.prob_all:.2f})")
         cells.append(f'<figure><img width="240" src="{_png(overlay(model_input, heatmap))}">'

@@ -188,6 +188,7 @@ def confusion_gallery(folder: RunFolder, predictions: pd.DataFrame) -> None:
     explainer = predictor = None
     if with_cam:
         from pipeline.explain import overlay
+        from pipeline.predict import class_index_of
         from pipeline.preprocess import read_image
 
         from .loaders import predictor_and_explainer
@@ -199,7 +200,8 @@ def confusion_gallery(folder: RunFolder, predictions: pd.DataFrame) -> None:
         try:
             if explainer is not None:
                 model_input = predictor.prepare(read_image(row.path))
-                picture = overlay(model_input, explainer.heatmap(model_input, "gradcam"))
+                shown = class_index_of(row.predicted)  # the run's (TTA) call, not one plain pass
+                picture = overlay(model_input, explainer.heatmap(model_input, "gradcam", class_index=shown))
             else:
                 picture = thumbnail(row.path)
             columns[index % 8].image(picture, caption=caption, width="stretch")
