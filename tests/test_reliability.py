@@ -163,8 +163,8 @@ def test_bad_uploads_get_a_clear_error(predictor, name: str) -> None:
 @pytest.mark.parametrize("name", sorted(ODD_UPLOADS))
 def test_valid_but_odd_uploads_are_predicted(predictor, name: str) -> None:
     result = predictor.predict_bytes(ODD_UPLOADS[name], name)
-    assert result["predicted"] in ("ALL", "HEM") and 0 <= result["prob_all"] <= 1
-    assert result["input"].shape == (32, 32, 3)
+    assert result.predicted in ("ALL", "HEM") and 0 <= result.prob_all <= 1
+    assert result.input.shape == (32, 32, 3)
 
 
 @pytest.mark.slow

@@ -58,7 +58,7 @@ def test_saved_metrics_equal_scikit_learn_on_saved_predictions(finished_run: Pat
 def test_saved_model_reproduces_the_saved_probabilities(finished_run: Path) -> None:
     predictions = pd.read_csv(finished_run / runs.PREDICTIONS).head(4)
     predictor = Predictor.from_run(finished_run)
-    again = [predictor.predict_image(read_image(path))["prob_all"] for path in predictions["path"]]
+    again = [predictor.predict_image(read_image(path)).prob_all for path in predictions["path"]]
     assert np.allclose(again, predictions["prob_all"], atol=1e-4)
 
 
@@ -96,8 +96,8 @@ def test_a_bare_model_file_predicts_with_its_own_input_size(finished_run: Path, 
     predictor = Predictor.from_run(bare)
     assert predictor.config.image_size == 32
     image = read_image(pd.read_csv(finished_run / runs.PREDICTIONS)["path"].iloc[0])
-    assert predictor.predict_image(image)["prob_all"] == pytest.approx(
-        Predictor.from_run(finished_run).predict_image(image)["prob_all"], abs=1e-5)
+    assert predictor.predict_image(image).prob_all == pytest.approx(
+        Predictor.from_run(finished_run).predict_image(image).prob_all, abs=1e-5)
     assert run_config(runs.RunFolder(bare)) == TRAINED_ELSEWHERE
 
 

@@ -67,8 +67,8 @@ def test_predict_gives_the_class_and_probability_of_a_known_image(app: AppTest, 
     image_box = next(box for box in app.selectbox if box.label.startswith("…or pick"))
     expected = Predictor.from_run(finished_run).predict_image(read_image(image_box.value))
     assert not app.exception, [e.value for e in app.exception]
-    assert metric(app, "Predicted class").startswith(expected["predicted"])
-    assert metric(app, "P(ALL)") == f"{expected['prob_all']:.3f}"
+    assert metric(app, "Predicted class").startswith(expected.predicted)
+    assert metric(app, "P(ALL)") == f"{expected.prob_all:.3f}"
     assert not any("Faithfulness" in caption.value for caption in app.caption), "extras wait for a click"
     next(toggle for toggle in app.toggle if toggle.label.startswith("Faithfulness")).set_value(True).run()
     assert any("Faithfulness (ROAD)" in caption.value for caption in app.caption)
