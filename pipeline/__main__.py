@@ -22,7 +22,7 @@ from .config import (
 )
 from .errors import PipelineError
 from .model import LAST_CONV_LAYER
-from .runs import cancel_on_sigterm
+from .runs import cancel_on_sigterm, open_run
 
 
 def _int_list(text: str) -> list[int]:
@@ -178,6 +178,7 @@ def cmd_execute(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    open_run(args.run_dir)
     from .runs import RunFolder
     from .train import execute_run
 
@@ -215,6 +216,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    open_run(args.run_dir, completed=True)
     from .predict import evaluate_run
 
     metrics, out_dir = evaluate_run(args.run_dir, args.data)
@@ -230,6 +232,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    open_run(args.run_dir)
     from .predict import Predictor
 
     table = Predictor.from_run(args.run_dir).predict_paths(args.images)
@@ -244,6 +247,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    open_run(args.run_dir)
     from .explain import explain_files
 
     methods = [method.strip() for method in args.method.split(",") if method.strip()]
@@ -258,6 +262,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    open_run(args.run_dir, completed=True)
     from .export import export_run
 
     print(export_run(args.run_dir, args.format))
@@ -265,6 +270,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    open_run(args.run_dir, completed=True)
     from .report import write_report
 
     print(write_report(args.run_dir, args.out))
@@ -272,6 +278,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_explain_eval(args: argparse.Namespace) -> int:
+    open_run(args.run_dir, completed=True)
     from .explain_eval import evaluate_explanations
 
     methods = [method.strip() for method in args.method.split(",") if method.strip()]
@@ -372,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:  # a file a run must hold is gone: a damaged run, named, not a traceback
+        print(f"error: {error.filename or error} is missing; the run folder is damaged or incomplete.",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)

@@ -60,6 +60,21 @@ def validate_run_id(run_id: str) -> str:
     return run_id
 
 
+def open_run(path: str | Path, completed: bool = False) -> RunFolder:
+    """The run folder at `path`; `PipelineError` when there is no folder there, it holds no run (neither a
+    config nor a model), or, with `completed`, a run of this project lacks what a completed run must hold."""
+    folder = RunFolder(Path(path))
+    if not folder.path.is_dir():
+        raise PipelineError(f"There is no run folder at {path}.")
+    if not (folder.exists() or folder.has_model()):
+        raise PipelineError(f"{path} is not a run folder (it holds neither config.json nor a model).")
+    if completed and folder.exists():
+        problem = folder.completeness_problem()
+        if problem:
+            raise PipelineError(f"{path} is not a complete run: {problem}")
+    return folder
+
+
 def resolve_run_dir(runs_dir: Path, run_id: str) -> Path:
     """The folder of `run_id` inside `runs_dir`; refuses ids that would leave it."""
     validate_run_id(run_id)

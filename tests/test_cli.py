@@ -90,3 +90,33 @@ def test_resume_of_a_run_with_an_unreadable_status_is_one_clear_line(tmp_path: P
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: status.json of run 20260101-000000-x does not read")
+
+
+RUN_COMMANDS = [("report",), ("export",), ("resume",), ("evaluate",), ("explain-eval",), ("predict", "x.png"),
+                ("explain", "x.png", "--out", "out")]
+
+
+@pytest.mark.parametrize("command", RUN_COMMANDS, ids=[c[0] for c in RUN_COMMANDS])
+def test_every_run_command_refuses_a_missing_or_foreign_folder_in_one_line(command, tmp_path: Path, capsys) -> None:
+    from pipeline.__main__ import main
+
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.txt").write_text("not a run")
+    for path, reason in ((tmp_path / "nowhere", "no run folder at"), (foreign, "is not a run folder")):
+        args = [command[0], str(path), *command[1:]]
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and reason in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_missing_a_file_it_must_hold_is_named_not_a_traceback(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(finished_run, damaged)
+    (damaged / "metrics.json").unlink()
+    result = cli("report", str(damaged))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
