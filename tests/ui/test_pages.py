@@ -36,7 +36,8 @@ def _open(app: AppTest, page: str | None = None) -> AppTest:
 def test_home_says_which_data_and_that_it_is_no_diagnostic_device(app: AppTest, tiny_data: Path) -> None:
     _open(app)
     assert metric(app, "Images") == str(len(scan_dataset(tiny_data).records))
-    assert any("not a diagnostic device" in error.value for error in app.error)
+    assert any("not a diagnostic device" in note.value for note in app.info), "a calm note, not an error box"
+    assert not any("not a diagnostic device" in error.value for error in app.error)
     assert any("Synthetic demo data" in warning.value for warning in app.warning)
 
 
