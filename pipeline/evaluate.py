@@ -92,24 +92,24 @@ def compute_metrics(labels: Sequence[str], predicted: Sequence[str],
 def model_warnings(metrics: dict[str, Any], subset: str = "test") -> list[str]:
     """What makes a model's figures worthless on `subset`, in words, most serious first: a constant model,
     a one-class model (every image called one class, however its probabilities vary) and a model no better
-    than the best constant answer (on accuracy, or on balanced accuracy, where a constant scores 0.5)."""
+    than the best constant answer (on accuracy, or on balanced accuracy, where a constant scores 0.5; only
+    where the subset holds both classes, since on one class a constant answer is always right)."""
     warnings = []
     if "constant" in metrics.get("undefined", {}):
         warnings.append(f"Constant model on the {subset} subset: {metrics['undefined']['constant']}.")
     matrix = np.asarray(metrics.get("confusion_matrix") or [[0]])
-    called = matrix.sum(axis=0)
-    if metrics.get("n") and (called > 0).sum() == 1:
+    called, present = matrix.sum(axis=0), matrix.sum(axis=1)
+    if (present > 0).sum() == 2 and (called > 0).sum() == 1:
         label = metrics["labels"][int(np.argmax(called))]
         warnings.append(f"One-class model on the {subset} subset: every one of its {metrics['n']} images is called "
                         f"{label}.")
     baseline = metrics.get("majority_baseline") or {}
     balanced = metrics.get("balanced_accuracy")
-    if metrics.get("n") and (metrics["accuracy"] <= baseline.get("accuracy", 0) or
-                             (balanced is not None and balanced <= 0.5)):
+    if balanced is not None and (metrics["accuracy"] <= baseline.get("accuracy", 0) or balanced <= 0.5):
         warnings.append(
             f"No better than a constant answer on the {subset} subset: accuracy {metrics['accuracy']:.3f} where "
-            f"always answering {baseline.get('class')} scores {baseline.get('accuracy', 0):.3f}"
-            + (f", balanced accuracy {balanced:.3f} where a constant scores 0.500." if balanced is not None else "."))
+            f"always answering {baseline.get('class')} scores {baseline.get('accuracy', 0):.3f}, balanced accuracy "
+            f"{balanced:.3f} where a constant scores 0.500.")
     return warnings
 
 

@@ -129,3 +129,12 @@ def test_a_model_that_beats_the_constant_answer_is_not_flagged() -> None:
                         "UID_H2": ("HEM", "test", 30)})
     metrics = run_metrics(predictions_for(split, "test", skill=0.4), None, split)
     assert metrics["accuracy"] > 0.8 and metrics["model_warnings"] == []
+
+
+def test_a_one_class_validation_subset_is_not_called_worse_than_a_constant() -> None:
+    from pipeline.evaluate import compute_metrics, model_warnings
+
+    metrics = compute_metrics(["ALL"] * 10, ["ALL"] * 9 + ["HEM"], [0.9] * 9 + [0.2])
+    assert model_warnings(metrics, "validation") == []
+    every_one_right = compute_metrics(["ALL"] * 10, ["ALL"] * 10, np.linspace(0.6, 0.9, 10))
+    assert model_warnings(every_one_right, "validation") == [], "one class present and called is no one-class model"
