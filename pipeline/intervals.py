@@ -35,7 +35,8 @@ def patient_bootstrap(predictions: pd.DataFrame, samples: int = BOOTSTRAP_SAMPLE
                       seed: int = 0) -> dict[str, dict[str, float | int | None]]:
     """Per figure: the point estimate and a percentile interval over `samples` resamples of the patients of
     `predictions` (columns label, patient, prob_all), drawn with replacement within each class. A figure
-    that needs both classes is None when the predictions hold one."""
+    that needs both classes is None when the predictions hold one. With one patient of a class the resamples
+    cannot vary that class's patient: the interval then shows image-level spread only and is too narrow."""
     truth = (predictions["label"] == "ALL").to_numpy()
     prob = predictions["prob_all"].to_numpy(dtype=float)
     patients = predictions["patient"].astype(str).to_numpy()
