@@ -156,15 +156,20 @@ def _augmented_features(model: Any, config: TrainConfig, images: np.ndarray, lab
 
 def dataset_features(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, weights_used: str,
                      kind: str = "plain") -> np.ndarray:
-    """Pooled backbone features of every image of the run, in the split's order: `plain`, `augmented` (the
-    `augment_passes` passes one after another) or `views` (the 8 dihedral views of test-time augmentation, one
-    after another). Cached when the backbone weights are fixed (ImageNet or a file), keyed by all the run's
-    images, so the folds and repeats of a cross-validation share one extraction; random weights change with
-    every build and are computed afresh."""
+    """Pooled backbone features of every image of the run, in the split's order (see `image_features`), keyed
+    by all the run's images, so the folds and repeats of a cross-validation share one extraction."""
+    return image_features(model, config, folder, weights_used, data.split["path"].tolist(), data.all_images(), kind)
+
+
+def image_features(model: Any, config: TrainConfig, folder: RunFolder, weights_used: str, paths: list[str],
+                   images: np.ndarray, kind: str = "plain") -> np.ndarray:
+    """Pooled backbone features of `images` (those of `paths`): `plain`, `augmented` (the `augment_passes`
+    passes one after another) or `views` (the 8 dihedral views of test-time augmentation, one after another).
+    Cached when the backbone weights are fixed (ImageNet or a file); random weights change with every build
+    and are computed afresh."""
     from .inference import dihedral_views
 
-    images = data.all_images()
-    folder.update_status(phase=f"extracting {kind} features", progress=0.0)
+    folder.update_status(phase=f"extracting {kind} features of {len(images)} images", progress=0.0)
 
     def compute() -> np.ndarray:
         if kind == "augmented":
@@ -175,8 +180,8 @@ def dataset_features(model: Any, config: TrainConfig, data: PreparedData, folder
 
     if weights_used.startswith("none"):
         return compute()
-    key = {"images": cache_key(data.split["path"].tolist(), config.image_size, config.clahe),
-           "backbone": config.backbone, "weights": weights_used, "kind": kind}
+    key = {"images": cache_key(paths, config.image_size, config.clahe), "backbone": config.backbone,
+           "weights": weights_used, "kind": kind}
     if kind == "augmented":
         key.update(augment_passes=config.augment_passes, seed=config.seed)
     features, _ = cached_array("features", key, compute, default_cache_dir())
@@ -199,27 +204,12 @@ def frozen_probabilities(model: Any, config: TrainConfig, data: PreparedData, fo
         views = dataset_features(model, config, data, folder, weights_used, "views").reshape(8, len(mask), -1)
         inputs = views[:, mask].reshape(-1, views.shape[-1])
     else:
-        inputs = _subset_view_features(model, config, data, folder, weights_used, subset)
+        inputs = image_features(model, config, folder, weights_used, data.paths(subset), data.images[subset],
+                                "views")
     probabilities = np.asarray(head_model(model).predict(inputs, batch_size=1024, verbose=0))
     if config.tta:
         probabilities = probabilities.reshape(8, mask.sum(), -1).mean(axis=0)
     return probabilities[:, ALL_INDEX]
-
-
-def _subset_view_features(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder,
-                          weights_used: str, subset: str) -> np.ndarray:
-    from .inference import dihedral_views
-
-    folder.update_status(phase=f"extracting {subset} features of the 8 views", progress=0.0)
-
-    def compute() -> np.ndarray:
-        return np.concatenate([extract_features(model, view) for view in dihedral_views(data.images[subset])])
-
-    if weights_used.startswith("none"):
-        return compute()
-    key = {"images": cache_key(data.paths(subset), config.image_size, config.clahe), "backbone": config.backbone,
-           "weights": weights_used, "kind": "views"}
-    return cached_array("features", key, compute, default_cache_dir())[0]
 
 
 def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, weights_used: str,
