@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.common.loaders import current_dataset, mtime, predictor_and_explainer
+from pages.common.loaders import current_dataset, model_card_of, mtime, predictor_and_explainer
 from pages.common.settings import current_model, models, run_folder
 from pages.common.widgets import demo_model_progress, model_card, show_error, synthetic_warning
 from pipeline.catalog import example_cells, provenance, run_config
@@ -23,7 +23,7 @@ from pipeline.explain import (
     stage_layers,
 )
 from pipeline.preprocess import read_image, thumbnail
-from pipeline.runs import SPLIT
+from pipeline.runs import METRICS, SPLIT
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -51,6 +51,9 @@ try:
     config = run_config(folder)
     st.markdown(provenance(config))
     synthetic_warning(config)
+    card = model_card_of(str(folder.path), mtime(folder.file(METRICS)))
+    for warning in card["model_warnings"]:  # a model no better than a constant answer says so before it answers
+        st.warning(warning, icon=":material/report:")
     with st.expander("Model card", expanded=False):
         model_card(folder)
     predictor, explainer = predictor_and_explainer(run_id)

@@ -99,3 +99,13 @@ def test_a_confusion_cell_shows_its_images_most_confident_first(runs_dir: Path) 
     assert sure == sorted(sure, reverse=True) and len(captions) == min(24, len(expected))
     errors = next(frame.value for frame in app.dataframe if "share_wrong" in frame.value.columns)
     assert set(errors["patient"]) == set(predictions["patient"])
+
+
+def test_a_model_worse_than_a_constant_answer_says_so_on_home_and_predict(runs_dir: Path) -> None:
+    split = make_split({"UID_1": ("ALL", "train", 4), "UID_H1": ("HEM", "train", 4), "UID_2": ("ALL", "val", 6),
+                        "UID_H2": ("HEM", "val", 6), "UID_3": ("ALL", "test", 12), "UID_H3": ("HEM", "test", 12)})
+    fake_run(runs_dir, "backwards", split=split, skill=-0.3)  # leans to the wrong class
+    for page in ("pages/home.py", "pages/predict.py"):
+        app = _open(page)
+        shown = [warning.value for warning in app.warning]
+        assert any(text.startswith("No better than a constant answer on the test subset") for text in shown), page
