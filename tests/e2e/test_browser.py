@@ -118,10 +118,13 @@ def test_a_user_browses_trains_studies_and_predicts(server, page, tiny_data: Pat
     page.locator('[data-testid="stImage"]').nth(7).wait_for()  # thumbnails and previews are shown
 
     _open(page, base, "train", "train")
+    assert "lite recipe is suggested" in page.inner_text("body"), "offline with the Lite weights installed"
+    page.locator('[data-testid="stRadio"]').get_by_text("scratch", exact=True).click()  # a full fine-tune to watch
+    _settle(page)
     _choose(page, "Backbone", "efficientnet_b0")
     epochs = page.locator('[data-testid="stNumberInput"]').filter(has_text="Epochs").locator("input")
     epochs.fill("3")
-    epochs.press("Tab")  # offline, the from-scratch recipe: a full fine-tune, epochs slow enough to watch
+    epochs.press("Tab")  # the from-scratch recipe: a full fine-tune, epochs slow enough to watch
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Started 1 run(s)").wait_for()
     run_dir = next(path for path in runs_dir.iterdir() if path.is_dir())
