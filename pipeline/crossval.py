@@ -91,6 +91,27 @@ def write_summary(group: str, folders: list[RunFolder]) -> Path:
     return path
 
 
+def write_summary_when_complete(folder: RunFolder) -> Path | None:
+    """After a fold completes, however it was run (in a sweep, resumed, in another process): the summary of its
+    cross-validation when every fold of the group is now completed; None otherwise."""
+    config = folder.config()
+    group, folds = config.get("group"), config.get("cv_folds")
+    if not (group and folds):
+        return None
+    members = []
+    for path in folder.path.parent.iterdir():
+        sibling = RunFolder(path)
+        try:
+            if path.is_dir() and sibling.has_config() and sibling.config().get("group") == group:
+                members.append(sibling)
+        except (OSError, ValueError):
+            continue
+    done = [member for member in members if member.status().get("state") == "completed"]
+    if len(done) < folds or len(members) != folds:
+        return None
+    return write_summary(group, sorted(members, key=lambda member: member.config().get("cv_fold", 0)))
+
+
 def write_summary_of_group(folders: list[RunFolder]) -> Path | None:
     """The summary of `folders` when they are the folds of one cross-validation; None otherwise."""
     try:

@@ -122,6 +122,7 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
+    from .crossval import write_summary_when_complete
     from .device import configure_device
     from .fit import fit_fast, fit_full
 
@@ -155,6 +156,7 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
         metrics = _evaluate(model, config, data, folder, weights_used)
         folder.update_status(state="completed", phase="done", ended_at=now_iso(), progress=1.0)
         folder.remove_checkpoints()
+        write_summary_when_complete(folder)
         return metrics
     except KeyboardInterrupt:
         mark_cancelled([folder])

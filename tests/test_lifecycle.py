@@ -73,3 +73,26 @@ def test_the_grid_has_one_config_per_cell_and_one_group() -> None:
     assert group.startswith("grid-")
     assert [(c.epochs, c.batch_size) for c in configs] == [(e, b) for e in PAPER_EPOCHS for b in PAPER_BATCH_SIZES]
     assert len({c.default_name for c in configs}) == len(configs) == 12
+
+
+def test_a_crossvalidation_summary_is_written_when_its_last_fold_completes_however_it_ran(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import shutil
+
+    from pipeline.crossval import write_summary_when_complete
+    from tests.helpers import fake_run
+
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))
+    runs_dir = tmp_path / "runs"
+    group = {"group": "cv2-20261129-000000", "cv_folds": 2}
+    first = fake_run(runs_dir, "fold-1", config={**group, "cv_fold": 0})
+    interrupted = fake_run(runs_dir, "fold-2", state="cancelled", config={**group, "cv_fold": 1})
+    fake_run(runs_dir, "unrelated")
+    assert write_summary_when_complete(first) is None, "one fold is not finished"
+    shutil.rmtree(interrupted.path)  # its resumed twin, completed by another process
+    fake_run(runs_dir, "fold-2-resumed", config={**group, "cv_fold": 1})
+    path = write_summary_when_complete(first)
+    assert path == tmp_path / "crossval" / "cv2-20261129-000000.json"
+    summary = json.loads(path.read_text())
+    assert summary["completed"] == 2 and [row["fold"] for row in summary["per_fold"]] == [1, 2]
