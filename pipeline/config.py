@@ -156,12 +156,12 @@ class TrainConfig:
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {},
-    "scratch": {"backbone": "efficientnet_b0", "image_size": 96, "epochs": 15, "batch_size": 32,
-                "learning_rate": 1e-3, "optimizer": "adam", "weights": "none", "bn_momentum": 0.9,
-                "augment": True, "class_weight": True, "tta": True},
     "lite": {"backbone": "efficientnet_lite0", "image_size": 224, "weights": "imagenet", "freeze_backbone": True,
              "epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "optimizer": "adam", "head_l2": 1.0,
              "class_weight": True, "balance_patients": True, "validation_from": "ALL", "tta": True},
+    "scratch": {"backbone": "efficientnet_b0", "image_size": 96, "epochs": 15, "batch_size": 32,
+                "learning_rate": 1e-3, "optimizer": "adam", "weights": "none", "bn_momentum": 0.9,
+                "augment": True, "class_weight": True, "tta": True},
 }
 """Starting points: `paper` (TrainConfig's defaults: EfficientNet-B3 at 224 px on ImageNet weights, RMSprop);
 `lite`, ImageNet transfer without a download: EfficientNet-Lite0 (weights from its installed package) in fast
