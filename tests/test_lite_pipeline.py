@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -18,13 +19,14 @@ pytestmark = pytest.mark.slow  # trains a small Lite model
 
 
 @pytest.fixture(scope="module")
-def lite_run(tiny_data: Path, artifacts_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lite_run(tiny_data: Path, artifacts_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from pipeline.train import train
 
-    os.environ["KERAS_HOME"] = str(tmp_path_factory.mktemp("keras"))  # the conversion lands here, not in ~/.keras
     config = recipe_config("lite", str(tiny_data), image_size=64, epochs=2, batch_size=8, augment=False,
                            fine_tune_blocks=1, fine_tune_epochs=1, name="lite-tiny")
-    return train(config, artifacts_root / "runs").path
+    with pytest.MonkeyPatch.context() as patch:  # the conversion lands here, not in ~/.keras, for this module only
+        patch.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras")))
+        yield train(config, artifacts_root / "runs").path
 
 
 def test_a_lite_run_trains_fast_then_fine_tunes_and_says_where_its_weights_came_from(lite_run: Path) -> None:
