@@ -2,16 +2,16 @@
 
 import streamlit as st
 
-from pages.common.loaders import current_dataset, runs_table
+from pages.common.loaders import current_dataset, model_card_of, mtime, runs_table
 from pages.common.run_views import figure_text
 from pages.common.settings import current_model, data_dir, demo_mode, run_folder, runs_dir
 from pages.common.widgets import DISCLAIMER, demo_model_progress, live_progress, model_card, show_error
-from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_run, run_config, run_flags
+from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_run, run_flags
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.errors import PipelineError
 from pipeline.launch import launch_demo_model
 from pipeline.model import imagenet_weights_cached, lite_weights_installed
-from pipeline.runs import ACTIVE_STATES
+from pipeline.runs import ACTIVE_STATES, METRICS
 
 st.title(":material/biotech: ALL vs HEM: leukemic blast classification")
 st.markdown(
@@ -20,10 +20,11 @@ st.markdown(
     "question the figures. The study it reproduces (Fata & Hapsari, 2026) trains EfficientNet-B3 at 224 px on "
     "ImageNet weights; without those here, the `lite` recipe transfers ImageNet EfficientNet-Lite offline.")
 if current_model():
-    in_use = run_config(run_folder(current_model()))
-    st.markdown(f"**The model in use**: {in_use.get('backbone')} at {in_use.get('image_size')} px, weights "
-                f"{in_use.get('weights_used') or in_use.get('weights')}, recipe {in_use.get('recipe') or 'custom'}; "
-                "its card below says what it does on patients it never saw.")
+    in_use_folder = run_folder(current_model())
+    in_use = model_card_of(str(in_use_folder.path), mtime(in_use_folder.file(METRICS)))  # the card's cached read
+    st.markdown(f"**The model in use**: {in_use['backbone']} at {in_use['image_size']} px, weights "
+                f"{in_use['weights']}, recipe {in_use['recipe']}; its card below says what it does on patients it "
+                "never saw.")
 st.info(DISCLAIMER, icon=":material/medical_information:")
 
 left, middle, right = st.columns(3)

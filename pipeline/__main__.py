@@ -178,11 +178,9 @@ def cmd_execute(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    open_run(args.run_dir)
-    from .runs import RunFolder
     from .train import execute_run
 
-    folder = RunFolder(args.run_dir)
+    folder = open_run(args.run_dir)
     folder.check_resumable()
     execute_run(folder)
     print(folder.path)

@@ -24,11 +24,11 @@ class PreparedData:
     labels: dict[str, np.ndarray]
     skipped_images: list[str]
 
-    def paths(self, subset: str) -> list[str]:
-        return self.split.loc[self.split["subset"] == subset, "path"].tolist()
-
     def subset_mask(self, subset: str) -> np.ndarray:
         return (self.split["subset"] == subset).to_numpy()
+
+    def paths(self, subset: str) -> list[str]:
+        return self.split.loc[self.subset_mask(subset), "path"].tolist()
 
     def all_images(self) -> np.ndarray:
         """Every image of the run in the split's order (the subsets put back together)."""
@@ -39,7 +39,7 @@ class PreparedData:
 
     def patients(self, subset: str) -> np.ndarray:
         """The patient of each image of `subset`, in the order of `images[subset]`."""
-        return self.split.loc[self.split["subset"] == subset, "patient"].astype(str).to_numpy()
+        return self.split.loc[self.subset_mask(subset), "patient"].astype(str).to_numpy()
 
 
 def prepare_data(config: TrainConfig, progress: Callable[[float], None] | None = None) -> PreparedData:

@@ -67,10 +67,8 @@ def imagenet_weights_reachable(timeout_s: float = 2.0) -> bool:
 
 
 def imagenet_available(backbone: str = "efficientnet_b3") -> bool:
-    """ImageNet weights are cached here or can be downloaded now."""
-    if backbone in LITE_BACKBONES:
-        return lite_weights_installed(backbone)
-    return imagenet_weights_cached(backbone) or imagenet_weights_reachable()
+    """ImageNet weights are cached here (for Lite: installed) or can be downloaded now (B0-B3)."""
+    return imagenet_weights_cached(backbone) or (backbone not in LITE_BACKBONES and imagenet_weights_reachable())
 
 
 def default_recipe() -> str:
@@ -108,10 +106,19 @@ def _imagenet_file(path: Path) -> Iterator[None]:
             file_utils.get_file = original
 
 
+NO_WEIGHTS = ("none", "None", "", None)
+
+
 def _backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, str]:
     """The Keras application without top, and a description of the weights actually used."""
     import keras
 
+    if weights == "auto":  # ImageNet when it can be had, else random, and say so (both families)
+        try:
+            return _backbone(backbone, image_size, "imagenet")
+        except WeightsUnavailableError:
+            base, _ = _backbone(backbone, image_size, "none")
+            return base, "none (random initialisation: ImageNet weights could not be had)"
     if backbone in LITE_BACKBONES:
         return _lite_backbone(backbone, image_size, weights)
     if backbone not in BACKBONE_APPS:
@@ -119,14 +126,8 @@ def _backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, str]:
     app_name, cache_file = BACKBONE_APPS[backbone]
     application = getattr(keras.applications, app_name)
     shape = (image_size, image_size, 3)
-    if weights in ("none", "None", "", None):
+    if weights in NO_WEIGHTS:
         return application(include_top=False, weights=None, input_shape=shape), "none (random initialisation)"
-    if weights == "auto":  # ImageNet when it can be had, else random, and say so
-        try:
-            return _backbone(backbone, image_size, "imagenet")
-        except WeightsUnavailableError:
-            base, _ = _backbone(backbone, image_size, "none")
-            return base, "none (random initialisation: ImageNet weights could not be had)"
     if weights == "imagenet":
         try:
             base = application(include_top=False, weights="imagenet", input_shape=shape)
@@ -155,13 +156,8 @@ def _lite_backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, s
     from . import lite
 
     shape = (image_size, image_size, 3)
-    if weights in ("none", "None", "", None):
+    if weights in NO_WEIGHTS:
         return lite.build(backbone, shape), "none (random initialisation)"
-    if weights == "auto":
-        try:
-            return _lite_backbone(backbone, image_size, "imagenet")
-        except WeightsUnavailableError:
-            return lite.build(backbone, shape), "none (random initialisation: ImageNet weights could not be had)"
     if weights == "imagenet":
         return lite.imagenet(backbone, shape, keras_cache_dir())
     path = Path(weights).expanduser()

@@ -35,7 +35,7 @@ class Prediction:
     @classmethod
     def from_prob_all(cls, prob_all: float, tta: bool, model_input: np.ndarray) -> Prediction:
         predicted = str(label_from_prob(np.array([prob_all]))[0])
-        return cls(predicted, CLASS_NAMES.index(predicted), prob_all,
+        return cls(predicted, class_index_of(predicted), prob_all,
                    prob_all if predicted == "ALL" else 1 - prob_all, tta, model_input)
 
 
