@@ -103,11 +103,14 @@ def launch_demo_model(data_dir: str, runs_dir: Path | None = None) -> RunFolder 
 
 def _spawn(folders: list[RunFolder]) -> subprocess.Popen:
     log = open(folders[0].log_path, "ab")  # noqa: SIM115 - handed to the child, which outlives this call
+    # The child works in this process's folder (relative ARTIFACTS_DIR and data paths mean the same there) and
+    # imports this very pipeline, from a checkout or an installed package alike.
+    python_path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline", "execute", *[str(folder.path.resolve()) for folder in folders]],
-            cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": python_path})
     finally:
         log.close()
 
