@@ -5,7 +5,7 @@ import streamlit as st
 from pages.common.loaders import current_dataset, model_card_of, mtime, runs_table
 from pages.common.run_views import figure_text
 from pages.common.settings import current_model, data_dir, demo_mode, run_folder, runs_dir
-from pages.common.widgets import DISCLAIMER, demo_model_progress, live_progress, model_card, show_error
+from pages.common.widgets import DISCLAIMER, demo_model_progress, live_progress, model_card, run_label, show_error
 from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_run, run_flags
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.errors import PipelineError
@@ -64,8 +64,8 @@ with right:
         if best is not None:
             st.metric(f"Best {SELECTION_LABEL}", f"{best[SELECTION_METRIC]:.3f}",
                       help="Runs are chosen on their validation subset, never on the test subset.")
-            st.caption(f"{best['run_id']} · {best['data']} · weights {best['weights']} · its test weighted F1: "
-                       f"{figure_text(best.get('weighted_f1'))}")
+            st.caption(f"{run_label(best['run_id'])} · {best['data']} · weights {best['weights']} · its test "
+                       f"weighted F1: {figure_text(best.get('weighted_f1'))}")
             flags = run_flags(best)
             if flags:
                 st.warning(f"This run's figures: {flags} (see **Results**).", icon=":material/report:")

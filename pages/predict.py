@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from pages.common.loaders import current_dataset, model_card_of, mtime, predictor_and_explainer
-from pages.common.settings import current_model, models, run_folder
-from pages.common.widgets import demo_model_progress, model_card, show_error, synthetic_warning
+from pages.common.settings import current_model, demo_mode, models, run_folder
+from pages.common.widgets import demo_model_progress, model_card, run_label, show_error, synthetic_warning
 from pipeline.catalog import example_cells, provenance, run_config
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.data import scan_dataset
@@ -18,11 +18,13 @@ from pipeline.explain import (
     METHODS,
     colorize,
     explain_prediction,
+    layer_label,
     method_label,
     overlay,
     stage_layers,
 )
 from pipeline.preprocess import read_image, thumbnail
+from pipeline.road import share_on_cell
 from pipeline.runs import METRICS, SPLIT
 
 
@@ -38,18 +40,35 @@ def _thumbnail(path: str):
     return thumbnail(path, 96)
 
 
+# The one image chosen (a clicked example or a picked dataset image) and the picker's own state: the picker always
+# names the image shown, or nothing. (A string here would be drawn on the page by Streamlit's magic.)
+PATH_KEY, PICK_KEY = "predict_path", "predict_pick"
+
+
+def _choose_example(path: str, picker_paths: list[str]) -> None:
+    st.session_state[PATH_KEY] = path
+    st.session_state[PICK_KEY] = path if path in picker_paths else None
+
+
+def _choose_picked() -> None:
+    st.session_state[PATH_KEY] = st.session_state.get(PICK_KEY)
+
+
 st.title(":material/biotech: Predict")
 runs = models()
 if not runs:
     if not demo_model_progress():
-        st.info("No trained model yet: train one on the **Train** page, or prepare the demo model on **Home**.",
+        st.info("No trained model yet: train one on the **Train** page, or prepare the demo model on **Home**."
+                if not demo_mode() else "The demo model is not ready yet: see **Home**.",
                 icon=":material/model_training:")
     st.stop()
-run_id = st.selectbox("Model (run)", runs, index=runs.index(current_model()))
+
+
+run_id = st.selectbox("Model", runs, index=runs.index(current_model()), format_func=run_label)
 folder = run_folder(run_id)
 try:
     config = run_config(folder)
-    st.markdown(provenance(config))
+    st.markdown(provenance(config, hide_paths=demo_mode()))
     synthetic_warning(config)
     card = model_card_of(str(folder.path), mtime(folder.file(METRICS)))
     for warning in card["model_warnings"]:  # a model no better than a constant answer says so before it answers
@@ -68,30 +87,34 @@ for upload in uploads or []:
     try:
         images.append((upload.name, predictor.predict_bytes(upload.getvalue(), upload.name)))
     except PipelineError as error:
-        st.error(f"{upload.name}: {error}", icon=":material/error:")
+        show_error(error)  # the message names the file
 
 if not uploads:
+    try:
+        dataset_paths = [record.path for record in current_dataset().records][:500]
+    except PipelineError:
+        dataset_paths = []
     st.markdown("**…or click a real cell** of the embedded C-NMC sample (marked by its role for this model):")
     examples = _examples(str(folder.path), mtime(folder.file(SPLIT)))
     columns = st.columns(len(examples))
     for column, example in zip(columns, examples, strict=True):
         column.image(_thumbnail(example["path"]), width="stretch",
                      caption=f"{example['label']} · {example['patient']} · {example['role']}")
-        if column.button("Predict", key=f"example-{example['path']}"):
-            st.session_state["example"] = example["path"]
-    try:
-        dataset_paths = [record.path for record in current_dataset().records][:500]
-    except PipelineError:
-        dataset_paths = []
-    picked = (st.selectbox("…or pick an image of the dataset", dataset_paths, format_func=lambda p: p.split("/")[-1],
-                           on_change=lambda: st.session_state.pop("example", None)) if dataset_paths else None)
-    path = st.session_state.get("example") or picked
+        column.button("Predict", key=f"example-{example['path']}", on_click=_choose_example,
+                      args=(example["path"], dataset_paths))
+    if dataset_paths:
+        if st.session_state.get(PICK_KEY) not in dataset_paths:
+            st.session_state[PICK_KEY] = None  # another dataset, or nothing picked yet
+        st.selectbox("…or pick an image of the dataset", dataset_paths, key=PICK_KEY, placeholder="Choose an image",
+                     format_func=lambda p: p.split("/")[-1], on_change=_choose_picked)
+    path = st.session_state.get(PATH_KEY)
     if path:
         try:
             images.append((path.split("/")[-1], predictor.predict_image(read_image(path))))
         except PipelineError as error:
             show_error(error)
 if not images:
+    st.caption("Nothing is predicted until you upload a cell, click one or pick one.")
     st.stop()
 
 if len(images) > 1:
@@ -113,7 +136,8 @@ cells[0].metric("Predicted class", label)
 cells[1].metric("Probability", f"{result.probability:.1%}", help="Softmax probability of the predicted class"
                 + (", averaged over the 8 flips and rotations (test-time augmentation)." if config.get("tta") else "."))
 cells[2].metric("P(ALL)", f"{result.prob_all:.3f}", help="Probability of ALL; 0.5 or more is called ALL.")
-opacity = cells[3].slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05)
+opacity = cells[3].slider("Heatmap opacity", 0.0, 1.0, 0.6, 0.05,
+                          help="Colour at the map's peak; where the map is low the cell shows through.")
 
 layers = list(dict.fromkeys([DEFAULT_LAYER, *reversed(stage_layers(predictor.model).values())]))
 with st.expander("More explanations: other methods and layers, faithfulness, feature maps"):
@@ -138,8 +162,12 @@ for panel, method in zip(panels[1:], methods or ["gradcam"], strict=True):
         continue
     channels = int(predictor.model.get_layer(layer).output.shape[-1])
     panel.image(overlay(result.input, heatmap, opacity), width="stretch",
-                caption=f"{method} at {layer}: {method_label(method, scorecam_channels, channels)} (bright = more "
-                        "important, viridis)")
+                caption=f"{method_label(method, scorecam_channels, channels)} at "
+                        f"{layer_label(layer, predictor.model)} (yellow = most important)")
+    on_cell = share_on_cell(result.input, heatmap)
+    panel.metric("Map on the cell", "—" if on_cell is None else f"{on_cell:.0%}",
+                 help="Share of the map's weight inside the segmented cell; a low share means the model looked at the "
+                      "background. A dash: the map is empty (nothing in this layer points to the class shown).")
     if want_faithfulness:
         faith = explainer.road(result.input, heatmap, result.class_index, fractions=(0.1, 0.3, 0.5, 0.7, 0.9))
         panel.metric("ROAD", f"{faith['combined']:+.3f}", delta=f"{faith['combined'] - faith['random_in_cell']:+.3f} "

@@ -6,10 +6,10 @@ import streamlit as st
 
 from pages.common import run_views
 from pages.common.loaders import runs_table, table
-from pages.common.settings import demo_mode, run_folder
+from pages.common.settings import demo_mode, model_download_allowed, run_folder
 from pages.common.widgets import show_error, synthetic_warning
 from pipeline import runs as run_files
-from pipeline.catalog import SELECTION_LABEL, provenance, rank_by_validation, run_flags
+from pipeline.catalog import SELECTION_LABEL, provenance, rank_by_validation, run_flags, without_server_paths
 from pipeline.errors import PipelineError
 from pipeline.figures import confusion_matrix_figure, curves_figure, roc_figure
 
@@ -57,7 +57,7 @@ with one:
     except (OSError, ValueError) as error:
         show_error(PipelineError(f"Run {run_id} is broken: {error}"))
         st.stop()
-    st.markdown(provenance(config))
+    st.markdown(provenance(config, hide_paths=demo_mode()))
     synthetic_warning(config)
     run_views.integrity_banners(metrics)
     run_views.metric_cards(metrics)
@@ -81,9 +81,10 @@ with one:
     run_views.evaluations_section(folder)
     st.subheader("Explanations ranked")
     run_views.explanation_ranking(folder)
-    run_views.take_away(folder, run_id, demo_mode())
+    run_views.take_away(folder, run_id, demo_mode(), model_download_allowed())
     downloads = st.columns(2)
-    downloads[0].download_button("Metrics (JSON)", json.dumps(metrics, indent=2), f"{run_id}-metrics.json")
+    downloads[0].download_button("Metrics (JSON)", lambda: json.dumps(metrics, indent=2), f"{run_id}-metrics.json")
     if predictions is not None:
-        downloads[1].download_button("Predictions (CSV)", predictions.to_csv(index=False),
-                                     f"{run_id}-predictions.csv")
+        shown = without_server_paths(predictions, config.get("data_dir")) if demo_mode() else predictions
+        downloads[1].download_button("Predictions (CSV)", lambda: shown.to_csv(index=False),
+                                     f"{run_id}-predictions.csv", help="Built when clicked.")

@@ -56,9 +56,52 @@ def run_config(folder: RunFolder) -> dict[str, Any]:
         raise PipelineError(f"The settings of {folder.run_id} (config.json) do not read: {error}") from error
 
 
-def provenance(config: dict[str, Any]) -> str:
+def shown_path(path: str | Path | None, hide_paths: bool = False) -> str:
+    """A data folder as a page may show it: the full path, or (`hide_paths`, a hosted demo) no server internals:
+    the embedded sample as `samples/cnmc-fold1`, any other folder by its name."""
+    if not path:
+        return "?"
+    if not hide_paths:
+        return str(path)
+    from .config import EMBEDDED_SAMPLE
+
+    resolved = Path(path).resolve()
+    if resolved == EMBEDDED_SAMPLE or EMBEDDED_SAMPLE in resolved.parents:
+        return str(resolved.relative_to(EMBEDDED_SAMPLE.parent.parent))
+    return resolved.name
+
+
+def without_server_paths(predictions: pd.DataFrame, data_dir: str | None) -> pd.DataFrame:
+    """Predictions whose `path` column is relative to the data root (a file outside it keeps only its name)."""
+    root = Path(data_dir).resolve() if data_dir else None
+
+    def relative(path: str) -> str:
+        resolved = Path(path).resolve()
+        if root is not None and root in resolved.parents:
+            return str(resolved.relative_to(root))
+        return resolved.name
+
+    return predictions.assign(path=predictions["path"].map(relative)) if "path" in predictions else predictions
+
+
+def backbone_name(backbone: str | None) -> str:
+    """`efficientnet_lite0` -> `EfficientNet-Lite0`, `efficientnet_b3` -> `EfficientNet-B3`."""
+    if not backbone or not backbone.startswith("efficientnet_"):
+        return str(backbone)
+    return "EfficientNet-" + backbone.removeprefix("efficientnet_").capitalize()
+
+
+def model_name(card: dict[str, Any]) -> str:
+    """A model as a visitor would name it (no run id): backbone, input size, weights."""
+    weights = str(card.get("weights") or "?")
+    source = ("ImageNet weights" if weights.startswith("imagenet") else
+              "random weights" if weights.startswith("none") else weights.split(" ")[0])
+    return f"{backbone_name(card.get('backbone'))} at {card.get('image_size')} px, {source} (recipe {card['recipe']})"
+
+
+def provenance(config: dict[str, Any], hide_paths: bool = False) -> str:
     """One line (Markdown) saying which data and weights a run used."""
-    return (f"Data: **{config.get('data_kind', '?')}** ({config.get('data_dir', '?')}) · "
+    return (f"Data: **{config.get('data_kind', '?')}** ({shown_path(config.get('data_dir'), hide_paths)}) · "
             f"weights: **{config.get('weights_used') or config.get('weights')}** · "
             f"{config.get('backbone')} at {config.get('image_size')} px · split: {config.get('split')}")
 

@@ -221,15 +221,28 @@ def _grid(activation: np.ndarray, channels: int) -> np.ndarray:
     return grid
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.ndarray:
-    """The heatmap over the image (viridis, colour-vision safe); RGB uint8 at the image's size."""
+def overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.6) -> np.ndarray:
+    """The heatmap over the image (viridis, colour-vision safe); RGB uint8 at the image's size. Each pixel's colour
+    weighs `opacity` x its map value: where the map is low the image shows through unchanged, so a map that is
+    flat or lies on the background reads as such instead of washing the whole picture in one colour."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
         image = np.clip(image, 0, 255).astype(np.uint8)
-    heat = cv2.resize(np.asarray(heatmap, np.float32), (image.shape[1], image.shape[0]))
-    colored = cv2.applyColorMap((np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
-    colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB)
-    return cv2.addWeighted(image, 1 - opacity, colored, opacity, 0)
+    heat = np.clip(cv2.resize(np.asarray(heatmap, np.float32), (image.shape[1], image.shape[0])), 0, 1)
+    colored = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
+    colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB).astype(np.float32)
+    alpha = (float(opacity) * heat)[:, :, None]
+    return np.clip(image * (1 - alpha) + colored * alpha + 0.5, 0, 255).astype(np.uint8)
+
+
+def layer_label(layer: str, model: Any) -> str:
+    """A layer in plain words: "the last convolutional stage", "the end of stage 5 of 7", else its name."""
+    if layer == DEFAULT_LAYER:
+        return "the last convolutional stage"
+    stages = {name: stage for stage, name in stage_layers(model).items()}
+    if layer in stages and stages[layer].startswith("block"):
+        return f"the end of stage {stages[layer][5:]} of 7 ({layer})"
+    return layer
 
 
 def colorize(plane: np.ndarray, size: int | None = None) -> np.ndarray:

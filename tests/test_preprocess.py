@@ -140,3 +140,65 @@ def test_a_gif_in_a_data_set_is_skipped_like_any_unreadable_file(tmp_path) -> No
     PILImage.new("RGB", (20, 20)).save(tmp_path / "all" / "fake.png", format="GIF")
     dataset = scan_dataset(tmp_path)
     assert [Path(path).name for path, _ in dataset.skipped] == ["fake.png"]
+
+
+def _marked_cell(height: int = 120, width: int = 80) -> np.ndarray:
+    """A dark field with a bright block in its top-left corner: which way is up is plain."""
+    image = np.full((height, width, 3), 30, np.uint8)
+    image[5:35, 5:25] = (240, 200, 160)
+    return image
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_jpeg_is_turned_the_way_its_exif_orientation_says_a_viewer_sees_it(orientation: int) -> None:
+    upright = _marked_cell()
+    stored = {3: cv2.rotate(upright, cv2.ROTATE_180), 6: cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE),
+              8: cv2.rotate(upright, cv2.ROTATE_90_CLOCKWISE)}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, format="JPEG", quality=95, exif=exif)
+    decoded = decode_image(buffer.getvalue(), "turned.jpg")
+    assert decoded.shape == upright.shape
+    assert np.abs(decoded.astype(int) - upright).mean() < 3, "the bright block is back in the top-left corner"
+    assert decode_image(_png(cv2.cvtColor(stored, cv2.COLOR_RGB2BGR))).shape == stored.shape, "no EXIF: as stored"
+
+
+def test_a_wide_image_keeps_its_aspect_padded_with_its_background_not_stretched() -> None:
+    wide = np.full((300, 450, 3), (12, 10, 14), np.uint8)
+    cv2.circle(wide, (225, 150), 100, (200, 120, 180), thickness=-1)
+    out = preprocess(wide, 90, NO_CLAHE)
+    assert out.shape == (90, 90, 3)
+    rows, cols = np.nonzero(out[:, :, 0] > 100)
+    height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    assert abs(height - width) <= 1, "the round cell stays round"
+    assert width == pytest.approx(90 * 200 / 450, abs=2)
+    assert out[0, 0].tolist() == [12, 10, 14] and out[-1, 45].tolist() == [12, 10, 14], "padded with the background"
+
+
+def test_12_bit_data_in_a_16_bit_tiff_comes_out_like_its_8_bit_original() -> None:
+    rng = np.random.default_rng(3)
+    original = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    original[0, 0] = 255  # the brightest sample uses all 12 bits
+    twelve_bit = (original.astype(np.int64) * 4095 // 255).astype(np.uint16)
+    ok, tiff = cv2.imencode(".tif", twelve_bit)
+    assert ok
+    decoded = decode_image(tiff.tobytes(), "twelve.tif")
+    assert np.abs(decoded.astype(int) - cv2.cvtColor(original, cv2.COLOR_BGR2RGB)).max() <= 1
+
+
+def test_a_png_with_megabytes_of_text_metadata_is_read_and_a_bad_file_is_named_once() -> None:
+    from PIL import PngImagePlugin
+
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[8:24, 8:24] = (180, 60, 90)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "x" * 18_000_000)
+    info.add_text("Packed", "y" * 5_000_000, zip=True)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", pnginfo=info)
+    assert len(buffer.getvalue()) > 18_000_000
+    assert (decode_image(buffer.getvalue(), "annotated.png") == image).all()
+    with pytest.raises(ImageReadError) as refused:
+        decode_image(buffer.getvalue()[:200], "cut.png")
+    assert str(refused.value).count("cut.png") == 1

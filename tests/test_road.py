@@ -88,3 +88,18 @@ def test_on_a_trained_model_grad_cam_beats_the_foreground_mask_and_random_maps_i
             scores[name].append(explainer.road(image, saliency, 1, baseline=False)["combined"])
     means = {name: float(np.mean(values)) for name, values in scores.items()}
     assert means["gradcam"] > means["foreground"] + 0.05 and means["gradcam"] > means["random"] + 0.05, means
+
+
+def test_the_share_of_a_map_on_the_cell_tells_a_map_on_the_background_apart() -> None:
+    from pipeline.road import share_on_cell
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[16:48, 16:48] = 180  # the cell: a quarter of the frame
+    on_cell = np.zeros((8, 8), np.float32)
+    on_cell[3:5, 3:5] = 1.0
+    assert share_on_cell(image, on_cell) == pytest.approx(1.0)
+    background = np.zeros((8, 8), np.float32)
+    background[0, :] = 1.0
+    assert share_on_cell(image, background) < 0.05
+    assert share_on_cell(image, np.ones((8, 8), np.float32)) == pytest.approx(0.25, abs=0.03)
+    assert share_on_cell(image, np.zeros((8, 8), np.float32)) is None

@@ -229,8 +229,9 @@ def explanation_ranking(folder: RunFolder) -> None:
                      .sort_values("ROAD", ascending=False), hide_index=True, width="stretch")
 
 
-def take_away(folder: RunFolder, run_id: str, demo: bool) -> None:
-    """The report, exported models and the model file to download; new exports are made only off the demo."""
+def take_away(folder: RunFolder, run_id: str, demo: bool, models_allowed: bool = True) -> None:
+    """The report, exported models and the model file to download: each file is read only when its button is
+    clicked; new exports are made only off the demo, and a demo offers models only where its host allows."""
     from pipeline.export import FORMATS, UNSUPPORTED, export_run
     from pipeline.report import build_report
 
@@ -239,7 +240,7 @@ def take_away(folder: RunFolder, run_id: str, demo: bool) -> None:
     if columns[0].button("Build the HTML report", help="One self-contained file: figures, tables, explained "
                                                       "examples; readable offline."):
         with st.spinner("Building the report…"):
-            st.session_state[f"report-{run_id}"] = build_report(folder.path)
+            st.session_state[f"report-{run_id}"] = build_report(folder.path, hide_paths=demo)
     if f"report-{run_id}" in st.session_state:
         columns[0].download_button("Report (HTML)", st.session_state[f"report-{run_id}"], f"{run_id}-report.html",
                                    mime="text/html")
@@ -251,7 +252,10 @@ def take_away(folder: RunFolder, run_id: str, demo: bool) -> None:
                     export_run(folder.path, fmt)
             except PipelineError as error:
                 st.error(str(error), icon=":material/error:")
+    if not models_allowed:
+        columns[2].caption("Model downloads are switched off on this host.")
+        return
     for index, archive in enumerate(folder.exports()):
-        columns[2].download_button(archive.name, archive.read_bytes(), archive.name, key=f"export-{index}")
+        columns[2].download_button(archive.name, archive.read_bytes, archive.name, key=f"export-{index}")
     if folder.has_model():
-        columns[3].download_button("Model (.keras)", folder.model_path.read_bytes(), f"{run_id}.keras")
+        columns[3].download_button("Model (.keras)", folder.model_path.read_bytes, f"{run_id}.keras")

@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from pipeline.catalog import configured_model_dir, find_run, model_choices
+from pipeline.catalog import configured_model_dir, find_run, model_choices, shown_path
 from pipeline.config import EMBEDDED_SAMPLE, default_runs_dir
 from pipeline.data import SYNTHETIC_MARKER
 from pipeline.runs import RunFolder
@@ -29,6 +29,13 @@ def demo_mode() -> bool:
     return os.environ.get("DEMO_MODE", "").lower() in ("1", "true", "yes") or bool(_secret("demo_mode", False))
 
 
+def model_download_allowed() -> bool:
+    """Whether visitors may download model files: always off a hosted demo; on one only where its host says so
+    (`ALLOW_MODEL_DOWNLOAD=1` or the secret `allow_model_download`)."""
+    allowed = os.environ.get("ALLOW_MODEL_DOWNLOAD", "").lower() in ("1", "true", "yes")
+    return not demo_mode() or allowed or bool(_secret("allow_model_download", False))
+
+
 def synthetic_ready() -> bool:
     return (DEMO_DATA_DIR / SYNTHETIC_MARKER).is_file()
 
@@ -47,7 +54,7 @@ def data_label(root: str) -> str:
         return "real C-NMC sample (441 cells, embedded)"
     if Path(root).resolve() == DEMO_DATA_DIR.resolve():
         return "synthetic demo data"
-    return root
+    return shown_path(root, hide_paths=demo_mode())  # a hosted demo shows no server path
 
 
 def runs_dir() -> Path:

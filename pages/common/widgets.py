@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from pipeline.catalog import format_duration, progress_summary
+from pipeline.catalog import format_duration, model_name, progress_summary, shown_path
 from pipeline.errors import PipelineError
 from pipeline.figures import curves_figure
 from pipeline.launch import DEMO_GROUP, cancel
@@ -36,6 +36,14 @@ def synthetic_warning(config: dict[str, Any]) -> None:
                 icon=":material/info:")
 
 
+def run_label(run_id: str) -> str:
+    """A run as a picker names it: its id, or in a hosted demo the model's name (backbone, size, weights)."""
+    if not demo_mode():
+        return run_id
+    folder = run_folder(run_id)
+    return model_name(model_card_of(str(folder.path), mtime(folder.file(METRICS))))
+
+
 def sidebar() -> None:
     """Dataset root and current run, shared by all pages."""
     with st.sidebar:
@@ -57,7 +65,8 @@ def sidebar() -> None:
         if runs:
             current = st.session_state.get("run_id")
             index = runs.index(current) if current in runs else 0
-            st.session_state["run_id"] = st.selectbox("Current run", runs, index=index)
+            st.session_state["run_id"] = st.selectbox("Current model" if demo_mode() else "Current run", runs,
+                                                      index=index, format_func=run_label)
         else:
             st.write("No finished run yet.")
         if demo_mode():
@@ -118,10 +127,12 @@ def model_card(folder: RunFolder) -> None:
     test = card["test"]
     held_out = card["held_out"]
     with st.container(border=True):
-        st.markdown(f"**Model card** · `{card['run_id']}` · recipe {card['recipe']} · {card['backbone']} at "
+        named = "" if demo_mode() else f" · `{card['run_id']}`"
+        st.markdown(f"**Model card**{named} · recipe {card['recipe']} · {card['backbone']} at "
                     f"{card['image_size']} px · weights: {card['weights']}"
                     + (" · test-time augmentation" if card["tta"] else ""))
-        st.markdown(f"Data: **{card['data']}** ({card['data_dir']}); trained on {card.get('trained_on', '?')} images. "
+        st.markdown(f"Data: **{card['data']}** ({shown_path(card['data_dir'], demo_mode())}); trained on "
+                    f"{card.get('trained_on', '?')} images. "
                     f"Held out: validation patients {', '.join(held_out.get('val', [])) or '—'}; test patients "
                     f"{', '.join(held_out.get('test', [])) or '—'}.")
         if test:

@@ -39,8 +39,8 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _serve(data: Path, artifacts: Path, **settings: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`streamlit run` on a free localhost port, stopped afterwards."""
+def _serve(data: Path, artifacts: Path, code: Path = REPO, **settings: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`streamlit run` of the app in `code` on a free localhost port, stopped afterwards."""
     port = _free_port()
     env = {**os.environ, "CNMC_DATA_DIR": str(data), "ARTIFACTS_DIR": str(artifacts), **settings}
     if "DEMO_MODE" not in settings:
@@ -48,7 +48,7 @@ def _serve(data: Path, artifacts: Path, **settings: str) -> Iterator[tuple[str, 
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with socket.socket() as sock:
@@ -152,12 +152,29 @@ def test_a_user_browses_trains_studies_and_predicts(server, page, tiny_data: Pat
     _open(page, base, "predict", "predict")
     image = next((tiny_data / "validation_data").rglob("*.bmp"))
     page.locator('input[type="file"]').set_input_files(str(image))
-    page.get_by_text("gradcam at top_activation").first.wait_for()
+    page.get_by_text("Grad-CAM at the last convolutional stage").first.wait_for()
     _settle(page)
     page.screenshot(path=str(SHOTS / "predict-upload.png"), full_page=True)
     assert _metric(page, "Predicted class").split()[0] in ("ALL", "HEM")
     assert page.locator('[data-testid="stException"]').count() == 0
 
+
+
+def _read_only_code_tree(target: Path) -> dict[str, tuple[int, int]]:
+    """The project's files (tracked, or new and not ignored) copied to `target` and made read-only, as a host
+    checks them out; returns each file's size and mtime to show afterwards that nothing in it was written."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target / name)
+    subprocess.run(["chmod", "-R", "a-w", str(target)], check=True)
+    return _tree(target)
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns) for path in root.rglob("*")}
 
 
 def _memory_mb(pid: int) -> dict[str, float]:
@@ -168,16 +185,21 @@ def _memory_mb(pid: int) -> dict[str, float]:
 
 
 def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_data: Path, tmp_path: Path) -> None:
-    """A cold start of a hosted demo: server start, demo model on the embedded real sample, first prediction.
-    The times are kept in test-output/cold-start.json."""
+    """A cold start of a hosted demo as a host runs it: a read-only copy of the code, only the documented folders
+    writable (ARTIFACTS_DIR, KERAS_HOME, DEMO_DATA_DIR), demo mode; server start, demo model on the embedded real
+    sample, first prediction. The times are kept in test-output/cold-start.json."""
+    code, writable = tmp_path / "app", tmp_path / "writable"
+    before = _read_only_code_tree(code)
+    sample = code / "samples" / "cnmc-fold1"
     started = time.monotonic()
-    with _serve(tiny_data, tmp_path, DEMO_MODE="1", DEMO_DATA_DIR=str(tmp_path / "synthetic")) as (base, process):
+    with _serve(tiny_data, writable, code, DEMO_MODE="1", DEMO_DATA_DIR=str(writable / "synthetic"),
+                KERAS_HOME=str(writable / "keras"), PYTHONDONTWRITEBYTECODE="1") as (base, process):
         _open(page, base, "", "demo-home")
         sidebar = page.locator('[data-testid="stSidebar"]')
         assert sidebar.locator('[data-testid="stTextInput"]').count() == 0, "no free file-system path"
         assert sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").count() == 1
         page.get_by_text("The demo model is being prepared").wait_for()
-        run_dir = next(path for path in (tmp_path / "runs").iterdir() if path.is_dir())
+        run_dir = next(path for path in (writable / "runs").iterdir() if path.is_dir())
         _open(page, base, "predict", "demo-predict-waiting")
         assert "The demo model is being prepared" in page.inner_text("body"), "Predict says plainly it is not ready"
         status = wait_for_state(run_dir, ("completed", "failed", "cancelled"), timeout_s=900)
@@ -185,9 +207,9 @@ def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_da
         model_ready_s = time.monotonic() - started
         config = json.loads((run_dir / runs.CONFIG).read_text())
         expected = demo_model_config(str(EMBEDDED_SAMPLE))
-        assert config["data_dir"] == str(EMBEDDED_SAMPLE) and config["backbone"] == expected.backbone
+        assert config["data_dir"] == str(sample) and config["backbone"] == expected.backbone
         assert config["freeze_backbone"] is expected.freeze_backbone and config["split"] == "patient"
-        assert not (tmp_path / "synthetic").exists(), "a visitor's session wrote no data"
+        assert not (writable / "synthetic").exists(), "a visitor's session wrote no data"
         _open(page, base, "", "demo-home-ready")
         page.get_by_text("Held out:").first.wait_for()  # the model card, drawn last on a loaded machine
         assert "Model card" in page.inner_text("body")
@@ -195,7 +217,12 @@ def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_da
         assert "switched off" in page.inner_text("body")
         assert page.get_by_role("button", name="Start training").count() == 0
         _open(page, base, "predict", "demo-predict")
-        page.get_by_text("gradcam at top_activation").first.wait_for()
+        page.get_by_text("Nothing is predicted until").wait_for()  # after the model has loaded
+        body = page.inner_text("body")
+        assert "Nothing is predicted until" in body and run_dir.name not in body, "a model name, not a run id"
+        assert str(tmp_path) not in body, "no server path"
+        page.get_by_role("button", name="Predict").first.click()
+        page.get_by_text("Grad-CAM at the last convolutional stage").first.wait_for()
         _settle(page)
         first_prediction_s = time.monotonic() - started
         (SHOTS.parent / "cold-start.json").write_text(json.dumps({
@@ -207,6 +234,10 @@ def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_da
         body = page.inner_text("body")
         assert ("random weights" in body) == config["weights_used"].startswith("none")
         assert _metric(page, "Predicted class").split()[0] in ("ALL", "HEM")
+        assert str(tmp_path) not in body and "Map on the cell" in body
         memory = _memory_mb(process.pid)
         (SHOTS.parent / "demo-memory.json").write_text(json.dumps(memory, indent=2))
         assert memory["RssAnon"] < 1024, f"the app's private memory with a B3 model and Grad-CAM: {memory}"
+    after = _tree(code)
+    subprocess.run(["chmod", "-R", "u+w", str(code)], check=True)  # so that pytest can clean up
+    assert after == before, "a host's code tree stays untouched: only the documented folders are written"

@@ -62,18 +62,34 @@ def test_results_show_the_metrics_of_the_run(app: AppTest, finished_run: Path) -
     assert any("random weights" in info.value for info in app.info)
 
 
-def test_predict_gives_the_class_and_probability_of_a_known_image(app: AppTest, finished_run: Path) -> None:
+def test_predict_waits_for_a_choice_then_gives_the_class_and_probability_of_that_image(
+        app: AppTest, finished_run: Path, tiny_data: Path) -> None:
     _open(app, "pages/predict.py")
-    next(box for box in app.selectbox if box.label == "Model (run)").set_value(finished_run.name).run()
+    next(box for box in app.selectbox if box.label == "Model").set_value(finished_run.name).run()
     image_box = next(box for box in app.selectbox if box.label.startswith("…or pick"))
-    expected = Predictor.from_run(finished_run).predict_image(read_image(image_box.value))
+    assert image_box.value is None and not [m for m in app.metric if m.label == "Predicted class"], \
+        "nothing predicted before the visitor chooses"
+    assert any("Nothing is predicted until" in caption.value for caption in app.caption)
+    path = scan_dataset(tiny_data).records[2].path
+    chosen = path.split("/")[-1]
+    image_box.set_value(path).run()
+    expected = Predictor.from_run(finished_run).predict_image(read_image(path))
     assert not app.exception, [e.value for e in app.exception]
     assert metric(app, "Predicted class").startswith(expected.predicted)
     assert metric(app, "P(ALL)") == f"{expected.prob_all:.3f}"
+    assert any(caption.value == f"Image: {chosen}" for caption in app.caption), "the caption names the picked image"
+    on_cell = metric(app, "Map on the cell")
+    assert on_cell == "—" or 0 <= int(on_cell.rstrip("%")) <= 100
     assert not any("Faithfulness" in caption.value for caption in app.caption), "extras wait for a click"
     next(toggle for toggle in app.toggle if toggle.label.startswith("Faithfulness")).set_value(True).run()
     assert any("Faithfulness (ROAD)" in caption.value for caption in app.caption)
     assert metric(app, "ROAD").startswith(("+", "-"))
+    example = next(button for button in app.button if button.key and button.key.startswith("example-"))
+    example_path = example.key.removeprefix("example-")
+    example.click().run()
+    assert any(caption.value == f"Image: {example_path.split('/')[-1]}" for caption in app.caption)
+    picker = next(box for box in app.selectbox if box.label.startswith("…or pick")).value
+    assert picker in (None, example_path), "the picker names the image shown, or nothing"
 
 
 def test_train_page_refuses_nothing_when_idle_and_offers_the_grid(app: AppTest) -> None:
