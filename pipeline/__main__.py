@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from .config import (
     BACKBONES,
@@ -45,6 +46,15 @@ def _add_train_arguments(parser: argparse.ArgumentParser, command: str = "train"
     else:
         parser.add_argument("--epochs", type=int)
         parser.add_argument("--batch-size", type=int)
+    if command in ("sweep", "crossval"):
+        engine = parser.add_argument_group("engine (many runs)")
+        engine.add_argument("--engine", choices=["local", "ray"], default="local",
+                            help="local: one run after another in this process; ray: one Ray task per run")
+        engine.add_argument("--address", default="local",
+                            help="the Ray cluster: auto (the one this machine belongs to), HOST:PORT, or local (a "
+                                 "Ray started for this call)")
+        engine.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs Ray reserves for each run")
+        engine.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs Ray reserves for each run")
     if command == "crossval":
         parser.add_argument("--folds", type=int, default=3, dest="cv_folds",
                             help="K: patient-level folds (every class needs at least K patients)")
@@ -141,11 +151,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ray_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.engine != "ray":
+        return {}
+    return {"address": args.address, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run}
+
+
 def cmd_crossval(args: argparse.Namespace) -> int:
     from .crossval import fold_table, summarize, summary_lines
     from .train import crossval
 
-    folders, summary_path = crossval(_config(args, cv_folds=args.cv_folds), args.cv_folds, args.runs_dir)
+    folders, summary_path = crossval(_config(args, cv_folds=args.cv_folds), args.cv_folds, args.runs_dir,
+                                     args.engine, **_ray_options(args))
     table = fold_table(folders)
     print(table[["fold", "state", "test_patients", "test_images", "balanced_accuracy", "roc_auc",
                  "weighted_f1"]].to_string(index=False))
@@ -157,7 +174,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .train import sweep
 
-    folders = sweep(_config(args), args.epochs, args.batch_sizes, args.runs_dir)
+    folders = sweep(_config(args), args.epochs, args.batch_sizes, args.runs_dir, args.engine, **_ray_options(args))
     for folder in folders:
         print(f"{folder.path}\t{folder.status().get('state')}")
     return 0 if all(folder.status().get("state") == "completed" for folder in folders) else 1

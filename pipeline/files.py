@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,13 @@ import pandas as pd
 
 
 def temporary_path_for(path: Path) -> Path:
-    """A temporary name beside `path` that keeps its suffix (writers such as `model.save` check it)."""
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    """A new, unique temporary file beside `path` that keeps its suffix (writers such as `model.save` check it).
+    `tempfile.mkstemp` makes the name unique across threads, processes and hosts sharing the folder, so two
+    writers of the same file (runs of one sweep on several nodes filling a shared cache) never write into each
+    other's temporary file: each renames a whole file into place, and the last one wins."""
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(descriptor)
+    return Path(name)
 
 
 def _fsync(path: Path) -> None:

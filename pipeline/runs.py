@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +42,14 @@ STATES = ("queued", "running", "completed", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
 RESUMABLE_STATES = ("failed", "cancelled")
 HISTORY_COLUMNS = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss", "learning_rate"]
+
+HEARTBEAT_S = 30.0
+"""A running run's process writes its status at least this often (a heartbeat thread), whatever it is doing."""
+STALE_AFTER_S = 300.0
+"""A run on another host whose status has not been written for this long is judged lost (its node died): the pid
+of a process on another machine says nothing here."""
+
+_STATUS_LOCK = threading.Lock()  # the heartbeat thread and the training thread write one status file in turn
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -232,14 +241,20 @@ class RunFolder:
         return self._read_json(STATUS)
 
     def status(self) -> dict[str, Any]:
-        """The run's status; a run whose process is gone is reported `failed`, never `running`."""
+        """The run's status; a run whose process is gone is reported `failed`, never `running`: on this host by
+        its pid, on another host by its heartbeat (`updated_at` older than `STALE_AFTER_S`)."""
         status = self.raw_status()
-        orphaned = (status.get("state") in ACTIVE_STATES and status.get("host") == socket.gethostname()
-                    and not process_alive(status.get("pid")))
+        if status.get("state") not in ACTIVE_STATES:
+            return status
+        if status.get("host", socket.gethostname()) == socket.gethostname():
+            orphaned = not process_alive(status.get("pid"))
+            reason = "The training process ended without finishing (killed or crashed)."
+        else:
+            orphaned = _age_s(status.get("updated_at")) > STALE_AFTER_S
+            reason = (f"No heartbeat from {status.get('host')} for over {STALE_AFTER_S:.0f} s: its process or node "
+                      "was lost.")
         if orphaned:
-            status = {**status, "state": "failed", "stale": True,
-                      "error": status.get("error") or "The training process ended without finishing "
-                                                       "(killed or crashed)."}
+            status = {**status, "state": "failed", "stale": True, "error": status.get("error") or reason}
         return status
 
     def check_resumable(self) -> None:
@@ -249,15 +264,16 @@ class RunFolder:
             raise PipelineError(f"Only a failed or cancelled run can be resumed; {self.run_id} is {state}.")
 
     def update_status(self, **changes: Any) -> dict[str, Any]:
-        try:
-            status = self.raw_status()
-        except (FileNotFoundError, PipelineError):
-            status = {}
-        status.update(changes)
-        status["updated_at"] = now_iso()
-        status.setdefault("host", socket.gethostname())
-        write_json_atomic(self.file(STATUS), status)
-        return status
+        with _STATUS_LOCK:
+            try:
+                status = self.raw_status()
+            except (FileNotFoundError, PipelineError):
+                status = {}
+            status.update(changes)
+            status["updated_at"] = now_iso()
+            status.setdefault("host", socket.gethostname())
+            write_json_atomic(self.file(STATUS), status)
+            return status
 
     # -- tables ----------------------------------------------------------------------------
     def write_history(self, rows: list[dict[str, Any]]) -> None:
@@ -329,6 +345,41 @@ def _readable_json(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
         except (OSError, ValueError):
             continue
     return found
+
+
+def _age_s(iso_time: str | None) -> float:
+    """Seconds since an ISO time of a status (infinite when there is none)."""
+    if not iso_time:
+        return float("inf")
+    then = datetime.fromisoformat(iso_time)
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - then).total_seconds()
+
+
+class Heartbeat:
+    """While in its `with` block, writes the run's status every `every_s` seconds from a daemon thread, so a run
+    on any host shows it is alive however long one phase takes."""
+
+    def __init__(self, folder: RunFolder, every_s: float = HEARTBEAT_S) -> None:
+        self.folder, self.every_s = folder, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{folder.run_id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.folder.update_status()
+            except (OSError, PipelineError):  # a storage hiccup must not kill the run; the next beat tries again
+                continue
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _raise_cancelled(signum: int, frame: Any) -> None:

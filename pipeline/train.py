@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import time
 import traceback
@@ -23,7 +24,7 @@ from .datasets import PreparedData, prepare_data
 from .errors import PipelineError, WeightsUnavailableError
 from .evaluate import metrics_from_predictions, model_warnings
 from .inference import predict_probabilities, predictions_table
-from .runs import RunFolder, create_run_dir, mark_cancelled, now_iso
+from .runs import Heartbeat, RunFolder, create_run_dir, mark_cancelled, now_iso
 from .splits import split_report
 
 
@@ -128,43 +129,44 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
 
     config_dict = folder.config()
     config = TrainConfig.from_dict(config_dict)
-    folder.update_status(state="running", phase="preparing data", pid=os.getpid(), started_at=now_iso(),
-                         ended_at=None, error=None, progress=0.0)
-    try:
-        data = prepare_data(config, lambda fraction: folder.update_status(phase="preprocessing images",
-                                                                         progress=round(fraction, 3)))
-        folder.write_split(data.split)
-        folder.update_status(phase="building model")
-        plan = configure_device()
-        with plan.strategy.scope():
-            model, weights_used, initial_epoch = _load_or_build(config, config_dict, folder)
-        folder.write_config({
-            **config_dict, "weights_used": weights_used, "data_layout": data.dataset.layout,
-            "data_kind": data.dataset.kind, "data_root": str(data.dataset.root),
-            "split_counts": data.split["subset"].value_counts().to_dict(),
-            "skipped_images": len(data.dataset.skipped) + len(data.skipped_images),
-            "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
-            "device": {"gpus": plan.gpus, "precision": plan.precision, "jit_compile": plan.jit_compile},
-        })
-        with plan.strategy.scope():
-            if config.freeze_backbone:
-                fit_fast(model, config, data, folder, weights_used, plan.jit_compile)
-            else:
-                fit_full(model, config, data, folder, initial_epoch, plan.jit_compile)
-        folder.update_status(phase="saving model")
-        folder.save_model(model)
-        metrics = _evaluate(model, config, data, folder, weights_used)
-        folder.update_status(state="completed", phase="done", ended_at=now_iso(), progress=1.0)
-        folder.remove_checkpoints()
-        write_summary_when_complete(folder)
-        return metrics
-    except KeyboardInterrupt:
-        mark_cancelled([folder])
-        raise
-    except Exception as error:
-        message = str(error) if isinstance(error, PipelineError) else f"{type(error).__name__}: {error}"
-        folder.update_status(state="failed", phase="failed", ended_at=now_iso(), error=message)
-        raise
+    folder.update_status(state="running", phase="preparing data", pid=os.getpid(), host=socket.gethostname(),
+                         started_at=now_iso(), ended_at=None, error=None, progress=0.0)
+    with Heartbeat(folder):  # alive, whatever host it runs on
+        try:
+            data = prepare_data(config, lambda fraction: folder.update_status(phase="preprocessing images",
+                                                                             progress=round(fraction, 3)))
+            folder.write_split(data.split)
+            folder.update_status(phase="building model")
+            plan = configure_device()
+            with plan.strategy.scope():
+                model, weights_used, initial_epoch = _load_or_build(config, config_dict, folder)
+            folder.write_config({
+                **config_dict, "weights_used": weights_used, "data_layout": data.dataset.layout,
+                "data_kind": data.dataset.kind, "data_root": str(data.dataset.root),
+                "split_counts": data.split["subset"].value_counts().to_dict(),
+                "skipped_images": len(data.dataset.skipped) + len(data.skipped_images),
+                "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
+                "device": {"gpus": plan.gpus, "precision": plan.precision, "jit_compile": plan.jit_compile},
+            })
+            with plan.strategy.scope():
+                if config.freeze_backbone:
+                    fit_fast(model, config, data, folder, weights_used, plan.jit_compile)
+                else:
+                    fit_full(model, config, data, folder, initial_epoch, plan.jit_compile)
+            folder.update_status(phase="saving model")
+            folder.save_model(model)
+            metrics = _evaluate(model, config, data, folder, weights_used)
+            folder.update_status(state="completed", phase="done", ended_at=now_iso(), progress=1.0)
+            folder.remove_checkpoints()
+            write_summary_when_complete(folder)
+            return metrics
+        except KeyboardInterrupt:
+            mark_cancelled([folder])
+            raise
+        except Exception as error:
+            message = str(error) if isinstance(error, PipelineError) else f"{type(error).__name__}: {error}"
+            folder.update_status(state="failed", phase="failed", ended_at=now_iso(), error=message)
+            raise
 
 
 def train(config: TrainConfig, runs_dir: Path | None = None, group: str = "") -> RunFolder:
@@ -185,22 +187,40 @@ def grid(base: TrainConfig, epochs: list[int], batch_sizes: list[int]) -> tuple[
     return group, [base.replace(epochs=e, batch_size=b) for e in epochs for b in batch_sizes]
 
 
-def sweep(config: TrainConfig, epochs: list[int], batch_sizes: list[int], runs_dir: Path | None = None
-          ) -> list[RunFolder]:
-    """The paper's grid queued together and trained one after another in this process."""
+def run_all(folders: list[RunFolder], engine: str = "local", **ray_options: Any) -> bool:
+    """Execute prepared runs one after another in this process (`local`), or as tasks on a Ray cluster (`ray`:
+    `address`, `cpus_per_run`, `gpus_per_run`); True if all completed. A cross-validation's summary is written
+    from every fold of its group at the end either way."""
+    if engine == "local":
+        return execute_runs(folders)
+    if engine != "ray":
+        raise PipelineError(f"Unknown engine {engine!r}: local or ray.")
+    from .cluster import execute_on_ray
+    from .crossval import write_summary_of_group
+
+    completed = execute_on_ray(folders, **ray_options)
+    write_summary_of_group(folders)
+    return completed
+
+
+def sweep(config: TrainConfig, epochs: list[int], batch_sizes: list[int], runs_dir: Path | None = None,
+          engine: str = "local", **ray_options: Any) -> list[RunFolder]:
+    """The paper's grid queued together, trained one after another in this process or spread over a Ray cluster."""
     group, configs = grid(config, epochs, batch_sizes)
     folders = [prepare_run(member, runs_dir, group) for member in configs]
-    execute_runs(folders)
+    run_all(folders, engine, **ray_options)
     return folders
 
 
-def crossval(config: TrainConfig, folds: int, runs_dir: Path | None = None) -> tuple[list[RunFolder], Path | None]:
-    """Patient-level K-fold cross-validation trained in this process: the fold runs and their summary file."""
+def crossval(config: TrainConfig, folds: int, runs_dir: Path | None = None, engine: str = "local",
+             **ray_options: Any) -> tuple[list[RunFolder], Path | None]:
+    """Patient-level K-fold cross-validation (in this process or on a Ray cluster): the fold runs and their
+    summary file."""
     from .crossval import crossval_configs, crossval_dir
 
     group, configs = crossval_configs(config, folds)
     folders = [prepare_run(member, runs_dir, group) for member in configs]
-    execute_runs(folders)
+    run_all(folders, engine, **ray_options)
     return folders, crossval_dir() / f"{group}.json"
 
 

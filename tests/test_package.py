@@ -1,6 +1,7 @@
 """The package a user installs: its dependency ranges hold the tested pins, and `pip install .` in a fresh virtual
 environment gives the `cnmc` command, run from anywhere."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -54,9 +55,15 @@ def test_pip_install_gives_the_cnmc_command_that_runs_from_anywhere(tmp_path: Pa
     """Installed into a fresh virtual environment (the system's packages visible, so nothing is downloaded)."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    wheels = tmp_path / "wheels"
+    source, wheels = tmp_path / "source", tmp_path / "wheels"  # a copy: building writes build/ beside the code
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file() and not name.startswith("samples/"):
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     subprocess.run([venv / "bin" / "python", "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(wheels), str(ROOT)], check=True, cwd=tmp_path)
+                    "--wheel-dir", str(wheels), str(source)], check=True, cwd=tmp_path)
     wheel = next(wheels.glob("*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "pipeline/__main__.py" in names and "pipeline/lite.py" in names

@@ -149,3 +149,64 @@ def test_a_completed_run_missing_what_it_must_hold_is_broken_with_the_reason(tmp
     row = list_runs(tmp_path)[0]
     assert row["state"] == "broken"
     assert re.search(reason, row["error"]), row["error"]
+
+
+def test_a_run_on_another_host_is_judged_by_its_heartbeat_not_by_a_local_pid(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    folder = RunFolder(create_run_dir(tmp_path, "remote"))
+    recent = datetime.now(timezone.utc) - timedelta(seconds=runs.STALE_AFTER_S / 2)
+    write_json_atomic(folder.file(runs.STATUS), {"state": "running", "host": "node-7", "pid": 1,
+                                                 "updated_at": recent.isoformat()})
+    assert folder.status()["state"] == "running", "pid 1 here says nothing about node-7"
+    old = datetime.now(timezone.utc) - timedelta(seconds=runs.STALE_AFTER_S + 5)
+    write_json_atomic(folder.file(runs.STATUS), {"state": "running", "host": "node-7", "pid": 1,
+                                                 "updated_at": old.isoformat()})
+    status = folder.status()
+    assert status["state"] == "failed" and status["stale"] and "No heartbeat from node-7" in status["error"]
+
+
+def test_the_heartbeat_keeps_a_run_fresh_and_never_undoes_a_state_change(tmp_path: Path) -> None:
+    import time
+
+    folder = RunFolder(create_run_dir(tmp_path, "beating"))
+    folder.update_status(state="running", pid=os.getpid())
+    first = folder.raw_status()["updated_at"]
+    with runs.Heartbeat(folder, every_s=0.01):
+        for epoch in range(1, 200):
+            folder.update_status(epoch=epoch)
+        time.sleep(1.1)
+        folder.update_status(state="completed")
+        time.sleep(0.05)
+    status = folder.raw_status()
+    assert status["state"] == "completed" and status["epoch"] == 199
+    assert status["updated_at"] > first
+
+
+def test_concurrent_writers_of_one_file_each_rename_a_whole_file(tmp_path: Path) -> None:
+    """Runs on several nodes filling one shared cache: unique temporary names, no half file, no error."""
+    import threading
+
+    import numpy as np
+
+    from pipeline.files import save_npy_atomic
+
+    target = tmp_path / "features.npy"
+    errors: list[BaseException] = []
+
+    def write(value: int) -> None:
+        try:
+            for _ in range(30):
+                save_npy_atomic(target, np.full((200, 200), value, np.float32))
+        except BaseException as error:  # noqa: BLE001 - collected for the assert
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(value,)) for value in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    final = np.load(target)
+    assert final.shape == (200, 200) and len(np.unique(final)) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["features.npy"], "no temporary file left"
