@@ -6,7 +6,7 @@ from pages.common.loaders import current_dataset, model_card_of, mtime, runs_tab
 from pages.common.run_views import figure_text
 from pages.common.settings import current_model, data_dir, demo_mode, run_folder, runs_dir
 from pages.common.widgets import DISCLAIMER, demo_model_progress, live_progress, model_card, run_label, show_error
-from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_run, run_flags
+from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_run, comparable_count, run_flags
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.errors import PipelineError
 from pipeline.launch import launch_demo_model
@@ -60,12 +60,15 @@ with right:
         st.write("No runs yet: train one on the **Train** page.")
     else:
         st.metric("Runs", len(runs), help="All runs in the runs folder, whatever their state.")
-        best = best_run(runs)
+        current = runs[runs["run_id"] == current_model()] if current_model() else runs.iloc[0:0]
+        best = best_run(runs, like=current.iloc[0] if not current.empty else None)
         if best is not None:
             st.metric(f"Best {SELECTION_LABEL}", f"{best[SELECTION_METRIC]:.3f}",
-                      help="Runs are chosen on their validation subset, never on the test subset.")
-            st.caption(f"{run_label(best['run_id'])} · {best['data']} · weights {best['weights']} · its test "
-                       f"weighted F1: {figure_text(best.get('weighted_f1'))}")
+                      help="Chosen on the validation subset, never on the test subset, and only among comparable "
+                           "runs: the same data and the same validation patients.")
+            st.caption(f"{run_label(best['run_id'])} · among {comparable_count(runs, best)} comparable run(s) · "
+                       f"{best['data']} · weights {best['weights']} · its test balanced accuracy: "
+                       f"{figure_text(best.get('balanced_accuracy'))}")
             flags = run_flags(best)
             if flags:
                 st.warning(f"This run's figures: {flags} (see **Results**).", icon=":material/report:")

@@ -49,7 +49,8 @@ with one:
     ordered = ranked + [run for run in finished if run not in ranked]
     default = st.session_state.get("run_id")
     run_id = st.selectbox("Run", ordered, index=ordered.index(default) if default in ordered else 0,
-                          help=f"Ordered by {SELECTION_LABEL}, best first.")
+                          help=f"Ordered by {SELECTION_LABEL}, best first within each group of comparable runs "
+                               "(the same data and validation patients); runs not ranked come last.")
     folder = run_folder(run_id)
     try:
         config, metrics = folder.config(), folder.metrics()
@@ -60,7 +61,7 @@ with one:
     st.markdown(provenance(config, hide_paths=demo_mode()))
     synthetic_warning(config)
     run_views.integrity_banners(metrics)
-    run_views.metric_cards(metrics)
+    run_views.metric_cards(metrics, predictions)
 
     left, right = st.columns(2)
     normalized = left.toggle("Normalize rows (recall per class)")

@@ -3,6 +3,7 @@ the configured model, provenance lines, durations and progress. Plain logic, no 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -114,23 +115,57 @@ def format_duration(seconds: float | None) -> str:
     return f"{minutes // 60}h {minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m {seconds:02d}s"
 
 
-SELECTION_METRIC = "val_weighted_f1"
-SELECTION_LABEL = "validation weighted F1"
-"""Runs are chosen by this figure of their validation subset, everywhere; the test subset never chooses."""
+SELECTION_METRIC = "val_balanced_accuracy"
+SELECTION_TIEBREAK = "val_roc_auc"
+SELECTION_LABEL = "validation balanced accuracy"
+"""Runs are chosen by this figure of their validation subset (ROC AUC breaks ties), only against comparable runs
+(the same data and validation patients), everywhere; the test subset never chooses. Balanced accuracy, not
+weighted F1: always answering the majority class (ALL is 2:1 in C-NMC) scores a high weighted F1 and 0.5 here."""
+
+COMPARABLE_SETTINGS = ("data_dir", "split", "seed", "val_fraction", "test_fraction", "folds", "cv_folds", "cv_fold",
+                       "validation_from", "max_images")
+"""The settings that decide a run's data and validation patients: runs equal in all of them are comparable."""
+
+
+def comparable_key(config: dict[str, Any]) -> str:
+    """A short key shared by runs on the same data with the same validation patients."""
+    import hashlib
+
+    settings = {name: config.get(name) for name in COMPARABLE_SETTINGS}
+    if settings["data_dir"]:
+        settings["data_dir"] = str(Path(settings["data_dir"]).resolve())
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def rank_by_validation(runs: pd.DataFrame) -> pd.DataFrame:
-    """Completed runs with a validation figure, best first."""
+    """Completed runs whose validation subset holds both classes, best first within each group of comparable runs
+    (groups in the order of their best run). A validation subset of one class (validation from ALL patients
+    only) has no ROC AUC and a balanced accuracy that is only ALL's recall: such runs are not ranked."""
     if runs.empty or SELECTION_METRIC not in runs:
         return runs.iloc[0:0]
-    done = runs[(runs["state"] == "completed") & runs[SELECTION_METRIC].notna()]
-    return done.sort_values([SELECTION_METRIC, "run_id"], ascending=[False, True])
+    done = runs[(runs["state"] == "completed") & runs[SELECTION_METRIC].notna() & runs[SELECTION_TIEBREAK].notna()]
+    if "comparable" not in done:
+        done = done.assign(comparable="")
+    best_of_group = done.groupby("comparable")[SELECTION_METRIC].transform("max")
+    return (done.assign(_group_best=best_of_group)
+            .sort_values(["_group_best", "comparable", SELECTION_METRIC, SELECTION_TIEBREAK, "run_id"],
+                         ascending=[False, True, False, False, True])
+            .drop(columns="_group_best"))
 
 
-def best_run(runs: pd.DataFrame) -> pd.Series | None:
-    """The completed run with the best validation figure (its test figures are shown beside, never compared)."""
+def best_run(runs: pd.DataFrame, like: pd.Series | dict[str, Any] | None = None) -> pd.Series | None:
+    """The best completed run by validation among the runs comparable with `like` (default: the group of the best
+    run overall); its test figures are shown beside, never compared."""
     ranked = rank_by_validation(runs)
+    if like is not None and "comparable" in ranked:
+        ranked = ranked[ranked["comparable"] == like.get("comparable")]
     return ranked.iloc[0] if not ranked.empty else None
+
+
+def comparable_count(runs: pd.DataFrame, best: pd.Series) -> int:
+    """How many ranked runs the best run was chosen among."""
+    ranked = rank_by_validation(runs)
+    return int((ranked["comparable"] == best.get("comparable")).sum()) if "comparable" in ranked else len(ranked)
 
 
 def best_per_cell(runs: pd.DataFrame) -> pd.DataFrame:
@@ -148,6 +183,9 @@ def run_flags(row: pd.Series | dict[str, Any]) -> str:
     leaked = row.get("leaked_patients")
     if leaked is not None and leaked == leaked and leaked > 0:
         flags.append(f"{int(leaked)} patients in train and test")
+    val_leaked = row.get("val_leaked_patients")
+    if val_leaked is not None and val_leaked == val_leaked and val_leaked > 0:
+        flags.append(f"{int(val_leaked)} validation patients also in training")
     warnings = row.get("warnings")
     if warnings is not None and warnings == warnings and warnings > 0:
         flags.append(f"{int(warnings)} warning{'s' * (int(warnings) != 1)}")
@@ -175,8 +213,20 @@ def model_card(folder: RunFolder) -> dict[str, Any]:
                         "roc_auc": metrics.get("roc_auc"), "accuracy": metrics.get("accuracy"),
                         "sensitivity": (metrics.get("ALL") or {}).get("recall"),
                         "specificity": (metrics.get("HEM") or {}).get("recall")}
+        card["intervals"] = metrics.get("intervals") or _intervals_of(folder)
     card["duration_s"] = _seconds_between(status.get("started_at"), status.get("ended_at"))
     return card
+
+
+def _intervals_of(folder: RunFolder) -> dict[str, Any] | None:
+    """A run from before intervals were stored: the patient bootstrap of its saved test predictions."""
+    from .intervals import patient_bootstrap
+
+    try:
+        predictions = folder.predictions()
+        return patient_bootstrap(predictions) if len(predictions) else None
+    except (OSError, ValueError, KeyError, PipelineError):
+        return None
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
@@ -259,6 +309,8 @@ def run_row(folder: RunFolder) -> dict[str, Any]:
         "data_dir": config.get("data_dir"),
         "group": config.get("group", ""),
         "cv": f"{config['cv_fold'] + 1}/{config['cv_folds']}" if config.get("cv_folds") else "",
+        "comparable": comparable_key(config),
+        "val_leaked_patients": (metrics.get("leakage") or {}).get("train_val_patients"),
         "val_weighted_f1": validation.get("weighted avg", {}).get("f1-score"),
         "val_balanced_accuracy": validation.get("balanced_accuracy"),
         "val_roc_auc": validation.get("roc_auc"),

@@ -64,3 +64,19 @@ def format_interval(figure: dict[str, float | int | None], digits: int = 2) -> s
         return "undefined"
     return (f"{figure['value']:.{digits}f}, {round(LEVEL * 100)} % CI {figure['low']:.{digits}f}-"
             f"{figure['high']:.{digits}f}")
+
+
+NAMES = {"balanced_accuracy": "balanced accuracy", "roc_auc": "ROC AUC", "sensitivity": "sensitivity (ALL)",
+         "specificity": "specificity (HEM)"}
+
+
+def interval_line(intervals: dict[str, dict[str, float | int | None]] | None, digits: int = 2) -> str:
+    """One line of every figure with its interval and the patients resampled; empty when there is none."""
+    if not intervals:
+        return ""
+    shown = [f"{NAMES[name]} {format_interval(intervals[name], digits)}" for name in NAMES
+             if name in intervals and intervals[name].get("value") is not None]
+    if not shown:
+        return ""
+    patients = next(iter(intervals.values())).get("patients")
+    return "; ".join(shown) + f" (patient bootstrap over {patients} patients)"

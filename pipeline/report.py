@@ -17,6 +17,7 @@ import pandas as pd
 from .catalog import model_card, provenance, shown_path
 from .evaluate import confusion_cell, patient_summary
 from .figures import calibration_figure, confusion_matrix_figure, curves_figure, roc_figure
+from .intervals import interval_line
 from .runs import RunFolder
 
 EXAMPLES = 4
@@ -106,6 +107,7 @@ def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool =
         f"<p>Held out: validation patients {', '.join(card['held_out'].get('val', []))}; test patients "
         f"{', '.join(card['held_out'].get('test', []))}. Runs are chosen on validation; the test subset is "
         "evaluated once.</p>", warnings,
+        f"<p>Test figures with 95 % intervals: {html.escape(interval_line(card.get('intervals')) or 'none')}.</p>",
         "<h2>Figures</h2>", _table(pd.DataFrame(rows)),
         "<h2>Per class (test)</h2>", _table(per_class),
         "<h2>Curves, confusion matrix, ROC, calibration</h2>", _figures(figures),

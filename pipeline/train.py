@@ -24,6 +24,7 @@ from .datasets import PreparedData, prepare_data
 from .errors import PipelineError, WeightsUnavailableError
 from .evaluate import metrics_from_predictions, model_warnings
 from .inference import predict_probabilities, predictions_table
+from .intervals import patient_bootstrap
 from .runs import Heartbeat, RunFolder, create_run_dir, mark_cancelled, now_iso
 from .splits import split_report
 
@@ -79,6 +80,7 @@ def run_metrics(test: pd.DataFrame, validation: pd.DataFrame | None, split: pd.D
         integrity += model_warnings(metrics["validation"], "validation")
     metrics["model_warnings"] = integrity
     metrics["warnings"] = integrity + metrics["warnings"]
+    metrics["intervals"] = patient_bootstrap(test)  # 95 % intervals: the test figures rest on a few patients
     return metrics
 
 

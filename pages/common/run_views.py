@@ -12,6 +12,7 @@ from pipeline.crossval import FOLD_METRICS, fold_table, summarize
 from pipeline.errors import PipelineError
 from pipeline.evaluate import patient_summary
 from pipeline.figures import calibration_figure, overlaid_curves_figure, sweep_heatmap
+from pipeline.intervals import interval_line, patient_bootstrap
 from pipeline.runs import RunFolder
 
 from .settings import run_folder
@@ -41,15 +42,16 @@ def _card(column: Any, label: str, metrics: dict[str, Any], key: str, help_text:
     column.metric(label, figure_text(metrics.get(key), undefined), help=undefined or help_text)
 
 
-def metric_cards(metrics: dict[str, Any]) -> None:
+def metric_cards(metrics: dict[str, Any], predictions: pd.DataFrame | None = None) -> None:
     """Validation figures (what chose the run), then the test figures with the best constant classifier."""
     validation = metrics.get("validation") or {}
     if validation:
-        st.markdown(f"**Validation** ({validation['n']} images; runs are chosen by {SELECTION_LABEL})")
+        st.markdown(f"**Validation** ({validation['n']} images; runs are chosen by {SELECTION_LABEL}, ROC AUC breaking "
+                    "ties, among runs on the same data and validation patients)")
         cells = st.columns(4)
-        cells[0].metric("Validation weighted F1", figure_text(validation["weighted avg"]["f1-score"]))
-        _card(cells[1], "Validation balanced accuracy", validation, "balanced_accuracy", "Mean recall of the classes.")
-        _card(cells[2], "Validation ROC AUC", validation, "roc_auc", "ALL positive.")
+        _card(cells[0], "Validation balanced accuracy", validation, "balanced_accuracy", "Mean recall of the classes.")
+        _card(cells[1], "Validation ROC AUC", validation, "roc_auc", "ALL positive.")
+        cells[2].metric("Validation weighted F1", figure_text(validation["weighted avg"]["f1-score"]))
     baseline = metrics.get("majority_baseline")
     views = ", averaged over 8 views" if metrics.get("tta") else ""
     st.markdown(f"**Test** ({metrics['n']} images, evaluated once{views})"
@@ -65,6 +67,11 @@ def metric_cards(metrics: dict[str, Any]) -> None:
     _card(cells[4], "MCC", metrics, "mcc", "Matthews correlation: 0 = chance, 1 = perfect.")
     cells[5].metric("Brier score", figure_text(metrics.get("brier")), help="Mean squared error of P(ALL); lower is "
                                                                               "better.")
+    intervals = metrics.get("intervals")
+    if intervals is None and predictions is not None:
+        intervals = patient_bootstrap(predictions)  # a run from before intervals were stored
+    if interval_line(intervals):
+        st.caption("Test figures with 95 % intervals: " + interval_line(intervals) + ".")
 
 
 def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
@@ -152,15 +159,17 @@ def grid_section(runs: pd.DataFrame) -> None:
         st.info("No run of this grid has finished with a validation subset yet.")
         return
     st.plotly_chart(sweep_heatmap(chosen, SELECTION_METRIC, f"{SELECTION_LABEL.capitalize()} (chooses) with the "
-                                                            "chosen run's test weighted F1 beside it",
-                                  beside="weighted_f1"), width="stretch")
+                                                            "chosen run's test balanced accuracy beside it",
+                                  beside="balanced_accuracy"), width="stretch")
 
 
 def compare_section(runs: pd.DataFrame, finished: list[str]) -> None:
-    ranked = rank_by_validation(runs)["run_id"].tolist()
-    default = ranked[:3] or finished[:3]
+    ranked = rank_by_validation(runs)
+    top_group = ranked[ranked["comparable"] == ranked["comparable"].iloc[0]] if not ranked.empty else ranked
+    default = top_group["run_id"].tolist()[:3] or finished[:3]
     chosen = st.multiselect("Runs to overlay", finished, default=[run for run in default if run in finished],
-                            help=f"Preselected: the best three by {SELECTION_LABEL}.")
+                            help=f"Preselected: the best three by {SELECTION_LABEL} among comparable runs (the same "
+                                 "data and validation patients).")
     if chosen:
         histories = {run: run_folder(run).history() for run in chosen}
         column = st.radio("Curve", ["val_accuracy", "accuracy", "val_loss", "loss"], horizontal=True)

@@ -9,6 +9,7 @@ import streamlit as st
 from pipeline.catalog import format_duration, model_name, progress_summary, shown_path
 from pipeline.errors import PipelineError
 from pipeline.figures import curves_figure
+from pipeline.intervals import interval_line
 from pipeline.launch import DEMO_GROUP, cancel
 from pipeline.runs import ACTIVE_STATES, METRICS, RunFolder
 
@@ -143,6 +144,9 @@ def model_card(folder: RunFolder) -> None:
                                                       ("Specificity (HEM)", "specificity")], strict=True):
                 value = test.get(key)
                 cell.metric(label, "—" if value is None else f"{value:.3f}")
+            if interval_line(card.get("intervals")):
+                st.caption("95 % intervals: " + interval_line(card.get("intervals")) + ". With few patients the "
+                           "figures above could be this far off on other patients.")
         for warning in card["model_warnings"]:
             st.warning(warning, icon=":material/report:")
         st.caption(f"Training took {format_duration(card['duration_s'])}. "

@@ -33,12 +33,17 @@ def _open(page: str, run_id: str | None = None) -> AppTest:
 def test_the_best_run_is_chosen_on_validation_and_shown_with_its_test_score(runs_dir: Path) -> None:
     good_on_val = fake_run(runs_dir, "good-on-val", seed=1, skill=0.45)
     good_on_test = fake_run(runs_dir, "good-on-test", seed=2, skill=0.1)
-    val_scores = {f.run_id: f.metrics()["validation"]["weighted avg"]["f1-score"] for f in (good_on_val, good_on_test)}
+    other_data = fake_run(runs_dir, "other-data", seed=3, skill=0.49, config={"data_dir": "/elsewhere"})
+    val_scores = {f.run_id: f.metrics()["validation"]["balanced_accuracy"]
+                  for f in (good_on_val, good_on_test, other_data)}
     assert val_scores[good_on_val.run_id] > val_scores[good_on_test.run_id]
     app = _open("pages/home.py")
-    assert metric(app, "Best validation weighted F1") == f"{val_scores[good_on_val.run_id]:.3f}"
-    test_f1 = good_on_val.metrics()["weighted avg"]["f1-score"]
-    assert any(good_on_val.run_id in c.value and f"its test weighted F1: {test_f1:.3f}" in c.value for c in app.caption)
+    app.session_state["run_id"] = good_on_test.run_id  # the model in use decides which runs are comparable
+    app.run()
+    assert metric(app, "Best validation balanced accuracy") == f"{val_scores[good_on_val.run_id]:.3f}"
+    test_score = good_on_val.metrics()["balanced_accuracy"]
+    assert any(good_on_val.run_id in c.value and "among 2 comparable run(s)" in c.value
+               and f"its test balanced accuracy: {test_score:.3f}" in c.value for c in app.caption)
 
 
 def test_an_image_split_shows_its_leakage_next_to_the_metrics(runs_dir: Path) -> None:
@@ -51,6 +56,7 @@ def test_an_image_split_shows_its_leakage_next_to_the_metrics(runs_dir: Path) ->
     assert any("2 patient(s) have images in both the training and the test subset" in e.value for e in app.error)
     assert metric(app, "Test accuracy") == f"{folder.metrics()['accuracy']:.3f}"
     assert metric(app, "Validation weighted F1") == f"{folder.metrics()['validation']['weighted avg']['f1-score']:.3f}"
+    assert any("Test figures with 95 % intervals" in caption.value for caption in app.caption)
 
 
 def test_a_test_subset_of_one_class_says_what_is_undefined(runs_dir: Path) -> None:
