@@ -21,12 +21,13 @@ def _demo_model_started() -> bool:
 if demo_mode():
     _demo_model_started()
 
-navigation = st.navigation([
+pages = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_library:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/results.py", title="Results", icon=":material/insights:"),
     st.Page("pages/predict.py", title="Predict", icon=":material/biotech:"),
-])
+]
+navigation = st.navigation([page for page in pages if not (demo_mode() and page.title == "Train")])  # no training
 sidebar()
 navigation.run()

@@ -57,7 +57,8 @@ with right:
     st.subheader("Runs")
     runs = runs_table()
     if runs.empty:
-        st.write("No runs yet: train one on the **Train** page.")
+        st.write("No model yet: the demo model is on its way." if demo_mode() else
+                 "No runs yet: train one on the **Train** page.")
     else:
         st.metric("Runs", len(runs), help="All runs in the runs folder, whatever their state.")
         current = runs[runs["run_id"] == current_model()] if current_model() else runs.iloc[0:0]

@@ -16,7 +16,8 @@ from pipeline.figures import confusion_matrix_figure, curves_figure, roc_figure
 st.title(":material/insights: Results")
 runs = runs_table()
 if runs.empty:
-    st.info("No runs yet: train one on the **Train** page.", icon=":material/model_training:")
+    st.info("No model yet: the demo model is being prepared (see **Home**)." if demo_mode() else
+            "No runs yet: train one on the **Train** page.", icon=":material/model_training:")
     st.stop()
 
 runs["flags"] = runs.apply(run_flags, axis=1) if "warnings" in runs else ""
@@ -34,7 +35,7 @@ st.dataframe(runs[[c for c in columns if c in runs]], hide_index=True, width="st
 
 finished = runs[runs["state"] == "completed"]["run_id"].tolist()
 if not finished:
-    st.info("No run has finished yet; progress is on the **Train** page.")
+    st.info("No run has finished yet; progress is on " + ("**Home**." if demo_mode() else "the **Train** page."))
     st.stop()
 one, crossval, grid, compare = st.tabs(["One run", "Cross-validation", "Grid (sweep)", "Compare runs"])
 with crossval:

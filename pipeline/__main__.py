@@ -389,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     cancel_on_sigterm()  # first, so a cancel that comes while TensorFlow loads is a clean cancel too
+    import logging
+
+    # One line per event on stderr (a background run's stderr is its log.txt); a notebook configures its own.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -72,6 +72,13 @@ def shown_path(path: str | Path | None, hide_paths: bool = False) -> str:
     return resolved.name
 
 
+def without_paths(text: str) -> str:
+    """A message with every absolute path cut to its last part (`/srv/app/runs/x/model.keras` -> `model.keras`)."""
+    import re
+
+    return re.sub(r"(?<![\w.])/(?:[\w.-]+/)+", "", text)
+
+
 def without_server_paths(predictions: pd.DataFrame, data_dir: str | None) -> pd.DataFrame:
     """Predictions whose `path` column is relative to the data root (a file outside it keeps only its name)."""
     root = Path(data_dir).resolve() if data_dir else None

@@ -3,7 +3,9 @@ fast mode (head trained on cached backbone features)."""
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +17,13 @@ from .config import TrainConfig, default_cache_dir
 from .datasets import PreparedData, feature_dataset, make_dataset, training_steps
 from .inference import PREDICT_BATCH, extract_features
 from .runs import RunFolder
+
+LOG = logging.getLogger(__name__)
+
+
+def keras_verbosity() -> int:
+    """Keras' progress bar on a terminal; nothing in a log file (one line per epoch is logged instead)."""
+    return 1 if sys.stdout.isatty() else 0
 
 STATUS_INTERVAL_S = 2.0
 LOSS = "sparse_categorical_crossentropy"
@@ -89,6 +98,9 @@ def progress_callback(folder: RunFolder, total_epochs: int, steps: int, epoch_of
             self.rows = [r for r in self.rows if int(r["epoch"]) < self.epoch] + [row]
             folder.write_history(self.rows)
             folder.update_status(epoch=self.epoch, step=steps, progress=1.0, epochs_done=self.epoch)
+            figures = " ".join(f"{name} {value:.4f}" for name, value in row.items()
+                               if name != "epoch" and isinstance(value, float) and value == value)
+            LOG.info("%s %s epoch %d/%d: %s", folder.run_id, phase, self.epoch, total_epochs, figures)
 
     return ProgressCallback()
 
@@ -137,7 +149,7 @@ def fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
     callbacks = [progress_callback(folder, config.epochs, steps), checkpoint_callback(folder),
                  tensorboard_callback(folder)]
     model.fit(train, validation_data=validation, epochs=config.epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, shuffle=False, verbose=0)
+              callbacks=callbacks, shuffle=False, verbose=keras_verbosity())
 
 
 def _augmented_features(model: Any, config: TrainConfig, images: np.ndarray, labels: np.ndarray,
@@ -239,7 +251,8 @@ def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
                                      sample_weights(config, train_labels, train_patients))
     validation = (feature_dataset(features["val"], data.labels["val"], config.batch_size) if len(features["val"])
                   else None)
-    head.fit(train_features, validation_data=validation, epochs=config.epochs, shuffle=False, verbose=0,
+    head.fit(train_features, validation_data=validation, epochs=config.epochs, shuffle=False,
+             verbose=keras_verbosity(),
              callbacks=[progress_callback(folder, total_epochs, steps, phase="training head"),
                         tensorboard_callback(folder)])
     if config.fine_tune_blocks and config.fine_tune_epochs:
@@ -247,6 +260,7 @@ def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
         train, validation_set, image_steps = image_datasets(config, data)
         model.compile(optimizer=optimizer(config, image_steps * config.fine_tune_epochs, config.learning_rate / 10),
                       loss=LOSS, metrics=["accuracy"], jit_compile=jit_compile)
-        model.fit(train, validation_data=validation_set, epochs=config.fine_tune_epochs, shuffle=False, verbose=0,
+        model.fit(train, validation_data=validation_set, epochs=config.fine_tune_epochs, shuffle=False,
+                  verbose=keras_verbosity(),
                   callbacks=[progress_callback(folder, total_epochs, image_steps, epoch_offset=config.epochs,
                                                phase="fine-tuning"), tensorboard_callback(folder)])

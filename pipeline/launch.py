@@ -91,14 +91,27 @@ def demo_model_config(data_dir: str) -> TrainConfig:
 
 
 def launch_demo_model(data_dir: str, runs_dir: Path | None = None) -> RunFolder | None:
-    """Start preparing the demo model unless a run already exists or one is training; None if not started."""
+    """Start preparing the demo model unless a run that can serve (completed, or another run than a failed or
+    cancelled demo model) exists or one is training; None if not started. A demo model whose preparation failed
+    does not block a new try."""
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-    if list_runs(runs_dir):
+    blocking = [run for run in list_runs(runs_dir)
+                if not (run.get("group") == DEMO_GROUP and run.get("state") in ("failed", "cancelled"))]
+    if blocking:
         return None
     try:
         return launch([demo_model_config(data_dir)], runs_dir, group=DEMO_GROUP)[0]
     except TrainingBusyError:
         return None
+
+
+def failed_demo_model(runs_dir: Path | None = None) -> dict | None:
+    """The newest demo-model run when it failed or was cancelled and nothing can serve instead; else None."""
+    runs = list_runs(Path(runs_dir) if runs_dir is not None else default_runs_dir())
+    if not runs or any(run.get("state") in ("completed", *ACTIVE_STATES) for run in runs):
+        return None
+    demo = [run for run in runs if run.get("group") == DEMO_GROUP]
+    return demo[0] if demo and demo[0].get("state") in ("failed", "cancelled") else None
 
 
 def _spawn(folders: list[RunFolder]) -> subprocess.Popen:

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .catalog import model_card, provenance, shown_path
+from .catalog import model_card, provenance, shown_path, without_paths
 from .evaluate import confusion_cell, patient_summary
 from .figures import calibration_figure, confusion_matrix_figure, curves_figure, roc_figure
 from .intervals import interval_line
@@ -43,7 +43,7 @@ def _png(image_rgb: np.ndarray) -> str:
     return f"data:image/png;base64,{base64.b64encode(data).decode()}"
 
 
-def _examples(folder: RunFolder, predictions: pd.DataFrame) -> str:
+def _examples(folder: RunFolder, predictions: pd.DataFrame, hide_paths: bool = False) -> str:
     """Grad-CAM of the most confident mistakes and of correct answers, as embedded images."""
     from .errors import ImageReadError, PipelineError
     from .explain import Explainer, overlay
@@ -53,7 +53,8 @@ def _examples(folder: RunFolder, predictions: pd.DataFrame) -> str:
     try:
         predictor = Predictor.from_run(folder.path)
     except PipelineError as error:
-        return f"<p>No explained examples: the model does not load ({html.escape(str(error))}).</p>"
+        reason = without_paths(str(error)) if hide_paths else str(error)
+        return f"<p>No explained examples: the model does not load ({html.escape(reason)}).</p>"
     explainer = Explainer(predictor.model, forward=predictor.forward)
     picked = pd.concat([confusion_cell(predictions, "ALL", "HEM").head(1), confusion_cell(predictions, "HEM", "ALL")
                         .head(1), confusion_cell(predictions, "ALL", "ALL").head(1),
@@ -114,7 +115,7 @@ def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool =
         "<h2>Per patient (test)</h2>", _table(patient_summary(predictions)),
     ]
     if explained:
-        body += ["<h2>Explained examples (Grad-CAM)</h2>", _examples(folder, predictions)]
+        body += ["<h2>Explained examples (Grad-CAM)</h2>", _examples(folder, predictions, hide_paths)]
     body += ["<h2>Settings and provenance</h2>", _table(settings)]
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run {html.escape(folder.run_id)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")

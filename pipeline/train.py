@@ -6,6 +6,7 @@ The pieces live beside this module: `datasets` (data and tf.data), `fit` (optimi
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import shutil
@@ -27,6 +28,8 @@ from .inference import predict_probabilities, predictions_table
 from .intervals import patient_bootstrap
 from .runs import Heartbeat, RunFolder, create_run_dir, mark_cancelled, now_iso
 from .splits import split_report
+
+LOG = logging.getLogger(__name__)
 
 
 def git_commit() -> str | None:
@@ -133,6 +136,9 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
     config = TrainConfig.from_dict(config_dict)
     folder.update_status(state="running", phase="preparing data", pid=os.getpid(), host=socket.gethostname(),
                          started_at=now_iso(), ended_at=None, error=None, progress=0.0)
+    LOG.info("%s started on %s (pid %d): %s at %d px, %d epochs, batch %d, data %s", folder.run_id,
+             socket.gethostname(), os.getpid(), config.backbone, config.image_size, config.epochs, config.batch_size,
+             config.data_dir)
     with Heartbeat(folder):  # alive, whatever host it runs on
         try:
             data = prepare_data(config, lambda fraction: folder.update_status(phase="preprocessing images",
@@ -159,6 +165,8 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
             folder.save_model(model)
             metrics = _evaluate(model, config, data, folder, weights_used)
             folder.update_status(state="completed", phase="done", ended_at=now_iso(), progress=1.0)
+            LOG.info("%s completed: test balanced accuracy %s, ROC AUC %s (%d images)", folder.run_id,
+                     _figure(metrics.get("balanced_accuracy")), _figure(metrics.get("roc_auc")), metrics["n"])
             folder.remove_checkpoints()
             write_summary_when_complete(folder)
             return metrics
@@ -168,7 +176,12 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
         except Exception as error:
             message = str(error) if isinstance(error, PipelineError) else f"{type(error).__name__}: {error}"
             folder.update_status(state="failed", phase="failed", ended_at=now_iso(), error=message)
+            LOG.error("%s failed: %s", folder.run_id, message)
             raise
+
+
+def _figure(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
 
 
 def train(config: TrainConfig, runs_dir: Path | None = None, group: str = "") -> RunFolder:

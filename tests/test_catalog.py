@@ -162,3 +162,10 @@ def test_runs_are_comparable_only_on_the_same_data_and_validation_patients(tmp_p
     for change in ({"data_dir": str(tmp_path / "synthetic")}, {"seed": 7}, {"split": "image"},
                    {"validation_from": "ALL"}, {"cv_fold": 1, "cv_folds": 3}):
         assert comparable_key(base) != comparable_key({**base, **change}), change
+
+
+def test_messages_shown_to_visitors_lose_their_server_paths() -> None:
+    from pipeline.catalog import without_paths
+
+    assert without_paths("OSError: /srv/app/runs/x/model.keras does not load") == "OSError: model.keras does not load"
+    assert without_paths("P(ALL) 0.5 and/or 1/2 stay") == "P(ALL) 0.5 and/or 1/2 stay"

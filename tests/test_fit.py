@@ -56,3 +56,24 @@ def test_a_frozen_models_figures_from_cached_views_are_the_whole_models(tiny_con
     whole = predict_probabilities(load_model(folder.model_path), np.asarray(images), tta=True)
     np.testing.assert_allclose(predictions["prob_all"].to_numpy(), whole, atol=1e-4)
     assert whole.std() > 0, "the comparison is not between two constants"
+
+
+@pytest.mark.slow
+def test_a_run_logs_its_start_one_line_per_epoch_and_its_end_under_the_package_name(
+        tiny_config, artifacts_root, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from pipeline.train import train
+
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        folder = train(tiny_config.replace(epochs=2, name="talks"), artifacts_root / "runs")
+    lines = [record.getMessage() for record in caplog.records if record.name.startswith("pipeline.")]
+    assert any(line.startswith(f"{folder.run_id} started on ") for line in lines), lines
+    epochs = [line for line in lines if line.startswith(f"{folder.run_id} training epoch ")]
+    assert [line.split(":")[0] for line in epochs] == [f"{folder.run_id} training epoch 1/2",
+                                                       f"{folder.run_id} training epoch 2/2"]
+    history = folder.history()
+    assert f"loss {history['loss'].iloc[-1]:.4f}" in epochs[-1]
+    metrics = folder.metrics()
+    assert any(line.startswith(f"{folder.run_id} completed: test balanced accuracy "
+                               f"{metrics['balanced_accuracy']:.3f}") for line in lines), lines

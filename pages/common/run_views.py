@@ -15,7 +15,7 @@ from pipeline.figures import calibration_figure, overlaid_curves_figure, sweep_h
 from pipeline.intervals import interval_line, patient_bootstrap
 from pipeline.runs import RunFolder
 
-from .settings import run_folder
+from .settings import demo_mode, run_folder
 
 
 def figure_text(value: Any, undefined: str | None = None) -> str:
@@ -125,7 +125,8 @@ def crossval_section(runs: pd.DataFrame) -> None:
     """Per-fold table and mean ± standard deviation of a patient-level cross-validation."""
     groups = sorted({group for group, cv in zip(runs["group"], runs["cv"], strict=True) if group and cv})
     if not groups:
-        st.info("No cross-validation yet: start one on the **Train** page or with `python -m pipeline crossval`.")
+        st.info("No cross-validation on this server." if demo_mode() else
+                "No cross-validation yet: start one on the **Train** page or with `python -m pipeline crossval`.")
         return
     group = st.selectbox("Cross-validation", groups, index=len(groups) - 1)
     folders = [run_folder(run_id) for run_id in runs.loc[runs["group"] == group, "run_id"]]
@@ -151,7 +152,8 @@ def crossval_section(runs: pd.DataFrame) -> None:
 def grid_section(runs: pd.DataFrame) -> None:
     groups = sorted(group for group in runs["group"].dropna().unique() if str(group).startswith("grid-"))
     if not groups:
-        st.info("No grid yet: run the paper's grid from the **Train** page or `python -m pipeline sweep`.")
+        st.info("No grid on this server." if demo_mode() else
+                "No grid yet: run the paper's grid from the **Train** page or `python -m pipeline sweep`.")
         return
     group = st.selectbox("Grid (sweep)", groups)
     chosen = best_per_cell(runs[runs["group"] == group])
@@ -228,7 +230,8 @@ def explanation_ranking(folder: RunFolder) -> None:
     """The ROAD ranking of explanation methods written by `explain-eval`, per layer."""
     rankings = folder.explanation_rankings()
     if not rankings:
-        st.caption("Rank the explanation methods on this run: `python -m pipeline explain-eval RUN_DIR`.")
+        if not demo_mode():
+            st.caption("Rank the explanation methods on this run: `python -m pipeline explain-eval RUN_DIR`.")
         return
     for layer, summary in rankings.items():
         st.markdown(f"**ROAD at {layer}** over {summary['images']} test images (higher: more faithful; a method "

@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from pipeline.catalog import format_duration, model_name, progress_summary, shown_path
+from pipeline.catalog import format_duration, model_name, progress_summary, shown_path, without_paths
 from pipeline.errors import PipelineError
 from pipeline.figures import curves_figure
 from pipeline.intervals import interval_line
@@ -22,6 +22,7 @@ from .settings import (
     demo_mode,
     models,
     run_folder,
+    runs_dir,
     synthetic_ready,
 )
 
@@ -153,6 +154,27 @@ def model_card(folder: RunFolder) -> None:
                    + " ".join(w for w in card["warnings"] if w not in card["model_warnings"]))
 
 
+def demo_model_failure() -> bool:
+    """In a hosted demo whose model could not be prepared: the reason (no server path) and a button to try again;
+    False when there is no such failure."""
+    from pipeline.config import EMBEDDED_SAMPLE
+    from pipeline.launch import failed_demo_model, launch_demo_model
+
+    failed = failed_demo_model(runs_dir())
+    if failed is None:
+        return False
+    reason = without_paths(str(failed.get("error") or failed.get("state")))
+    st.warning(f"**The demo model could not be prepared** ({reason}). Try again; if it fails again, the host's "
+               "logs say more.", icon=":material/error:")
+    if st.button("Try again", type="primary", key="demo-retry"):
+        try:
+            if launch_demo_model(str(EMBEDDED_SAMPLE), runs_dir()):
+                st.rerun()
+        except PipelineError as error:
+            show_error(error)
+    return True
+
+
 def demo_model_progress() -> bool:
     """While the demo model is being prepared, say so plainly with its progress; False when none is."""
     runs = runs_table()
@@ -160,7 +182,7 @@ def demo_model_progress() -> bool:
         return False
     preparing = runs[(runs["group"] == DEMO_GROUP) & runs["state"].isin(ACTIVE_STATES)]
     if preparing.empty:
-        return False
+        return demo_model_failure() if demo_mode() else False
     st.info("**The demo model is being prepared** on the embedded real C-NMC sample (a few minutes on 2 CPU "
             "cores). Predictions are possible as soon as it is ready; this page follows its progress.",
             icon=":material/hourglass_top:")

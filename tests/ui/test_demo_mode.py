@@ -27,7 +27,7 @@ def test_a_visitor_of_the_hosted_demo_writes_nothing(tmp_path: Path, monkeypatch
     app.run()
     assert not [button for button in app.button if button.label == "Synthetic demo data"]
     assert not app.text_input, "no free file-system path in the sidebar"
-    for page in ("pages/dataset.py", "pages/train.py", "pages/results.py"):
+    for page in ("pages/dataset.py", "pages/results.py"):
         app.switch_page(page).run()
         assert not app.exception, [e.value for e in app.exception]
     next(box for box in app.selectbox if box.label == "Run").set_value(folder.run_id).run()
@@ -35,4 +35,29 @@ def test_a_visitor_of_the_hosted_demo_writes_nothing(tmp_path: Path, monkeypatch
     assert not app.exception, [e.value for e in app.exception]
     assert any(button.label == "Report (HTML)" for button in app.get("download_button"))
     assert not [box for box in app.selectbox if box.label == "Export as"], "no new export in the demo"
+    assert not [button for button in app.get("download_button") if button.label == "Model (.keras)"], \
+        "no model file for visitors unless the host allows it"
+    assert str(tmp_path) not in app.session_state[f"report-{folder.run_id}"], "no server path in the report"
     assert _tree(tmp_path) == before and not (tmp_path / "synthetic").exists()
+
+
+def test_a_demo_model_that_failed_to_prepare_can_be_tried_again(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import launch
+
+    monkeypatch.setenv("DEMO_MODE", "1")
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.delenv("CNMC_DATA_DIR", raising=False)
+    runs_dir = tmp_path / "artifacts" / "runs"
+    failed = fake_run(runs_dir, "demo-model", state="failed", config={"group": launch.DEMO_GROUP})
+    failed.update_status(error=f"OSError: {tmp_path}/cache/features.npy: disk full")
+    spawned = []
+    monkeypatch.setattr(launch, "_spawn", lambda folders: spawned.append(folders) or type("P", (), {"pid": 1})())
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    shown = [warning.value for warning in app.warning if "could not be prepared" in warning.value]
+    assert shown and "disk full" in shown[0] and str(tmp_path) not in shown[0], "the reason, without server paths"
+    next(button for button in app.button if button.label == "Try again").click().run()
+    assert len(spawned) == 1 and spawned[0][0].config()["group"] == launch.DEMO_GROUP, "a new demo model is queued"
+    assert launch.failed_demo_model(runs_dir) is None

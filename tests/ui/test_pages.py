@@ -101,7 +101,9 @@ def test_train_page_refuses_nothing_when_idle_and_offers_the_grid(app: AppTest) 
 
 def test_demo_mode_switches_training_off(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEMO_MODE", "1")
-    _open(app, "pages/train.py")
-    assert any("switched off" in info.value for info in app.info)
+    _open(app)
+    assert any("training is switched off" in info.value for info in app.info)
+    with pytest.raises(ValueError, match="Could not find a navigation page"):  # no Train page at all
+        app.switch_page("pages/train.py")
     assert not any(button.label == "Start training" for button in app.button)
 
