@@ -1,13 +1,15 @@
 """Dataset: counts per class, fold and patient; a paged thumbnail grid; raw vs preprocessed with CLAHE."""
 
+from pathlib import Path
+
 import streamlit as st
 
-from pages.common.loaders import current_dataset
+from pages.common.loaders import current_dataset, mtime, thumbnail_of
 from pages.common.widgets import show_error
 from pipeline.config import ClaheSettings
 from pipeline.errors import PipelineError
 from pipeline.figures import counts_figure, histogram_figure
-from pipeline.preprocess import preprocess, read_image, thumbnail
+from pipeline.preprocess import preprocess, read_image
 
 PAGE_SIZE = 24
 
@@ -60,7 +62,8 @@ batch = shown.iloc[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
 grid = st.columns(8)
 for index, row in enumerate(batch.itertuples(index=False)):
     try:
-        grid[index % 8].image(thumbnail(row.path), caption=f"{row.label} · {row.patient}", width="stretch")
+        grid[index % 8].image(thumbnail_of(row.path, mtime(Path(row.path))), caption=f"{row.label} · {row.patient}",
+                              width="stretch")
     except PipelineError as error:
         grid[index % 8].warning(str(error))
 

@@ -2,11 +2,22 @@
 explanations, faithfulness and feature maps on demand."""
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from pages.common.loaders import current_dataset, model_card_of, mtime, predictor_and_explainer
+from pages.common.loaders import (
+    cached_heatmap,
+    cached_prediction,
+    current_dataset,
+    image_key,
+    model_card_of,
+    model_key,
+    mtime,
+    predictor_and_explainer,
+    thumbnail_of,
+)
 from pages.common.settings import current_model, demo_mode, models, run_folder
 from pages.common.widgets import demo_model_progress, model_card, run_label, show_error, synthetic_warning
 from pipeline.catalog import example_cells, provenance, run_config
@@ -17,13 +28,12 @@ from pipeline.explain import (
     DEFAULT_LAYER,
     METHODS,
     colorize,
-    explain_prediction,
     layer_label,
     method_label,
     overlay,
     stage_layers,
 )
-from pipeline.preprocess import read_image, thumbnail
+from pipeline.preprocess import decode_image, read_image
 from pipeline.road import share_on_cell
 from pipeline.runs import METRICS, SPLIT
 
@@ -33,11 +43,6 @@ def _examples(run_dir: str, split_mtime: float) -> list[dict]:
     split_path = Path(run_dir) / SPLIT
     split = pd.read_csv(split_path) if split_path.is_file() else None
     return example_cells(scan_dataset(EMBEDDED_SAMPLE).labelled, split)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _thumbnail(path: str):
-    return thumbnail(path, 96)
 
 
 # The one image chosen (a clicked example or a picked dataset image) and the picker's own state: the picker always
@@ -82,10 +87,14 @@ except PipelineError as error:
 
 uploads = st.file_uploader("Upload cell images", type=["bmp", "png", "jpg", "jpeg", "tif", "tiff"],
                            accept_multiple_files=True, help="Processed in memory and never stored.")
-images: list[tuple[str, dict]] = []
+model_dir, model_mtime = model_key(run_id)
+images: list[tuple[str, Any, str]] = []  # (name, Prediction, the image's cache key)
 for upload in uploads or []:
     try:
-        images.append((upload.name, predictor.predict_bytes(upload.getvalue(), upload.name)))
+        data = upload.getvalue()
+        key = image_key(data=data)
+        images.append((upload.name, cached_prediction(model_dir, model_mtime, key, decode_image(data, upload.name)),
+                       key))
     except PipelineError as error:
         show_error(error)  # the message names the file
 
@@ -98,7 +107,7 @@ if not uploads:
     examples = _examples(str(folder.path), mtime(folder.file(SPLIT)))
     columns = st.columns(len(examples))
     for column, example in zip(columns, examples, strict=True):
-        column.image(_thumbnail(example["path"]), width="stretch",
+        column.image(thumbnail_of(example["path"], mtime(Path(example["path"])), 96), width="stretch",
                      caption=f"{example['label']} · {example['patient']} · {example['role']}")
         column.button("Predict", key=f"example-{example['path']}", on_click=_choose_example,
                       args=(example["path"], dataset_paths))
@@ -110,24 +119,26 @@ if not uploads:
     path = st.session_state.get(PATH_KEY)
     if path:
         try:
-            images.append((path.split("/")[-1], predictor.predict_image(read_image(path))))
-        except PipelineError as error:
-            show_error(error)
+            key = image_key(path=path)
+            images.append((path.split("/")[-1], cached_prediction(model_dir, model_mtime, key, read_image(path)),
+                           key))
+        except (PipelineError, OSError) as error:
+            show_error(error if isinstance(error, PipelineError) else PipelineError(f"{path} cannot be read."))
 if not images:
     st.caption("Nothing is predicted until you upload a cell, click one or pick one.")
     st.stop()
 
 if len(images) > 1:
     summary = pd.DataFrame([{"image": name, "predicted": result.predicted, "probability": result.probability,
-                             "prob_all": result.prob_all} for name, result in images])
+                             "prob_all": result.prob_all} for name, result, _ in images])
     st.dataframe(summary, hide_index=True, width="stretch", column_config={
         "probability": st.column_config.NumberColumn("probability of the predicted class", format="%.3f"),
         "prob_all": st.column_config.NumberColumn("P(ALL)", format="%.3f")})
     st.download_button("Predictions (CSV)", summary.to_csv(index=False), "predictions.csv")
-    name = st.selectbox("Explain image", [name for name, _ in images])
+    name = st.selectbox("Explain image", [name for name, _, _ in images])
 else:
     name = images[0][0]
-result = dict(images)[name]
+result, key = next((prediction, key) for shown, prediction, key in images if shown == name)
 
 st.caption(f"Image: {name}")
 label = "ALL (leukemic blast)" if result.predicted == "ALL" else "HEM (normal)"
@@ -156,7 +167,7 @@ panels = st.columns(len(methods or ["gradcam"]) + 1)
 panels[0].image(result.input, caption="Model input (resized + CLAHE)", width="stretch")
 for panel, method in zip(panels[1:], methods or ["gradcam"], strict=True):
     try:
-        heatmap = explain_prediction(explainer, result, method, layer, scorecam_channels=scorecam_channels)
+        heatmap = cached_heatmap(model_dir, model_mtime, key, method, layer, scorecam_channels, result)
     except PipelineError as error:
         panel.error(str(error))
         continue

@@ -391,9 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     cancel_on_sigterm()  # first, so a cancel that comes while TensorFlow loads is a clean cancel too
     import logging
 
-    # One line per event on stderr (a background run's stderr is its log.txt); a notebook configures its own.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S")
+    # The package's lines on stderr (a background run's stderr is its log.txt); other libraries' logging is left
+    # as it was, and a notebook configures the `pipeline` logger itself.
+    logger = logging.getLogger("pipeline")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,71 @@ def current_dataset() -> Dataset:
     return _scan(str(root), signature)
 
 
+RUNS_REFRESH_S = 5.0
+"""The run table is read again when a run folder's status or metrics change, and at least this often (a run whose
+process died changes no file, yet must stop showing as running)."""
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _runs_table(root: str, signature: tuple) -> pd.DataFrame:
+    return pd.DataFrame(list_runs(Path(root)))
+
+
+def _runs_signature(root: Path) -> tuple:
+    if not root.is_dir():
+        return ()
+    stamps = []
+    for folder in root.iterdir():
+        for name in ("status.json", "metrics.json", "config.json"):
+            path = folder / name
+            stamps.append((folder.name, name, path.stat().st_mtime_ns if path.is_file() else 0))
+    return tuple(sorted(stamps)) + (int(time.time() // RUNS_REFRESH_S),)
+
+
 def runs_table() -> pd.DataFrame:
-    return pd.DataFrame(list_runs(runs_dir()))
+    """Every run of the runs folder, read once per change of its folders (not on every widget move)."""
+    root = runs_dir()
+    return _runs_table(str(root), _runs_signature(root)).copy()
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def thumbnail_of(path: str, file_mtime: float, size: int = 112) -> Any:
+    """A small preview of an image file, decoded once per file version."""
+    from pipeline.preprocess import thumbnail
+
+    return thumbnail(path, size)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_prediction(run_dir: str, model_mtime: float, image_key: str, _image: Any) -> Any:
+    """A run's prediction of one image (a `Prediction`), computed once per image content and model file:
+    moving a slider redraws, it does not predict again."""
+    return _predictor(run_dir, model_mtime).predict_image(_image)
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def cached_heatmap(run_dir: str, model_mtime: float, image_key: str, method: str, layer: str, channels: int,
+                   _prediction: Any) -> Any:
+    """An explanation of a prediction's shown class, computed once per image, model, method, layer and channels."""
+    from pipeline.explain import explain_prediction
+
+    return explain_prediction(_explainer(run_dir, model_mtime), _prediction, method, layer,
+                              scorecam_channels=channels)
+
+
+def model_key(run_id: str) -> tuple[str, float]:
+    """The run folder and its model file's time: what the cached predictions and maps of a model are keyed by."""
+    folder = run_folder(run_id)
+    return str(folder.path), folder.model_path.stat().st_mtime if folder.has_model() else 0.0
+
+
+def image_key(data: bytes | None = None, path: str | None = None) -> str:
+    """An image's identity for the caches: its content's hash (an upload) or its path and time (a file)."""
+    import hashlib
+
+    if data is not None:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+    return f"file:{path}:{Path(path).stat().st_mtime_ns}"
 
 
 def _keep_keras_session() -> None:

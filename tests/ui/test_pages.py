@@ -63,7 +63,10 @@ def test_results_show_the_metrics_of_the_run(app: AppTest, finished_run: Path) -
 
 
 def test_predict_waits_for_a_choice_then_gives_the_class_and_probability_of_that_image(
-        app: AppTest, finished_run: Path, tiny_data: Path) -> None:
+        app: AppTest, finished_run: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = Predictor.predict_image
+    monkeypatch.setattr(Predictor, "predict_image", lambda self, image: calls.append(1) or original(self, image))
     _open(app, "pages/predict.py")
     next(box for box in app.selectbox if box.label == "Model").set_value(finished_run.name).run()
     image_box = next(box for box in app.selectbox if box.label.startswith("…or pick"))
@@ -78,6 +81,9 @@ def test_predict_waits_for_a_choice_then_gives_the_class_and_probability_of_that
     assert metric(app, "Predicted class").startswith(expected.predicted)
     assert metric(app, "P(ALL)") == f"{expected.prob_all:.3f}"
     assert any(caption.value == f"Image: {chosen}" for caption in app.caption), "the caption names the picked image"
+    predicted_once = len(calls)
+    next(item for item in app.slider if item.label == "Heatmap opacity").set_value(0.3).run()
+    assert len(calls) == predicted_once, "moving the opacity slider redraws; it does not predict again"
     on_cell = metric(app, "Map on the cell")
     assert on_cell == "—" or 0 <= int(on_cell.rstrip("%")) <= 100
     assert not any("Faithfulness" in caption.value for caption in app.caption), "extras wait for a click"
