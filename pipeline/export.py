@@ -7,6 +7,7 @@ protobuf 6.31 or newer, so the two cannot be installed together.
 
 from __future__ import annotations
 
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -48,6 +49,60 @@ def model_card(folder: RunFolder, fmt: str) -> dict[str, Any]:
         "training": {key: config.get(key) for key in ("epochs", "batch_size", "learning_rate", "optimizer",
                                                        "augment", "class_weight", "seed")},
     }
+
+
+def readme_card(folder: RunFolder, card: dict[str, Any]) -> str:
+    """The export's README.md: a model card in the Hugging Face format (YAML front matter: licence, library, data
+    set, metrics with their intervals), then its intended use, data, figures, preprocessing, citation and the code
+    and library versions that made it."""
+    from .catalog import model_card as run_card
+    from .intervals import NAMES, interval_line
+
+    config, run = folder.config(), run_card(folder)
+    intervals = run.get("intervals") or {}
+    metrics = [{"type": name, "value": round(figure["value"], 4),
+                "name": f"{NAMES[name]} (95 % CI {figure['low']:.2f}-{figure['high']:.2f}, patient bootstrap)"}
+               for name, figure in intervals.items() if name in NAMES and figure.get("value") is not None]
+    real = not str(config.get("data_kind", "")).startswith("synthetic")
+    held_out = card["held_out_patients"]
+    front = {
+        "license": "apache-2.0", "library_name": "keras",
+        "tags": ["image-classification", "medical-imaging", "acute-lymphoblastic-leukemia", "c-nmc-2019",
+                 "efficientnet", "research-only"],
+        "datasets": ["c-nmc-2019"] if real else [],
+        "metrics": [metric["type"] for metric in metrics],
+        "model-index": [{"name": folder.run_id, "results": [{
+            "task": {"type": "image-classification", "name": "ALL vs HEM single-cell classification"},
+            "dataset": {"name": f"{'C-NMC 2019' if real else 'synthetic'}: test patients "
+                                f"{', '.join(held_out.get('test', [])) or 'none'}", "type": "c-nmc-2019"},
+            "metrics": metrics}]}],
+    }
+    lines = ["---"] + [f"{key}: {json.dumps(value)}" for key, value in front.items()] + ["---", ""]
+    warnings = "".join(f"- {warning}\n" for warning in card["warnings"]) or "- none\n"
+    lines += [
+        f"# {card['backbone']} at {config['image_size']} px: ALL vs HEM ({folder.run_id})", "",
+        "**Intended use: research on the C-NMC 2019 data, not diagnosis.** This model must never guide the care of a "
+        "patient. It classifies one segmented white-blood-cell image as ALL (leukemic blast) or HEM (normal).", "",
+        "## Training data and held-out patients", "",
+        f"{'Real C-NMC 2019 cells' if real else 'Synthetic cells (not clinical images)'}; split {card['split']}; "
+        f"validation patients {', '.join(held_out.get('val', [])) or 'none'}; test patients "
+        f"{', '.join(held_out.get('test', [])) or 'none'}. Weights: {card['weights']}.", "",
+        "## Figures on the test patients", "",
+        (interval_line(intervals) or "No interval (the test subset lacks a class).") + ".", "",
+        "Warnings:", "", warnings,
+        "## How to feed it", "",
+        f"RGB, 0-255 floats, {config['image_size']}x{config['image_size']}: resize (OpenCV), then CLAHE on the L "
+        f"channel of LAB ({json.dumps(config.get('clahe', {}))}). Output: softmax over {list(CLASS_NAMES)}. "
+        f"Test-time augmentation in the run: {card['preprocessing']['test_time_augmentation']}.", "",
+        "## Data set attribution and citation", "",
+        "C-NMC 2019 (ISBI 2019 challenge), The Cancer Imaging Archive, CC BY 3.0: Gupta, A., & Gupta, R. (2019). "
+        "ALL Challenge dataset of ISBI 2019 [Data set]. https://doi.org/10.7937/tcia.2019.dc64i46r. The method "
+        "reproduces Fata & Hapsari (2026), EfficientNet-B3 transfer learning; cite the software with its "
+        "CITATION.cff.", "",
+        "## Made by", "",
+        f"all-hem-dashboard, code version {config.get('git_commit') or 'unknown'}; Python {config.get('python')}, "
+        f"TensorFlow {config.get('tensorflow_version')}, Keras {config.get('keras_version')}.", ""]
+    return "\n".join(lines)
 
 
 def _check_images(folder: RunFolder, image_size: int, clahe: dict[str, Any]) -> np.ndarray:
@@ -109,6 +164,7 @@ def export_run(run_dir: str | Path, fmt: str) -> Path:
         card = {**model_card(folder, fmt), "check": {"images": int(len(images)), "max_abs_difference": difference,
                                                      "tolerance": TOLERANCE}}
         write_json_atomic(work / "model_card.json", card)
+        (work / "README.md").write_text(readme_card(folder, card))
         target = folder.exports_dir() / f"{folder.run_id}-{fmt}.zip"
         atomic_write(target, lambda tmp: _zip(work, tmp))
         return target

@@ -204,6 +204,15 @@ def test_an_exported_model_gives_the_runs_probabilities_and_carries_its_card(fin
     with zipfile.ZipFile(archive) as content:
         names = content.namelist()
         card = json.loads(content.read("model_card.json"))
+        readme = content.read("README.md").decode()
+    front = dict(line.split(": ", 1) for line in readme.split("---")[1].strip().splitlines())
+    assert json.loads(front["license"]) == "apache-2.0" and json.loads(front["library_name"]) == "keras"
+    metrics = json.loads(front["model-index"])[0]["results"][0]["metrics"]
+    intervals = json.loads((finished_run / "metrics.json").read_text())["intervals"]
+    for metric in metrics:  # each figure of the card is the run's, with its interval
+        assert metric["value"] == pytest.approx(intervals[metric["type"]]["value"], abs=1e-4)
+        assert "95 % CI" in metric["name"]
+    assert "not diagnosis" in readme and "CC BY 3.0" in readme and "Keras " in readme
     assert ("model.tflite" in names) == (fmt == "tflite") and any(n.startswith("saved_model/") for n in names) == (
         fmt == "savedmodel")
     assert card["check"]["images"] > 0 and card["check"]["max_abs_difference"] <= TOLERANCE
