@@ -22,6 +22,8 @@ FOLD_METRICS = {
     "weighted_f1": lambda m: (m.get("weighted avg") or {}).get("f1-score"),
     "macro_f1": lambda m: (m.get("macro avg") or {}).get("f1-score"),
     "roc_auc": lambda m: m.get("roc_auc"),
+    "sensitivity": lambda m: (m.get("ALL") or {}).get("recall"),
+    "specificity": lambda m: (m.get("HEM") or {}).get("recall"),
     "mcc": lambda m: m.get("mcc"),
     "brier": lambda m: m.get("brier"),
     "ece": lambda m: (m.get("calibration") or {}).get("ece"),
@@ -54,6 +56,24 @@ def fold_table(folders: list[RunFolder]) -> pd.DataFrame:
         row["val_weighted_f1"] = ((metrics.get("validation") or {}).get("weighted avg") or {}).get("f1-score")
         rows.append(row)
     return pd.DataFrame(rows).sort_values("fold").reset_index(drop=True)
+
+
+FOLD_LABELS = {"balanced_accuracy": "balanced accuracy", "roc_auc": "ROC AUC", "sensitivity": "sensitivity (ALL)",
+               "specificity": "specificity (HEM)"}
+
+
+def fold_mean_intervals(table: pd.DataFrame, names: list[str], level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Per figure, the interval of the mean over the completed folds (Student's t; needs two folds)."""
+    from scipy import stats
+
+    done = table[table["state"] == "completed"]
+    intervals = {}
+    for name in names:
+        values = pd.to_numeric(done[name], errors="coerce").dropna().to_numpy(dtype=float)
+        if len(values) > 1:
+            half = stats.t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+            intervals[name] = (float(values.mean() - half), float(values.mean() + half))
+    return intervals
 
 
 def summarize(table: pd.DataFrame) -> dict[str, Any]:

@@ -117,3 +117,56 @@ def sweep_heatmap(runs: pd.DataFrame, value: str, title: str, beside: str | None
     figure.update_layout(xaxis_title="Epochs", yaxis_title="Batch size", title=title, height=300,
                          margin=dict(l=10, r=10, t=40, b=10))
     return figure
+
+
+def patient_dots_figure(summary: pd.DataFrame) -> go.Figure:
+    """Per patient, the mean P(ALL) of its images as a dot, coloured by its true class, against the 0.5 line: a
+    dot on the wrong side of the line is a patient called wrong."""
+    ordered = summary.sort_values(["label", "mean_prob_all"])
+    figure = go.Figure()
+    for label in ("ALL", "HEM"):
+        part = ordered[ordered["label"] == label]
+        figure.add_scatter(x=part["mean_prob_all"], y=part["patient"].astype(str), mode="markers", name=f"true {label}",
+                           marker=dict(color=COLORS[label], size=11, symbol="circle" if label == "ALL" else "diamond"),
+                           customdata=part["images"],
+                           hovertemplate="%{y}: mean P(ALL) %{x:.3f} over %{customdata} images<extra></extra>")
+    figure.add_vline(x=0.5, line=dict(color="gray", dash="dash"), annotation_text="called ALL at 0.5 or more")
+    figure.update_layout(xaxis=dict(title="Mean P(ALL) of the patient's images", range=[0, 1]), yaxis_title="Patient",
+                         height=max(220, 28 * len(ordered) + 80), margin=dict(l=10, r=10, t=30, b=10))
+    return figure
+
+
+def folds_strip_figure(table: pd.DataFrame, figures: dict[str, str],
+                       intervals: dict[str, tuple[float, float]] | None = None) -> go.Figure:
+    """A cross-validation's folds as dots per figure, with the mean as a bar and, where given, its interval."""
+    figure = go.Figure()
+    for name, label in figures.items():
+        values = pd.to_numeric(table[name], errors="coerce").dropna()
+        if values.empty:
+            continue
+        figure.add_scatter(x=values, y=[label] * len(values), mode="markers", name=label, showlegend=False,
+                           marker=dict(color=COLORS["train"], size=10, opacity=0.7),
+                           customdata=table.loc[values.index, "fold"],
+                           hovertemplate="fold %{customdata}: %{x:.3f}<extra></extra>")
+        low, high = (intervals or {}).get(name, (None, None))
+        error = dict(type="data", array=[high - values.mean()], arrayminus=[values.mean() - low]) \
+            if low is not None else None
+        figure.add_scatter(x=[values.mean()], y=[label], mode="markers", showlegend=False, error_x=error,
+                           marker=dict(color=COLORS["ALL"], size=18, symbol="line-ns-open", line=dict(width=3)),
+                           hovertemplate=f"mean %{{x:.3f}}<extra>{label}</extra>")
+    figure.update_layout(xaxis=dict(title="Value on each fold's test patients (bar: mean)", range=[0, 1.02]),
+                         height=80 + 60 * len(figures), margin=dict(l=10, r=10, t=30, b=10))
+    return figure
+
+
+def road_bars_figure(methods: dict[str, dict[str, Any]]) -> go.Figure:
+    """ROAD score per explanation method as bars with their standard deviation over images."""
+    names = list(methods)
+    means = [methods[name]["road_mean"] for name in names]
+    spreads = [methods[name].get("road_std") or 0.0 for name in names]
+    figure = go.Figure(go.Bar(x=[methods[name].get("computed", name) for name in names], y=means,
+                              error_y=dict(type="data", array=spreads), marker_color=COLORS["train"],
+                              hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    figure.update_layout(yaxis_title="ROAD (higher: more faithful; bars ± std over images)", height=340,
+                         margin=dict(l=10, r=10, t=30, b=10))
+    return figure

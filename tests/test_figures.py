@@ -70,3 +70,46 @@ def test_counts_and_histogram() -> None:
     histogram = histogram_figure({"a": image})
     assert len(histogram.data[0].x) == 8, "only the cell's (non-black) pixels are counted"
     assert histogram.data[0].x[0] == pytest.approx(200, abs=0.5)
+
+
+def test_patients_are_dots_at_their_mean_p_all_against_the_half_line() -> None:
+    from pipeline.evaluate import patient_summary
+    from pipeline.figures import patient_dots_figure
+
+    predictions = pd.DataFrame({"patient": ["UID_1", "UID_1", "UID_H1", "UID_H1", "UID_H1"],
+                                "label": ["ALL", "ALL", "HEM", "HEM", "HEM"],
+                                "predicted": ["ALL", "HEM", "HEM", "ALL", "HEM"],
+                                "prob_all": [0.9, 0.4, 0.2, 0.7, 0.1]})
+    figure = patient_dots_figure(patient_summary(predictions))
+    dots = {trace.name: dict(zip(trace.y, trace.x, strict=True)) for trace in figure.data}
+    assert dots["true ALL"]["UID_1"] == pytest.approx(0.65) and dots["true HEM"]["UID_H1"] == pytest.approx(1 / 3)
+    assert figure.layout.shapes[0].x0 == 0.5
+
+
+def test_folds_are_a_strip_with_their_mean_and_the_t_interval_of_the_mean() -> None:
+    from scipy import stats
+
+    from pipeline.crossval import fold_mean_intervals
+    from pipeline.figures import folds_strip_figure
+
+    table = pd.DataFrame({"fold": [1, 2, 3, 4], "state": ["completed"] * 3 + ["failed"],
+                          "roc_auc": [0.8, 0.9, 0.7, 0.1], "balanced_accuracy": [0.7, 0.8, None, 0.1]})
+    intervals = fold_mean_intervals(table, ["roc_auc", "balanced_accuracy"])
+    done = [0.8, 0.9, 0.7]
+    expected = stats.t.interval(0.95, 2, loc=np.mean(done), scale=stats.sem(done))
+    assert intervals["roc_auc"] == pytest.approx(expected)
+    assert "balanced_accuracy" in intervals and len(intervals) == 2
+    figure = folds_strip_figure(table[table["state"] == "completed"], {"roc_auc": "ROC AUC"}, intervals)
+    dots, mean = figure.data
+    assert list(dots.x) == done and mean.x[0] == pytest.approx(0.8)
+    assert mean.error_x.array[0] == pytest.approx(expected[1] - 0.8)
+
+
+def test_road_scores_are_bars_with_their_spread() -> None:
+    from pipeline.figures import road_bars_figure
+
+    figure = road_bars_figure({"gradcam": {"computed": "Grad-CAM", "road_mean": 0.12, "road_std": 0.05},
+                               "random": {"computed": "random in the cell", "road_mean": 0.01, "road_std": 0.02}})
+    bars = figure.data[0]
+    assert list(bars.x) == ["Grad-CAM", "random in the cell"] and list(bars.y) == [0.12, 0.01]
+    assert list(bars.error_y.array) == [0.05, 0.02]

@@ -8,10 +8,17 @@ import pandas as pd
 import streamlit as st
 
 from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_per_cell, rank_by_validation
-from pipeline.crossval import FOLD_METRICS, fold_table, summarize
+from pipeline.crossval import FOLD_LABELS, FOLD_METRICS, fold_mean_intervals, fold_table, summarize
 from pipeline.errors import PipelineError
 from pipeline.evaluate import patient_summary
-from pipeline.figures import calibration_figure, overlaid_curves_figure, sweep_heatmap
+from pipeline.figures import (
+    calibration_figure,
+    folds_strip_figure,
+    overlaid_curves_figure,
+    patient_dots_figure,
+    road_bars_figure,
+    sweep_heatmap,
+)
 from pipeline.intervals import interval_line, patient_bootstrap
 from pipeline.runs import RunFolder
 
@@ -89,7 +96,10 @@ def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 def patients_section(predictions: pd.DataFrame, metrics: dict[str, Any]) -> None:
     st.markdown("**Per patient**: mean P(ALL) over the patient's test images, called ALL at 0.5 or more")
-    st.dataframe(patient_summary(predictions), hide_index=True, width="stretch", column_config={
+    summary = patient_summary(predictions)
+    if not summary.empty:
+        st.plotly_chart(patient_dots_figure(summary), width="stretch")
+    st.dataframe(summary, hide_index=True, width="stretch", column_config={
         "image_accuracy": st.column_config.NumberColumn("share of images right", format="%.3f"),
         "mean_prob_all": st.column_config.NumberColumn("mean P(ALL)", format="%.3f"),
         "called_by_mean_prob_all": "called (mean P(ALL) ≥ 0.5)"})
@@ -144,6 +154,10 @@ def crossval_section(runs: pd.DataFrame) -> None:
                  hide_index=True, width="stretch", column_config={
                      "mean": st.column_config.NumberColumn(format="%.3f"),
                      "std": st.column_config.NumberColumn("± std", format="%.3f")})
+    shown = {name: label for name, label in FOLD_LABELS.items() if name in table}
+    st.plotly_chart(folds_strip_figure(table, shown, fold_mean_intervals(table, list(shown))), width="stretch")
+    st.caption("Each dot is one fold's test patients; the bar is the mean, its whiskers the 95 % interval of the "
+               "mean over folds (Student's t).")
     st.markdown("**Per fold** (test figures; the validation figure is what a fold's model was chosen by)")
     st.dataframe(table[["fold", "state", "test_patients", "test_images", "val_weighted_f1", *FOLD_METRICS]],
                  hide_index=True, width="stretch")
@@ -236,6 +250,7 @@ def explanation_ranking(folder: RunFolder) -> None:
     for layer, summary in rankings.items():
         st.markdown(f"**ROAD at {layer}** over {summary['images']} test images (higher: more faithful; a method "
                     "should beat the foreground mask and random maps in the cell)")
+        st.plotly_chart(road_bars_figure(summary["methods"]), width="stretch", key=f"road-{layer}")
         st.dataframe(pd.DataFrame([{"method": figure["computed"], "ROAD": figure["road_mean"],
                                     "± std": figure["road_std"]} for figure in summary["methods"].values()])
                      .sort_values("ROAD", ascending=False), hide_index=True, width="stretch")

@@ -115,3 +115,17 @@ def test_a_model_worse_than_a_constant_answer_says_so_on_home_and_predict(runs_d
         app = _open(page)
         shown = [warning.value for warning in app.warning]
         assert any(text.startswith("No better than a constant answer on the test subset") for text in shown), page
+
+
+def test_the_road_ranking_of_a_run_is_drawn_as_bars_and_a_table(runs_dir: Path) -> None:
+    from pipeline.files import write_json_atomic
+
+    folder = fake_run(runs_dir, "explained")
+    methods = {"gradcam": {"computed": "Grad-CAM", "road_mean": 0.12, "road_std": 0.05},
+               "random-in-cell": {"computed": "random-in-cell", "road_mean": 0.01, "road_std": 0.02}}
+    write_json_atomic(folder.explanations_dir() / "road-top_activation.json",
+                      {"layer": "top_activation", "images": 4, "fractions": [0.1], "methods": methods})
+    app = _open("pages/results.py", folder.run_id)
+    ranking = next(frame.value for frame in app.dataframe if "ROAD" in frame.value.columns)
+    assert ranking["method"].tolist() == ["Grad-CAM", "random-in-cell"]
+    assert any("ROAD at top_activation" in text.value for text in app.markdown)
