@@ -234,13 +234,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     open_run(args.run_dir, completed=True)
     from .predict import evaluate_run
 
-    metrics, out_dir = evaluate_run(args.run_dir, args.data)
+    metrics, out_dir = evaluate_run(args.run_dir, args.data, args.include_seen_patients)
     summary = {key: metrics[key] for key in ("subset", "n", "accuracy", "balanced_accuracy", "roc_auc",
                                              "confusion_matrix", "labels", "excluded_seen_images")}
     summary["weighted_f1"] = metrics["weighted avg"]["f1-score"]
-    dropped = sum(metrics["excluded_seen_images"].values())
-    if dropped:
-        print(f"left out {dropped} image(s) the run trained or validated on", file=sys.stderr)
+    for line in metrics.get("warnings") or []:
+        if line.startswith("Left out as seen"):
+            print(line, file=sys.stderr)
+    if metrics.get("seen_patients"):
+        apart = metrics["seen_patients"]
+        summary["seen_patients"] = {key: apart.get(key) for key in ("n", "accuracy", "balanced_accuracy", "roc_auc")}
     print(json.dumps(summary, indent=2))
     print(f"written to {out_dir}", file=sys.stderr)
     return 0
@@ -350,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="metrics of a run on its test subset or another data set")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--data", default=None)
+    evaluate.add_argument("--include-seen-patients", action="store_true",
+                          help="count other images of the run's training and validation patients in the headline "
+                               "(flattering; reported apart by default)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="class and probability of ALL per image")

@@ -248,15 +248,29 @@ ROLES = {"train": "trained on", "val": "validated on", "test": "held out (test)"
 
 def example_cells(records: list[Any], split: pd.DataFrame | None, per_class: int = 4) -> list[dict[str, Any]]:
     """Cells to offer as examples, per class half from patients the model never saw (when it has a split) and
-    half from its training images, each marked with its role for this model."""
-    role_of = {}
+    half from its training images, each marked with its role for this model: by path, else by C-NMC cell name
+    (the same cell in another folder or format), else by patient (another image of a patient it trained or
+    validated on is not new to it)."""
+    from .data import cell_name
+
+    by_path, by_name, by_patient = {}, {}, {}
     if split is not None:
-        role_of = {str(Path(path).resolve()): ROLES.get(subset, subset) for path, subset in zip(
-            split["path"], split["subset"], strict=True)}
+        for path, subset, patient in zip(split["path"], split["subset"], split["patient"], strict=True):
+            role = ROLES.get(subset, subset)
+            by_path[str(Path(path).resolve())] = role
+            if cell_name(path):
+                by_name[cell_name(path)] = role
+            if subset in ("train", "val"):
+                by_patient.setdefault(str(patient), f"its patient {'trained' if subset == 'train' else 'validated'} on")
+
+    def role_of(record: Any) -> str:
+        return (by_path.get(str(Path(record.path).resolve())) or by_name.get(cell_name(record.path) or "")
+                or by_patient.get(str(record.patient)) or "not in its data")
+
     chosen = []
     for label in ("ALL", "HEM"):
         cells = sorted((r for r in records if r.label == label), key=lambda r: r.path)
-        roles = {r.path: role_of.get(str(Path(r.path).resolve()), "not in its data") for r in cells}
+        roles = {r.path: role_of(r) for r in cells}
         unseen = [r for r in cells if roles[r.path] in (ROLES["test"], "not in its data")]
         seen = [r for r in cells if r not in unseen]
         half = per_class // 2

@@ -22,6 +22,9 @@ PRELIM_LABELS = "C-NMC_test_prelim_phase_data_labels.csv"
 FINAL_TEST_SUBSET = "final_test"
 PRELIM_SUBSET = "prelim_test"
 
+CNMC_STEM = re.compile(r"^UID_(?P<patient>H?\d+)_(?P<image>\d+)_(?P<cell>\d+)(?:_(?:all|hem))?"
+                       r"\.(?:bmp|png|jpe?g|tiff?)$", re.IGNORECASE)
+"""A C-NMC cell's file name, label suffix optional: what names the same cell whatever its folder or format."""
 _CNMC_NAME = re.compile(r"^UID_(?P<patient>H?\d+)_(?P<image>\d+)_(?P<cell>\d+)_(?P<label>all|hem)"
                         r"\.(?:bmp|png|jpe?g|tiff?)$", re.IGNORECASE)
 
@@ -83,6 +86,12 @@ class Dataset:
             "skipped": len(self.skipped),
             "skipped_files": [f"{path}: {reason}" for path, reason in self.skipped[:50]],
         }
+
+
+def cell_name(path: str | Path) -> str | None:
+    """The C-NMC cell a file name names (`UID_H10_12_3`), whatever its extension or folder; None otherwise."""
+    match = CNMC_STEM.match(Path(path).name)
+    return f"UID_{match['patient'].upper()}_{match['image']}_{match['cell']}" if match else None
 
 
 def parse_cnmc_name(name: str) -> tuple[str, str] | None:

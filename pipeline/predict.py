@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import ALL_INDEX, CLASS_NAMES
 from .config import TrainConfig
-from .data import PRELIM_SUBSET, scan_dataset
+from .data import PRELIM_SUBSET, UNKNOWN_PATIENT, cell_name, scan_dataset
 from .errors import ImageReadError, PipelineError
 from .evaluate import label_from_prob, metrics_from_predictions
 from .inference import class_probabilities, one_at_a_time, predict_probabilities, predictions_table
@@ -106,30 +106,60 @@ class Predictor:
         return pd.DataFrame(rows, columns=["path", "predicted", "prob_all", "error"])
 
 
-def _file_digest(path: str) -> str | None:
-    try:
-        with open(path, "rb") as file:
-            return hashlib.file_digest(file, "sha256").hexdigest()
-    except OSError:
-        return None
+SEEN_REASONS = ("same_path", "same_name", "same_pixels", "seen_patient")
+"""Why an image counts as seen by a run, in the order they are tested: the same file, the same C-NMC cell name
+(`UID_<patient>_<image>_<cell>`, whatever the extension or folder), the same decoded pixels (a re-encoded copy),
+or another image of a patient the run trained or validated on."""
 
 
-def drop_seen_images(table: pd.DataFrame, split: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """`table` without the images the run trained or validated on: the same path, or the same file content
-    under another name (one cell can sit in two folders). Returns the rest and how many went, and why."""
-    seen = split[split["subset"].isin(["train", "val"])]["path"]
-    seen_paths = {str(Path(path).resolve()) for path in seen}
-    same_path = table["path"].map(lambda path: str(Path(path).resolve()) in seen_paths).to_numpy()
-    seen_digests = {digest for digest in map(_file_digest, seen) if digest}
-    same_content = np.array([not known and _file_digest(path) in seen_digests
-                             for path, known in zip(table["path"], same_path, strict=True)], dtype=bool)
-    kept = table[~(same_path | same_content)].reset_index(drop=True)
-    return kept, {"same_path": int(same_path.sum()), "same_content": int(same_content.sum())}
+def pixel_digest(path: str) -> str:
+    """A digest of an image's decoded pixels (shape included): the same cell saved as BMP, PNG or TIFF agrees."""
+    image = read_image(path)
+    return hashlib.sha256(str(image.shape).encode() + image.tobytes()).hexdigest()
 
 
-def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> tuple[dict[str, Any], Path]:
+def seen_reasons(table: pd.DataFrame, split: pd.DataFrame) -> np.ndarray:
+    """For each image of `table` (path, patient), why the run of `split` has seen it (one of `SEEN_REASONS`), or
+    "" when it has not. `PipelineError` in one line when the run's own images cannot be read (without their
+    pixels it cannot tell)."""
+    seen = split[split["subset"].isin(["train", "val"])]
+    seen_paths = {str(Path(path).resolve()) for path in seen["path"]}
+    seen_names = {name for name in map(cell_name, seen["path"]) if name}
+    seen_patients = {str(patient) for patient in seen["patient"] if str(patient) != UNKNOWN_PATIENT}
+    unreadable, seen_pixels = [], set()
+    for path in seen["path"]:
+        try:
+            seen_pixels.add(pixel_digest(path))
+        except ImageReadError:
+            unreadable.append(path)
+    if unreadable:
+        raise PipelineError(f"{len(unreadable)} of the {len(seen)} images this run trained or validated on cannot be "
+                            f"read (first: {unreadable[0]}), so it cannot tell which images it saw; make them "
+                            "readable at the paths of its split.csv.")
+    reasons = []
+    for row in table.itertuples(index=False):
+        reason = ""
+        if str(Path(row.path).resolve()) in seen_paths:
+            reason = "same_path"
+        elif cell_name(row.path) in seen_names:
+            reason = "same_name"
+        else:
+            try:
+                reason = "same_pixels" if pixel_digest(row.path) in seen_pixels else ""
+            except ImageReadError:
+                reason = ""  # an unreadable image is skipped (and counted) later
+            if not reason and str(getattr(row, "patient", UNKNOWN_PATIENT)) in seen_patients:
+                reason = "seen_patient"
+        reasons.append(reason)
+    return np.array(reasons, dtype=object)
+
+
+def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None,
+                 include_seen_patients: bool = False) -> tuple[dict[str, Any], Path]:
     """Metrics of a run's model on its test subset again, or on the labelled images of `data_dir` (its prelim
-    test set when it has one), never counting an image the run trained or validated on. Written to
+    test set when it has one), never counting an image the run trained or validated on (by path, C-NMC cell name
+    or decoded pixels). Other images of the run's training or validation patients are reported apart
+    (`seen_patients`) and left out of the headline unless `include_seen_patients`. Written to
     `evaluations/<name>/` of the run; returns the metrics and that folder."""
     from .cache import load_images
 
@@ -151,18 +181,38 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> tup
         name = f"{Path(data_dir).name}-{subset}"
     if table.empty:
         raise PipelineError("No labelled images to evaluate on.")
-    table, dropped = drop_seen_images(table, split)
-    if table.empty:
-        raise PipelineError(f"Every labelled image there was used to train or validate this run "
-                            f"({dropped['same_path']} by path, {dropped['same_content']} by content): nothing is left "
-                            f"to evaluate on.")
-    images, failed = load_images(table["path"].tolist(), predictor.config.image_size, predictor.config.clahe)
-    keep = ~table["path"].isin(failed).to_numpy()
-    table = table[keep].reset_index(drop=True)
-    prob_all = predict_probabilities(predictor.model, np.asarray(images)[keep], predictor.config.tta)
-    predictions = predictions_table(table, prob_all)
+    reasons = seen_reasons(table, split)
+    dropped = {reason: int((reasons == reason).sum()) for reason in SEEN_REASONS}
+    same_image = np.isin(reasons, ["same_path", "same_name", "same_pixels"])
+    of_seen_patient = reasons == "seen_patient"
+    headline = ~same_image & (~of_seen_patient | include_seen_patients)
+    if not headline.any():
+        detail = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in dropped.items() if count)
+        raise PipelineError(f"Every labelled image there was seen by this run ({detail}): nothing is left to evaluate "
+                            "on" + (" (--include-seen-patients counts other images of its patients)."
+                                    if of_seen_patient.any() else "."))
+
+    def predict(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+        images, failed = load_images(rows["path"].tolist(), predictor.config.image_size, predictor.config.clahe)
+        keep = ~rows["path"].isin(failed).to_numpy()
+        rows = rows[keep].reset_index(drop=True)
+        prob_all = predict_probabilities(predictor.model, np.asarray(images)[keep], predictor.config.tta)
+        return predictions_table(rows, prob_all), len(failed)
+
+    predictions, failed = predict(table[headline].reset_index(drop=True))
+    apart = of_seen_patient & ~headline
+    seen_patients = None
+    if apart.any():
+        seen_predictions, _ = predict(table[apart].reset_index(drop=True))
+        seen_patients = {**metrics_from_predictions(seen_predictions),
+                         "note": "images of patients the run trained or validated on: flattering, not the headline"}
     metrics = {**metrics_from_predictions(predictions), "subset": subset, "data_dir": str(data_dir or ""),
-               "skipped_images": len(failed), "excluded_seen_images": dropped, "tta": predictor.config.tta}
+               "skipped_images": failed, "excluded_seen_images": dropped, "tta": predictor.config.tta,
+               "include_seen_patients": include_seen_patients, "seen_patients": seen_patients}
+    if any(dropped.values()):
+        metrics["warnings"] = [*(metrics.get("warnings") or []), "Left out as seen by the run: " + ", ".join(
+            f"{count} by {reason.replace('_', ' ')}" for reason, count in dropped.items()
+            if count and (reason != "seen_patient" or not include_seen_patients)) + "."]
     out_dir = folder.evaluation_dir(name)
     target = RunFolder(out_dir)
     target.write_predictions(predictions)

@@ -294,10 +294,17 @@ class RunFolder:
         return history
 
     def write_split(self, frame: pd.DataFrame) -> None:
-        write_csv_atomic(self.file(SPLIT), frame[["path", "patient", "label", "subset"]])
+        """split.csv with absolute paths, so the run is matched against other data from any working folder."""
+        frame = frame[["path", "patient", "label", "subset"]]
+        write_csv_atomic(self.file(SPLIT), frame.assign(path=[str(Path(path).resolve()) for path in frame["path"]]))
 
     def split(self) -> pd.DataFrame:
-        return pd.read_csv(self.file(SPLIT))
+        """The split with absolute paths; a relative path of an older run is resolved against the working folder,
+        else the project's folder (where runs used to be started)."""
+        split = pd.read_csv(self.file(SPLIT))
+        if split.empty or all(Path(path).is_absolute() for path in split["path"]):
+            return split
+        return split.assign(path=[_resolvable(path) for path in split["path"]])
 
     def write_predictions(self, frame: pd.DataFrame) -> None:
         write_csv_atomic(self.file(PREDICTIONS), frame[["path", "patient", "label", "predicted", "prob_all"]])
@@ -345,6 +352,19 @@ def _readable_json(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
         except (OSError, ValueError):
             continue
     return found
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _resolvable(path: str) -> str:
+    candidate = Path(path)
+    if candidate.is_absolute():
+        return path
+    for base in (Path.cwd(), PROJECT_ROOT):
+        if (base / candidate).exists():
+            return str((base / candidate).resolve())
+    return str(candidate.resolve())
 
 
 def _age_s(iso_time: str | None) -> float:

@@ -143,9 +143,16 @@ def test_evaluate_on_other_data_never_counts_images_the_run_trained_on(finished_
     shutil.copy(seen[1], root / "all" / "same-cell-other-name.bmp")
     for label in ("ALL", "HEM"):
         shutil.copy(test_images[test_images["label"] == label]["path"].iloc[0], root / label.lower() / "new.bmp")
+    trained_patient = train_images[train_images["label"] == "ALL"]["patient"].iloc[0]
+    shutil.copy(test_images[test_images["label"] == "ALL"]["path"].iloc[1],  # another image of a trained patient
+                root / "all" / f"{trained_patient}_999_1_all.bmp")
     metrics, out_dir = evaluate_run(finished_run, root)
-    assert metrics["excluded_seen_images"] == {"same_path": 1, "same_content": 1}
+    assert metrics["excluded_seen_images"] == {"same_path": 1, "same_name": 0, "same_pixels": 1, "seen_patient": 1}
     assert metrics["n"] == 2 and len(pd.read_csv(out_dir / runs.PREDICTIONS)) == 2
+    assert metrics["seen_patients"]["n"] == 1, "reported apart, not in the headline"
+    assert any(line.startswith("Left out as seen by the run") for line in metrics["warnings"])
+    counted, _ = evaluate_run(finished_run, root, include_seen_patients=True)
+    assert counted["n"] == 3 and counted["seen_patients"] is None
 
 
 def test_evaluate_on_data_without_labels_is_one_clear_error(finished_run: Path, tmp_path: Path) -> None:

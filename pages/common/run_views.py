@@ -125,7 +125,10 @@ def evaluations_section(folder: RunFolder) -> None:
     st.subheader("Evaluations on other data")
     st.dataframe(pd.DataFrame([{
         "evaluation": name, "subset": metrics.get("subset"), "images": metrics.get("n"),
-        "left out (seen in training or validation)": sum((metrics.get("excluded_seen_images") or {}).values()),
+        "left out (seen: same file, cell name or pixels)": sum(
+            count for reason, count in (metrics.get("excluded_seen_images") or {}).items()
+            if reason != "seen_patient"),
+        "images of seen patients (apart)": (metrics.get("seen_patients") or {}).get("n", 0),
         "accuracy": metrics.get("accuracy"), "balanced accuracy": metrics.get("balanced_accuracy"),
         "ROC AUC": metrics.get("roc_auc"), "weighted F1": metrics["weighted avg"]["f1-score"],
     } for name, metrics in evaluations.items()]), hide_index=True, width="stretch")
