@@ -23,8 +23,9 @@ if current_model():
     in_use_folder = run_folder(current_model())
     in_use = model_card_of(str(in_use_folder.path), mtime(in_use_folder.file(METRICS)))  # the card's cached read
     st.markdown(f"**The model in use**: {in_use['backbone']} at {in_use['image_size']} px, weights "
-                f"{in_use['weights']}, recipe {in_use['recipe']}; its card below says what it does on patients it "
-                "never saw.")
+                f"{in_use['weights']}, recipe {in_use['recipe']}; its card below says what it does on "
+                + ("patients it never saw." if in_use.get("split") in ("patient", "folds") else
+                   "images it never saw (an image split: their patients were in training)."))
 st.info(DISCLAIMER, icon=":material/medical_information:")
 
 left, middle, right = st.columns(3)

@@ -227,6 +227,34 @@ def test_an_exported_model_gives_the_runs_probabilities_and_carries_its_card(fin
     assert card["output"]["classes"] == ["HEM", "ALL"] and card["held_out_patients"]["test"]
 
 
+def test_a_tta_run_exports_a_model_that_averages_the_8_views_and_gives_the_runs_saved_probabilities(
+        tiny_config, artifacts_root: Path, fmt: str = "savedmodel") -> None:
+    """SavedModel only: TFLite goes through the same SavedModel (and the same check) and converts slowly."""
+    import zipfile
+
+    import tensorflow as tf
+
+    from pipeline.export import TOLERANCE, export_run
+    from pipeline.train import train
+
+    folder = train(tiny_config.replace(tta=True, name=f"tta-{fmt}"), artifacts_root / "runs")
+    archive = export_run(folder.path, fmt)
+    with zipfile.ZipFile(archive) as content:
+        card = json.loads(content.read("model_card.json"))
+        if fmt == "savedmodel":
+            content.extractall(archive.parent / "unpacked")
+    assert card["check"]["test_time_augmentation_inside"] and card["check"]["max_abs_difference"] <= TOLERANCE
+    assert "predictions.csv" in card["check"]["against"]
+    if fmt == "savedmodel":  # the exported model itself, fed the run's first test image, gives its saved P(ALL)
+        from pipeline.cache import load_images
+
+        predictions = folder.predictions()
+        images, _ = load_images(predictions["path"].tolist()[:2], 32, tiny_config.clahe)
+        loaded = tf.saved_model.load(str(archive.parent / "unpacked" / "saved_model"))
+        exported = np.asarray(loaded.serve(np.asarray(images, np.float32)))[:, 1]
+        assert np.abs(exported - predictions["prob_all"].to_numpy()[:2]).max() <= TOLERANCE
+
+
 def test_onnx_export_says_why_it_is_not_there(finished_run: Path) -> None:
     from pipeline.export import export_run
 

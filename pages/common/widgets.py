@@ -139,7 +139,11 @@ def model_card(folder: RunFolder) -> None:
                     f"{', '.join(held_out.get('test', [])) or '—'}.")
         if test:
             cells = st.columns(5)
-            cells[0].metric("Test images", test["images"], help="Images of patients the model never saw.")
+            unseen = card.get("split") in ("patient", "folds")
+            cells[0].metric("Test images", test["images"],
+                            help="Images of patients the model never saw." if unseen else
+                                 "Images the model never saw; an image split keeps other images of the same "
+                                 "patients in training, so these figures flatter.")
             for cell, (label, key) in zip(cells[1:], [("Balanced accuracy", "balanced_accuracy"),
                                                       ("ROC AUC", "roc_auc"), ("Sensitivity (ALL)", "sensitivity"),
                                                       ("Specificity (HEM)", "specificity")], strict=True):
