@@ -166,3 +166,41 @@ def test_a_split_without_validation_or_test_images_says_so() -> None:
     report = split_report(split_records(records, "patient", seed=0))
     assert "val" not in report["subsets"]
     assert any("no validation subset" in warning for warning in report["warnings"])
+
+
+def test_the_image_split_keeps_near_identical_cells_of_a_patient_in_one_subset(tmp_path) -> None:
+    """Real cells of the embedded sample, plus copies of four of them: one byte-identical under another name,
+    the others the same cell moved within the frame (a second microscope field)."""
+    import shutil
+
+    import cv2
+
+    from pipeline.config import EMBEDDED_SAMPLE
+    from pipeline.data import scan_dataset
+    from pipeline.preprocess import read_image
+    from pipeline.splits import near_duplicate_groups, split_report
+
+    root = tmp_path / "cells"
+    shutil.copytree(EMBEDDED_SAMPLE / "training_data", root / "training_data")
+    originals = sorted((root / "training_data" / "fold_1" / "all").glob("UID_16_*"))[:4]
+    copies = []
+    for number, original in enumerate(originals):
+        copy = original.with_name(f"UID_16_{900 + number}_1_all.png")
+        if number == 0:
+            shutil.copy(original, copy)
+        else:
+            image = read_image(original)
+            moved = cv2.warpAffine(image, np.float32([[1, 0, 7 * number], [0, 1, -5 * number]]), image.shape[1::-1])
+            cv2.imwrite(str(copy), cv2.cvtColor(moved, cv2.COLOR_RGB2BGR))
+        copies.append((str(original), str(copy)))
+    records = scan_dataset(root).labelled
+    groups = dict(zip([r.path for r in records], near_duplicate_groups(records), strict=True))
+    assert all(groups[original] == groups[copy] for original, copy in copies)
+    assert max(np.bincount(list(groups.values()))) <= 3, "different cells are not merged"
+    for seed in range(5):
+        split = split_records(records, "image", seed=seed)
+        subset = dict(zip(split["path"], split["subset"], strict=True))
+        assert all(subset[original] == subset[copy] for original, copy in copies), seed
+        report = split_report(split)
+        assert report["near_duplicates"]["groups"] >= len(copies)
+        assert report["near_duplicates"]["images"] >= 2 * len(copies)
