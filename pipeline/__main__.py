@@ -43,6 +43,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser, command: str = "train"
     if command == "sweep":
         parser.add_argument("--epochs", type=_int_list, default=list(PAPER_EPOCHS))
         parser.add_argument("--batch-sizes", type=_int_list, default=list(PAPER_BATCH_SIZES))
+        parser.add_argument("--cell-by-cell", action="store_true",
+                            help="train every cell from scratch (default: one run per batch size to the longest "
+                                 "epoch count, the shorter cells taken from it, when the schedule allows)")
     else:
         parser.add_argument("--epochs", type=int)
         parser.add_argument("--batch-size", type=int)
@@ -174,7 +177,8 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .train import sweep
 
-    folders = sweep(_config(args), args.epochs, args.batch_sizes, args.runs_dir, args.engine, **_ray_options(args))
+    folders = sweep(_config(args), args.epochs, args.batch_sizes, args.runs_dir, args.engine,
+                    one_pass=not args.cell_by_cell, **_ray_options(args))
     for folder in folders:
         print(f"{folder.path}\t{folder.status().get('state')}")
     return 0 if all(folder.status().get("state") == "completed" for folder in folders) else 1

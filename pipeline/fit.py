@@ -139,15 +139,16 @@ def image_datasets(config: TrainConfig, data: PreparedData, initial_epoch: int =
 
 
 def fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, initial_epoch: int,
-             jit_compile: bool = False) -> None:
-    """Train the whole network; resumes at `initial_epoch` from a checkpointed (compiled) model."""
+             jit_compile: bool = False, extra_callbacks: tuple[Any, ...] = ()) -> None:
+    """Train the whole network; resumes at `initial_epoch` from a checkpointed (compiled) model. `extra_callbacks`
+    run after the run's own (the one-pass grid's cells)."""
     train, validation, steps = image_datasets(config, data, initial_epoch)
     if initial_epoch == 0:
         model.compile(optimizer=optimizer(config, steps * config.epochs), loss=LOSS, metrics=["accuracy"],
                       jit_compile=jit_compile)
     # History first, then the checkpoint: a kill between the two never leaves a checkpoint ahead of the history.
     callbacks = [progress_callback(folder, config.epochs, steps), checkpoint_callback(folder),
-                 tensorboard_callback(folder)]
+                 tensorboard_callback(folder), *extra_callbacks]
     model.fit(train, validation_data=validation, epochs=config.epochs, initial_epoch=initial_epoch,
               callbacks=callbacks, shuffle=False, verbose=keras_verbosity())
 

@@ -160,7 +160,9 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
                 if config.freeze_backbone:
                     fit_fast(model, config, data, folder, weights_used, plan.jit_compile)
                 else:
-                    fit_full(model, config, data, folder, initial_epoch, plan.jit_compile)
+                    cells = _grid_cells(folder)
+                    fit_full(model, config, data, folder, initial_epoch, plan.jit_compile,
+                             (grid_cell_callback(cells, data, folder, weights_used),) if cells else ())
             folder.update_status(phase="saving model")
             folder.save_model(model)
             metrics = _evaluate(model, config, data, folder, weights_used)
@@ -171,13 +173,63 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
             write_summary_when_complete(folder)
             return metrics
         except KeyboardInterrupt:
-            mark_cancelled([folder])
+            mark_cancelled([folder, *_grid_cells(folder).values()])
             raise
         except Exception as error:
             message = str(error) if isinstance(error, PipelineError) else f"{type(error).__name__}: {error}"
             folder.update_status(state="failed", phase="failed", ended_at=now_iso(), error=message)
+            for cell in _grid_cells(folder).values():
+                if cell.raw_status().get("state") in ("queued", "running"):
+                    cell.update_status(state="failed", phase="failed", ended_at=now_iso(),
+                                       error=f"The one-pass run {folder.run_id} it comes from failed: {message}")
             LOG.error("%s failed: %s", folder.run_id, message)
             raise
+
+
+def one_pass_possible(config: TrainConfig) -> bool:
+    """Whether a grid's cells of one batch size can be taken from one run to the longest epoch count: full
+    training whose schedule decays per step whatever the total (the paper's RMSprop with exponential decay; the
+    data order is seeded per epoch either way). Adam's cosine decay depends on the total and fast mode trains a
+    head in seconds: those grids run cell by cell."""
+    return config.optimizer == "rmsprop" and not config.freeze_backbone
+
+
+def _grid_cells(folder: RunFolder) -> dict[int, RunFolder]:
+    """The grid cells a one-pass run evaluates at their epoch counts, by epoch."""
+    try:
+        cells = folder.config().get("grid_cells") or {}
+    except (OSError, ValueError, PipelineError):
+        return {}
+    return {int(epoch): RunFolder(folder.path.parent / run_id) for epoch, run_id in cells.items()}
+
+
+def grid_cell_callback(cells: dict[int, RunFolder], data: PreparedData, trunk: RunFolder, weights_used: str) -> Any:
+    """After each epoch that is a grid cell's epoch count, that cell's run folder gets what a run of its own would
+    hold: the history so far, the model, its validation and test figures, `completed`."""
+    import keras
+
+    class GridCells(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            cell = cells.get(epoch + 1)
+            if cell is None or cell.raw_status().get("state") == "completed":
+                return
+            cell.update_status(state="running", phase="evaluating (taken from the one-pass run)", pid=os.getpid(),
+                               host=socket.gethostname(), started_at=trunk.raw_status().get("started_at"))
+            trunk_config = trunk.config()
+            cell.write_config({**trunk_config, **{key: value for key, value in cell.config().items()
+                                                   if key in ("run_id", "created", "epochs", "name")},
+                               "grid_cells": None, "grid_source": trunk.run_id})
+            cell.write_split(data.split)
+            cell.write_history(trunk.history().head(epoch + 1).to_dict(orient="records"))
+            cell.save_model(self.model)
+            config = TrainConfig.from_dict(cell.config())
+            metrics = _evaluate(self.model, config, data, cell, weights_used)
+            cell.update_status(state="completed", phase="done", ended_at=now_iso(), progress=1.0, epoch=epoch + 1,
+                               epochs=epoch + 1, epochs_done=epoch + 1)
+            LOG.info("%s (grid cell at epoch %d of %s) completed: test balanced accuracy %s", cell.run_id,
+                     epoch + 1, trunk.run_id, _figure(metrics.get("balanced_accuracy")))
+
+    return GridCells()
 
 
 def _figure(value: float | None) -> str:
@@ -219,12 +271,30 @@ def run_all(folders: list[RunFolder], engine: str = "local", **ray_options: Any)
 
 
 def sweep(config: TrainConfig, epochs: list[int], batch_sizes: list[int], runs_dir: Path | None = None,
-          engine: str = "local", **ray_options: Any) -> list[RunFolder]:
-    """The paper's grid queued together, trained one after another in this process or spread over a Ray cluster."""
+          engine: str = "local", one_pass: bool = True, **ray_options: Any) -> list[RunFolder]:
+    """The paper's grid, trained in this process or spread over a Ray cluster. With `one_pass` (and a schedule
+    that allows it, see `one_pass_possible`), one run per batch size trains to the longest epoch count and every
+    shorter cell is taken from it at its epoch (the paper's 12 cells: 420 epochs become 120); otherwise cell by
+    cell. Returns the cells' run folders in grid order (epochs outermost)."""
     group, configs = grid(config, epochs, batch_sizes)
-    folders = [prepare_run(member, runs_dir, group) for member in configs]
-    run_all(folders, engine, **ray_options)
-    return folders
+    if not (one_pass and one_pass_possible(config) and len(set(epochs)) > 1):
+        folders = [prepare_run(member, runs_dir, group) for member in configs]
+        run_all(folders, engine, **ray_options)
+        return folders
+    longest, cells, trunks = max(epochs), {}, []
+    for batch_size in batch_sizes:
+        trunk = prepare_run(config.replace(epochs=longest, batch_size=batch_size), runs_dir, group)
+        shorter = {epoch: prepare_run(config.replace(epochs=epoch, batch_size=batch_size), runs_dir, group)
+                   for epoch in sorted(set(epochs)) if epoch != longest}
+        trunk.write_config({**trunk.config(), "grid_cells": {str(e): cell.run_id for e, cell in shorter.items()}})
+        for epoch, cell in shorter.items():
+            cell.write_config({**cell.config(), "grid_source": trunk.run_id})
+            cell.update_status(phase=f"waiting for epoch {epoch} of the one-pass run {trunk.run_id}")
+        cells.update({(epoch, batch_size): cell for epoch, cell in shorter.items()})
+        cells[(longest, batch_size)] = trunk
+        trunks.append(trunk)
+    run_all(trunks, engine, **ray_options)
+    return [cells[(member.epochs, member.batch_size)] for member in configs]
 
 
 def crossval(config: TrainConfig, folds: int, runs_dir: Path | None = None, engine: str = "local",
