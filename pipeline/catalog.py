@@ -207,7 +207,7 @@ def model_card(folder: RunFolder) -> dict[str, Any]:
         "run_id": folder.run_id, "data": config.get("data_kind"), "data_dir": config.get("data_dir"),
         "weights": config.get("weights_used") or config.get("weights"), "backbone": config.get("backbone"),
         "image_size": config.get("image_size"), "split": config.get("split"), "tta": config.get("tta", False),
-        "recipe": config.get("recipe") or "custom",
+        "recipe": config.get("recipe") or "custom", "device": config.get("device") or {},
         "state": status.get("state"), "held_out": {}, "test": {}, "warnings": metrics.get("warnings") or [],
         "model_warnings": metrics.get("model_warnings") or []}
     if folder.file(SPLIT).is_file():

@@ -40,3 +40,29 @@ def configure_device() -> DevicePlan:
     keras.mixed_precision.set_global_policy(precision)
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     return DevicePlan(strategy, len(gpus), precision, jit_compile)
+
+
+SMALL_REPLICA_BATCH = 16
+"""Below this many images per replica, BatchNorm's batch statistics are too noisy per replica: they are computed
+over all replicas together (synchronised)."""
+
+
+def replica_batches(batch_size: int, replicas: int) -> dict[str, Any]:
+    """How a run's batch is spread over `replicas`: the global batch stays the one the protocol names (the paper's
+    16 images per step, whatever the number of GPUs), each replica takes its share, and BatchNorm is synchronised
+    when that share is small."""
+    replicas = max(1, int(replicas))
+    per_replica = batch_size / replicas
+    return {"replicas": replicas, "global_batch": int(batch_size), "per_replica_batch": per_replica,
+            "synchronized_batchnorm": replicas > 1 and per_replica < SMALL_REPLICA_BATCH}
+
+
+def synchronize_batchnorm(model: Any) -> int:
+    """Make every BatchNormalization layer of `model` compute its batch statistics over all replicas (Keras'
+    `synchronized`, read at call time); returns how many layers."""
+    import keras
+
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.synchronized = True
+    return len(layers)

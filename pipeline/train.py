@@ -129,7 +129,7 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
     import tensorflow as tf
 
     from .crossval import write_summary_when_complete
-    from .device import configure_device
+    from .device import configure_device, replica_batches, synchronize_batchnorm
     from .fit import fit_fast, fit_full
 
     config_dict = folder.config()
@@ -148,13 +148,17 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
             plan = configure_device()
             with plan.strategy.scope():
                 model, weights_used, initial_epoch = _load_or_build(config, config_dict, folder)
+            batches = replica_batches(config.batch_size, plan.strategy.num_replicas_in_sync)
+            if batches["synchronized_batchnorm"]:
+                synchronize_batchnorm(model)
             folder.write_config({
                 **config_dict, "weights_used": weights_used, "data_layout": data.dataset.layout,
                 "data_kind": data.dataset.kind, "data_root": str(data.dataset.root),
                 "split_counts": data.split["subset"].value_counts().to_dict(),
                 "skipped_images": len(data.dataset.skipped) + len(data.skipped_images),
                 "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
-                "device": {"gpus": plan.gpus, "precision": plan.precision, "jit_compile": plan.jit_compile},
+                "device": {"gpus": plan.gpus, "precision": plan.precision, "jit_compile": plan.jit_compile,
+                       **batches},
             })
             with plan.strategy.scope():
                 if config.freeze_backbone:

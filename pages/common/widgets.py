@@ -154,7 +154,12 @@ def model_card(folder: RunFolder) -> None:
                            "figures above could be this far off on other patients.")
         for warning in card["model_warnings"]:
             st.warning(warning, icon=":material/report:")
-        st.caption(f"Training took {format_duration(card['duration_s'])}. "
+        device = card.get("device") or {}
+        spread = (f" on {device['replicas']} replicas, global batch {device['global_batch']} "
+                  f"({device['per_replica_batch']:g} per replica"
+                  + (", BatchNorm synchronised)" if device.get("synchronized_batchnorm") else ")")
+                  if device.get("replicas", 1) > 1 else "")
+        st.caption(f"Training took {format_duration(card['duration_s'])}{spread}. "
                    + " ".join(w for w in card["warnings"] if w not in card["model_warnings"]))
 
 
