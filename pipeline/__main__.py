@@ -62,6 +62,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser, command: str = "train"
         parser.add_argument("--folds", type=int, default=3, dest="cv_folds",
                             help="K: patient-level folds (every class needs at least K patients)")
         parser.add_argument("--cnmc-folds", dest="folds", help="C-NMC training folds to use, e.g. 0 (default: all)")
+        parser.add_argument("--repeats", type=int, default=1,
+                            help="repeat the cross-validation over seeds seed, seed+1, ... (other patient folds)")
     else:
         parser.add_argument("--split", choices=SPLITS)
         parser.add_argument("--folds", help="C-NMC training folds to use, e.g. 0 (default: all)")
@@ -162,16 +164,35 @@ def _ray_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_crossval(args: argparse.Namespace) -> int:
     from .crossval import fold_table, summarize, summary_lines
+    from .intervals import interval_line
     from .train import crossval
 
-    folders, summary_path = crossval(_config(args, cv_folds=args.cv_folds), args.cv_folds, args.runs_dir,
-                                     args.engine, **_ray_options(args))
-    table = fold_table(folders)
-    print(table[["fold", "state", "test_patients", "test_images", "balanced_accuracy", "roc_auc",
-                 "weighted_f1"]].to_string(index=False))
-    print("\n".join(summary_lines(summarize(table))))
-    print(f"summary written to {summary_path}", file=sys.stderr)
-    return 0 if (table["state"] == "completed").all() else 1
+    base, completed, means = _config(args, cv_folds=args.cv_folds), True, []
+    for repeat in range(args.repeats):
+        config = base.replace(seed=base.seed + repeat)
+        folders, summary_path = crossval(config, args.cv_folds, args.runs_dir, args.engine, **_ray_options(args))
+        table = fold_table(folders)
+        if args.repeats > 1:
+            print(f"seed {config.seed}:")
+        print(table[["fold", "state", "test_patients", "test_images", "balanced_accuracy", "roc_auc",
+                     "weighted_f1"]].to_string(index=False))
+        summary = summarize(table)
+        print("\n".join(summary_lines(summary)))
+        pooled = json.loads(summary_path.read_text()).get("pooled") if summary_path.is_file() else None
+        if interval_line(pooled):
+            print(f"pooled out-of-fold, 95 % intervals: {interval_line(pooled)}")
+        print(f"summary written to {summary_path}", file=sys.stderr)
+        completed = completed and bool((table["state"] == "completed").all())
+        means.append({name: summary["metrics"][name]["mean"] for name in ("balanced_accuracy", "roc_auc")})
+    if args.repeats > 1:
+        for name in ("balanced_accuracy", "roc_auc"):
+            values = [mean[name] for mean in means if mean[name] is not None]
+            if len(values) > 1:
+                import statistics
+
+                print(f"over {len(values)} seeds: {name} {statistics.mean(values):.3f} ± "
+                      f"{statistics.stdev(values):.3f} (sd of the cross-validation means)")
+    return 0 if completed else 1
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ def crossval_configs(base: TrainConfig, folds: int) -> tuple[str, list[TrainConf
     """A group name and one config per fold (patient split, fold k tested)."""
     if folds < 2:
         raise PipelineError("Cross-validation needs at least 2 folds.")
-    group = f"cv{folds}-{time.strftime('%Y%m%d-%H%M%S')}"
+    group = f"cv{folds}-{time.strftime('%Y%m%d-%H%M%S')}-s{base.seed}"  # repeats over seeds start in one second
     return group, [base.replace(split="patient", cv_folds=folds, cv_fold=fold) for fold in range(folds)]
 
 
@@ -106,9 +106,24 @@ def write_summary(group: str, folders: list[RunFolder]) -> Path:
     """`$ARTIFACTS_DIR/crossval/<group>.json`: the per-fold table and the mean ± std of every figure."""
     table = fold_table(folders)
     path = crossval_dir() / f"{group}.json"
-    write_json_atomic(path, {"group": group, **summarize(table),
+    write_json_atomic(path, {"group": group, **summarize(table), "pooled": pooled_intervals(folders),
                              "per_fold": table.replace({np.nan: None}).to_dict(orient="records")})
     return path
+
+
+def pooled_intervals(folders: list[RunFolder]) -> dict[str, Any] | None:
+    """95 % patient-bootstrap intervals of the completed folds' test predictions pooled (every patient is tested
+    once, by the fold that held it out); None when no fold has predictions."""
+    from .intervals import patient_bootstrap
+
+    frames = []
+    for folder in folders:
+        try:
+            if folder.status().get("state") == "completed":
+                frames.append(folder.predictions())
+        except (OSError, ValueError, PipelineError):
+            continue
+    return patient_bootstrap(pd.concat(frames, ignore_index=True)) if frames else None
 
 
 def write_summary_when_complete(folder: RunFolder) -> Path | None:

@@ -96,34 +96,36 @@ def test_a_crossvalidation_summary_is_written_when_its_last_fold_completes_howev
     assert path == tmp_path / "crossval" / "cv2-20261129-000000.json"
     summary = json.loads(path.read_text())
     assert summary["completed"] == 2 and [row["fold"] for row in summary["per_fold"]] == [1, 2]
+    import pandas as pd
+
+    from pipeline.intervals import patient_bootstrap
+    from pipeline.runs import RunFolder
+
+    folds = [RunFolder(p) for p in sorted(runs_dir.iterdir()) if "fold-1" in p.name or "fold-2-resumed" in p.name]
+    pooled = patient_bootstrap(pd.concat([fold.predictions() for fold in folds], ignore_index=True))
+    assert summary["pooled"] == json.loads(json.dumps(pooled)), "intervals of the pooled out-of-fold predictions"
 
 
-@pytest.mark.slow
-def test_a_one_pass_grid_takes_each_shorter_cell_from_the_long_run_like_a_short_run_of_its_own(
-        tiny_config, artifacts_root) -> None:
-    import numpy as np
+def test_crossval_repeats_over_seeds_and_reports_pooled_intervals(tmp_path: Path, capsys,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line's repeats (training itself is faked: fold runs with known predictions, one set per seed)."""
+    from pipeline.crossval import write_summary
+    from tests.helpers import fake_run
 
-    from pipeline.train import sweep, train
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))
+    seeds = []
 
-    runs_dir = artifacts_root / "one-pass"
-    config = tiny_config.replace(optimizer="rmsprop", freeze_backbone=False)
-    cell, trunk = sweep(config, [1, 3], [8], runs_dir)
-    assert cell.config()["grid_source"] == trunk.run_id and trunk.config()["grid_cells"] == {"1": cell.run_id}
-    assert [cell.status()["state"], trunk.status()["state"]] == ["completed", "completed"]
-    assert len(trunk.history()) == 3 and cell.history()["epoch"].tolist() == [1], "3 epochs trained, not 4"
-    assert cell.config()["epochs"] == 1 and cell.has_model() and cell.metrics()["n"] == trunk.metrics()["n"]
-    alone = train(config.replace(epochs=1, batch_size=8, name="alone"), runs_dir)
-    assert alone.split().equals(cell.split()), "the same seed: the same patients and images"
-    # the same epoch of training: CPU training is not bit-reproducible here (up to 0.01 in P(ALL) between two runs)
-    assert cell.history()["loss"].iloc[0] == pytest.approx(alone.history()["loss"].iloc[0], rel=0.05)
-    difference = np.abs(cell.predictions()["prob_all"].to_numpy() - alone.predictions()["prob_all"].to_numpy())
-    assert difference.max() < 0.1
+    def fake_crossval(config, folds, runs_dir, engine, **options):
+        seeds.append(config.seed)
+        group = f"cv{folds}-s{config.seed}"
+        members = [fake_run(tmp_path / "runs", f"s{config.seed}-f{fold}", seed=config.seed * 10 + fold,
+                            config={"group": group, "cv_folds": folds, "cv_fold": fold}) for fold in range(folds)]
+        return members, write_summary(group, members)
 
-
-@pytest.mark.slow
-def test_a_grid_whose_schedule_depends_on_its_length_runs_cell_by_cell(tiny_config, artifacts_root) -> None:
-    from pipeline.train import sweep
-
-    short, long = sweep(tiny_config.replace(optimizer="adam"), [1, 2], [8], artifacts_root / "cosine")
-    assert "grid_source" not in short.config() and not long.config().get("grid_cells")
-    assert short.history()["epoch"].tolist() == [1] and long.history()["epoch"].tolist() == [1, 2]
+    monkeypatch.setattr(train, "crossval", fake_crossval)
+    code = main(["crossval", "--data", str(tmp_path), "--recipe", "scratch", "--folds", "2", "--repeats", "2",
+                 "--seed", "42"])
+    out = capsys.readouterr().out
+    assert code == 0 and seeds == [42, 43] and "seed 42:" in out and "seed 43:" in out
+    assert out.count("pooled out-of-fold, 95 % intervals:") == 2
+    assert "over 2 seeds: balanced_accuracy" in out

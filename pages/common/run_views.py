@@ -8,7 +8,14 @@ import pandas as pd
 import streamlit as st
 
 from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_per_cell, rank_by_validation
-from pipeline.crossval import FOLD_LABELS, FOLD_METRICS, fold_mean_intervals, fold_table, summarize
+from pipeline.crossval import (
+    FOLD_LABELS,
+    FOLD_METRICS,
+    crossval_dir,
+    fold_mean_intervals,
+    fold_table,
+    summarize,
+)
 from pipeline.errors import PipelineError
 from pipeline.evaluate import patient_summary
 from pipeline.figures import (
@@ -19,6 +26,7 @@ from pipeline.figures import (
     road_bars_figure,
     sweep_heatmap,
 )
+from pipeline.files import read_json
 from pipeline.intervals import interval_line, patient_bootstrap
 from pipeline.runs import RunFolder
 
@@ -157,6 +165,11 @@ def crossval_section(runs: pd.DataFrame) -> None:
                  hide_index=True, width="stretch", column_config={
                      "mean": st.column_config.NumberColumn(format="%.3f"),
                      "std": st.column_config.NumberColumn("± std", format="%.3f")})
+    summary_file = crossval_dir() / f"{group}.json"
+    pooled = read_json(summary_file).get("pooled") if summary_file.is_file() else None
+    if interval_line(pooled):
+        st.caption("Every patient's test predictions pooled over the folds, 95 % intervals: " + interval_line(pooled)
+                   + ".")
     shown = {name: label for name, label in FOLD_LABELS.items() if name in table}
     st.plotly_chart(folds_strip_figure(table, shown, fold_mean_intervals(table, list(shown))), width="stretch")
     st.caption("Each dot is one fold's test patients; the bar is the mean, its whiskers the 95 % interval of the "

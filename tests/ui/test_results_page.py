@@ -80,6 +80,8 @@ def test_cross_validation_is_summarised_as_mean_and_spread_over_folds(runs_dir: 
     assert accuracy["mean"] == pytest.approx(sum(values) / 3) and accuracy["folds with a value"] == 3
     per_fold = next(frame.value for frame in app.dataframe if "test_patients" in frame.value.columns)
     assert per_fold["fold"].tolist() == [1, 2, 3]
+    assert any(caption.value.startswith("Every patient's test predictions pooled over the folds, 95 % intervals")
+               for caption in app.caption)
 
 
 def test_a_confusion_cell_shows_its_images_most_confident_first(runs_dir: Path) -> None:
