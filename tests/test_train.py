@@ -29,7 +29,9 @@ def test_a_finished_run_holds_every_file_of_the_contract(finished_run: Path, tin
     assert config["data_kind"] == "synthetic demo data" and config["weights_used"].startswith("none")
     assert config["split"] == "patient" and config["seed"] == 42
     assert config["tensorflow_version"] and config["keras_version"]
-    assert config["device"] == {"gpus": 0, "precision": "float32", "jit_compile": False}, "a CPU: no bf16, no XLA"
+    assert config["device"] == {"gpus": 0, "precision": "float32", "jit_compile": False, "replicas": 1,
+                                "global_batch": 8, "per_replica_batch": 8.0,
+                                "synchronized_batchnorm": False}, "a CPU: no bf16, no XLA, one replica"
     history = pd.read_csv(finished_run / runs.HISTORY)
     assert list(history.columns) == runs.HISTORY_COLUMNS and history["epoch"].tolist() == [1]
     assert 0 < history["learning_rate"].iloc[0] <= 1e-4
