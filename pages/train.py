@@ -3,7 +3,7 @@
 import streamlit as st
 
 from pages.common.loaders import runs_table
-from pages.common.settings import data_dir, demo_mode, run_folder, runs_dir
+from pages.common.settings import data_dir, demo_mode, ray_address, run_folder, runs_dir
 from pages.common.widgets import live_progress, show_error
 from pipeline.config import BACKBONES, OPTIMIZERS, PAPER_BATCH_SIZES, PAPER_EPOCHS, RECIPES, SPLITS, ClaheSettings
 from pipeline.config import recipe_config as make_config
@@ -104,8 +104,9 @@ if submitted:
             group, configs = crossval_configs(base, int(cv_folds))
         else:
             group, configs = "", [base]
-        folders = launch(configs, runs_dir(), group=group)
-        st.success(f"Started {len(folders)} run(s): {', '.join(f.run_id for f in folders)}. "
+        folders = launch(configs, runs_dir(), group=group, ray_address=ray_address())
+        where = f" on the Ray cluster at {ray_address()}" if ray_address() else ""
+        st.success(f"Started {len(folders)} run(s){where}: {', '.join(f.run_id for f in folders)}. "
                    "They keep going if you close this tab.", icon=":material/rocket_launch:")
     except PipelineError as error:
         show_error(error)

@@ -210,9 +210,9 @@ def cmd_execute(args: argparse.Namespace) -> int:
 
     folders = [RunFolder(path) for path in args.run_dirs]
     try:
-        from .train import execute_runs
+        from .train import run_all
 
-        all_completed = execute_runs(folders)
+        all_completed = run_all(folders, args.engine, **_ray_options(args))
     except KeyboardInterrupt:  # also a cancel that came while TensorFlow was still loading
         mark_cancelled(folders)
         raise
@@ -364,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     execute = commands.add_parser("execute", help="train prepared run folders (used by the dashboard)")
     execute.add_argument("run_dirs", nargs="+", type=Path)
+    execute.add_argument("--engine", choices=["local", "ray"], default="local")
+    execute.add_argument("--address", default="local")
+    execute.add_argument("--cpus-per-run", type=float, default=1.0)
+    execute.add_argument("--gpus-per-run", type=float, default=0.0)
     execute.set_defaults(func=cmd_execute)
 
     resume = commands.add_parser("resume", help="continue a failed or cancelled run from its last epoch")

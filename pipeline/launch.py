@@ -46,8 +46,10 @@ def active_runs(runs_dir: Path | None = None) -> list[dict]:
     return [run for run in list_runs(runs_dir) if run.get("state") in ACTIVE_STATES]
 
 
-def launch(configs: list[TrainConfig], runs_dir: Path | None = None, group: str = "") -> list[RunFolder]:
-    """Queue `configs` as new runs and train them one after another in a background process.
+def launch(configs: list[TrainConfig], runs_dir: Path | None = None, group: str = "",
+           ray_address: str | None = None) -> list[RunFolder]:
+    """Queue `configs` as new runs and train them one after another in a background process, or, with
+    `ray_address` (a configured cluster), as Ray tasks driven by that background process.
 
     Refused with `TrainingBusyError` while another run of this runs folder is queued or training: on a
     2-core machine two trainings would only slow each other down.
@@ -61,7 +63,7 @@ def launch(configs: list[TrainConfig], runs_dir: Path | None = None, group: str 
             raise TrainingBusyError(f"Run {busy[0]['run_id']} is still {busy[0]['state']}; wait for it to finish "
                                     f"or cancel it before starting another.")
         folders = [prepare_run(config, runs_dir, group) for config in configs]
-        process = _spawn(folders)
+        process = _spawn(folders, ["--engine", "ray", "--address", ray_address] if ray_address else [])
         for folder in folders:
             folder.update_status(pid=process.pid, host=socket.gethostname())
     return folders
@@ -114,14 +116,20 @@ def failed_demo_model(runs_dir: Path | None = None) -> dict | None:
     return demo[0] if demo and demo[0].get("state") in ("failed", "cancelled") else None
 
 
-def _spawn(folders: list[RunFolder]) -> subprocess.Popen:
+def execute_command(folders: list[RunFolder], engine: list[str] | None = None) -> list[str]:
+    """The background process's command: `python -m pipeline execute RUN_DIR... [--engine ray --address ...]`."""
+    return [sys.executable, "-m", "pipeline", "execute", *[str(folder.path.resolve()) for folder in folders],
+            *(engine or [])]
+
+
+def _spawn(folders: list[RunFolder], engine: list[str] | None = None) -> subprocess.Popen:
     log = open(folders[0].log_path, "ab")  # noqa: SIM115 - handed to the child, which outlives this call
     # The child works in this process's folder (relative ARTIFACTS_DIR and data paths mean the same there) and
     # imports this very pipeline, from a checkout or an installed package alike.
     python_path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "execute", *[str(folder.path.resolve()) for folder in folders]],
+            execute_command(folders, engine),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": python_path})
     finally:

@@ -150,3 +150,33 @@ def test_the_ray_engine_without_ray_or_with_no_cluster_says_what_to_do(tiny_conf
     with pytest.raises(PipelineError, match="Unknown engine"):
         run_all([folder], "slurm")
     assert folder.status()["state"] == "queued", "nothing ran"
+
+
+def test_the_dashboard_sends_its_runs_to_a_configured_cluster(tiny_config, artifacts_root, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a cluster configured, the Train page's background process drives the runs as Ray tasks."""
+    from pipeline import launch
+
+    commands = []
+
+    class Process:
+        pid = os.getpid()
+
+    monkeypatch.setattr(launch, "_spawn", lambda folders, engine: commands.append(
+        launch.execute_command(folders, engine)) or Process())
+    folders = launch.launch([tiny_config], tmp_path / "runs", ray_address="127.0.0.1:6379")
+    assert commands[0][-4:] == ["--engine", "ray", "--address", "127.0.0.1:6379"]
+    assert commands[0][3] == "execute" and commands[0][4] == str(folders[0].path.resolve())
+
+
+def test_execute_runs_prepared_folders_through_the_engine_it_is_given(tiny_config, artifacts_root,
+                                                                      tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import train
+    from pipeline.__main__ import main
+
+    calls = []
+    monkeypatch.setattr(train, "run_all", lambda folders, engine, **options: calls.append((engine, options)) or True)
+    folder = train.prepare_run(tiny_config, tmp_path / "runs")
+    assert main(["execute", str(folder.path), "--engine", "ray", "--address", "auto", "--gpus-per-run", "1"]) == 0
+    assert calls == [("ray", {"address": "auto", "cpus_per_run": 1.0, "gpus_per_run": 1.0})]

@@ -29,6 +29,12 @@ def demo_mode() -> bool:
     return os.environ.get("DEMO_MODE", "").lower() in ("1", "true", "yes") or bool(_secret("demo_mode", False))
 
 
+def ray_address() -> str | None:
+    """A Ray cluster the Train page sends its runs to (`RAY_ADDRESS` or the secret `ray_address`); None: this
+    machine, one run after another."""
+    return os.environ.get("RAY_ADDRESS") or _secret("ray_address") or None
+
+
 def model_download_allowed() -> bool:
     """Whether visitors may download model files: always off a hosted demo; on one only where its host says so
     (`ALLOW_MODEL_DOWNLOAD=1` or the secret `allow_model_download`)."""

@@ -52,7 +52,8 @@ def test_a_demo_model_that_failed_to_prepare_can_be_tried_again(tmp_path: Path,
     failed = fake_run(runs_dir, "demo-model", state="failed", config={"group": launch.DEMO_GROUP})
     failed.update_status(error=f"OSError: {tmp_path}/cache/features.npy: disk full")
     spawned = []
-    monkeypatch.setattr(launch, "_spawn", lambda folders: spawned.append(folders) or type("P", (), {"pid": 1})())
+    monkeypatch.setattr(launch, "_spawn",
+                        lambda folders, engine=None: spawned.append(folders) or type("P", (), {"pid": 1})())
     app = AppTest.from_file(APP, default_timeout=60)
     app.run()
     assert not app.exception, [e.value for e in app.exception]
