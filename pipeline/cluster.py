@@ -88,8 +88,10 @@ def connect(address: str | None) -> bool:
     if not local and address != "auto":
         _check_reachable(address)
     try:
-        ray.init(address=None if local else address, runtime_env={"env_vars": _environment()},
-                 include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        options = {"_node_ip_address": "127.0.0.1"} if local else {}  # a Ray of this call only: nobody joins
+        # "local" starts a new Ray for this call, never one left running on this machine by an earlier `ray start`
+        ray.init(address="local" if local else address, runtime_env={"env_vars": _environment()},
+                 include_dashboard=False, log_to_driver=False, logging_level="ERROR", **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise PipelineError(f"Could not connect to the Ray cluster at {address}: {error}") from error
     return True
