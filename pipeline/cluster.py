@@ -89,6 +89,10 @@ def connect(address: str | None) -> bool:
         _check_reachable(address)
     try:
         options = {"_node_ip_address": "127.0.0.1"} if local else {}  # a Ray of this call only: nobody joins
+        if local:
+            # Ray 2.60 otherwise writes ~/.ray/auth_token for a Ray started by ray.init, and every later `ray start`
+            # on this machine then asks for that token (`ray status` fails); `ray start`'s own default is no token.
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         # "local" starts a new Ray for this call, never one left running on this machine by an earlier `ray start`
         ray.init(address="local" if local else address, runtime_env={"env_vars": _environment()},
                  include_dashboard=False, log_to_driver=False, logging_level="ERROR", **options)

@@ -180,3 +180,18 @@ def test_execute_runs_prepared_folders_through_the_engine_it_is_given(tiny_confi
     folder = train.prepare_run(tiny_config, tmp_path / "runs")
     assert main(["execute", str(folder.path), "--engine", "ray", "--address", "auto", "--gpus-per-run", "1"]) == 0
     assert calls == [("ray", {"address": "auto", "cpus_per_run": 1.0, "gpus_per_run": 1.0})]
+
+
+def test_a_ray_started_for_one_call_runs_the_runs_and_leaves_no_token_behind(tiny_config, artifacts_root,
+                                                                             tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--address local`: a new Ray on this machine for the call (never a cluster an earlier `ray start` left), shut
+    down afterwards, and no ~/.ray/auth_token that would make every later `ray start` here ask for it."""
+    from pipeline.train import prepare_run, run_all
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    folder = prepare_run(tiny_config.replace(name="one-call"), tmp_path / "runs")
+    assert run_all([folder], "ray", address="local", cpus_per_run=1)
+    assert folder.status()["state"] == "completed" and not ray.is_initialized()
+    assert not (tmp_path / "home" / ".ray" / "auth_token").exists()
