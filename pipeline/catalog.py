@@ -4,6 +4,7 @@ the configured model, provenance lines, durations and progress. Plain logic, no 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -220,18 +221,21 @@ def model_card(folder: RunFolder) -> dict[str, Any]:
                         "roc_auc": metrics.get("roc_auc"), "accuracy": metrics.get("accuracy"),
                         "sensitivity": (metrics.get("ALL") or {}).get("recall"),
                         "specificity": (metrics.get("HEM") or {}).get("recall")}
-        card["intervals"] = metrics.get("intervals") or _intervals_of(folder)
+        card["intervals"] = intervals_of_test(metrics, folder.predictions)
     card["duration_s"] = _seconds_between(status.get("started_at"), status.get("ended_at"))
     return card
 
 
-def _intervals_of(folder: RunFolder) -> dict[str, Any] | None:
-    """A run from before intervals were stored: the patient bootstrap of its saved test predictions."""
+def intervals_of_test(metrics: dict[str, Any], predictions: Callable[[], pd.DataFrame | None]) -> dict[str, Any] | None:
+    """A run's stored test intervals; for a run from before they were stored, the patient bootstrap of its saved
+    test predictions (`predictions()` is asked only then)."""
+    if metrics.get("intervals"):
+        return metrics["intervals"]
     from .intervals import patient_bootstrap
 
     try:
-        predictions = folder.predictions()
-        return patient_bootstrap(predictions) if len(predictions) else None
+        table = predictions()
+        return patient_bootstrap(table) if table is not None and len(table) else None
     except (OSError, ValueError, KeyError, PipelineError):
         return None
 

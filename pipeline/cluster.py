@@ -29,7 +29,6 @@ RAY_REQUIREMENTS = "requirements-ray.txt"
 LOST_RETRIES = 2
 """How often a run is started again after its worker process or node was lost (not after its own error)."""
 PASSED_ENVIRONMENT = ("ARTIFACTS_DIR", "KERAS_HOME", "CUDA_VISIBLE_DEVICES", "TF_CPP_MIN_LOG_LEVEL")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _ray() -> Any:
@@ -56,11 +55,11 @@ def _execute(run_dir: str) -> str:
 def _environment() -> dict[str, str]:
     """What a task's process needs from the caller's environment: where runs and caches live (absolute), and
     where this package is when it runs from a checkout."""
-    from .config import artifacts_dir
+    from .config import artifacts_dir, child_python_path
 
     passed = {name: os.environ[name] for name in PASSED_ENVIRONMENT if name in os.environ}
     passed["ARTIFACTS_DIR"] = str(artifacts_dir().resolve())  # the caller's, wherever a task's process starts
-    passed["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))
+    passed["PYTHONPATH"] = child_python_path()
     passed["PYTHONUNBUFFERED"] = "1"
     return passed
 

@@ -31,8 +31,17 @@ PAPER_EPOCHS = (10, 20, 30, 40, 50, 60)
 PAPER_BATCH_SIZES = (16, 32)
 
 
-EMBEDDED_SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "cnmc-fold1"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The folder holding `pipeline/`: a checkout's root, or site-packages once installed."""
+
+EMBEDDED_SAMPLE = PROJECT_ROOT / "samples" / "cnmc-fold1"
 """The real C-NMC sample that ships with the project (441 images of fold 1, CC BY 3.0): the default data."""
+
+
+def child_python_path() -> str:
+    """PYTHONPATH for a child process (a background run, a Ray task) that must import this very pipeline, from a
+    checkout or an installed package alike."""
+    return os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))
 
 
 def artifacts_dir() -> Path:

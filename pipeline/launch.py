@@ -13,12 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .catalog import list_runs
-from .config import TrainConfig, default_runs_dir, recipe_config
+from .config import TrainConfig, child_python_path, default_runs_dir, recipe_config
 from .errors import PipelineError
 from .runs import ACTIVE_STATES, RunFolder, now_iso, process_alive
 
 LOCK_FILE = ".launch.lock"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class TrainingBusyError(PipelineError):
@@ -126,12 +125,11 @@ def _spawn(folders: list[RunFolder], engine: list[str] | None = None) -> subproc
     log = open(folders[0].log_path, "ab")  # noqa: SIM115 - handed to the child, which outlives this call
     # The child works in this process's folder (relative ARTIFACTS_DIR and data paths mean the same there) and
     # imports this very pipeline, from a checkout or an installed package alike.
-    python_path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))
     try:
         return subprocess.Popen(
             execute_command(folders, engine),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": python_path})
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": child_python_path()})
     finally:
         log.close()
 

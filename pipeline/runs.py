@@ -354,13 +354,12 @@ def _readable_json(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
     return found
 
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
 def _resolvable(path: str) -> str:
     candidate = Path(path)
     if candidate.is_absolute():
         return path
+    from .config import PROJECT_ROOT
+
     for base in (Path.cwd(), PROJECT_ROOT):
         if (base / candidate).exists():
             return str((base / candidate).resolve())

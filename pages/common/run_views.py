@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_per_cell, rank_by_validation
+from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_per_cell, intervals_of_test, rank_by_validation
 from pipeline.crossval import (
     FOLD_LABELS,
     FOLD_METRICS,
@@ -27,7 +27,7 @@ from pipeline.figures import (
     sweep_heatmap,
 )
 from pipeline.files import read_json
-from pipeline.intervals import interval_line, patient_bootstrap
+from pipeline.intervals import interval_line
 from pipeline.runs import RunFolder
 
 from .settings import demo_mode, run_folder
@@ -82,9 +82,7 @@ def metric_cards(metrics: dict[str, Any], predictions: pd.DataFrame | None = Non
     _card(cells[4], "MCC", metrics, "mcc", "Matthews correlation: 0 = chance, 1 = perfect.")
     cells[5].metric("Brier score", figure_text(metrics.get("brier")), help="Mean squared error of P(ALL); lower is "
                                                                               "better.")
-    intervals = metrics.get("intervals")
-    if intervals is None and predictions is not None:
-        intervals = patient_bootstrap(predictions)  # a run from before intervals were stored
+    intervals = intervals_of_test(metrics, lambda: predictions)
     if interval_line(intervals):
         st.caption("Test figures with 95 % intervals: " + interval_line(intervals) + ".")
 
