@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+import numpy as np
+
 from .config import BACKBONE_APPS, LITE_BACKBONES
 from .errors import PipelineError, WeightsUnavailableError
 
@@ -234,11 +236,23 @@ def head_model(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, x, name="head")
 
 
+FEATURE_VARIANCE_FLOOR = 0.01
+"""The least variance a pooled feature is standardised by, as a share of the features' mean variance. Many ReLU6
+channels of a frozen backbone are dead (exactly 0) on a small training set and not on new patients' cells:
+divided by a variance near 0, such a channel reaches the head as values of 1e6 and decides the class alone
+(validation loss in the thousands on the embedded sample). Chosen by patient cross-validation (see the README)."""
+
+
 def adapt_feature_norm(model: keras.Model, features: Any) -> bool:
-    """Standardise the pooled features with statistics of `features` (fast mode); False if there is no such layer."""
+    """Standardise the pooled features with statistics of `features` (fast mode), each variance at least
+    `FEATURE_VARIANCE_FLOOR` of their mean variance; False if there is no such layer."""
     if FEATURE_NORM_LAYER not in _layer_names(model):
         return False
-    model.get_layer(FEATURE_NORM_LAYER).adapt(features)
+    layer = model.get_layer(FEATURE_NORM_LAYER)
+    layer.adapt(features)
+    variance = np.asarray(layer.adapt_variance, np.float64)
+    layer.adapt_variance.assign(np.maximum(variance, FEATURE_VARIANCE_FLOOR * variance.mean()).astype(np.float32))
+    layer.finalize_state()
     return True
 
 

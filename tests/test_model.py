@@ -137,3 +137,26 @@ def test_a_truncated_model_file_is_called_corrupt(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(PipelineError, match="is corrupt"):
         load_model(path)
+
+
+def test_a_channel_dead_on_the_training_cells_cannot_swamp_the_head_on_new_ones() -> None:
+    """ReLU6 channels that are exactly 0 on a small training set light up on new patients' cells: divided by
+    a variance near 0 they reached the head as values of 1e6 (validation loss in the thousands on the sample)."""
+    from pipeline.model import FEATURE_VARIANCE_FLOOR, adapt_feature_norm
+
+    model, _ = build_model("efficientnet_b0", 32, "none", freeze_backbone=True)
+    width = model.get_layer("head_pool").output.shape[-1]
+    rng = np.random.default_rng(0)
+    training = rng.uniform(0, 2, (64, width)).astype(np.float32)
+    training[:, :10] = 0.0  # dead on every training cell
+    training[:, 10:20] = 1e-4 * rng.random((64, 10))  # nearly dead
+    assert adapt_feature_norm(model, training)
+    norm = model.get_layer("feature_norm")
+    new_cells = rng.uniform(0, 2, (8, width)).astype(np.float32)
+    standardised = np.asarray(norm(new_cells))
+    typical = training[:, 20:].var(axis=0).mean()
+    bound = 2 / np.sqrt(FEATURE_VARIANCE_FLOOR * typical * (width - 20) / width)
+    assert np.abs(standardised).max() <= bound, "no channel is blown up beyond the floor"
+    live = np.asarray(norm(training))[:, 20:]
+    assert np.allclose(live.mean(axis=0), 0, atol=1e-3) and np.allclose(live.std(axis=0), 1, atol=1e-2), \
+        "channels that vary are standardised as before"
