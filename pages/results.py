@@ -77,7 +77,7 @@ with one:
         left, right = st.columns(2)
         left.plotly_chart(roc_figure(predictions, metrics.get("roc_auc")), width="stretch")
         with right:
-            run_views.calibration_section(metrics)
+            run_views.calibration_section(metrics, config)
         run_views.patients_section(predictions, metrics)
         run_views.confusion_gallery(folder, predictions)
     run_views.evaluations_section(folder)

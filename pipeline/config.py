@@ -100,6 +100,7 @@ class TrainConfig:
     head_l2: float = 0.0
     validation_from: str = "both"
     tta: bool = False
+    temperature_scaling: bool = False
     max_images: int = 0
     recipe: str = ""
     name: str = ""

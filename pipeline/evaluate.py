@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import minimize_scalar
+from scipy.special import expit, logit
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     accuracy_score,
@@ -15,6 +17,7 @@ from sklearn.metrics import (
     brier_score_loss,
     classification_report,
     confusion_matrix,
+    log_loss,
     matthews_corrcoef,
     roc_auc_score,
     roc_curve,
@@ -43,6 +46,36 @@ def calibration(is_all: np.ndarray, prob_all: np.ndarray, bins: int = CALIBRATIO
     ece = float(np.sum(counts / len(prob_all) * np.abs(prob_true - prob_pred)))
     return {"bins": bins, "prob_pred": prob_pred.round(6).tolist(), "prob_true": prob_true.round(6).tolist(),
             "count": counts.tolist(), "ece": ece}
+
+
+CLASS_WEIGHT_NOTE = ("This run weighted its classes (or patients) equally in training: that shifts the model's prior "
+                     "towards 50 % ALL, so its P(ALL) suits a population with as many healthy as leukemic cells, "
+                     "not the training data's share. Temperature scaling rescales confidence; it does not move "
+                     "that prior.")
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def fit_temperature(is_all: np.ndarray, prob_all: np.ndarray) -> float:
+    """Temperature scaling (Guo et al., 2017) for two classes: the T that minimises the log loss of
+    sigmoid(logit(P(ALL)) / T) on `is_all`. T > 1 softens an over-confident model, T < 1 sharpens a timid one;
+    the class called never changes (the logit keeps its sign). Needs both classes: on one, the loss falls without
+    end as every probability goes to that class."""
+    is_all = np.asarray(is_all, bool)
+    if is_all.all() or not is_all.any():
+        raise ValueError("temperature scaling needs images of both classes")
+    logits = logit(np.clip(np.asarray(prob_all, np.float64), 1e-7, 1 - 1e-7))
+    low, high = np.log(TEMPERATURE_BOUNDS)
+    result = minimize_scalar(lambda log_t: log_loss(is_all, expit(logits / np.exp(log_t)), labels=[False, True]),
+                             bounds=(low, high), method="bounded")
+    return float(np.exp(result.x))
+
+
+def with_temperature(prob_all: np.ndarray, temperature: float | None) -> np.ndarray:
+    """P(ALL) rescaled by `temperature` (unchanged for None or 1)."""
+    prob_all = np.asarray(prob_all, np.float64)
+    if not temperature or temperature == 1:
+        return prob_all
+    return expit(logit(np.clip(prob_all, 1e-7, 1 - 1e-7)) / temperature)
 
 
 def compute_metrics(labels: Sequence[str], predicted: Sequence[str],

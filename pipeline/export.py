@@ -34,11 +34,14 @@ def model_card(folder: RunFolder, fmt: str) -> dict[str, Any]:
 
     config = folder.config()
     card = run_card(folder)
+    temperature = ((folder.metrics() or {}).get("temperature_scaling") or {}).get("temperature")
+    meaning = "softmax probabilities" + (f", rescaled inside the model by temperature {temperature:.3f} (fitted on "
+                                         "validation)" if temperature else "")
     return {
         "format": fmt, "run_id": folder.run_id, "backbone": config.get("backbone"),
         "input": {"shape": [None, config["image_size"], config["image_size"], 3], "dtype": "float32",
                   "range": "0-255 RGB (the network rescales its own input)"},
-        "output": {"shape": [None, 2], "classes": list(CLASS_NAMES), "meaning": "softmax probabilities"},
+        "output": {"shape": [None, 2], "classes": list(CLASS_NAMES), "meaning": meaning},
         "preprocessing": {"resize": f"{config['image_size']}x{config['image_size']} (OpenCV, INTER_AREA when "
                                     "shrinking, INTER_CUBIC when enlarging)",
                           "clahe": {**config.get("clahe", {}), "on": "L channel of LAB (OpenCV)"},
@@ -122,6 +125,18 @@ def with_test_time_augmentation(model: Any) -> Any:
     return keras.Model(inputs, outputs, name=f"{model.name}_tta")
 
 
+def with_temperature_scaling(model: Any, temperature: float) -> Any:
+    """`model` with its class probabilities rescaled by the run's fitted temperature: softmax(log p / T), which
+    for two classes is sigmoid(logit(P(ALL)) / T), as the run's figures were computed."""
+    import keras
+    from keras import ops
+
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    probabilities = ops.clip(model(inputs), 1e-7, 1 - 1e-7)
+    outputs = ops.softmax(ops.log(probabilities) / temperature, axis=-1)
+    return keras.Model(inputs, outputs, name=f"{model.name}_t")
+
+
 def _check_images(folder: RunFolder, image_size: int, clahe: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The first test images of the run, preprocessed, and the P(ALL) the run saved for them."""
     from .cache import load_images
@@ -167,6 +182,9 @@ def export_run(run_dir: str | Path, fmt: str) -> Path:
     model = load_model(folder.model_path)
     if config.get("tta"):
         model = with_test_time_augmentation(model)
+    temperature = ((folder.metrics() or {}).get("temperature_scaling") or {}).get("temperature")
+    if temperature:
+        model = with_temperature_scaling(model, temperature)
     work = folder.exports_dir() / f".{fmt}-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -186,7 +204,7 @@ def export_run(run_dir: str | Path, fmt: str) -> Path:
         card = {**model_card(folder, fmt), "check": {
             "images": int(len(images)), "max_abs_difference": difference, "tolerance": TOLERANCE,
             "against": "the P(ALL) the run saved for its first test images (predictions.csv)",
-            "test_time_augmentation_inside": bool(config.get("tta"))}}
+            "test_time_augmentation_inside": bool(config.get("tta")), "temperature_inside": temperature}}
         write_json_atomic(work / "model_card.json", card)
         (work / "README.md").write_text(readme_card(folder, card))
         target = folder.exports_dir() / f"{folder.run_id}-{fmt}.zip"

@@ -85,21 +85,37 @@ def histogram_figure(images: dict[str, np.ndarray]) -> go.Figure:
     return figure
 
 
-def calibration_figure(calibration: dict[str, Any]) -> go.Figure:
-    """Reliability diagram: share of ALL against mean P(ALL) per bin (marker size: images), and the diagonal."""
+def calibration_figure(calibration: dict[str, Any], before: dict[str, Any] | None = None,
+                       temperature: float | None = None) -> go.Figure:
+    """Reliability diagram: share of ALL against mean P(ALL) per bin (marker size: images), and the diagonal;
+    with `before`, the same model's curve before temperature scaling beside it."""
     figure = go.Figure()
     figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
                        line=dict(color="gray", dash="dot"))
-    counts = np.asarray(calibration["count"], dtype=float)
-    figure.add_scatter(x=calibration["prob_pred"], y=calibration["prob_true"], mode="lines+markers",
-                       name="this model", line=dict(color=COLORS["train"]),
-                       marker=dict(size=6 + 14 * np.sqrt(counts / max(1.0, counts.max()))),
-                       customdata=counts, hovertemplate="mean P(ALL) %{x:.2f}: %{y:.0%} ALL "
-                                                        "(%{customdata:.0f} images)<extra></extra>")
+    curves = [(before, "before temperature scaling", COLORS["val"]), (calibration, "this model", COLORS["train"])]
+    if before:
+        curves[1] = (calibration, f"after (T = {temperature:.2f})", COLORS["train"])
+    for curve, name, color in curves:
+        if not curve:
+            continue
+        counts = np.asarray(curve["count"], dtype=float)
+        figure.add_scatter(x=curve["prob_pred"], y=curve["prob_true"], mode="lines+markers", name=name,
+                           line=dict(color=color), marker=dict(size=6 + 14 * np.sqrt(counts / max(1.0, counts.max()))),
+                           customdata=counts, hovertemplate="mean P(ALL) %{x:.2f}: %{y:.0%} ALL "
+                                                            "(%{customdata:.0f} images)<extra></extra>")
+    title = (f"Reliability (ECE {before['ece']:.3f} before temperature scaling, {calibration['ece']:.3f} after)"
+             if before else f"Reliability (ECE {calibration['ece']:.3f})")
     figure.update_layout(xaxis_title="Mean predicted P(ALL) in the bin", yaxis_title="Share of ALL images",
                          xaxis_range=[0, 1], yaxis_range=[0, 1], height=360, margin=dict(l=10, r=10, t=40, b=10),
-                         title=f"Reliability (ECE {calibration['ece']:.3f})")
+                         title=title)
     return figure
+
+
+def run_calibration_figure(metrics: dict[str, Any]) -> go.Figure:
+    """A run's reliability diagram, with the curve before temperature scaling when the run fitted a temperature."""
+    scaling = metrics.get("temperature_scaling") or {}
+    fitted = scaling.get("temperature")
+    return calibration_figure(metrics["calibration"], scaling.get("calibration_before") if fitted else None, fitted)
 
 
 def sweep_heatmap(runs: pd.DataFrame, value: str, title: str, beside: str | None = None) -> go.Figure:

@@ -14,8 +14,8 @@ from . import ALL_INDEX, CLASS_NAMES
 from .config import TrainConfig
 from .data import PRELIM_SUBSET, UNKNOWN_PATIENT, cell_name, scan_dataset
 from .errors import ImageReadError, PipelineError
-from .evaluate import label_from_prob, metrics_from_predictions
-from .inference import class_probabilities, one_at_a_time, predict_probabilities, predictions_table
+from .evaluate import label_from_prob, metrics_from_predictions, with_temperature
+from .inference import class_probabilities, one_at_a_time, predictions_table
 from .preprocess import decode_image, preprocess, read_image
 from .runs import SPLIT, RunFolder
 
@@ -51,6 +51,8 @@ class Predictor:
     model: Any
     config: TrainConfig
     run_dir: Path
+    temperature: float | None = None
+    """The run's fitted temperature (`temperature_scaling`), applied to every P(ALL) as to its test figures."""
 
     def __post_init__(self) -> None:
         from .model import compiled_forward
@@ -70,7 +72,8 @@ class Predictor:
             config = TrainConfig.from_dict(folder.config())
         except (OSError, ValueError) as error:
             raise PipelineError(f"{run_dir} is not a readable run folder ({error}).") from error
-        return cls(load_model(folder.model_path), config, folder.path)
+        scaling = (folder.metrics() or {}).get("temperature_scaling") or {}
+        return cls(load_model(folder.model_path), config, folder.path, scaling.get("temperature"))
 
     def prepare(self, image_rgb: np.ndarray) -> np.ndarray:
         """The model input for an RGB image: resize + CLAHE as in training, uint8."""
@@ -78,8 +81,10 @@ class Predictor:
 
     @one_at_a_time
     def predict_inputs(self, inputs: np.ndarray) -> np.ndarray:
-        """Probability of ALL for preprocessed uint8 inputs (averaged over 8 views when the run uses TTA)."""
-        return class_probabilities(self.forward, inputs, self.config.tta)[:, ALL_INDEX]
+        """Probability of ALL for preprocessed uint8 inputs (averaged over 8 views when the run uses TTA, then
+        rescaled by the run's temperature when it fitted one)."""
+        return with_temperature(class_probabilities(self.forward, inputs, self.config.tta)[:, ALL_INDEX],
+                                self.temperature)
 
     def predict_image(self, image_rgb: np.ndarray) -> Prediction:
         return self.predict_image_input(self.prepare(image_rgb))
@@ -196,7 +201,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None,
         images, failed = load_images(rows["path"].tolist(), predictor.config.image_size, predictor.config.clahe)
         keep = ~rows["path"].isin(failed).to_numpy()
         rows = rows[keep].reset_index(drop=True)
-        prob_all = predict_probabilities(predictor.model, np.asarray(images)[keep], predictor.config.tta)
+        prob_all = predictor.predict_inputs(np.asarray(images)[keep])
         return predictions_table(rows, prob_all), len(failed)
 
     predictions, failed = predict(table[headline].reset_index(drop=True))
@@ -208,7 +213,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None,
                          "note": "images of patients the run trained or validated on: flattering, not the headline"}
     metrics = {**metrics_from_predictions(predictions), "subset": subset, "data_dir": str(data_dir or ""),
                "skipped_images": failed, "excluded_seen_images": dropped, "tta": predictor.config.tta,
-               "include_seen_patients": include_seen_patients, "seen_patients": seen_patients}
+               "temperature": predictor.temperature, "include_seen_patients": include_seen_patients,
+               "seen_patients": seen_patients}
     if any(dropped.values()):
         metrics["warnings"] = [*(metrics.get("warnings") or []), "Left out as seen by the run: " + ", ".join(
             f"{count} by {reason.replace('_', ' ')}" for reason, count in dropped.items()

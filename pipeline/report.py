@@ -16,7 +16,7 @@ import pandas as pd
 
 from .catalog import model_card, provenance, shown_path, without_paths
 from .evaluate import confusion_cell, patient_summary
-from .figures import calibration_figure, confusion_matrix_figure, curves_figure, roc_figure
+from .figures import confusion_matrix_figure, curves_figure, roc_figure, run_calibration_figure
 from .intervals import interval_line
 from .runs import RunFolder
 
@@ -96,7 +96,7 @@ def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool =
     figures = [curves_figure(history, "accuracy"), curves_figure(history, "loss"),
                confusion_matrix_figure(metrics), roc_figure(predictions, metrics.get("roc_auc"))]
     if metrics.get("calibration"):
-        figures.append(calibration_figure(metrics["calibration"]))
+        figures.append(run_calibration_figure(metrics))
     warnings = "".join(f'<div class="warn">{html.escape(w)}</div>' for w in metrics.get("warnings") or [])
     shown = {**config, "data_dir": shown_path(config.get("data_dir"), hide_paths)}
     settings = pd.DataFrame([{"setting": key, "value": json.dumps(value) if isinstance(value, dict | list) else value}

@@ -138,3 +138,75 @@ def test_a_one_class_validation_subset_is_not_called_worse_than_a_constant() -> 
     assert model_warnings(metrics, "validation") == []
     every_one_right = compute_metrics(["ALL"] * 10, ["ALL"] * 10, np.linspace(0.6, 0.9, 10))
     assert model_warnings(every_one_right, "validation") == [], "one class present and called is no one-class model"
+
+
+def _over_confident(seed: int, n: int = 4000, factor: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and P(ALL) whose true log-odds are 2z (z ~ N(+-1, 1)) but are reported as 2 * factor * z."""
+    rng = np.random.default_rng(seed)
+    is_all = rng.random(n) < 0.5
+    z = np.where(is_all, 1.0, -1.0) + rng.normal(0, 1, n)
+    return is_all, 1 / (1 + np.exp(-2 * factor * z))
+
+
+def test_temperature_scaling_finds_the_log_loss_minimum_and_lowers_the_calibration_error() -> None:
+    from sklearn.metrics import log_loss
+
+    from pipeline.evaluate import calibration, fit_temperature, with_temperature
+
+    is_all, prob_all = _over_confident(0)
+    temperature = fit_temperature(is_all, prob_all)
+    grid = np.exp(np.linspace(np.log(0.5), np.log(10), 400))
+    losses = [log_loss(is_all, with_temperature(prob_all, t)) for t in grid]
+    assert temperature == pytest.approx(grid[int(np.argmin(losses))], rel=0.02), "the minimum scikit-learn's loss finds"
+    assert 2.6 < temperature < 3.4, "the over-confidence put in (3x the true log-odds)"
+    scaled = with_temperature(prob_all, temperature)
+    assert np.array_equal(scaled >= 0.5, prob_all >= 0.5), "the class called never changes"
+    assert calibration(is_all, scaled)["ece"] < calibration(is_all, prob_all)["ece"] / 3
+    assert with_temperature(prob_all, None) is not None and np.allclose(with_temperature(prob_all, None), prob_all)
+
+
+def test_temperature_scaling_refuses_one_class() -> None:
+    from pipeline.evaluate import fit_temperature
+
+    with pytest.raises(ValueError, match="both classes"):
+        fit_temperature(np.ones(10, bool), np.linspace(0.1, 0.9, 10))
+
+
+def _table(is_all: np.ndarray, prob_all: np.ndarray, patients: int = 6) -> pd.DataFrame:
+    from pipeline.evaluate import label_from_prob
+
+    labels = np.where(is_all, "ALL", "HEM")
+    patient = [f"{'P' if flag else 'H'}{index % patients}" for index, flag in enumerate(is_all)]
+    return pd.DataFrame({"path": [f"{i}.png" for i in range(len(labels))], "patient": patient, "label": labels,
+                         "predicted": label_from_prob(prob_all), "prob_all": prob_all})
+
+
+def test_a_run_fits_its_temperature_on_validation_and_keeps_the_test_calibration_before() -> None:
+    from pipeline.evaluate import compute_metrics, fit_temperature
+    from pipeline.train import temperature_scaled
+
+    validation, test = _table(*_over_confident(1, 600)), _table(*_over_confident(2, 900))
+    record, scaled_validation, scaled_test = temperature_scaled(validation, test)
+    assert record["temperature"] == pytest.approx(fit_temperature(validation["label"] == "ALL",
+                                                                  validation["prob_all"]), rel=1e-4)
+    assert record["validation_images"] == 600
+    assert record["calibration_before"] == compute_metrics(test["label"], test["predicted"], test["prob_all"])[
+        "calibration"]
+    assert (scaled_test["predicted"] == test["predicted"]).all()
+    after = compute_metrics(scaled_test["label"], scaled_test["predicted"], scaled_test["prob_all"])
+    assert after["calibration"]["ece"] < record["calibration_before"]["ece"]
+    assert after["roc_auc"] == pytest.approx(compute_metrics(test["label"], test["predicted"], test["prob_all"])[
+        "roc_auc"], abs=1e-4), "a monotone rescaling keeps the ranking"
+
+
+def test_a_one_class_validation_fits_no_temperature_and_says_why() -> None:
+    from pipeline.train import run_metrics, temperature_scaled
+
+    validation = _table(np.ones(20, bool), np.linspace(0.4, 0.99, 20))
+    test = _table(*_over_confident(3, 200))
+    record, same_validation, same_test = temperature_scaled(validation, test)
+    assert record["temperature"] is None and "ALL only" in record["not_fitted"]
+    assert same_test is test and same_validation is validation
+    split = pd.concat([test.assign(subset="test"), validation.assign(subset="val")])
+    metrics = run_metrics(test, validation, split, temperature_scaling=record)
+    assert any("not rescaled" in line for line in metrics["warnings"])

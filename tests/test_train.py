@@ -231,7 +231,8 @@ def test_an_exported_model_gives_the_runs_probabilities_and_carries_its_card(fin
 
 def test_a_tta_run_exports_a_model_that_averages_the_8_views_and_gives_the_runs_saved_probabilities(
         tiny_config, artifacts_root: Path, fmt: str = "savedmodel") -> None:
-    """SavedModel only: TFLite goes through the same SavedModel (and the same check) and converts slowly."""
+    """SavedModel only: TFLite goes through the same SavedModel (and the same check) and converts slowly. The run
+    also rescales its probabilities by a temperature fitted on validation: the predictor and the export apply it."""
     import zipfile
 
     import tensorflow as tf
@@ -239,13 +240,22 @@ def test_a_tta_run_exports_a_model_that_averages_the_8_views_and_gives_the_runs_
     from pipeline.export import TOLERANCE, export_run
     from pipeline.train import train
 
-    folder = train(tiny_config.replace(tta=True, name=f"tta-{fmt}"), artifacts_root / "runs")
+    folder = train(tiny_config.replace(tta=True, temperature_scaling=True, name=f"tta-{fmt}"),
+                   artifacts_root / "runs")
+    scaling = folder.metrics()["temperature_scaling"]
+    assert scaling["temperature"] and scaling["validation_images"] > 0, "fitted on a validation of both classes"
+    assert scaling["calibration_before"]["ece"] >= 0 and folder.metrics()["calibration"]
+    predictor = Predictor.from_run(folder.path)
+    assert predictor.temperature == scaling["temperature"]
+    first = folder.predictions().iloc[0]
+    assert predictor.predict_image(read_image(first["path"])).prob_all == pytest.approx(first["prob_all"], abs=1e-4)
     archive = export_run(folder.path, fmt)
     with zipfile.ZipFile(archive) as content:
         card = json.loads(content.read("model_card.json"))
         if fmt == "savedmodel":
             content.extractall(archive.parent / "unpacked")
     assert card["check"]["test_time_augmentation_inside"] and card["check"]["max_abs_difference"] <= TOLERANCE
+    assert card["check"]["temperature_inside"] == scaling["temperature"] and "temperature" in card["output"]["meaning"]
     assert "predictions.csv" in card["check"]["against"]
     if fmt == "savedmodel":  # the exported model itself, fed the run's first test image, gives its saved P(ALL)
         from pipeline.cache import load_images

@@ -17,13 +17,13 @@ from pipeline.crossval import (
     summarize,
 )
 from pipeline.errors import PipelineError
-from pipeline.evaluate import patient_summary
+from pipeline.evaluate import CLASS_WEIGHT_NOTE, patient_summary
 from pipeline.figures import (
-    calibration_figure,
     folds_strip_figure,
     overlaid_curves_figure,
     patient_dots_figure,
     road_bars_figure,
+    run_calibration_figure,
     sweep_heatmap,
 )
 from pipeline.files import read_json
@@ -118,9 +118,20 @@ def patients_section(predictions: pd.DataFrame, metrics: dict[str, Any]) -> None
                     help="Healthy subjects called HEM (undefined without healthy subjects).")
 
 
-def calibration_section(metrics: dict[str, Any]) -> None:
-    if metrics.get("calibration"):
-        st.plotly_chart(calibration_figure(metrics["calibration"]), width="stretch")
+def calibration_section(metrics: dict[str, Any], config: dict[str, Any]) -> None:
+    """The reliability diagram (before and after temperature scaling when the run fitted one) and what moves it."""
+    if not metrics.get("calibration"):
+        return
+    st.plotly_chart(run_calibration_figure(metrics), width="stretch")
+    scaling = metrics.get("temperature_scaling")
+    if scaling and scaling.get("temperature"):
+        st.caption(f"P(ALL) rescaled by temperature {scaling['temperature']:.2f}, fitted on the "
+                   f"{scaling['validation_images']} validation images only; the class called never changes, so "
+                   "accuracy and ROC AUC are those of the model before scaling.")
+    elif scaling:
+        st.caption(f"Not rescaled: {scaling['not_fitted']}.")
+    if config.get("class_weight") or config.get("balance_patients"):
+        st.caption(CLASS_WEIGHT_NOTE)
 
 
 def evaluations_section(folder: RunFolder) -> None:
