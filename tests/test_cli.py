@@ -120,3 +120,83 @@ def test_a_run_missing_a_file_it_must_hold_is_named_not_a_traceback(finished_run
     result = cli("report", str(damaged))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+GIVEN = {"backbone": ("--backbone", "efficientnet_lite1"), "image_size": ("--image-size", "96"),
+         "epochs": ("--epochs", "7"), "batch_size": ("--batch-size", "8"),
+         "learning_rate": ("--learning-rate", "0.003"),
+         "decay_steps": ("--decay-steps", "450"), "decay_rate": ("--decay-rate", "0.9"),
+         "weights": ("--weights", "none"), "split": ("--split", "image"), "test_fraction": ("--test-fraction", "0.3"),
+         "val_fraction": ("--val-fraction", "0.25"), "val_fold": ("--val-fold", "1"), "folds": ("--folds", "0"),
+         "cv_folds": ("--cv-folds", "4"), "cv_fold": ("--cv-fold", "3"), "seed": ("--seed", "7"),
+         "optimizer": ("--optimizer", "rmsprop"), "bn_momentum": ("--bn-momentum", "0.8"),
+         "freeze_backbone": ("--no-freeze-backbone", None), "fine_tune_blocks": ("--fine-tune-blocks", "2"),
+         "fine_tune_epochs": ("--fine-tune-epochs", "3"), "augment": ("--augment", None),
+         "augment_passes": ("--augment-passes", "2"), "class_weight": ("--no-class-weight", None),
+         "balance_patients": ("--no-balance-patients", None), "head_l2": ("--head-l2", "0.5"),
+         "validation_from": ("--validation-from", "both"), "tta": ("--no-tta", None),
+         "temperature_scaling": ("--temperature-scaling", None), "max_images": ("--max-images", "100"),
+         "name": ("--name", "mine")}
+"""A value unlike the `lite` recipe's for every setting a flag sets: a new TrainConfig field fails the test below
+until it has its flag (and a line here)."""
+
+
+def _parsed_config(*argv: str):
+    from pipeline.cli import build_parser
+    from pipeline.cli.options import config_from_args
+
+    return config_from_args(build_parser().parse_args(list(argv)))
+
+
+def test_every_setting_of_a_run_has_a_flag_generated_from_the_config() -> None:
+    import dataclasses
+
+    from pipeline.config import TrainConfig, recipe_config
+
+    assert set(GIVEN) == {field.name for field in dataclasses.fields(TrainConfig)} - {"data_dir", "clahe", "recipe"}
+    cross_validation = ("cv_folds", "cv_fold")  # only with the patient split: given apart
+    argv = [part for name, (flag, value) in GIVEN.items() if name not in cross_validation
+            for part in (flag, value) if part is not None]
+    config = _parsed_config("train", "--data", "cells", "--recipe", "lite", *argv,
+                            "--clahe-clip", "3.5", "--clahe-grid", "4", "--no-clahe")
+    recipe = recipe_config("lite", "cells")
+    for name in set(GIVEN) - set(cross_validation):
+        assert getattr(config, name) != getattr(recipe, name), f"--{name} did not reach the config"
+    fold = _parsed_config("train", "--data", "cells", "--recipe", "lite", *GIVEN["cv_folds"], *GIVEN["cv_fold"])
+    assert (fold.cv_folds, fold.cv_fold) == (4, 3)
+    assert (config.clahe.clip_limit, config.clahe.tile_grid, config.clahe.enabled) == (3.5, 4, False)
+    assert config.recipe == "lite" and config.data_dir == "cells"
+    untouched = _parsed_config("train", "--data", "cells", "--recipe", "lite")
+    assert untouched == recipe, "a flag left out keeps the recipe's value"
+
+
+def test_config_reruns_a_run_with_flags_on_top(tmp_path: Path) -> None:
+    import json
+
+    from pipeline.config import recipe_config
+
+    original = recipe_config("scratch", "elsewhere", epochs=9, seed=5, name="first")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({**original.to_dict(), "run_id": "x", "weights_used": "none"}))
+    assert _parsed_config("train", "--config", str(run)) == original
+    assert _parsed_config("train", "--config", str(run / "config.json"), "--epochs", "2", "--data", "here") == \
+        original.replace(epochs=2, data_dir="here")
+    crossval = _parsed_config("crossval", "--config", str(run), "--folds", "4", "--cnmc-folds", "1")
+    assert (crossval.cv_folds, crossval.folds, crossval.seed) == (4, "1", 5)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--recipe", "lite"], "--data is required"),
+    (["train", "--config", "NOWHERE"], "holds no config.json"),
+    (["train", "--config", "RUN", "--recipe", "lite"], "not both"),
+])
+def test_bad_config_options_are_one_line(argv: list[str], message: str, tmp_path: Path, capsys) -> None:
+    from pipeline.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"data_dir": "x"}')
+    argv = [str(run) if part == "RUN" else str(tmp_path / part) if part == "NOWHERE" else part for part in argv]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

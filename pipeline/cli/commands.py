@@ -1,0 +1,229 @@
+"""The commands of `python -m pipeline` (and `cnmc`): each reads its parsed arguments and calls one function of the
+pipeline, imported when the command runs (TensorFlow loads only for commands that need it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from typing import Any
+
+from ..config import default_runs_dir
+from ..runs import open_run
+from .options import config_from_args
+
+DEFAULT_CV_FOLDS = 3
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..data import scan_dataset
+
+    info = scan_dataset(args.data).info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    kind = "SYNTHETIC demo data" if info["synthetic"] else "real images"
+    print(f"Dataset: {info['root']} ({info['layout']} layout, {kind})")
+    print(f"Images: {info['images']} ({info['labelled']} labelled), skipped unreadable files: {info['skipped']}")
+    print("Per class: " + ", ".join(f"{k} {v}" for k, v in info["per_class"].items()))
+    print("Per fold/subset: " + ", ".join(f"{k or '-'} {v}" for k, v in info["per_subset"].items()))
+    print(f"Patients: {info['patients']}")
+    for name, count in info["per_patient"].items():
+        print(f"  {name}: {count}")
+    for line in info["skipped_files"]:
+        print(f"  skipped {line}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from ..synthetic import generate
+
+    out = generate(args.out, per_class=args.per_class, patients=args.patients, seed=args.seed)
+    print(out)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..train import train
+
+    folder = train(config_from_args(args), args.runs_dir)
+    print(folder.path)
+    return 0
+
+
+def _ray_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.engine != "ray":
+        return {}
+    return {"address": args.address, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run}
+
+
+def cmd_crossval(args: argparse.Namespace) -> int:
+    from ..crossval import fold_table, summarize, summary_lines
+    from ..intervals import interval_line
+    from ..train import crossval
+
+    folds = args.cv_folds or DEFAULT_CV_FOLDS
+    base, completed, means = config_from_args(args, cv_folds=folds), True, []
+    for repeat in range(args.repeats):
+        config = base.replace(seed=base.seed + repeat)
+        folders, summary_path = crossval(config, folds, args.runs_dir, args.engine, **_ray_options(args))
+        table = fold_table(folders)
+        if args.repeats > 1:
+            print(f"seed {config.seed}:")
+        print(table[["fold", "state", "test_patients", "test_images", "balanced_accuracy", "roc_auc",
+                     "weighted_f1"]].to_string(index=False))
+        summary = summarize(table)
+        print("\n".join(summary_lines(summary)))
+        pooled = json.loads(summary_path.read_text()).get("pooled") if summary_path.is_file() else None
+        if interval_line(pooled):
+            print(f"pooled out-of-fold, 95 % intervals: {interval_line(pooled)}")
+        print(f"summary written to {summary_path}", file=sys.stderr)
+        completed = completed and bool((table["state"] == "completed").all())
+        means.append({name: summary["metrics"][name]["mean"] for name in ("balanced_accuracy", "roc_auc")})
+    if args.repeats > 1:
+        for name in ("balanced_accuracy", "roc_auc"):
+            values = [mean[name] for mean in means if mean[name] is not None]
+            if len(values) > 1:
+                print(f"over {len(values)} seeds: {name} {statistics.mean(values):.3f} ± "
+                      f"{statistics.stdev(values):.3f} (sd of the cross-validation means)")
+    return 0 if completed else 1
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ..train import sweep
+
+    folders = sweep(config_from_args(args), args.epoch_list, args.batch_sizes, args.runs_dir, args.engine,
+                    one_pass=not args.cell_by_cell, **_ray_options(args))
+    for folder in folders:
+        print(f"{folder.path}\t{folder.status().get('state')}")
+    return 0 if all(folder.status().get("state") == "completed" for folder in folders) else 1
+
+
+def cmd_execute(args: argparse.Namespace) -> int:
+    from ..runs import RunFolder, mark_cancelled
+
+    folders = [RunFolder(path) for path in args.run_dirs]
+    try:
+        from ..train import run_all
+
+        all_completed = run_all(folders, args.engine, **_ray_options(args))
+    except KeyboardInterrupt:  # also a cancel that came while TensorFlow was still loading
+        mark_cancelled(folders)
+        raise
+    return 0 if all_completed else 1
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from ..train import execute_run
+
+    folder = open_run(args.run_dir)
+    folder.check_resumable()
+    execute_run(folder)
+    print(folder.path)
+    return 0
+
+
+def _figure(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) and value == value else "-"
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from ..catalog import list_runs, run_flags
+
+    runs = list_runs(args.runs_dir or default_runs_dir())
+    if args.json:
+        print(json.dumps(runs, indent=2, default=str))
+        return 0
+    if not runs:
+        print("No runs yet.")
+    for run in runs:
+        if run["state"] == "broken":
+            print(f"{run['run_id']}\tbroken\t{run['error']}")
+            continue
+        flags = run_flags(run)
+        print(f"{run['run_id']}\t{run['state']}\tepochs={run.get('epochs')}\tbatch={run.get('batch_size')}\t"
+              f"val_weighted_f1={_figure(run.get('val_weighted_f1'))}\t"
+              f"test_weighted_f1={_figure(run.get('weighted_f1'))}\t"
+              f"test_balanced_acc={_figure(run.get('balanced_accuracy'))}\t"
+              f"weights={run.get('weights')}\tdata={run.get('data')}" + (f"\tflags: {flags}" if flags else ""))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    open_run(args.run_dir, completed=True)
+    from ..predict import evaluate_run
+
+    metrics, out_dir = evaluate_run(args.run_dir, args.data, args.include_seen_patients)
+    summary = {key: metrics[key] for key in ("subset", "n", "accuracy", "balanced_accuracy", "roc_auc",
+                                             "confusion_matrix", "labels", "excluded_seen_images")}
+    summary["weighted_f1"] = metrics["weighted avg"]["f1-score"]
+    for line in metrics.get("warnings") or []:
+        if line.startswith("Left out as seen"):
+            print(line, file=sys.stderr)
+    if metrics.get("seen_patients"):
+        apart = metrics["seen_patients"]
+        summary["seen_patients"] = {key: apart.get(key) for key in ("n", "accuracy", "balanced_accuracy", "roc_auc")}
+    print(json.dumps(summary, indent=2))
+    print(f"written to {out_dir}", file=sys.stderr)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    open_run(args.run_dir)
+    from ..predict import Predictor
+
+    table = Predictor.from_run(args.run_dir).predict_paths(args.images)
+    for row in table.itertuples(index=False):
+        if isinstance(row.error, str):
+            print(f"error: {row.error}", file=sys.stderr)
+        else:
+            print(f"{row.path}\t{row.predicted}\tprob_all={row.prob_all:.4f}")
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 1 if table["error"].notna().any() else 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    open_run(args.run_dir)
+    from ..explain import explain_files
+
+    methods = [method.strip() for method in args.method.split(",") if method.strip()]
+    rows = explain_files(args.run_dir, args.images, methods, args.layer, args.out)
+    for row in rows:
+        if "error" in row:
+            print(f"error: {row['error']}", file=sys.stderr)
+        else:
+            print(f"{row['image']}\t{row['method']}\t{row['predicted']} (prob_all={row['prob_all']})\t"
+                  f"ROAD={row['road']:+.3f} (random maps in the cell: {row['road_random_in_cell']:+.3f})")
+    return 1 if any("error" in row for row in rows) else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    open_run(args.run_dir, completed=True)
+    from ..export import export_run
+
+    print(export_run(args.run_dir, args.format))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    open_run(args.run_dir, completed=True)
+    from ..report import write_report
+
+    print(write_report(args.run_dir, args.out))
+    return 0
+
+
+def cmd_explain_eval(args: argparse.Namespace) -> int:
+    open_run(args.run_dir, completed=True)
+    from ..explain_eval import evaluate_explanations
+
+    methods = [method.strip() for method in args.method.split(",") if method.strip()]
+    _, summary, out = evaluate_explanations(args.run_dir, methods, args.layer, args.images, args.seed)
+    print(f"ROAD at {summary['layer']} over {summary['images']} test images (higher: more faithful)")
+    for figure in sorted(summary["methods"].values(), key=lambda figure: -figure["road_mean"]):
+        spread = f" ± {figure['road_std']:.3f}" if figure["road_std"] is not None else ""
+        print(f"{figure['computed']:40s} {figure['road_mean']:+.3f}{spread}")
+    print(f"written to {out}", file=sys.stderr)
+    return 0
