@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages.common.loaders import current_dataset, model_card_of, mtime, runs_table
+from pages.common.loaders import current_dataset, model_card_of, runs_table
 from pages.common.run_views import figure_text
 from pages.common.settings import current_model, data_dir, demo_mode, run_folder, runs_dir
 from pages.common.widgets import DISCLAIMER, demo_model_progress, live_progress, model_card, run_label, show_error
@@ -11,7 +11,7 @@ from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.errors import PipelineError
 from pipeline.launch import launch_demo_model
 from pipeline.model import imagenet_weights_cached, lite_weights_installed
-from pipeline.runs import ACTIVE_STATES, METRICS
+from pipeline.runs import ACTIVE_STATES
 
 st.title(":material/biotech: ALL vs HEM: leukemic blast classification")
 st.markdown(
@@ -21,7 +21,7 @@ st.markdown(
     "ImageNet weights; without those here, the `lite` recipe transfers ImageNet EfficientNet-Lite offline.")
 if current_model():
     in_use_folder = run_folder(current_model())
-    in_use = model_card_of(str(in_use_folder.path), mtime(in_use_folder.file(METRICS)))  # the card's cached read
+    in_use = model_card_of(in_use_folder)  # the card's cached read
     st.markdown(f"**The model in use**: {in_use['backbone']} at {in_use['image_size']} px, weights "
                 f"{in_use['weights']}, recipe {in_use['recipe']}; its card below says what it does on "
                 + ("patients it never saw." if in_use.get("split") in ("patient", "folds") else
@@ -77,11 +77,12 @@ with right:
 
 if runs.empty and not demo_mode():
     st.subheader("A model to try at once")
-    st.write("There is no trained model yet. A demo model trains in the background on the current dataset, "
-             "holding out whole patients for its test: with EfficientNet-B3's ImageNet weights, the head on its "
-             "features; else the lite recipe on ImageNet EfficientNet-Lite0 (well under a minute on 2 cores); "
-             "without any ImageNet weights, EfficientNet-B0 from random weights (minutes). Its model card then says "
-             "which, and how it does on the held-out patients.")
+    st.write("There is no trained model yet. A demo model trains in the background on the current dataset as "
+             "the first fold of a 3-fold patient cross-validation (every patient is held out once by one of the "
+             "folds): with EfficientNet-B3's ImageNet weights, the head on its features; else the lite recipe on "
+             "ImageNet EfficientNet-Lite0 (about a minute on 2 cores); without any ImageNet weights, EfficientNet-B0 "
+             "from random weights (minutes). Its model card then says which, how it does on its held-out patients, "
+             "and, once the other folds are done, how the recipe does over all patients.")
     if st.button("Prepare a demo model", type="primary"):
         try:
             if launch_demo_model(data_dir(), runs_dir()):

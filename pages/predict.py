@@ -35,7 +35,7 @@ from pipeline.explain import (
 )
 from pipeline.preprocess import decode_image, read_image
 from pipeline.road import share_on_cell
-from pipeline.runs import METRICS, SPLIT
+from pipeline.runs import SPLIT
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -75,7 +75,7 @@ try:
     config = run_config(folder)
     st.markdown(provenance(config, hide_paths=demo_mode()))
     synthetic_warning(config)
-    card = model_card_of(str(folder.path), mtime(folder.file(METRICS)))
+    card = model_card_of(folder)
     for warning in card["model_warnings"]:  # a model no better than a constant answer says so before it answers
         st.warning(warning, icon=":material/report:")
     with st.expander("Model card", expanded=False):

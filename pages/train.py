@@ -76,6 +76,9 @@ with st.form("train"):
     class_weight = columns[2].checkbox("Class weights", value=defaults.class_weight, help="Balanced class weights.")
     tta = columns[3].checkbox("Test-time augmentation", value=defaults.tta, help="Average over 8 flips/rotations.")
     clahe = columns[4].checkbox("CLAHE", value=True)
+    temperature = st.checkbox("Temperature scaling", value=defaults.temperature_scaling,
+                              help="Rescale P(ALL) by a temperature fitted on the validation subset (it needs both "
+                                   "classes there); the class called never changes.")
     columns = st.columns(3)
     mode = columns[0].radio("Launch", ["one run", "the paper's grid", "patient cross-validation"],
                             help="Cross-validation: K runs whose test patients partition the data; its mean ± std "
@@ -97,7 +100,8 @@ if submitted:
             recipe, data_dir(), backbone=backbone, image_size=int(image_size), weights=weights, split=split,
             folds="0" if paper else "", epochs=int(epochs), batch_size=int(batch_size),
             learning_rate=float(learning_rate), optimizer=optimizer, freeze_backbone=fast, augment=augment,
-            class_weight=class_weight, tta=tta, clahe=ClaheSettings(enabled=clahe), max_images=int(max_images))
+            class_weight=class_weight, tta=tta, temperature_scaling=temperature, clahe=ClaheSettings(enabled=clahe),
+            max_images=int(max_images))
         if mode == "the paper's grid":
             group, configs = grid(base, sweep_epochs, sweep_batches)
         elif mode == "patient cross-validation":

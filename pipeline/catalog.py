@@ -11,7 +11,9 @@ from typing import Any
 
 import pandas as pd
 
+from .crossval import crossval_dir
 from .errors import PipelineError
+from .files import read_json
 from .runs import SPLIT, RunFolder, now_iso, resolve_run_dir
 
 CONFIGURED_MODEL = "configured-model"
@@ -30,9 +32,18 @@ def configured_model_dir(setting: str | None) -> Path | None:
 
 
 def completed_runs(runs_dir: Path) -> list[str]:
-    """Ids of the completed runs that have a model, newest first."""
-    return [run["run_id"] for run in list_runs(runs_dir)
+    """Ids of the completed runs that have a model, newest first, except that the folds of one cross-validation
+    stay together in fold order at the place of its newest (so a demo model, the first fold of its
+    cross-validation, serves before the later folds that finish after it)."""
+    done = [run for run in list_runs(runs_dir)
             if run.get("state") == "completed" and RunFolder(Path(run["path"])).has_model()]
+    place = {}
+    for position, run in enumerate(done):
+        if run.get("cv"):
+            place.setdefault(run.get("group"), position)
+    return [run["run_id"] for run in sorted(
+        done, key=lambda run: (place[run.get("group")], int(run["cv"].split("/")[0])) if run.get("cv")
+        else (done.index(run), 0))]
 
 
 def model_choices(runs_dir: Path, configured: Path | None) -> list[str]:
@@ -223,7 +234,33 @@ def model_card(folder: RunFolder) -> dict[str, Any]:
                         "specificity": (metrics.get("HEM") or {}).get("recall")}
         card["intervals"] = intervals_of_test(metrics, folder.predictions)
     card["duration_s"] = _seconds_between(status.get("started_at"), status.get("ended_at"))
+    card["crossval"] = crossval_of(config)
     return card
+
+
+def crossval_summary_path(config: dict[str, Any]) -> Path | None:
+    """Where the summary of the cross-validation a run belongs to is (or will be); None for any other run."""
+    group = config.get("group")
+    return crossval_dir() / f"{group}.json" if group and config.get("cv_folds") else None
+
+
+def crossval_of(config: dict[str, Any]) -> dict[str, Any] | None:
+    """For a fold of a cross-validation: which fold, and once every fold is done, the pooled out-of-fold figures
+    of its group with their intervals (every patient of the data held out once); None for any other run."""
+    path = crossval_summary_path(config)
+    if path is None:
+        return None
+    folds = config["cv_folds"]
+    found = {"fold": int(config.get("cv_fold", 0)) + 1, "folds": int(folds), "pooled": None}
+    try:
+        summary = read_json(path) if path.is_file() else {}
+    except (OSError, ValueError):
+        summary = {}
+    pooled = summary.get("pooled") or {}
+    if summary.get("completed") == folds and pooled:
+        found["pooled"] = pooled
+        found["patients"] = max((figure.get("patients") or 0) for figure in pooled.values())
+    return found
 
 
 def intervals_of_test(metrics: dict[str, Any], predictions: Callable[[], pd.DataFrame | None]) -> dict[str, Any] | None:

@@ -9,9 +9,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pipeline.catalog import list_runs
+from pipeline.catalog import crossval_summary_path, list_runs
 from pipeline.data import Dataset, scan_dataset
-from pipeline.runs import RunFolder
+from pipeline.runs import METRICS, RunFolder
 
 from .settings import data_dir, run_folder, runs_dir
 
@@ -143,8 +143,14 @@ def mtime(path: Path) -> float:
     return path.stat().st_mtime if path.is_file() else 0.0
 
 
+def model_card_of(folder: RunFolder) -> dict[str, Any]:
+    """The run's model card, read again when its metrics or its cross-validation's summary change."""
+    summary = crossval_summary_path(folder.config()) if folder.has_config() else None
+    return _model_card(str(folder.path), mtime(folder.file(METRICS)), mtime(summary) if summary else 0.0)
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
-def model_card_of(run_dir: str, metrics_mtime: float) -> dict[str, Any]:
+def _model_card(run_dir: str, metrics_mtime: float, summary_mtime: float) -> dict[str, Any]:
     from pipeline.catalog import model_card
 
     return model_card(RunFolder(Path(run_dir)))

@@ -10,10 +10,10 @@ from pipeline.catalog import format_duration, model_name, progress_summary, show
 from pipeline.errors import PipelineError
 from pipeline.figures import curves_figure
 from pipeline.intervals import interval_line
-from pipeline.launch import DEMO_GROUP, cancel
-from pipeline.runs import ACTIVE_STATES, METRICS, RunFolder
+from pipeline.launch import cancel, is_demo_group
+from pipeline.runs import ACTIVE_STATES, RunFolder
 
-from .loaders import model_card_of, mtime, runs_table
+from .loaders import model_card_of, runs_table
 from .settings import (
     DEMO_DATA_DIR,
     configured_data_dirs,
@@ -43,7 +43,7 @@ def run_label(run_id: str) -> str:
     if not demo_mode():
         return run_id
     folder = run_folder(run_id)
-    return model_name(model_card_of(str(folder.path), mtime(folder.file(METRICS))))
+    return model_name(model_card_of(folder))
 
 
 def sidebar() -> None:
@@ -125,7 +125,7 @@ def live_progress(allow_cancel: bool = False) -> None:
 
 def model_card(folder: RunFolder) -> None:
     """The model in a few lines: data, patients held out, weights, figures on those patients, time taken."""
-    card = model_card_of(str(folder.path), mtime(folder.file(METRICS)))
+    card = model_card_of(folder)
     test = card["test"]
     held_out = card["held_out"]
     with st.container(border=True):
@@ -152,6 +152,14 @@ def model_card(folder: RunFolder) -> None:
             if interval_line(card.get("intervals")):
                 st.caption("95 % intervals: " + interval_line(card.get("intervals")) + ". With few patients the "
                            "figures above could be this far off on other patients.")
+            crossval = card.get("crossval")
+            if crossval and crossval["pooled"]:
+                st.caption(f"**Its recipe over all {crossval['patients']} patients** ({crossval['folds']}-fold patient "
+                           f"cross-validation, every patient held out once; this model is fold {crossval['fold']}): "
+                           + interval_line(crossval["pooled"]) + ".")
+            elif crossval:
+                st.caption(f"This model is fold {crossval['fold']} of a {crossval['folds']}-fold patient "
+                           "cross-validation; the figure over all patients follows when the other folds are done.")
         for warning in card["model_warnings"]:
             st.warning(warning, icon=":material/report:")
         device = card.get("device") or {}
@@ -189,8 +197,9 @@ def demo_model_progress() -> bool:
     runs = runs_table()
     if runs.empty or "group" not in runs:
         return False
-    preparing = runs[(runs["group"] == DEMO_GROUP) & runs["state"].isin(ACTIVE_STATES)]
-    if preparing.empty:
+    demo = runs[runs["group"].map(is_demo_group)]
+    preparing = demo[demo["state"].isin(ACTIVE_STATES)]
+    if preparing.empty or (runs["state"] == "completed").any():  # the later folds train while the first serves
         return demo_model_failure() if demo_mode() else False
     st.info("**The demo model is being prepared** on the embedded real C-NMC sample (a few minutes on 2 CPU "
             "cores). Predictions are possible as soon as it is ready; this page follows its progress.",

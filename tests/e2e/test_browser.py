@@ -199,7 +199,10 @@ def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_da
         assert sidebar.locator('[data-testid="stTextInput"]').count() == 0, "no free file-system path"
         assert sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").count() == 1
         page.get_by_text("The demo model is being prepared").wait_for()
-        run_dir = next(path for path in (writable / "runs").iterdir() if path.is_dir())
+        folds = sorted((path for path in (writable / "runs").iterdir() if path.is_dir()),
+                       key=lambda path: json.loads((path / runs.CONFIG).read_text())["cv_fold"])
+        assert len(folds) == 3, "the demo model is the first fold of a 3-fold patient cross-validation"
+        run_dir = folds[0]
         _open(page, base, "predict", "demo-predict-waiting")
         assert "The demo model is being prepared" in page.inner_text("body"), "Predict says plainly it is not ready"
         status = wait_for_state(run_dir, ("completed", "failed", "cancelled"), timeout_s=900)

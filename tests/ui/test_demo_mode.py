@@ -60,5 +60,9 @@ def test_a_demo_model_that_failed_to_prepare_can_be_tried_again(tmp_path: Path,
     shown = [warning.value for warning in app.warning if "could not be prepared" in warning.value]
     assert shown and "disk full" in shown[0] and str(tmp_path) not in shown[0], "the reason, without server paths"
     next(button for button in app.button if button.label == "Try again").click().run()
-    assert len(spawned) == 1 and spawned[0][0].config()["group"] == launch.DEMO_GROUP, "a new demo model is queued"
+    assert len(spawned) == 1, "one background process for the new demo model"
+    configs = [folder.config() for folder in spawned[0]]
+    assert [config["cv_fold"] for config in configs] == list(range(launch.DEMO_FOLDS)), "the served fold first"
+    assert len({config["group"] for config in configs}) == 1 and launch.is_demo_group(configs[0]["group"])
+    assert all(config["split"] == "patient" and config["cv_folds"] == launch.DEMO_FOLDS for config in configs)
     assert launch.failed_demo_model(runs_dir) is None
