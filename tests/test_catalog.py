@@ -169,3 +169,30 @@ def test_messages_shown_to_visitors_lose_their_server_paths() -> None:
 
     assert without_paths("OSError: /srv/app/runs/x/model.keras does not load") == "OSError: model.keras does not load"
     assert without_paths("P(ALL) 0.5 and/or 1/2 stay") == "P(ALL) 0.5 and/or 1/2 stay"
+
+
+def test_a_fold_serves_before_the_later_folds_and_its_card_quotes_the_whole_cross_validation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    from pipeline.catalog import completed_runs, model_card
+    from pipeline.crossval import pooled_intervals, write_summary_when_complete
+    from pipeline.intervals import patient_bootstrap
+
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    runs_dir = tmp_path / "runs"
+    older = fake_run(runs_dir, "older")
+    group = {"group": "demo-model-cv3-x", "cv_folds": 3}
+    folds = [fake_run(runs_dir, "demo-model", seed=k, config={**group, "cv_fold": k}) for k in range(3)]
+    assert [folder.run_id for folder in folds] == sorted(folder.run_id for folder in folds), "made in fold order"
+    assert completed_runs(runs_dir) == [*(folder.run_id for folder in folds), older.run_id], \
+        "the folds in fold order at the place of the newest, not newest first"
+    card = model_card(folds[0])
+    assert card["crossval"] == {"fold": 1, "folds": 3, "pooled": None}, "no figure before the summary exists"
+    write_summary_when_complete(folds[2])
+    card = model_card(folds[0])
+    pooled = pooled_intervals(folds)
+    assert card["crossval"]["pooled"] == pooled and card["crossval"]["patients"] == pooled["roc_auc"]["patients"]
+    everything = patient_bootstrap(pd.concat([folder.predictions() for folder in folds]))
+    assert pooled["roc_auc"]["value"] == pytest.approx(everything["roc_auc"]["value"])
+    assert model_card(older)["crossval"] is None
