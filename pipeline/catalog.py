@@ -116,7 +116,10 @@ def model_name(card: dict[str, Any]) -> str:
     weights = str(card.get("weights") or "?")
     source = ("ImageNet weights" if weights.startswith("imagenet") else
               "random weights" if weights.startswith("none") else weights.split(" ")[0])
-    return f"{backbone_name(card.get('backbone'))} at {card.get('image_size')} px, {source} (recipe {card['recipe']})"
+    crossval = card.get("crossval")
+    fold = f", fold {crossval['fold']} of {crossval['folds']}" if crossval else ""
+    return (f"{backbone_name(card.get('backbone'))} at {card.get('image_size')} px, {source} "
+            f"(recipe {card['recipe']}{fold})")
 
 
 def provenance(config: dict[str, Any], hide_paths: bool = False) -> str:

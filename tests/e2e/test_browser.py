@@ -240,6 +240,19 @@ def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_da
         memory = _memory_mb(process.pid)
         (SHOTS.parent / "demo-memory.json").write_text(json.dumps(memory, indent=2))
         assert memory["RssAnon"] < 1024, f"the app's private memory with a B3 model and Grad-CAM: {memory}"
+        for fold in folds[1:]:  # the later folds train in the same background process, after the served one
+            assert wait_for_state(fold, ("completed", "failed", "cancelled"), timeout_s=900)["state"] == "completed"
+        summary = writable / "crossval" / f"{config['group']}.json"
+        deadline = time.monotonic() + 60
+        while not summary.is_file() and time.monotonic() < deadline:  # written just after the last fold's state
+            time.sleep(0.5)
+        assert summary.is_file(), "the cross-validation's summary is written when its last fold completes"
+        _open(page, base, "", "demo-home-crossval")
+        page.get_by_text("Its recipe over all 14 patients").first.wait_for()
+        _settle(page)
+        page.screenshot(path=str(SHOTS / "demo-home-crossval.png"), full_page=True)
+        body = page.inner_text("body")
+        assert "this model is fold 1" in body and "95 % CI" in body and str(tmp_path) not in body
     after = _tree(code)
     subprocess.run(["chmod", "-R", "u+w", str(code)], check=True)  # so that pytest can clean up
     assert after == before, "a host's code tree stays untouched: only the documented folders are written"
