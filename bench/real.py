@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import recipe_config
-from pipeline.crossval import FOLD_METRICS, summary_lines
+from pipeline.crossval import summary_lines
+from pipeline.evaluate import Metrics
 from pipeline.intervals import format_interval, patient_bootstrap
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "cnmc-fold1"
@@ -40,7 +41,7 @@ LEVERS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 def _figures(metrics: dict[str, Any] | None) -> dict[str, Any]:
     """The figures this bench reports, read as cross-validation reads them, and the number of images."""
     metrics = metrics or {}
-    return {**{name: FOLD_METRICS[name](metrics) for name in FIGURES}, "images": metrics.get("n")}
+    return {**Metrics.of(metrics).figures(FIGURES), "images": metrics.get("n")}
 
 
 def repeated_crossval(config: Any, folds: int, repeats: int, runs_dir: Path) -> dict[str, Any]:
@@ -113,8 +114,9 @@ def protocol_comparison(data: Path, runs_dir: Path, recipe: str = "lite", **over
             "run": folder.run_id, "weights": folder.config().get("weights_used"), "images": metrics["n"],
             "accuracy": metrics["accuracy"], "roc_auc": metrics["roc_auc"],
             "balanced_accuracy": metrics["balanced_accuracy"],
-            "per_class": {label: metrics[label] for label in ("ALL", "HEM")},
-            "weighted": metrics["weighted avg"], "confusion_matrix": metrics["confusion_matrix"],
+            **Metrics.of(metrics).figures(("weighted_precision", "weighted_recall", "weighted_f1", "sensitivity",
+                                           "specificity")),
+            "confusion_matrix": metrics["confusion_matrix"],
             "leaked_patients": metrics["leakage"]["train_test_patients"],
             "test_patients": int(folder.split().query("subset == 'test'")["patient"].nunique()),
             "intervals": patient_bootstrap(folder.predictions())}
@@ -124,13 +126,12 @@ def protocol_comparison(data: Path, runs_dir: Path, recipe: str = "lite", **over
 def _protocol_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"{result['recipe']} recipe on {result['data']}: the paper's image split beside a patient split"]
     for split, figures in result["splits"].items():
-        weighted = figures["weighted"]
         lines.append(
             f"  {split:7s} split: {figures['images']} test images of {figures['test_patients']} patients "
             f"({figures['leaked_patients']} also in training): accuracy {figures['accuracy']:.3f}, precision "
-            f"{weighted['precision']:.3f}, recall {weighted['recall']:.3f}, F1 {weighted['f1-score']:.3f} (weighted); "
-            f"ALL recall {figures['per_class']['ALL']['recall']:.3f}, HEM recall "
-            f"{figures['per_class']['HEM']['recall']:.3f}; confusion matrix [ALL, HEM] {figures['confusion_matrix']}; "
+            f"{figures['weighted_precision']:.3f}, recall {figures['weighted_recall']:.3f}, F1 "
+            f"{figures['weighted_f1']:.3f} (weighted); ALL recall {figures['sensitivity']:.3f}, HEM recall "
+            f"{figures['specificity']:.3f}; confusion matrix [ALL, HEM] {figures['confusion_matrix']}; "
             f"ROC AUC {format_interval(figures['intervals']['roc_auc'], 3)}")
     return lines
 

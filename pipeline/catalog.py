@@ -13,6 +13,7 @@ import pandas as pd
 
 from .crossval import crossval_dir
 from .errors import PipelineError
+from .evaluate import Metrics
 from .files import read_json
 from .runs import SPLIT, RunFolder, now_iso, resolve_run_dir
 
@@ -231,10 +232,8 @@ def model_card(folder: RunFolder) -> dict[str, Any]:
             card["held_out"][subset] = sorted(split.loc[split["subset"] == subset, "patient"].astype(str).unique())
         card["trained_on"] = int((split["subset"] == "train").sum())
     if metrics:
-        card["test"] = {"images": metrics.get("n"), "balanced_accuracy": metrics.get("balanced_accuracy"),
-                        "roc_auc": metrics.get("roc_auc"), "accuracy": metrics.get("accuracy"),
-                        "sensitivity": (metrics.get("ALL") or {}).get("recall"),
-                        "specificity": (metrics.get("HEM") or {}).get("recall")}
+        card["test"] = {"images": metrics.get("n"), **Metrics.of(metrics).figures(
+            ("balanced_accuracy", "roc_auc", "accuracy", "sensitivity", "specificity"))}
         card["intervals"] = intervals_of_test(metrics, folder.predictions)
     card["duration_s"] = _seconds_between(status.get("started_at"), status.get("ended_at"))
     card["crossval"] = crossval_of(config)
@@ -376,11 +375,11 @@ def run_row(folder: RunFolder) -> dict[str, Any]:
         "cv": f"{config['cv_fold'] + 1}/{config['cv_folds']}" if config.get("cv_folds") else "",
         "comparable": comparable_key(config),
         "val_leaked_patients": (metrics.get("leakage") or {}).get("train_val_patients"),
-        "val_weighted_f1": validation.get("weighted avg", {}).get("f1-score"),
+        "val_weighted_f1": Metrics.of(validation).figure("weighted_f1"),
         "val_balanced_accuracy": validation.get("balanced_accuracy"),
         "val_roc_auc": validation.get("roc_auc"),
         "test_accuracy": metrics.get("accuracy"),
-        "weighted_f1": metrics.get("weighted avg", {}).get("f1-score"),
+        "weighted_f1": Metrics.of(metrics).figure("weighted_f1"),
         "balanced_accuracy": metrics.get("balanced_accuracy"),
         "mcc": metrics.get("mcc"),
         "roc_auc": metrics.get("roc_auc"),

@@ -13,25 +13,13 @@ import pandas as pd
 
 from .config import TrainConfig, artifacts_dir
 from .errors import PipelineError
+from .evaluate import Metrics
 from .files import write_json_atomic
 from .runs import SPLIT, RunFolder
 
-FOLD_METRICS = {
-    "accuracy": lambda m: m.get("accuracy"),
-    "balanced_accuracy": lambda m: m.get("balanced_accuracy"),
-    "weighted_f1": lambda m: (m.get("weighted avg") or {}).get("f1-score"),
-    "macro_f1": lambda m: (m.get("macro avg") or {}).get("f1-score"),
-    "roc_auc": lambda m: m.get("roc_auc"),
-    "sensitivity": lambda m: (m.get("ALL") or {}).get("recall"),
-    "specificity": lambda m: (m.get("HEM") or {}).get("recall"),
-    "mcc": lambda m: m.get("mcc"),
-    "brier": lambda m: m.get("brier"),
-    "ece": lambda m: (m.get("calibration") or {}).get("ece"),
-    "patient_accuracy": lambda m: m.get("patient_accuracy"),
-    "patient_sensitivity": lambda m: m.get("patient_sensitivity"),
-    "patient_specificity": lambda m: m.get("patient_specificity"),
-}
-"""Each figure of a fold, read from its test metrics."""
+FOLD_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1", "macro_f1", "roc_auc", "sensitivity", "specificity",
+                "mcc", "brier", "ece", "patient_accuracy", "patient_sensitivity", "patient_specificity")
+"""The figures of a fold's test metrics (`evaluate.Metrics` names) in its row."""
 
 
 def crossval_configs(base: TrainConfig, folds: int) -> tuple[str, list[TrainConfig]]:
@@ -52,8 +40,9 @@ def fold_table(folders: list[RunFolder]) -> pd.DataFrame:
         row = {"fold": int(config.get("cv_fold", 0)) + 1, "run_id": folder.run_id,
                "state": folder.status().get("state"), "test_patients": " ".join(test_patients),
                "test_images": metrics.get("n")}
-        row.update({name: read(metrics) for name, read in FOLD_METRICS.items()})
-        row["val_weighted_f1"] = ((metrics.get("validation") or {}).get("weighted avg") or {}).get("f1-score")
+        view = Metrics.of(metrics)
+        row.update(view.figures(FOLD_METRICS))
+        row["val_weighted_f1"] = view.validation.figure("weighted_f1")
         rows.append(row)
     return pd.DataFrame(rows).sort_values("fold").reset_index(drop=True)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .catalog import model_card, provenance, shown_path, without_paths
-from .evaluate import confusion_cell, patient_summary
+from .evaluate import Metrics, confusion_cell, patient_summary
 from .figures import confusion_matrix_figure, curves_figure, roc_figure, run_calibration_figure
 from .intervals import interval_line
 from .runs import RunFolder
@@ -83,16 +83,15 @@ def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool =
     validation = metrics.get("validation") or {}
 
     def figure_row(name: str, source: dict[str, Any], key: str) -> dict[str, Any]:
-        value = source.get(key) if key != "weighted_f1" else (source.get("weighted avg") or {}).get("f1-score")
-        return {"figure": name, "value": value, "undefined": (source.get("undefined") or {}).get(key, "")}
+        return {"figure": name, "value": Metrics.of(source).figure(key),
+                "undefined": (source.get("undefined") or {}).get(key, "")}
 
     rows = [figure_row(f"{subset} {name}", source, key) for subset, source in (("validation", validation),
                                                                               ("test", metrics)) if source
             for name, key in (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"),
                               ("weighted F1", "weighted_f1"), ("ROC AUC", "roc_auc"), ("MCC", "mcc"),
                               ("Brier", "brier"))]
-    per_class = pd.DataFrame([{"class": name, **metrics[name]} for name in [*metrics["labels"], "macro avg",
-                                                                             "weighted avg"]])
+    per_class = Metrics.of(metrics).per_class()
     figures = [curves_figure(history, "accuracy"), curves_figure(history, "loss"),
                confusion_matrix_figure(metrics), roc_figure(predictions, metrics.get("roc_auc"))]
     if metrics.get("calibration"):

@@ -210,3 +210,42 @@ def test_a_one_class_validation_fits_no_temperature_and_says_why() -> None:
     split = pd.concat([test.assign(subset="test"), validation.assign(subset="val")])
     metrics = run_metrics(test, validation, split, temperature_scaling=record)
     assert any("not rescaled" in line for line in metrics["warnings"])
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_the_metrics_view_names_scikit_learns_figures(seed: int) -> None:
+    from pipeline.evaluate import Metrics
+
+    labels, predicted, prob_all = _sample(seed)
+    view = Metrics.of({**compute_metrics(labels, predicted, prob_all),
+                       "validation": compute_metrics(labels[:80], predicted[:80], prob_all[:80])})
+    assert view.figure("weighted_f1") == pytest.approx(f1_score(labels, predicted, average="weighted"))
+    assert view.figure("macro_f1") == pytest.approx(f1_score(labels, predicted, average="macro"))
+    assert view.figure("weighted_precision") == pytest.approx(precision_score(labels, predicted, average="weighted"))
+    assert view.figure("sensitivity") == pytest.approx(recall_score(labels, predicted, pos_label="ALL"))
+    assert view.figure("specificity") == pytest.approx(recall_score(labels, predicted, pos_label="HEM"))
+    assert view.figure("roc_auc") == pytest.approx(roc_auc_score(labels == "ALL", prob_all))
+    assert view.validation.figure("weighted_f1") == pytest.approx(
+        f1_score(labels[:80], predicted[:80], average="weighted"))
+    rows = view.per_class().set_index("class")
+    assert list(rows.index) == ["ALL", "HEM", "macro avg", "weighted avg"]
+    assert rows.loc["HEM", "recall"] == pytest.approx(recall_score(labels, predicted, pos_label="HEM"))
+    assert rows.loc["ALL", "images"] == (labels == "ALL").sum() and (rows["undefined"] == "").all()
+    assert Metrics.of(None).figure("weighted_f1") is None and not Metrics.of(None).validation
+
+
+def test_a_class_absent_from_the_subset_says_why_in_its_row() -> None:
+    from pipeline.evaluate import Metrics
+
+    rows = Metrics.of(compute_metrics(["ALL"] * 5, ["ALL"] * 4 + ["HEM"], None)).per_class().set_index("class")
+    assert "no HEM image" in rows.loc["HEM", "undefined"] and rows.loc["ALL", "undefined"] == ""
+
+
+def test_no_module_but_evaluate_reads_scikit_learns_report_layout() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readers = [path.relative_to(root).as_posix() for folder in ("pipeline", "pages", "bench")
+               for path in (root / folder).rglob("*.py") if path.name != "evaluate.py"
+               and any(key in path.read_text() for key in ('"weighted avg"', '"macro avg"', '"f1-score"'))]
+    assert readers == [], f"read figures through evaluate.Metrics instead: {readers}"

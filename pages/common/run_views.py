@@ -17,7 +17,7 @@ from pipeline.crossval import (
     summarize,
 )
 from pipeline.errors import PipelineError
-from pipeline.evaluate import CLASS_WEIGHT_NOTE, patient_summary
+from pipeline.evaluate import CLASS_WEIGHT_NOTE, Metrics, patient_summary
 from pipeline.figures import (
     folds_strip_figure,
     overlaid_curves_figure,
@@ -66,7 +66,7 @@ def metric_cards(metrics: dict[str, Any], predictions: pd.DataFrame | None = Non
         cells = st.columns(4)
         _card(cells[0], "Validation balanced accuracy", validation, "balanced_accuracy", "Mean recall of the classes.")
         _card(cells[1], "Validation ROC AUC", validation, "roc_auc", "ALL positive.")
-        cells[2].metric("Validation weighted F1", figure_text(validation["weighted avg"]["f1-score"]))
+        cells[2].metric("Validation weighted F1", figure_text(Metrics.of(validation).figure("weighted_f1")))
     baseline = metrics.get("majority_baseline")
     views = ", averaged over 8 views" if metrics.get("tta") else ""
     st.markdown(f"**Test** ({metrics['n']} images, evaluated once{views})"
@@ -76,7 +76,7 @@ def metric_cards(metrics: dict[str, Any], predictions: pd.DataFrame | None = Non
     cells[0].metric("Test accuracy", figure_text(metrics["accuracy"]), help="Share of test images right (0–1).")
     _card(cells[1], "Balanced accuracy", metrics, "balanced_accuracy",
           "Mean of the recall of ALL and of HEM: a class imbalance cannot flatter it.")
-    cells[2].metric("Weighted F1", figure_text(metrics["weighted avg"]["f1-score"]),
+    cells[2].metric("Weighted F1", figure_text(Metrics.of(metrics).figure("weighted_f1")),
                     help="F1 averaged over classes, weighted by support: the C-NMC challenge metric.")
     _card(cells[3], "ROC AUC", metrics, "roc_auc", "Probability that a random ALL image scores above a random HEM.")
     _card(cells[4], "MCC", metrics, "mcc", "Matthews correlation: 0 = chance, 1 = perfect.")
@@ -89,14 +89,10 @@ def metric_cards(metrics: dict[str, Any], predictions: pd.DataFrame | None = Non
 
 def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """Precision, recall, F1 and images per class; an absent class says so instead of zeros."""
-    rows = {}
-    undefined = metrics.get("undefined") or {}
-    for name in [*metrics["labels"], "macro avg", "weighted avg"]:
-        values = metrics[name]
-        reason = undefined.get(name)
-        rows[name] = {"precision": reason or f"{values['precision']:.3f}",
-                      "recall": reason or f"{values['recall']:.3f}",
-                      "F1": reason or f"{values['f1-score']:.3f}", "images": int(values["support"])}
+    rows = {row["class"]: {"precision": row["undefined"] or f"{row['precision']:.3f}",
+                           "recall": row["undefined"] or f"{row['recall']:.3f}",
+                           "F1": row["undefined"] or f"{row['f1']:.3f}", "images": row["images"]}
+            for row in Metrics.of(metrics).per_class().to_dict(orient="records")}
     return pd.DataFrame(rows).T
 
 
@@ -147,7 +143,7 @@ def evaluations_section(folder: RunFolder) -> None:
             if reason != "seen_patient"),
         "images of seen patients (apart)": (metrics.get("seen_patients") or {}).get("n", 0),
         "accuracy": metrics.get("accuracy"), "balanced accuracy": metrics.get("balanced_accuracy"),
-        "ROC AUC": metrics.get("roc_auc"), "weighted F1": metrics["weighted avg"]["f1-score"],
+        "ROC AUC": metrics.get("roc_auc"), "weighted F1": Metrics.of(metrics).figure("weighted_f1"),
     } for name, metrics in evaluations.items()]), hide_index=True, width="stretch")
 
 

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from ..config import default_runs_dir
+from ..evaluate import Metrics
 from ..runs import open_run
 from .options import config_from_args
 
@@ -157,7 +158,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics, out_dir = evaluate_run(args.run_dir, args.data, args.include_seen_patients)
     summary = {key: metrics[key] for key in ("subset", "n", "accuracy", "balanced_accuracy", "roc_auc",
                                              "confusion_matrix", "labels", "excluded_seen_images")}
-    summary["weighted_f1"] = metrics["weighted avg"]["f1-score"]
+    summary["weighted_f1"] = Metrics.of(metrics).figure("weighted_f1")
     for line in metrics.get("warnings") or []:
         if line.startswith("Left out as seen"):
             print(line, file=sys.stderr)
