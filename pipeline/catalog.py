@@ -15,12 +15,11 @@ from .crossval import crossval_dir
 from .errors import PipelineError
 from .evaluate import Metrics
 from .files import read_json
-from .runs import SPLIT, RunFolder, now_iso, resolve_run_dir
+from .runs import SPLIT, TRAINED_ELSEWHERE, RunFolder, now_iso, resolve_run_dir, weights_label
 
 CONFIGURED_MODEL = "configured-model"
 """The id under which a model trained elsewhere (`MODEL_PATH`) is listed."""
 
-TRAINED_ELSEWHERE = {"data_kind": "unknown (model trained elsewhere)", "weights_used": "unknown"}
 
 
 def configured_model_dir(setting: str | None) -> Path | None:
@@ -60,8 +59,8 @@ def find_run(runs_dir: Path, run_id: str, configured: Path | None = None) -> Run
 
 
 def run_config(folder: RunFolder) -> dict[str, Any]:
-    """The run's settings. A bare `model.keras` (no config) was trained elsewhere; a config that exists but
-    does not read is an error, never mistaken for a model from elsewhere."""
+    """The run's settings (config.json) as a dict. A bare `model.keras` (no config) was trained elsewhere; a
+    config that exists but does not read is an error, never mistaken for a model from elsewhere."""
     if not folder.has_config():
         return dict(TRAINED_ELSEWHERE)
     try:
@@ -126,7 +125,7 @@ def model_name(card: dict[str, Any]) -> str:
 def provenance(config: dict[str, Any], hide_paths: bool = False) -> str:
     """One line (Markdown) saying which data and weights a run used."""
     return (f"Data: **{config.get('data_kind', '?')}** ({shown_path(config.get('data_dir'), hide_paths)}) · "
-            f"weights: **{config.get('weights_used') or config.get('weights')}** · "
+            f"weights: **{weights_label(config)}** · "
             f"{config.get('backbone')} at {config.get('image_size')} px · split: {config.get('split')}")
 
 
@@ -221,7 +220,7 @@ def model_card(folder: RunFolder) -> dict[str, Any]:
     config, status, metrics = run_config(folder), folder.status(), folder.metrics() or {}
     card: dict[str, Any] = {
         "run_id": folder.run_id, "data": config.get("data_kind"), "data_dir": config.get("data_dir"),
-        "weights": config.get("weights_used") or config.get("weights"), "backbone": config.get("backbone"),
+        "weights": weights_label(config), "backbone": config.get("backbone"),
         "image_size": config.get("image_size"), "split": config.get("split"), "tta": config.get("tta", False),
         "recipe": config.get("recipe") or "custom", "device": config.get("device") or {},
         "state": status.get("state"), "held_out": {}, "test": {}, "warnings": metrics.get("warnings") or [],
@@ -368,7 +367,7 @@ def run_row(folder: RunFolder) -> dict[str, Any]:
         "image_size": config.get("image_size"),
         "split": config.get("split"),
         "mode": "fast (frozen backbone)" if config.get("freeze_backbone") else "full fine-tune",
-        "weights": config.get("weights_used", config.get("weights")),
+        "weights": weights_label(config),
         "data": config.get("data_kind"),
         "data_dir": config.get("data_dir"),
         "group": config.get("group", ""),

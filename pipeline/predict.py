@@ -69,8 +69,8 @@ class Predictor:
             model = load_model(folder.model_path)
             return cls(model, TrainConfig(data_dir="", image_size=int(model.input_shape[1])), folder.path)
         try:
-            config = TrainConfig.from_dict(folder.config())
-        except (OSError, ValueError) as error:
+            config = folder.record().config
+        except PipelineError as error:
             raise PipelineError(f"{run_dir} is not a readable run folder ({error}).") from error
         scaling = (folder.metrics() or {}).get("temperature_scaling") or {}
         return cls(load_model(folder.model_path), config, folder.path, scaling.get("temperature"))

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from .config import TrainConfig
 from .errors import PipelineError, RunCancelled
 from .files import atomic_write, read_json, write_csv_atomic, write_json_atomic
 
@@ -120,6 +121,47 @@ def process_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+TRAINED_ELSEWHERE = {"data_kind": "unknown (model trained elsewhere)", "weights_used": "unknown"}
+"""What is known of a bare `model.keras` without a config: it was trained elsewhere."""
+
+
+def weights_label(settings: dict[str, Any]) -> str:
+    """The one label of a run's weights (config.json's settings): those it used; before it has loaded them,
+    those it asked for, said so."""
+    used = settings.get("weights_used")
+    if used:
+        return str(used)
+    asked = settings.get("weights")
+    return f"{asked} (not loaded yet)" if asked else "unknown"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run's settings as the layers above read them: its `TrainConfig` (None for a bare model trained elsewhere)
+    and the provenance `config.json` keeps beside it (created, group, data kind and layout, weights used, device,
+    versions), with one label for its weights."""
+
+    run_id: str
+    config: TrainConfig | None
+    provenance: dict[str, Any]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Everything config.json holds (a bare model: what is known of it)."""
+        return {**(self.config.to_dict() if self.config else {}), **self.provenance}
+
+    @property
+    def weights(self) -> str:
+        return weights_label(self.settings)
+
+    @property
+    def trained_elsewhere(self) -> bool:
+        return self.config is None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.settings.get(key, default)
 
 
 @dataclass
@@ -235,6 +277,19 @@ class RunFolder:
 
     def config(self) -> dict[str, Any]:
         return self._read_json(CONFIG)
+
+    def record(self) -> RunRecord:
+        """The run's `RunRecord`; a bare model (no config.json) reads as trained elsewhere, and a config that
+        exists but does not read is a `PipelineError`, never mistaken for a model from elsewhere."""
+        if not self.has_config():
+            return RunRecord(self.run_id, None, dict(TRAINED_ELSEWHERE))
+        try:
+            settings = self.config()
+            config = TrainConfig.from_dict(settings)
+        except (OSError, ValueError) as error:
+            raise PipelineError(f"The settings of {self.run_id} (config.json) do not read: {error}") from error
+        fields = set(config.to_dict())
+        return RunRecord(self.run_id, config, {key: value for key, value in settings.items() if key not in fields})
 
     # -- status ----------------------------------------------------------------------------
     def raw_status(self) -> dict[str, Any]:

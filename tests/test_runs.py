@@ -210,3 +210,31 @@ def test_concurrent_writers_of_one_file_each_rename_a_whole_file(tmp_path: Path)
     final = np.load(target)
     assert final.shape == (200, 200) and len(np.unique(final)) == 1
     assert sorted(path.name for path in tmp_path.iterdir()) == ["features.npy"], "no temporary file left"
+
+
+def test_a_run_record_is_its_train_config_plus_provenance_with_one_weights_label(tmp_path: Path) -> None:
+    from pipeline.catalog import model_card, provenance
+    from pipeline.config import TrainConfig
+    from pipeline.runs import RunRecord
+
+    done = fake_run(tmp_path, "done", config={"weights": "imagenet", "weights_used": "imagenet (keras)",
+                                               "group": "g", "created": "today"})
+    record = done.record()
+    assert isinstance(record, RunRecord) and isinstance(record.config, TrainConfig)
+    assert record.config.backbone == "efficientnet_b0" and record.provenance["group"] == "g"
+    assert not set(record.provenance) & set(record.config.to_dict()), "provenance holds what the config does not"
+    assert record.settings == {**done.config(), **record.config.to_dict()}
+    queued = fake_run(tmp_path, "queued", state="queued", config={"weights": "imagenet", "weights_used": None})
+    label = queued.record().weights
+    assert label == "imagenet (not loaded yet)"
+    row = next(run for run in list_runs(tmp_path) if run["run_id"] == queued.run_id)
+    assert row["weights"] == label == model_card(queued)["weights"] and label in provenance(queued.config()), \
+        "the table, the card and the provenance line name a queued run's weights alike"
+    assert done.record().weights == "imagenet (keras)" == model_card(done)["weights"]
+    bare = RunFolder(tmp_path / "bare")
+    bare.path.mkdir()
+    assert bare.record().trained_elsewhere and bare.record().weights == "unknown"
+    broken = fake_run(tmp_path, "broken", state="queued")
+    broken.file("config.json").write_text("{not json")
+    with pytest.raises(PipelineError, match="do not read"):
+        broken.record()
