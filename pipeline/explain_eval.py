@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .explain import DEFAULT_LAYER, Explainer, method_label
+from .explain import DEFAULT_LAYER, Explainer, explain_prediction, method_label
 from .files import write_csv_atomic, write_json_atomic
 from .road import FRACTIONS, cell_mask, random_in_cell
 from .runs import RunFolder
@@ -35,11 +35,11 @@ def evaluate_explanations(run_dir: str | Path, methods: Sequence[str], layer: st
     chosen = test.sample(min(images, len(test)), random_state=seed) if len(test) else test
     rows = []
     for index, record in enumerate(chosen.itertuples(index=False)):
-        model_input = predictor.prepare(read_image(record.path)).astype(np.float32)
-        class_index = predictor.predict_image_input(model_input).class_index  # the class the run shows (TTA)
+        prediction = predictor.predict_image(read_image(record.path))  # the class the run shows (TTA)
+        model_input, class_index = prediction.input.astype(np.float32), prediction.class_index
         rng = np.random.default_rng(seed + index)
         cell = cell_mask(model_input)
-        maps = {method: explainer.heatmap(model_input, method, layer, class_index) for method in methods}
+        maps = {method: explain_prediction(explainer, prediction, method, layer) for method in methods}
         maps[FOREGROUND] = cell.astype(np.float32)
         maps["random-in-cell"] = random_in_cell(cell, rng)
         for name, saliency in maps.items():
