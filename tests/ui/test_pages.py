@@ -98,7 +98,7 @@ def test_predict_waits_for_a_choice_then_gives_the_class_and_probability_of_that
     assert picker in (None, example_path), "the picker names the image shown, or nothing"
 
 
-def test_train_page_refuses_nothing_when_idle_and_offers_the_grid(app: AppTest) -> None:
+def test_train_page_offers_every_choice_and_a_start_when_idle(app: AppTest) -> None:
     _open(app, "pages/train.py")
     labels = [box.label for box in app.selectbox]
     assert {"Backbone", "Weights", "Split", "Batch size"} <= set(labels)

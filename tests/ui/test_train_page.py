@@ -26,3 +26,32 @@ def test_a_second_launch_is_refused_with_the_busy_run_named(tiny_data: Path, tmp
     assert any(busy.run_id in error.value and "still running" in error.value for error in app.error), \
         [error.value for error in app.error]
     assert [path.name for path in (tmp_path / "runs").iterdir() if path.is_dir()] == [busy.run_id]
+
+
+def test_the_grid_queues_one_run_per_epochs_and_batch_size_cell(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    from pipeline import launch
+
+    monkeypatch.setenv("CNMC_DATA_DIR", str(tiny_data))
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))
+    monkeypatch.delenv("DEMO_MODE", raising=False)
+    spawned = []
+    monkeypatch.setattr(launch, "_spawn",
+                        lambda folders, engine=None: spawned.append(folders) or type("P", (), {"pid": 1})())
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    app.switch_page("pages/train.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    grid_epochs = next(box for box in app.multiselect if box.label == "Grid epochs")
+    grid_batches = next(box for box in app.multiselect if box.label == "Grid batch sizes")
+    assert grid_epochs.value == [10, 20, 30, 40, 50, 60] and grid_batches.value == [16, 32], "the paper's grid"
+    next(radio for radio in app.radio if radio.label == "Launch").set_value("the paper's grid")
+    grid_epochs.set_value([10, 20])
+    grid_batches.set_value([16, 32])
+    next(button for button in app.button if button.label == "Start training").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert len(spawned) == 1, "one background process for the whole grid"
+    configs = [folder.config() for folder in spawned[0]]
+    assert sorted((config["epochs"], config["batch_size"]) for config in configs) == [
+        (10, 16), (10, 32), (20, 16), (20, 32)]
+    assert len({config["group"] for config in configs}) == 1 and configs[0]["group"].startswith("grid")
+    assert all(config["data_dir"] == str(tiny_data) for config in configs)
