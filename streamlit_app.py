@@ -6,6 +6,7 @@ import streamlit as st
 from pages.common.settings import demo_mode, runs_dir
 from pages.common.widgets import sidebar
 from pipeline.config import EMBEDDED_SAMPLE
+from pipeline.launch import launch_demo_model
 
 st.set_page_config(page_title="ALL vs HEM · C-NMC cell classifier", page_icon=":material/biotech:", layout="wide")
 
@@ -13,8 +14,6 @@ st.set_page_config(page_title="ALL vs HEM · C-NMC cell classifier", page_icon="
 @st.cache_resource(show_spinner=False)
 def _demo_model_started() -> bool:
     """Once per server process: prepare the demo model on the embedded real sample if there is no run yet."""
-    from pipeline.launch import launch_demo_model
-
     return launch_demo_model(str(EMBEDDED_SAMPLE), runs_dir()) is not None
 
 

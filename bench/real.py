@@ -48,11 +48,11 @@ def repeated_crossval(config: Any, folds: int, repeats: int, runs_dir: Path) -> 
     """K-fold patient cross-validation over `repeats` seeds: per fold its figures, per repeat the pooled
     out-of-fold predictions with patient-bootstrap intervals, and mean ± std over all folds."""
     from pipeline.crossval import fold_table
-    from pipeline.train import crossval as run_crossval
+    from pipeline.train import cross_validate
 
     tables, pooled, start = [], [], time.perf_counter()
     for repeat in range(repeats):
-        folders, _ = run_crossval(config.replace(seed=config.seed + repeat), folds, runs_dir)
+        folders, _ = cross_validate(config.replace(seed=config.seed + repeat), folds, runs_dir)
         tables.append(fold_table(folders).assign(repeat=repeat))
         predictions = pd.concat([folder.predictions() for folder in folders], ignore_index=True)
         pooled.append(patient_bootstrap(predictions, seed=repeat))

@@ -5,7 +5,7 @@ import streamlit as st
 from pages.common.loaders import current_dataset, model_card_of, runs_table
 from pages.common.run_views import figure_text
 from pages.common.settings import current_model, data_dir, demo_mode, run_folder, runs_dir
-from pages.common.widgets import DISCLAIMER, demo_model_progress, live_progress, model_card, run_label, show_error
+from pages.common.widgets import DISCLAIMER, demo_model_progress, live_progress, run_label, show_error, show_model_card
 from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_run, comparable_count, run_flags
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.errors import PipelineError
@@ -93,7 +93,7 @@ if not demo_model_progress() and not runs.empty and runs["state"].isin(ACTIVE_ST
     st.subheader("Training now")
     live_progress()
 if current_model():
-    model_card(run_folder(current_model()))
+    show_model_card(run_folder(current_model()))
 
 st.subheader("How to use it")
 steps = ["**Dataset**: browse the real cells, class balance and patients; compare raw and CLAHE-enhanced cells."]

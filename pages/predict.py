@@ -19,7 +19,7 @@ from pages.common.loaders import (
     thumbnail_of,
 )
 from pages.common.settings import current_model, demo_mode, models, run_folder
-from pages.common.widgets import demo_model_progress, model_card, run_label, show_error, synthetic_warning
+from pages.common.widgets import demo_model_progress, run_label, show_error, show_model_card, synthetic_warning
 from pipeline.catalog import example_cells, provenance, run_config
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.data import scan_dataset
@@ -79,7 +79,7 @@ try:
     for warning in card["model_warnings"]:  # a model no better than a constant answer says so before it answers
         st.warning(warning, icon=":material/report:")
     with st.expander("Model card", expanded=False):
-        model_card(folder)
+        show_model_card(folder)
     predictor, explainer = predictor_and_explainer(run_id)
 except PipelineError as error:
     show_error(error)

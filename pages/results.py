@@ -8,10 +8,10 @@ from pages.common import run_views
 from pages.common.loaders import runs_table, table
 from pages.common.settings import demo_mode, model_download_allowed, run_folder
 from pages.common.widgets import show_error, synthetic_warning
-from pipeline import runs as run_files
 from pipeline.catalog import SELECTION_LABEL, provenance, rank_by_validation, run_flags, without_server_paths
 from pipeline.errors import PipelineError
 from pipeline.figures import confusion_matrix_figure, curves_figure, roc_figure
+from pipeline.runs import PREDICTIONS
 
 st.title(":material/insights: Results")
 runs = runs_table()
@@ -55,7 +55,7 @@ with one:
     folder = run_folder(run_id)
     try:
         config, metrics = folder.config(), folder.metrics()
-        history, predictions = folder.history(), table(folder, run_files.PREDICTIONS)
+        history, predictions = folder.history(), table(folder, PREDICTIONS)
     except (OSError, ValueError) as error:
         show_error(PipelineError(f"Run {run_id} is broken: {error}"))
         st.stop()

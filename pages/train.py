@@ -5,11 +5,20 @@ import streamlit as st
 from pages.common.loaders import runs_table
 from pages.common.settings import data_dir, demo_mode, ray_address, run_folder, runs_dir
 from pages.common.widgets import live_progress, show_error
-from pipeline.config import BACKBONES, OPTIMIZERS, PAPER_BATCH_SIZES, PAPER_EPOCHS, RECIPES, SPLITS, ClaheSettings
-from pipeline.config import recipe_config as make_config
+from pipeline.config import (
+    BACKBONES,
+    OPTIMIZERS,
+    PAPER_BATCH_SIZES,
+    PAPER_EPOCHS,
+    RECIPES,
+    SPLITS,
+    ClaheSettings,
+    recipe_config,
+)
 from pipeline.crossval import crossval_configs
 from pipeline.errors import PipelineError
 from pipeline.launch import gpu_present, launch, resume
+from pipeline.model import default_recipe
 from pipeline.runs import RESUMABLE_STATES
 from pipeline.train import grid
 
@@ -22,8 +31,6 @@ if demo_mode():
 
 @st.cache_data(ttl=600, show_spinner="Looking for ImageNet weights…")
 def _suggested_recipe() -> str:
-    from pipeline.model import default_recipe
-
     return default_recipe()
 
 
@@ -45,7 +52,7 @@ paper = st.toggle("Paper protocol (image split of fold 0)", help="The paper's im
 if paper:
     st.warning("The paper's image-level split lets images of the same patient fall in training and test: "
                "results are optimistic. The patient split is the honest default.", icon=":material/warning:")
-defaults = make_config(recipe, data_dir())
+defaults = recipe_config(recipe, data_dir())
 
 with st.form("train"):
     columns = st.columns(4)
@@ -96,7 +103,7 @@ with st.form("train"):
 
 if submitted:
     try:
-        base = make_config(
+        base = recipe_config(
             recipe, data_dir(), backbone=backbone, image_size=int(image_size), weights=weights, split=split,
             folds="0" if paper else "", epochs=int(epochs), batch_size=int(batch_size),
             learning_rate=float(learning_rate), optimizer=optimizer, freeze_backbone=fast, augment=augment,

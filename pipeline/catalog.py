@@ -11,10 +11,13 @@ from typing import Any
 
 import pandas as pd
 
+from .config import EMBEDDED_SAMPLE, default_runs_dir
 from .crossval import crossval_dir
+from .data import cell_name
 from .errors import PipelineError
 from .evaluate import Metrics
 from .files import read_json
+from .intervals import patient_bootstrap
 from .runs import SPLIT, TRAINED_ELSEWHERE, RunFolder, now_iso, resolve_run_dir, weights_label
 
 CONFIGURED_MODEL = "configured-model"
@@ -76,7 +79,6 @@ def shown_path(path: str | Path | None, hide_paths: bool = False) -> str:
         return "?"
     if not hide_paths:
         return str(path)
-    from .config import EMBEDDED_SAMPLE
 
     resolved = Path(path).resolve()
     if resolved == EMBEDDED_SAMPLE or EMBEDDED_SAMPLE in resolved.parents:
@@ -269,7 +271,6 @@ def intervals_of_test(metrics: dict[str, Any], predictions: Callable[[], pd.Data
     test predictions (`predictions()` is asked only then)."""
     if metrics.get("intervals"):
         return metrics["intervals"]
-    from .intervals import patient_bootstrap
 
     try:
         table = predictions()
@@ -293,7 +294,6 @@ def example_cells(records: list[Any], split: pd.DataFrame | None, per_class: int
     half from its training images, each marked with its role for this model: by path, else by C-NMC cell name
     (the same cell in another folder or format), else by patient (another image of a patient it trained or
     validated on is not new to it)."""
-    from .data import cell_name
 
     by_path, by_name, by_patient = {}, {}, {}
     if split is not None:
@@ -332,7 +332,6 @@ def _spread(items: list[Any], count: int) -> list[Any]:
 # -- run listings ---------------------------------------------------------------------------
 def list_runs(runs_dir: Path | None = None) -> list[dict[str, Any]]:
     """Summaries of every run under `runs_dir`, newest first."""
-    from .config import default_runs_dir
 
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     if not runs_dir.is_dir():

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .config import artifacts_dir, child_python_path
 from .errors import PipelineError
 from .runs import RunFolder, mark_cancelled
 
@@ -42,7 +43,7 @@ def _ray() -> Any:
 
 def _execute(run_dir: str) -> str:
     """The body of one Ray task: execute the run folder; its state is what the folder says afterwards."""
-    from .train import execute_run
+    from .train import execute_run  # here, in the task: train imports this module to dispatch its runs
 
     folder = RunFolder(Path(run_dir))
     if folder.raw_status().get("state") == "running":  # a retry after a lost worker: continue, do not refuse
@@ -55,7 +56,6 @@ def _execute(run_dir: str) -> str:
 def _environment() -> dict[str, str]:
     """What a task's process needs from the caller's environment: where runs and caches live (absolute), and
     where this package is when it runs from a checkout."""
-    from .config import artifacts_dir, child_python_path
 
     passed = {name: os.environ[name] for name in PASSED_ENVIRONMENT if name in os.environ}
     passed["ARTIFACTS_DIR"] = str(artifacts_dir().resolve())  # the caller's, wherever a task's process starts

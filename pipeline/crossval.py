@@ -15,6 +15,7 @@ from .config import TrainConfig, artifacts_dir
 from .errors import PipelineError
 from .evaluate import Metrics
 from .files import write_json_atomic
+from .intervals import patient_bootstrap
 from .runs import SPLIT, RunFolder
 
 FOLD_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1", "macro_f1", "roc_auc", "sensitivity", "specificity",
@@ -103,7 +104,6 @@ def write_summary(group: str, folders: list[RunFolder]) -> Path:
 def pooled_intervals(folders: list[RunFolder]) -> dict[str, Any] | None:
     """95 % patient-bootstrap intervals of the completed folds' test predictions pooled (every patient is tested
     once, by the fold that held it out); None when no fold has predictions."""
-    from .intervals import patient_bootstrap
 
     frames = []
     for folder in folders:

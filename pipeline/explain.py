@@ -14,8 +14,11 @@ import cv2
 import numpy as np
 
 from .errors import ImageReadError, PipelineError
+from .files import save_npy_atomic, write_bytes_atomic, write_json_atomic
 from .inference import one_at_a_time, run_batches
-from .model import LAST_CONV_LAYER
+from .model import LAST_CONV_LAYER, compiled_forward
+from .predict import Predictor
+from .preprocess import read_image
 from .road import FRACTIONS, road, road_with_baseline
 from .runs import slug
 
@@ -85,8 +88,6 @@ class Explainer:
     """
 
     def __init__(self, model: Any, forward: Any = None) -> None:
-        from .model import compiled_forward
-
         self.model = model
         self.scores_model = logits_model(model)
         self._cams: dict[str, Any] = {}
@@ -266,9 +267,6 @@ def explain_files(run_dir: Path, paths: Sequence[Path], methods: Sequence[str], 
                   out_dir: Path) -> list[dict[str, Any]]:
     """For each image, `out_dir/<image name>/` gets input.npy, <method>.npy, <method>.png and <method>_road.json.
     Returns one summary row per image and method (or the read error)."""
-    from .files import save_npy_atomic, write_bytes_atomic, write_json_atomic
-    from .predict import Predictor
-    from .preprocess import read_image
 
     predictor = Predictor.from_run(run_dir)
     explainer = Explainer(predictor.model, forward=predictor.forward)

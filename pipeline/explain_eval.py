@@ -12,6 +12,8 @@ import pandas as pd
 
 from .explain import DEFAULT_LAYER, Explainer, explain_prediction, method_label
 from .files import write_csv_atomic, write_json_atomic
+from .predict import Predictor
+from .preprocess import read_image
 from .road import FRACTIONS, cell_mask, random_in_cell
 from .runs import RunFolder
 
@@ -25,8 +27,6 @@ def evaluate_explanations(run_dir: str | Path, methods: Sequence[str], layer: st
     """ROAD of each method (and of the foreground mask and random maps in the cell) on `images` test images of
     the run, drawn at random (seeded). Writes `explanations/road-<layer>.csv` (per image) and `.json`
     (mean and standard deviation per method) in the run folder; returns the table, the summary and the folder."""
-    from .predict import Predictor
-    from .preprocess import read_image
 
     folder = RunFolder(Path(run_dir))
     predictor = Predictor.from_run(run_dir)

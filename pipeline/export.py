@@ -16,8 +16,13 @@ from typing import Any
 import numpy as np
 
 from . import ALL_INDEX, CLASS_NAMES
+from .cache import load_images
+from .catalog import model_card
+from .config import ClaheSettings
 from .errors import PipelineError
 from .files import atomic_write, write_json_atomic
+from .intervals import NAMES, interval_line
+from .model import load_model
 from .runs import RunFolder
 
 FORMATS = ("savedmodel", "tflite")
@@ -28,12 +33,10 @@ TOLERANCE = 1e-4
 CHECK_IMAGES = 16
 
 
-def model_card(folder: RunFolder, fmt: str) -> dict[str, Any]:
+def export_card(folder: RunFolder, fmt: str) -> dict[str, Any]:
     """What goes with an exported model: how to feed it and what it was measured to do."""
-    from .catalog import model_card as run_card
-
     config = folder.config()
-    card = run_card(folder)
+    card = model_card(folder)
     temperature = ((folder.metrics() or {}).get("temperature_scaling") or {}).get("temperature")
     meaning = "softmax probabilities" + (f", rescaled inside the model by temperature {temperature:.3f} (fitted on "
                                          "validation)" if temperature else "")
@@ -58,10 +61,7 @@ def readme_card(folder: RunFolder, card: dict[str, Any]) -> str:
     """The export's README.md: a model card in the Hugging Face format (YAML front matter: licence, library, data
     set, metrics with their intervals), then its intended use, data, figures, preprocessing, citation and the code
     and library versions that made it."""
-    from .catalog import model_card as run_card
-    from .intervals import NAMES, interval_line
-
-    config, run = folder.config(), run_card(folder)
+    config, run = folder.config(), model_card(folder)
     intervals = run.get("intervals") or {}
     metrics = [{"type": name, "value": round(figure["value"], 4),
                 "name": f"{NAMES[name]} (95 % CI {figure['low']:.2f}-{figure['high']:.2f}, patient bootstrap)"}
@@ -139,8 +139,6 @@ def with_temperature_scaling(model: Any, temperature: float) -> Any:
 
 def _check_images(folder: RunFolder, image_size: int, clahe: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The first test images of the run, preprocessed, and the P(ALL) the run saved for them."""
-    from .cache import load_images
-    from .config import ClaheSettings
 
     predictions = folder.predictions()
     paths = predictions["path"].tolist()[:CHECK_IMAGES]
@@ -171,7 +169,6 @@ def export_run(run_dir: str | Path, fmt: str) -> Path:
     test images. Refused above `TOLERANCE`."""
     import tensorflow as tf
 
-    from .model import load_model
 
     if fmt in UNSUPPORTED:
         raise PipelineError(f"No {fmt} export: {UNSUPPORTED[fmt]}")
@@ -201,7 +198,7 @@ def export_run(run_dir: str | Path, fmt: str) -> Path:
         if difference is not None and difference > TOLERANCE:
             raise PipelineError(f"The {fmt} export differs from the run's saved test probabilities by "
                                 f"{difference:.2e} (more than {TOLERANCE:.0e}); it was not kept.")
-        card = {**model_card(folder, fmt), "check": {
+        card = {**export_card(folder, fmt), "check": {
             "images": int(len(images)), "max_abs_difference": difference, "tolerance": TOLERANCE,
             "against": "the P(ALL) the run saved for its first test images (predictions.csv)",
             "test_time_augmentation_inside": bool(config.get("tta")), "temperature_inside": temperature}}

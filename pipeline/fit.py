@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from . import ALL_INDEX
 from .cache import cache_key, cached_array
 from .config import TrainConfig, default_cache_dir
 from .datasets import PreparedData, feature_dataset, make_dataset, training_steps
-from .inference import PREDICT_BATCH, extract_features
+from .inference import PREDICT_BATCH, dihedral_views, extract_features
+from .model import adapt_feature_norm, feature_extractor, head_model, unfreeze_top_blocks
 from .runs import RunFolder
 
 LOG = logging.getLogger(__name__)
@@ -156,7 +158,6 @@ def fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
 def _augmented_features(model: Any, config: TrainConfig, images: np.ndarray, labels: np.ndarray,
                         folder: RunFolder) -> np.ndarray:
     """Pooled features of `augment_passes` augmented copies of `images`, one pass after another."""
-    from .model import feature_extractor
 
     extractor = feature_extractor(model)
     parts = []
@@ -181,7 +182,6 @@ def image_features(model: Any, config: TrainConfig, folder: RunFolder, weights_u
     has not): `plain`, `augmented` (the `augment_passes` passes one after another) or `views` (the 8 dihedral
     views of test-time augmentation, one after another). Cached when the backbone weights are fixed (ImageNet
     or a file); random weights change with every build and are computed afresh."""
-    from .inference import dihedral_views
 
     folder.update_status(phase=f"extracting {kind} features of {len(paths)} images", progress=0.0)
 
@@ -209,8 +209,6 @@ def frozen_probabilities(model: Any, config: TrainConfig, data: PreparedData, fo
     (of the 8 views, averaged as test-time augmentation averages them), the same figures as the whole model
     on the images. The folds of a cross-validation share one extraction of every image's views; a single run
     extracts the views of its validation and test images only."""
-    from . import ALL_INDEX
-    from .model import head_model
 
     mask = data.subset_mask(subset)
     if not config.tta:
@@ -231,7 +229,6 @@ def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
              jit_compile: bool = False) -> None:
     """Fast mode: pooled backbone features computed once (and cached), standardised, then the head trained on
     them; with `augment`, on the features of the training images and of `augment_passes` augmented copies."""
-    from .model import adapt_feature_norm, head_model, unfreeze_top_blocks
 
     every = dataset_features(model, config, data, folder, weights_used)
     features = {subset: every[data.subset_mask(subset)] for subset in ("train", "val")}

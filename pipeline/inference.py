@@ -12,6 +12,7 @@ import pandas as pd
 
 from . import ALL_INDEX
 from .evaluate import label_from_prob
+from .model import compiled_forward, feature_extractor
 
 _MODEL_LOCK = threading.RLock()
 _Function = TypeVar("_Function", bound=Callable[..., Any])
@@ -72,7 +73,6 @@ def class_probabilities(forward: Callable[[Any], Any], images: np.ndarray, tta: 
 def predict_probabilities(model: Any, images: np.ndarray, tta: bool = False) -> np.ndarray:
     """Probability of ALL for each preprocessed image (averaged over 8 views with `tta`), through one compiled
     forward pass (an eager call per batch costs more than the batch itself for small images)."""
-    from .model import compiled_forward
 
     probabilities = class_probabilities(compiled_forward(model), images, tta)
     return probabilities[:, ALL_INDEX] if len(probabilities) else np.zeros(0, np.float32)
@@ -80,7 +80,6 @@ def predict_probabilities(model: Any, images: np.ndarray, tta: bool = False) -> 
 
 def extract_features(model: Any, images: np.ndarray, progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Pooled backbone features of `model` for each image (fast mode)."""
-    from .model import compiled_forward, feature_extractor
 
     extractor = feature_extractor(model)
     features = run_batches(compiled_forward(extractor), images, progress=progress)

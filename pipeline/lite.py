@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import WeightsUnavailableError
 from .files import atomic_write
+from .torch_pickle import read_legacy_state_dict
 
 if TYPE_CHECKING:
     import keras
@@ -194,7 +195,6 @@ def cache_file(name: str, cache_dir: Path) -> Path:
 def converted_weights(name: str, cache_dir: Path) -> tuple[dict[str, list[np.ndarray]], Path]:
     """The Keras weights of `name` (with the ImageNet classifier), converted once from the package and then
     read from `cache_dir` (written atomically)."""
-    from .torch_pickle import read_legacy_state_dict
 
     cached = cache_file(name, cache_dir)
     if cached.is_file():

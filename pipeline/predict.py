@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 
 from . import ALL_INDEX, CLASS_NAMES
+from .cache import load_images
 from .config import TrainConfig
 from .data import PRELIM_SUBSET, UNKNOWN_PATIENT, cell_name, scan_dataset
 from .errors import ImageReadError, PipelineError
 from .evaluate import label_from_prob, metrics_from_predictions, with_temperature
 from .inference import class_probabilities, one_at_a_time, predictions_table
+from .model import compiled_forward, load_model
 from .preprocess import decode_image, preprocess, read_image
 from .runs import SPLIT, RunFolder
 
@@ -55,14 +57,10 @@ class Predictor:
     """The run's fitted temperature (`temperature_scaling`), applied to every P(ALL) as to its test figures."""
 
     def __post_init__(self) -> None:
-        from .model import compiled_forward
-
         self.forward = compiled_forward(self.model)
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
-        from .model import load_model
-
         folder = RunFolder(Path(run_dir))
         if not folder.has_config() and folder.has_model():
             # A bare model.keras trained elsewhere: its input size is known, the rest are the defaults.
@@ -166,7 +164,6 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None,
     or decoded pixels). Other images of the run's training or validation patients are reported apart
     (`seen_patients`) and left out of the headline unless `include_seen_patients`. Written to
     `evaluations/<name>/` of the run; returns the metrics and that folder."""
-    from .cache import load_images
 
     folder = RunFolder(Path(run_dir))
     predictor = Predictor.from_run(run_dir)

@@ -15,9 +15,14 @@ import numpy as np
 import pandas as pd
 
 from .catalog import model_card, provenance, shown_path, without_paths
+from .errors import ImageReadError, PipelineError
 from .evaluate import Metrics, confusion_cell, patient_summary
+from .explain import Explainer, overlay
 from .figures import confusion_matrix_figure, curves_figure, roc_figure, run_calibration_figure
+from .files import write_bytes_atomic
 from .intervals import interval_line
+from .predict import Predictor, class_index_of
+from .preprocess import read_image
 from .runs import RunFolder
 
 EXAMPLES = 4
@@ -45,10 +50,6 @@ def _png(image_rgb: np.ndarray) -> str:
 
 def _examples(folder: RunFolder, predictions: pd.DataFrame, hide_paths: bool = False) -> str:
     """Grad-CAM of the most confident mistakes and of correct answers, as embedded images."""
-    from .errors import ImageReadError, PipelineError
-    from .explain import Explainer, overlay
-    from .predict import Predictor, class_index_of
-    from .preprocess import read_image
 
     try:
         predictor = Predictor.from_run(folder.path)
@@ -122,7 +123,6 @@ def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool =
 
 def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
     """`report.html` in the run folder (or `out`), written atomically."""
-    from .files import write_bytes_atomic
 
     folder = RunFolder(Path(run_dir))
     target = Path(out) if out else folder.report_path

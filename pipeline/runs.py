@@ -19,9 +19,10 @@ from typing import Any
 
 import pandas as pd
 
-from .config import TrainConfig
+from .config import PROJECT_ROOT, TrainConfig
 from .errors import PipelineError, RunCancelled
 from .files import atomic_write, read_json, write_csv_atomic, write_json_atomic
+from .model import check_model_file
 
 CONFIG = "config.json"
 STATUS = "status.json"
@@ -380,7 +381,6 @@ class RunFolder:
     def completeness_problem(self) -> str | None:
         """Why this run, said to be completed, cannot be shown or used; None when everything it must hold
         (a readable history with epochs, split, predictions, metrics and a whole model file) is there."""
-        from .model import check_model_file
 
         try:
             if self.history().empty:
@@ -413,7 +413,6 @@ def _resolvable(path: str) -> str:
     candidate = Path(path)
     if candidate.is_absolute():
         return path
-    from .config import PROJECT_ROOT
 
     for base in (Path.cwd(), PROJECT_ROOT):
         if (base / candidate).exists():

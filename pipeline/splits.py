@@ -17,7 +17,8 @@ from sklearn.model_selection import train_test_split
 
 from . import DISPLAY_ORDER
 from .data import UNKNOWN_PATIENT, Record
-from .errors import PipelineError
+from .errors import ImageReadError, PipelineError
+from .preprocess import read_image
 
 SUBSETS = ("train", "val", "test")
 MIN_PATIENTS_PER_CLASS = 3
@@ -93,8 +94,6 @@ def difference_hash(path: str) -> np.ndarray | None:
     cannot be read or shows no cell."""
     import cv2
 
-    from .errors import ImageReadError
-    from .preprocess import read_image
 
     try:
         gray = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2GRAY)

@@ -20,13 +20,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .cluster import execute_on_ray
 from .config import TrainConfig, default_runs_dir
+from .crossval import crossval_configs, crossval_dir, write_summary_of_group, write_summary_when_complete
 from .data import scan_dataset
 from .datasets import PreparedData, prepare_data
+from .device import configure_device, replica_batches, synchronize_batchnorm
 from .errors import PipelineError, WeightsUnavailableError
 from .evaluate import compute_metrics, fit_temperature, metrics_from_predictions, model_warnings, with_temperature
+from .fit import fit_fast, fit_full, frozen_probabilities
 from .inference import predict_probabilities, predictions_table
 from .intervals import patient_bootstrap
+from .model import build_model
 from .runs import Heartbeat, RunFolder, create_run_dir, mark_cancelled, now_iso
 from .splits import split_report
 
@@ -59,7 +64,6 @@ def prepare_run(config: TrainConfig, runs_dir: Path | None = None, group: str = 
 
 def _predictions(model: Any, config: TrainConfig, data: PreparedData, subset: str, folder: RunFolder,
                  weights_used: str) -> Any:
-    from .fit import frozen_probabilities
 
     if config.freeze_backbone and not (config.fine_tune_blocks and config.fine_tune_epochs):
         prob_all = frozen_probabilities(model, config, data, folder, weights_used, subset)
@@ -139,7 +143,6 @@ def _load_or_build(config: TrainConfig, config_dict: dict[str, Any], folder: Run
     dropout masks, as an uninterrupted run would, instead of replaying those of its first epochs."""
     import keras
 
-    from .model import build_model
 
     checkpoint = None if config.freeze_backbone else folder.latest_checkpoint()
     keras.utils.set_random_seed(config.seed + (checkpoint[0] if checkpoint else 0))
@@ -159,9 +162,6 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from .crossval import write_summary_when_complete
-    from .device import configure_device, replica_batches, synchronize_batchnorm
-    from .fit import fit_fast, fit_full
 
     config_dict = folder.config()
     config = TrainConfig.from_dict(config_dict)
@@ -297,8 +297,6 @@ def run_all(folders: list[RunFolder], engine: str = "local", **ray_options: Any)
         return execute_runs(folders)
     if engine != "ray":
         raise PipelineError(f"Unknown engine {engine!r}: local or ray.")
-    from .cluster import execute_on_ray
-    from .crossval import write_summary_of_group
 
     completed = execute_on_ray(folders, **ray_options)
     write_summary_of_group(folders)
@@ -332,11 +330,10 @@ def sweep(config: TrainConfig, epochs: list[int], batch_sizes: list[int], runs_d
     return [cells[(member.epochs, member.batch_size)] for member in configs]
 
 
-def crossval(config: TrainConfig, folds: int, runs_dir: Path | None = None, engine: str = "local",
+def cross_validate(config: TrainConfig, folds: int, runs_dir: Path | None = None, engine: str = "local",
              **ray_options: Any) -> tuple[list[RunFolder], Path | None]:
     """Patient-level K-fold cross-validation (in this process or on a Ray cluster): the fold runs and their
     summary file."""
-    from .crossval import crossval_configs, crossval_dir
 
     group, configs = crossval_configs(config, folds)
     folders = [prepare_run(member, runs_dir, group) for member in configs]
@@ -348,7 +345,6 @@ def execute_runs(folders: list[RunFolder]) -> bool:
     """Execute queued runs in order; True if all completed. A failed run does not stop the next (its
     traceback goes to stderr, the run's log); a cancel stops them all. The folds of a cross-validation
     get their summary written at the end."""
-    from .crossval import write_summary_of_group
 
     all_completed = True
     for index, folder in enumerate(folders):

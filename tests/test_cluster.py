@@ -88,7 +88,7 @@ def _probabilities(folder: RunFolder) -> np.ndarray:
 def test_a_sweep_and_a_crossval_on_a_ray_cluster_match_the_local_engine(ray_cluster, tiny_config, artifacts_root,
                                                                         tmp_path: Path) -> None:
     from pipeline.crossval import crossval_dir
-    from pipeline.train import crossval, sweep
+    from pipeline.train import cross_validate, sweep
 
     address, _ = ray_cluster
     lines: list[str] = []
@@ -102,7 +102,7 @@ def test_a_sweep_and_a_crossval_on_a_ray_cluster_match_the_local_engine(ray_clus
         assert np.abs(_probabilities(remote) - _probabilities(here)).max() < 0.1
     assert any(line.endswith("completed done epoch 1") for line in lines), lines
 
-    folders, summary_path = crossval(tiny_config, 2, tmp_path / "cv", engine="ray", address=address)
+    folders, summary_path = cross_validate(tiny_config, 2, tmp_path / "cv", engine="ray", address=address)
     assert [folder.status()["state"] for folder in folders] == ["completed", "completed"]
     summary = json.loads(summary_path.read_text())
     assert summary_path.parent == crossval_dir() and summary["folds"] == summary["completed"] == 2

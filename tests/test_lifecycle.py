@@ -122,7 +122,7 @@ def test_crossval_repeats_over_seeds_and_reports_pooled_intervals(tmp_path: Path
                             config={"group": group, "cv_folds": folds, "cv_fold": fold}) for fold in range(folds)]
         return members, write_summary(group, members)
 
-    monkeypatch.setattr(train, "crossval", fake_crossval)
+    monkeypatch.setattr(train, "cross_validate", fake_crossval)
     code = main(["crossval", "--data", str(tmp_path), "--recipe", "scratch", "--folds", "2", "--repeats", "2",
                  "--seed", "42"])
     out = capsys.readouterr().out

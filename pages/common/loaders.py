@@ -9,8 +9,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pipeline.catalog import crossval_summary_path, list_runs
+from pipeline.catalog import crossval_summary_path, list_runs, model_card
 from pipeline.data import Dataset, scan_dataset
+from pipeline.explain import Explainer, explain_prediction
+from pipeline.predict import Predictor
+from pipeline.preprocess import thumbnail
 from pipeline.runs import METRICS, RunFolder
 
 from .settings import data_dir, run_folder, runs_dir
@@ -58,7 +61,6 @@ def runs_table() -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=512)
 def thumbnail_of(path: str, file_mtime: float, size: int = 112) -> Any:
     """A small preview of an image file, decoded once per file version."""
-    from pipeline.preprocess import thumbnail
 
     return thumbnail(path, size)
 
@@ -74,7 +76,6 @@ def cached_prediction(run_dir: str, model_mtime: float, image_key: str, _image: 
 def cached_heatmap(run_dir: str, model_mtime: float, image_key: str, method: str, layer: str, channels: int,
                    _prediction: Any) -> Any:
     """An explanation of a prediction's shown class, computed once per image, model, method, layer and channels."""
-    from pipeline.explain import explain_prediction
 
     return explain_prediction(_explainer(run_dir, model_mtime), _prediction, method, layer,
                               scorecam_channels=channels)
@@ -107,16 +108,12 @@ def _keep_keras_session() -> None:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=3)
 def _predictor(run_dir: str, model_mtime: float) -> Any:
-    from pipeline.predict import Predictor
-
     _keep_keras_session()
     return Predictor.from_run(run_dir)
 
 
 @st.cache_resource(show_spinner="Preparing explanations…", max_entries=3)
 def _explainer(run_dir: str, model_mtime: float) -> Any:
-    from pipeline.explain import Explainer
-
     predictor = _predictor(run_dir, model_mtime)
     return Explainer(predictor.model, forward=predictor.forward)
 
@@ -151,6 +148,4 @@ def model_card_of(folder: RunFolder) -> dict[str, Any]:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _model_card(run_dir: str, metrics_mtime: float, summary_mtime: float) -> dict[str, Any]:
-    from pipeline.catalog import model_card
-
     return model_card(RunFolder(Path(run_dir)))

@@ -17,7 +17,9 @@ from pipeline.crossval import (
     summarize,
 )
 from pipeline.errors import PipelineError
-from pipeline.evaluate import CLASS_WEIGHT_NOTE, Metrics, patient_summary
+from pipeline.evaluate import CLASS_WEIGHT_NOTE, Metrics, confusion_cell, patient_errors, patient_summary
+from pipeline.explain import overlay
+from pipeline.export import FORMATS, UNSUPPORTED, export_run
 from pipeline.figures import (
     folds_strip_figure,
     overlaid_curves_figure,
@@ -28,8 +30,12 @@ from pipeline.figures import (
 )
 from pipeline.files import read_json
 from pipeline.intervals import interval_line
+from pipeline.predict import class_index_of
+from pipeline.preprocess import read_image, thumbnail
+from pipeline.report import build_report
 from pipeline.runs import RunFolder
 
+from .loaders import predictor_and_explainer
 from .settings import demo_mode, run_folder
 
 
@@ -219,8 +225,6 @@ CELLS = {"ALL called HEM (missed blasts)": ("ALL", "HEM"), "HEM called ALL (fals
 
 def confusion_gallery(folder: RunFolder, predictions: pd.DataFrame) -> None:
     """A confusion-matrix cell's images, most confident first, with Grad-CAM on demand; then per patient."""
-    from pipeline.evaluate import confusion_cell, patient_errors
-    from pipeline.preprocess import thumbnail
 
     st.subheader("The images behind the confusion matrix")
     counts = {name: len(confusion_cell(predictions, *cell)) for name, cell in CELLS.items()}
@@ -233,11 +237,7 @@ def confusion_gallery(folder: RunFolder, predictions: pd.DataFrame) -> None:
     st.caption("Most confident first: for mistakes, the ones the model was surest of.")
     explainer = predictor = None
     if with_cam:
-        from pipeline.explain import overlay
-        from pipeline.predict import class_index_of
-        from pipeline.preprocess import read_image
 
-        from .loaders import predictor_and_explainer
 
         predictor, explainer = predictor_and_explainer(folder.run_id)
     columns = st.columns(8)
@@ -280,8 +280,6 @@ def explanation_ranking(folder: RunFolder) -> None:
 def take_away(folder: RunFolder, run_id: str, demo: bool, models_allowed: bool = True) -> None:
     """The report, exported models and the model file to download: each file is read only when its button is
     clicked; new exports are made only off the demo, and a demo offers models only where its host allows."""
-    from pipeline.export import FORMATS, UNSUPPORTED, export_run
-    from pipeline.report import build_report
 
     st.subheader("Take it away")
     columns = st.columns(4)

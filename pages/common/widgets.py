@@ -7,11 +7,13 @@ from typing import Any
 import streamlit as st
 
 from pipeline.catalog import format_duration, model_name, progress_summary, shown_path, without_paths
+from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.errors import PipelineError
 from pipeline.figures import curves_figure
 from pipeline.intervals import interval_line
-from pipeline.launch import cancel, is_demo_group
+from pipeline.launch import cancel, failed_demo_model, is_demo_group, launch_demo_model
 from pipeline.runs import ACTIVE_STATES, RunFolder
+from pipeline.synthetic import ensure_demo_data
 
 from .loaders import model_card_of, runs_table
 from .settings import (
@@ -78,7 +80,6 @@ def sidebar() -> None:
 
 def use_synthetic_data() -> None:
     """Generate the synthetic demo data on first use (with a progress bar), then make it the dataset in use."""
-    from pipeline.synthetic import ensure_demo_data
 
     if not synthetic_ready():
         bar = st.progress(0.0, text="Drawing synthetic cells (about 10 s)")
@@ -123,7 +124,7 @@ def live_progress(allow_cancel: bool = False) -> None:
             right.plotly_chart(curves_figure(history, "loss"), width="stretch", key=f"loss-{run_id}")
 
 
-def model_card(folder: RunFolder) -> None:
+def show_model_card(folder: RunFolder) -> None:
     """The model in a few lines: data, patients held out, weights, figures on those patients, time taken."""
     card = model_card_of(folder)
     test = card["test"]
@@ -174,8 +175,6 @@ def model_card(folder: RunFolder) -> None:
 def demo_model_failure() -> bool:
     """In a hosted demo whose model could not be prepared: the reason (no server path) and a button to try again;
     False when there is no such failure."""
-    from pipeline.config import EMBEDDED_SAMPLE
-    from pipeline.launch import failed_demo_model, launch_demo_model
 
     failed = failed_demo_model(runs_dir())
     if failed is None:

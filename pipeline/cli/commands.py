@@ -62,13 +62,13 @@ def _ray_options(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_crossval(args: argparse.Namespace) -> int:
     from ..crossval import fold_table, summarize, summary_lines
     from ..intervals import interval_line
-    from ..train import crossval
+    from ..train import cross_validate
 
     folds = args.cv_folds or DEFAULT_CV_FOLDS
     base, completed, means = config_from_args(args, cv_folds=folds), True, []
     for repeat in range(args.repeats):
         config = base.replace(seed=base.seed + repeat)
-        folders, summary_path = crossval(config, folds, args.runs_dir, args.engine, **_ray_options(args))
+        folders, summary_path = cross_validate(config, folds, args.runs_dir, args.engine, **_ray_options(args))
         table = fold_table(folders)
         if args.repeats > 1:
             print(f"seed {config.seed}:")

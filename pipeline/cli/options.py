@@ -23,6 +23,7 @@ from ..config import (
 )
 from ..errors import PipelineError
 from ..files import read_json
+from ..model import default_recipe
 
 CHOICES: dict[str, tuple[str, ...]] = {"backbone": BACKBONES, "split": SPLITS, "optimizer": OPTIMIZERS,
                                        "validation_from": VALIDATION_FROM}
@@ -123,7 +124,6 @@ def _run_config(path: Path) -> TrainConfig:
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
     """The recipe's settings (or those of the run given by `--config`), then every flag given, then `overrides`."""
-    from ..model import default_recipe
 
     given = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
              if field.name not in NOT_FLAGS and getattr(args, field.name, None) is not None}
