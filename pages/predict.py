@@ -25,13 +25,10 @@ from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.data import scan_dataset
 from pipeline.errors import PipelineError
 from pipeline.explain import (
-    DEFAULT_LAYER,
     METHODS,
     colorize,
-    layer_label,
     method_label,
     overlay,
-    stage_layers,
 )
 from pipeline.preprocess import decode_image, read_image
 from pipeline.road import share_on_cell
@@ -150,7 +147,7 @@ cells[2].metric("P(ALL)", f"{result.prob_all:.3f}", help="Probability of ALL; 0.
 opacity = cells[3].slider("Heatmap opacity", 0.0, 1.0, 0.6, 0.05,
                           help="Colour at the map's peak; where the map is low the cell shows through.")
 
-layers = list(dict.fromkeys([DEFAULT_LAYER, *reversed(stage_layers(predictor.model).values())]))
+layers = explainer.layers()
 with st.expander("More explanations: other methods and layers, faithfulness, feature maps"):
     controls = st.columns(2)
     methods = controls[0].multiselect("Methods", METHODS, default=["gradcam"],
@@ -171,10 +168,9 @@ for panel, method in zip(panels[1:], methods or ["gradcam"], strict=True):
     except PipelineError as error:
         panel.error(str(error))
         continue
-    channels = int(predictor.model.get_layer(layer).output.shape[-1])
     panel.image(overlay(result.input, heatmap, opacity), width="stretch",
-                caption=f"{method_label(method, scorecam_channels, channels)} at "
-                        f"{layer_label(layer, predictor.model)} (yellow = most important)")
+                caption=f"{method_label(method, scorecam_channels, explainer.channels(layer))} at "
+                        f"{explainer.layer_label(layer)} (yellow = most important)")
     on_cell = share_on_cell(result.input, heatmap)
     panel.metric("Map on the cell", "—" if on_cell is None else f"{on_cell:.0%}",
                  help="Share of the map's weight inside the segmented cell; a low share means the model looked at the "
@@ -190,7 +186,7 @@ if want_faithfulness:
 
 if want_features:
     st.subheader("Feature maps")
-    stages = list(stage_layers(predictor.model))
+    stages = explainer.stages()
     stage = st.select_slider("EfficientNet stage", stages, value=stages[-1])
     grid = explainer.feature_maps(result.input, [stage], channels=16)[stage]
     st.image(colorize(grid, 640), caption=f"The 16 most active channels at the end of {stage} (viridis, each scaled "

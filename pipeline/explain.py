@@ -95,6 +95,22 @@ class Explainer:
         self._feature_models: dict[tuple[str, ...], Any] = {}
         self._forward = forward or compiled_forward(model)
 
+    def layers(self) -> list[str]:
+        """The layers a map can be drawn at, the default (last convolutional stage) first, then the end of each
+        EfficientNet stage, deepest first."""
+        return list(dict.fromkeys([DEFAULT_LAYER, *reversed(stage_layers(self.model).values())]))
+
+    def stages(self) -> list[str]:
+        """The EfficientNet stages whose feature maps can be shown (block1 ... block7, top)."""
+        return list(stage_layers(self.model))
+
+    def channels(self, layer: str) -> int:
+        """How many channels `layer` has (what Faster Score-CAM chooses among)."""
+        return int(self.model.get_layer(layer).output.shape[-1])
+
+    def layer_label(self, layer: str) -> str:
+        return layer_label(layer, self.model)
+
     @one_at_a_time
     def predict(self, inputs: np.ndarray, batch_size: int = 1) -> np.ndarray:
         """Class probabilities, one image at a time by default: it reuses the compiled one-image graph and

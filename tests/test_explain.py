@@ -152,3 +152,14 @@ def test_overlay_blends_at_the_given_opacity() -> None:
     legible = overlay(image, half, opacity=0.6)
     assert (legible[:, :4] == 100).all(), "where the map is low the image shows through unchanged"
     assert legible[:, 6:].tolist() == [[[round(100 * 0.4 + c * 0.6) for c in (253, 231, 37)]] * 4] * 10
+
+
+def test_the_explainer_names_its_layers_stages_and_channels(b0_explainer: Explainer) -> None:
+    """What Predict offers (layers, stages, Score-CAM's channel count) comes from the explainer, not from Keras."""
+    layers = b0_explainer.layers()
+    assert layers[0] == "top_activation" and len(layers) == len(set(layers))
+    assert layers[1].startswith("block7") and layers[-1].startswith("block1"), "deepest stage first"
+    assert b0_explainer.stages() == [f"block{n}" for n in range(1, 8)] + ["top"]
+    assert b0_explainer.channels("top_activation") == 1280, "EfficientNet-B0's last convolution"
+    assert b0_explainer.layer_label("top_activation") == "the last convolutional stage"
+    assert b0_explainer.layer_label(layers[1]) == f"the end of stage 7 of 7 ({layers[1]})"
