@@ -90,3 +90,13 @@ def test_batchnorm_statistics_keep_up_after_one_epoch_from_random_weights(real_c
         gaps[momentum] = np.abs(moving - actual).mean() / (np.abs(actual).mean() + 1e-6)
     assert gaps[0.9] < 0.35, f"momentum 0.9: moving mean {gaps[0.9]:.2f} off the training statistics"
     assert gaps[0.0] > 2 * gaps[0.9], "Keras' default 0.99 lags far behind after one epoch"
+
+
+def test_training_batches_are_whole_so_batchnorm_never_sees_one_image() -> None:
+    from pipeline.datasets import make_dataset, training_steps
+
+    assert training_steps(2257, 16) == (141, True)
+    assert training_steps(5, 16) == (1, False)
+    images = np.zeros((17, 8, 8, 3), np.uint8)
+    batches = [len(x) for x, _ in make_dataset(images, np.zeros(17, np.int32), 16, True, 0, drop_remainder=True)]
+    assert batches == [16]

@@ -7,6 +7,8 @@ import pytest
 
 from pipeline.config import TrainConfig
 from pipeline.fit import sample_weights
+from pipeline.predict import Predictor
+from pipeline.train import train
 
 LABELS = np.array([1] * 8 + [0] * 4)
 PATIENTS = np.array(["UID_1"] * 6 + ["UID_2"] * 2 + ["UID_H1"] * 3 + ["UID_H2"])
@@ -77,3 +79,33 @@ def test_a_run_logs_its_start_one_line_per_epoch_and_its_end_under_the_package_n
     metrics = folder.metrics()
     assert any(line.startswith(f"{folder.run_id} completed: test balanced accuracy "
                                f"{metrics['balanced_accuracy']:.3f}") for line in lines), lines
+
+
+@pytest.mark.slow
+def test_fast_mode_trains_the_head_on_cached_features_and_saves_a_full_model(tiny_config, artifacts_root) -> None:
+    folder = train(tiny_config.replace(freeze_backbone=True, epochs=3, name="fast"), artifacts_root / "runs")
+    assert folder.status()["state"] == "completed"
+    assert folder.history()["epoch"].tolist() == [1, 2, 3]
+    predictor = Predictor.from_run(folder.path)
+    assert "top_activation" in [layer.name for layer in predictor.model.layers]
+
+
+@pytest.mark.slow
+def test_fast_mode_with_augment_trains_on_augmented_feature_passes(tiny_config, artifacts_root, monkeypatch) -> None:
+    from pipeline import fit
+
+    shapes = []
+    original = fit._augmented_features
+
+    def recorded(model, config, images, labels, folder):
+        features = original(model, config, images, labels, folder)
+        shapes.append((len(images), len(features)))
+        return features
+
+    monkeypatch.setattr(fit, "_augmented_features", recorded)
+    folder = train(tiny_config.replace(freeze_backbone=True, augment=True, augment_passes=2, epochs=2,
+                                       name="fast-augmented"), artifacts_root / "runs")
+    assert folder.status()["state"] == "completed"
+    assert len(shapes) == 1 and shapes[0][1] == 2 * shapes[0][0], "two augmented passes over the training images"
+    config = folder.config()
+    assert config["augment"] is True and config["augment_passes"] == 2 and config["freeze_backbone"] is True

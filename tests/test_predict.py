@@ -3,13 +3,17 @@ call an image one class while a single plain pass would call it the other."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from pipeline import ALL_INDEX, CLASS_NAMES
+from pipeline import ALL_INDEX, CLASS_NAMES, runs
 from pipeline.config import ClaheSettings, TrainConfig
+from pipeline.predict import Predictor, evaluate_run
+from pipeline.preprocess import read_image
 
 pytestmark = pytest.mark.slow  # builds a Keras model
 
@@ -64,3 +68,82 @@ def test_the_heatmap_explains_the_class_shown_with_tta(tta_predictor) -> None:
     np.testing.assert_allclose(shown, for_hem, atol=1e-6)
     assert shown[:, SIZE // 2:].mean() > shown[:, : SIZE // 2].mean(), "HEM's evidence is the right half"
     assert for_all[:, : SIZE // 2].mean() > for_all[:, SIZE // 2:].mean(), "the plain pass's class: the left"
+
+
+def test_saved_model_reproduces_the_saved_probabilities(finished_run: Path) -> None:
+    predictions = pd.read_csv(finished_run / runs.PREDICTIONS).head(4)
+    predictor = Predictor.from_run(finished_run)
+    again = [predictor.predict_image(read_image(path)).prob_all for path in predictions["path"]]
+    assert np.allclose(again, predictions["prob_all"], atol=1e-4)
+
+
+def test_evaluate_on_the_prelim_test_set(finished_run: Path, tiny_data: Path) -> None:
+    metrics, out_dir = evaluate_run(finished_run, tiny_data)
+    assert metrics["subset"] == "prelim_test" and metrics["n"] == 4
+    assert (out_dir / runs.METRICS).is_file() and out_dir.parent.parent == finished_run
+
+
+def test_evaluate_without_data_scores_the_runs_own_test_subset_as_saved(finished_run: Path) -> None:
+    saved = json.loads((finished_run / runs.METRICS).read_text())
+    metrics, out_dir = evaluate_run(finished_run)
+    assert out_dir == finished_run / "evaluations" / "test-subset" and metrics["subset"] == "test"
+    assert json.loads((finished_run / runs.METRICS).read_text()) == saved, "the run's own metrics stay as they were"
+    assert metrics["n"] == saved["n"] and metrics["confusion_matrix"] == saved["confusion_matrix"]
+    assert metrics["accuracy"] == pytest.approx(saved["accuracy"])
+
+
+def test_a_bare_model_file_predicts_with_its_own_input_size(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from pipeline.catalog import TRAINED_ELSEWHERE, run_config
+
+    bare = tmp_path / "elsewhere"
+    bare.mkdir()
+    shutil.copy(finished_run / runs.MODEL, bare / runs.MODEL)
+    predictor = Predictor.from_run(bare)
+    assert predictor.config.image_size == 32
+    image = read_image(pd.read_csv(finished_run / runs.PREDICTIONS)["path"].iloc[0])
+    assert predictor.predict_image(image).prob_all == pytest.approx(
+        Predictor.from_run(finished_run).predict_image(image).prob_all, abs=1e-5)
+    assert run_config(runs.RunFolder(bare)) == TRAINED_ELSEWHERE
+
+
+def test_evaluate_on_other_data_never_counts_images_the_run_trained_on(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    split = pd.read_csv(finished_run / runs.SPLIT)
+    train_images = split[split["subset"] == "train"]
+    test_images = split[split["subset"] == "test"]
+    root = tmp_path / "other"
+    for label in ("all", "hem"):
+        (root / label).mkdir(parents=True)
+    seen = train_images[train_images["label"] == "ALL"]["path"].tolist()
+    (root / "all" / "link.bmp").symlink_to(seen[0])
+    shutil.copy(seen[1], root / "all" / "same-cell-other-name.bmp")
+    for label in ("ALL", "HEM"):
+        shutil.copy(test_images[test_images["label"] == label]["path"].iloc[0], root / label.lower() / "new.bmp")
+    trained_patient = train_images[train_images["label"] == "ALL"]["patient"].iloc[0]
+    shutil.copy(test_images[test_images["label"] == "ALL"]["path"].iloc[1],  # another image of a trained patient
+                root / "all" / f"{trained_patient}_999_1_all.bmp")
+    metrics, out_dir = evaluate_run(finished_run, root)
+    assert metrics["excluded_seen_images"] == {"same_path": 1, "same_name": 0, "same_pixels": 1, "seen_patient": 1}
+    assert metrics["n"] == 2 and len(pd.read_csv(out_dir / runs.PREDICTIONS)) == 2
+    assert metrics["seen_patients"]["n"] == 1, "reported apart, not in the headline"
+    assert any(line.startswith("Left out as seen by the run") for line in metrics["warnings"])
+    counted, _ = evaluate_run(finished_run, root, include_seen_patients=True)
+    assert counted["n"] == 3 and counted["seen_patients"] is None
+
+
+def test_evaluate_on_data_without_labels_is_one_clear_error(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.test_cli import cli
+
+    root = tmp_path / "unlabelled"
+    (root / "testing_data").mkdir(parents=True)
+    (root / "training_data").mkdir()
+    shutil.copy(pd.read_csv(finished_run / runs.SPLIT)["path"].iloc[0], root / "testing_data" / "1.bmp")
+    result = cli("evaluate", str(finished_run), "--data", str(root))
+    last = result.stderr.strip().splitlines()[-1]  # TensorFlow's own start-up lines may come first
+    assert result.returncode == 2 and last.startswith("error: ") and "no labelled image" in last
+    assert "Traceback" not in result.stderr
