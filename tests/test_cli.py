@@ -200,3 +200,11 @@ def test_bad_config_options_are_one_line(argv: list[str], message: str, tmp_path
     argv = [str(run) if part == "RUN" else str(tmp_path / part) if part == "NOWHERE" else part for part in argv]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_command_line_starts_without_tensorflow_or_scikit_learn() -> None:
+    """`--help` and argument errors come at once: the commands import the heavy libraries when they run."""
+    probe = ("import sys, pipeline.cli; "
+             "print('tensorflow' in sys.modules, 'keras' in sys.modules, 'sklearn' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["False", "False", "False"], result.stderr

@@ -10,7 +10,6 @@ import sys
 from typing import Any
 
 from ..config import default_runs_dir
-from ..evaluate import Metrics
 from ..runs import open_run
 from .options import config_from_args
 
@@ -153,6 +152,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     open_run(args.run_dir, completed=True)
+    from ..evaluate import Metrics
     from ..predict import evaluate_run
 
     metrics, out_dir = evaluate_run(args.run_dir, args.data, args.include_seen_patients)
