@@ -103,11 +103,11 @@ def calibration_figure(calibration: dict[str, Any], before: dict[str, Any] | Non
                            line=dict(color=color), marker=dict(size=6 + 14 * np.sqrt(counts / max(1.0, counts.max()))),
                            customdata=counts, hovertemplate="mean P(ALL) %{x:.2f}: %{y:.0%} ALL "
                                                             "(%{customdata:.0f} images)<extra></extra>")
-    title = (f"Reliability (ECE {before['ece']:.3f} before temperature scaling, {calibration['ece']:.3f} after)"
-             if before else f"Reliability (ECE {calibration['ece']:.3f})")
+    title = (f"Reliability (ECE {before['ece']:.3f} → {calibration['ece']:.3f})" if before
+             else f"Reliability (ECE {calibration['ece']:.3f})")
     figure.update_layout(xaxis_title="Mean predicted P(ALL) in the bin", yaxis_title="Share of ALL images",
-                         xaxis_range=[0, 1], yaxis_range=[0, 1], height=360, margin=dict(l=10, r=10, t=40, b=10),
-                         title=title)
+                         xaxis_range=[0, 1], yaxis_range=[0, 1], height=400, margin=dict(l=10, r=10, t=40, b=10),
+                         title=title, legend=dict(orientation="h", yanchor="top", y=-0.2, x=0))
     return figure
 
 

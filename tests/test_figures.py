@@ -113,3 +113,18 @@ def test_road_scores_are_bars_with_their_spread() -> None:
     bars = figure.data[0]
     assert list(bars.x) == ["Grad-CAM", "random in the cell"] and list(bars.y) == [0.12, 0.01]
     assert list(bars.error_y.array) == [0.05, 0.02]
+
+
+def test_a_run_with_a_temperature_draws_its_reliability_before_and_after() -> None:
+    from pipeline.figures import run_calibration_figure
+
+    after = {"prob_pred": [0.2, 0.7], "prob_true": [0.25, 0.65], "count": [20, 20], "ece": 0.05, "bins": 10}
+    before = {"prob_pred": [0.05, 0.95], "prob_true": [0.25, 0.65], "count": [20, 20], "ece": 0.25, "bins": 10}
+    metrics = {"calibration": after, "temperature_scaling": {"temperature": 2.5, "calibration_before": before}}
+    figure = run_calibration_figure(metrics)
+    assert [trace.name for trace in figure.data] == ["perfectly calibrated", "before temperature scaling",
+                                                     "after (T = 2.50)"]
+    assert list(figure.data[1].x) == [0.05, 0.95] and list(figure.data[2].x) == [0.2, 0.7]
+    assert figure.layout.title.text == "Reliability (ECE 0.250 → 0.050)"
+    unfitted = {"calibration": after, "temperature_scaling": {"temperature": None, "not_fitted": "one class"}}
+    assert [trace.name for trace in run_calibration_figure(unfitted).data] == ["perfectly calibrated", "this model"]

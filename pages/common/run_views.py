@@ -130,6 +130,11 @@ def calibration_section(metrics: dict[str, Any], config: dict[str, Any]) -> None
         st.caption(f"P(ALL) rescaled by temperature {scaling['temperature']:.2f}, fitted on the "
                    f"{scaling['validation_images']} validation images only; the class called never changes, so "
                    "accuracy and ROC AUC are those of the model before scaling.")
+        before, after = scaling["calibration_before"]["ece"], metrics["calibration"]["ece"]
+        if after > before:
+            st.warning(f"Temperature scaling made the test subset's calibration worse (ECE {before:.3f} before, "
+                       f"{after:.3f} after): the validation patients' calibration did not carry over to the test "
+                       "patients.", icon=":material/report:")
     elif scaling:
         st.caption(f"Not rescaled: {scaling['not_fitted']}.")
     if config.get("class_weight") or config.get("balance_patients"):
