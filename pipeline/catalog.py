@@ -40,13 +40,10 @@ def completed_runs(runs_dir: Path) -> list[str]:
     cross-validation, serves before the later folds that finish after it)."""
     done = [run for run in list_runs(runs_dir)
             if run.get("state") == "completed" and RunFolder(Path(run["path"])).has_model()]
-    place = {}
-    for position, run in enumerate(done):
-        if run.get("cv"):
-            place.setdefault(run.get("group"), position)
-    return [run["run_id"] for run in sorted(
-        done, key=lambda run: (place[run.get("group")], int(run["cv"].split("/")[0])) if run.get("cv")
-        else (done.index(run), 0))]
+    place: dict[str, int] = {}
+    keys = [(place.setdefault(run.get("group"), position), int(run["cv"].split("/")[0])) if run.get("cv")
+            else (position, 0) for position, run in enumerate(done)]
+    return [run["run_id"] for _, run in sorted(zip(keys, done, strict=True), key=lambda pair: pair[0])]
 
 
 def model_choices(runs_dir: Path, configured: Path | None) -> list[str]:
