@@ -71,6 +71,11 @@ def fit_temperature(is_all: np.ndarray, prob_all: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
+def fitted_temperature(metrics: dict[str, Any] | None) -> float | None:
+    """The temperature a run fitted (its metrics' `temperature_scaling`), or None when it fitted none."""
+    return ((metrics or {}).get("temperature_scaling") or {}).get("temperature")
+
+
 def with_temperature(prob_all: np.ndarray, temperature: float | None) -> np.ndarray:
     """P(ALL) rescaled by `temperature` (unchanged for None or 1)."""
     prob_all = np.asarray(prob_all, np.float64)

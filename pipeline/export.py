@@ -20,6 +20,7 @@ from .cache import load_images
 from .catalog import model_card
 from .config import ClaheSettings
 from .errors import PipelineError
+from .evaluate import fitted_temperature
 from .files import atomic_write, write_json_atomic
 from .intervals import NAMES, interval_line
 from .model import load_model
@@ -37,7 +38,7 @@ def export_card(folder: RunFolder, fmt: str) -> dict[str, Any]:
     """What goes with an exported model: how to feed it and what it was measured to do."""
     config = folder.config()
     card = model_card(folder)
-    temperature = ((folder.metrics() or {}).get("temperature_scaling") or {}).get("temperature")
+    temperature = fitted_temperature(folder.metrics())
     meaning = "softmax probabilities" + (f", rescaled inside the model by temperature {temperature:.3f} (fitted on "
                                          "validation)" if temperature else "")
     return {
@@ -179,7 +180,7 @@ def export_run(run_dir: str | Path, fmt: str) -> Path:
     model = load_model(folder.model_path)
     if config.get("tta"):
         model = with_test_time_augmentation(model)
-    temperature = ((folder.metrics() or {}).get("temperature_scaling") or {}).get("temperature")
+    temperature = fitted_temperature(folder.metrics())
     if temperature:
         model = with_temperature_scaling(model, temperature)
     work = folder.exports_dir() / f".{fmt}-work"

@@ -15,7 +15,7 @@ from .cache import load_images
 from .config import TrainConfig
 from .data import PRELIM_SUBSET, UNKNOWN_PATIENT, cell_name, scan_dataset
 from .errors import ImageReadError, PipelineError
-from .evaluate import label_from_prob, metrics_from_predictions, with_temperature
+from .evaluate import fitted_temperature, label_from_prob, metrics_from_predictions, with_temperature
 from .inference import class_probabilities, one_at_a_time, predictions_table
 from .model import compiled_forward, load_model
 from .preprocess import decode_image, preprocess, read_image
@@ -70,8 +70,7 @@ class Predictor:
             config = folder.record().config
         except PipelineError as error:
             raise PipelineError(f"{run_dir} is not a readable run folder ({error}).") from error
-        scaling = (folder.metrics() or {}).get("temperature_scaling") or {}
-        return cls(load_model(folder.model_path), config, folder.path, scaling.get("temperature"))
+        return cls(load_model(folder.model_path), config, folder.path, fitted_temperature(folder.metrics()))
 
     def prepare(self, image_rgb: np.ndarray) -> np.ndarray:
         """The model input for an RGB image: resize + CLAHE as in training, uint8."""
