@@ -7,7 +7,9 @@ from pages.common.settings import demo_mode, runs_dir
 from pages.common.widgets import sidebar
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.launch import launch_demo_model
+from pipeline.preprocess import quiet_opencv
 
+quiet_opencv()  # an upload that does not decode is named on the page; OpenCV's own line names no file
 st.set_page_config(page_title="ALL vs HEM · C-NMC cell classifier", page_icon=":material/biotech:", layout="wide")
 
 

@@ -18,8 +18,8 @@ import pandas as pd
 
 from pipeline.config import recipe_config
 from pipeline.crossval import summary_lines
-from pipeline.evaluate import Metrics
 from pipeline.intervals import format_interval, patient_bootstrap
+from pipeline.metrics import Metrics
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "cnmc-fold1"
 FIGURES = ("balanced_accuracy", "roc_auc", "accuracy", "mcc", "patient_accuracy", "weighted_f1")

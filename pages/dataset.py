@@ -5,7 +5,9 @@ from pathlib import Path
 import streamlit as st
 
 from pages.common.loaders import current_dataset, mtime, thumbnail_of
-from pages.common.widgets import show_error
+from pages.common.settings import demo_mode
+from pages.common.widgets import show_error, skipped_files
+from pipeline.catalog import escape_markdown, shown_path
 from pipeline.config import ClaheSettings
 from pipeline.errors import PipelineError
 from pipeline.figures import counts_figure, histogram_figure
@@ -23,7 +25,7 @@ except PipelineError as error:
 info = dataset.info()
 frame = dataset.frame().fillna({"label": "unlabelled"})
 frame["fold"] = frame["subset"].replace("", "—")
-st.caption(f"{dataset.root} · {info['layout']} layout · **{dataset.kind}**")
+st.caption(f"{escape_markdown(shown_path(dataset.root, demo_mode()))} · {info['layout']} layout · **{dataset.kind}**")
 columns = st.columns(5)
 columns[0].metric("Images", info["images"])
 columns[1].metric("ALL", info["per_class"]["ALL"], help="Leukemic blasts (label 1 in C-NMC).")
@@ -32,9 +34,7 @@ labelled = max(1, info["per_class"]["ALL"] + info["per_class"]["HEM"])
 columns[3].metric("ALL share", f"{info['per_class']['ALL'] / labelled:.0%}",
                   help="Class balance: the share of labelled images that are ALL.")
 columns[4].metric("Patients", info["patients"], help="Distinct subjects parsed from C-NMC file names.")
-if info["skipped"]:
-    with st.expander(f"{info['skipped']} unreadable file(s) skipped"):
-        st.write("\n".join(f"- {line}" for line in info["skipped_files"]))
+skipped_files(dataset.skipped, "skipped: they are not images (whatever their names say)")
 
 left, right = st.columns(2)
 left.plotly_chart(counts_figure(frame, "fold", "Images per fold or subset and class"), width="stretch")
@@ -62,10 +62,10 @@ batch = shown.iloc[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
 grid = st.columns(8)
 for index, row in enumerate(batch.itertuples(index=False)):
     try:
-        grid[index % 8].image(thumbnail_of(row.path, mtime(Path(row.path))), caption=f"{row.label} · {row.patient}",
-                              width="stretch")
+        grid[index % 8].image(thumbnail_of(row.path, mtime(Path(row.path))), width="stretch",
+                              caption=escape_markdown(f"{row.label} · {row.patient}"))
     except PipelineError as error:
-        grid[index % 8].warning(str(error))
+        grid[index % 8].warning(escape_markdown(error))
 
 st.subheader("Raw vs preprocessed")
 if shown.empty:

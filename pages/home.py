@@ -3,10 +3,17 @@
 import streamlit as st
 
 from pages.common.loaders import current_dataset, model_card_of, runs_table
-from pages.common.run_views import figure_text
 from pages.common.settings import current_model, data_dir, demo_mode, run_folder, runs_dir
-from pages.common.widgets import DISCLAIMER, demo_model_progress, live_progress, run_label, show_error, show_model_card
-from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_run, comparable_count, run_flags
+from pages.common.widgets import (
+    DISCLAIMER,
+    demo_model_progress,
+    figure_text,
+    live_progress,
+    run_label,
+    show_error,
+    show_model_card,
+)
+from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_run, comparable_count, escape_markdown, run_flags
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.errors import PipelineError
 from pipeline.launch import launch_demo_model
@@ -22,8 +29,9 @@ st.markdown(
 if current_model():
     in_use_folder = run_folder(current_model())
     in_use = model_card_of(in_use_folder)  # the card's cached read
-    st.markdown(f"**The model in use**: {in_use['backbone']} at {in_use['image_size']} px, weights "
-                f"{in_use['weights']}, recipe {in_use['recipe']}; its card below says what it does on "
+    st.markdown(f"**The model in use**: {escape_markdown(in_use['backbone'])} at {in_use['image_size']} px, "
+                f"weights {escape_markdown(in_use['weights'])}, recipe {escape_markdown(in_use['recipe'])}; its card "
+                "below says what it does on "
                 + ("patients it never saw." if in_use.get("split") in ("patient", "folds") else
                    "images it never saw (an image split: their patients were in training)."))
 st.info(DISCLAIMER, icon=":material/medical_information:")
@@ -65,7 +73,7 @@ with right:
         current = runs[runs["run_id"] == current_model()] if current_model() else runs.iloc[0:0]
         best = best_run(runs, like=current.iloc[0] if not current.empty else None)
         if best is not None:
-            st.metric(f"Best {SELECTION_LABEL}", f"{best[SELECTION_METRIC]:.3f}",
+            st.metric(f"Best {SELECTION_LABEL}", figure_text(best[SELECTION_METRIC]),
                       help="Chosen on the validation subset, never on the test subset, and only among comparable "
                            "runs: the same data and the same validation patients.")
             st.caption(f"{run_label(best['run_id'])} · among {comparable_count(runs, best)} comparable run(s) · "

@@ -20,7 +20,7 @@ from pages.common.loaders import (
 )
 from pages.common.settings import current_model, demo_mode, models, run_folder
 from pages.common.widgets import demo_model_progress, run_label, show_error, show_model_card, synthetic_warning
-from pipeline.catalog import example_cells, provenance, run_config
+from pipeline.catalog import escape_markdown, example_cells, provenance, run_config, spreadsheet_safe
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.data import scan_dataset
 from pipeline.errors import PipelineError
@@ -105,7 +105,7 @@ if not uploads:
     columns = st.columns(len(examples))
     for column, example in zip(columns, examples, strict=True):
         column.image(thumbnail_of(example["path"], mtime(Path(example["path"])), 96), width="stretch",
-                     caption=f"{example['label']} · {example['patient']} · {example['role']}")
+                     caption=escape_markdown(f"{example['label']} · {example['patient']} · {example['role']}"))
         column.button("Predict", key=f"example-{example['path']}", on_click=_choose_example,
                       args=(example["path"], dataset_paths))
     if dataset_paths:
@@ -131,13 +131,13 @@ if len(images) > 1:
     st.dataframe(summary, hide_index=True, width="stretch", column_config={
         "probability": st.column_config.NumberColumn("probability of the predicted class", format="%.3f"),
         "prob_all": st.column_config.NumberColumn("P(ALL)", format="%.3f")})
-    st.download_button("Predictions (CSV)", summary.to_csv(index=False), "predictions.csv")
+    st.download_button("Predictions (CSV)", spreadsheet_safe(summary).to_csv(index=False), "predictions.csv")
     name = st.selectbox("Explain image", [name for name, _, _ in images])
 else:
     name = images[0][0]
 result, key = next((prediction, key) for shown, prediction, key in images if shown == name)
 
-st.caption(f"Image: {name}")
+st.caption(f"Image: {escape_markdown(name)}")
 label = "ALL (leukemic blast)" if result.predicted == "ALL" else "HEM (normal)"
 cells = st.columns([2, 1, 1, 2])
 cells[0].metric("Predicted class", label)

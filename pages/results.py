@@ -7,8 +7,15 @@ import streamlit as st
 from pages.common import run_views
 from pages.common.loaders import runs_table, table
 from pages.common.settings import demo_mode, model_download_allowed, run_folder
-from pages.common.widgets import show_error, synthetic_warning
-from pipeline.catalog import SELECTION_LABEL, provenance, rank_by_validation, run_flags, without_server_paths
+from pages.common.widgets import show_error, skipped_files, synthetic_warning
+from pipeline.catalog import (
+    SELECTION_LABEL,
+    provenance,
+    rank_by_validation,
+    run_flags,
+    spreadsheet_safe,
+    without_server_paths,
+)
 from pipeline.errors import PipelineError
 from pipeline.figures import confusion_matrix_figure, curves_figure, roc_figure
 from pipeline.runs import PREDICTIONS
@@ -56,12 +63,14 @@ with one:
     try:
         config, metrics = folder.config(), folder.metrics()
         history, predictions = folder.history(), table(folder, PREDICTIONS)
+        skipped = list(folder.skipped().itertuples(index=False, name=None))
     except (OSError, ValueError) as error:
         show_error(PipelineError(f"Run {run_id} is broken: {error}"))
         st.stop()
     st.markdown(provenance(config, hide_paths=demo_mode()))
     synthetic_warning(config)
     run_views.integrity_banners(metrics)
+    skipped_files(skipped, "of the data left out of this run because they do not read")
     run_views.metric_cards(metrics, predictions)
 
     left, right = st.columns(2)
@@ -88,5 +97,5 @@ with one:
     downloads[0].download_button("Metrics (JSON)", lambda: json.dumps(metrics, indent=2), f"{run_id}-metrics.json")
     if predictions is not None:
         shown = without_server_paths(predictions, config.get("data_dir")) if demo_mode() else predictions
-        downloads[1].download_button("Predictions (CSV)", lambda: shown.to_csv(index=False),
+        downloads[1].download_button("Predictions (CSV)", lambda: spreadsheet_safe(shown).to_csv(index=False),
                                      f"{run_id}-predictions.csv", help="Built when clicked.")

@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from pages.common.loaders import runs_table
+from pages.common.loaders import current_dataset, runs_table
 from pages.common.settings import data_dir, demo_mode, ray_address, run_folder, runs_dir
-from pages.common.widgets import live_progress, show_error
+from pages.common.widgets import live_progress, show_error, skipped_files
+from pipeline.catalog import escape_markdown
 from pipeline.config import (
     BACKBONES,
     OPTIMIZERS,
@@ -53,6 +54,11 @@ if paper:
     st.warning("The paper's image-level split lets images of the same patient fall in training and test: "
                "results are optimistic. The patient split is the honest default.", icon=":material/warning:")
 defaults = recipe_config(recipe, data_dir())
+try:
+    skipped_files(current_dataset().skipped, "of this dataset are not images and will be left out of every run; "
+                  "images that do not decode are listed with each run on Results")
+except PipelineError as error:
+    show_error(error)
 
 with st.form("train"):
     columns = st.columns(4)
@@ -131,7 +137,7 @@ if not stopped.empty:
     st.subheader("Stopped runs")
     for row in stopped.itertuples(index=False):
         cols = st.columns([4, 1])
-        cols[0].write(f"**{row.run_id}** · {row.state} · {row.error or ''}")
+        cols[0].markdown(f"**{escape_markdown(row.run_id)}** · {row.state} · {escape_markdown(row.error or '')}")
         if cols[1].button("Resume", key=f"resume-{row.run_id}"):
             try:
                 resume(run_folder(row.run_id).path)

@@ -17,7 +17,7 @@ from .errors import ImageReadError
 from .files import save_npy_atomic, write_json_atomic
 from .preprocess import load_and_preprocess
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: unreadable images are kept with their reasons
 
 
 def cache_key(paths: Sequence[str], image_size: int, clahe: ClaheSettings) -> str:
@@ -30,31 +30,33 @@ def cache_key(paths: Sequence[str], image_size: int, clahe: ClaheSettings) -> st
 
 
 def preprocess_many(paths: Sequence[str], image_size: int, clahe: ClaheSettings, workers: int | None = None,
-                    progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Preprocess `paths` in parallel (OpenCV releases the GIL); returns the images and the unreadable paths.
+                    progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, dict[str, str]]:
+    """Preprocess `paths` in parallel (OpenCV releases the GIL); returns the images and the unreadable paths
+    with the reason each did not read.
 
     Unreadable images are left as zeros in the array and listed, so positions still match `paths`.
     """
     images = np.zeros((len(paths), image_size, image_size, 3), np.uint8)
-    failed: list[str] = []
+    failed: dict[str, str] = {}
 
     def work(index: int) -> None:
         try:
             images[index] = load_and_preprocess(paths[index], image_size, clahe)
-        except ImageReadError:
-            failed.append(paths[index])
+        except ImageReadError as error:
+            failed[paths[index]] = str(error)
 
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for done, _ in enumerate(pool.map(work, range(len(paths))), start=1):
             if progress and (done % 25 == 0 or done == len(paths)):
                 progress(done / len(paths))
-    return images, sorted(failed)
+    return images, dict(sorted(failed.items()))
 
 
 def load_images(paths: Sequence[str], image_size: int, clahe: ClaheSettings, cache_dir: Path | None = None,
-                progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Preprocessed images for `paths`, from the cache when present; a second call decodes nothing."""
+                progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, dict[str, str]]:
+    """Preprocessed images for `paths`, from the cache when present (a second call decodes nothing), and the
+    paths that did not read, each with its reason."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = cache_key(paths, image_size, clahe)
     array_path = cache_dir / f"images-{key}.npy"

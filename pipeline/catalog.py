@@ -4,6 +4,7 @@ the configured model, provenance lines, durations and progress. Plain logic, no 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -12,13 +13,12 @@ from typing import Any
 import pandas as pd
 
 from .config import EMBEDDED_SAMPLE, default_runs_dir
-from .crossval import crossval_dir
+from .crossval import read_summary, summary_path
 from .data import cell_name
 from .errors import PipelineError
-from .evaluate import Metrics
-from .files import read_json
 from .intervals import patient_bootstrap
-from .runs import SPLIT, TRAINED_ELSEWHERE, RunFolder, now_iso, resolve_run_dir, weights_label
+from .metrics import Metrics, intervals_problem
+from .runs import SPLIT, STATES, TRAINED_ELSEWHERE, RunFolder, now_iso, resolve_run_dir, weights_label
 
 CONFIGURED_MODEL = "configured-model"
 """The id under which a model trained elsewhere (`MODEL_PATH`) is listed."""
@@ -85,8 +85,6 @@ def shown_path(path: str | Path | None, hide_paths: bool = False) -> str:
 
 def without_paths(text: str) -> str:
     """A message with every absolute path cut to its last part (`/srv/app/runs/x/model.keras` -> `model.keras`)."""
-    import re
-
     return re.sub(r"(?<![\w.])/(?:[\w.-]+/)+", "", text)
 
 
@@ -101,6 +99,21 @@ def without_server_paths(predictions: pd.DataFrame, data_dir: str | None) -> pd.
         return resolved.name
 
     return predictions.assign(path=predictions["path"].map(relative)) if "path" in predictions else predictions
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""Characters with which a spreadsheet reads a cell as a formula (OWASP's CSV injection list)."""
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table for a CSV download: every text cell that a spreadsheet would run as a formula is prefixed with a
+    single quote (OWASP), so a file named `=HYPERLINK(...)` stays text; numbers are left as they are."""
+    def neutral(value: Any) -> Any:
+        return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+    text_columns = [column for column in frame.columns if frame[column].dtype == object or
+                    pd.api.types.is_string_dtype(frame[column])]
+    return frame.assign(**{column: frame[column].map(neutral) for column in text_columns})
 
 
 def backbone_name(backbone: str | None) -> str:
@@ -121,11 +134,24 @@ def model_name(card: dict[str, Any]) -> str:
             f"(recipe {card['recipe']}{fold})")
 
 
-def provenance(config: dict[str, Any], hide_paths: bool = False) -> str:
-    """One line (Markdown) saying which data and weights a run used."""
-    return (f"Data: **{config.get('data_kind', '?')}** ({shown_path(config.get('data_dir'), hide_paths)}) · "
-            f"weights: **{weights_label(config)}** · "
-            f"{config.get('backbone')} at {config.get('image_size')} px · split: {config.get('split')}")
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def escape_markdown(text: Any) -> str:
+    """`text` as Markdown that shows it verbatim: every ASCII punctuation mark backslash-escaped, so a file name
+    such as `**x** :red[y] [link](z)` makes no bold, colour, emoji, link, image, maths or HTML."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", str(text))
+
+
+def provenance(config: dict[str, Any], hide_paths: bool = False, markdown: bool = True) -> str:
+    """One line saying which data and weights a run used: Markdown (its values shown verbatim) or plain text."""
+    value = escape_markdown if markdown else str
+    bold = "**" if markdown else ""
+    return (f"Data: {bold}{value(config.get('data_kind', '?'))}{bold} "
+            f"({value(shown_path(config.get('data_dir'), hide_paths))}) · "
+            f"weights: {bold}{value(weights_label(config))}{bold} · "
+            f"{value(config.get('backbone'))} at {value(config.get('image_size'))} px · "
+            f"split: {value(config.get('split'))}")
 
 
 def format_duration(seconds: float | None) -> str:
@@ -241,7 +267,7 @@ def model_card(folder: RunFolder) -> dict[str, Any]:
 def crossval_summary_path(config: dict[str, Any]) -> Path | None:
     """Where the summary of the cross-validation a run belongs to is (or will be); None for any other run."""
     group = config.get("group")
-    return crossval_dir() / f"{group}.json" if group and config.get("cv_folds") else None
+    return summary_path(group) if group and config.get("cv_folds") else None
 
 
 def crossval_of(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -252,14 +278,11 @@ def crossval_of(config: dict[str, Any]) -> dict[str, Any] | None:
         return None
     folds = config["cv_folds"]
     found = {"fold": int(config.get("cv_fold", 0)) + 1, "folds": int(folds), "pooled": None}
-    try:
-        summary = read_json(path) if path.is_file() else {}
-    except (OSError, ValueError):
-        summary = {}
-    pooled = summary.get("pooled") or {}
-    if summary.get("completed") == folds and pooled:
+    summary = read_summary(config["group"])
+    pooled = summary.get("pooled")
+    if summary.get("completed") == folds and pooled and not intervals_problem(pooled):
         found["pooled"] = pooled
-        found["patients"] = max((figure.get("patients") or 0) for figure in pooled.values())
+        found["patients"] = max(int(figure.get("patients") or 0) for figure in pooled.values())
     return found
 
 
@@ -341,14 +364,18 @@ def list_runs(runs_dir: Path | None = None) -> list[dict[str, Any]]:
 def run_row(folder: RunFolder) -> dict[str, Any]:
     """One row for run listings: settings, validation and test figures, leakage and warnings. A folder
     with missing or corrupt files, or a completed run that lacks what it must hold, is shown as broken."""
-    row: dict[str, Any] = {"run_id": folder.run_id, "path": str(folder.path)}
+    row: dict[str, Any] = {"run_id": folder.run_id, "path": str(folder.path), "group": "", "cv": ""}
+    if folder.has_status() and not folder.has_config():
+        return {**row, "state": "broken", "error": "Its settings (config.json) are missing."}
     try:
-        config = folder.config()
+        config = folder.record().settings
         status = folder.status()
         metrics = folder.metrics() or {}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError) as error:  # PipelineError included: a damaged file says which
         return {**row, "state": "broken", "error": f"Unreadable run folder: {error}"}
     state, error = status.get("state", "unknown"), status.get("error")
+    if state not in STATES:
+        state, error = "broken", f"status.json holds the state {state!r}, which is none of {', '.join(STATES)}."
     if state == "completed":
         problem = folder.completeness_problem()
         if problem:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,9 @@ SPLITS = ("patient", "image", "folds")
 VALIDATION_FROM = ("both", "ALL")
 """Which patients the patient split's validation subset is drawn from: `both` classes, or `ALL` patients only,
 so that every healthy subject outside the test subset trains (C-NMC fold 1 has only three)."""
+BAD_IMAGE_POLICIES = ("skip", "fail")
+"""What a run does with an image that does not read: leave it out (listed by name and reason in the run folder's
+skipped.csv, the log and the pages), or fail before training (for checked pipelines and CI)."""
 OPTIMIZERS = ("rmsprop", "adam")
 """rmsprop: the paper's RMSprop with exponential decay; adam: Adam with cosine decay (training from scratch)."""
 PAPER_EPOCHS = (10, 20, 30, 40, 50, 60)
@@ -57,6 +61,28 @@ def default_cache_dir() -> Path:
     return artifacts_dir() / "cache"
 
 
+def _is_bool(value: Any) -> bool:
+    return type(value).__name__ in ("bool", "bool_")  # Python's and numpy's
+
+
+_SIMPLE_TYPES: dict[str, tuple[str, Any]] = {
+    "int": ("a whole number", lambda value: isinstance(value, numbers.Integral) and not _is_bool(value)),
+    "float": ("a number", lambda value: isinstance(value, numbers.Real) and not _is_bool(value)),
+    "bool": ("true or false", _is_bool),
+    "str": ("text", lambda value: isinstance(value, str)),
+}
+
+
+def _check_types(settings: Any) -> None:
+    """Refuse a setting of the wrong type (a text where a number belongs, as a damaged config.json may hold),
+    naming it, before anything computes with it."""
+    for item in dataclasses.fields(settings):
+        kind, accepts = _SIMPLE_TYPES.get(str(item.type), ("", None))
+        value = getattr(settings, item.name)
+        if accepts and not accepts(value):
+            raise PipelineError(f"The setting {item.name} is {value!r}, not {kind}.")
+
+
 @dataclass(frozen=True)
 class ClaheSettings:
     """OpenCV CLAHE applied to the L channel of LAB."""
@@ -64,6 +90,9 @@ class ClaheSettings:
     clip_limit: float = 2.0
     tile_grid: int = 8
     enabled: bool = True
+
+    def __post_init__(self) -> None:
+        _check_types(self)
 
 
 @dataclass(frozen=True)
@@ -102,10 +131,12 @@ class TrainConfig:
     tta: bool = False
     temperature_scaling: bool = False
     max_images: int = 0
+    on_bad_image: str = "skip"
     recipe: str = ""
     name: str = ""
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.backbone not in BACKBONES:
             raise PipelineError(f"Unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}.")
         if self.split not in SPLITS:
@@ -119,6 +150,9 @@ class TrainConfig:
         if self.validation_from not in VALIDATION_FROM:
             raise PipelineError(f"Validation is drawn from {' or '.join(VALIDATION_FROM)} patients, not "
                                 f"{self.validation_from!r}.")
+        if self.on_bad_image not in BAD_IMAGE_POLICIES:
+            raise PipelineError(f"on_bad_image is {self.on_bad_image!r}; choose one of "
+                                f"{', '.join(BAD_IMAGE_POLICIES)}.")
         if self.optimizer not in OPTIMIZERS:
             raise PipelineError(f"Unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
         if not (self.bn_momentum == 0 or 0 < self.bn_momentum < 1):
@@ -146,6 +180,8 @@ class TrainConfig:
         try:
             if isinstance(kwargs.get("clahe"), dict):
                 kwargs["clahe"] = ClaheSettings(**kwargs["clahe"])
+            if not isinstance(kwargs.get("clahe", ClaheSettings()), ClaheSettings):
+                raise PipelineError(f"The setting clahe is {kwargs['clahe']!r}, not CLAHE settings.")
             return cls(**kwargs)
         except TypeError as error:
             raise PipelineError(f"These run settings are incomplete or malformed: {error}") from error

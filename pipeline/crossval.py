@@ -13,14 +13,14 @@ import pandas as pd
 
 from .config import TrainConfig, artifacts_dir
 from .errors import PipelineError
-from .evaluate import Metrics
-from .files import write_json_atomic
+from .files import read_json, write_json_atomic
 from .intervals import patient_bootstrap
-from .runs import SPLIT, RunFolder
+from .metrics import Metrics
+from .runs import SPLIT, STATES, RunFolder
 
 FOLD_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1", "macro_f1", "roc_auc", "sensitivity", "specificity",
                 "mcc", "brier", "ece", "patient_accuracy", "patient_sensitivity", "patient_specificity")
-"""The figures of a fold's test metrics (`evaluate.Metrics` names) in its row."""
+"""The figures of a fold's test metrics (`metrics.Metrics` names) in its row."""
 
 
 def crossval_configs(base: TrainConfig, folds: int) -> tuple[str, list[TrainConfig]]:
@@ -34,18 +34,31 @@ def crossval_configs(base: TrainConfig, folds: int) -> tuple[str, list[TrainConf
 def fold_table(folders: list[RunFolder]) -> pd.DataFrame:
     """One row per fold: its run, test patients, images, and each test figure (NaN where undefined)."""
     rows = []
-    for folder in folders:
-        config, metrics = folder.config(), folder.metrics() or {}
-        split = folder.split() if folder.file(SPLIT).is_file() else pd.DataFrame(columns=["subset", "patient"])
-        test_patients = sorted(split.loc[split["subset"] == "test", "patient"].astype(str).unique())
-        row = {"fold": int(config.get("cv_fold", 0)) + 1, "run_id": folder.run_id,
-               "state": folder.status().get("state"), "test_patients": " ".join(test_patients),
-               "test_images": metrics.get("n")}
-        view = Metrics.of(metrics)
-        row.update(view.figures(FOLD_METRICS))
-        row["val_weighted_f1"] = view.validation.figure("weighted_f1")
-        rows.append(row)
-    return pd.DataFrame(rows).sort_values("fold").reset_index(drop=True)
+    for position, folder in enumerate(folders):
+        try:
+            rows.append(_fold_row(folder))
+        except (OSError, ValueError) as error:  # a damaged fold is a row that says so, never the end of the table
+            rows.append({"fold": position + 1, "run_id": folder.run_id, "state": "broken", "test_patients": "",
+                         "test_images": None, **dict.fromkeys([*FOLD_METRICS, "val_weighted_f1"]),
+                         "error": str(error)})
+    columns = ["fold", "run_id", "state", "test_patients", "test_images", *FOLD_METRICS, "val_weighted_f1", "error"]
+    return pd.DataFrame(rows, columns=columns).sort_values("fold").reset_index(drop=True)
+
+
+def _fold_row(folder: RunFolder) -> dict[str, Any]:
+    record, metrics = folder.record(), folder.metrics() or {}
+    split = folder.split() if folder.file(SPLIT).is_file() else pd.DataFrame(columns=["subset", "patient"])
+    test_patients = sorted(split.loc[split["subset"] == "test", "patient"].astype(str).unique())
+    fold = record.config.cv_fold if record.config else 0
+    state = folder.status().get("state")
+    if state not in STATES:
+        raise PipelineError(f"status.json of {folder.run_id} holds the state {state!r}.")
+    row = {"fold": fold + 1, "run_id": folder.run_id, "state": state,
+           "test_patients": " ".join(test_patients), "test_images": metrics.get("n"), "error": None}
+    view = Metrics.of(metrics)
+    row.update(view.figures(FOLD_METRICS))
+    row["val_weighted_f1"] = view.validation.figure("weighted_f1")
+    return row
 
 
 FOLD_LABELS = {"balanced_accuracy": "balanced accuracy", "roc_auc": "ROC AUC", "sensitivity": "sensitivity (ALL)",
@@ -92,10 +105,25 @@ def crossval_dir() -> Path:
     return artifacts_dir() / "crossval"
 
 
+def summary_path(group: str) -> Path:
+    """Where the summary of the cross-validation `group` is (or will be) written."""
+    return crossval_dir() / f"{group}.json"
+
+
+def read_summary(group: str) -> dict[str, Any]:
+    """The summary of `group` as written by `write_summary`; empty while it is not written or when it does not
+    read (a damaged summary is written anew when a fold completes)."""
+    try:
+        summary = read_json(summary_path(group))
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
 def write_summary(group: str, folders: list[RunFolder]) -> Path:
     """`$ARTIFACTS_DIR/crossval/<group>.json`: the per-fold table and the mean ± std of every figure."""
     table = fold_table(folders)
-    path = crossval_dir() / f"{group}.json"
+    path = summary_path(group)
     write_json_atomic(path, {"group": group, **summarize(table), "pooled": pooled_intervals(folders),
                              "per_fold": table.replace({np.nan: None}).to_dict(orient="records")})
     return path

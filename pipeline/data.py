@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,8 +12,8 @@ from typing import Any
 import pandas as pd
 
 from . import DISPLAY_ORDER
-from .errors import PipelineError
-from .preprocess import ACCEPTED, image_format
+from .errors import ImageReadError, PipelineError
+from .preprocess import ACCEPTED, image_format, read_image
 
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 LABELS = DISPLAY_ORDER
@@ -195,12 +197,40 @@ def scan_dataset(root: str | Path) -> Dataset:
         layout = "generic"
         records, skipped = _scan_generic(root)
     if not records:
+        elsewhere = _images_outside_layout(root)
+        found = (f"{elsewhere} image file(s) there, none in a class folder" if elsewhere else
+                 f"{len(skipped)} image file(s) there, none readable" if skipped else "no image file there")
         raise PipelineError(
-            f"No images found in {root}. Expected the C-NMC layout (training_data/fold_N/all|hem/*.bmp) or one "
-            f"folder per class (all/ and hem/) holding bmp, png, jpg or tif images."
-            + (f" {len(skipped)} file(s) were unreadable." if skipped else ""))
+            f"No usable images in {root}: {found}. Expected the C-NMC layout (training_data/fold_N/all|hem/*.bmp) or "
+            "one folder per class (all/ and hem/) holding bmp, png, jpg or tif images; `predict` takes unlabelled "
+            "images anywhere.")
     return Dataset(root=root, layout=layout, records=records, skipped=skipped,
                    synthetic=(root / SYNTHETIC_MARKER).is_file())
+
+
+def undecodable(dataset: Dataset, workers: int = 4) -> list[tuple[str, str]]:
+    """The images of `dataset` whose pixels do not decode (truncated or damaged past their header), each with the
+    reason: what a run would leave out at preprocessing, found without training. Decodes every image once."""
+    def reason(record: Record) -> str | None:
+        try:
+            read_image(record.path)
+        except ImageReadError as error:
+            return str(error)
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # OpenCV releases the GIL while it decodes
+        found = list(pool.map(reason, dataset.records))
+    return [(record.path, why) for record, why in zip(dataset.records, found, strict=True) if why]
+
+
+SCAN_LIMIT = 100_000
+"""At most this many files are looked at to say what a folder without the expected layout holds."""
+
+
+def _images_outside_layout(root: Path) -> int:
+    """How many files with an image suffix lie anywhere under `root` (up to `SCAN_LIMIT` files looked at)."""
+    files = itertools.islice((path for path in root.rglob("*") if path.is_file()), SCAN_LIMIT)
+    return sum(path.suffix.lower() in IMAGE_SUFFIXES for path in files)
 
 
 def prelim_records(dataset: Dataset) -> list[Record]:

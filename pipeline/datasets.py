@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import DISPLAY_ORDER
 from .cache import load_images
 from .config import TrainConfig, default_cache_dir
 from .data import Dataset, prelim_records, scan_dataset
@@ -22,7 +23,12 @@ class PreparedData:
     split: pd.DataFrame
     images: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
-    skipped_images: list[str]
+    skipped_images: dict[str, str]
+    """Images that did not decode, each with the reason (the scan's own skipped files are in `dataset.skipped`)."""
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """Every file of the data that was left out, with the reason: at the scan, then at decoding."""
+        return [*self.dataset.skipped, *self.skipped_images.items()]
 
     def subset_mask(self, subset: str) -> np.ndarray:
         return (self.split["subset"] == subset).to_numpy()
@@ -42,9 +48,36 @@ class PreparedData:
         return self.split.loc[self.subset_mask(subset), "patient"].astype(str).to_numpy()
 
 
+def check_trainable(config: TrainConfig, dataset: Dataset | None = None) -> Dataset:
+    """The scanned data of `config` when a run can train on it, found before anything heavy loads: labelled
+    images of both classes in the folds it uses, and no unreadable file when unreadable images fail the run. A
+    `PipelineError` says what was found."""
+    dataset = dataset or scan_dataset(config.data_dir)
+    records = dataset.training_records(config.folds)
+    counts = {label: sum(record.label == label for record in records) for label in DISPLAY_ORDER}
+    if not all(counts.values()):
+        unlabelled = len(dataset.records) - len(dataset.labelled)
+        found = ", ".join(f"{count} {label}" for label, count in counts.items())
+        found += f"; {unlabelled} unlabelled" if unlabelled else ""
+        raise PipelineError(f"{dataset.root} holds {len(dataset.records)} image(s) ({found} to train on): a run "
+                            "needs labelled images of both classes (all/ and hem/ folders, or the C-NMC layout).")
+    if config.on_bad_image == "fail" and dataset.skipped:
+        raise PipelineError(unreadable_message(dataset.skipped))
+    return dataset
+
+
+def unreadable_message(skipped: list[tuple[str, str]]) -> str:
+    """What `on_bad_image="fail"` says: how many images did not read, and the first few with their reasons."""
+    shown = "; ".join(f"{path}: {reason}" for path, reason in skipped[:5])
+    more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+    return (f"{len(skipped)} image(s) do not read, and unreadable images fail this run (on_bad_image=fail): "
+            f"{shown}{more}.")
+
+
 def prepare_data(config: TrainConfig, progress: Callable[[float], None] | None = None) -> PreparedData:
-    """Scan, split and preprocess (through the cache) the data of `config`."""
-    dataset = scan_dataset(config.data_dir)
+    """Scan, split and preprocess (through the cache) the data of `config`; images that do not decode are left
+    out with their reasons, or fail the run (`on_bad_image="fail"`)."""
+    dataset = check_trainable(config)
     records = dataset.training_records(config.folds)
     if config.max_images and len(records) > config.max_images:
         chosen = np.random.default_rng(config.seed).choice(len(records), config.max_images, replace=False)
@@ -54,7 +87,9 @@ def prepare_data(config: TrainConfig, progress: Callable[[float], None] | None =
                           config.val_fold, test_records, config.cv_folds, config.cv_fold, config.validation_from)
     images, failed = load_images(split["path"].tolist(), config.image_size, config.clahe, default_cache_dir(),
                                  progress)
-    keep = ~split["path"].isin(failed).to_numpy()
+    if failed and config.on_bad_image == "fail":
+        raise PipelineError(unreadable_message(list(failed.items())))
+    keep = ~split["path"].isin(list(failed)).to_numpy()
     split = split[keep].reset_index(drop=True)
     images = np.asarray(images)[keep]
     by_subset, labels = {}, {}

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from sklearn.metrics import (
 
 from . import DISPLAY_ORDER
 from .data import UNKNOWN_PATIENT
+from .metrics import MACRO_AVERAGE, REPORT_AVERAGES
 
 THRESHOLD = 0.5
 CALIBRATION_BINS = 10
@@ -106,12 +106,12 @@ def compute_metrics(labels: Sequence[str], predicted: Sequence[str],
         "labels": order,
         "confusion_matrix": confusion_matrix(labels, predicted, labels=order).tolist(),
     }
-    for key in [*order, "macro avg", "weighted avg"]:
+    for key in [*order, *REPORT_AVERAGES]:
         metrics[key] = {name: float(value) for name, value in report[key].items()}
     undefined = {label: f"no {label} image in this subset" for label in order if label not in present}
     if not both:
         reason = f"only {present[0] if present else 'no'} images in this subset"
-        undefined.update({name: reason for name in ("roc_auc", "balanced_accuracy", "mcc", "macro avg")})
+        undefined.update({name: reason for name in ("roc_auc", "balanced_accuracy", "mcc", MACRO_AVERAGE)})
     metrics.update({"roc_auc": None, "brier": None, "calibration": None})
     if prob_all is not None and len(labels):
         prob_all = np.asarray(prob_all, dtype=float)
@@ -126,56 +126,6 @@ def compute_metrics(labels: Sequence[str], predicted: Sequence[str],
             metrics["roc_auc"] = float(roc_auc_score(is_all, prob_all))
     metrics["undefined"] = undefined
     return metrics
-
-
-_REPORT_FIGURES: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "weighted_f1": lambda m: (m.get("weighted avg") or {}).get("f1-score"),
-    "weighted_precision": lambda m: (m.get("weighted avg") or {}).get("precision"),
-    "weighted_recall": lambda m: (m.get("weighted avg") or {}).get("recall"),
-    "macro_f1": lambda m: (m.get("macro avg") or {}).get("f1-score"),
-    "sensitivity": lambda m: (m.get("ALL") or {}).get("recall"),
-    "specificity": lambda m: (m.get("HEM") or {}).get("recall"),
-    "ece": lambda m: (m.get("calibration") or {}).get("ece"),
-}
-"""Figures kept in scikit-learn's report layout (or nested), by name: this module alone reads that layout."""
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """A read-only view of a metrics dict (`metrics.json`, a fold's, an evaluation's) with its figures by name:
-    `accuracy`, `balanced_accuracy`, `roc_auc`, `mcc`, `brier`, the patient figures, and `weighted_f1`,
-    `macro_f1`, `weighted_precision`, `weighted_recall`, `sensitivity` (ALL recall), `specificity` (HEM
-    recall), `ece`. None where the subset cannot support a figure."""
-
-    values: dict[str, Any]
-
-    @classmethod
-    def of(cls, values: dict[str, Any] | None) -> Metrics:
-        return cls(values or {})
-
-    def __bool__(self) -> bool:
-        return bool(self.values)
-
-    def figure(self, name: str) -> Any:
-        read = _REPORT_FIGURES.get(name)
-        return read(self.values) if read else self.values.get(name)
-
-    def figures(self, names: Sequence[str]) -> dict[str, Any]:
-        return {name: self.figure(name) for name in names}
-
-    @property
-    def validation(self) -> Metrics:
-        return Metrics.of(self.values.get("validation"))
-
-    def per_class(self) -> pd.DataFrame:
-        """One row per class, then the macro and weighted averages: precision, recall, F1, images, and why a
-        class's figures are undefined ("" when they are not)."""
-        undefined = self.values.get("undefined") or {}
-        rows = [{"class": name, "precision": self.values[name]["precision"], "recall": self.values[name]["recall"],
-                 "f1": self.values[name]["f1-score"], "images": int(self.values[name]["support"]),
-                 "undefined": undefined.get(name, "")}
-                for name in [*self.values.get("labels", []), "macro avg", "weighted avg"] if name in self.values]
-        return pd.DataFrame(rows, columns=["class", "precision", "recall", "f1", "images", "undefined"])
 
 
 def model_warnings(metrics: dict[str, Any], subset: str = "test") -> list[str]:

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
+from .metrics import intervals_problem
+
 BOOTSTRAP_SAMPLES = 1000
 LEVEL = 0.95
 
@@ -71,8 +73,9 @@ NAMES = {"balanced_accuracy": "balanced accuracy", "roc_auc": "ROC AUC", "sensit
 
 
 def interval_line(intervals: dict[str, dict[str, float | int | None]] | None, digits: int = 2) -> str:
-    """One line of every figure with its interval and the patients resampled; empty when there is none."""
-    if not intervals:
+    """One line of every figure with its interval and the patients resampled; empty when there is none (or what
+    is there is not a table of intervals)."""
+    if not intervals or intervals_problem(intervals):
         return ""
     shown = [f"{NAMES[name]} {format_interval(intervals[name], digits)}" for name in NAMES
              if name in intervals and intervals[name].get("value") is not None]

@@ -45,7 +45,17 @@ def gpu_present() -> bool:
 
 
 def active_runs(runs_dir: Path | None = None) -> list[dict]:
-    return [run for run in list_runs(runs_dir) if run.get("state") in ACTIVE_STATES]
+    """The runs queued or training, judged by their status alone: a run whose other files do not read (listed as
+    broken) still keeps the machine busy while its process lives."""
+    active = []
+    for run in list_runs(runs_dir):
+        try:
+            state = RunFolder(Path(run["path"])).status().get("state")
+        except (OSError, ValueError):
+            continue
+        if state in ACTIVE_STATES:
+            active.append({**run, "state": state})
+    return active
 
 
 def launch(configs: list[TrainConfig], runs_dir: Path | None = None, group: str = "",

@@ -195,7 +195,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None,
 
     def predict(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         images, failed = load_images(rows["path"].tolist(), predictor.config.image_size, predictor.config.clahe)
-        keep = ~rows["path"].isin(failed).to_numpy()
+        keep = ~rows["path"].isin(list(failed)).to_numpy()
         rows = rows[keep].reset_index(drop=True)
         prob_all = predictor.predict_inputs(np.asarray(images)[keep])
         return predictions_table(rows, prob_all), len(failed)

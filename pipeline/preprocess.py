@@ -89,6 +89,33 @@ def _without_png_text(data: bytes) -> bytes:
     return b"".join(kept) if position == len(data) else data
 
 
+TIFF_SAMPLE_FORMAT, TIFF_FLOAT = 339, 3
+"""The TIFF tag that says how samples are stored, and its value for IEEE floating point."""
+
+
+def _tiff_sample_format(data: bytes) -> int | None:
+    """The SampleFormat tag of a TIFF's first image (1 unsigned, 2 signed, 3 float), None when absent or
+    unreadable: enough to name why Pillow cannot open a float TIFF."""
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or len(data) < 8:
+        return None
+    try:
+        offset = struct.unpack(order + "I", data[4:8])[0]
+        (entries,) = struct.unpack(order + "H", data[offset:offset + 2])
+        for index in range(entries):
+            start = offset + 2 + 12 * index
+            tag, kind, count, value = struct.unpack(order + "HHI4s", data[start:start + 12])
+            if tag == TIFF_SAMPLE_FORMAT:
+                width = 2 if kind == 3 else 4  # SHORT or LONG; one value per sample, the first is enough
+                if count * width > 4:  # the values do not fit in the entry: it holds their offset
+                    (at,) = struct.unpack(order + "I", value)
+                    value = data[at:at + width]
+                return struct.unpack(order + ("H" if width == 2 else "I"), value[:width])[0]
+    except struct.error:
+        return None
+    return None
+
+
 def _check_header(data: bytes, name: str) -> _Header:
     """Reject empty, non-image, other-format and oversized files before decoding any pixel; the EXIF orientation."""
     if not data:
@@ -104,6 +131,9 @@ def _check_header(data: bytes, name: str) -> _Header:
                 decoded = _decoded_bytes(header, data, found)
                 orientation = int(header.getexif().get(EXIF_ORIENTATION, 1) or 1)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        if found == "TIFF" and _tiff_sample_format(data) == TIFF_FLOAT:
+            raise ImageReadError(f"{name} holds floating-point samples: 32-bit float images are not supported; "
+                                 "save it as an 8- or 16-bit image.") from error
         raise ImageReadError(f"{name} could not be decoded: the file is corrupt or truncated.") from error
     except Image.DecompressionBombError as error:
         raise ImageReadError(f"{name} is too large to process safely.") from error
@@ -165,6 +195,12 @@ def _orient(image: np.ndarray, orientation: int) -> np.ndarray:
     if rotation is not None:
         image = cv2.rotate(image, rotation)
     return image if flip is None else cv2.flip(image, flip)
+
+
+def quiet_opencv() -> None:
+    """Silence OpenCV's own decoder messages (they name no file): every image that does not read is reported by
+    the pipeline with its name and reason. Called by the entry points (command line, dashboard), not on import."""
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:

@@ -16,11 +16,12 @@ import pandas as pd
 
 from .catalog import model_card, provenance, shown_path, without_paths
 from .errors import ImageReadError, PipelineError
-from .evaluate import Metrics, confusion_cell, patient_summary
+from .evaluate import confusion_cell, patient_summary
 from .explain import Explainer, overlay
 from .figures import confusion_matrix_figure, curves_figure, roc_figure, run_calibration_figure
 from .files import write_bytes_atomic
 from .intervals import interval_line
+from .metrics import Metrics
 from .predict import Predictor, class_index_of
 from .preprocess import read_image
 from .runs import RunFolder
@@ -104,7 +105,7 @@ def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool =
     body = [
         f"<h1>Run {html.escape(folder.run_id)}</h1>",
         "<p><b>Research tool, not a diagnostic device.</b> "
-        f"{html.escape(provenance(config, hide_paths).replace('**', ''))}</p>",
+        f"{html.escape(provenance(config, hide_paths, markdown=False))}</p>",
         f"<p>Held out: validation patients {', '.join(card['held_out'].get('val', []))}; test patients "
         f"{', '.join(card['held_out'].get('test', []))}. Runs are chosen on validation; the test subset is "
         "evaluated once.</p>", warnings,

@@ -19,9 +19,11 @@ from typing import Any
 
 import pandas as pd
 
+from . import DISPLAY_ORDER
 from .config import PROJECT_ROOT, TrainConfig
 from .errors import PipelineError, RunCancelled
 from .files import atomic_write, read_json, write_csv_atomic, write_json_atomic
+from .metrics import metrics_problem
 from .model import check_model_file
 
 CONFIG = "config.json"
@@ -30,6 +32,7 @@ HISTORY = "history.csv"
 SPLIT = "split.csv"
 PREDICTIONS = "predictions.csv"
 METRICS = "metrics.json"
+SKIPPED = "skipped.csv"
 MODEL = "model.keras"
 LOG = "log.txt"
 CHECKPOINT_DIR = "checkpoint"
@@ -44,6 +47,9 @@ STATES = ("queued", "running", "completed", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
 RESUMABLE_STATES = ("failed", "cancelled")
 HISTORY_COLUMNS = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss", "learning_rate"]
+SPLIT_COLUMNS = ["path", "patient", "label", "subset"]
+PREDICTION_COLUMNS = ["path", "patient", "label", "predicted", "prob_all"]
+SKIPPED_COLUMNS = ["path", "reason"]
 
 HEARTBEAT_S = 30.0
 """A running run's process writes its status at least this often (a heartbeat thread), whatever it is doing."""
@@ -258,8 +264,11 @@ class RunFolder:
     def has_config(self) -> bool:
         return self.file(CONFIG).is_file()
 
+    def has_status(self) -> bool:
+        return self.file(STATUS).is_file()
+
     def exists(self) -> bool:
-        return self.has_config() or self.file(STATUS).is_file()
+        return self.has_config() or self.has_status()
 
     # -- config ----------------------------------------------------------------------------
     def write_config(self, config: dict[str, Any]) -> None:
@@ -269,12 +278,16 @@ class RunFolder:
         """A JSON file of the run; a damaged one is a `PipelineError` naming it (a missing one stays
         `FileNotFoundError`)."""
         try:
-            return read_json(self.file(name))
+            payload = read_json(self.file(name))
         except FileNotFoundError:
             raise
         except (OSError, ValueError) as error:
             raise PipelineError(f"{name} of run {self.run_id} does not read ({type(error).__name__}: {error}); "
                                 f"the run folder is damaged.") from error
+        if not isinstance(payload, dict):
+            raise PipelineError(f"{name} of run {self.run_id} holds a {type(payload).__name__}, not a JSON object; "
+                                "the run folder is damaged.")
+        return payload
 
     def config(self) -> dict[str, Any]:
         return self._read_json(CONFIG)
@@ -337,43 +350,81 @@ class RunFolder:
 
     def history(self) -> pd.DataFrame:
         """The per-epoch history (empty before the first epoch); `PipelineError` when the file is damaged."""
-        path = self.file(HISTORY)
-        if not path.is_file():
+        if not self.file(HISTORY).is_file():
             return pd.DataFrame(columns=HISTORY_COLUMNS)
-        try:
-            history = pd.read_csv(path)
-        except (ValueError, OSError) as error:
-            raise PipelineError(f"{HISTORY} of {self.run_id} does not read ({error}).") from error
-        missing = set(HISTORY_COLUMNS) - set(history.columns)
-        if missing:
-            raise PipelineError(f"{HISTORY} of {self.run_id} lacks the column(s) {', '.join(sorted(missing))}.")
-        return history
+        return self._table(HISTORY, HISTORY_COLUMNS)
 
     def write_split(self, frame: pd.DataFrame) -> None:
         """split.csv with absolute paths, so the run is matched against other data from any working folder."""
-        frame = frame[["path", "patient", "label", "subset"]]
+        frame = frame[SPLIT_COLUMNS]
         write_csv_atomic(self.file(SPLIT), frame.assign(path=[str(Path(path).resolve()) for path in frame["path"]]))
 
     def split(self) -> pd.DataFrame:
         """The split with absolute paths; a relative path of an older run is resolved against the working folder,
         else the project's folder (where runs used to be started)."""
-        split = pd.read_csv(self.file(SPLIT))
+        split = self._table(SPLIT, SPLIT_COLUMNS, text=tuple(SPLIT_COLUMNS))
         if split.empty or all(Path(path).is_absolute() for path in split["path"]):
             return split
         return split.assign(path=[_resolvable(path) for path in split["path"]])
 
     def write_predictions(self, frame: pd.DataFrame) -> None:
-        write_csv_atomic(self.file(PREDICTIONS), frame[["path", "patient", "label", "predicted", "prob_all"]])
+        write_csv_atomic(self.file(PREDICTIONS), frame[PREDICTION_COLUMNS])
 
     def predictions(self) -> pd.DataFrame:
-        return pd.read_csv(self.file(PREDICTIONS))
+        return self._table(PREDICTIONS, PREDICTION_COLUMNS, numeric=("prob_all",),
+                           text=("path", "patient", "label", "predicted"))
+
+    def _table(self, name: str, columns: list[str], numeric: tuple[str, ...] = (),
+               text: tuple[str, ...] = ()) -> pd.DataFrame:
+        """A CSV of the run with the columns its readers need, `numeric` ones all probabilities and `text` ones
+        all filled in (a `label` or `predicted` column holds only class names); a damaged one is a
+        `PipelineError` naming it (a missing one stays `FileNotFoundError`)."""
+        path = self.file(name)
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        try:
+            table = pd.read_csv(path, dtype=dict.fromkeys(text, str))
+        except (OSError, ValueError) as error:
+            raise PipelineError(f"{name} of run {self.run_id} does not read ({error}).") from error
+        missing = [column for column in columns if column not in table]
+        if missing:
+            raise PipelineError(f"{name} of run {self.run_id} lacks the column(s) {', '.join(missing)}.")
+        for column in numeric:
+            values = pd.to_numeric(table[column], errors="coerce")
+            if values.isna().any() or not values.between(0, 1).all():
+                raise PipelineError(f"{name} of run {self.run_id}: {column} holds values that are not "
+                                    "probabilities.")
+        for column in text:
+            if table[column].isna().any():
+                raise PipelineError(f"{name} of run {self.run_id}: {column} has empty cells.")
+            if column in ("label", "predicted") and not table[column].isin(DISPLAY_ORDER).all():
+                raise PipelineError(f"{name} of run {self.run_id}: {column} holds other than "
+                                    f"{' and '.join(DISPLAY_ORDER)}.")
+        return table
+
+    def write_skipped(self, skipped: list[tuple[str, str]]) -> None:
+        """The files of the data the run left out because they do not read, with the reason for each."""
+        write_csv_atomic(self.file(SKIPPED), pd.DataFrame(skipped, columns=SKIPPED_COLUMNS))
+
+    def skipped(self) -> pd.DataFrame:
+        """The files the run left out (path, reason); empty for a run that skipped none or from before 0.3.0."""
+        if not self.file(SKIPPED).is_file():
+            return pd.DataFrame(columns=SKIPPED_COLUMNS)
+        return self._table(SKIPPED, SKIPPED_COLUMNS, text=tuple(SKIPPED_COLUMNS))
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_json_atomic(self.file(METRICS), metrics)
 
     def metrics(self) -> dict[str, Any] | None:
-        path = self.file(METRICS)
-        return read_json(path) if path.is_file() else None
+        """The test (and validation) figures, None before the run has them; `PipelineError` naming what is wrong
+        when the file does not read or does not hold figures (a wrong type, a text where a number belongs)."""
+        if not self.file(METRICS).is_file():
+            return None
+        metrics = self._read_json(METRICS)
+        problem = metrics_problem(metrics, METRICS)
+        if problem:
+            raise PipelineError(f"{problem}; the run folder {self.run_id} is damaged.")
+        return metrics
 
     def has_model(self) -> bool:
         return self.model_path.is_file()
@@ -385,9 +436,10 @@ class RunFolder:
         try:
             if self.history().empty:
                 return f"{HISTORY} holds no epoch."
-            for name in (SPLIT, PREDICTIONS):
-                if pd.read_csv(self.file(name)).empty:
-                    return f"{name} is empty."
+            if self.split().empty:
+                return f"{SPLIT} is empty."
+            if self.predictions().empty:
+                return f"{PREDICTIONS} is empty."
             if not self.metrics():
                 return f"{METRICS} is missing."
             check_model_file(self.model_path)

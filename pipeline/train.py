@@ -22,9 +22,8 @@ import pandas as pd
 
 from .cluster import execute_on_ray
 from .config import TrainConfig, default_runs_dir
-from .crossval import crossval_configs, crossval_dir, write_summary_of_group, write_summary_when_complete
-from .data import scan_dataset
-from .datasets import PreparedData, prepare_data
+from .crossval import crossval_configs, summary_path, write_summary_of_group, write_summary_when_complete
+from .datasets import PreparedData, check_trainable, prepare_data
 from .device import configure_device, replica_batches, synchronize_batchnorm
 from .errors import PipelineError, WeightsUnavailableError
 from .evaluate import compute_metrics, fit_temperature, metrics_from_predictions, model_warnings, with_temperature
@@ -53,8 +52,10 @@ def _run_config(config: TrainConfig, folder: RunFolder, group: str) -> dict[str,
 
 
 def prepare_run(config: TrainConfig, runs_dir: Path | None = None, group: str = "") -> RunFolder:
-    """A new run folder with its config and a `queued` status; a bad dataset root is refused first."""
-    scan_dataset(config.data_dir)
+    """A new run folder with its config and a `queued` status; data a run cannot train on (a bad root, no
+    labelled images of both classes, unreadable files under `on_bad_image="fail"`) is refused first, before
+    TensorFlow loads and without a folder."""
+    check_trainable(config)
     folder = RunFolder(create_run_dir(runs_dir or default_runs_dir(), config.name or config.default_name))
     folder.write_config(_run_config(config, folder, group))
     folder.update_status(state="queued", epoch=0, epochs=config.epochs, progress=0.0, pid=os.getpid(),
@@ -175,6 +176,7 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
             data = prepare_data(config, lambda fraction: folder.update_status(phase="preprocessing images",
                                                                              progress=round(fraction, 3)))
             folder.write_split(data.split)
+            _record_skipped(folder, data.skipped())
             folder.update_status(phase="building model")
             plan = configure_device()
             with plan.strategy.scope():
@@ -186,7 +188,7 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
                 **config_dict, "weights_used": weights_used, "data_layout": data.dataset.layout,
                 "data_kind": data.dataset.kind, "data_root": str(data.dataset.root),
                 "split_counts": data.split["subset"].value_counts().to_dict(),
-                "skipped_images": len(data.dataset.skipped) + len(data.skipped_images),
+                "skipped_images": len(data.skipped()),
                 "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
                 "device": {"gpus": plan.gpus, "precision": plan.precision, "jit_compile": plan.jit_compile,
                        **batches},
@@ -219,6 +221,13 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
                                        error=f"The one-pass run {folder.run_id} it comes from failed: {message}")
             LOG.error("%s failed: %s", folder.run_id, message)
             raise
+
+
+def _record_skipped(folder: RunFolder, skipped: list[tuple[str, str]]) -> None:
+    """The files left out of the run, each named with its reason in skipped.csv and in the log."""
+    folder.write_skipped(skipped)
+    for path, reason in skipped:
+        LOG.warning("%s skipped %s: %s", folder.run_id, path, reason)
 
 
 def one_pass_possible(config: TrainConfig) -> bool:
@@ -338,7 +347,7 @@ def cross_validate(config: TrainConfig, folds: int, runs_dir: Path | None = None
     group, configs = crossval_configs(config, folds)
     folders = [prepare_run(member, runs_dir, group) for member in configs]
     run_all(folders, engine, **ray_options)
-    return folders, crossval_dir() / f"{group}.json"
+    return folders, summary_path(group)
 
 
 def execute_runs(folders: list[RunFolder]) -> bool:

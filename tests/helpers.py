@@ -4,6 +4,7 @@ pipeline's own `run_metrics` from made-up predictions."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 import zipfile
@@ -60,6 +61,11 @@ def fake_run(runs_dir: Path, name: str, state: str = "completed", config: dict[s
         with zipfile.ZipFile(folder.model_path, "w") as archive:
             archive.writestr("config.json", "{}")
     return folder
+
+
+def shown_text(markdown: str) -> str:
+    """What a reader sees of Markdown whose marks were escaped (`pipeline.catalog.escape_markdown`)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def metric(app: Any, label: str) -> str:

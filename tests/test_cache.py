@@ -13,7 +13,7 @@ def test_second_load_decodes_nothing_and_changes_invalidate(tiny_data: Path, tmp
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     paths = [r.path for r in scan_dataset(tiny_data).records][:6]
     first, failed = cache.load_images(paths, 32, ClaheSettings(), tmp_path)
-    assert first.shape == (6, 32, 32, 3) and failed == []
+    assert first.shape == (6, 32, 32, 3) and failed == {}
     assert np.array_equal(first[2], load_and_preprocess(paths[2], 32, ClaheSettings()))
 
     def must_not_decode(*args, **kwargs):
@@ -31,7 +31,10 @@ def test_unreadable_images_are_listed_not_fatal(tiny_data: Path, tmp_path: Path)
     broken.write_bytes(b"BM" + b"\x00" * 40)
     paths = [str(next((tiny_data / "training_data").rglob("*.bmp"))), str(broken)]
     images, failed = cache.load_images(paths, 32, ClaheSettings(), tmp_path / "cache")
-    assert failed == [str(broken)] and images.shape[0] == 2 and not images[1].any()
+    assert list(failed) == [str(broken)] and images.shape[0] == 2 and not images[1].any()
+    assert "broken.bmp" in failed[str(broken)], "the reason names the file"
+    _, again = cache.load_images(paths, 32, ClaheSettings(), tmp_path / "cache")
+    assert again == failed, "the cache keeps the reasons"
 
 
 def test_cached_array_computes_once(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pipeline.catalog import (
     TRAINED_ELSEWHERE,
     completed_runs,
     configured_model_dir,
+    escape_markdown,
     find_run,
     format_duration,
     model_choices,
@@ -50,10 +51,22 @@ def test_a_bare_model_reads_as_trained_elsewhere_but_a_corrupt_config_is_an_erro
 
 
 def test_provenance_names_data_weights_backbone_and_split() -> None:
-    line = provenance({"data_kind": "real images", "data_dir": "/d", "weights_used": "imagenet (x.h5)",
-                       "backbone": "efficientnet_b3", "image_size": 224, "split": "patient"})
-    assert "**real images** (/d)" in line and "**imagenet (x.h5)**" in line
+    config = {"data_kind": "real images", "data_dir": "/d", "weights_used": "imagenet (x.h5)",
+              "backbone": "efficientnet_b3", "image_size": 224, "split": "patient"}
+    line = provenance(config, markdown=False)
+    assert "Data: real images (/d)" in line and "weights: imagenet (x.h5)" in line
     assert "efficientnet_b3 at 224 px" in line and "split: patient" in line
+    markdown = provenance(config)
+    assert r"**real images** (\/d)" in markdown and r"**imagenet \(x\.h5\)**" in markdown
+
+
+def test_escaped_markdown_reads_back_as_the_text_itself() -> None:
+    """Every mark Markdown (and Streamlit's directives) could act on is escaped; removing the escapes gives the
+    original text back, so nothing is lost."""
+    name = "**bold** :red[RED] ![pic](https:x) [ext](https:example.com) <b>x</b> $y$ `c` _i_ ~s~ #h =1+2.png"
+    escaped = escape_markdown(name)
+    assert re.sub(r"\\(.)", r"\1", escaped) == name
+    assert not re.search(r"(?<!\\)[*\[\]()<>`_$:~#!]", escaped)
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(None, "—"), (0, "0m 00s"), (65.9, "1m 05s"), (3599, "59m 59s"),

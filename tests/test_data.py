@@ -74,5 +74,5 @@ def test_bad_dataset_roots_give_a_clear_error(tmp_path: Path, make: str) -> None
     if make == "wrong":
         (root / "cats").mkdir()
         _write(root / "cats" / "x.png", np.zeros((9, 9, 3), np.uint8))
-    with pytest.raises(PipelineError, match="does not exist|No images found"):
+    with pytest.raises(PipelineError, match="does not exist|No usable images"):
         scan_dataset(root)

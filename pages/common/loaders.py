@@ -45,10 +45,10 @@ def _runs_signature(root: Path) -> tuple:
     if not root.is_dir():
         return ()
     stamps = []
-    for folder in root.iterdir():
-        for name in ("status.json", "metrics.json", "config.json"):
-            path = folder / name
-            stamps.append((folder.name, name, path.stat().st_mtime_ns if path.is_file() else 0))
+    for folder in root.iterdir():  # every file of every run: a damaged or replaced file renews the table
+        if folder.is_dir():
+            stamps += [(folder.name, path.name, path.stat().st_mtime_ns, path.stat().st_size)
+                       for path in folder.iterdir() if path.is_file()]
     return tuple(sorted(stamps)) + (int(time.time() // RUNS_REFRESH_S),)
 
 

@@ -11,13 +11,13 @@ from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_per_cell, i
 from pipeline.crossval import (
     FOLD_LABELS,
     FOLD_METRICS,
-    crossval_dir,
     fold_mean_intervals,
     fold_table,
+    read_summary,
     summarize,
 )
 from pipeline.errors import PipelineError
-from pipeline.evaluate import CLASS_WEIGHT_NOTE, Metrics, confusion_cell, patient_errors, patient_summary
+from pipeline.evaluate import CLASS_WEIGHT_NOTE, confusion_cell, patient_errors, patient_summary
 from pipeline.explain import overlay
 from pipeline.export import FORMATS, UNSUPPORTED, export_run
 from pipeline.figures import (
@@ -28,8 +28,8 @@ from pipeline.figures import (
     run_calibration_figure,
     sweep_heatmap,
 )
-from pipeline.files import read_json
 from pipeline.intervals import interval_line
+from pipeline.metrics import Metrics
 from pipeline.predict import class_index_of
 from pipeline.preprocess import read_image, thumbnail
 from pipeline.report import build_report
@@ -37,13 +37,7 @@ from pipeline.runs import RunFolder
 
 from .loaders import predictor_and_explainer
 from .settings import demo_mode, run_folder
-
-
-def figure_text(value: Any, undefined: str | None = None) -> str:
-    """A figure to three decimals, or why it has none."""
-    if value is None or value != value:
-        return "undefined" if undefined else "—"
-    return f"{value:.3f}"
+from .widgets import figure_text
 
 
 def integrity_banners(metrics: dict[str, Any]) -> None:
@@ -160,7 +154,9 @@ def evaluations_section(folder: RunFolder) -> None:
 
 def crossval_section(runs: pd.DataFrame) -> None:
     """Per-fold table and mean ± standard deviation of a patient-level cross-validation."""
-    groups = sorted({group for group, cv in zip(runs["group"], runs["cv"], strict=True) if group and cv})
+    readable = runs[runs["state"] != "broken"]
+    groups = sorted({group for group, cv in zip(readable["group"], readable["cv"], strict=True)
+                     if isinstance(group, str) and group and isinstance(cv, str) and cv})
     if not groups:
         st.info("No cross-validation on this server." if demo_mode() else
                 "No cross-validation yet: start one on the **Train** page or with `python -m pipeline crossval`.")
@@ -181,8 +177,7 @@ def crossval_section(runs: pd.DataFrame) -> None:
                  hide_index=True, width="stretch", column_config={
                      "mean": st.column_config.NumberColumn(format="%.3f"),
                      "std": st.column_config.NumberColumn("± std", format="%.3f")})
-    summary_file = crossval_dir() / f"{group}.json"
-    pooled = read_json(summary_file).get("pooled") if summary_file.is_file() else None
+    pooled = read_summary(group).get("pooled")
     if interval_line(pooled):
         st.caption("Every patient's test predictions pooled over the folds, 95 % intervals: " + interval_line(pooled)
                    + ".")

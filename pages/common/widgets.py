@@ -6,7 +6,14 @@ from typing import Any
 
 import streamlit as st
 
-from pipeline.catalog import format_duration, model_name, progress_summary, shown_path, without_paths
+from pipeline.catalog import (
+    escape_markdown,
+    format_duration,
+    model_name,
+    progress_summary,
+    shown_path,
+    without_paths,
+)
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.errors import PipelineError
 from pipeline.figures import curves_figure
@@ -29,6 +36,22 @@ from .settings import (
 )
 
 DISCLAIMER = ("Research tool, not a diagnostic device: its predictions must never guide the care of a patient.")
+
+
+
+def figure_text(value: Any, undefined: str | None = None) -> str:
+    """A figure to three decimals; a dash (or "undefined") where there is no number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return "undefined" if undefined else "—"
+    return f"{value:.3f}"
+
+def skipped_files(skipped: list[tuple[str, str]], what: str) -> None:
+    """Files left out, by name and reason, in a closed expander headed by how many and `what` happens to them."""
+    if not skipped:
+        return
+    with st.expander(f"{len(skipped)} file(s) {what}", icon=":material/warning:"):
+        st.dataframe([{"file": str(path), "reason": str(reason)} for path, reason in skipped], hide_index=True,
+                     width="stretch")
 
 
 def synthetic_warning(config: dict[str, Any]) -> None:
@@ -63,7 +86,7 @@ def sidebar() -> None:
             if st.button("Synthetic demo data", help="Cells drawn by this project, for tests and scale: they say "
                                                      "nothing about real cells."):
                 use_synthetic_data()
-        st.caption(f"In use: **{data_label(data_dir())}**")
+        st.caption(f"In use: **{escape_markdown(data_label(data_dir()))}**")
         runs = models()
         st.caption("Run")
         if runs:
@@ -89,7 +112,8 @@ def use_synthetic_data() -> None:
 
 
 def show_error(error: PipelineError) -> None:
-    st.error(str(error), icon=":material/error:")
+    """The error's message as it is written: names it quotes (files, folders, runs) are text, never Markdown."""
+    st.error(escape_markdown(error), icon=":material/error:")
 
 
 @st.fragment(run_every=2)
@@ -107,7 +131,8 @@ def live_progress(allow_cancel: bool = False) -> None:
         folder = run_folder(run_id)
         status = folder.status()
         summary = progress_summary(status)
-        st.markdown(f"**{run_id}** · {status.get('state')} · {status.get('phase', '')}")
+        st.markdown(f"**{escape_markdown(run_id)}** · {escape_markdown(status.get('state'))} · "
+                    f"{escape_markdown(status.get('phase', ''))}")
         st.progress(summary["fraction"], text=f"Epoch {summary['epoch']} of {summary['epochs']}")
         st.progress(min(1.0, summary["within_epoch"]),
                     text=f"Within the epoch or phase: {summary['within_epoch']:.0%}")
@@ -130,14 +155,15 @@ def show_model_card(folder: RunFolder) -> None:
     test = card["test"]
     held_out = card["held_out"]
     with st.container(border=True):
+        text = escape_markdown
         named = "" if demo_mode() else f" · `{card['run_id']}`"
-        st.markdown(f"**Model card**{named} · recipe {card['recipe']} · {card['backbone']} at "
-                    f"{card['image_size']} px · weights: {card['weights']}"
+        st.markdown(f"**Model card**{named} · recipe {text(card['recipe'])} · {text(card['backbone'])} at "
+                    f"{text(card['image_size'])} px · weights: {text(card['weights'])}"
                     + (" · test-time augmentation" if card["tta"] else ""))
-        st.markdown(f"Data: **{card['data']}** ({shown_path(card['data_dir'], demo_mode())}); trained on "
-                    f"{card.get('trained_on', '?')} images. "
-                    f"Held out: validation patients {', '.join(held_out.get('val', [])) or '—'}; test patients "
-                    f"{', '.join(held_out.get('test', [])) or '—'}.")
+        st.markdown(f"Data: **{text(card['data'])}** ({text(shown_path(card['data_dir'], demo_mode()))}); trained "
+                    f"on {card.get('trained_on', '?')} images. "
+                    f"Held out: validation patients {text(', '.join(held_out.get('val', [])) or '—')}; test "
+                    f"patients {text(', '.join(held_out.get('test', [])) or '—')}.")
         if test:
             cells = st.columns(5)
             unseen = card.get("split") in ("patient", "folds")
@@ -149,7 +175,7 @@ def show_model_card(folder: RunFolder) -> None:
                                                       ("ROC AUC", "roc_auc"), ("Sensitivity (ALL)", "sensitivity"),
                                                       ("Specificity (HEM)", "specificity")], strict=True):
                 value = test.get(key)
-                cell.metric(label, "—" if value is None else f"{value:.3f}")
+                cell.metric(label, figure_text(value))
             if interval_line(card.get("intervals")):
                 st.caption("95 % intervals: " + interval_line(card.get("intervals")) + ". With few patients the "
                            "figures above could be this far off on other patients.")

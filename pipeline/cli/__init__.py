@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="what a dataset root holds")
     info.add_argument("--data", required=True)
     info.add_argument("--json", action="store_true")
+    info.add_argument("--no-decode", dest="decode", action="store_false",
+                      help="skip decoding every image (faster; a truncated image is then not found)")
     info.set_defaults(func=cmd_info)
 
     synth = commands.add_parser("synth", help="write synthetic C-NMC-like demo data")
@@ -143,9 +146,16 @@ def main(argv: list[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+    # OpenCV's decoder messages name no file; the pipeline names each image that does not read (read by OpenCV when
+    # it loads, and inherited by the runs this process starts)
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader went away (`runs --json | head`): stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not raise again
+        return 141
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

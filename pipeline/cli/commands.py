@@ -17,9 +17,13 @@ DEFAULT_CV_FOLDS = 3
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..data import scan_dataset
+    from ..data import scan_dataset, undecodable
 
-    info = scan_dataset(args.data).info()
+    dataset = scan_dataset(args.data)
+    info = dataset.info()
+    if args.decode:
+        info["undecodable"] = len(broken := undecodable(dataset))
+        info["undecodable_files"] = [f"{path}: {reason}" for path, reason in broken]
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -33,6 +37,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {name}: {count}")
     for line in info["skipped_files"]:
         print(f"  skipped {line}")
+    if args.decode:
+        print(f"Images whose pixels do not decode (a run leaves them out): {info['undecodable']}")
+        for line in info["undecodable_files"]:
+            print(f"  {line}")
+    else:
+        print("Images not decoded (--no-decode): a truncated image is found only when a run reads it.")
     return 0
 
 
@@ -152,7 +162,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     open_run(args.run_dir, completed=True)
-    from ..evaluate import Metrics
+    from ..metrics import Metrics
     from ..predict import evaluate_run
 
     metrics, out_dir = evaluate_run(args.run_dir, args.data, args.include_seen_patients)

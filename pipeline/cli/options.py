@@ -11,6 +11,7 @@ from typing import Any
 
 from ..config import (
     BACKBONES,
+    BAD_IMAGE_POLICIES,
     OPTIMIZERS,
     PAPER_BATCH_SIZES,
     PAPER_EPOCHS,
@@ -26,7 +27,7 @@ from ..files import read_json
 from ..model import default_recipe
 
 CHOICES: dict[str, tuple[str, ...]] = {"backbone": BACKBONES, "split": SPLITS, "optimizer": OPTIMIZERS,
-                                       "validation_from": VALIDATION_FROM}
+                                       "validation_from": VALIDATION_FROM, "on_bad_image": BAD_IMAGE_POLICIES}
 HELP: dict[str, str] = {
     "data_dir": "dataset root (C-NMC layout or <root>/<class>/)",
     "weights": "imagenet, none, auto (ImageNet when it can be had, else random), or a weights file",
@@ -53,6 +54,8 @@ HELP: dict[str, str] = {
     "temperature_scaling": "rescale P(ALL) by a temperature fitted on the validation subset (needs both classes "
                            "there); the class called never changes",
     "max_images": "use a random subset of this many images",
+    "on_bad_image": "an image that does not read: skip it (listed in the run's skipped.csv and log) or fail the "
+                    "run before training",
 }
 CLAHE_FLAGS = {"clip_limit": "--clahe-clip", "tile_grid": "--clahe-grid", "enabled": "--clahe"}
 NOT_FLAGS = ("data_dir", "clahe", "recipe")

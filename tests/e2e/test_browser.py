@@ -114,7 +114,7 @@ def _choose(page, label: str, option: str) -> None:
     _settle(page)
 
 
-def test_a_user_browses_trains_studies_and_predicts(server, page, tiny_data: Path) -> None:
+def test_a_user_browses_trains_studies_and_predicts(server, page, tiny_data: Path, tmp_path: Path) -> None:
     base, runs_dir = server
     _open(page, base, "", "home")
     assert _metric(page, "Images") == str(len(scan_dataset(tiny_data).records)), "the dataset root as scanned"
@@ -162,6 +162,28 @@ def test_a_user_browses_trains_studies_and_predicts(server, page, tiny_data: Pat
     assert _metric(page, "Predicted class").startswith(expected.predicted)
     assert _metric(page, "P(ALL)") == f"{expected.prob_all:.3f}"
     assert page.locator('[data-testid="stException"]').count() == 0
+
+    _names_stay_text(page, image, tmp_path)
+
+
+MARKUP_NAME = "**bold** :red[RED] ![pic](https:x) [ext](https:example.com) <b>tag</b> $x$ =1+2.bmp"
+"""An upload's name as a mischievous user writes it: Markdown bold, colour, image and link, HTML, maths."""
+
+
+def _names_stay_text(page, image: Path, tmp_path: Path) -> None:
+    """The name of an upload is shown exactly as written, and none of its marks makes an element."""
+    upload = tmp_path / MARKUP_NAME
+    shutil.copy(image, upload)
+    page.locator('input[type="file"]').set_input_files(str(upload))
+    page.get_by_text(f"Image: {MARKUP_NAME}", exact=True).wait_for()
+    _settle(page)
+    page.screenshot(path=str(SHOTS / "predict-markup-name.png"), full_page=True)
+    main = page.locator('[data-testid="stMain"]')
+    assert main.locator("strong", has_text="bold").count() == 0, "no bold made of the name"
+    assert main.locator("a", has_text="ext").count() == 0, "no link made of the name"
+    assert main.locator('img[src="https:x"], img[alt="pic"]').count() == 0, "no image fetched for the name"
+    assert main.locator("b", has_text="tag").count() == 0 and main.locator(".katex").count() == 0
+    assert main.locator('[data-testid="stException"]').count() == 0
 
 
 

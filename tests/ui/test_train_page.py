@@ -7,6 +7,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from pipeline.runs import RunFolder, create_run_dir
+from tests.helpers import shown_text
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
@@ -23,7 +24,8 @@ def test_a_second_launch_is_refused_with_the_busy_run_named(tiny_data: Path, tmp
     app.switch_page("pages/train.py").run()
     assert not app.exception, [e.value for e in app.exception]
     next(button for button in app.button if button.label == "Start training").click().run()
-    assert any(busy.run_id in error.value and "still running" in error.value for error in app.error), \
+    assert any(busy.run_id in shown_text(error.value) and "still running" in shown_text(error.value)
+               for error in app.error), \
         [error.value for error in app.error]
     assert [path.name for path in (tmp_path / "runs").iterdir() if path.is_dir()] == [busy.run_id]
 
