@@ -3,7 +3,7 @@ model is started once per server, whatever visitors do."""
 
 import streamlit as st
 
-from pages.common.settings import demo_mode, runs_dir
+from pages.common.settings import configured_model, demo_mode, runs_dir
 from pages.common.widgets import sidebar
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.launch import launch_demo_model
@@ -19,7 +19,7 @@ def _demo_model_started() -> bool:
     return launch_demo_model(str(EMBEDDED_SAMPLE), runs_dir()) is not None
 
 
-if demo_mode():
+if demo_mode() and not configured_model():  # a host that serves its own model trains none
     _demo_model_started()
 
 pages = [

@@ -1,4 +1,5 @@
-"""`python -m bench`: how fast (`--quick` for a short check), on real cells (`--real`), on a GPU (`--gpu`)."""
+"""`python -m bench`: how fast (`--quick` for a short check), on real cells (`--real`), on a GPU (`--gpu`), under
+load in a browser (`--load`)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def main() -> None:
     mode.add_argument("--quick", action="store_true", help="EfficientNet-B0 at 96 px, small synthetic set")
     mode.add_argument("--real", action="store_true", help="a recipe on real C-NMC fold 1, judged on unseen patients")
     mode.add_argument("--gpu", action="store_true", help="EfficientNet-B3 at 224 px on a GPU (under 5 minutes)")
+    mode.add_argument("--load", action="store_true",
+                      help="visitors at once on a hosted demo in Chromium (B3 at 224 px): waits against one alone")
+    parser.add_argument("--visitors", type=int, default=10, help="--load: visitors at once")
     parser.add_argument("--data", type=Path, default=None, help="--real: the data (default ../shared/cnmc-fold1)")
     parser.add_argument("--recipe", default="lite", help="--real: the recipe (lite, scratch, paper)")
     parser.add_argument("--crossval", type=int, default=0, help="--real: also a K-fold patient cross-validation")
@@ -51,6 +55,11 @@ def main() -> None:
             results = real.run(args.data or real.DEFAULT_DATA, runs_dir, args.recipe, args.crossval, args.repeats,
                                args.levers, **overrides)
         lines = real.report(results)
+    elif args.load:
+        from bench import load
+
+        results = load.run(args.visitors)
+        lines = load.report(results)
     elif args.gpu:
         from bench import gpu
 

@@ -242,7 +242,8 @@ def run_flags(row: pd.Series | dict[str, Any]) -> str:
 def model_card(folder: RunFolder) -> dict[str, Any]:
     """What a model is, for the people using it: data, patients held out, weights, figures on held-out patients,
     warnings and the time its training took."""
-    config, status, metrics = run_config(folder), folder.status(), folder.metrics() or {}
+    config, metrics = run_config(folder), folder.metrics() or {}
+    status = folder.status() if folder.has_status() else {}  # a model trained elsewhere has no status
     card: dict[str, Any] = {
         "run_id": folder.run_id, "data": config.get("data_kind"), "data_dir": config.get("data_dir"),
         "weights": weights_label(config), "backbone": config.get("backbone"),

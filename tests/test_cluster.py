@@ -59,9 +59,11 @@ def _wait_for_nodes(address: str, count: int, timeout_s: float = 90) -> None:
     raise TimeoutError(f"the Ray cluster at {address} did not show {count} nodes")
 
 
-@pytest.fixture
-def ray_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A head (1 CPU) and a worker node (1 CPU) on 127.0.0.1; yields the address and the worker's process."""
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A head (1 CPU) and a worker node (1 CPU) on 127.0.0.1, started once for the module (the test that stops the
+    worker comes last); yields the address and the worker's process."""
+    tmp_path = tmp_path_factory.mktemp("ray")
     port = _free_port()
     address = f"127.0.0.1:{port}"
     head = _start_node(["--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "1",
@@ -92,8 +94,8 @@ def test_a_sweep_and_a_crossval_on_a_ray_cluster_match_the_local_engine(ray_clus
 
     address, _ = ray_cluster
     lines: list[str] = []
-    on_ray = sweep(tiny_config, [1], [8, 16], tmp_path / "ray", engine="ray", address=address, report=lines.append)
-    local = sweep(tiny_config, [1], [8, 16], tmp_path / "local")
+    on_ray = sweep(tiny_config, [1], [16], tmp_path / "ray", engine="ray", address=address, report=lines.append)
+    local = sweep(tiny_config, [1], [16], tmp_path / "local")
     for remote, here in zip(on_ray, local, strict=True):
         assert remote.status()["state"] == here.status()["state"] == "completed"
         assert remote.split().equals(here.split()), "the same seed gives the same patients and images"

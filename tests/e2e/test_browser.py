@@ -6,18 +6,15 @@ Screenshots of every page are kept in `test-output/screenshots/` (git-ignored).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from bench.server import CHROMIUM, serve
 from pipeline import runs
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.data import scan_dataset
@@ -28,47 +25,16 @@ from tests.helpers import wait_for_state
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = REPO / "test-output" / "screenshots"
 playwright_api = pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).is_file():
     pytest.skip("Debian's chromium is not installed", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def _serve(data: Path, artifacts: Path, code: Path = REPO, **settings: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`streamlit run` of the app in `code` on a free localhost port, stopped afterwards."""
-    port = _free_port()
-    env = {**os.environ, "CNMC_DATA_DIR": str(data), "ARTIFACTS_DIR": str(artifacts), **settings}
-    if "DEMO_MODE" not in settings:
-        env.pop("DEMO_MODE", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.5)
-    try:
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def server(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     artifacts = tmp_path_factory.mktemp("e2e-artifacts")
-    with _serve(tiny_data, artifacts) as (url, _):
+    with serve(tiny_data, artifacts) as (url, _):
         yield url, artifacts / "runs"
 
 
@@ -219,7 +185,7 @@ def test_hosted_demo_prepares_a_model_by_itself_and_shows_grad_cam(page, tiny_da
     before = _read_only_code_tree(code)
     sample = code / "samples" / "cnmc-fold1"
     started = time.monotonic()
-    with _serve(tiny_data, writable, code, DEMO_MODE="1", DEMO_DATA_DIR=str(writable / "synthetic"),
+    with serve(tiny_data, writable, code, DEMO_MODE="1", DEMO_DATA_DIR=str(writable / "synthetic"),
                 KERAS_HOME=str(writable / "keras"), PYTHONDONTWRITEBYTECODE="1") as (base, process):
         _open(page, base, "", "demo-home")
         sidebar = page.locator('[data-testid="stSidebar"]')

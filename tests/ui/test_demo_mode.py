@@ -66,3 +66,32 @@ def test_a_demo_model_that_failed_to_prepare_can_be_tried_again(tmp_path: Path,
     assert len({config["group"] for config in configs}) == 1 and launch.is_demo_group(configs[0]["group"])
     assert all(config["split"] == "patient" and config["cv_folds"] == launch.DEMO_FOLDS for config in configs)
     assert launch.failed_demo_model(runs_dir) is None
+
+
+def test_a_demo_that_serves_a_model_trained_elsewhere_trains_none_and_names_it(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """MODEL_PATH in a hosted demo: no demo model is prepared beside it, and Home and Predict (whose model picker
+    names models from their cards) show the configured model, which has no status or metrics of its own."""
+    import zipfile
+
+    from pipeline import launch
+
+    model = tmp_path / "elsewhere"
+    model.mkdir()
+    with zipfile.ZipFile(model / "model.keras", "w") as archive:
+        archive.writestr("config.json", "{}")
+    monkeypatch.setenv("DEMO_MODE", "1")
+    monkeypatch.setenv("MODEL_PATH", str(model))
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.delenv("CNMC_DATA_DIR", raising=False)
+    spawned = []
+    monkeypatch.setattr(launch, "_spawn",
+                        lambda folders, engine=None: spawned.append(folders) or type("P", (), {"pid": 1})())
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    app.switch_page("pages/predict.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    picker = next(box for box in app.selectbox if box.label == "Model")
+    assert picker.value == "configured-model" and len(picker.options) == 1
+    assert spawned == [] and not (tmp_path / "artifacts" / "runs").exists(), "no demo model trained"
