@@ -132,7 +132,8 @@ def test_a_user_browses_trains_studies_and_predicts(server, page, tiny_data: Pat
     _names_stay_text(page, image, tmp_path)
 
 
-MARKUP_NAME = "**bold** :red[RED] ![pic](https:x) [ext](https:example.com) <b>tag</b> $x$ =1+2.bmp"
+MARKUP_NAME = ("**bold** :red[RED] ![pic](https:x) [ext](https:example.com) <b>tag <img src=x onerror=alert(1)> "
+               "$x$ =1+2.bmp")
 """An upload's name as a mischievous user writes it: Markdown bold, colour, image and link, HTML, maths."""
 
 
@@ -140,14 +141,16 @@ def _names_stay_text(page, image: Path, tmp_path: Path) -> None:
     """The name of an upload is shown exactly as written, and none of its marks makes an element."""
     upload = tmp_path / MARKUP_NAME
     shutil.copy(image, upload)
-    page.locator('input[type="file"]').set_input_files(str(upload))
+    page.locator('input[type="file"]').set_input_files(str(upload))  # beside the first upload: two images
+    _settle(page)
+    _choose(page, "Explain image", MARKUP_NAME)
     page.get_by_text(f"Image: {MARKUP_NAME}", exact=True).wait_for()
     _settle(page)
     page.screenshot(path=str(SHOTS / "predict-markup-name.png"), full_page=True)
     main = page.locator('[data-testid="stMain"]')
     assert main.locator("strong", has_text="bold").count() == 0, "no bold made of the name"
     assert main.locator("a", has_text="ext").count() == 0, "no link made of the name"
-    assert main.locator('img[src="https:x"], img[alt="pic"]').count() == 0, "no image fetched for the name"
+    assert main.locator('img[src="https:x"], img[alt="pic"], img[src="x"]').count() == 0, "no image for the name"
     assert main.locator("b", has_text="tag").count() == 0 and main.locator(".katex").count() == 0
     assert main.locator('[data-testid="stException"]').count() == 0
 
