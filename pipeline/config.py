@@ -29,6 +29,11 @@ so that every healthy subject outside the test subset trains (C-NMC fold 1 has o
 BAD_IMAGE_POLICIES = ("skip", "fail")
 """What a run does with an image that does not read: leave it out (listed by name and reason in the run folder's
 skipped.csv, the log and the pages), or fail before training (for checked pipelines and CI)."""
+RANDOM_WEIGHTS = ("none", "None", "")
+RANDOM_FEATURES_REFUSED = (
+    "Fast mode freezes the backbone, and with random weights its features are random: the head would learn from "
+    "noise. Use ImageNet weights (--weights imagenet or auto), train the whole network (--no-freeze-backbone), or "
+    "pass --random-features to train on random features knowingly (the run is labelled so everywhere).")
 OPTIMIZERS = ("rmsprop", "adam")
 """rmsprop: the paper's RMSprop with exponential decay; adam: Adam with cosine decay (training from scratch)."""
 PAPER_EPOCHS = (10, 20, 30, 40, 50, 60)
@@ -132,6 +137,7 @@ class TrainConfig:
     temperature_scaling: bool = False
     max_images: int = 0
     on_bad_image: str = "skip"
+    random_features: bool = False
     recipe: str = ""
     name: str = ""
 
@@ -150,6 +156,8 @@ class TrainConfig:
         if self.validation_from not in VALIDATION_FROM:
             raise PipelineError(f"Validation is drawn from {' or '.join(VALIDATION_FROM)} patients, not "
                                 f"{self.validation_from!r}.")
+        if self.freeze_backbone and self.weights in RANDOM_WEIGHTS and not self.random_features:
+            raise PipelineError(RANDOM_FEATURES_REFUSED)
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
             raise PipelineError(f"on_bad_image is {self.on_bad_image!r}; choose one of "
                                 f"{', '.join(BAD_IMAGE_POLICIES)}.")

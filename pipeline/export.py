@@ -22,7 +22,7 @@ from .config import ClaheSettings
 from .errors import PipelineError
 from .evaluate import fitted_temperature
 from .files import atomic_write, write_json_atomic
-from .intervals import NAMES, interval_line
+from .intervals import NAMES, format_interval, interval_line
 from .model import load_model
 from .runs import RunFolder
 
@@ -65,7 +65,7 @@ def readme_card(folder: RunFolder, card: dict[str, Any]) -> str:
     config, run = folder.config(), model_card(folder)
     intervals = run.get("intervals") or {}
     metrics = [{"type": name, "value": round(figure["value"], 4),
-                "name": f"{NAMES[name]} (95 % CI {figure['low']:.2f}-{figure['high']:.2f}, patient bootstrap)"}
+                "name": f"{NAMES[name]} ({format_interval(figure).split(', ', 1)[1]}, patient bootstrap)"}
                for name, figure in intervals.items() if name in NAMES and figure.get("value") is not None]
     real = not str(config.get("data_kind", "")).startswith("synthetic")
     held_out = card["held_out_patients"]

@@ -17,7 +17,7 @@ from .cache import cache_key, cached_array
 from .config import TrainConfig, default_cache_dir
 from .datasets import PreparedData, feature_dataset, make_dataset, training_steps
 from .inference import PREDICT_BATCH, dihedral_views, extract_features
-from .model import adapt_feature_norm, feature_extractor, head_model, unfreeze_top_blocks
+from .model import adapt_feature_norm, backbone_fingerprint, feature_extractor, head_model, unfreeze_top_blocks
 from .runs import RunFolder
 
 LOG = logging.getLogger(__name__)
@@ -176,6 +176,23 @@ def dataset_features(model: Any, config: TrainConfig, data: PreparedData, folder
     return image_features(model, config, folder, weights_used, data.split["path"].tolist(), data.all_images, kind)
 
 
+FEATURE_CODE_VERSION = 2
+"""Changes whenever the code that computes features changes what it computes (pooling, views, augmentation), so
+no feature cached by older code is read as if new. 2: the key holds the backbone's weights fingerprint."""
+
+
+def feature_cache_key(model: Any, config: TrainConfig, weights_used: str, paths: list[str],
+                      kind: str) -> dict[str, Any]:
+    """What cached features depend on: the images and their preprocessing, the backbone and the very weights it
+    holds (their fingerprint, not only their label), the kind of features and the feature code's version."""
+    key = {"images": cache_key(paths, config.image_size, config.clahe), "backbone": config.backbone,
+           "weights": weights_used, "weights_sha256": backbone_fingerprint(model), "kind": kind,
+           "feature_code": FEATURE_CODE_VERSION}
+    if kind == "augmented":
+        key.update(augment_passes=config.augment_passes, seed=config.seed)
+    return key
+
+
 def image_features(model: Any, config: TrainConfig, folder: RunFolder, weights_used: str, paths: list[str],
                    images_of: Callable[[], np.ndarray], kind: str = "plain") -> np.ndarray:
     """Pooled backbone features of the images of `paths` (`images_of()` gives them, asked only when the cache
@@ -195,10 +212,7 @@ def image_features(model: Any, config: TrainConfig, folder: RunFolder, weights_u
 
     if weights_used.startswith("none"):
         return compute()
-    key = {"images": cache_key(paths, config.image_size, config.clahe), "backbone": config.backbone,
-           "weights": weights_used, "kind": kind}
-    if kind == "augmented":
-        key.update(augment_passes=config.augment_passes, seed=config.seed)
+    key = feature_cache_key(model, config, weights_used, paths, kind)
     features, _ = cached_array("features", key, compute, default_cache_dir())
     return features
 

@@ -14,6 +14,13 @@ from .metrics import intervals_problem
 
 BOOTSTRAP_SAMPLES = 1000
 LEVEL = 0.95
+MIN_PATIENTS = 3
+"""Fewest patients of a class for an interval that rests on that class: with one or two the patient resamples
+barely vary it, and the interval would show image-level spread only (a zero-width specificity from one healthy
+subject). Below it the figure keeps its value and its interval is n/a with the reason."""
+CLASSES_OF = {"roc_auc": ("ALL", "HEM"), "balanced_accuracy": ("ALL", "HEM"), "sensitivity": ("ALL",),
+              "specificity": ("HEM",)}
+"""The classes whose patients each figure's interval rests on."""
 
 
 def _sensitivity(truth: np.ndarray, prob_all: np.ndarray) -> float:
@@ -37,33 +44,44 @@ def patient_bootstrap(predictions: pd.DataFrame, samples: int = BOOTSTRAP_SAMPLE
                       seed: int = 0) -> dict[str, dict[str, float | int | None]]:
     """Per figure: the point estimate and a percentile interval over `samples` resamples of the patients of
     `predictions` (columns label, patient, prob_all), drawn with replacement within each class. A figure
-    that needs both classes is None when the predictions hold one. With one patient of a class the resamples
-    cannot vary that class's patient: the interval then shows image-level spread only and is too narrow."""
+    that needs both classes is None when the predictions hold one. An interval resting on a class with fewer
+    than `MIN_PATIENTS` patients is n/a (`low` and `high` None) and `unavailable` says why."""
     truth = (predictions["label"] == "ALL").to_numpy()
     prob = predictions["prob_all"].to_numpy(dtype=float)
-    patients = predictions["patient"].astype(str).to_numpy()
+    # a patient of each class apart: images of unknown patients ("unknown") of both classes are not one patient
+    patients = (predictions["patient"].astype(str) + "|" + predictions["label"].astype(str)).to_numpy()
     groups = {name: np.flatnonzero(patients == name) for name in np.unique(patients)}
     by_class = [[name for name, rows in groups.items() if truth[rows[0]] == is_all] for is_all in (True, False)]
     result: dict[str, dict[str, float | int | None]] = {}
     if not all(by_class):
-        return {name: {"value": None, "low": None, "high": None, "patients": len(groups)} for name in FIGURES}
+        return {name: {"value": None, "low": None, "high": None, "patients": len(groups),
+                       "unavailable": "the predictions hold one class only"} for name in FIGURES}
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(samples):
         chosen = [rng.choice(names, len(names)) for names in by_class]
         draws.append(np.concatenate([groups[name] for names in chosen for name in names]))
     alpha = (1 - level) / 2
+    counts = {"ALL": len(by_class[0]), "HEM": len(by_class[1])}
     for name, figure in FIGURES.items():
+        result[name] = {"value": figure(truth, prob), "low": None, "high": None, "patients": len(groups)}
+        few = [f"{counts[label]} {label} {'patient' if label == 'ALL' else 'subject'}{'s' * (counts[label] != 1)}"
+               for label in CLASSES_OF[name] if counts[label] < MIN_PATIENTS]
+        if few:
+            result[name]["unavailable"] = (f"only {' and '.join(few)}: an interval needs at least {MIN_PATIENTS} "
+                                           "of each class it rests on")
+            continue
         values = np.array([figure(truth[rows], prob[rows]) for rows in draws])
-        result[name] = {"value": figure(truth, prob), "low": float(np.quantile(values, alpha)),
-                        "high": float(np.quantile(values, 1 - alpha)), "patients": len(groups)}
+        result[name].update(low=float(np.quantile(values, alpha)), high=float(np.quantile(values, 1 - alpha)))
     return result
 
 
 def format_interval(figure: dict[str, float | int | None], digits: int = 2) -> str:
-    """"0.87, 95 % CI 0.80-0.93", or "undefined"."""
+    """"0.87, 95 % CI 0.80-0.93", "0.87, 95 % CI n/a (only 1 HEM subject...)", or "undefined"."""
     if figure.get("value") is None:
         return "undefined"
+    if figure.get("low") is None or figure.get("high") is None:
+        return f"{figure['value']:.{digits}f}, {round(LEVEL * 100)} % CI n/a ({figure.get('unavailable') or 'none'})"
     return (f"{figure['value']:.{digits}f}, {round(LEVEL * 100)} % CI {figure['low']:.{digits}f}-"
             f"{figure['high']:.{digits}f}")
 

@@ -301,3 +301,17 @@ def load_model(path: str | Path) -> keras.Model:
     except Exception as error:
         raise PipelineError(f"The model file {path} does not load: {type(error).__name__}: "
                             f"{str(error).splitlines()[0][:200] if str(error) else ''}") from error
+
+
+def backbone_fingerprint(model: keras.Model) -> str:
+    """sha256 (first 16 hex digits) of every weight of the backbone, the layers before the pooled features: the
+    same label ("imagenet") can name different weights (a replaced cache file, a new package), this cannot."""
+    import keras
+
+    digest = hashlib.sha256()
+    for layer in model.layers:
+        if layer.name == POOL_LAYER:
+            break
+        for weight in layer.weights:
+            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]

@@ -17,6 +17,7 @@ from .data import PRELIM_SUBSET, UNKNOWN_PATIENT, cell_name, scan_dataset
 from .errors import ImageReadError, PipelineError
 from .evaluate import fitted_temperature, label_from_prob, metrics_from_predictions, with_temperature
 from .inference import class_probabilities, one_at_a_time, predictions_table
+from .intervals import patient_bootstrap
 from .model import compiled_forward, load_model
 from .preprocess import decode_image, preprocess, read_image
 from .runs import SPLIT, RunFolder
@@ -210,7 +211,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None,
     metrics = {**metrics_from_predictions(predictions), "subset": subset, "data_dir": str(data_dir or ""),
                "skipped_images": failed, "excluded_seen_images": dropped, "tta": predictor.config.tta,
                "temperature": predictor.temperature, "include_seen_patients": include_seen_patients,
-               "seen_patients": seen_patients}
+               "seen_patients": seen_patients, "intervals": patient_bootstrap(predictions)}
     if any(dropped.values()):
         metrics["warnings"] = [*(metrics.get("warnings") or []), "Left out as seen by the run: " + ", ".join(
             f"{count} by {reason.replace('_', ' ')}" for reason, count in dropped.items()

@@ -138,6 +138,8 @@ def weights_label(settings: dict[str, Any]) -> str:
     """The one label of a run's weights (config.json's settings): those it used; before it has loaded them,
     those it asked for, said so."""
     used = settings.get("weights_used")
+    if used and settings.get("freeze_backbone") and str(used).startswith("none"):
+        return f"random features ({used}, frozen)"
     if used:
         return str(used)
     asked = settings.get("weights")

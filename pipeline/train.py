@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .cluster import execute_on_ray
-from .config import TrainConfig, default_runs_dir
+from .config import RANDOM_FEATURES_REFUSED, TrainConfig, default_runs_dir
 from .crossval import crossval_configs, summary_path, write_summary_of_group, write_summary_when_complete
 from .datasets import PreparedData, check_trainable, prepare_data
 from .device import configure_device, replica_batches, synchronize_batchnorm
@@ -181,6 +181,9 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
             plan = configure_device()
             with plan.strategy.scope():
                 model, weights_used, initial_epoch = _load_or_build(config, config_dict, folder)
+            if config.freeze_backbone and weights_used.startswith("none") and not config.random_features:
+                raise PipelineError(f"{RANDOM_FEATURES_REFUSED} (Asked for weights {config.weights!r}; got "
+                                    f"{weights_used}.)")
             batches = replica_batches(config.batch_size, plan.strategy.num_replicas_in_sync)
             if batches["synchronized_batchnorm"]:
                 synchronize_batchnorm(model)

@@ -136,7 +136,7 @@ GIVEN = {"backbone": ("--backbone", "efficientnet_lite1"), "image_size": ("--ima
          "balance_patients": ("--no-balance-patients", None), "head_l2": ("--head-l2", "0.5"),
          "validation_from": ("--validation-from", "both"), "tta": ("--no-tta", None),
          "temperature_scaling": ("--temperature-scaling", None), "max_images": ("--max-images", "100"),
-         "on_bad_image": ("--on-bad-image", "fail"),
+         "on_bad_image": ("--on-bad-image", "fail"), "random_features": ("--random-features", None),
          "name": ("--name", "mine")}
 """A value unlike the `lite` recipe's for every setting a flag sets: a new TrainConfig field fails the test below
 until it has its flag (and a line here)."""

@@ -25,3 +25,15 @@ def test_malformed_saved_settings_are_a_clear_error() -> None:
         TrainConfig.from_dict({"epochs": 3})
     with pytest.raises(PipelineError, match="incomplete or malformed"):
         TrainConfig.from_dict({"data_dir": "x", "clahe": {"clip": 2}})
+
+
+def test_a_frozen_backbone_with_random_weights_is_refused_unless_asked_for_and_then_labelled() -> None:
+    from pipeline.runs import weights_label
+
+    with pytest.raises(PipelineError, match="features are random.*--random-features"):
+        TrainConfig(data_dir="cells", weights="none", freeze_backbone=True)
+    asked = TrainConfig(data_dir="cells", weights="none", freeze_backbone=True, random_features=True)
+    settings = {**asked.to_dict(), "weights_used": "none (random initialisation)"}
+    assert weights_label(settings).startswith("random features"), "labelled wherever the weights are named"
+    assert weights_label({**settings, "freeze_backbone": False}) == "none (random initialisation)"
+    assert TrainConfig(data_dir="cells", weights="imagenet", freeze_backbone=True).weights == "imagenet"

@@ -51,7 +51,8 @@ def test_a_frozen_models_figures_from_cached_views_are_the_whole_models(tiny_con
     from pipeline.model import load_model
     from pipeline.train import train
 
-    folder = train(tiny_config.replace(freeze_backbone=True, tta=True, epochs=2, name="frozen-tta"),
+    folder = train(tiny_config.replace(freeze_backbone=True, random_features=True, tta=True, epochs=2,
+                                       name="frozen-tta"),
                    artifacts_root / "runs")
     predictions = folder.predictions()
     images, _ = load_images(predictions["path"].tolist(), tiny_config.image_size, tiny_config.clahe)
@@ -83,7 +84,8 @@ def test_a_run_logs_its_start_one_line_per_epoch_and_its_end_under_the_package_n
 
 @pytest.mark.slow
 def test_fast_mode_trains_the_head_on_cached_features_and_saves_a_full_model(tiny_config, artifacts_root) -> None:
-    folder = train(tiny_config.replace(freeze_backbone=True, epochs=3, name="fast"), artifacts_root / "runs")
+    folder = train(tiny_config.replace(freeze_backbone=True, random_features=True, epochs=3, name="fast"),
+                   artifacts_root / "runs")
     assert folder.status()["state"] == "completed"
     assert folder.history()["epoch"].tolist() == [1, 2, 3]
     predictor = Predictor.from_run(folder.path)
@@ -103,9 +105,27 @@ def test_fast_mode_with_augment_trains_on_augmented_feature_passes(tiny_config, 
         return features
 
     monkeypatch.setattr(fit, "_augmented_features", recorded)
-    folder = train(tiny_config.replace(freeze_backbone=True, augment=True, augment_passes=2, epochs=2,
-                                       name="fast-augmented"), artifacts_root / "runs")
+    folder = train(tiny_config.replace(freeze_backbone=True, random_features=True, augment=True, augment_passes=2,
+                                       epochs=2, name="fast-augmented"), artifacts_root / "runs")
     assert folder.status()["state"] == "completed"
     assert len(shapes) == 1 and shapes[0][1] == 2 * shapes[0][0], "two augmented passes over the training images"
     config = folder.config()
     assert config["augment"] is True and config["augment_passes"] == 2 and config["freeze_backbone"] is True
+
+
+@pytest.mark.slow
+def test_the_feature_cache_key_follows_the_weights_not_their_label(tiny_config) -> None:
+    from pipeline.fit import FEATURE_CODE_VERSION, feature_cache_key
+    from pipeline.model import build_model
+
+    model, _ = build_model("efficientnet_b0", 32, "none", freeze_backbone=True)
+    key = feature_cache_key(model, tiny_config, "imagenet (x)", [], "plain")
+    assert key["feature_code"] == FEATURE_CODE_VERSION and key == feature_cache_key(model, tiny_config,
+                                                                                     "imagenet (x)", [], "plain")
+    stem = model.get_layer("stem_conv")
+    stem.set_weights([weight + 1e-3 for weight in stem.get_weights()])  # other weights under the same label
+    changed = feature_cache_key(model, tiny_config, "imagenet (x)", [], "plain")
+    assert changed["weights_sha256"] != key["weights_sha256"]
+    head = model.get_layer("head_dense")
+    head.set_weights([weight + 1.0 for weight in head.get_weights()])  # the head is not part of the features
+    assert feature_cache_key(model, tiny_config, "imagenet (x)", [], "plain") == changed

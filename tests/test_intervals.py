@@ -50,3 +50,18 @@ def test_one_class_leaves_every_figure_undefined() -> None:
     assert all(figure["value"] is None for figure in intervals.values())
     assert format_interval(intervals["roc_auc"]) == "undefined"
     assert format_interval({"value": 0.874, "low": 0.801, "high": 0.93}) == "0.87, 95 % CI 0.80-0.93"
+
+
+def test_an_interval_resting_on_fewer_than_three_patients_of_a_class_is_na_with_the_reason() -> None:
+    predictions = _predictions(5)
+    one_healthy = predictions[(predictions["label"] == "ALL") | (predictions["patient"] == "HEM0")]
+    intervals = patient_bootstrap(one_healthy, samples=50)
+    for name in ("specificity", "roc_auc", "balanced_accuracy"):  # each rests on the healthy subjects
+        figure = intervals[name]
+        assert figure["value"] is not None and figure["low"] is None and figure["high"] is None, name
+        assert "only 1 HEM subject" in figure["unavailable"], figure
+        assert "CI n/a (only 1 HEM subject" in format_interval(figure), "never a zero-width interval"
+    sensitivity = intervals["sensitivity"]
+    assert sensitivity["low"] <= sensitivity["value"] <= sensitivity["high"], "five ALL patients carry it"
+    two_each = patient_bootstrap(predictions[predictions["patient"].isin(["ALL0", "ALL1", "HEM0", "HEM1"])], 50)
+    assert "only 2 ALL patients and 2 HEM subjects" in two_each["roc_auc"]["unavailable"]

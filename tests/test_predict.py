@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import ALL_INDEX, CLASS_NAMES, runs
 from pipeline.config import ClaheSettings, TrainConfig
+from pipeline.intervals import patient_bootstrap
 from pipeline.predict import Predictor, evaluate_run
 from pipeline.preprocess import read_image
 
@@ -132,6 +133,10 @@ def test_evaluate_on_other_data_never_counts_images_the_run_trained_on(finished_
     assert any(line.startswith("Left out as seen by the run") for line in metrics["warnings"])
     counted, _ = evaluate_run(finished_run, root, include_seen_patients=True)
     assert counted["n"] == 3 and counted["seen_patients"] is None
+    saved = json.loads((out_dir / runs.METRICS).read_text())
+    assert saved["intervals"] == patient_bootstrap(pd.read_csv(out_dir / runs.PREDICTIONS)), \
+        "evaluate writes the patient-bootstrap intervals of what it scored, as training does"
+    assert saved["intervals"]["roc_auc"]["low"] is None and "only" in saved["intervals"]["roc_auc"]["unavailable"]
 
 
 def test_evaluate_on_data_without_labels_is_one_clear_error(finished_run: Path, tmp_path: Path) -> None:

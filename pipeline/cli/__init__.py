@@ -24,6 +24,7 @@ from .commands import (
     cmd_report,
     cmd_resume,
     cmd_runs,
+    cmd_shortcuts,
     cmd_sweep,
     cmd_synth,
     cmd_train,
@@ -52,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--no-decode", dest="decode", action="store_false",
                       help="skip decoding every image (faster; a truncated image is then not found)")
     info.set_defaults(func=cmd_info)
+
+    shortcuts = commands.add_parser("shortcuts", help="what cell size, brightness, sharpness or colour alone score "
+                                                      "(patient-grouped cross-validation)")
+    shortcuts.add_argument("--data", required=True)
+    shortcuts.add_argument("--folds", type=int, default=3, help="patient folds (every class needs this many)")
+    shortcuts.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    shortcuts.set_defaults(func=cmd_shortcuts)
 
     synth = commands.add_parser("synth", help="write synthetic C-NMC-like demo data")
     synth.add_argument("--out", required=True, type=Path)

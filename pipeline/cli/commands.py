@@ -46,6 +46,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shortcuts(args: argparse.Namespace) -> int:
+    from ..data import scan_dataset
+    from ..files import write_json_atomic
+    from ..shortcuts import describe_files, shortcut_baselines, shortcut_lines
+
+    records = scan_dataset(args.data).training_records()
+    descriptors = describe_files([record.path for record in records])
+    results = shortcut_baselines(descriptors, [record.label for record in records],
+                                 [record.patient for record in records], args.folds)
+    print("\n".join(shortcut_lines(results, args.folds)))
+    if args.json:
+        write_json_atomic(args.json, {"data": str(args.data), "images": len(records), "folds": args.folds,
+                                      "baselines": results})
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from ..synthetic import generate
 

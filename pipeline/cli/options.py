@@ -54,6 +54,7 @@ HELP: dict[str, str] = {
     "temperature_scaling": "rescale P(ALL) by a temperature fitted on the validation subset (needs both classes "
                            "there); the class called never changes",
     "max_images": "use a random subset of this many images",
+    "random_features": "allow fast mode on a backbone with random weights (a baseline; labelled 'random features')",
     "on_bad_image": "an image that does not read: skip it (listed in the run's skipped.csv and log) or fail the "
                     "run before training",
 }
