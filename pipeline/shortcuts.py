@@ -55,6 +55,9 @@ def describe(image: np.ndarray) -> dict[str, float]:
     laplacian = cv2.Laplacian(gray, cv2.CV_64F)
     found = {"cell_area": float(mask.mean()), "brightness": float(gray[mask].mean()),
              "sharpness": float(laplacian[mask].var())}
+    pixels = image[mask].astype(np.float32)
+    found.update({f"mean_{channel}": float(value) for channel, value in zip("rgb", pixels.mean(axis=0), strict=True)})
+    found.update({f"std_{channel}": float(value) for channel, value in zip("rgb", pixels.std(axis=0), strict=True)})
     for index, channel in enumerate("rgb"):
         counts, _ = np.histogram(image[..., index][mask], bins=HISTOGRAM_BINS, range=(0, 256))
         found.update({f"hist_{channel}{bin_}": float(count) / mask.sum() for bin_, count in enumerate(counts)})

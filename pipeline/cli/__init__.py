@@ -20,6 +20,7 @@ from .commands import (
     cmd_explain_eval,
     cmd_export,
     cmd_info,
+    cmd_nested,
     cmd_predict,
     cmd_report,
     cmd_resume,
@@ -60,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     shortcuts.add_argument("--folds", type=int, default=3, help="patient folds (every class needs this many)")
     shortcuts.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     shortcuts.set_defaults(func=cmd_shortcuts)
+
+    nested = commands.add_parser("nested", help="nested patient cross-validation of frozen-feature candidates beside "
+                                                "the constant answer and shortcut baselines, with stress tests")
+    nested.add_argument("--data", required=True)
+    nested.add_argument("--folds", type=int, default=3, help="outer patient folds (every class needs this many)")
+    nested.add_argument("--backbone", default="efficientnet_lite0", help="an ImageNet backbone (frozen)")
+    nested.add_argument("--image-size", type=int, default=224)
+    nested.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    nested.set_defaults(func=cmd_nested)
 
     synth = commands.add_parser("synth", help="write synthetic C-NMC-like demo data")
     synth.add_argument("--out", required=True, type=Path)

@@ -62,6 +62,20 @@ def cmd_shortcuts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nested(args: argparse.Namespace) -> int:
+    from ..files import write_json_atomic
+    from ..nested import cell_table, nested_cross_validation, nested_lines
+
+    table = cell_table(args.data, args.backbone, args.image_size, args.folds,
+                       progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
+    results = nested_cross_validation(table, args.folds)
+    print("\n".join(nested_lines(results)))
+    if args.json:
+        write_json_atomic(args.json, {"data": str(args.data), "backbone": args.backbone,
+                                      "image_size": args.image_size, "cells": len(table.is_all), **results})
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from ..synthetic import generate
 

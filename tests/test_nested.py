@@ -1,0 +1,77 @@
+"""Nested patient cross-validation on made-up cells: inner folds never see an outer fold's test patients, every
+candidate is scored on the same outer folds, and a planted size shortcut shows up in the baselines and the stress
+test. No TensorFlow: the features are drawn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import nested
+from pipeline.shortcuts import BASELINES, STRESSES, patient_folds
+
+
+def _table(patients_per_class: int = 4, cells: int = 10, seed: int = 0) -> nested.CellTable:
+    """ALL cells are larger (a planted shortcut) and their features carry both the class and the size; under the
+    size stress the size part of the features moves to the other class's."""
+    rng = np.random.default_rng(seed)
+    rows, is_all, patients = [], [], []
+    for label in ("ALL", "HEM"):
+        for patient in range(patients_per_class):
+            for _ in range(cells):
+                rows.append({"cell_area": (0.18 if label == "ALL" else 0.12) + rng.normal(0, 0.01)})
+                is_all.append(label == "ALL")
+                patients.append(f"{label}{patient}")
+    descriptors = pd.DataFrame(rows)
+    for column in BASELINES["all of these"]:
+        if column not in descriptors:
+            descriptors[column] = rng.normal(0, 1, len(descriptors))
+    is_all = np.array(is_all)
+    signal = np.where(is_all, 0.6, -0.6) + rng.normal(0, 1, len(is_all))
+    size = (descriptors["cell_area"].to_numpy() - 0.15) * 100
+    features = np.column_stack([signal, size, rng.normal(0, 1, (len(is_all), 6))])
+    swapped = descriptors.copy()
+    swapped["cell_area"] = np.where(is_all, 0.12, 0.18)
+    zoomed = features.copy()
+    zoomed[:, 1] = (swapped["cell_area"].to_numpy() - 0.15) * 100
+    stressed_features = {STRESSES[0]: zoomed, STRESSES[2]: features}
+    stressed_descriptors = {STRESSES[0]: swapped, STRESSES[2]: descriptors}
+    return nested.CellTable(is_all, np.array(patients), features, descriptors, stressed_features, stressed_descriptors)
+
+
+def test_inner_choices_never_see_the_outer_test_patients(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = _table()
+    outer = patient_folds(table.is_all, table.patients, 3)
+    seen = []
+    original = nested.choose_c
+
+    def recording(features, is_all, patients):
+        seen.append(set(patients))
+        return original(features, is_all, patients)
+
+    monkeypatch.setattr(nested, "choose_c", recording)
+    results = nested.nested_cross_validation(table, folds=3)
+    assert len(seen) == 3, "one inner choice per outer fold"
+    for inner_patients, test in zip(seen, outer, strict=True):
+        assert not inner_patients & set(table.patients[test]), "an outer test patient reached an inner fold"
+    assert results["test_patients"] == [sorted(set(table.patients[test])) for test in outer]
+    chosen = results["candidates"]["logistic regression on features, C chosen on inner folds"]["choices"]
+    assert all(choice["C"] in nested.C_GRID for choice in chosen)
+
+
+def test_every_candidate_is_scored_on_the_same_folds_and_the_shortcut_fails_its_stress() -> None:
+    results = nested.nested_cross_validation(_table(), folds=3)
+    candidates = results["candidates"]
+    assert set(candidates) == set(nested.CANDIDATES)
+    assert candidates["constant answer"]["roc_auc"] == 0.5
+    area = candidates["cell area alone (shortcut)"]
+    assert area["roc_auc"] > 0.95, "the planted shortcut alone separates the classes"
+    assert area["stressed_roc_auc"][STRESSES[0]] < 0.05, "and fails when each cell takes the other class's size"
+    assert area["stressed_roc_auc"][STRESSES[2]] == pytest.approx(area["roc_auc"])
+    reference = candidates[nested.REFERENCE]
+    assert reference["minus_reference_roc_auc"]["mean"] == 0.0
+    paired = area["minus_reference_roc_auc"]
+    assert paired["folds"] == pytest.approx(np.subtract(area["roc_auc_folds"], reference["roc_auc_folds"]).tolist())
+    assert reference["pooled"]["roc_auc"]["value"] == pytest.approx(reference["pooled_roc_auc"])
+    assert any("C chosen per fold" in line for line in nested.nested_lines(results))
