@@ -33,7 +33,7 @@ def test_info_json_counts_the_demo_layout(tiny_data: Path) -> None:
 
 
 def test_train_on_a_missing_root_creates_no_run(tmp_path: Path) -> None:
-    result = cli("train", "--data", str(tmp_path / "nowhere"), "--weights", "none", env_dir=tmp_path / "art")
+    result = cli("train", "--data", str(tmp_path / "nowhere"), "--recipe", "scratch", env_dir=tmp_path / "art")
     assert result.returncode == 2 and "does not exist" in result.stderr
     assert not (tmp_path / "art" / "runs").exists() or not any((tmp_path / "art" / "runs").iterdir())
 

@@ -59,11 +59,10 @@ def _wait_for_nodes(address: str, count: int, timeout_s: float = 90) -> None:
     raise TimeoutError(f"the Ray cluster at {address} did not show {count} nodes")
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A head (1 CPU) and a worker node (1 CPU) on 127.0.0.1, started once for the module (the test that stops the
-    worker comes last); yields the address and the worker's process."""
-    tmp_path = tmp_path_factory.mktemp("ray")
+@pytest.fixture
+def ray_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A head (1 CPU) and a worker node (1 CPU) on 127.0.0.1; yields the address and the worker's process. A new
+    one for each test: a cluster that ran the sweep's tasks did not always offer both CPUs at once to the next."""
     port = _free_port()
     address = f"127.0.0.1:{port}"
     head = _start_node(["--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "1",
