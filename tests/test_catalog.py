@@ -1,6 +1,7 @@
 """What the dashboard lists about runs: models ready to predict, the configured model, provenance, durations."""
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,7 @@ def test_a_fold_serves_before_the_later_folds_and_its_card_quotes_the_whole_cros
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     runs_dir = tmp_path / "runs"
     older = fake_run(runs_dir, "older")
+    time.sleep(1.05)  # run ids are stamped to the second: within one, "older" would sort after "demo-model"
     group = {"group": "demo-model-cv3-x", "cv_folds": 3}
     folds = [fake_run(runs_dir, "demo-model", seed=k, config={**group, "cv_fold": k}) for k in range(3)]
     assert [folder.run_id for folder in folds] == sorted(folder.run_id for folder in folds), "made in fold order"
