@@ -174,16 +174,6 @@ def nested_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def fold_statistics(descriptors: pd.DataFrame, labels: np.ndarray, train: np.ndarray) -> ClassStatistics:
-    """Each class's mean cell area and colour on the training rows: what a test cell is moved to."""
-    rows = descriptors.iloc[train]
-    by_label = {label: rows[labels[train] == label] for label in ("ALL", "HEM")}
-    return ClassStatistics(
-        area={label: float(frame["cell_area"].mean()) for label, frame in by_label.items()},
-        colour_mean={label: frame[[f"mean_{c}" for c in "rgb"]].mean().to_numpy() for label, frame in by_label.items()},
-        colour_std={label: frame[[f"std_{c}" for c in "rgb"]].mean().to_numpy() for label, frame in by_label.items()})
-
-
 def cell_table(data_dir: str, backbone: str = "efficientnet_lite0", image_size: int = 224, folds: int = 3,
                seed: int = 0, progress: Callable[[str], None] | None = None) -> CellTable:
     """Features (ImageNet `backbone`, frozen, pooled) and descriptors of every labelled training cell of `data_dir`,
@@ -200,7 +190,8 @@ def cell_table(data_dir: str, backbone: str = "efficientnet_lite0", image_size: 
     outer = patient_folds(is_all, patients, folds, seed)
     statistics_of = np.empty(len(paths), dtype=object)
     for test in outer:
-        statistics = fold_statistics(descriptors, labels, np.setdiff1d(np.arange(len(paths)), test))
+        train = np.setdiff1d(np.arange(len(paths)), test)  # a test cell moves to its fold's training statistics
+        statistics = ClassStatistics.of(descriptors.iloc[train].reset_index(drop=True), labels[train])
         for row in test:
             statistics_of[row] = statistics
     model, weights = build_model(backbone, image_size, "imagenet", freeze_backbone=True)

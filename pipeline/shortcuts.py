@@ -121,15 +121,12 @@ class ClassStatistics:
     colour_std: dict[str, np.ndarray]
 
     @classmethod
-    def of(cls, images: Sequence[np.ndarray], labels: Sequence[str]) -> ClassStatistics:
-        area, means, stds = {}, {}, {}
-        for label in sorted(set(labels)):
-            chosen = [image for image, own in zip(images, labels, strict=True) if own == label]
-            area[label] = float(np.mean([cell_mask(image).mean() for image in chosen]))
-            stats = [colour_stats(image) for image in chosen]
-            means[label] = np.mean([mean for mean, _ in stats], axis=0)
-            stds[label] = np.mean([std for _, std in stats], axis=0)
-        return cls(area, means, stds)
+    def of(cls, descriptors: pd.DataFrame, labels: Sequence[str]) -> ClassStatistics:
+        """From the `describe` rows of cells and their classes."""
+        by_label = {label: descriptors[np.asarray(labels) == label] for label in sorted(set(labels))}
+        means = {label: rows[[f"mean_{c}" for c in "rgb"]].mean().to_numpy() for label, rows in by_label.items()}
+        stds = {label: rows[[f"std_{c}" for c in "rgb"]].mean().to_numpy() for label, rows in by_label.items()}
+        return cls({label: float(rows["cell_area"].mean()) for label, rows in by_label.items()}, means, stds)
 
 
 STRESSES = ("zoomed to the other class's size", "recoloured to the other class's colour", "blurred")

@@ -61,7 +61,7 @@ def test_blurring_takes_sharpness_away() -> None:
 def test_a_stress_moves_a_cell_to_the_other_classs_statistics() -> None:
     small = [_cell(12, (80, 40, 90), seed) for seed in range(4)]
     large = [_cell(28, (170, 120, 190), seed) for seed in range(4)]
-    statistics = ClassStatistics.of(small + large, ["HEM"] * 4 + ["ALL"] * 4)
+    statistics = ClassStatistics.of(pd.DataFrame([describe(cell) for cell in small + large]), ["HEM"] * 4 + ["ALL"] * 4)
     grown = stressed(small[0], "HEM", STRESSES[0], statistics)
     assert cell_mask(grown).mean() == pytest.approx(statistics.area["ALL"], rel=0.05)
     tinted = stressed(small[0], "HEM", STRESSES[1], statistics)
