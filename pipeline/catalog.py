@@ -18,7 +18,7 @@ from .data import cell_name
 from .errors import PipelineError
 from .intervals import patient_bootstrap
 from .metrics import Metrics, intervals_problem
-from .runs import SPLIT, STATES, TRAINED_ELSEWHERE, RunFolder, now_iso, resolve_run_dir, weights_label
+from .runs import SPLIT, STATES, RunFolder, now_iso, resolve_run_dir, weights_label
 
 CONFIGURED_MODEL = "configured-model"
 """The id under which a model trained elsewhere (`MODEL_PATH`) is listed."""
@@ -59,14 +59,9 @@ def find_run(runs_dir: Path, run_id: str, configured: Path | None = None) -> Run
 
 
 def run_config(folder: RunFolder) -> dict[str, Any]:
-    """The run's settings (config.json) as a dict. A bare `model.keras` (no config) was trained elsewhere; a
-    config that exists but does not read is an error, never mistaken for a model from elsewhere."""
-    if not folder.has_config():
-        return dict(TRAINED_ELSEWHERE)
-    try:
-        return folder.config()
-    except (OSError, ValueError) as error:
-        raise PipelineError(f"The settings of {folder.run_id} (config.json) do not read: {error}") from error
+    """The run's settings as a dict: its `RunRecord`'s (a bare `model.keras` was trained elsewhere; a config that
+    exists but does not read, or holds a setting of the wrong type, is a `PipelineError`)."""
+    return folder.record().settings
 
 
 def shown_path(path: str | Path | None, hide_paths: bool = False) -> str:

@@ -364,7 +364,7 @@ class RunFolder:
     def split(self) -> pd.DataFrame:
         """The split with absolute paths; a relative path of an older run is resolved against the working folder,
         else the project's folder (where runs used to be started)."""
-        split = self._table(SPLIT, SPLIT_COLUMNS, text=tuple(SPLIT_COLUMNS))
+        split = self._table(SPLIT, SPLIT_COLUMNS, text=tuple(SPLIT_COLUMNS), classes=("label",))
         if split.empty or all(Path(path).is_absolute() for path in split["path"]):
             return split
         return split.assign(path=[_resolvable(path) for path in split["path"]])
@@ -374,13 +374,13 @@ class RunFolder:
 
     def predictions(self) -> pd.DataFrame:
         return self._table(PREDICTIONS, PREDICTION_COLUMNS, numeric=("prob_all",),
-                           text=("path", "patient", "label", "predicted"))
+                           text=("path", "patient", "label", "predicted"), classes=("label", "predicted"))
 
-    def _table(self, name: str, columns: list[str], numeric: tuple[str, ...] = (),
-               text: tuple[str, ...] = ()) -> pd.DataFrame:
-        """A CSV of the run with the columns its readers need, `numeric` ones all probabilities and `text` ones
-        all filled in (a `label` or `predicted` column holds only class names); a damaged one is a
-        `PipelineError` naming it (a missing one stays `FileNotFoundError`)."""
+    def _table(self, name: str, columns: list[str], numeric: tuple[str, ...] = (), text: tuple[str, ...] = (),
+               classes: tuple[str, ...] = ()) -> pd.DataFrame:
+        """A CSV of the run with the columns its readers need, `numeric` ones all probabilities, `text` ones all
+        filled in and `classes` ones holding only class names; a damaged one is a `PipelineError` naming it (a
+        missing one stays `FileNotFoundError`)."""
         path = self.file(name)
         if not path.is_file():
             raise FileNotFoundError(path)
@@ -399,7 +399,8 @@ class RunFolder:
         for column in text:
             if table[column].isna().any():
                 raise PipelineError(f"{name} of run {self.run_id}: {column} has empty cells.")
-            if column in ("label", "predicted") and not table[column].isin(DISPLAY_ORDER).all():
+        for column in classes:
+            if not table[column].isin(DISPLAY_ORDER).all():
                 raise PipelineError(f"{name} of run {self.run_id}: {column} holds other than "
                                     f"{' and '.join(DISPLAY_ORDER)}.")
         return table

@@ -96,7 +96,8 @@ def test_evaluate_without_data_scores_the_runs_own_test_subset_as_saved(finished
 def test_a_bare_model_file_predicts_with_its_own_input_size(finished_run: Path, tmp_path: Path) -> None:
     import shutil
 
-    from pipeline.catalog import TRAINED_ELSEWHERE, run_config
+    from pipeline.catalog import run_config
+    from pipeline.runs import TRAINED_ELSEWHERE
 
     bare = tmp_path / "elsewhere"
     bare.mkdir()
