@@ -8,7 +8,6 @@ import pytest
 
 from pipeline.catalog import (
     CONFIGURED_MODEL,
-    TRAINED_ELSEWHERE,
     completed_runs,
     configured_model_dir,
     escape_markdown,
@@ -19,7 +18,7 @@ from pipeline.catalog import (
     run_config,
 )
 from pipeline.errors import PipelineError
-from pipeline.runs import RunFolder
+from pipeline.runs import TRAINED_ELSEWHERE, RunFolder
 from tests.helpers import fake_run
 
 
