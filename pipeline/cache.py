@@ -22,7 +22,8 @@ CACHE_VERSION = 2  # 2: unreadable images are kept with their reasons
 
 def cache_key(paths: Sequence[str], image_size: int, clahe: ClaheSettings) -> str:
     """Changes when any file (path, size, modification time) or preprocessing setting changes."""
-    digest = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "size": image_size, "clahe": asdict(clahe)}).encode())
+    settings = {name: value for name, value in asdict(clahe).items() if name != "cell_area" or value}  # as before
+    digest = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "size": image_size, "clahe": settings}).encode())
     for path in paths:
         stat = os.stat(path)
         digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())

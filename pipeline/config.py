@@ -46,6 +46,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_SAMPLE = PROJECT_ROOT / "samples" / "cnmc-fold1"
 """The real C-NMC sample that ships with the project (441 images of fold 1, CC BY 3.0): the default data."""
 
+RELEASE_DIR = PROJECT_ROOT / "artifacts" / "release"
+"""The released model committed with the project (`python -m pipeline release` rebuilds it)."""
+
+
+def release_dir() -> Path | None:
+    """The released model's folder: `$RELEASE_DIR` when set (empty: none), else the committed `RELEASE_DIR`."""
+    setting = os.environ.get("RELEASE_DIR")
+    return RELEASE_DIR if setting is None else (Path(setting) if setting else None)
+
 
 def child_python_path() -> str:
     """PYTHONPATH for a child process (a background run, a Ray task) that must import this very pipeline, from a
@@ -90,14 +99,20 @@ def _check_types(settings: Any) -> None:
 
 @dataclass(frozen=True)
 class ClaheSettings:
-    """OpenCV CLAHE applied to the L channel of LAB."""
+    """How a cell image is prepared: OpenCV CLAHE applied to the L channel of LAB and, when `cell_area` is set
+    (0: cells as imaged), the cell zoomed to cover that share of the square image first (size normalisation: a
+    model cannot use a cell's size, a shortcut of C-NMC fold 1's healthy subjects; see the README)."""
 
     clip_limit: float = 2.0
     tile_grid: int = 8
     enabled: bool = True
+    cell_area: float = 0.0
 
     def __post_init__(self) -> None:
         _check_types(self)
+        if not 0 <= self.cell_area < 1:
+            raise PipelineError(f"The setting cell_area is {self.cell_area!r}, not a share of the image between 0 "
+                                "and 1 (0: cells as imaged).")
 
 
 @dataclass(frozen=True)

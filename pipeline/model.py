@@ -197,16 +197,23 @@ def build_model(backbone: str = "efficientnet_b3", image_size: int = 224, weight
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = bn_momentum
     x = keras.layers.GlobalAveragePooling2D(name=POOL_LAYER)(base.output)
-    if freeze_backbone:
+    model = keras.Model(base.input, head(x, freeze_backbone, head_l2), name=f"{backbone}_all_hem")
+    return model, weights_used
+
+
+def head(x: Any, normalise: bool, head_l2: float = 0.0) -> Any:
+    """The paper's head on pooled features `x`: [Normalization (fast mode)] -> BN -> Dense(256, relu) ->
+    Dropout(0.4) -> Dense(2, softmax), with `head_l2` on both Dense kernels."""
+    import keras
+
+    if normalise:
         x = keras.layers.Normalization(name=FEATURE_NORM_LAYER)(x)
     x = keras.layers.BatchNormalization(name="head_bn")(x)
     regularizer = keras.regularizers.L2(head_l2) if head_l2 else None
     x = keras.layers.Dense(256, activation="relu", name="head_dense", kernel_regularizer=regularizer)(x)
     x = keras.layers.Dropout(0.4, name="head_dropout")(x)
-    outputs = keras.layers.Dense(2, activation="softmax", name="predictions", dtype="float32",
-                                 kernel_regularizer=regularizer)(x)
-    model = keras.Model(base.input, outputs, name=f"{backbone}_all_hem")
-    return model, weights_used
+    return keras.layers.Dense(2, activation="softmax", name="predictions", dtype="float32",
+                              kernel_regularizer=regularizer)(x)
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from .fit import FEATURE_CODE_VERSION
 from .inference import extract_features
 from .intervals import patient_bootstrap
 from .model import backbone_fingerprint, build_model
-from .preprocess import preprocess, read_image
+from .preprocess import CELL_AREA, preprocess, read_image, zoom_cell
 from .shortcuts import (
     BASELINES,
     STRESSES,
@@ -43,6 +43,14 @@ C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 FIXED_C = 1.0
 """The regularisation of the untuned logistic regression: chosen before looking (scikit-learn's default)."""
 INNER_FOLDS = 2
+SIZE_NORMALISED = "size-normalised"
+RANDOM_ZOOM = "random zoom"
+VIEWS = (SIZE_NORMALISED, RANDOM_ZOOM)
+"""Other views of the same cells: every cell zoomed to `CELL_AREA` (at training and at test time, so size says
+nothing), and one copy of every cell zoomed by a random factor in `ZOOM_RANGE` whatever its class (augmentation)."""
+ZOOM_RANGE = (0.75, 1.33)
+"""Random zoom: a factor on the cell's width, log-uniform; its area then varies 0.56-1.77x, about the ratio of fold
+1's ALL to healthy mean cell areas (1.47) either way."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,14 @@ class CellTable:
     descriptors: pd.DataFrame
     stressed_features: dict[str, np.ndarray]
     stressed_descriptors: dict[str, pd.DataFrame]
+    views: dict[str, dict[str | None, np.ndarray]] = field(default_factory=dict)
+    """Features of other views of the same cells (`VIEWS`): view -> stress (None: clean) -> features."""
+
+    def features_of(self, view: str | None, stress: str | None) -> np.ndarray:
+        """Features of every cell in `view` (None: as imaged), clean or under `stress`."""
+        if view is None:
+            return self.features if stress is None else self.stressed_features[stress]
+        return self.views[view][stress]
 
 
 def _constant(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray,
@@ -76,30 +92,68 @@ def _descriptor_model(columns: tuple[str, ...]) -> Callable[..., Any]:
     return fit
 
 
-def _feature_model(c: float | None) -> Callable[..., Any]:
+def _feature_model(c: float | None, view: str | None = None, augment: str | None = None) -> Callable[..., Any]:
     """A logistic regression on the backbone's features: with `c` fixed, or (None) chosen on inner patient folds
-    of the training rows by mean ROC AUC."""
+    of the training rows by mean ROC AUC; on the features of `view` (None: cells as imaged), trained also on the
+    rows of the `augment` view (one augmented copy of every training cell)."""
     def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray) -> tuple[Any, dict]:
-        chosen = c if c is not None else choose_c(table.features[train], is_all[train], patients[train])
-        model = linear_model(chosen).fit(table.features[train], is_all[train])
+        features = table.features_of(view, None)
+        extra = table.features_of(augment, None) if augment else None
+        chosen = c if c is not None else choose_c(features[train], is_all[train], patients[train],
+                                                  None if extra is None else extra[train])
+        rows, labels = features[train], is_all[train]
+        if extra is not None:
+            rows, labels = np.concatenate([rows, extra[train]]), np.tile(labels, 2)
+        model = linear_model(chosen).fit(rows, labels)
 
-        def predict(rows: np.ndarray, stress: str | None) -> np.ndarray:
-            source = table.features if stress is None else table.stressed_features[stress]
-            return model.predict_proba(source[rows])[:, 1]
+        def predict(test: np.ndarray, stress: str | None) -> np.ndarray:
+            return model.predict_proba(table.features_of(view, stress)[test])[:, 1]
 
         return predict, {"C": chosen}
     return fit
 
 
-def choose_c(features: np.ndarray, is_all: np.ndarray, patients: np.ndarray) -> float:
-    """The C of `C_GRID` with the best mean ROC AUC over inner patient folds of these rows alone."""
+def _keras_head(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray
+                ) -> tuple[Callable[[np.ndarray, str | None], np.ndarray], dict[str, Any]]:
+    """The product's fast-mode head (the `lite` recipe: variance-floored normalisation, BN, Dense 256, dropout,
+    L2, Adam, balanced classes and patients) trained on the same features (one view, no test-time averaging)."""
+    import keras
+
+    from .config import recipe_config
+    from .fit import LOSS, sample_weights
+    from .model import adapt_feature_norm, head
+
+    config = recipe_config("lite", "")
+    keras.utils.set_random_seed(config.seed)
+    inputs = keras.Input(shape=(table.features.shape[1],))
+    model = keras.Model(inputs, head(inputs, True, config.head_l2))
+    adapt_feature_norm(model, table.features[train])
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS)
+    labels = is_all[train].astype(np.int32)  # the product's class order: ALL is 1
+    weights = sample_weights(config, labels, patients[train])
+    model.fit(table.features[train], labels, sample_weight=weights, batch_size=config.batch_size,
+              epochs=config.epochs, verbose=0, shuffle=True)
+
+    def predict(test: np.ndarray, stress: str | None) -> np.ndarray:
+        return np.asarray(model.predict(table.features_of(None, stress)[test], batch_size=1024, verbose=0))[:, 1]
+
+    return predict, {}
+
+
+def choose_c(features: np.ndarray, is_all: np.ndarray, patients: np.ndarray,
+             extra: np.ndarray | None = None) -> float:
+    """The C of `C_GRID` with the best mean ROC AUC over inner patient folds of these rows alone (with `extra`,
+    augmented copies of the same rows, added to each inner fold's training rows)."""
     folds = patient_folds(is_all, patients, INNER_FOLDS)
     scores = {}
     for c in C_GRID:
         prob = np.zeros(len(is_all))
         for test in folds:
             train = np.setdiff1d(np.arange(len(is_all)), test)
-            prob[test] = linear_model(c).fit(features[train], is_all[train]).predict_proba(features[test])[:, 1]
+            rows, labels = features[train], is_all[train]
+            if extra is not None:
+                rows, labels = np.concatenate([rows, extra[train]]), np.tile(labels, 2)
+            prob[test] = linear_model(c).fit(rows, labels).predict_proba(features[test])[:, 1]
         scores[c] = fold_scores(is_all, prob, folds)["roc_auc"]
     return max(C_GRID, key=lambda c: (scores[c], c))
 
@@ -110,17 +164,29 @@ CANDIDATES: dict[str, Callable[..., Any]] = {
     "size, brightness, sharpness, colour (shortcuts)": _descriptor_model(BASELINES["all of these"]),
     "logistic regression on features, C fixed": _feature_model(FIXED_C),
     "logistic regression on features, C chosen on inner folds": _feature_model(None),
+    "the product's head (lite recipe) on features": _keras_head,
+    "logistic regression, C chosen on inner folds, size-normalised cells": _feature_model(None, SIZE_NORMALISED),
+    "logistic regression, C chosen on inner folds, + random-zoom copies": _feature_model(None, augment=RANDOM_ZOOM),
 }
+NEEDS = {"the product's head (lite recipe) on features": "keras",
+         "logistic regression, C chosen on inner folds, size-normalised cells": SIZE_NORMALISED,
+         "logistic regression, C chosen on inner folds, + random-zoom copies": RANDOM_ZOOM}
+"""What a candidate needs beyond the as-imaged features: a view of the table, or Keras (`heads=True`)."""
 REFERENCE = "logistic regression on features, C fixed"
 
 
-def nested_cross_validation(table: CellTable, folds: int = 3, seed: int = 0) -> dict[str, Any]:
+def nested_cross_validation(table: CellTable, folds: int = 3, seed: int = 0, heads: bool = False
+                            ) -> dict[str, Any]:
     """Every candidate on the same outer patient folds: per-fold figures, their mean, the pooled interval, the
-    stress tests and the paired difference to `REFERENCE`; the outer test patients are used once, to score."""
+    stress tests and the paired difference to `REFERENCE`; the outer test patients are used once, to score.
+    Candidates whose view the table lacks are left out, and the Keras head unless `heads`."""
     outer = patient_folds(table.is_all, table.patients, folds, seed)
     results: dict[str, Any] = {"folds": folds, "test_patients": [sorted(set(table.patients[test])) for test in outer],
                                "candidates": {}}
     for name, fit in CANDIDATES.items():
+        need = NEEDS.get(name)
+        if need is not None and (need == "keras" and not heads or need != "keras" and need not in table.views):
+            continue
         prob = np.zeros(len(table.is_all))
         under = {stress: np.zeros(len(table.is_all)) for stress in table.stressed_features}
         chosen = []
@@ -175,10 +241,11 @@ def nested_lines(results: dict[str, Any]) -> list[str]:
 
 
 def cell_table(data_dir: str, backbone: str = "efficientnet_lite0", image_size: int = 224, folds: int = 3,
-               seed: int = 0, progress: Callable[[str], None] | None = None) -> CellTable:
+               seed: int = 0, progress: Callable[[str], None] | None = None,
+               views: tuple[str, ...] = VIEWS) -> CellTable:
     """Features (ImageNet `backbone`, frozen, pooled) and descriptors of every labelled training cell of `data_dir`,
-    clean and under each stress; a test cell is moved to the statistics of the other class on the training
-    patients of its own outer fold, so no stress uses what its fold tests."""
+    clean and under each stress, and the features of each of `views`; a test cell is moved to the statistics of
+    the other class on the training patients of its own outer fold, so no stress uses what its fold tests."""
     records = scan_dataset(data_dir).training_records()
     paths = [record.path for record in records]
     labels = np.array([record.label for record in records])
@@ -194,31 +261,40 @@ def cell_table(data_dir: str, backbone: str = "efficientnet_lite0", image_size: 
         statistics = ClassStatistics.of(descriptors.iloc[train].reset_index(drop=True), labels[train])
         for row in test:
             statistics_of[row] = statistics
+    zoom = np.exp(np.random.default_rng(seed).uniform(*np.log(ZOOM_RANGE), len(paths)))
     model, weights = build_model(backbone, image_size, "imagenet", freeze_backbone=True)
-    clahe = ClaheSettings()
-    key = {"paths": cache_key(paths, image_size, clahe), "backbone": backbone, "weights": weights,
+    key = {"paths": cache_key(paths, image_size, ClaheSettings()), "backbone": backbone, "weights": weights,
            "weights_sha256": backbone_fingerprint(model), "feature_code": FEATURE_CODE_VERSION, "folds": folds,
            "seed": seed}
 
-    def version(stress: str | None) -> tuple[np.ndarray, pd.DataFrame]:
+    def version(stress: str | None, view: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+        clahe = ClaheSettings(cell_area=CELL_AREA if view == SIZE_NORMALISED else 0.0)
+
         def image(row: int) -> np.ndarray:
             raw = read_image(paths[row])
-            return raw if stress is None else stressed(raw, labels[row], stress, statistics_of[row])
+            raw = raw if stress is None else stressed(raw, labels[row], stress, statistics_of[row])
+            return zoom_cell(raw, float(zoom[row])) if view == RANDOM_ZOOM else raw
 
         def compute() -> np.ndarray:
-            say(f"features of {len(paths)} cells{'' if stress is None else ', ' + stress}")
+            say(f"features of {len(paths)} cells{'' if stress is None else ', ' + stress}"
+                f"{'' if view is None else ', ' + view}")
             with ThreadPoolExecutor(max_workers=4) as pool:
                 raws = list(pool.map(image, range(len(paths))))
             found = pd.DataFrame([describe(raw) for raw in raws]).to_numpy(float)
             inputs = np.stack([preprocess(raw, image_size, clahe) for raw in raws])
             return np.concatenate([extract_features(model, inputs), found], axis=1)
 
-        both, _ = cached_array("nested", {**key, "stress": stress}, compute)
+        extra = {} if view is None else {"view": view, "cell_area": CELL_AREA, "zoom_range": ZOOM_RANGE}
+        both, _ = cached_array("nested", {**key, "stress": stress, **extra}, compute)
         width = both.shape[1] - len(descriptors.columns)
         return both[:, :width], pd.DataFrame(both[:, width:], columns=descriptors.columns)
 
     features, described = version(None)
     stressed_versions = {stress: version(stress) for stress in STRESSES}
+    other_views: dict[str, dict[str | None, np.ndarray]] = {}
+    for view in views:
+        stresses = (None, *STRESSES) if view == SIZE_NORMALISED else (None,)
+        other_views[view] = {stress: version(stress, view)[0] for stress in stresses}
     return CellTable(is_all, patients, features, described,
                      {stress: found[0] for stress, found in stressed_versions.items()},
-                     {stress: found[1] for stress, found in stressed_versions.items()})
+                     {stress: found[1] for stress, found in stressed_versions.items()}, other_views)

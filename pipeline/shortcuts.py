@@ -23,10 +23,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .errors import PipelineError
-from .preprocess import read_image
+from .preprocess import cell_mask, read_image, zoom_cell, zoom_to_area  # noqa: F401 (re-exported)
 
-BACKGROUND_LEVEL = 20
-"""A pixel belongs to the cell when its brightest channel exceeds this (C-NMC cells are segmented on black)."""
 HISTOGRAM_BINS = 8
 DESCRIPTORS = ("cell_area", "brightness", "sharpness")
 BASELINES: dict[str, tuple[str, ...]] = {
@@ -38,11 +36,6 @@ BASELINES: dict[str, tuple[str, ...]] = {
 BASELINES["all of these"] = tuple(dict.fromkeys(name for names in BASELINES.values() for name in names))
 SHORTCUT_WARNING_AUC = 0.75
 """A baseline at or above this patient-grouped ROC AUC is a shortcut worth saying out loud."""
-
-
-def cell_mask(image: np.ndarray) -> np.ndarray:
-    """Boolean mask of the segmented cell (pixels brighter than the black background)."""
-    return image.max(axis=2) > BACKGROUND_LEVEL
 
 
 def describe(image: np.ndarray) -> dict[str, float]:
@@ -72,22 +65,6 @@ def describe_files(paths: Sequence[str], workers: int = 4) -> pd.DataFrame:
 
 
 # -- stress transforms: each takes one shortcut away from a cell -----------------------------------------------
-def zoom_cell(image: np.ndarray, factor: float) -> np.ndarray:
-    """The image with its cell scaled by `factor` about the cell's centre, on the same black canvas."""
-    mask = cell_mask(image)
-    rows, columns = np.nonzero(mask)
-    centre = (float(columns.mean()), float(rows.mean())) if len(rows) else (image.shape[1] / 2, image.shape[0] / 2)
-    matrix = cv2.getRotationMatrix2D(centre, 0.0, factor)
-    return cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-
-
-def zoom_to_area(image: np.ndarray, area: float) -> np.ndarray:
-    """The cell zoomed so that it covers `area` (a share of the image), as far as the canvas allows."""
-    current = cell_mask(image).mean()
-    return zoom_cell(image, float(np.sqrt(area / current))) if current > 0 else image
-
-
 def recolour(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """The cell's pixels moved, channel by channel, to the given mean and standard deviation (Reinhard-style
     colour transfer); the background stays black."""

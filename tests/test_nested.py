@@ -37,7 +37,14 @@ def _table(patients_per_class: int = 4, cells: int = 10, seed: int = 0) -> neste
     zoomed[:, 1] = (swapped["cell_area"].to_numpy() - 0.15) * 100
     stressed_features = {STRESSES[0]: zoomed, STRESSES[2]: features}
     stressed_descriptors = {STRESSES[0]: swapped, STRESSES[2]: descriptors}
-    return nested.CellTable(is_all, np.array(patients), features, descriptors, stressed_features, stressed_descriptors)
+    normalised = features.copy()
+    normalised[:, 1] = 0.0  # every cell at one size: the size part says nothing, clean or zoomed
+    augmented = features.copy()
+    augmented[:, 1] = rng.uniform(-6, 6, len(is_all))  # a random zoom, whatever the class
+    views = {nested.SIZE_NORMALISED: {None: normalised, STRESSES[0]: normalised, STRESSES[2]: normalised},
+             nested.RANDOM_ZOOM: {None: augmented}}
+    return nested.CellTable(is_all, np.array(patients), features, descriptors, stressed_features, stressed_descriptors,
+                            views)
 
 
 def test_inner_choices_never_see_the_outer_test_patients(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,14 +53,16 @@ def test_inner_choices_never_see_the_outer_test_patients(monkeypatch: pytest.Mon
     seen = []
     original = nested.choose_c
 
-    def recording(features, is_all, patients):
+    def recording(features, is_all, patients, extra=None):
         seen.append(set(patients))
-        return original(features, is_all, patients)
+        if extra is not None:
+            assert len(extra) == len(features), "augmented copies only of the inner rows"
+        return original(features, is_all, patients, extra)
 
     monkeypatch.setattr(nested, "choose_c", recording)
     results = nested.nested_cross_validation(table, folds=3)
-    assert len(seen) == 3, "one inner choice per outer fold"
-    for inner_patients, test in zip(seen, outer, strict=True):
+    assert len(seen) == 9, "one inner choice per outer fold, for each of the three tuned candidates"
+    for inner_patients, test in zip(seen, outer * 3, strict=True):
         assert not inner_patients & set(table.patients[test]), "an outer test patient reached an inner fold"
     assert results["test_patients"] == [sorted(set(table.patients[test])) for test in outer]
     chosen = results["candidates"]["logistic regression on features, C chosen on inner folds"]["choices"]
@@ -63,7 +72,7 @@ def test_inner_choices_never_see_the_outer_test_patients(monkeypatch: pytest.Mon
 def test_every_candidate_is_scored_on_the_same_folds_and_the_shortcut_fails_its_stress() -> None:
     results = nested.nested_cross_validation(_table(), folds=3)
     candidates = results["candidates"]
-    assert set(candidates) == set(nested.CANDIDATES)
+    assert set(candidates) == set(nested.CANDIDATES) - {"the product's head (lite recipe) on features"}
     assert candidates["constant answer"]["roc_auc"] == 0.5
     area = candidates["cell area alone (shortcut)"]
     assert area["roc_auc"] > 0.95, "the planted shortcut alone separates the classes"
@@ -75,3 +84,19 @@ def test_every_candidate_is_scored_on_the_same_folds_and_the_shortcut_fails_its_
     assert paired["folds"] == pytest.approx(np.subtract(area["roc_auc_folds"], reference["roc_auc_folds"]).tolist())
     assert reference["pooled"]["roc_auc"]["value"] == pytest.approx(reference["pooled_roc_auc"])
     assert any("C chosen per fold" in line for line in nested.nested_lines(results))
+
+
+def test_size_normalised_cells_lose_nothing_when_zoomed_and_the_shortcut_needs_the_view() -> None:
+    table = _table(seed=1)
+    candidates = nested.nested_cross_validation(table, folds=3)["candidates"]
+    plain = candidates["logistic regression on features, C chosen on inner folds"]
+    normalised = candidates["logistic regression, C chosen on inner folds, size-normalised cells"]
+    augmented = candidates["logistic regression, C chosen on inner folds, + random-zoom copies"]
+    zoom = STRESSES[0]
+    assert plain["roc_auc"] - plain["stressed_roc_auc"][zoom] > 0.1, "as imaged, the model leans on size"
+    assert normalised["stressed_roc_auc"][zoom] == pytest.approx(normalised["roc_auc"])
+    assert augmented["stressed_roc_auc"][zoom] > plain["stressed_roc_auc"][zoom], "random zoom leans on size less"
+    without = nested.CellTable(table.is_all, table.patients, table.features, table.descriptors,
+                               table.stressed_features, table.stressed_descriptors)
+    assert set(nested.nested_cross_validation(without, folds=3)["candidates"]) == set(nested.CANDIDATES) - set(
+        nested.NEEDS), "a candidate whose view is missing is left out, not scored on the wrong features"

@@ -58,7 +58,10 @@ HELP: dict[str, str] = {
     "on_bad_image": "an image that does not read: skip it (listed in the run's skipped.csv and log) or fail the "
                     "run before training",
 }
-CLAHE_FLAGS = {"clip_limit": "--clahe-clip", "tile_grid": "--clahe-grid", "enabled": "--clahe"}
+CLAHE_FLAGS = {"clip_limit": "--clahe-clip", "tile_grid": "--clahe-grid", "enabled": "--clahe",
+               "cell_area": "--cell-area"}
+CLAHE_HELP = {"cell_area": "size normalisation: zoom every cell to cover this share of the image before "
+                           "resizing (0: as imaged; see the README on shortcuts)"}
 NOT_FLAGS = ("data_dir", "clahe", "recipe")
 """Fields with a flag of their own: --data, the CLAHE flags, --recipe."""
 PER_COMMAND = {
@@ -112,7 +115,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, command: str = "train"
     clahe_types = _types(ClaheSettings)
     for field in dataclasses.fields(ClaheSettings):
         _add_field(parser, CLAHE_FLAGS[field.name], f"clahe_{field.name}", clahe_types[field.name],
-                   f"CLAHE {field.name.replace('_', ' ')}")
+                   CLAHE_HELP.get(field.name, f"CLAHE {field.name.replace('_', ' ')}"))
     parser.add_argument("--runs-dir", type=Path, default=None, help="default: $ARTIFACTS_DIR/runs")
 
 
