@@ -13,7 +13,6 @@ caller (Ctrl-C, SIGTERM) cancels every task and marks its runs cancelled.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 
 from .config import artifacts_dir, child_python_path
 from .errors import PipelineError
-from .runs import RunFolder, mark_cancelled
+from .runs import RunFolder, mark_cancelled, record_failure
 
 ENGINES = ("local", "ray")
 RAY_REQUIREMENTS = "requirements-ray.txt"
@@ -48,8 +47,10 @@ def _execute(run_dir: str) -> str:
     folder = RunFolder(Path(run_dir))
     if folder.raw_status().get("state") == "running":  # a retry after a lost worker: continue, do not refuse
         folder.update_status(state="queued", phase="retried after a lost worker", error=None)
-    with contextlib.suppress(Exception):  # recorded in the run folder (state, error, log); the other runs go on
+    try:
         execute_run(folder)
+    except Exception as error:  # noqa: BLE001 - recorded in the run folder (state, error, log); the others go on
+        record_failure(folder, error)
     return folder.raw_status().get("state", "unknown")
 
 

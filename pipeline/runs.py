@@ -6,12 +6,15 @@ while another writes it and never sees half a file.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import signal
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,12 +31,15 @@ from .model import check_model_file
 
 CONFIG = "config.json"
 STATUS = "status.json"
+STATUS_LOCK = ".status.lock"
 HISTORY = "history.csv"
 SPLIT = "split.csv"
 PREDICTIONS = "predictions.csv"
 METRICS = "metrics.json"
 SKIPPED = "skipped.csv"
 MODEL = "model.keras"
+HEAD = "head.npz"
+"""A released model keeps only its head (`pipeline.release`); its backbone comes from the installed package."""
 LOG = "log.txt"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_PATTERN = "epoch-*.keras"
@@ -171,6 +177,18 @@ class RunRecord:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (`fcntl.flock`) on `path`, created when missing, for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 @dataclass
@@ -335,7 +353,9 @@ class RunFolder:
             raise PipelineError(f"Only a failed or cancelled run can be resumed; {self.run_id} is {state}.")
 
     def update_status(self, **changes: Any) -> dict[str, Any]:
-        with _STATUS_LOCK:
+        """Read status.json, apply `changes`, write it back atomically; one writer at a time across threads and
+        processes (a lock file beside it), so no writer's change is lost to another's."""
+        with _STATUS_LOCK, _file_lock(self.file(STATUS_LOCK)):
             try:
                 status = self.raw_status()
             except (FileNotFoundError, PipelineError):
@@ -430,14 +450,21 @@ class RunFolder:
         return metrics
 
     def has_model(self) -> bool:
-        return self.model_path.is_file()
+        """Whether the folder holds a model: a whole `model.keras`, or a released head."""
+        return self.model_path.is_file() or self.file(HEAD).is_file()
+
+    @property
+    def model_file(self) -> Path:
+        """The file the model is loaded from: `model.keras`, else a released `head.npz`."""
+        return self.file(HEAD) if not self.model_path.is_file() and self.file(HEAD).is_file() else self.model_path
 
     def completeness_problem(self) -> str | None:
         """Why this run, said to be completed, cannot be shown or used; None when everything it must hold
         (a readable history with epochs, split, predictions, metrics and a whole model file) is there."""
 
+        released = self.file(HEAD).is_file() and not self.model_path.is_file()
         try:
-            if self.history().empty:
+            if not released and self.history().empty:
                 return f"{HISTORY} holds no epoch."
             if self.split().empty:
                 return f"{SPLIT} is empty."
@@ -445,7 +472,12 @@ class RunFolder:
                 return f"{PREDICTIONS} is empty."
             if not self.metrics():
                 return f"{METRICS} is missing."
-            check_model_file(self.model_path)
+            if released:
+                from .release import Release
+
+                Release.load(self.file(HEAD))
+            else:
+                check_model_file(self.model_path)
         except PipelineError as error:
             return str(error)
         except (OSError, ValueError) as error:
@@ -528,3 +560,15 @@ def mark_cancelled(folders: list[RunFolder], reason: str = "Cancelled by the use
             continue
         if active:
             folder.update_status(state="cancelled", phase="cancelled", ended_at=now_iso(), error=reason)
+
+
+def record_failure(folder: RunFolder, error: BaseException) -> None:
+    """Mark a run that raised `error` before it could record its own end (a config that does not read, say) as
+    failed with the error; a run that already recorded an end keeps it."""
+    try:
+        active = folder.raw_status().get("state") in ACTIVE_STATES
+    except (OSError, ValueError):  # a damaged status.json: replaced by the failure
+        active = True
+    if active:
+        folder.update_status(state="failed", phase="failed", ended_at=now_iso(),
+                             error=f"{type(error).__name__}: {error}")

@@ -31,7 +31,7 @@ from .fit import fit_fast, fit_full, frozen_probabilities
 from .inference import predict_probabilities, predictions_table
 from .intervals import patient_bootstrap
 from .model import build_model
-from .runs import Heartbeat, RunFolder, create_run_dir, mark_cancelled, now_iso
+from .runs import Heartbeat, RunFolder, create_run_dir, mark_cancelled, now_iso, record_failure
 from .splits import split_report
 
 LOG = logging.getLogger(__name__)
@@ -365,8 +365,9 @@ def execute_runs(folders: list[RunFolder]) -> bool:
         except KeyboardInterrupt:
             mark_cancelled(folders[index + 1:], "Cancelled with its sweep.")
             raise
-        except Exception:  # noqa: BLE001 - recorded in the run's status and log; the sweep goes on
+        except Exception as error:  # noqa: BLE001 - recorded in the run's status and log; the sweep goes on
             traceback.print_exc()
+            record_failure(folder, error)
             all_completed = False
     write_summary_of_group(folders)
     return all_completed

@@ -239,3 +239,47 @@ def test_a_run_record_is_its_train_config_plus_provenance_with_one_weights_label
     broken.file("config.json").write_text("{not json")
     with pytest.raises(PipelineError, match="do not read"):
         broken.record()
+
+
+def _hammer_status(run_dir: str, name: str, times: int, start_at: float) -> None:
+    import time
+
+    folder = RunFolder(Path(run_dir))
+    time.sleep(max(0.0, start_at - time.time()))  # every writer at once
+    for index in range(times):
+        folder.update_status(**{name: index})
+
+
+def test_status_updates_from_several_processes_lose_nothing(tmp_path: Path) -> None:
+    import multiprocessing
+    import time
+
+    folder = RunFolder(tmp_path / "run")
+    folder.update_status(state="running")
+    context = multiprocessing.get_context("fork")
+    start_at = time.time() + 1.0
+    writers = [context.Process(target=_hammer_status, args=(str(folder.path), f"writer{index}", 150, start_at))
+               for index in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+        assert writer.exitcode == 0
+    status = folder.raw_status()
+    assert [status.get(f"writer{index}") for index in range(4)] == [149] * 4, "every writer's last change is kept"
+    assert status["state"] == "running"
+
+
+def test_a_run_whose_config_does_not_read_ends_failed_with_its_error_under_both_engines(tmp_path: Path) -> None:
+    from pipeline.cluster import _execute
+    from pipeline.train import execute_runs
+
+    for name, engine in (("local", lambda folder: execute_runs([folder])),
+                         ("ray task body", lambda folder: _execute(str(folder.path)))):
+        folder = RunFolder(tmp_path / name)
+        folder.update_status(state="queued", phase="queued")
+        folder.file("config.json").write_text('{"data_dir": "x", "epochs": "ten"')  # truncated
+        engine(folder)
+        status = folder.raw_status()
+        assert status["state"] == "failed", f"{name}: a run that cannot start says so, never stays queued"
+        assert "config.json" in status["error"] or "JSON" in status["error"] or "Expecting" in status["error"]
