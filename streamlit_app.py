@@ -1,9 +1,9 @@
-"""ALL vs HEM dashboard: page config, navigation over pages/, the shared sidebar; in a hosted demo, the demo
-model is started once per server, whatever visitors do."""
+"""ALL vs HEM dashboard: page config, navigation over pages/, the shared sidebar; a hosted demo serves the released
+model (or the host's), and only without either trains a demo model once per server, whatever visitors do."""
 
 import streamlit as st
 
-from pages.common.settings import configured_model, demo_mode, runs_dir
+from pages.common.settings import configured_model, demo_mode, released_model, runs_dir
 from pages.common.widgets import sidebar
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.launch import launch_demo_model
@@ -19,7 +19,7 @@ def _demo_model_started() -> bool:
     return launch_demo_model(str(EMBEDDED_SAMPLE), runs_dir()) is not None
 
 
-if demo_mode() and not configured_model():  # a host that serves its own model trains none
+if demo_mode() and not configured_model() and not released_model():  # with a model to serve, train none
     _demo_model_started()
 
 pages = [

@@ -27,6 +27,8 @@ def main() -> None:
     mode.add_argument("--quick", action="store_true", help="EfficientNet-B0 at 96 px, small synthetic set")
     mode.add_argument("--real", action="store_true", help="a recipe on real C-NMC fold 1, judged on unseen patients")
     mode.add_argument("--gpu", action="store_true", help="EfficientNet-B3 at 224 px on a GPU (under 5 minutes)")
+    mode.add_argument("--cold", action="store_true",
+                      help="a hosted demo's cold start with the release, against training at start-up")
     mode.add_argument("--load", action="store_true",
                       help="visitors at once on a hosted demo in Chromium (B3 at 224 px): waits against one alone")
     parser.add_argument("--visitors", type=int, default=10, help="--load: visitors at once")
@@ -55,6 +57,11 @@ def main() -> None:
             results = real.run(args.data or real.DEFAULT_DATA, runs_dir, args.recipe, args.crossval, args.repeats,
                                args.levers, **overrides)
         lines = real.report(results)
+    elif args.cold:
+        from bench import cold
+
+        results = cold.run(args.visitors)
+        lines = cold.report(results)
     elif args.load:
         from bench import load
 

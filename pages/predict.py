@@ -21,6 +21,7 @@ from pages.common.loaders import (
 from pages.common.settings import current_model, demo_mode, models, run_folder
 from pages.common.widgets import demo_model_progress, run_label, show_error, show_model_card, synthetic_warning
 from pipeline.catalog import escape_markdown, example_cells, provenance, run_config, spreadsheet_safe
+from pipeline.cells import group_summary, zip_images
 from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.data import scan_dataset
 from pipeline.errors import PipelineError
@@ -30,8 +31,9 @@ from pipeline.explain import (
     method_label,
     overlay,
 )
+from pipeline.predict import check_columns
 from pipeline.preprocess import decode_image, read_image
-from pipeline.road import share_on_cell
+from pipeline.road import QUICK_FRACTIONS, share_on_cell
 from pipeline.runs import SPLIT
 
 
@@ -82,26 +84,49 @@ except PipelineError as error:
     show_error(error)
     st.stop()
 
-uploads = st.file_uploader("Upload cell images", type=["bmp", "png", "jpg", "jpeg", "tif", "tiff"],
-                           accept_multiple_files=True, help="Processed in memory and never stored.")
+uploads = st.file_uploader("Upload cell images, or a zip of a patient's cells",
+                           type=["bmp", "png", "jpg", "jpeg", "tif", "tiff", "zip"], accept_multiple_files=True,
+                           help="Processed in memory and never stored. Each zip is summarised as one group.")
 model_dir, model_mtime = model_key(run_id)
-images: list[tuple[str, Any, str]] = []  # (name, Prediction, the image's cache key)
+images: list[tuple[str, Any, str, str]] = []  # (name, Prediction, the image's cache key, group)
+unread: list[tuple[str, str]] = []  # (name, reason) of zip members that did not decode
 for upload in uploads or []:
+    data = upload.getvalue()
+    if upload.name.lower().endswith(".zip"):
+        try:
+            members = list(zip_images(data, upload.name))
+        except PipelineError as error:
+            show_error(error)  # the message names the file
+            continue
+        with st.spinner(f"Predicting the {len(members)} cells of {escape_markdown(upload.name)}…"):
+            for member, member_data in members:
+                try:
+                    key = image_key(data=member_data)
+                    prediction = cached_prediction(model_dir, model_mtime, key, decode_image(member_data, member))
+                    images.append((f"{upload.name}/{member}", prediction, key, upload.name))
+                except PipelineError as error:
+                    unread.append((f"{upload.name}/{member}", str(error)))
+        continue
     try:
-        data = upload.getvalue()
         key = image_key(data=data)
         images.append((upload.name, cached_prediction(model_dir, model_mtime, key, decode_image(data, upload.name)),
-                       key))
+                       key, "uploaded files"))
     except PipelineError as error:
         show_error(error)  # the message names the file
+if unread:
+    st.warning(f"{len(unread)} image(s) in the zip(s) could not be read and are left out.", icon=":material/warning:")
+    st.dataframe(spreadsheet_safe(pd.DataFrame(unread, columns=["image", "reason"])), hide_index=True)
 
 if not uploads:
     try:
-        dataset_paths = [record.path for record in current_dataset().records][:500]
+        records = current_dataset().records[:500]
     except PipelineError:
-        dataset_paths = []
+        records = []
+    dataset_paths = [record.path for record in records]
+    patient_of = {record.path: record.patient for record in records}
     st.markdown("**…or click a real cell** of the embedded C-NMC sample (marked by its role for this model):")
     examples = _examples(str(folder.path), mtime(folder.file(SPLIT)))
+    patient_of.update({example["path"]: example["patient"] for example in examples})
     columns = st.columns(len(examples))
     for column, example in zip(columns, examples, strict=True):
         column.image(thumbnail_of(example["path"], mtime(Path(example["path"])), 96), width="stretch",
@@ -117,8 +142,8 @@ if not uploads:
     if path:
         try:
             key = image_key(path=path)
-            images.append((path.split("/")[-1], cached_prediction(model_dir, model_mtime, key, read_image(path)),
-                           key))
+            images.append((path.split("/")[-1], cached_prediction(model_dir, model_mtime, key, read_image(path),
+                                                                  patient_of.get(path)), key, "chosen cell"))
         except (PipelineError, OSError) as error:
             show_error(error if isinstance(error, PipelineError) else PipelineError(f"{path} cannot be read."))
 if not images:
@@ -126,26 +151,51 @@ if not images:
     st.stop()
 
 if len(images) > 1:
-    summary = pd.DataFrame([{"image": name, "predicted": result.predicted, "probability": result.probability,
-                             "prob_all": result.prob_all} for name, result, _ in images])
+    table = pd.DataFrame([{"image": name, "group": group, "predicted": result.predicted,
+                           "probability": result.probability, "prob_all": result.prob_all,
+                           **check_columns(result)} for name, result, _, group in images])
+    summary = group_summary(table)
+    st.markdown("**Together**: per upload group, the cells read, mean P(ALL) with its 95 % interval over the cells, "
+                "the share called ALL and how many failed the input check.")
     st.dataframe(summary, hide_index=True, width="stretch", column_config={
+        "mean_prob_all": st.column_config.NumberColumn("mean P(ALL)", format="%.3f"),
+        "low": st.column_config.NumberColumn("95 % CI low", format="%.3f"),
+        "high": st.column_config.NumberColumn("95 % CI high", format="%.3f"),
+        "share_called_all": st.column_config.NumberColumn("share called ALL", format="%.2f")})
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
         "probability": st.column_config.NumberColumn("probability of the predicted class", format="%.3f"),
         "prob_all": st.column_config.NumberColumn("P(ALL)", format="%.3f")})
-    st.download_button("Predictions (CSV)", spreadsheet_safe(summary).to_csv(index=False), "predictions.csv")
-    name = st.selectbox("Explain image", [name for name, _, _ in images])
+    downloads = st.columns(2)
+    downloads[0].download_button("Predictions (CSV)", spreadsheet_safe(table).to_csv(index=False), "predictions.csv")
+    downloads[1].download_button("Summary per group (CSV)", spreadsheet_safe(summary).to_csv(index=False),
+                                 "predictions-summary.csv")
+    name = st.selectbox("Explain image", [name for name, _, _, _ in images])
 else:
     name = images[0][0]
-result, key = next((prediction, key) for shown, prediction, key in images if shown == name)
+result, key = next((prediction, key) for shown, prediction, key, _ in images if shown == name)
 
 st.caption(f"Image: {escape_markdown(name)}")
 label = "ALL (leukemic blast)" if result.predicted == "ALL" else "HEM (normal)"
+flagged = result.check is not None and not result.check.in_distribution
+if flagged:
+    st.warning(escape_markdown(result.check.sentence()), icon=":material/help:")
 cells = st.columns([2, 1, 1, 2])
-cells[0].metric("Predicted class", label)
+cells[0].metric("Predicted class", "not reliable" if flagged else label,
+                help=f"The model's answer would be {label}, but the input is not like its training cells."
+                if flagged else None)
 cells[1].metric("Probability", f"{result.probability:.1%}", help="Softmax probability of the predicted class"
                 + (", averaged over the 8 flips and rotations (test-time augmentation)." if config.get("tta") else "."))
 cells[2].metric("P(ALL)", f"{result.prob_all:.3f}", help="Probability of ALL; 0.5 or more is called ALL.")
 opacity = cells[3].slider("Heatmap opacity", 0.0, 1.0, 0.6, 0.05,
                           help="Colour at the map's peak; where the map is low the cell shows through.")
+if result.band is not None:
+    scored = ("the head fit on every patient" if not result.fold else
+              f"the fold-{result.fold} head, which never saw this cell's patient (Grad-CAM shows the head fit on "
+              "every patient)")
+    st.markdown(f"**{result.band.capitalize()}** (calibrated on held-out patients). Answered by {scored}. "
+                f"Input check: {'passed' if not flagged else 'failed'} (feature distance {result.check.distance:.2f}, "
+                f"threshold {result.check.threshold:.2f}).")
+st.caption("A research tool, not a diagnosis.")
 
 layers = explainer.layers()
 with st.expander("More explanations: other methods and layers, faithfulness, feature maps"):
@@ -176,7 +226,7 @@ for panel, method in zip(panels[1:], methods or ["gradcam"], strict=True):
                  help="Share of the map's weight inside the segmented cell; a low share means the model looked at the "
                       "background. A dash: the map is empty (nothing in this layer points to the class shown).")
     if want_faithfulness:
-        faith = explainer.road(result.input, heatmap, result.class_index, fractions=(0.1, 0.3, 0.5, 0.7, 0.9))
+        faith = explainer.road(result.input, heatmap, result.class_index, fractions=QUICK_FRACTIONS)
         panel.metric("ROAD", f"{faith['combined']:+.3f}", delta=f"{faith['combined'] - faith['random_in_cell']:+.3f} "
                      "vs random maps in the cell", help="Higher: more faithful.")
 if want_faithfulness:

@@ -22,6 +22,8 @@ from .runs import SPLIT, STATES, RunFolder, now_iso, resolve_run_dir, weights_la
 
 CONFIGURED_MODEL = "configured-model"
 """The id under which a model trained elsewhere (`MODEL_PATH`) is listed."""
+RELEASED_MODEL = "released-model"
+"""The id under which the released model (`artifacts/release`) is listed."""
 
 
 
@@ -46,16 +48,25 @@ def completed_runs(runs_dir: Path) -> list[str]:
     return [run["run_id"] for _, run in sorted(zip(keys, done, strict=True), key=lambda pair: pair[0])]
 
 
-def model_choices(runs_dir: Path, configured: Path | None) -> list[str]:
-    """Finished runs, and the configured model first when there is one."""
-    return ([CONFIGURED_MODEL] if configured else []) + completed_runs(runs_dir)
+def model_choices(runs_dir: Path, configured: Path | None, released: Path | None = None) -> list[str]:
+    """Finished runs, after the configured model and the released model when there are."""
+    return ([CONFIGURED_MODEL] if configured else []) + ([RELEASED_MODEL] if released else []) + completed_runs(
+        runs_dir)
 
 
-def find_run(runs_dir: Path, run_id: str, configured: Path | None = None) -> RunFolder:
-    """A run of the runs folder by id (or the configured model); ids that would leave the folder are refused."""
+def find_run(runs_dir: Path, run_id: str, configured: Path | None = None, released: Path | None = None) -> RunFolder:
+    """A run of the runs folder by id (or the configured or released model); ids that would leave the folder are
+    refused."""
     if run_id == CONFIGURED_MODEL and configured:
         return RunFolder(configured)
+    if run_id == RELEASED_MODEL and released:
+        return RunFolder(released)
     return RunFolder(resolve_run_dir(runs_dir, run_id))
+
+
+def released_row(released: Path | None) -> list[dict[str, Any]]:
+    """The released model as a row of the run table (none when there is no release)."""
+    return [] if released is None else [{**run_row(RunFolder(released)), "run_id": RELEASED_MODEL}]
 
 
 def run_config(folder: RunFolder) -> dict[str, Any]:

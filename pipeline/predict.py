@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,9 @@ from .errors import ImageReadError, PipelineError
 from .evaluate import fitted_temperature, label_from_prob, metrics_from_predictions, with_temperature
 from .inference import class_probabilities, one_at_a_time, predictions_table
 from .intervals import patient_bootstrap
-from .model import compiled_forward, load_model
-from .preprocess import decode_image, preprocess, read_image
-from .runs import SPLIT, RunFolder
+from .model import compiled_forward, feature_extractor, load_model
+from .preprocess import decode_image, pad_to_square, preprocess, read_image
+from .runs import HEAD, SPLIT, RunFolder
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,42 @@ class Prediction:
     probability: float
     tta: bool
     input: np.ndarray
+    check: InputCheck | None = None
+    """What the released model's input checks found (None for a model without them)."""
+    band: str | None = None
+    """The released model's uncertainty band: likely ALL, uncertain or likely HEM."""
+    fold: int = 0
+    """Which of a released model's heads answered: 0 the head fit on every patient, k the head of patient fold k
+    (one that never saw this image's patient)."""
 
     @classmethod
-    def from_prob_all(cls, prob_all: float, tta: bool, model_input: np.ndarray) -> Prediction:
+    def from_prob_all(cls, prob_all: float, tta: bool, model_input: np.ndarray, check: InputCheck | None = None,
+                      band: str | None = None, fold: int = 0) -> Prediction:
         predicted = str(label_from_prob(np.array([prob_all]))[0])
         return cls(predicted, class_index_of(predicted), prob_all,
-                   prob_all if predicted == "ALL" else 1 - prob_all, tta, model_input)
+                   prob_all if predicted == "ALL" else 1 - prob_all, tta, model_input, check, band, fold)
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """Whether an input is what the model knows: the format check's problem (None: a cell on black, as trained),
+    the feature distance to the training cells and the threshold 95 % of held-out cells stay within."""
+
+    problem: str | None
+    distance: float
+    threshold: float
+
+    @property
+    def in_distribution(self) -> bool:
+        return self.problem is None and self.distance <= self.threshold
+
+    def sentence(self) -> str:
+        """A plain sentence for a flagged input ("" when it passes)."""
+        if self.in_distribution:
+            return ""
+        why = self.problem or (f"its features lie far from every training cell (distance {self.distance:.2f}, "
+                               f"where 95 % of held-out cells stay within {self.threshold:.2f})")
+        return f"This picture is not like the cells the model was trained on: {why}. The answer is not reliable."
 
 
 def class_index_of(label: str) -> int:
@@ -56,13 +87,24 @@ class Predictor:
     run_dir: Path
     temperature: float | None = None
     """The run's fitted temperature (`temperature_scaling`), applied to every P(ALL) as to its test figures."""
+    release: Any = None
+    """A released model's head and input checks (`pipeline.release.Release`); None for a trained run."""
+    patient_folds: dict[str, int] | None = None
+    """A released model's patient -> fold of the head that left that patient out."""
 
     def __post_init__(self) -> None:
         self.forward = compiled_forward(self.model)
+        self.features = compiled_forward(feature_extractor(self.model)) if self.release is not None else None
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
         folder = RunFolder(Path(run_dir))
+        if folder.file(HEAD).is_file() and not folder.model_path.is_file():
+            from .release import Release
+
+            release = Release.load(folder.file(HEAD))
+            return cls(release.keras_model(), folder.record().config, folder.path, None, release,
+                       released_folds(folder))
         if not folder.has_config() and folder.has_model():
             # A bare model.keras trained elsewhere: its input size is known, the rest are the defaults.
             model = load_model(folder.model_path)
@@ -84,29 +126,72 @@ class Predictor:
         return with_temperature(class_probabilities(self.forward, inputs, self.config.tta)[:, ALL_INDEX],
                                 self.temperature)
 
-    def predict_image(self, image_rgb: np.ndarray) -> Prediction:
-        return self.predict_image_input(self.prepare(image_rgb))
+    def predict_image(self, image_rgb: np.ndarray, patient: str | None = None) -> Prediction:
+        """The prediction for an RGB image; a released model also checks the picture and its features, and
+        answers a cell of a patient it was built from with the fold head that never saw that patient."""
+        model_input = self.prepare(image_rgb)
+        if self.release is None:
+            return self.predict_image_input(model_input)
+        features = self.pooled_features(np.asarray(model_input)[None])
+        fold = (self.patient_folds or {}).get(str(patient), 0) if patient else 0
+        prob_all = float(self.release.prob_all(features, fold)[0])
+        check = InputCheck(self.release.format.problem(pad_to_square(image_rgb)),
+                           float(self.release.distance(features)[0]), self.release.distance_threshold)
+        return Prediction.from_prob_all(prob_all, False, model_input, check, self.release.band(prob_all), fold)
+
+    @one_at_a_time
+    def pooled_features(self, inputs: np.ndarray) -> np.ndarray:
+        """The backbone's pooled features of prepared inputs (a released model)."""
+        return np.asarray(self.features(np.asarray(inputs, np.float32)), np.float64)
 
     def predict_image_input(self, model_input: np.ndarray) -> Prediction:
         """The prediction for one prepared model input, as the run makes it (with TTA when it uses it)."""
         prob_all = float(self.predict_inputs(np.asarray(model_input)[None])[0])
-        return Prediction.from_prob_all(prob_all, self.config.tta, model_input)
+        band = self.release.band(prob_all) if self.release is not None else None
+        return Prediction.from_prob_all(prob_all, self.config.tta, model_input, band=band)
 
     def predict_bytes(self, data: bytes, name: str) -> Prediction:
         return self.predict_image(decode_image(data, name))
 
     def predict_paths(self, paths: list[str | Path]) -> pd.DataFrame:
         """One row per path: predicted class and probability of ALL, or the reason it could not be read."""
+        return self.predict_sources([(str(path), "", lambda path=path: read_image(path)) for path in paths])
+
+    def predict_sources(self, sources: list[tuple[str, str, Callable[[], np.ndarray]]]) -> pd.DataFrame:
+        """One row per (name, group, image reader): class and P(ALL) (with a released model's band and input
+        check), or the reason the image could not be read."""
         rows = []
-        for path in paths:
+        for name, group, read in sources:
             try:
-                result = self.predict_image(read_image(path))
+                result = self.predict_image(read())
             except ImageReadError as error:
-                rows.append({"path": str(path), "predicted": None, "prob_all": None, "error": str(error)})
+                rows.append({"path": name, "group": group, "predicted": None, "prob_all": None, "error": str(error)})
                 continue
-            rows.append({"path": str(path), "predicted": result.predicted,
-                         "prob_all": round(result.prob_all, 6), "error": None})
-        return pd.DataFrame(rows, columns=["path", "predicted", "prob_all", "error"])
+            rows.append({"path": name, "group": group, "predicted": result.predicted,
+                         "prob_all": round(result.prob_all, 6), "error": None, **check_columns(result)})
+        columns = ["path", "group", "predicted", "prob_all", "error"]
+        return pd.DataFrame(rows, columns=columns + (list(CHECK_COLUMNS) if self.release is not None else []))
+
+
+def released_folds(folder: RunFolder) -> dict[str, int]:
+    """patient -> fold of a release's out-of-fold predictions (empty when they do not read)."""
+    try:
+        table = pd.read_csv(folder.file("predictions.csv"), usecols=["patient", "fold"], dtype={"patient": str})
+        return {str(patient): int(fold) for patient, fold in zip(table["patient"], table["fold"], strict=True)}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+CHECK_COLUMNS = ("band", "distance", "in_distribution", "input_problem")
+"""What a released model adds to each prediction row."""
+
+
+def check_columns(prediction: Prediction) -> dict[str, Any]:
+    """The band and input-check columns of a prediction row (none for a model without checks)."""
+    if prediction.check is None:
+        return {}
+    return {"band": prediction.band, "distance": round(prediction.check.distance, 4),
+            "in_distribution": prediction.check.in_distribution, "input_problem": prediction.check.problem or ""}
 
 
 SEEN_REASONS = ("same_path", "same_name", "same_pixels", "seen_patient")

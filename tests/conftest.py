@@ -10,6 +10,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = Path(os.environ.get("CNMC_SAMPLE_DIR", REPO.parent / "shared" / "cnmc-sample"))
 
+os.environ["RELEASE_DIR"] = ""  # pages see no released model unless a test gives one (tests/test_release.py)
+
 TINY = {"backbone": "efficientnet_b0", "image_size": 32, "weights": "none", "epochs": 1, "batch_size": 8}
 
 

@@ -9,14 +9,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pipeline.catalog import crossval_summary_path, list_runs, model_card
+from pipeline.catalog import crossval_summary_path, list_runs, model_card, released_row
 from pipeline.data import Dataset, scan_dataset
 from pipeline.explain import Explainer, explain_prediction
 from pipeline.predict import Predictor
 from pipeline.preprocess import thumbnail
 from pipeline.runs import METRICS, RunFolder
 
-from .settings import data_dir, run_folder, runs_dir
+from .settings import data_dir, released_model, run_folder, runs_dir
 
 
 @st.cache_data(show_spinner=False)
@@ -37,8 +37,8 @@ process died changes no file, yet must stop showing as running)."""
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def _runs_table(root: str, signature: tuple) -> pd.DataFrame:
-    return pd.DataFrame(list_runs(Path(root)))
+def _runs_table(root: str, signature: tuple, released: str | None) -> pd.DataFrame:
+    return pd.DataFrame(released_row(Path(released) if released else None) + list_runs(Path(root)))
 
 
 def _runs_signature(root: Path) -> tuple:
@@ -54,8 +54,8 @@ def _runs_signature(root: Path) -> tuple:
 
 def runs_table() -> pd.DataFrame:
     """Every run of the runs folder, read once per change of its folders (not on every widget move)."""
-    root = runs_dir()
-    return _runs_table(str(root), _runs_signature(root)).copy()
+    root, released = runs_dir(), released_model()
+    return _runs_table(str(root), _runs_signature(root), str(released) if released else None).copy()
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -66,10 +66,12 @@ def thumbnail_of(path: str, file_mtime: float, size: int = 112) -> Any:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_prediction(run_dir: str, model_mtime: float, image_key: str, _image: Any) -> Any:
+def cached_prediction(run_dir: str, model_mtime: float, image_key: str, _image: Any, patient: str | None = None
+                      ) -> Any:
     """A run's prediction of one image (a `Prediction`), computed once per image content and model file:
-    moving a slider redraws, it does not predict again."""
-    return _predictor(run_dir, model_mtime).predict_image(_image)
+    moving a slider redraws, it does not predict again. `patient`: a released model answers a cell of a patient
+    it was built from with the head that never saw that patient."""
+    return _predictor(run_dir, model_mtime).predict_image(_image, patient)
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
@@ -84,7 +86,7 @@ def cached_heatmap(run_dir: str, model_mtime: float, image_key: str, method: str
 def model_key(run_id: str) -> tuple[str, float]:
     """The run folder and its model file's time: what the cached predictions and maps of a model are keyed by."""
     folder = run_folder(run_id)
-    return str(folder.path), folder.model_path.stat().st_mtime if folder.has_model() else 0.0
+    return str(folder.path), folder.model_file.stat().st_mtime if folder.has_model() else 0.0
 
 
 def image_key(data: bytes | None = None, path: str | None = None) -> str:
@@ -121,7 +123,7 @@ def _explainer(run_dir: str, model_mtime: float) -> Any:
 def predictor_and_explainer(run_id: str) -> tuple[Any, Any]:
     """The run's model and explainer, built once per model file."""
     folder = run_folder(run_id)
-    mtime = folder.model_path.stat().st_mtime if folder.has_model() else 0.0
+    mtime = folder.model_file.stat().st_mtime if folder.has_model() else 0.0
     return _predictor(str(folder.path), mtime), _explainer(str(folder.path), mtime)
 
 

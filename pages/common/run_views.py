@@ -304,4 +304,5 @@ def take_away(folder: RunFolder, run_id: str, demo: bool, models_allowed: bool =
     for index, archive in enumerate(folder.exports()):
         columns[2].download_button(archive.name, archive.read_bytes, archive.name, key=f"export-{index}")
     if folder.has_model():
-        columns[3].download_button("Model (.keras)", folder.model_path.read_bytes, f"{run_id}.keras")
+        suffix = folder.model_file.suffix
+        columns[3].download_button(f"Model ({suffix})", folder.model_file.read_bytes, f"{run_id}{suffix}")

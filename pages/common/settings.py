@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from pipeline.catalog import configured_model_dir, find_run, model_choices, shown_path
-from pipeline.config import EMBEDDED_SAMPLE, default_runs_dir
+from pipeline.config import EMBEDDED_SAMPLE, default_runs_dir, release_dir
 from pipeline.data import SYNTHETIC_MARKER
 from pipeline.runs import RunFolder
 
@@ -76,13 +76,19 @@ def configured_model() -> Path | None:
     return configured_model_dir(os.environ.get("MODEL_PATH") or _secret("model_path"))
 
 
+def released_model() -> Path | None:
+    """The released model's folder (`artifacts/release`, or `$RELEASE_DIR`; empty: none) when it holds a model."""
+    folder = release_dir()
+    return configured_model_dir(str(folder)) if folder else None
+
+
 def models() -> list[str]:
-    """Runs whose model can predict, the configured model first."""
-    return model_choices(runs_dir(), configured_model())
+    """Runs whose model can predict, the configured model first, then the released model."""
+    return model_choices(runs_dir(), configured_model(), released_model())
 
 
 def run_folder(run_id: str) -> RunFolder:
-    return find_run(runs_dir(), run_id, configured_model())
+    return find_run(runs_dir(), run_id, configured_model(), released_model())
 
 
 def current_model() -> str | None:

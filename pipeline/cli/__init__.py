@@ -22,6 +22,7 @@ from .commands import (
     cmd_info,
     cmd_nested,
     cmd_predict,
+    cmd_release,
     cmd_report,
     cmd_resume,
     cmd_runs,
@@ -68,8 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     nested.add_argument("--folds", type=int, default=3, help="outer patient folds (every class needs this many)")
     nested.add_argument("--backbone", default="efficientnet_lite0", help="an ImageNet backbone (frozen)")
     nested.add_argument("--image-size", type=int, default=224)
+    nested.add_argument("--no-views", action="store_true",
+                        help="leave out the size-normalised and random-zoom candidates (they extract 5 more "
+                             "feature sets)")
+    nested.add_argument("--no-keras-head", action="store_true", help="leave out the product's head (loads Keras)")
     nested.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     nested.set_defaults(func=cmd_nested)
+    release = commands.add_parser("release", help="build the released model (artifacts/release): a cross-fitted "
+                                  "logistic-regression head on size-normalised Lite0 features, with input checks")
+    release.add_argument("--data", required=True)
+    release.add_argument("--folds", type=int, default=3, help="patient folds of the cross-fitted heads")
+    release.add_argument("--out", type=Path, default=None, help="default: the project's artifacts/release")
+    release.set_defaults(func=cmd_release)
 
     synth = commands.add_parser("synth", help="write synthetic C-NMC-like demo data")
     synth.add_argument("--out", required=True, type=Path)
@@ -119,10 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
                                "(flattering; reported apart by default)")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    predict = commands.add_parser("predict", help="class and probability of ALL per image")
+    predict = commands.add_parser("predict", help="class and probability of ALL per image; a folder or a zip of a "
+                                  "patient's cells also gets a summary")
     predict.add_argument("run_dir", type=Path)
-    predict.add_argument("images", nargs="+", type=Path)
-    predict.add_argument("--csv", type=Path, default=None)
+    predict.add_argument("images", nargs="+", type=Path, help="images, folders of images or zips of images")
+    predict.add_argument("--csv", type=Path, default=None,
+                         help="write the rows here and the per-folder summary beside it (NAME-summary.csv)")
     predict.set_defaults(func=cmd_predict)
 
     explain = commands.add_parser("explain", help="CAM heatmaps, overlays and faithfulness per image")

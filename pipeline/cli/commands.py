@@ -64,15 +64,29 @@ def cmd_shortcuts(args: argparse.Namespace) -> int:
 
 def cmd_nested(args: argparse.Namespace) -> int:
     from ..files import write_json_atomic
-    from ..nested import cell_table, nested_cross_validation, nested_lines
+    from ..nested import VIEWS, cell_table, nested_cross_validation, nested_lines
 
     table = cell_table(args.data, args.backbone, args.image_size, args.folds,
-                       progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
-    results = nested_cross_validation(table, args.folds)
+                       progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True),
+                       views=() if args.no_views else VIEWS)
+    results = nested_cross_validation(table, args.folds, heads=not args.no_keras_head)
     print("\n".join(nested_lines(results)))
     if args.json:
         write_json_atomic(args.json, {"data": str(args.data), "backbone": args.backbone,
                                       "image_size": args.image_size, "cells": len(table.is_all), **results})
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from ..config import RELEASE_DIR
+    from ..release import build_release
+
+    folder = build_release(str(args.data), args.out or RELEASE_DIR, args.folds,
+                           progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
+    metrics = folder.metrics() or {}
+    from ..intervals import interval_line
+
+    print(f"{folder.path}\nout of fold: {interval_line(metrics.get('intervals'))}")
     return 0
 
 
@@ -212,16 +226,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     open_run(args.run_dir)
+    from ..cells import expand, group_summary, summary_lines, zip_images
+    from ..files import write_csv_atomic
     from ..predict import Predictor
+    from ..preprocess import decode_image, read_image
 
-    table = Predictor.from_run(args.run_dir).predict_paths(args.images)
-    for row in table.itertuples(index=False):
-        if isinstance(row.error, str):
-            print(f"error: {row.error}", file=sys.stderr)
+    sources = []
+    for path in args.images:
+        if path.is_file() and path.suffix.lower() == ".zip":
+            sources.extend((f"{path}:{member}", str(path), lambda data=data, member=member: decode_image(data, member))
+                           for member, data in zip_images(path.read_bytes(), str(path)))
         else:
-            print(f"{row.path}\t{row.predicted}\tprob_all={row.prob_all:.4f}")
+            sources.extend((image, group, lambda image=image: read_image(image)) for image, group in expand([path]))
+    table = Predictor.from_run(args.run_dir).predict_sources(sources)
+    for row in table.to_dict(orient="records"):
+        if isinstance(row["error"], str):
+            print(f"error: {row['error']}", file=sys.stderr)
+            continue
+        extra = "" if "band" not in row else f"\t{row['band']}" + (
+            "" if row["in_distribution"] else f"\tNOT RELIABLE: out of distribution (distance {row['distance']:.2f}"
+            + (f"; {row['input_problem']})" if row["input_problem"] else ")"))
+        print(f"{row['path']}\t{row['predicted']}\tprob_all={row['prob_all']:.4f}{extra}")
+    summary = group_summary(table)
+    if len(sources) > 1:
+        print("\n".join(summary_lines(summary)))
     if args.csv:
-        table.to_csv(args.csv, index=False)
+        write_csv_atomic(args.csv, table)
+        write_csv_atomic(args.csv.with_name(args.csv.stem + "-summary.csv"), summary)
     return 1 if table["error"].notna().any() else 0
 
 

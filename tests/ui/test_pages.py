@@ -66,7 +66,8 @@ def test_predict_waits_for_a_choice_then_gives_the_class_and_probability_of_that
         app: AppTest, finished_run: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     original = Predictor.predict_image
-    monkeypatch.setattr(Predictor, "predict_image", lambda self, image: calls.append(1) or original(self, image))
+    monkeypatch.setattr(Predictor, "predict_image",
+                        lambda self, image, patient=None: calls.append(1) or original(self, image, patient))
     _open(app, "pages/predict.py")
     next(box for box in app.selectbox if box.label == "Model").set_value(finished_run.name).run()
     image_box = next(box for box in app.selectbox if box.label.startswith("…or pick"))

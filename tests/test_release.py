@@ -1,0 +1,185 @@
+"""The released model: a run folder like any other, cross-fitted (every fold head left its patients out), rebuilt
+to the same probabilities, its head a small file without pickle; and the committed release flags what is not a
+cell and lets real cells of patients it never saw through."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import config as config_module
+from pipeline.catalog import run_row
+from pipeline.cli import main
+from pipeline.data import scan_dataset
+from pipeline.predict import Predictor
+from pipeline.preprocess import read_image
+from pipeline.release import MAX_BYTES, LinearHead, Release, build_release, cell_features, release_config
+from pipeline.runs import HEAD, RunFolder
+
+pytestmark = pytest.mark.slow
+SIZE = 64  # Lite0 at 64 px: the same code as at 224, in seconds
+
+
+@pytest.fixture(scope="module")
+def small_release(tiny_data: Path, artifacts_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("release") / "release"
+    build_release(str(tiny_data), out, folds=3, image_size=SIZE)
+    return out
+
+
+def test_the_release_is_a_complete_run_folder_with_a_small_head_and_no_pickle(small_release: Path) -> None:
+    folder = RunFolder(small_release)
+    assert folder.completeness_problem() is None
+    row = run_row(folder)
+    assert row["state"] == "completed" and not row.get("error")
+    head = folder.file(HEAD)
+    assert head.stat().st_size <= MAX_BYTES
+    with np.load(head, allow_pickle=False) as arrays:  # an object array would need pickle and fail here
+        assert all(arrays[name].dtype != object for name in arrays.files)
+    metrics = folder.metrics()
+    assert metrics["intervals"]["roc_auc"]["value"] == pytest.approx(metrics["roc_auc"], abs=1e-6)
+    assert {row["patient"] for row in metrics["patients"]} == set(folder.predictions()["patient"])
+    assert (small_release / "MODEL_CARD.md").read_text().count("out of fold") >= 1
+
+
+def test_every_fold_head_left_out_exactly_its_patients(small_release: Path, tiny_data: Path) -> None:
+    predictions = pd.read_csv(small_release / "predictions.csv", dtype={"patient": str})
+    assert (predictions.groupby("patient")["fold"].nunique() == 1).all(), "a patient lies in one fold"
+    release = Release.load(small_release / HEAD)
+    records = scan_dataset(str(tiny_data)).training_records()
+    features, _ = cell_features(release_config(str(tiny_data), image_size=SIZE), [r.path for r in records],
+                                lambda text: None)
+    is_all = np.array([r.label == "ALL" for r in records])
+    chosen = RunFolder(small_release).metrics()["release"]["C_folds"]
+    for fold in sorted(predictions["fold"].unique()):
+        test = (predictions["fold"] == fold).to_numpy()
+        refit = LinearHead.fit(features[~test], is_all[~test], chosen[fold - 1])
+        assert np.allclose(refit.coef, release.heads[fold].coef, atol=1e-5), "the head of its fold, fit without it"
+        assert np.allclose(release.prob_all(features[test], fold), predictions["prob_all"][test], atol=2e-6)
+
+
+def test_a_rebuild_gives_the_same_probabilities_and_the_keras_model_agrees(
+        small_release: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "fresh"))  # no cached feature: computed again
+    again = build_release(str(tiny_data), tmp_path / "again", folds=3, image_size=SIZE)
+    first, second = (pd.read_csv(path / "predictions.csv") for path in (small_release, again.path))
+    assert np.abs(first["prob_all"] - second["prob_all"]).max() <= 1e-4
+    predictor = Predictor.from_run(small_release)
+    image = read_image(first["path"].iloc[0] if Path(first["path"].iloc[0]).is_file() else
+                       scan_dataset(str(tiny_data)).training_records()[0].path)
+    prediction = predictor.predict_image(image)
+    keras_prob = float(predictor.predict_inputs(predictor.prepare(image)[None])[0])
+    assert prediction.prob_all == pytest.approx(keras_prob, abs=1e-4), "Grad-CAM explains the head that answers"
+    assert prediction.band in ("likely ALL", "uncertain", "likely HEM") and prediction.check is not None
+
+
+def test_predict_takes_a_folder_and_a_zip_and_summarises_each(small_release: Path, tiny_data: Path,
+                                                              tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    paths = [record.path for record in scan_dataset(str(tiny_data)).training_records()[:4]]
+    folder = tmp_path / "patient-a"
+    folder.mkdir()
+    for path in paths[:2]:
+        (folder / Path(path).name).write_bytes(Path(path).read_bytes())
+    archive = tmp_path / "patient-b.zip"
+    with zipfile.ZipFile(archive, "w") as writer:
+        for path in paths[2:]:
+            writer.write(path, Path(path).name)
+        writer.writestr("broken.png", b"not an image")
+    csv = tmp_path / "out.csv"
+    assert main(["predict", str(small_release), str(folder), str(archive), "--csv", str(csv)]) == 1  # one broken
+    out = capsys.readouterr().out
+    assert f"{folder}: 2 cells, mean P(ALL)" in out and f"{archive}: 2 cells" in out and "1 unreadable" in out
+    rows = pd.read_csv(csv)
+    assert {"band", "distance", "in_distribution", "group"} <= set(rows.columns) and len(rows) == 5
+    summary = pd.read_csv(tmp_path / "out-summary.csv").set_index("group")
+    read = rows[rows["prob_all"].notna()]
+    for group, cells in read.groupby("group"):
+        assert summary.loc[group, "mean_prob_all"] == pytest.approx(cells["prob_all"].mean(), abs=1e-4)
+
+
+def _committed() -> Path:
+    folder = config_module.RELEASE_DIR
+    if not (folder / HEAD).is_file():
+        pytest.skip("no committed release (python -m pipeline release --data ../shared/cnmc-fold1)")
+    return folder
+
+
+def test_the_committed_release_flags_what_is_not_a_cell(tmp_path: Path) -> None:
+    from sklearn.datasets import load_sample_image
+
+    predictor = Predictor.from_run(_committed())
+    rng = np.random.default_rng(0)
+    gradient = np.repeat(np.linspace(0, 255, 450, dtype=np.uint8)[None, :, None], 450, axis=0).repeat(3, axis=2)
+    two_cells = np.zeros((450, 450, 3), np.uint8)
+    for centre in ((110, 110), (340, 340)):
+        cv2.circle(two_cells, centre, 70, (150, 90, 170), -1)
+    strangers = {"noise": rng.integers(0, 256, (450, 450, 3), dtype=np.uint8), "china.jpg": load_sample_image(
+        "china.jpg"), "black": np.zeros((450, 450, 3), np.uint8), "white": np.full((450, 450, 3), 255, np.uint8),
+        "gradient": gradient, "two cells": two_cells}
+    for name, image in strangers.items():
+        check = predictor.predict_image(image).check
+        assert not check.in_distribution, f"{name} passed as a cell: {check}"
+        assert "not reliable" in check.sentence()
+
+
+def test_the_committed_release_lets_real_cells_of_unseen_patients_through(cnmc_sample: Path) -> None:
+    predictor = Predictor.from_run(_committed())
+    paths = sorted(str(path) for path in cnmc_sample.rglob("*.bmp"))
+    passed = [predictor.predict_image(read_image(path)).check.in_distribution for path in paths]
+    assert len(paths) >= 10 and np.mean(passed) >= 0.9, f"{sum(passed)} of {len(paths)} real cells passed"
+
+
+def test_a_zip_of_cells_reads_like_the_files(small_release: Path, tiny_data: Path) -> None:
+    from pipeline.cells import zip_images
+    from pipeline.preprocess import decode_image
+
+    paths = [record.path for record in scan_dataset(str(tiny_data)).training_records()[:3]]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as writer:
+        for path in paths:
+            writer.write(path, Path(path).name)
+    predictor = Predictor.from_run(small_release)
+    from_zip = {name: predictor.predict_image(decode_image(data, name)).prob_all
+                for name, data in zip_images(buffer.getvalue(), "cells.zip")}
+    from_files = {Path(path).name: predictor.predict_image(read_image(path)).prob_all for path in paths}
+    assert from_zip == pytest.approx(from_files, abs=1e-9)
+
+
+def test_a_demo_with_a_release_trains_nothing_and_answers_with_its_band(
+        small_release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from pipeline import launch
+
+    app_file = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+    monkeypatch.setenv("DEMO_MODE", "1")
+    monkeypatch.setenv("RELEASE_DIR", str(small_release))
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.delenv("CNMC_DATA_DIR", raising=False)
+    spawned = []
+    monkeypatch.setattr(launch, "_spawn",
+                        lambda folders, engine=None: spawned.append(folders) or type("P", (), {"pid": 1})())
+    app = AppTest.from_file(app_file, default_timeout=120)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert spawned == [] and not (tmp_path / "artifacts" / "runs").exists(), "a release is served; nothing trains"
+    app.switch_page("pages/predict.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert next(box for box in app.selectbox if box.label == "Model").value == "released-model"
+    next(button for button in app.button if button.label == "Predict").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    shown = " ".join(block.value for block in app.markdown)
+    assert "Answered by the" in shown and "calibrated on held-out patients" in shown
+    assert any("not a diagnosis" in caption.value for caption in app.caption)
+    assert next(m for m in app.metric if m.label == "Predicted class").value in (
+        "ALL (leukemic blast)", "HEM (normal)", "not reliable")
+    app.switch_page("pages/results.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    runs = app.dataframe[0].value
+    assert "released-model" in set(runs["run_id"]) and not (tmp_path / "artifacts" / "runs").exists()
