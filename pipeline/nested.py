@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 
 from .cache import cache_key, cached_array
-from .config import ClaheSettings
+from .config import CELL_AREA, ClaheSettings
 from .data import scan_dataset
 from .fit import FEATURE_CODE_VERSION
 from .inference import extract_features
 from .intervals import patient_bootstrap
 from .model import backbone_fingerprint, build_model
-from .preprocess import CELL_AREA, preprocess, read_image, zoom_cell
+from .preprocess import preprocess, read_image, zoom_cell
 from .shortcuts import (
     BASELINES,
     STRESSES,
@@ -113,31 +113,34 @@ def _feature_model(c: float | None, view: str | None = None, augment: str | None
     return fit
 
 
-def _keras_head(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray
-                ) -> tuple[Callable[[np.ndarray, str | None], np.ndarray], dict[str, Any]]:
+def _keras_head(view: str | None = None) -> Callable[..., Any]:
     """The product's fast-mode head (the `lite` recipe: variance-floored normalisation, BN, Dense 256, dropout,
-    L2, Adam, balanced classes and patients) trained on the same features (one view, no test-time averaging)."""
-    import keras
+    L2, Adam, balanced classes and patients) trained on the features of `view` (one view, no test-time
+    averaging)."""
+    def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray
+            ) -> tuple[Callable[[np.ndarray, str | None], np.ndarray], dict[str, Any]]:
+        import keras
 
-    from .config import recipe_config
-    from .fit import LOSS, sample_weights
-    from .model import adapt_feature_norm, head
+        from .config import recipe_config
+        from .fit import LOSS, sample_weights
+        from .model import adapt_feature_norm, head
 
-    config = recipe_config("lite", "")
-    keras.utils.set_random_seed(config.seed)
-    inputs = keras.Input(shape=(table.features.shape[1],))
-    model = keras.Model(inputs, head(inputs, True, config.head_l2))
-    adapt_feature_norm(model, table.features[train])
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS)
-    labels = is_all[train].astype(np.int32)  # the product's class order: ALL is 1
-    weights = sample_weights(config, labels, patients[train])
-    model.fit(table.features[train], labels, sample_weight=weights, batch_size=config.batch_size,
-              epochs=config.epochs, verbose=0, shuffle=True)
+        config = recipe_config("lite", "")
+        keras.utils.set_random_seed(config.seed)
+        features = table.features_of(view, None)
+        inputs = keras.Input(shape=(features.shape[1],))
+        model = keras.Model(inputs, head(inputs, True, config.head_l2))
+        adapt_feature_norm(model, features[train])
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS)
+        labels = is_all[train].astype(np.int32)  # the product's class order: ALL is 1
+        model.fit(features[train], labels, sample_weight=sample_weights(config, labels, patients[train]),
+                  batch_size=config.batch_size, epochs=config.epochs, verbose=0, shuffle=True)
 
-    def predict(test: np.ndarray, stress: str | None) -> np.ndarray:
-        return np.asarray(model.predict(table.features_of(None, stress)[test], batch_size=1024, verbose=0))[:, 1]
+        def predict(test: np.ndarray, stress: str | None) -> np.ndarray:
+            return np.asarray(model.predict(table.features_of(view, stress)[test], batch_size=1024, verbose=0))[:, 1]
 
-    return predict, {}
+        return predict, {}
+    return fit
 
 
 def choose_c(features: np.ndarray, is_all: np.ndarray, patients: np.ndarray,
@@ -164,11 +167,13 @@ CANDIDATES: dict[str, Callable[..., Any]] = {
     "size, brightness, sharpness, colour (shortcuts)": _descriptor_model(BASELINES["all of these"]),
     "logistic regression on features, C fixed": _feature_model(FIXED_C),
     "logistic regression on features, C chosen on inner folds": _feature_model(None),
-    "the product's head (lite recipe) on features": _keras_head,
+    "the product's head (lite recipe) on features": _keras_head(),
+    "the product's head (lite recipe), size-normalised cells": _keras_head(SIZE_NORMALISED),
     "logistic regression, C chosen on inner folds, size-normalised cells": _feature_model(None, SIZE_NORMALISED),
     "logistic regression, C chosen on inner folds, + random-zoom copies": _feature_model(None, augment=RANDOM_ZOOM),
 }
 NEEDS = {"the product's head (lite recipe) on features": "keras",
+         "the product's head (lite recipe), size-normalised cells": "keras",
          "logistic regression, C chosen on inner folds, size-normalised cells": SIZE_NORMALISED,
          "logistic regression, C chosen on inner folds, + random-zoom copies": RANDOM_ZOOM}
 """What a candidate needs beyond the as-imaged features: a view of the table, or Keras (`heads=True`)."""
@@ -185,7 +190,8 @@ def nested_cross_validation(table: CellTable, folds: int = 3, seed: int = 0, hea
                                "candidates": {}}
     for name, fit in CANDIDATES.items():
         need = NEEDS.get(name)
-        if need is not None and (need == "keras" and not heads or need != "keras" and need not in table.views):
+        if need is not None and (need == "keras" and not heads or need != "keras" and need not in table.views
+                                 or "size-normalised" in name and SIZE_NORMALISED not in table.views):
             continue
         prob = np.zeros(len(table.is_all))
         under = {stress: np.zeros(len(table.is_all)) for stress in table.stressed_features}

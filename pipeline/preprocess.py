@@ -253,9 +253,8 @@ def pad_to_square(image: np.ndarray) -> np.ndarray:
 
 BACKGROUND_LEVEL = 20
 """A pixel belongs to the cell when its brightest channel exceeds this (C-NMC cells are segmented on black)."""
-CELL_AREA = 0.15
-"""The share of the (square) image a cell covers after size normalisation: between the mean of fold 1's healthy
-cells (0.124) and of its ALL cells (0.182), fixed before looking at any model's score."""
+NORMALISE_MAX_AREA = 0.6
+"""Size normalisation leaves alone a picture whose "cell" covers more than this share: not one cell on black."""
 
 
 def cell_mask(image: np.ndarray) -> np.ndarray:
@@ -285,7 +284,7 @@ def preprocess(image: np.ndarray, size: int = 224, clahe: ClaheSettings | None =
     resize to `size`x`size`, then CLAHE: RGB uint8 in, RGB uint8 out (the model takes it as 0-255 floats)."""
     clahe = clahe if clahe is not None else ClaheSettings()
     image = pad_to_square(image)
-    if clahe.cell_area:
+    if clahe.cell_area and cell_mask(image).mean() <= NORMALISE_MAX_AREA:
         image = zoom_to_area(image, clahe.cell_area)
     height, width = image.shape[:2]
     interpolation = cv2.INTER_AREA if min(height, width) >= size else cv2.INTER_CUBIC

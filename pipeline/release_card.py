@@ -14,7 +14,21 @@ LICENCE = ("Code: this project's licence. Data: C-NMC 2019 (ISBI 2019 challenge,
            "packages (Apache 2.0, from the TensorFlow TPU repository).")
 
 
-def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any]) -> str:
+def _c_choice(facts: dict[str, Any]) -> str:
+    if facts.get("C_choice") == "fixed":
+        return ("fixed before looking, not tuned on fold 1, whose cross-validation prefers strong regularisation "
+                "that fails on other patients")
+    return "chosen on inner patient folds"
+
+
+def _bands(release: Any) -> str:
+    low = f'"likely HEM" at P(ALL) <= {release.band_low:.2f}' if release.band_low > 0 else '"likely HEM" never'
+    high = (f'"likely ALL" at P(ALL) >= {release.band_high:.2f}' if release.band_high < 1 else
+            '"likely ALL" never (no P(ALL) was ALL often enough out of fold)')
+    return f"{low}; {high}"
+
+
+def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any], agreement: float) -> str:
     """The card in Markdown."""
     settings = folder.config()
     facts = metrics["release"]
@@ -33,13 +47,13 @@ def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any]) -> str:
   picture, so the model cannot use a cell's size (the shortcut of C-NMC fold 1's three healthy subjects, whose
   cells are small), then CLAHE.
 - Head (`head.npz`, read with `allow_pickle=False`): standardisation and an L2 logistic regression with balanced
-  classes, C chosen by inner patient folds ({facts['C_full']:g}), temperature {release.temperature:.3f} fitted on
+  classes, C = {facts['C_full']:g} ({_c_choice(facts)}), temperature {release.temperature:.3f} fitted on
   out-of-fold predictions. Rows 1-{facts['folds']} of the head file are the fold heads.
-- Data: `{escape_markdown(str(settings.get('data_dir')))}`, {settings.get('images')} cells, real C-NMC cells.
+- Data: `{str(settings.get('data_dir')).replace('`', '')}`, {settings.get('images')} real C-NMC cells.
 
 ## Which figure comes from what
 - Every figure below and on the Results page is **out of fold**: the cells of each patient fold were scored by a
-  head fit without that fold's patients (C chosen on inner folds of the others). Patient folds: {folds}.
+  head fit without that fold's patients. Patient folds: {folds}.
 - Uploads are answered by the head fit on every patient (row 0), which none of these figures measure.
 - Intervals: 95 % patient bootstrap; with 3 healthy subjects, any figure about healthy cells rests on three people.
 
@@ -47,8 +61,8 @@ def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any]) -> str:
 - {interval_line(metrics.get('intervals'))}
 - Balanced accuracy {metrics.get('balanced_accuracy', float('nan')):.3f}, ROC AUC
   {metrics.get('roc_auc') or float('nan'):.3f} (pooled over the folds), at P(ALL) >= 0.5.
-- Bands: "likely HEM" at P(ALL) <= {release.band_low:.2f}, "likely ALL" at >= {release.band_high:.2f}, else
-  "uncertain" (edges where out-of-fold cells agreed with the band at least 90 % of the time, classes weighed equally).
+- Bands: {_bands(release)}, else "uncertain" (edges where out-of-fold cells agreed with the band at least
+  {agreement:.0%} of the time, classes weighed equally; a band no edge reaches is never said).
 - Input checks: a picture that is not one cell on a black background (shape, stained area, separate objects) or
   whose features lie farther from the training cells than {release.distance_threshold:.2f} (the distance 95 % of
   held-out cells stay within) is flagged as out of distribution; its answer is not reliable.

@@ -202,3 +202,26 @@ def test_a_png_with_megabytes_of_text_metadata_is_read_and_a_bad_file_is_named_o
     with pytest.raises(ImageReadError) as refused:
         decode_image(buffer.getvalue()[:200], "cut.png")
     assert str(refused.value).count("cut.png") == 1
+
+
+@pytest.mark.parametrize("radius", [40, 70, 110])
+def test_size_normalisation_gives_every_cell_the_same_area_and_keeps_its_colour(radius: int) -> None:
+    from pipeline.preprocess import cell_mask
+
+    image = np.zeros((450, 450, 3), np.uint8)
+    cv2.circle(image, (200, 240), radius, (150, 80, 200), -1)
+    settings = ClaheSettings(enabled=False, cell_area=0.15)
+    out = preprocess(image, 224, settings)
+    assert cell_mask(out).mean() == pytest.approx(0.15, abs=0.01), "whatever its size, the cell covers 15 %"
+    assert np.abs(np.median(out[cell_mask(out)], axis=0) - (150, 80, 200)).max() <= 1, "only the size changes"
+    as_imaged = cell_mask(preprocess(image, 224, ClaheSettings(enabled=False))).mean()
+    assert as_imaged == pytest.approx(np.pi * radius**2 / 450**2, rel=0.05)
+
+
+def test_size_normalisation_leaves_a_picture_that_is_not_a_cell_on_black_alone() -> None:
+    photo = np.full((300, 300, 3), 180, np.uint8)
+    cv2.circle(photo, (150, 150), 40, (20, 20, 20), -1)
+    plain = preprocess(photo, 64, ClaheSettings(enabled=False))
+    assert np.array_equal(preprocess(photo, 64, ClaheSettings(enabled=False, cell_area=0.15)), plain)
+    with pytest.raises(Exception, match="cell_area"):
+        ClaheSettings(cell_area=1.5)

@@ -19,7 +19,8 @@ from pipeline.cli import main
 from pipeline.data import scan_dataset
 from pipeline.predict import Predictor
 from pipeline.preprocess import read_image
-from pipeline.release import MAX_BYTES, LinearHead, Release, build_release, cell_features, release_config
+from pipeline.release import MAX_BYTES, LinearHead, Release
+from pipeline.release_build import build_release, cell_features, release_config
 from pipeline.runs import HEAD, RunFolder
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ from pipeline.errors import PipelineError
 from pipeline.figures import curves_figure
 from pipeline.intervals import interval_line
 from pipeline.launch import cancel, failed_demo_model, is_demo_group, launch_demo_model
-from pipeline.runs import ACTIVE_STATES, RunFolder
+from pipeline.runs import ACTIVE_STATES, RELEASE_CARD, RunFolder
 from pipeline.synthetic import ensure_demo_data
 
 from .loaders import model_card_of, runs_table
@@ -160,10 +160,18 @@ def show_model_card(folder: RunFolder) -> None:
         st.markdown(f"**Model card**{named} · recipe {text(card['recipe'])} · {text(card['backbone'])} at "
                     f"{text(card['image_size'])} px · weights: {text(card['weights'])}"
                     + (" · test-time augmentation" if card["tta"] else ""))
+        release_card = folder.file(RELEASE_CARD)
+        held = (f"Held out: validation patients {text(', '.join(held_out.get('val', [])) or '—')}; test patients "
+                f"{text(', '.join(held_out.get('test', [])) or '—')}." if not release_card.is_file() else
+                "Held out: every patient, by the head of its patient fold.")
         st.markdown(f"Data: **{text(card['data'])}** ({text(shown_path(card['data_dir'], demo_mode()))}); trained "
-                    f"on {card.get('trained_on', '?')} images. "
-                    f"Held out: validation patients {text(', '.join(held_out.get('val', [])) or '—')}; test "
-                    f"patients {text(', '.join(held_out.get('test', [])) or '—')}.")
+                    f"on {card.get('trained_on', '?')} images. {held}")
+        if release_card.is_file():
+            st.caption("Released model: every figure below is out of fold (each cell scored by the head of the "
+                       "patient fold that never saw its patient); uploads are answered by the head fit on every "
+                       "patient.")
+            with st.expander("The release's card"):
+                st.markdown(release_card.read_text())
         if test:
             cells = st.columns(5)
             unseen = card.get("split") in ("patient", "folds")

@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("--data", required=True)
     release.add_argument("--folds", type=int, default=3, help="patient folds of the cross-fitted heads")
     release.add_argument("--out", type=Path, default=None, help="default: the project's artifacts/release")
+    release.add_argument("--c", type=float, default=1.0, help="the logistic regression's C, fixed (default 1)")
+    release.add_argument("--choose-c", action="store_true", help="choose C on inner patient folds instead")
     release.set_defaults(func=cmd_release)
 
     synth = commands.add_parser("synth", help="write synthetic C-NMC-like demo data")

@@ -79,10 +79,11 @@ def cmd_nested(args: argparse.Namespace) -> int:
 
 def cmd_release(args: argparse.Namespace) -> int:
     from ..config import RELEASE_DIR
-    from ..release import build_release
+    from ..release_build import build_release
 
     folder = build_release(str(args.data), args.out or RELEASE_DIR, args.folds,
-                           progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
+                           progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True),
+                           c=None if args.choose_c else args.c)
     metrics = folder.metrics() or {}
     from ..intervals import interval_line
 
