@@ -185,8 +185,12 @@ cells = st.columns([2, 1, 1, 2])
 cells[0].metric("Predicted class", "not reliable" if flagged else label,
                 help=f"The model's answer would be {label}, but the input is not like its training cells."
                 if flagged else None)
-cells[1].metric("Probability", f"{result.probability:.1%}", help="Softmax probability of the predicted class"
-                + (", averaged over the 8 flips and rotations (test-time augmentation)." if config.get("tta") else "."))
+if flagged:
+    cells[1].metric("Probability", "—", help="Not given: the input is not like the cells the model was trained on.")
+else:
+    cells[1].metric("Probability", f"{result.probability:.1%}", help="Softmax probability of the predicted class"
+                    + (", averaged over the 8 flips and rotations (test-time augmentation)." if config.get("tta")
+                       else "."))
 cells[2].metric("P(ALL)", f"{result.prob_all:.3f}", help="Probability of ALL; 0.5 or more is called ALL.")
 opacity = cells[3].slider("Heatmap opacity", 0.0, 1.0, 0.6, 0.05,
                           help="Colour at the map's peak; where the map is low the cell shows through.")
@@ -194,7 +198,9 @@ if result.band is not None:
     scored = ("the head fit on every patient" if not result.fold else
               f"the fold-{result.fold} head, which never saw this cell's patient (Grad-CAM shows the head fit on "
               "every patient)")
-    st.markdown(f"**{result.band.capitalize()}** (calibrated on held-out patients). Answered by {scored}. "
+    band = ("No band: the input check failed" if flagged else
+            f"{result.band[0].upper()}{result.band[1:]} (calibrated on held-out patients)")
+    st.markdown(f"**{band}**. Answered by {scored}. "
                 f"Input check: {'passed' if not flagged else 'failed'} (feature distance {result.check.distance:.2f}, "
                 f"threshold {result.check.threshold:.2f}).")
 st.caption("A research tool, not a diagnosis.")

@@ -205,9 +205,11 @@ def test_hosted_demo_serves_the_release_at_once_and_says_what_it_does_not_know(p
     with serve(tiny_data, writable, code, DEMO_MODE="1", DEMO_DATA_DIR=str(writable / "synthetic"),
                KERAS_HOME=str(writable / "keras"), PYTHONDONTWRITEBYTECODE="1", RELEASE_DIR=str(release)) as (
             base, process):
-        _open(page, base, "predict", "demo-predict")
+        _open(page, base, "", "demo-home")
         sidebar = page.locator('[data-testid="stSidebar"]')
         assert sidebar.locator('[data-testid="stTextInput"]').count() == 0, "no free file-system path"
+        page.get_by_text("The release's card").first.wait_for()  # Home shows the release's card
+        page.locator('[data-testid="stSidebarNav"]').get_by_text("Predict").click()
         page.get_by_text("Nothing is predicted until").wait_for()  # after the model has loaded
         page.get_by_role("button", name="Predict").first.click()
         page.get_by_text("Grad-CAM at the last convolutional stage").first.wait_for()
@@ -229,14 +231,18 @@ def test_hosted_demo_serves_the_release_at_once_and_says_what_it_does_not_know(p
         page.screenshot(path=str(SHOTS / "demo-predict-noise.png"), full_page=True)
         body = page.inner_text("body")
         assert _metric(page, "Predicted class") == "not reliable" and "The answer is not reliable" in body
-        assert "patient.zip" in body and "uploaded files" in body
+        assert "Together" in body and "Summary per group (CSV)" in body
+        page.locator('[data-testid="stSelectbox"]').filter(has_text="Explain image").first.click()
+        options = page.get_by_role("option").all_inner_texts()
+        page.keyboard.press("Escape")
+        assert len(options) == 4 and sum(option.startswith("patient.zip/") for option in options) == 3, options
         memory = _memory_mb(process.pid)
         (SHOTS.parent / "demo-memory.json").write_text(json.dumps(memory, indent=2))
         assert memory["RssAnon"] < 1024, f"the app's private memory with the release and Grad-CAM: {memory}"
         (SHOTS.parent / "cold-start.json").write_text(json.dumps({
             "server_start_to_first_prediction_s": round(first_prediction_s, 1), "model": "release"}, indent=2))
         _open(page, base, "results", "demo-results-release")
-        assert "released-model" in page.inner_text("body") or "Released" in page.inner_text("body")
+        assert "patient bootstrap over 14 patients" in page.inner_text("body"), "the release's out-of-fold intervals"
     after = _tree(code)
     subprocess.run(["chmod", "-R", "u+w", str(code)], check=True)  # so that pytest can clean up
     assert after == before, "a host's code tree stays untouched: only the documented folders are written"
