@@ -11,8 +11,18 @@ def reference_markdown() -> str:
     """Every command's `--help`, in Markdown, in the parser's order."""
     from . import build_parser
 
+    before = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "120"  # argparse wraps at the terminal's width: fixed, so the text is the same anywhere
-    parser = build_parser()
+    try:
+        return _reference(build_parser())
+    finally:  # the process's environment as it was
+        if before is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = before
+
+
+def _reference(parser: argparse.ArgumentParser) -> str:
     commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     parts = ["# Command-line reference", "",
              "Generated from the argument parser (`python -m pipeline.cli.reference > docs/cli.md`); every command "
