@@ -34,7 +34,7 @@ from pipeline.explain import (
 from pipeline.predict import check_columns
 from pipeline.preprocess import decode_image, read_image
 from pipeline.road import QUICK_FRACTIONS, share_on_cell
-from pipeline.runs import HEAD, SPLIT
+from pipeline.runs import SPLIT
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -126,7 +126,7 @@ if not uploads:
     patient_of = {record.path: record.patient for record in records}
     st.markdown("**…or click a real cell** of the embedded C-NMC sample (marked by its role for this model):")
     examples = _examples(str(folder.path), mtime(folder.file(SPLIT)))
-    if folder.file(HEAD).is_file() and not folder.model_path.is_file():  # a release answers them out of fold
+    if folder.released:  # a release answers them out of fold
         examples = [{**example, "role": "its fold's head held it out"} for example in examples]
     patient_of.update({example["path"]: example["patient"] for example in examples})
     columns = st.columns(len(examples))

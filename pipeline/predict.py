@@ -21,7 +21,7 @@ from .inference import class_probabilities, one_at_a_time, predictions_table
 from .intervals import patient_bootstrap
 from .model import compiled_forward, feature_extractor, load_model
 from .preprocess import decode_image, pad_to_square, preprocess, read_image
-from .runs import HEAD, SPLIT, RunFolder
+from .runs import HEAD, PREDICTIONS, SPLIT, RunFolder
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class Predictor:
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
         folder = RunFolder(Path(run_dir))
-        if folder.file(HEAD).is_file() and not folder.model_path.is_file():
+        if folder.released:
             from .release import Release
 
             release = Release.load(folder.file(HEAD))
@@ -176,7 +176,7 @@ class Predictor:
 def released_folds(folder: RunFolder) -> dict[str, int]:
     """patient -> fold of a release's out-of-fold predictions (empty when they do not read)."""
     try:
-        table = pd.read_csv(folder.file("predictions.csv"), usecols=["patient", "fold"], dtype={"patient": str})
+        table = pd.read_csv(folder.file(PREDICTIONS), usecols=["patient", "fold"], dtype={"patient": str})
         return {str(patient): int(fold) for patient, fold in zip(table["patient"], table["fold"], strict=True)}
     except (OSError, ValueError, KeyError):
         return {}

@@ -37,7 +37,7 @@ from .release import (
     cell_shape,
 )
 from .release_card import card_text
-from .runs import HEAD, RELEASE_CARD, RunFolder, now_iso
+from .runs import HEAD, PREDICTIONS, RELEASE_CARD, SPLIT, STATUS, RunFolder, now_iso
 
 RELEASE_C = 1.0
 """The release's regularisation, fixed before looking (scikit-learn's default), not tuned on fold 1: fold-1
@@ -180,14 +180,14 @@ def build_release(data_dir: str, out_dir: Path = RELEASE_DIR, folds: int = RELEA
     out.mkdir(parents=True, exist_ok=True)
     folder = RunFolder(out)
     release.save(folder.file(HEAD))
-    write_csv_atomic(folder.file("split.csv"), pd.DataFrame({"path": shown, "patient": patients, "label": labels,
+    write_csv_atomic(folder.file(SPLIT), pd.DataFrame({"path": shown, "patient": patients, "label": labels,
                                                              "subset": "train"}))
-    write_csv_atomic(folder.file("predictions.csv"), predictions)
+    write_csv_atomic(folder.file(PREDICTIONS), predictions)
     folder.write_metrics(metrics)
     folder.write_config({**config.replace(data_dir=os.path.relpath(Path(data_dir).resolve(), PROJECT_ROOT)).to_dict(),
                          "weights_used": weights, "data_kind": "real", "created": now_iso(),
                          "images": len(paths), "release": True})
-    write_json_atomic(folder.file("status.json"), {"state": "completed", "phase": "released",
+    write_json_atomic(folder.file(STATUS), {"state": "completed", "phase": "released",
                                                    "finished_at": now_iso(), "updated_at": now_iso()})
     atomic_write(folder.file(RELEASE_CARD), lambda target: target.write_text(card_text(folder, release, metrics,
                                                                                           BAND_AGREEMENT)))

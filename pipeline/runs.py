@@ -455,15 +455,20 @@ class RunFolder:
         return self.model_path.is_file() or self.file(HEAD).is_file()
 
     @property
+    def released(self) -> bool:
+        """Whether the folder is a released model: a `head.npz` and no `model.keras`."""
+        return self.file(HEAD).is_file() and not self.model_path.is_file()
+
+    @property
     def model_file(self) -> Path:
         """The file the model is loaded from: `model.keras`, else a released `head.npz`."""
-        return self.file(HEAD) if not self.model_path.is_file() and self.file(HEAD).is_file() else self.model_path
+        return self.file(HEAD) if self.released else self.model_path
 
     def completeness_problem(self) -> str | None:
         """Why this run, said to be completed, cannot be shown or used; None when everything it must hold
         (a readable history with epochs, split, predictions, metrics and a whole model file) is there."""
 
-        released = self.file(HEAD).is_file() and not self.model_path.is_file()
+        released = self.released
         try:
             if not released and self.history().empty:
                 return f"{HISTORY} holds no epoch."

@@ -89,3 +89,14 @@ def wait_for_state(run_dir: Path, states: tuple[str, ...], timeout_s: float) -> 
         if time.monotonic() > deadline:
             raise TimeoutError(f"{run_dir} did not reach {states} within {timeout_s} s (last: {status}).")
         time.sleep(0.5)
+
+
+def record_spawns(monkeypatch: Any) -> list:
+    """Stand in for `launch._spawn` (no background process starts) and return the list each launch's run folders
+    are appended to."""
+    from pipeline import launch
+
+    spawned: list = []
+    monkeypatch.setattr(launch, "_spawn",
+                        lambda folders, engine=None: spawned.append(folders) or type("P", (), {"pid": 1})())
+    return spawned

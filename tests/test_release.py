@@ -22,6 +22,7 @@ from pipeline.preprocess import read_image
 from pipeline.release import MAX_BYTES, LinearHead, Release
 from pipeline.release_build import build_release, cell_features, release_config
 from pipeline.runs import HEAD, RunFolder
+from tests.helpers import record_spawns
 
 pytestmark = pytest.mark.slow
 SIZE = 64  # Lite0 at 64 px: the same code as at 224, in seconds
@@ -156,16 +157,13 @@ def test_a_demo_with_a_release_trains_nothing_and_answers_with_its_band(
         small_release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.testing.v1 import AppTest
 
-    from pipeline import launch
 
     app_file = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
     monkeypatch.setenv("DEMO_MODE", "1")
     monkeypatch.setenv("RELEASE_DIR", str(small_release))
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     monkeypatch.delenv("CNMC_DATA_DIR", raising=False)
-    spawned = []
-    monkeypatch.setattr(launch, "_spawn",
-                        lambda folders, engine=None: spawned.append(folders) or type("P", (), {"pid": 1})())
+    spawned = record_spawns(monkeypatch)
     app = AppTest.from_file(app_file, default_timeout=120)
     app.run()
     assert not app.exception, [e.value for e in app.exception]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.helpers import fake_run
+from tests.helpers import fake_run, record_spawns
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
@@ -51,9 +51,7 @@ def test_a_demo_model_that_failed_to_prepare_can_be_tried_again(tmp_path: Path,
     runs_dir = tmp_path / "artifacts" / "runs"
     failed = fake_run(runs_dir, "demo-model", state="failed", config={"group": launch.DEMO_GROUP})
     failed.update_status(error=f"OSError: {tmp_path}/cache/features.npy: disk full")
-    spawned = []
-    monkeypatch.setattr(launch, "_spawn",
-                        lambda folders, engine=None: spawned.append(folders) or type("P", (), {"pid": 1})())
+    spawned = record_spawns(monkeypatch)
     app = AppTest.from_file(APP, default_timeout=60)
     app.run()
     assert not app.exception, [e.value for e in app.exception]
@@ -74,7 +72,6 @@ def test_a_demo_that_serves_a_model_trained_elsewhere_trains_none_and_names_it(t
     names models from their cards) show the configured model, which has no status or metrics of its own."""
     import zipfile
 
-    from pipeline import launch
 
     model = tmp_path / "elsewhere"
     model.mkdir()
@@ -84,9 +81,7 @@ def test_a_demo_that_serves_a_model_trained_elsewhere_trains_none_and_names_it(t
     monkeypatch.setenv("MODEL_PATH", str(model))
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     monkeypatch.delenv("CNMC_DATA_DIR", raising=False)
-    spawned = []
-    monkeypatch.setattr(launch, "_spawn",
-                        lambda folders, engine=None: spawned.append(folders) or type("P", (), {"pid": 1})())
+    spawned = record_spawns(monkeypatch)
     app = AppTest.from_file(APP, default_timeout=60)
     app.run()
     assert not app.exception, [e.value for e in app.exception]

@@ -7,7 +7,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from pipeline.runs import RunFolder, create_run_dir
-from tests.helpers import shown_text
+from tests.helpers import record_spawns, shown_text
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
@@ -31,14 +31,11 @@ def test_a_second_launch_is_refused_with_the_busy_run_named(tiny_data: Path, tmp
 
 
 def test_the_grid_queues_one_run_per_epochs_and_batch_size_cell(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
-    from pipeline import launch
 
     monkeypatch.setenv("CNMC_DATA_DIR", str(tiny_data))
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))
     monkeypatch.delenv("DEMO_MODE", raising=False)
-    spawned = []
-    monkeypatch.setattr(launch, "_spawn",
-                        lambda folders, engine=None: spawned.append(folders) or type("P", (), {"pid": 1})())
+    spawned = record_spawns(monkeypatch)
     app = AppTest.from_file(APP, default_timeout=60)
     app.run()
     app.switch_page("pages/train.py").run()
