@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from scipy.stats import rankdata
 
 from .metrics import intervals_problem
 
@@ -31,9 +31,21 @@ def _specificity(truth: np.ndarray, prob_all: np.ndarray) -> float:
     return float(np.mean(prob_all[~truth] < 0.5))
 
 
+def _roc_auc(truth: np.ndarray, prob_all: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count half): scikit-learn's value, without its input checks
+    that cost ~5 ms a call, a thousand calls per interval."""
+    ranks = rankdata(prob_all)
+    positives = int(truth.sum())
+    return float((ranks[truth].sum() - positives * (positives + 1) / 2) / (positives * (len(truth) - positives)))
+
+
+def _balanced_accuracy(truth: np.ndarray, prob_all: np.ndarray) -> float:
+    return (_sensitivity(truth, prob_all) + _specificity(truth, prob_all)) / 2
+
+
 FIGURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "roc_auc": lambda truth, prob: float(roc_auc_score(truth, prob)),
-    "balanced_accuracy": lambda truth, prob: float(balanced_accuracy_score(truth, prob >= 0.5)),
+    "roc_auc": _roc_auc,
+    "balanced_accuracy": _balanced_accuracy,
     "sensitivity": _sensitivity,
     "specificity": _specificity,
 }

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TINY_BACKBONE
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = Path(os.environ.get("CNMC_SAMPLE_DIR", REPO.parent / "shared" / "cnmc-sample"))
 
 os.environ["RELEASE_DIR"] = ""  # pages see no released model unless a test gives one (tests/test_release.py)
 
-TINY = {"backbone": "efficientnet_b0", "image_size": 32, "weights": "none", "epochs": 1, "batch_size": 8}
+TINY = {"backbone": TINY_BACKBONE, "image_size": 32, "weights": "none", "epochs": 1, "batch_size": 8}
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +41,7 @@ def tiny_config(tiny_data: Path):
 
 @pytest.fixture(scope="session")
 def finished_run(tiny_config, artifacts_root: Path) -> Path:
-    """A tiny completed run (B0, 32 px, random weights, one epoch), trained once per session."""
+    """A tiny completed run (Lite0, 32 px, random weights, one epoch), trained once per session."""
     from pipeline.train import train
 
     return train(tiny_config, artifacts_root / "runs").path

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TINY_BACKBONE
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -74,7 +76,7 @@ def test_explain_writes_the_documented_files(finished_run: Path, tiny_data: Path
 @pytest.mark.slow
 def test_unavailable_weights_stop_with_one_line_and_leave_no_run(tiny_data: Path, tmp_path: Path) -> None:
     result = cli("train", "--data", str(tiny_data), "--weights", str(tmp_path / "missing.h5"),
-                 "--backbone", "efficientnet_b0", "--image-size", "32", "--runs-dir", str(tmp_path / "runs"))
+                 "--backbone", TINY_BACKBONE, "--image-size", "32", "--runs-dir", str(tmp_path / "runs"))
     assert result.returncode == 2 and "missing.h5 does not exist" in result.stderr
     assert "Traceback" not in result.stderr
     assert not [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]

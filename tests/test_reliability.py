@@ -16,10 +16,10 @@ import pytest
 from pipeline import catalog, runs
 from pipeline.errors import ImageReadError
 from pipeline.runs import RunFolder
-from tests.helpers import wait_for_state
+from tests.helpers import TINY_BACKBONE, wait_for_state
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_ARGS = ["--recipe", "scratch", "--backbone", "efficientnet_b0", "--image-size", "32", "--weights", "none",
+TINY_ARGS = ["--recipe", "scratch", "--backbone", TINY_BACKBONE, "--image-size", "32", "--weights", "none",
              "--batch-size", "8"]
 
 
@@ -91,7 +91,7 @@ def _launch_in_process(data: str, runs_dir: str, barrier, results) -> None:
     from pipeline.config import TrainConfig
     from pipeline.launch import TrainingBusyError, launch
 
-    config = TrainConfig(data_dir=data, backbone="efficientnet_b0", image_size=32, weights="none", epochs=200)
+    config = TrainConfig(data_dir=data, backbone=TINY_BACKBONE, image_size=32, weights="none", epochs=200)
     barrier.wait()
     try:
         folders = launch([config], Path(runs_dir))
@@ -185,7 +185,7 @@ def test_a_resumed_run_continues_like_an_uninterrupted_one(tmp_path: Path, monke
     from pipeline.config import EMBEDDED_SAMPLE, recipe_config
     from pipeline.train import execute_run, prepare_run, train
 
-    config = recipe_config("paper", str(EMBEDDED_SAMPLE), backbone="efficientnet_b0", image_size=48, weights="none",
+    config = recipe_config("paper", str(EMBEDDED_SAMPLE), backbone=TINY_BACKBONE, image_size=48, weights="none",
                            epochs=4, batch_size=16)
     straight = train(config.replace(name="straight"), tmp_path).history()
     real_checkpoint = fit.checkpoint_callback

@@ -1,4 +1,4 @@
-"""End-to-end runs on tiny synthetic data (B0, 32 px, random weights): slow, so each run is trained once."""
+"""End-to-end runs on tiny synthetic data (Lite0, 32 px, random weights): slow, so each run is trained once."""
 
 import json
 from pathlib import Path

@@ -20,6 +20,7 @@ from pipeline.config import EMBEDDED_SAMPLE
 from pipeline.data import scan_dataset
 from pipeline.predict import Predictor
 from pipeline.preprocess import read_image
+from tests.helpers import TINY_BACKBONE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -91,7 +92,7 @@ def test_a_user_browses_trains_studies_and_predicts(server, page, tiny_data: Pat
     assert "lite recipe is suggested" in page.inner_text("body"), "offline with the Lite weights installed"
     page.locator('[data-testid="stRadio"]').get_by_text("scratch", exact=True).click()  # a full fine-tune to watch
     _settle(page)
-    _choose(page, "Backbone", "efficientnet_b0")
+    _choose(page, "Backbone", TINY_BACKBONE)
     epochs = page.locator('[data-testid="stNumberInput"]').filter(has_text="Epochs").locator("input")
     epochs.fill("3")
     epochs.press("Tab")  # the from-scratch recipe: a full fine-tune, epochs slow enough to watch
