@@ -86,16 +86,17 @@ def _probabilities(folder: RunFolder) -> np.ndarray:
     return folder.predictions().sort_values("path")["prob_all"].to_numpy()
 
 
-def test_a_sweep_and_a_crossval_on_a_ray_cluster_match_the_local_engine(ray_cluster, tiny_config, artifacts_root,
-                                                                        tmp_path: Path) -> None:
+def test_a_sweep_and_a_crossval_on_a_ray_cluster_match_the_local_engine(ray_cluster, tiny_config, finished_run,
+                                                                        artifacts_root, tmp_path: Path) -> None:
+    """The local engine's run of the same settings is the session's `finished_run` (trained once for many tests)."""
     from pipeline.crossval import crossval_dir
     from pipeline.train import cross_validate, sweep
 
     address, _ = ray_cluster
     lines: list[str] = []
-    on_ray = sweep(tiny_config, [1], [16], tmp_path / "ray", engine="ray", address=address, report=lines.append)
-    local = sweep(tiny_config, [1], [16], tmp_path / "local")
-    for remote, here in zip(on_ray, local, strict=True):
+    on_ray = sweep(tiny_config, [tiny_config.epochs], [tiny_config.batch_size], tmp_path / "ray", engine="ray",
+                   address=address, report=lines.append)
+    for remote, here in zip(on_ray, [RunFolder(finished_run)], strict=True):
         assert remote.status()["state"] == here.status()["state"] == "completed"
         assert remote.split().equals(here.split()), "the same seed gives the same patients and images"
         assert remote.config()["batch_size"] == here.config()["batch_size"]
