@@ -20,7 +20,7 @@ from tests.helpers import TINY_BACKBONE, wait_for_state
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_ARGS = ["--recipe", "scratch", "--backbone", TINY_BACKBONE, "--image-size", "32", "--weights", "none",
-             "--batch-size", "8"]
+             "--batch-size", "8", "--no-tta", "--no-augment"]
 
 
 def _digest_tree(root: Path) -> dict[str, str]:
