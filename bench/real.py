@@ -48,7 +48,7 @@ def repeated_crossval(config: Any, folds: int, repeats: int, runs_dir: Path) -> 
     """K-fold patient cross-validation over `repeats` seeds: per fold its figures, per repeat the pooled
     out-of-fold predictions with patient-bootstrap intervals, and mean ± std over all folds."""
     from pipeline.crossval import fold_table
-    from pipeline.train import cross_validate
+    from pipeline.engines import cross_validate
 
     tables, pooled, start = [], [], time.perf_counter()
     for repeat in range(repeats):

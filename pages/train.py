@@ -17,11 +17,11 @@ from pipeline.config import (
     recipe_config,
 )
 from pipeline.crossval import crossval_configs
+from pipeline.engines import grid
 from pipeline.errors import PipelineError
 from pipeline.launch import gpu_present, launch, resume
 from pipeline.model import default_recipe
 from pipeline.runs import RESUMABLE_STATES
-from pipeline.train import grid
 
 st.title(":material/model_training: Train")
 if demo_mode():

@@ -23,6 +23,7 @@ from typing import Any
 from .config import artifacts_dir, child_python_path
 from .errors import PipelineError
 from .runs import RunFolder, mark_cancelled, record_failure
+from .train import execute_run
 
 ENGINES = ("local", "ray")
 RAY_REQUIREMENTS = "requirements-ray.txt"
@@ -42,8 +43,6 @@ def _ray() -> Any:
 
 def _execute(run_dir: str) -> str:
     """The body of one Ray task: execute the run folder; its state is what the folder says afterwards."""
-    from .train import execute_run  # here, in the task: train imports this module to dispatch its runs
-
     folder = RunFolder(Path(run_dir))
     if folder.raw_status().get("state") == "running":  # a retry after a lost worker: continue, do not refuse
         folder.update_status(state="queued", phase="retried after a lost worker", error=None)

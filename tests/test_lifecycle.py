@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import train
+from pipeline import engines
 from pipeline.__main__ import main
 from pipeline.config import PAPER_BATCH_SIZES, PAPER_EPOCHS, TrainConfig
 from pipeline.runs import RunFolder, create_run_dir
@@ -33,8 +33,8 @@ def test_a_sweep_goes_on_after_a_failed_run_and_logs_its_traceback(tmp_path, mon
         folder.update_status(state="completed")
         return {}
 
-    monkeypatch.setattr(train, "execute_run", execute)
-    assert train.execute_runs(folders) is False
+    monkeypatch.setattr(engines, "execute_run", execute)
+    assert engines.execute_runs(folders) is False
     assert executed == [folder.run_id for folder in folders]
     assert [folder.raw_status()["state"] for folder in folders] == ["completed", "failed", "completed"]
     stderr = capsys.readouterr().err
@@ -48,9 +48,9 @@ def test_a_cancel_stops_the_sweep_and_marks_the_rest_cancelled(tmp_path, monkeyp
         folder.update_status(state="cancelled")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "execute_run", execute)
+    monkeypatch.setattr(engines, "execute_run", execute)
     with pytest.raises(KeyboardInterrupt):
-        train.execute_runs(folders)
+        engines.execute_runs(folders)
     assert [folder.raw_status()["state"] for folder in folders] == ["cancelled"] * 3
     assert folders[2].raw_status()["error"] == "Cancelled with its sweep."
 
@@ -63,13 +63,13 @@ def test_execute_exits_non_zero_when_a_run_of_the_sweep_failed(tmp_path, monkeyp
             raise RuntimeError("boom")
         return {}
 
-    monkeypatch.setattr(train, "execute_run", execute)
+    monkeypatch.setattr(engines, "execute_run", execute)
     assert main(["execute", str(folders[0].path)]) == 0
     assert main(["execute", str(folders[0].path), str(folders[1].path)]) == 1
 
 
 def test_the_grid_has_one_config_per_cell_and_one_group() -> None:
-    group, configs = train.grid(TrainConfig(data_dir="x"), list(PAPER_EPOCHS), list(PAPER_BATCH_SIZES))
+    group, configs = engines.grid(TrainConfig(data_dir="x"), list(PAPER_EPOCHS), list(PAPER_BATCH_SIZES))
     assert group.startswith("grid-")
     assert [(c.epochs, c.batch_size) for c in configs] == [(e, b) for e in PAPER_EPOCHS for b in PAPER_BATCH_SIZES]
     assert len({c.default_name for c in configs}) == len(configs) == 12
@@ -122,7 +122,7 @@ def test_crossval_repeats_over_seeds_and_reports_pooled_intervals(tmp_path: Path
                             config={"group": group, "cv_folds": folds, "cv_fold": fold}) for fold in range(folds)]
         return members, write_summary(group, members)
 
-    monkeypatch.setattr(train, "cross_validate", fake_crossval)
+    monkeypatch.setattr(engines, "cross_validate", fake_crossval)
     code = main(["crossval", "--data", str(tmp_path), "--recipe", "scratch", "--folds", "2", "--repeats", "2",
                  "--seed", "42"])
     out = capsys.readouterr().out

@@ -272,7 +272,7 @@ def test_status_updates_from_several_processes_lose_nothing(tmp_path: Path) -> N
 
 def test_a_run_whose_config_does_not_read_ends_failed_with_its_error_under_both_engines(tmp_path: Path) -> None:
     from pipeline.cluster import _execute
-    from pipeline.train import execute_runs
+    from pipeline.engines import execute_runs
 
     for name, engine in (("local", lambda folder: execute_runs([folder])),
                          ("ray task body", lambda folder: _execute(str(folder.path)))):

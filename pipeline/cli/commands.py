@@ -115,8 +115,8 @@ def _ray_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_crossval(args: argparse.Namespace) -> int:
     from ..crossval import fold_table, summarize, summary_lines
+    from ..engines import cross_validate
     from ..intervals import interval_line
-    from ..train import cross_validate
 
     folds = args.cv_folds or DEFAULT_CV_FOLDS
     base, completed, means = config_from_args(args, cv_folds=folds), True, []
@@ -146,7 +146,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ..train import sweep
+    from ..engines import sweep
 
     folders = sweep(config_from_args(args), args.epoch_list, args.batch_sizes, args.runs_dir, args.engine,
                     one_pass=not args.cell_by_cell, **_ray_options(args))
@@ -160,7 +160,7 @@ def cmd_execute(args: argparse.Namespace) -> int:
 
     folders = [RunFolder(path) for path in args.run_dirs]
     try:
-        from ..train import run_all
+        from ..engines import run_all
 
         all_completed = run_all(folders, args.engine, **_ray_options(args))
     except KeyboardInterrupt:  # also a cancel that came while TensorFlow was still loading
