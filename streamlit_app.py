@@ -5,9 +5,9 @@ import streamlit as st
 
 from pages.common.settings import configured_model, demo_mode, released_model, runs_dir
 from pages.common.widgets import sidebar
-from pipeline.config import EMBEDDED_SAMPLE
-from pipeline.launch import launch_demo_model
-from pipeline.preprocess import quiet_opencv
+from pipeline.core.config import EMBEDDED_SAMPLE
+from pipeline.data.preprocess import quiet_opencv
+from pipeline.training.launch import launch_demo_model
 
 quiet_opencv()  # an upload that does not decode is named on the page; OpenCV's own line names no file
 st.set_page_config(page_title="ALL vs HEM · C-NMC cell classifier", page_icon=":material/biotech:", layout="wide")

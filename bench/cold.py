@@ -61,7 +61,7 @@ async def _first_answer(base: str, image: Path, started: float, visitors: list[P
 
 
 def _cold(work: Path, name: str, images: list[Path], visitors: list[Path], **settings: str) -> dict[str, Any]:
-    from pipeline.config import EMBEDDED_SAMPLE
+    from pipeline.core.config import EMBEDDED_SAMPLE
 
     print(f"... cold start: {name}", file=sys.stderr, flush=True)
     artifacts, keras_home = work / name / "artifacts", work / name / "keras"
@@ -73,9 +73,9 @@ def _cold(work: Path, name: str, images: list[Path], visitors: list[Path], **set
 def _train_at_start(root: Path) -> dict[str, Any]:
     """What a demo without a release does at start-up, timed: `launch_demo_model` on the embedded sample (a fresh
     runs folder and Keras cache) until its served fold has trained; the later folds are then stopped."""
-    from pipeline.config import EMBEDDED_SAMPLE
-    from pipeline.launch import cancel, launch_demo_model
-    from pipeline.runs import RunFolder
+    from pipeline.core.config import EMBEDDED_SAMPLE
+    from pipeline.runs.folder import RunFolder
+    from pipeline.training.launch import cancel, launch_demo_model
 
     print("... cold start: the demo model trained at start-up", file=sys.stderr, flush=True)
     os.environ["KERAS_HOME"] = str(root / "keras")  # the bench's own process: its children start cold, with an
@@ -98,8 +98,8 @@ def _train_at_start(root: Path) -> dict[str, Any]:
 
 def run(visitors: int = 10) -> dict[str, Any]:
     """The release's cold start and ten visitors, then the baseline: the cold start that trains a demo model."""
-    from pipeline.config import EMBEDDED_SAMPLE, RELEASE_DIR
-    from pipeline.data import scan_dataset
+    from pipeline.core.config import EMBEDDED_SAMPLE, RELEASE_DIR
+    from pipeline.data.layouts import scan_dataset
 
     if not Path(CHROMIUM).is_file():
         raise SystemExit("bench --cold needs Debian's chromium (apt-get install chromium) and playwright.")

@@ -26,9 +26,9 @@ for B0 here), and the largest-batch search tries its first batch only."""
 def _model(backbone: str, image_size: int, precision: str, jit_compile: bool) -> Any:
     import keras
 
-    from pipeline.config import TrainConfig
-    from pipeline.fit import LOSS, optimizer
-    from pipeline.model import build_model
+    from pipeline.core.config import TrainConfig
+    from pipeline.models.model import build_model
+    from pipeline.training.fit import LOSS, optimizer
 
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(0)
@@ -66,8 +66,8 @@ def _largest_batch(backbone: str, image_size: int, start: int, limit: int, deadl
 def run(dry: bool = False, budget_s: float = 270.0) -> dict[str, Any]:
     import tensorflow as tf
 
-    from pipeline.datasets import make_dataset
-    from pipeline.model import build_model
+    from pipeline.data.datasets import make_dataset
+    from pipeline.models.model import build_model
 
     backbone, image_size, batch = ((DRY["backbone"], DRY["image_size"], DRY["batch"]) if dry
                                    else (BACKBONE, IMAGE_SIZE, BATCH))

@@ -126,7 +126,7 @@ def summarize(figures: dict[str, Any], visitors: int, peak_rss_mb: float) -> dic
 def _b3_model_folder(root: Path) -> Path:
     """A folder holding only a `model.keras` (EfficientNet-B3 at 224 px, random weights): served as the
     configured model, as a host serves a model trained elsewhere."""
-    from pipeline.model import build_model
+    from pipeline.models.model import build_model
 
     folder = root / "b3-224"
     folder.mkdir(parents=True)
@@ -137,8 +137,8 @@ def _b3_model_folder(root: Path) -> Path:
 
 def run(visitors: int = 10) -> dict[str, Any]:
     """Serve the demo with a B3 model, then one visitor alone (three times) and `visitors` at once."""
-    from pipeline.config import EMBEDDED_SAMPLE
-    from pipeline.data import scan_dataset
+    from pipeline.core.config import EMBEDDED_SAMPLE
+    from pipeline.data.layouts import scan_dataset
 
     if not Path(CHROMIUM).is_file():
         raise SystemExit("bench --load needs Debian's chromium (apt-get install chromium) and playwright.")

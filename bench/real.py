@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.config import recipe_config
-from pipeline.crossval import summary_lines
-from pipeline.intervals import format_interval, patient_bootstrap
-from pipeline.metrics import Metrics
+from pipeline.core.config import recipe_config
+from pipeline.evaluation.intervals import format_interval, patient_bootstrap
+from pipeline.evaluation.metrics import Metrics
+from pipeline.runs.crossval import summary_lines
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "cnmc-fold1"
 FIGURES = ("balanced_accuracy", "roc_auc", "accuracy", "mcc", "patient_accuracy", "weighted_f1")
@@ -47,8 +47,8 @@ def _figures(metrics: dict[str, Any] | None) -> dict[str, Any]:
 def repeated_crossval(config: Any, folds: int, repeats: int, runs_dir: Path) -> dict[str, Any]:
     """K-fold patient cross-validation over `repeats` seeds: per fold its figures, per repeat the pooled
     out-of-fold predictions with patient-bootstrap intervals, and mean ± std over all folds."""
-    from pipeline.crossval import fold_table
-    from pipeline.engines import cross_validate
+    from pipeline.runs.crossval import fold_table
+    from pipeline.training.engines import cross_validate
 
     tables, pooled, start = [], [], time.perf_counter()
     for repeat in range(repeats):
@@ -71,8 +71,8 @@ def repeated_crossval(config: Any, folds: int, repeats: int, runs_dir: Path) -> 
 def run(data: Path, runs_dir: Path, recipe: str = "lite", crossval: int = 0, repeats: int = 1, levers: bool = False,
         **overrides: Any) -> dict[str, Any]:
     """One patient-split run, and a repeated K-fold cross-validation when asked (for every lever with `levers`)."""
-    from pipeline.catalog import model_card
-    from pipeline.train import train
+    from pipeline.runs.catalog import model_card
+    from pipeline.training.train import train
 
     config = recipe_config(recipe, str(data), **overrides)
     result: dict[str, Any] = {"data": str(data), "recipe": recipe, "config": config.to_dict()}
@@ -104,7 +104,7 @@ def protocol_comparison(data: Path, runs_dir: Path, recipe: str = "lite", **over
     """The paper's protocol (a random image split) beside the same recipe on a patient split: the figures the
     paper reports (accuracy, precision, recall, F1, confusion matrix) for each, so the share of a random
     split's figure that is patient leakage shows."""
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     result: dict[str, Any] = {"data": str(data), "recipe": recipe, "splits": {}}
     for split in ("image", "patient"):

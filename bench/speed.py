@@ -31,8 +31,8 @@ def _baseline_dataset(class_root: Path, image_size: int, batch_size: int) -> Any
     import keras
     import tensorflow as tf
 
-    from pipeline.config import ClaheSettings
-    from pipeline.preprocess import apply_clahe
+    from pipeline.core.config import ClaheSettings
+    from pipeline.data.preprocess import apply_clahe
 
     clahe = ClaheSettings()
     dataset = keras.utils.image_dataset_from_directory(
@@ -51,8 +51,8 @@ def _baseline_dataset(class_root: Path, image_size: int, batch_size: int) -> Any
 
 
 def _data(workdir: Path, per_class: int) -> tuple[list[str], np.ndarray, Path]:
-    from pipeline.data import scan_dataset
-    from pipeline.synthetic import generate
+    from pipeline.data.layouts import scan_dataset
+    from pipeline.data.synthetic import generate
 
     root = generate(workdir / "data", per_class=per_class, patients=4, seed=0, prelim_per_class=0)
     class_root = workdir / "classes"
@@ -67,13 +67,13 @@ def _data(workdir: Path, per_class: int) -> tuple[list[str], np.ndarray, Path]:
 def run(quick: bool) -> dict[str, Any]:
     import keras
 
-    from pipeline.cache import preprocess_many
-    from pipeline.config import ClaheSettings, TrainConfig
-    from pipeline.datasets import feature_dataset, make_dataset
-    from pipeline.explain import Explainer
-    from pipeline.fit import LOSS, optimizer
-    from pipeline.inference import run_batches
-    from pipeline.model import build_model, compiled_forward, feature_extractor, head_model, unfreeze_top_blocks
+    from pipeline.core.config import ClaheSettings, TrainConfig
+    from pipeline.data.cache import preprocess_many
+    from pipeline.data.datasets import feature_dataset, make_dataset
+    from pipeline.explain.cams import Explainer
+    from pipeline.inference.batches import run_batches
+    from pipeline.models.model import build_model, compiled_forward, feature_extractor, head_model, unfreeze_top_blocks
+    from pipeline.training.fit import LOSS, optimizer
 
     size = SIZES[quick]
     backbone, image_size, steps, repeats = size["backbone"], size["image_size"], size["steps"], size["repeats"]
@@ -133,7 +133,7 @@ def run(quick: bool) -> dict[str, Any]:
         "full_over_fast": PAPER_EPOCHS * full_epoch / (feature_pass + head_time),
         "full_epoch_over_head_epoch": full_epoch / results["head_epoch_s"]["median"]}
 
-    from pipeline.preprocess import preprocess, read_image
+    from pipeline.data.preprocess import preprocess, read_image
 
     raw = read_image(paths[0])
     forward = compiled_forward(model)

@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--app", type=Path, default=Path(__file__).resolve().parent.parent / "streamlit_app.py")
     parser.add_argument("--moves", type=int, default=6)
     args = parser.parse_args()
-    from pipeline.data import scan_dataset
+    from pipeline.data.layouts import scan_dataset
 
     image = scan_dataset(os.environ.get("CNMC_DATA_DIR") or "samples/cnmc-fold1").records[0].path
     print(json.dumps(slider_moves(args.app, image, args.moves)))

@@ -7,11 +7,11 @@ import streamlit as st
 from pages.common.loaders import current_dataset, mtime, thumbnail_of
 from pages.common.settings import demo_mode
 from pages.common.widgets import show_error, skipped_files
-from pipeline.catalog import escape_markdown, shown_path
-from pipeline.config import ClaheSettings
-from pipeline.errors import PipelineError
-from pipeline.figures import counts_figure, histogram_figure
-from pipeline.preprocess import preprocess, read_image
+from pipeline.core.config import ClaheSettings
+from pipeline.core.errors import PipelineError
+from pipeline.data.preprocess import preprocess, read_image
+from pipeline.evaluation.figures import counts_figure, histogram_figure
+from pipeline.runs.catalog import escape_markdown, shown_path
 
 PAGE_SIZE = 24
 

@@ -13,12 +13,19 @@ from pages.common.widgets import (
     show_error,
     show_model_card,
 )
-from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_run, comparable_count, escape_markdown, run_flags
-from pipeline.config import EMBEDDED_SAMPLE
-from pipeline.errors import PipelineError
-from pipeline.launch import launch_demo_model
-from pipeline.model import imagenet_weights_cached, lite_weights_installed
-from pipeline.runs import ACTIVE_STATES
+from pipeline.core.config import EMBEDDED_SAMPLE
+from pipeline.core.errors import PipelineError
+from pipeline.models.model import imagenet_weights_cached, lite_weights_installed
+from pipeline.runs.catalog import (
+    SELECTION_LABEL,
+    SELECTION_METRIC,
+    best_run,
+    comparable_count,
+    escape_markdown,
+    run_flags,
+)
+from pipeline.runs.folder import ACTIVE_STATES
+from pipeline.training.launch import launch_demo_model
 
 st.title(":material/biotech: ALL vs HEM: leukemic blast classification")
 st.markdown(

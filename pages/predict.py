@@ -20,21 +20,16 @@ from pages.common.loaders import (
 )
 from pages.common.settings import current_model, demo_mode, models, run_folder
 from pages.common.widgets import demo_model_progress, run_label, show_error, show_model_card, synthetic_warning
-from pipeline.catalog import escape_markdown, example_cells, provenance, run_config, spreadsheet_safe
-from pipeline.cells import group_summary, zip_images
-from pipeline.config import EMBEDDED_SAMPLE
-from pipeline.data import scan_dataset
-from pipeline.errors import PipelineError
-from pipeline.explain import (
-    METHODS,
-    colorize,
-    method_label,
-    overlay,
-)
-from pipeline.predict import check_columns
-from pipeline.preprocess import decode_image, read_image
-from pipeline.road import QUICK_FRACTIONS, share_on_cell
-from pipeline.runs import SPLIT
+from pipeline.core.config import EMBEDDED_SAMPLE
+from pipeline.core.errors import PipelineError
+from pipeline.data.layouts import scan_dataset
+from pipeline.data.preprocess import decode_image, read_image
+from pipeline.explain.cams import METHODS, colorize, method_label, overlay
+from pipeline.explain.road import QUICK_FRACTIONS, share_on_cell
+from pipeline.inference.cells import group_summary, zip_images
+from pipeline.inference.predict import check_columns
+from pipeline.runs.catalog import escape_markdown, example_cells, provenance, run_config, spreadsheet_safe
+from pipeline.runs.folder import SPLIT
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

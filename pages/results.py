@@ -8,7 +8,9 @@ from pages.common import run_views
 from pages.common.loaders import runs_table, table
 from pages.common.settings import demo_mode, model_download_allowed, run_folder
 from pages.common.widgets import show_error, skipped_files, synthetic_warning
-from pipeline.catalog import (
+from pipeline.core.errors import PipelineError
+from pipeline.evaluation.figures import confusion_matrix_figure, curves_figure, roc_figure
+from pipeline.runs.catalog import (
     SELECTION_LABEL,
     provenance,
     rank_by_validation,
@@ -16,9 +18,7 @@ from pipeline.catalog import (
     spreadsheet_safe,
     without_server_paths,
 )
-from pipeline.errors import PipelineError
-from pipeline.figures import confusion_matrix_figure, curves_figure, roc_figure
-from pipeline.runs import PREDICTIONS
+from pipeline.runs.folder import PREDICTIONS
 
 st.title(":material/insights: Results")
 runs = runs_table()

@@ -5,8 +5,7 @@ import streamlit as st
 from pages.common.loaders import current_dataset, runs_table
 from pages.common.settings import data_dir, demo_mode, ray_address, run_folder, runs_dir
 from pages.common.widgets import live_progress, show_error, skipped_files
-from pipeline.catalog import escape_markdown
-from pipeline.config import (
+from pipeline.core.config import (
     BACKBONES,
     OPTIMIZERS,
     PAPER_BATCH_SIZES,
@@ -16,12 +15,13 @@ from pipeline.config import (
     ClaheSettings,
     recipe_config,
 )
-from pipeline.crossval import crossval_configs
-from pipeline.engines import grid
-from pipeline.errors import PipelineError
-from pipeline.launch import gpu_present, launch, resume
-from pipeline.model import default_recipe
-from pipeline.runs import RESUMABLE_STATES
+from pipeline.core.errors import PipelineError
+from pipeline.models.model import default_recipe
+from pipeline.runs.catalog import escape_markdown
+from pipeline.runs.crossval import crossval_configs
+from pipeline.runs.folder import RESUMABLE_STATES
+from pipeline.training.engines import grid
+from pipeline.training.launch import gpu_present, launch, resume
 
 st.title(":material/model_training: Train")
 if demo_mode():

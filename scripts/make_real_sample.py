@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.data import scan_dataset  # noqa: E402
+from pipeline.data.layouts import scan_dataset  # noqa: E402
 
 PER_PATIENT = {"ALL": 21, "HEM": 70}
 SEED = 2019

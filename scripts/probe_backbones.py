@@ -23,19 +23,19 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.cache import load_images  # noqa: E402
-from pipeline.config import ClaheSettings  # noqa: E402
-from pipeline.data import scan_dataset  # noqa: E402
-from pipeline.lite import VARIANTS  # noqa: E402
-from pipeline.splits import split_records  # noqa: E402
+from pipeline.core.config import ClaheSettings  # noqa: E402
+from pipeline.data.cache import load_images  # noqa: E402
+from pipeline.data.layouts import scan_dataset  # noqa: E402
+from pipeline.data.splits import split_records  # noqa: E402
+from pipeline.models.lite import VARIANTS  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "cnmc-fold1"
 
 
 def features(name: str, paths: list[str]) -> tuple[np.ndarray, float]:
     """Pooled top features of `name` with its ImageNet weights, and the seconds the pass took."""
-    from pipeline.inference import extract_features
-    from pipeline.model import build_model
+    from pipeline.inference.batches import extract_features
+    from pipeline.models.model import build_model
 
     size = VARIANTS[name].native_size
     images, _ = load_images(paths, size, ClaheSettings())

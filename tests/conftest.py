@@ -27,14 +27,14 @@ def artifacts_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipeline.synthetic import generate
+    from pipeline.data.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("data") / "tiny", per_class=16, patients=4, seed=7)
 
 
 @pytest.fixture(scope="session")
 def tiny_config(tiny_data: Path):
-    from pipeline.config import TrainConfig
+    from pipeline.core.config import TrainConfig
 
     return TrainConfig(data_dir=str(tiny_data), **TINY)
 
@@ -42,7 +42,7 @@ def tiny_config(tiny_data: Path):
 @pytest.fixture(scope="session")
 def finished_run(tiny_config, artifacts_root: Path) -> Path:
     """A tiny completed run (Lite0, 32 px, random weights, one epoch), trained once per session."""
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     return train(tiny_config, artifacts_root / "runs").path
 

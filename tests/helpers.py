@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import PipelineError
-from pipeline.evaluate import label_from_prob
-from pipeline.runs import RunFolder, create_run_dir
-from pipeline.train import run_metrics
+from pipeline.core.errors import PipelineError
+from pipeline.evaluation.evaluate import label_from_prob
+from pipeline.runs.folder import RunFolder, create_run_dir
+from pipeline.training.train import run_metrics
 
 TINY_BACKBONE = "efficientnet_lite0"
 """The smallest backbone the product builds: tracing a training step of Lite0 takes ~28 s here against ~51 s for
@@ -68,7 +68,7 @@ def fake_run(runs_dir: Path, name: str, state: str = "completed", config: dict[s
 
 
 def shown_text(markdown: str) -> str:
-    """What a reader sees of Markdown whose marks were escaped (`pipeline.catalog.escape_markdown`)."""
+    """What a reader sees of Markdown whose marks were escaped (`pipeline.runs.catalog.escape_markdown`)."""
     return re.sub(r"\\(.)", r"\1", markdown)
 
 
@@ -98,7 +98,7 @@ def wait_for_state(run_dir: Path, states: tuple[str, ...], timeout_s: float) -> 
 def record_spawns(monkeypatch: Any) -> list:
     """Stand in for `launch._spawn` (no background process starts) and return the list each launch's run folders
     are appended to."""
-    from pipeline import launch
+    from pipeline.training import launch
 
     spawned: list = []
     monkeypatch.setattr(launch, "_spawn",

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.catalog import spreadsheet_safe
-from pipeline.config import TrainConfig
-from pipeline.data import scan_dataset, undecodable
-from pipeline.datasets import check_trainable, prepare_data
-from pipeline.errors import ImageReadError, PipelineError
-from pipeline.preprocess import decode_image
-from pipeline.train import prepare_run
+from pipeline.core.config import TrainConfig
+from pipeline.core.errors import ImageReadError, PipelineError
+from pipeline.data.datasets import check_trainable, prepare_data
+from pipeline.data.layouts import scan_dataset, undecodable
+from pipeline.data.preprocess import decode_image
+from pipeline.runs.catalog import spreadsheet_safe
+from pipeline.training.train import prepare_run
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +73,7 @@ def test_info_lists_every_image_that_does_not_read(damaged_data) -> None:
 @pytest.mark.slow
 def test_a_run_lists_what_it_skipped_in_its_folder_and_log(damaged_data, tmp_path: Path, monkeypatch,
                                                            caplog) -> None:
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     data, garbage, truncated = damaged_data
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
@@ -101,7 +101,7 @@ def test_data_a_run_cannot_use_is_refused_before_tensorflow_and_leaves_no_folder
         prepare_run(TrainConfig(data_dir=str(loose), **TINY), tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
     result = subprocess.run([sys.executable, "-c", (
-        "import sys; from pipeline.train import prepare_run; from pipeline.config import TrainConfig\n"
+        "import sys; from pipeline.training.train import prepare_run; from pipeline.core.config import TrainConfig\n"
         f"try: prepare_run(TrainConfig(data_dir={str(one_class)!r}, weights='none'))\n"
         "except ValueError: pass\n"
         "print('tensorflow' in sys.modules)")], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -3,10 +3,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import cache
-from pipeline.config import ClaheSettings
-from pipeline.data import scan_dataset
-from pipeline.preprocess import load_and_preprocess
+from pipeline.core.config import ClaheSettings
+from pipeline.data import cache
+from pipeline.data.layouts import scan_dataset
+from pipeline.data.preprocess import load_and_preprocess
 
 
 def test_second_load_decodes_nothing_and_changes_invalidate(tiny_data: Path, tmp_path: Path,

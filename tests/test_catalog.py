@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import (
+from pipeline.core.errors import PipelineError
+from pipeline.runs.catalog import (
     CONFIGURED_MODEL,
     completed_runs,
     configured_model_dir,
@@ -17,8 +18,7 @@ from pipeline.catalog import (
     provenance,
     run_config,
 )
-from pipeline.errors import PipelineError
-from pipeline.runs import TRAINED_ELSEWHERE, RunFolder
+from pipeline.runs.folder import TRAINED_ELSEWHERE, RunFolder
 from tests.helpers import fake_run
 
 
@@ -78,7 +78,7 @@ def test_durations(seconds, text) -> None:
 def test_selection_uses_validation_never_test() -> None:
     import pandas as pd
 
-    from pipeline.catalog import best_per_cell, best_run, rank_by_validation, run_flags
+    from pipeline.runs.catalog import best_per_cell, best_run, rank_by_validation, run_flags
 
     runs = pd.DataFrame({
         "run_id": ["a", "b", "c", "d", "e", "f", "g"],
@@ -102,7 +102,7 @@ def test_selection_uses_validation_never_test() -> None:
 
 
 def test_runs_name_what_their_test_subset_cannot_support(tmp_path: Path) -> None:
-    from pipeline.catalog import list_runs
+    from pipeline.runs.catalog import list_runs
     from tests.helpers import DEFAULT_SPLIT, make_split
 
     fake_run(tmp_path, "two-patients")
@@ -114,7 +114,7 @@ def test_runs_name_what_their_test_subset_cannot_support(tmp_path: Path) -> None
 def test_crossval_summary_is_mean_and_sample_std_of_the_completed_folds(tmp_path: Path) -> None:
     import numpy as np
 
-    from pipeline.crossval import fold_table, summarize
+    from pipeline.runs.crossval import fold_table, summarize
 
     folders = [fake_run(tmp_path, f"fold{k}", seed=k, config={"group": "cv", "cv_folds": 3, "cv_fold": k})
                for k in range(3)]
@@ -127,7 +127,7 @@ def test_crossval_summary_is_mean_and_sample_std_of_the_completed_folds(tmp_path
 
 
 def test_a_report_without_explanations_needs_no_tensorflow(tmp_path: Path) -> None:
-    from pipeline.report import build_report
+    from pipeline.explain.report import build_report
 
     folder = fake_run(tmp_path, "x")
     text = build_report(folder.path, explained=False)
@@ -139,8 +139,8 @@ def test_a_report_without_explanations_needs_no_tensorflow(tmp_path: Path) -> No
 def test_a_hosted_demo_names_data_folders_and_predictions_without_server_paths(tmp_path: Path) -> None:
     import pandas as pd
 
-    from pipeline.catalog import shown_path, without_server_paths
-    from pipeline.config import EMBEDDED_SAMPLE
+    from pipeline.core.config import EMBEDDED_SAMPLE
+    from pipeline.runs.catalog import shown_path, without_server_paths
 
     assert shown_path(EMBEDDED_SAMPLE, hide_paths=True) == "samples/cnmc-fold1"
     assert shown_path(EMBEDDED_SAMPLE / "training_data", hide_paths=True) == "samples/cnmc-fold1/training_data"
@@ -155,7 +155,7 @@ def test_a_hosted_demo_names_data_folders_and_predictions_without_server_paths(t
 
 
 def test_a_model_is_named_by_backbone_size_and_weights_not_by_run_id() -> None:
-    from pipeline.catalog import backbone_name, model_name
+    from pipeline.runs.catalog import backbone_name, model_name
 
     assert backbone_name("efficientnet_lite0") == "EfficientNet-Lite0"
     assert backbone_name("efficientnet_b3") == "EfficientNet-B3"
@@ -168,7 +168,7 @@ def test_a_model_is_named_by_backbone_size_and_weights_not_by_run_id() -> None:
 
 
 def test_runs_are_comparable_only_on_the_same_data_and_validation_patients(tmp_path: Path) -> None:
-    from pipeline.catalog import comparable_key
+    from pipeline.runs.catalog import comparable_key
 
     base = {"data_dir": str(tmp_path / "real"), "split": "patient", "seed": 42, "val_fraction": 0.15,
             "test_fraction": 0.2, "folds": None, "validation_from": "both", "epochs": 10, "batch_size": 16}
@@ -180,7 +180,7 @@ def test_runs_are_comparable_only_on_the_same_data_and_validation_patients(tmp_p
 
 
 def test_messages_shown_to_visitors_lose_their_server_paths() -> None:
-    from pipeline.catalog import without_paths
+    from pipeline.runs.catalog import without_paths
 
     assert without_paths("OSError: /srv/app/runs/x/model.keras does not load") == "OSError: model.keras does not load"
     assert without_paths("P(ALL) 0.5 and/or 1/2 stay") == "P(ALL) 0.5 and/or 1/2 stay"
@@ -190,9 +190,9 @@ def test_a_fold_serves_before_the_later_folds_and_its_card_quotes_the_whole_cros
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pandas as pd
 
-    from pipeline.catalog import completed_runs, model_card
-    from pipeline.crossval import pooled_intervals, write_summary_when_complete
-    from pipeline.intervals import patient_bootstrap
+    from pipeline.evaluation.intervals import patient_bootstrap
+    from pipeline.runs.catalog import completed_runs, model_card
+    from pipeline.runs.crossval import pooled_intervals, write_summary_when_complete
 
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     runs_dir = tmp_path / "runs"

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import cells
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.inference import cells
 
 
 def _zip(members: dict[str, bytes]) -> bytes:

@@ -154,7 +154,7 @@ def _parsed_config(*argv: str):
 def test_every_setting_of_a_run_has_a_flag_generated_from_the_config() -> None:
     import dataclasses
 
-    from pipeline.config import TrainConfig, recipe_config
+    from pipeline.core.config import TrainConfig, recipe_config
 
     assert set(GIVEN) == {field.name for field in dataclasses.fields(TrainConfig)} - {"data_dir", "clahe", "recipe"}
     cross_validation = ("cv_folds", "cv_fold")  # only with the patient split: given apart
@@ -176,7 +176,7 @@ def test_every_setting_of_a_run_has_a_flag_generated_from_the_config() -> None:
 def test_config_reruns_a_run_with_flags_on_top(tmp_path: Path) -> None:
     import json
 
-    from pipeline.config import recipe_config
+    from pipeline.core.config import recipe_config
 
     original = recipe_config("scratch", "elsewhere", epochs=9, seed=5, name="first")
     run = tmp_path / "run"

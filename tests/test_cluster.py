@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.runs import RunFolder
+from pipeline.core.errors import PipelineError
+from pipeline.runs.folder import RunFolder
 
 pytestmark = pytest.mark.slow  # trains tiny models in Ray's worker processes
 ray = pytest.importorskip("ray")
@@ -92,8 +92,8 @@ def test_a_sweep_and_a_crossval_on_a_ray_cluster_match_the_local_engine(ray_clus
                                                                         tmp_path: Path) -> None:
     """In fast mode (a head on cached features of a frozen backbone): the engine is the subject, and a head trains
     in seconds where a whole network's first step traces for half a minute."""
-    from pipeline.crossval import crossval_dir
-    from pipeline.engines import cross_validate, sweep
+    from pipeline.runs.crossval import crossval_dir
+    from pipeline.training.engines import cross_validate, sweep
 
     address, _ = ray_cluster
     config = tiny_config.replace(**FAST)
@@ -122,8 +122,8 @@ began, twice in clean-clone runs of the suite on two workers."""
 
 def test_a_run_on_a_lost_node_is_retried_and_resumes_never_left_running(ray_cluster, tiny_config, artifacts_root,
                                                                        tmp_path: Path) -> None:
-    from pipeline.engines import run_all
-    from pipeline.train import prepare_run
+    from pipeline.training.engines import run_all
+    from pipeline.training.train import prepare_run
 
     address, worker = ray_cluster
     config = tiny_config.replace(epochs=EPOCHS_OF_LOST_RUNS)
@@ -150,9 +150,9 @@ def test_a_run_on_a_lost_node_is_retried_and_resumes_never_left_running(ray_clus
 
 def test_the_ray_engine_without_ray_or_with_no_cluster_says_what_to_do(tiny_config, artifacts_root, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import cluster
-    from pipeline.engines import run_all
-    from pipeline.train import prepare_run
+    from pipeline.training import cluster
+    from pipeline.training.engines import run_all
+    from pipeline.training.train import prepare_run
 
     folder = prepare_run(tiny_config, tmp_path / "runs")
     with pytest.raises(PipelineError, match="No Ray cluster answers at 127.0.0.1"):
@@ -170,7 +170,7 @@ def test_the_ray_engine_without_ray_or_with_no_cluster_says_what_to_do(tiny_conf
 def test_the_dashboard_sends_its_runs_to_a_configured_cluster(tiny_config, artifacts_root, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """With a cluster configured, the Train page's background process drives the runs as Ray tasks."""
-    from pipeline import launch
+    from pipeline.training import launch
 
     commands = []
 
@@ -187,8 +187,8 @@ def test_the_dashboard_sends_its_runs_to_a_configured_cluster(tiny_config, artif
 def test_execute_runs_prepared_folders_through_the_engine_it_is_given(tiny_config, artifacts_root,
                                                                       tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import engines, train
     from pipeline.__main__ import main
+    from pipeline.training import engines, train
 
     calls = []
     monkeypatch.setattr(engines, "run_all", lambda folders, engine, **options: calls.append((engine, options)) or True)
@@ -202,8 +202,8 @@ def test_a_ray_started_for_one_call_runs_the_runs_and_leaves_no_token_behind(tin
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """`--address local`: a new Ray on this machine for the call (never a cluster an earlier `ray start` left), shut
     down afterwards, and no ~/.ray/auth_token that would make every later `ray start` here ask for it."""
-    from pipeline.engines import run_all
-    from pipeline.train import prepare_run
+    from pipeline.training.engines import run_all
+    from pipeline.training.train import prepare_run
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)

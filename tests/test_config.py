@@ -1,7 +1,7 @@
 import pytest
 
-from pipeline.config import ClaheSettings, TrainConfig
-from pipeline.errors import PipelineError
+from pipeline.core.config import ClaheSettings, TrainConfig
+from pipeline.core.errors import PipelineError
 
 
 def test_defaults_are_the_papers_and_survive_json() -> None:
@@ -28,7 +28,7 @@ def test_malformed_saved_settings_are_a_clear_error() -> None:
 
 
 def test_a_frozen_backbone_with_random_weights_is_refused_unless_asked_for_and_then_labelled() -> None:
-    from pipeline.runs import weights_label
+    from pipeline.runs.folder import weights_label
 
     with pytest.raises(PipelineError, match="features are random.*--random-features"):
         TrainConfig(data_dir="cells", weights="none", freeze_backbone=True)

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from pipeline.catalog import intervals_of_test, list_runs, model_card
-from pipeline.crossval import fold_table, summarize
-from pipeline.errors import PipelineError
-from pipeline.metrics import Metrics
-from pipeline.runs import RunFolder
+from pipeline.core.errors import PipelineError
+from pipeline.evaluation.metrics import Metrics
+from pipeline.runs.catalog import intervals_of_test, list_runs, model_card
+from pipeline.runs.crossval import fold_table, summarize
+from pipeline.runs.folder import RunFolder
 from tests import damage
 from tests.helpers import fake_run
 

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.data import parse_cnmc_name, scan_dataset
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.data.layouts import parse_cnmc_name, scan_dataset
 
 
 def test_real_sample_loads_with_labels_patients_and_prelim_label(cnmc_sample: Path) -> None:

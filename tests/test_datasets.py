@@ -5,10 +5,10 @@ BatchNorm statistics that keep up when training from random weights."""
 import numpy as np
 import pytest
 
-from pipeline.config import EMBEDDED_SAMPLE, ClaheSettings
-from pipeline.data import scan_dataset
-from pipeline.inference import averaged_over_views, dihedral_views, predict_probabilities
-from pipeline.preprocess import load_and_preprocess
+from pipeline.core.config import EMBEDDED_SAMPLE, ClaheSettings
+from pipeline.data.layouts import scan_dataset
+from pipeline.data.preprocess import load_and_preprocess
+from pipeline.inference.batches import averaged_over_views, dihedral_views, predict_probabilities
 from tests.helpers import TINY_BACKBONE
 
 pytestmark = pytest.mark.slow  # TensorFlow
@@ -24,7 +24,7 @@ def real_cells() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_augmentation_keeps_labels_shape_and_value_range_and_changes_the_cells(real_cells) -> None:
-    from pipeline.datasets import make_dataset
+    from pipeline.data.datasets import make_dataset
 
     images, labels = real_cells
     batches = list(make_dataset(images, labels, 8, shuffle=False, seed=0, augment=True))
@@ -60,7 +60,7 @@ def test_tta_averages_the_eight_flips_and_rotations() -> None:
 def test_predict_probabilities_with_tta_is_invariant_to_flipping_the_input(real_cells) -> None:
     import keras
 
-    from pipeline.model import build_model
+    from pipeline.models.model import build_model
 
     keras.utils.set_random_seed(0)  # one random model every run: an unlucky draw can saturate every output
     model, _ = build_model("efficientnet_b0", 64, "none")  # Lite0's random features barely see a flip
@@ -77,8 +77,8 @@ def test_predict_probabilities_with_tta_is_invariant_to_flipping_the_input(real_
 def test_batchnorm_statistics_keep_up_after_one_epoch_from_random_weights(real_cells) -> None:
     import keras
 
-    from pipeline.datasets import make_dataset
-    from pipeline.model import build_model
+    from pipeline.data.datasets import make_dataset
+    from pipeline.models.model import build_model
 
     images, labels = real_cells
     train = make_dataset(np.tile(images, (2, 1, 1, 1)), np.tile(labels, 2), 4, True, 0, drop_remainder=True)
@@ -98,7 +98,7 @@ def test_batchnorm_statistics_keep_up_after_one_epoch_from_random_weights(real_c
 
 
 def test_training_batches_are_whole_so_batchnorm_never_sees_one_image() -> None:
-    from pipeline.datasets import make_dataset, training_steps
+    from pipeline.data.datasets import make_dataset, training_steps
 
     assert training_steps(2257, 16) == (141, True)
     assert training_steps(5, 16) == (1, False)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.device import plan_for
+from pipeline.core.device import plan_for
 
 
 def test_a_cpu_trains_in_float32_without_xla() -> None:
@@ -21,7 +21,7 @@ def test_this_machine_configures_what_it_trains_with(tmp_path) -> None:
     import keras
     import tensorflow as tf
 
-    from pipeline.device import configure_device
+    from pipeline.core.device import configure_device
 
     plan = configure_device()
     gpus = len(tf.config.list_physical_devices("GPU"))
@@ -31,7 +31,7 @@ def test_this_machine_configures_what_it_trains_with(tmp_path) -> None:
 
 
 def test_the_global_batch_stays_the_protocols_and_small_replica_shares_synchronise_batchnorm() -> None:
-    from pipeline.device import replica_batches
+    from pipeline.core.device import replica_batches
 
     assert replica_batches(16, 1) == {"replicas": 1, "global_batch": 16, "per_replica_batch": 16.0,
                                       "synchronized_batchnorm": False}
@@ -44,7 +44,7 @@ def test_the_global_batch_stays_the_protocols_and_small_replica_shares_synchroni
 def test_every_batchnorm_of_a_model_can_be_synchronised() -> None:
     import keras
 
-    from pipeline.device import synchronize_batchnorm
+    from pipeline.core.device import synchronize_batchnorm
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(inputs))

@@ -13,7 +13,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from pipeline.evaluate import compute_metrics, metrics_from_predictions, patient_summary
+from pipeline.evaluation.evaluate import compute_metrics, metrics_from_predictions, patient_summary
 
 
 def _sample(seed: int, n: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,7 +89,7 @@ def test_patient_results_are_named_for_what_they_compute() -> None:
 
 
 def test_a_confusion_cell_lists_its_images_most_confident_first() -> None:
-    from pipeline.evaluate import confusion_cell, patient_errors
+    from pipeline.evaluation.evaluate import confusion_cell, patient_errors
 
     table = pd.DataFrame({"path": list("abcdef"), "patient": ["P1", "P1", "P2", "H1", "H1", "H2"],
                           "label": ["ALL", "ALL", "ALL", "HEM", "HEM", "HEM"],
@@ -105,7 +105,7 @@ def test_a_confusion_cell_lists_its_images_most_confident_first() -> None:
 
 
 def test_a_one_class_model_with_varied_probabilities_is_flagged_first() -> None:
-    from pipeline.train import run_metrics
+    from pipeline.training.train import run_metrics
     from tests.helpers import make_split
 
     split = make_split({"UID_1": ("ALL", "train", 4), "UID_H1": ("HEM", "train", 4), "UID_2": ("ALL", "test", 6),
@@ -122,7 +122,7 @@ def test_a_one_class_model_with_varied_probabilities_is_flagged_first() -> None:
 
 
 def test_a_model_that_beats_the_constant_answer_is_not_flagged() -> None:
-    from pipeline.train import run_metrics
+    from pipeline.training.train import run_metrics
     from tests.helpers import make_split, predictions_for
 
     split = make_split({"UID_1": ("ALL", "train", 4), "UID_H1": ("HEM", "train", 4), "UID_2": ("ALL", "test", 30),
@@ -132,7 +132,7 @@ def test_a_model_that_beats_the_constant_answer_is_not_flagged() -> None:
 
 
 def test_a_one_class_validation_subset_is_not_called_worse_than_a_constant() -> None:
-    from pipeline.evaluate import compute_metrics, model_warnings
+    from pipeline.evaluation.evaluate import compute_metrics, model_warnings
 
     metrics = compute_metrics(["ALL"] * 10, ["ALL"] * 9 + ["HEM"], [0.9] * 9 + [0.2])
     assert model_warnings(metrics, "validation") == []
@@ -151,7 +151,7 @@ def _over_confident(seed: int, n: int = 4000, factor: float = 3.0) -> tuple[np.n
 def test_temperature_scaling_finds_the_log_loss_minimum_and_lowers_the_calibration_error() -> None:
     from sklearn.metrics import log_loss
 
-    from pipeline.evaluate import calibration, fit_temperature, with_temperature
+    from pipeline.evaluation.evaluate import calibration, fit_temperature, with_temperature
 
     is_all, prob_all = _over_confident(0)
     temperature = fit_temperature(is_all, prob_all)
@@ -166,14 +166,14 @@ def test_temperature_scaling_finds_the_log_loss_minimum_and_lowers_the_calibrati
 
 
 def test_temperature_scaling_refuses_one_class() -> None:
-    from pipeline.evaluate import fit_temperature
+    from pipeline.evaluation.evaluate import fit_temperature
 
     with pytest.raises(ValueError, match="both classes"):
         fit_temperature(np.ones(10, bool), np.linspace(0.1, 0.9, 10))
 
 
 def _table(is_all: np.ndarray, prob_all: np.ndarray, patients: int = 6) -> pd.DataFrame:
-    from pipeline.evaluate import label_from_prob
+    from pipeline.evaluation.evaluate import label_from_prob
 
     labels = np.where(is_all, "ALL", "HEM")
     patient = [f"{'P' if flag else 'H'}{index % patients}" for index, flag in enumerate(is_all)]
@@ -182,8 +182,8 @@ def _table(is_all: np.ndarray, prob_all: np.ndarray, patients: int = 6) -> pd.Da
 
 
 def test_a_run_fits_its_temperature_on_validation_and_keeps_the_test_calibration_before() -> None:
-    from pipeline.evaluate import compute_metrics, fit_temperature
-    from pipeline.train import temperature_scaled
+    from pipeline.evaluation.evaluate import compute_metrics, fit_temperature
+    from pipeline.training.train import temperature_scaled
 
     validation, test = _table(*_over_confident(1, 600)), _table(*_over_confident(2, 900))
     record, scaled_validation, scaled_test = temperature_scaled(validation, test)
@@ -200,7 +200,7 @@ def test_a_run_fits_its_temperature_on_validation_and_keeps_the_test_calibration
 
 
 def test_a_one_class_validation_fits_no_temperature_and_says_why() -> None:
-    from pipeline.train import run_metrics, temperature_scaled
+    from pipeline.training.train import run_metrics, temperature_scaled
 
     validation = _table(np.ones(20, bool), np.linspace(0.4, 0.99, 20))
     test = _table(*_over_confident(3, 200))
@@ -214,7 +214,7 @@ def test_a_one_class_validation_fits_no_temperature_and_says_why() -> None:
 
 @pytest.mark.parametrize("seed", [0, 4])
 def test_the_metrics_view_names_scikit_learns_figures(seed: int) -> None:
-    from pipeline.metrics import Metrics
+    from pipeline.evaluation.metrics import Metrics
 
     labels, predicted, prob_all = _sample(seed)
     view = Metrics.of({**compute_metrics(labels, predicted, prob_all),
@@ -235,7 +235,7 @@ def test_the_metrics_view_names_scikit_learns_figures(seed: int) -> None:
 
 
 def test_a_class_absent_from_the_subset_says_why_in_its_row() -> None:
-    from pipeline.metrics import Metrics
+    from pipeline.evaluation.metrics import Metrics
 
     rows = Metrics.of(compute_metrics(["ALL"] * 5, ["ALL"] * 4 + ["HEM"], None)).per_class().set_index("class")
     assert "no HEM image" in rows.loc["HEM", "undefined"] and rows.loc["ALL", "undefined"] == ""
@@ -246,6 +246,7 @@ def test_no_module_but_metrics_reads_scikit_learns_report_layout() -> None:
 
     root = Path(__file__).resolve().parent.parent
     readers = [path.relative_to(root).as_posix() for folder in ("pipeline", "pages", "bench")
-               for path in (root / folder).rglob("*.py") if path.as_posix() != (root / "pipeline/metrics.py").as_posix()
+               for path in (root / folder).rglob("*.py")
+               if path.as_posix() != (root / "pipeline" / "evaluation" / "metrics.py").as_posix()
                and any(key in path.read_text() for key in ('"weighted avg"', '"macro avg"', '"f1-score"'))]
     assert readers == [], f"read figures through metrics.Metrics instead: {readers}"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.errors import PipelineError
-from pipeline.explain import (
+from pipeline.core.errors import PipelineError
+from pipeline.explain.cams import (
     DEFAULT_LAYER,
     METHODS,
     Explainer,
@@ -16,7 +16,7 @@ from pipeline.explain import (
     stage_layers,
     upsample,
 )
-from pipeline.model import build_model
+from pipeline.models.model import build_model
 
 pytestmark = pytest.mark.slow  # builds models with TensorFlow
 

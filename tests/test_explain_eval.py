@@ -12,12 +12,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_explain_eval_scores_each_method_on_test_images_and_writes_what_it_returns(finished_run: Path) -> None:
-    from pipeline.explain import Explainer, explain_prediction
-    from pipeline.explain_eval import FOREGROUND, evaluate_explanations
-    from pipeline.predict import Predictor
-    from pipeline.preprocess import read_image
-    from pipeline.road import cell_mask
-    from pipeline.runs import RunFolder
+    from pipeline.data.preprocess import read_image
+    from pipeline.explain.cams import Explainer, explain_prediction
+    from pipeline.explain.explain_eval import FOREGROUND, evaluate_explanations
+    from pipeline.explain.road import cell_mask
+    from pipeline.inference.predict import Predictor
+    from pipeline.runs.folder import RunFolder
 
     table, summary, out = evaluate_explanations(finished_run, ["gradcam", "layercam"], images=3, seed=1)
     split = RunFolder(finished_run).split()

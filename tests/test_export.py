@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.predict import Predictor
-from pipeline.preprocess import read_image
-from pipeline.train import train
+from pipeline.core.errors import PipelineError
+from pipeline.data.preprocess import read_image
+from pipeline.inference.predict import Predictor
+from pipeline.training.train import train
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ def test_an_exported_model_gives_the_runs_probabilities_and_carries_its_card(fin
     probabilities; the SavedModel archive itself is the TTA test's below."""
     import zipfile
 
-    from pipeline.export import TOLERANCE, export_run
+    from pipeline.inference.export import TOLERANCE, export_run
 
     archive = export_run(finished_run, fmt)
     assert archive.parent == finished_run / "exports" and archive.name.endswith(f"-{fmt}.zip")
@@ -51,7 +51,7 @@ def test_a_tta_run_exports_a_model_that_averages_the_8_views_and_gives_the_runs_
 
     import tensorflow as tf
 
-    from pipeline.export import TOLERANCE, export_run
+    from pipeline.inference.export import TOLERANCE, export_run
 
     folder = train(tiny_config.replace(tta=True, temperature_scaling=True, name=f"tta-{fmt}"),
                    artifacts_root / "runs")
@@ -71,7 +71,7 @@ def test_a_tta_run_exports_a_model_that_averages_the_8_views_and_gives_the_runs_
     assert card["check"]["temperature_inside"] == scaling["temperature"] and "temperature" in card["output"]["meaning"]
     assert "predictions.csv" in card["check"]["against"]
     if fmt == "savedmodel":  # the exported model itself, fed the run's first test image, gives its saved P(ALL)
-        from pipeline.cache import load_images
+        from pipeline.data.cache import load_images
 
         predictions = folder.predictions()
         images, _ = load_images(predictions["path"].tolist()[:2], 32, tiny_config.clahe)
@@ -81,7 +81,7 @@ def test_a_tta_run_exports_a_model_that_averages_the_8_views_and_gives_the_runs_
 
 
 def test_onnx_export_says_why_it_is_not_there(finished_run: Path) -> None:
-    from pipeline.export import export_run
+    from pipeline.inference.export import export_run
 
     with pytest.raises(PipelineError, match="protobuf"):
         export_run(finished_run, "onnx")

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.figures import (
+from pipeline.evaluation.figures import (
     calibration_figure,
     confusion_matrix_figure,
     counts_figure,
@@ -73,8 +73,8 @@ def test_counts_and_histogram() -> None:
 
 
 def test_patients_are_dots_at_their_mean_p_all_against_the_half_line() -> None:
-    from pipeline.evaluate import patient_summary
-    from pipeline.figures import patient_dots_figure
+    from pipeline.evaluation.evaluate import patient_summary
+    from pipeline.evaluation.figures import patient_dots_figure
 
     predictions = pd.DataFrame({"patient": ["UID_1", "UID_1", "UID_H1", "UID_H1", "UID_H1"],
                                 "label": ["ALL", "ALL", "HEM", "HEM", "HEM"],
@@ -89,8 +89,8 @@ def test_patients_are_dots_at_their_mean_p_all_against_the_half_line() -> None:
 def test_folds_are_a_strip_with_their_mean_and_the_t_interval_of_the_mean() -> None:
     from scipy import stats
 
-    from pipeline.crossval import fold_mean_intervals
-    from pipeline.figures import folds_strip_figure
+    from pipeline.evaluation.figures import folds_strip_figure
+    from pipeline.runs.crossval import fold_mean_intervals
 
     table = pd.DataFrame({"fold": [1, 2, 3, 4], "state": ["completed"] * 3 + ["failed"],
                           "roc_auc": [0.8, 0.9, 0.7, 0.1], "balanced_accuracy": [0.7, 0.8, None, 0.1]})
@@ -106,7 +106,7 @@ def test_folds_are_a_strip_with_their_mean_and_the_t_interval_of_the_mean() -> N
 
 
 def test_road_scores_are_bars_with_their_spread() -> None:
-    from pipeline.figures import road_bars_figure
+    from pipeline.evaluation.figures import road_bars_figure
 
     figure = road_bars_figure({"gradcam": {"computed": "Grad-CAM", "road_mean": 0.12, "road_std": 0.05},
                                "random": {"computed": "random in the cell", "road_mean": 0.01, "road_std": 0.02}})
@@ -116,7 +116,7 @@ def test_road_scores_are_bars_with_their_spread() -> None:
 
 
 def test_a_run_with_a_temperature_draws_its_reliability_before_and_after() -> None:
-    from pipeline.figures import run_calibration_figure
+    from pipeline.evaluation.figures import run_calibration_figure
 
     after = {"prob_pred": [0.2, 0.7], "prob_true": [0.25, 0.65], "count": [20, 20], "ece": 0.05, "bins": 10}
     before = {"prob_pred": [0.05, 0.95], "prob_true": [0.25, 0.65], "count": [20, 20], "ece": 0.25, "bins": 10}

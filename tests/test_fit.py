@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import TrainConfig
-from pipeline.fit import sample_weights
-from pipeline.predict import Predictor
-from pipeline.train import train
+from pipeline.core.config import TrainConfig
+from pipeline.inference.predict import Predictor
+from pipeline.training.fit import sample_weights
+from pipeline.training.train import train
 
 LABELS = np.array([1] * 8 + [0] * 4)
 PATIENTS = np.array(["UID_1"] * 6 + ["UID_2"] * 2 + ["UID_H1"] * 3 + ["UID_H2"])
@@ -46,10 +46,10 @@ def test_patients_of_a_class_weigh_the_same(class_weight: bool) -> None:
 
 @pytest.mark.slow
 def test_a_frozen_models_figures_from_cached_views_are_the_whole_models(tiny_config, artifacts_root) -> None:
-    from pipeline.cache import load_images
-    from pipeline.inference import predict_probabilities
-    from pipeline.model import load_model
-    from pipeline.train import train
+    from pipeline.data.cache import load_images
+    from pipeline.inference.batches import predict_probabilities
+    from pipeline.models.model import load_model
+    from pipeline.training.train import train
 
     folder = train(tiny_config.replace(freeze_backbone=True, random_features=True, tta=True, epochs=2,
                                        name="frozen-tta"),
@@ -66,7 +66,7 @@ def test_a_run_logs_its_start_one_line_per_epoch_and_its_end_under_the_package_n
         tiny_config, artifacts_root, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     with caplog.at_level(logging.INFO, logger="pipeline"):
         folder = train(tiny_config.replace(epochs=2, name="talks"), artifacts_root / "runs")
@@ -94,7 +94,7 @@ def test_fast_mode_trains_the_head_on_cached_features_and_saves_a_full_model(tin
 
 @pytest.mark.slow
 def test_fast_mode_with_augment_trains_on_augmented_feature_passes(tiny_config, artifacts_root, monkeypatch) -> None:
-    from pipeline import fit
+    from pipeline.training import fit
 
     shapes = []
     original = fit._augmented_features
@@ -115,8 +115,8 @@ def test_fast_mode_with_augment_trains_on_augmented_feature_passes(tiny_config, 
 
 @pytest.mark.slow
 def test_the_feature_cache_key_follows_the_weights_not_their_label(tiny_config) -> None:
-    from pipeline.fit import FEATURE_CODE_VERSION, feature_cache_key
-    from pipeline.model import build_model
+    from pipeline.models.model import build_model
+    from pipeline.training.fit import FEATURE_CODE_VERSION, feature_cache_key
 
     model, _ = build_model("efficientnet_b0", 32, "none", freeze_backbone=True)
     key = feature_cache_key(model, tiny_config, "imagenet (x)", [], "plain")

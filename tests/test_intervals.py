@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from pipeline.intervals import FIGURES, format_interval, patient_bootstrap
+from pipeline.evaluation.intervals import FIGURES, format_interval, patient_bootstrap
 
 
 def _predictions(patients_per_class: int, images: int = 20, seed: int = 0) -> pd.DataFrame:

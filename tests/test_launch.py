@@ -4,16 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import runs
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.runs import folder as runs
 from tests.helpers import wait_for_state
 
 pytestmark = pytest.mark.slow
 
 
 def test_launch_resume_continues_a_cancelled_run_in_the_background(tiny_config, tmp_path: Path) -> None:
-    from pipeline.launch import resume
-    from pipeline.train import prepare_run
+    from pipeline.training.launch import resume
+    from pipeline.training.train import prepare_run
 
     folder = prepare_run(tiny_config.replace(epochs=2), tmp_path)
     runs.mark_cancelled([folder])

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import engines
 from pipeline.__main__ import main
-from pipeline.config import PAPER_BATCH_SIZES, PAPER_EPOCHS, TrainConfig
-from pipeline.runs import RunFolder, create_run_dir
+from pipeline.core.config import PAPER_BATCH_SIZES, PAPER_EPOCHS, TrainConfig
+from pipeline.runs.folder import RunFolder, create_run_dir
+from pipeline.training import engines
 
 
 def _queued(tmp_path: Path, count: int) -> list[RunFolder]:
@@ -80,7 +80,7 @@ def test_a_crossvalidation_summary_is_written_when_its_last_fold_completes_howev
     import json
     import shutil
 
-    from pipeline.crossval import write_summary_when_complete
+    from pipeline.runs.crossval import write_summary_when_complete
     from tests.helpers import fake_run
 
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))
@@ -98,8 +98,8 @@ def test_a_crossvalidation_summary_is_written_when_its_last_fold_completes_howev
     assert summary["completed"] == 2 and [row["fold"] for row in summary["per_fold"]] == [1, 2]
     import pandas as pd
 
-    from pipeline.intervals import patient_bootstrap
-    from pipeline.runs import RunFolder
+    from pipeline.evaluation.intervals import patient_bootstrap
+    from pipeline.runs.folder import RunFolder
 
     folds = [RunFolder(p) for p in sorted(runs_dir.iterdir()) if "fold-1" in p.name or "fold-2-resumed" in p.name]
     pooled = patient_bootstrap(pd.concat([fold.predictions() for fold in folds], ignore_index=True))
@@ -109,7 +109,7 @@ def test_a_crossvalidation_summary_is_written_when_its_last_fold_completes_howev
 def test_crossval_repeats_over_seeds_and_reports_pooled_intervals(tmp_path: Path, capsys,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The command line's repeats (training itself is faked: fold runs with known predictions, one set per seed)."""
-    from pipeline.crossval import write_summary
+    from pipeline.runs.crossval import write_summary
     from tests.helpers import fake_run
 
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_sample_image
 
-from pipeline import lite
-from pipeline.errors import WeightsUnavailableError
+from pipeline.core.errors import WeightsUnavailableError
+from pipeline.models import lite
 
 pytestmark = pytest.mark.slow  # builds Keras models
 
@@ -42,7 +42,7 @@ def test_converted_lite_gives_the_known_imagenet_answers(name: str, size: int, f
 
 @pytest.mark.parametrize("name", sorted(lite.VARIANTS))
 def test_every_stored_tensor_is_used_exactly_once(name: str) -> None:
-    from pipeline.torch_pickle import read_legacy_state_dict
+    from pipeline.models.torch_pickle import read_legacy_state_dict
 
     state = read_legacy_state_dict(lite.package_weights_path(name))
     weights, used = lite.convert_state_dict(name, state, include_top=True)

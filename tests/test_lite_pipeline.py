@@ -13,14 +13,14 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.config import recipe_config
+from pipeline.core.config import recipe_config
 
 pytestmark = pytest.mark.slow  # trains a small Lite model
 
 
 @pytest.fixture(scope="module")
 def lite_run(tiny_data: Path, artifacts_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     config = recipe_config("lite", str(tiny_data), image_size=64, epochs=2, batch_size=8, augment=False,
                            fine_tune_blocks=1, fine_tune_epochs=1, name="lite-tiny")
@@ -30,7 +30,7 @@ def lite_run(tiny_data: Path, artifacts_root: Path, tmp_path_factory: pytest.Tem
 
 
 def test_a_lite_run_trains_fast_then_fine_tunes_and_says_where_its_weights_came_from(lite_run: Path) -> None:
-    from pipeline.runs import RunFolder
+    from pipeline.runs.folder import RunFolder
 
     folder = RunFolder(lite_run)
     config = folder.config()
@@ -42,7 +42,7 @@ def test_a_lite_run_trains_fast_then_fine_tunes_and_says_where_its_weights_came_
 
 
 def test_fine_tuning_unfreezes_the_top_stage_of_lite_and_keeps_batchnorm_frozen() -> None:
-    from pipeline.model import build_model, unfreeze_top_blocks
+    from pipeline.models.model import build_model, unfreeze_top_blocks
 
     model, _ = build_model("efficientnet_lite0", 64, "none", freeze_backbone=True)
     unfrozen = unfreeze_top_blocks(model, 1)
@@ -52,10 +52,10 @@ def test_fine_tuning_unfreezes_the_top_stage_of_lite_and_keeps_batchnorm_frozen(
 
 
 def test_cams_feature_maps_and_export_work_on_a_lite_run(lite_run: Path) -> None:
-    from pipeline.explain import Explainer, stage_layers
-    from pipeline.export import TOLERANCE, export_run
-    from pipeline.model import load_model
-    from pipeline.runs import RunFolder
+    from pipeline.explain.cams import Explainer, stage_layers
+    from pipeline.inference.export import TOLERANCE, export_run
+    from pipeline.models.model import load_model
+    from pipeline.runs.folder import RunFolder
 
     model = load_model(RunFolder(lite_run).model_path)
     assert list(stage_layers(model)) == [f"block{n}" for n in range(1, 8)] + ["top"]
@@ -72,7 +72,7 @@ def test_cams_feature_maps_and_export_work_on_a_lite_run(lite_run: Path) -> None
 
 
 def test_auto_takes_lite_when_b3_weights_cannot_be_had(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import model
+    from pipeline.models import model
 
     monkeypatch.setattr(model, "imagenet_weights_reachable", lambda timeout_s=2.0: False)
     monkeypatch.setattr(model, "keras_cache_dir", lambda: Path("/nonexistent"))

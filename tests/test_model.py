@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.errors import PipelineError, WeightsUnavailableError
-from pipeline.model import build_model, feature_extractor, head_model, load_model
+from pipeline.core.errors import PipelineError, WeightsUnavailableError
+from pipeline.models.model import build_model, feature_extractor, head_model, load_model
 
 pytestmark = pytest.mark.slow  # builds models with TensorFlow
 
@@ -75,7 +75,7 @@ def _notop_file(path: Path) -> Path:
 def test_a_local_weights_file_builds_exactly_the_imagenet_network(tmp_path: Path, monkeypatch) -> None:
     from keras.src.utils import file_utils
 
-    from pipeline.model import KERAS_WEIGHTS_URL
+    from pipeline.models.model import KERAS_WEIGHTS_URL
 
     weights = _notop_file(tmp_path / "efficientnetb0_notop.h5")
     downloads = []
@@ -111,7 +111,7 @@ def test_backbone_batchnorm_momentum_is_set_for_training_from_scratch() -> None:
 
 
 def test_fast_mode_standardises_random_features_so_predictions_are_not_constant() -> None:
-    from pipeline.model import adapt_feature_norm
+    from pipeline.models.model import adapt_feature_norm
 
     keras.utils.set_random_seed(0)
     model, _ = build_model("efficientnet_b0", 32, "none", freeze_backbone=True)
@@ -142,7 +142,7 @@ def test_a_truncated_model_file_is_called_corrupt(tmp_path: Path) -> None:
 def test_a_channel_dead_on_the_training_cells_cannot_swamp_the_head_on_new_ones() -> None:
     """ReLU6 channels that are exactly 0 on a small training set light up on new patients' cells: divided by
     a variance near 0 they reached the head as values of 1e6 (validation loss in the thousands on the sample)."""
-    from pipeline.model import FEATURE_VARIANCE_FLOOR, adapt_feature_norm
+    from pipeline.models.model import FEATURE_VARIANCE_FLOOR, adapt_feature_norm
 
     model, _ = build_model("efficientnet_b0", 32, "none", freeze_backbone=True)
     width = model.get_layer("head_pool").output.shape[-1]

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import nested
-from pipeline.shortcuts import BASELINES, STRESSES, patient_folds
+from pipeline.data.shortcuts import BASELINES, STRESSES, patient_folds
+from pipeline.training import nested
 
 
 def _table(patients_per_class: int = 4, cells: int = 10, seed: int = 0) -> nested.CellTable:

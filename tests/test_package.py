@@ -66,7 +66,7 @@ def test_pip_install_gives_the_cnmc_command_that_runs_from_anywhere(tmp_path: Pa
                     "--wheel-dir", str(wheels), str(source)], check=True, cwd=tmp_path)
     wheel = next(wheels.glob("*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert "pipeline/__main__.py" in names and "pipeline/lite.py" in names
+    assert "pipeline/__main__.py" in names and "pipeline/models/lite.py" in names
     assert not [name for name in names if name.startswith(("tests/", "pages/", "bench/", "samples/"))]
     subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
                    check=True, cwd=tmp_path)
@@ -87,7 +87,7 @@ def test_the_container_and_the_space_agree_with_what_the_code_reads() -> None:
     assert "FROM python:3.11" in dockerfile and "requirements.txt" in dockerfile
     for setting in ("DEMO_MODE=1", "ARTIFACTS_DIR=/data/", "KERAS_HOME=/data/", "DEMO_DATA_DIR=/data/"):
         assert setting in dockerfile, setting
-    code_reads = "".join(path.read_text() for path in [*(ROOT / "pipeline").glob("*.py"),
+    code_reads = "".join(path.read_text() for path in [*(ROOT / "pipeline").rglob("*.py"),
                                                        *(ROOT / "pages" / "common").glob("*.py")])
     for variable in ("ARTIFACTS_DIR", "KERAS_HOME", "DEMO_DATA_DIR", "DEMO_MODE"):
         assert f'"{variable}"' in code_reads, variable

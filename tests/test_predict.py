@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import ALL_INDEX, CLASS_NAMES, runs
-from pipeline.config import ClaheSettings, TrainConfig
-from pipeline.intervals import patient_bootstrap
-from pipeline.predict import Predictor, evaluate_run
-from pipeline.preprocess import read_image
+from pipeline import ALL_INDEX, CLASS_NAMES
+from pipeline.core.config import ClaheSettings, TrainConfig
+from pipeline.data.preprocess import read_image
+from pipeline.evaluation.intervals import patient_bootstrap
+from pipeline.inference.predict import Predictor, evaluate_run
+from pipeline.runs import folder as runs
 
 pytestmark = pytest.mark.slow  # builds a Keras model
 
@@ -45,7 +46,7 @@ def _orientation_model():
 
 @pytest.fixture(scope="module")
 def tta_predictor():
-    from pipeline.predict import Predictor
+    from pipeline.inference.predict import Predictor
 
     config = TrainConfig(data_dir="", backbone="efficientnet_b0", image_size=SIZE, tta=True,
                          clahe=ClaheSettings(enabled=False))
@@ -53,7 +54,7 @@ def tta_predictor():
 
 
 def test_the_heatmap_explains_the_class_shown_with_tta(tta_predictor) -> None:
-    from pipeline.explain import Explainer, explain_prediction
+    from pipeline.explain.cams import Explainer, explain_prediction
 
     image = np.full((SIZE, SIZE, 3), 60, np.uint8)
     image[:, : SIZE // 2] = 255
@@ -96,8 +97,8 @@ def test_evaluate_without_data_scores_the_runs_own_test_subset_as_saved(finished
 def test_a_bare_model_file_predicts_with_its_own_input_size(finished_run: Path, tmp_path: Path) -> None:
     import shutil
 
-    from pipeline.catalog import run_config
-    from pipeline.runs import TRAINED_ELSEWHERE
+    from pipeline.runs.catalog import run_config
+    from pipeline.runs.folder import TRAINED_ELSEWHERE
 
     bare = tmp_path / "elsewhere"
     bare.mkdir()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import ClaheSettings
-from pipeline.errors import ImageReadError
-from pipeline.preprocess import decode_image, local_contrast, preprocess
+from pipeline.core.config import ClaheSettings
+from pipeline.core.errors import ImageReadError
+from pipeline.data.preprocess import decode_image, local_contrast, preprocess
 
 NO_CLAHE = ClaheSettings(enabled=False)
 
@@ -79,8 +79,8 @@ def _encode_png(array: np.ndarray) -> bytes:
 
 _MEASURE = """
 import resource, sys
-from pipeline.preprocess import decode_image
-from pipeline.errors import ImageReadError
+from pipeline.data.preprocess import decode_image
+from pipeline.core.errors import ImageReadError
 data = open(sys.argv[1], "rb").read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
@@ -132,7 +132,7 @@ def test_formats_are_known_by_content_not_by_name() -> None:
 def test_a_gif_in_a_data_set_is_skipped_like_any_unreadable_file(tmp_path) -> None:
     from PIL import Image as PILImage
 
-    from pipeline.data import scan_dataset
+    from pipeline.data.layouts import scan_dataset
 
     for label in ("all", "hem"):
         (tmp_path / label).mkdir()
@@ -206,7 +206,7 @@ def test_a_png_with_megabytes_of_text_metadata_is_read_and_a_bad_file_is_named_o
 
 @pytest.mark.parametrize("radius", [40, 70, 110])
 def test_size_normalisation_gives_every_cell_the_same_area_and_keeps_its_colour(radius: int) -> None:
-    from pipeline.preprocess import cell_mask
+    from pipeline.data.preprocess import cell_mask
 
     image = np.zeros((450, 450, 3), np.uint8)
     cv2.circle(image, (200, 240), radius, (150, 80, 200), -1)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from pipeline.config import EMBEDDED_SAMPLE, ClaheSettings
-from pipeline.data import scan_dataset
-from pipeline.preprocess import local_contrast, preprocess, read_image
+from pipeline.core.config import EMBEDDED_SAMPLE, ClaheSettings
+from pipeline.data.layouts import scan_dataset
+from pipeline.data.preprocess import local_contrast, preprocess, read_image
 
 FOLD1_ALL = ["UID_16", "UID_2", "UID_23", "UID_30", "UID_32", "UID_33", "UID_34", "UID_38", "UID_44", "UID_46",
              "UID_51"]
@@ -43,7 +43,7 @@ def test_clahe_on_real_stain_raises_contrast_inside_the_cell_and_keeps_the_backg
 
 
 def test_real_names_give_patient_ids_for_a_patient_split() -> None:
-    from pipeline.splits import split_records, split_report
+    from pipeline.data.splits import split_records, split_report
 
     split = split_records(scan_dataset(EMBEDDED_SAMPLE).training_records(), "patient", seed=0)
     report = split_report(split)
@@ -69,7 +69,7 @@ def _stain_detector(size: int):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "scorecam", "layercam"])
 def test_explanations_of_real_cells_lie_on_the_cell(method: str) -> None:
-    from pipeline.explain import Explainer
+    from pipeline.explain.cams import Explainer
 
     explainer = Explainer(_stain_detector(128))
     shares = []

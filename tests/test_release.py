@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import config as config_module
-from pipeline.catalog import run_row
 from pipeline.cli import main
-from pipeline.data import scan_dataset
-from pipeline.predict import Predictor
-from pipeline.preprocess import read_image
-from pipeline.release import MAX_BYTES, LinearHead, Release
-from pipeline.release_build import build_release, cell_features, release_config
-from pipeline.runs import HEAD, RunFolder
+from pipeline.core import config as config_module
+from pipeline.data.layouts import scan_dataset
+from pipeline.data.preprocess import read_image
+from pipeline.inference.predict import Predictor
+from pipeline.models.release import MAX_BYTES, LinearHead, Release
+from pipeline.runs.catalog import run_row
+from pipeline.runs.folder import HEAD, RunFolder
+from pipeline.training.release_build import build_release, cell_features, release_config
 from tests.helpers import record_spawns
 
 pytestmark = pytest.mark.slow
@@ -138,8 +138,8 @@ def test_the_committed_release_lets_real_cells_of_unseen_patients_through(cnmc_s
 
 
 def test_a_zip_of_cells_reads_like_the_files(small_release: Path, tiny_data: Path) -> None:
-    from pipeline.cells import zip_images
-    from pipeline.preprocess import decode_image
+    from pipeline.data.preprocess import decode_image
+    from pipeline.inference.cells import zip_images
 
     paths = [record.path for record in scan_dataset(str(tiny_data)).training_records()[:3]]
     buffer = io.BytesIO()

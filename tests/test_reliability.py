@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import catalog, runs
-from pipeline.errors import ImageReadError
-from pipeline.runs import RunFolder
+from pipeline.core.errors import ImageReadError
+from pipeline.runs import catalog
+from pipeline.runs import folder as runs
+from pipeline.runs.folder import RunFolder
 from tests.helpers import TINY_BACKBONE, wait_for_state
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,8 +89,8 @@ def test_sigterm_marks_the_run_cancelled(tiny_data: Path, tmp_path: Path) -> Non
 
 
 def _launch_in_process(data: str, runs_dir: str, barrier, results) -> None:
-    from pipeline.config import TrainConfig
-    from pipeline.launch import TrainingBusyError, launch
+    from pipeline.core.config import TrainConfig
+    from pipeline.training.launch import TrainingBusyError, launch
 
     config = TrainConfig(data_dir=data, backbone=TINY_BACKBONE, image_size=32, weights="none", epochs=200)
     barrier.wait()
@@ -102,7 +103,7 @@ def _launch_in_process(data: str, runs_dir: str, barrier, results) -> None:
 
 @pytest.mark.slow
 def test_two_launches_at_the_same_moment_start_one_run_and_refuse_the_other(tiny_data: Path, tmp_path: Path) -> None:
-    from pipeline.launch import cancel
+    from pipeline.training.launch import cancel
 
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(2), context.Queue()
@@ -147,7 +148,7 @@ ODD_UPLOADS = {
 
 @pytest.fixture(scope="module")
 def predictor(finished_run: Path):
-    from pipeline.predict import Predictor
+    from pipeline.inference.predict import Predictor
 
     return Predictor.from_run(finished_run)
 
@@ -181,9 +182,9 @@ def test_a_resumed_run_continues_like_an_uninterrupted_one(tmp_path: Path, monke
     learnt them read as training accuracy 1.0 (seen on the real sample: 0.995 against 0.707)."""
     import keras
 
-    from pipeline import fit
-    from pipeline.config import EMBEDDED_SAMPLE, recipe_config
-    from pipeline.train import execute_run, prepare_run, train
+    from pipeline.core.config import EMBEDDED_SAMPLE, recipe_config
+    from pipeline.training import fit
+    from pipeline.training.train import execute_run, prepare_run, train
 
     config = recipe_config("paper", str(EMBEDDED_SAMPLE), backbone=TINY_BACKBONE, image_size=48, weights="none",
                            epochs=4, batch_size=16)

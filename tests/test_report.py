@@ -9,7 +9,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_report_is_one_offline_html_file_with_explained_examples(finished_run: Path) -> None:
-    from pipeline.report import write_report
+    from pipeline.explain.report import write_report
 
     path = write_report(finished_run)
     text = path.read_text()

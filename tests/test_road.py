@@ -4,7 +4,7 @@ map of what the model uses from a map that only knows where the cell is."""
 import numpy as np
 import pytest
 
-from pipeline.road import cell_mask, noisy_linear_impute, random_in_cell, road
+from pipeline.explain.road import cell_mask, noisy_linear_impute, random_in_cell, road
 
 
 def test_imputation_fills_a_hole_in_a_smooth_image_from_its_surroundings() -> None:
@@ -49,7 +49,7 @@ def test_on_a_trained_model_grad_cam_beats_the_foreground_mask_and_random_maps_i
     """Synthetic cells whose class is a bright spot inside them (the discriminative region is known)."""
     import keras
 
-    from pipeline.explain import Explainer
+    from pipeline.explain.cams import Explainer
 
     rng = np.random.default_rng(0)
     images, labels = [], []
@@ -91,7 +91,7 @@ def test_on_a_trained_model_grad_cam_beats_the_foreground_mask_and_random_maps_i
 
 
 def test_the_share_of_a_map_on_the_cell_tells_a_map_on_the_background_apart() -> None:
-    from pipeline.road import share_on_cell
+    from pipeline.explain.road import share_on_cell
 
     image = np.zeros((64, 64, 3), np.uint8)
     image[16:48, 16:48] = 180  # the cell: a quarter of the frame

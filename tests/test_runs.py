@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import runs
-from pipeline.catalog import list_runs, progress_summary
-from pipeline.errors import PipelineError
-from pipeline.files import write_json_atomic
-from pipeline.runs import RunFolder, create_run_dir, resolve_run_dir
+from pipeline.core.errors import PipelineError
+from pipeline.core.files import write_json_atomic
+from pipeline.runs import folder as runs
+from pipeline.runs.catalog import list_runs, progress_summary
+from pipeline.runs.folder import RunFolder, create_run_dir, resolve_run_dir
 from tests.helpers import fake_run
 
 
@@ -99,7 +99,7 @@ def test_checkpoints_keep_only_the_newest_and_model_files_are_written_whole(tmp_
 
 
 def test_a_failed_writer_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
-    from pipeline.files import atomic_write
+    from pipeline.core.files import atomic_write
 
     target = tmp_path / "model.keras"
     target.write_text("old")
@@ -189,7 +189,7 @@ def test_concurrent_writers_of_one_file_each_rename_a_whole_file(tmp_path: Path)
 
     import numpy as np
 
-    from pipeline.files import save_npy_atomic
+    from pipeline.core.files import save_npy_atomic
 
     target = tmp_path / "features.npy"
     errors: list[BaseException] = []
@@ -213,9 +213,9 @@ def test_concurrent_writers_of_one_file_each_rename_a_whole_file(tmp_path: Path)
 
 
 def test_a_run_record_is_its_train_config_plus_provenance_with_one_weights_label(tmp_path: Path) -> None:
-    from pipeline.catalog import model_card, provenance
-    from pipeline.config import TrainConfig
-    from pipeline.runs import RunRecord
+    from pipeline.core.config import TrainConfig
+    from pipeline.runs.catalog import model_card, provenance
+    from pipeline.runs.folder import RunRecord
 
     done = fake_run(tmp_path, "done", config={"weights": "imagenet", "weights_used": "imagenet (keras)",
                                                "group": "g", "created": "today"})
@@ -271,8 +271,8 @@ def test_status_updates_from_several_processes_lose_nothing(tmp_path: Path) -> N
 
 
 def test_a_run_whose_config_does_not_read_ends_failed_with_its_error_under_both_engines(tmp_path: Path) -> None:
-    from pipeline.cluster import _execute
-    from pipeline.engines import execute_runs
+    from pipeline.training.cluster import _execute
+    from pipeline.training.engines import execute_runs
 
     for name, engine in (("local", lambda folder: execute_runs([folder])),
                          ("ray task body", lambda folder: _execute(str(folder.path)))):

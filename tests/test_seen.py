@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.catalog import example_cells
-from pipeline.config import EMBEDDED_SAMPLE
-from pipeline.data import cell_name, scan_dataset
-from pipeline.errors import PipelineError
-from pipeline.predict import seen_reasons
-from pipeline.preprocess import read_image
+from pipeline.core.config import EMBEDDED_SAMPLE
+from pipeline.core.errors import PipelineError
+from pipeline.data.layouts import cell_name, scan_dataset
+from pipeline.data.preprocess import read_image
+from pipeline.inference.predict import seen_reasons
+from pipeline.runs.catalog import example_cells
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipeline.errors import PipelineError
-from pipeline.shortcuts import (
+from pipeline.core.errors import PipelineError
+from pipeline.data.shortcuts import (
     STRESSES,
     ClassStatistics,
     blur,

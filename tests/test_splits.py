@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data import Record, scan_dataset
-from pipeline.errors import PipelineError
-from pipeline.splits import split_records, split_report
+from pipeline.core.errors import PipelineError
+from pipeline.data.layouts import Record, scan_dataset
+from pipeline.data.splits import split_records, split_report
 
 FOLD1 = Path(__file__).resolve().parents[2] / "shared" / "cnmc-fold1"
 # Patients of real C-NMC fold 1 and their image counts (../shared/cnmc-fold1/README.md).
@@ -175,10 +175,10 @@ def test_the_image_split_keeps_near_identical_cells_of_a_patient_in_one_subset(t
 
     import cv2
 
-    from pipeline.config import EMBEDDED_SAMPLE
-    from pipeline.data import scan_dataset
-    from pipeline.preprocess import read_image
-    from pipeline.splits import near_duplicate_groups, split_report
+    from pipeline.core.config import EMBEDDED_SAMPLE
+    from pipeline.data.layouts import scan_dataset
+    from pipeline.data.preprocess import read_image
+    from pipeline.data.splits import near_duplicate_groups, split_report
 
     root = tmp_path / "cells"
     shutil.copytree(EMBEDDED_SAMPLE / "training_data", root / "training_data")

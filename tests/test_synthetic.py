@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.data import scan_dataset
-from pipeline.errors import PipelineError
-from pipeline.synthetic import generate
+from pipeline.core.errors import PipelineError
+from pipeline.data.layouts import scan_dataset
+from pipeline.data.synthetic import generate
 
 
 def _digests(root: Path) -> dict[str, str]:

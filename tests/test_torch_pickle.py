@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.torch_pickle import LEGACY_MAGIC, LEGACY_PROTOCOL, read_legacy_state_dict
+from pipeline.core.errors import PipelineError
+from pipeline.models.torch_pickle import LEGACY_MAGIC, LEGACY_PROTOCOL, read_legacy_state_dict
 
 
 class _Storage:

@@ -9,12 +9,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pipeline.catalog import crossval_summary_path, list_runs, model_card, released_row
-from pipeline.data import Dataset, scan_dataset
-from pipeline.explain import Explainer, explain_prediction
-from pipeline.predict import Predictor
-from pipeline.preprocess import thumbnail
-from pipeline.runs import METRICS, RunFolder
+from pipeline.data.layouts import Dataset, scan_dataset
+from pipeline.data.preprocess import thumbnail
+from pipeline.explain.cams import Explainer, explain_prediction
+from pipeline.inference.predict import Predictor
+from pipeline.runs.catalog import crossval_summary_path, list_runs, model_card, released_row
+from pipeline.runs.folder import METRICS, RunFolder
 
 from .settings import data_dir, released_model, run_folder, runs_dir
 

@@ -7,20 +7,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pipeline.catalog import SELECTION_LABEL, SELECTION_METRIC, best_per_cell, intervals_of_test, rank_by_validation
-from pipeline.crossval import (
-    FOLD_LABELS,
-    FOLD_METRICS,
-    fold_mean_intervals,
-    fold_table,
-    read_summary,
-    summarize,
-)
-from pipeline.errors import PipelineError
-from pipeline.evaluate import CLASS_WEIGHT_NOTE, confusion_cell, patient_errors, patient_summary
-from pipeline.explain import overlay
-from pipeline.export import FORMATS, UNSUPPORTED, export_run
-from pipeline.figures import (
+from pipeline.core.errors import PipelineError
+from pipeline.data.preprocess import read_image, thumbnail
+from pipeline.evaluation.evaluate import CLASS_WEIGHT_NOTE, confusion_cell, patient_errors, patient_summary
+from pipeline.evaluation.figures import (
     folds_strip_figure,
     overlaid_curves_figure,
     patient_dots_figure,
@@ -28,12 +18,21 @@ from pipeline.figures import (
     run_calibration_figure,
     sweep_heatmap,
 )
-from pipeline.intervals import interval_line
-from pipeline.metrics import Metrics
-from pipeline.predict import class_index_of
-from pipeline.preprocess import read_image, thumbnail
-from pipeline.report import build_report
-from pipeline.runs import RunFolder
+from pipeline.evaluation.intervals import interval_line
+from pipeline.evaluation.metrics import Metrics
+from pipeline.explain.cams import overlay
+from pipeline.explain.report import build_report
+from pipeline.inference.export import FORMATS, UNSUPPORTED, export_run
+from pipeline.inference.predict import class_index_of
+from pipeline.runs.catalog import (
+    SELECTION_LABEL,
+    SELECTION_METRIC,
+    best_per_cell,
+    intervals_of_test,
+    rank_by_validation,
+)
+from pipeline.runs.crossval import FOLD_LABELS, FOLD_METRICS, fold_mean_intervals, fold_table, read_summary, summarize
+from pipeline.runs.folder import RunFolder
 
 from .loaders import predictor_and_explainer
 from .settings import demo_mode, run_folder

@@ -6,7 +6,12 @@ from typing import Any
 
 import streamlit as st
 
-from pipeline.catalog import (
+from pipeline.core.config import EMBEDDED_SAMPLE
+from pipeline.core.errors import PipelineError
+from pipeline.data.synthetic import ensure_demo_data
+from pipeline.evaluation.figures import curves_figure
+from pipeline.evaluation.intervals import interval_line
+from pipeline.runs.catalog import (
     escape_markdown,
     format_duration,
     model_name,
@@ -14,13 +19,8 @@ from pipeline.catalog import (
     shown_path,
     without_paths,
 )
-from pipeline.config import EMBEDDED_SAMPLE
-from pipeline.errors import PipelineError
-from pipeline.figures import curves_figure
-from pipeline.intervals import interval_line
-from pipeline.launch import cancel, failed_demo_model, is_demo_group, launch_demo_model
-from pipeline.runs import ACTIVE_STATES, RELEASE_CARD, RunFolder
-from pipeline.synthetic import ensure_demo_data
+from pipeline.runs.folder import ACTIVE_STATES, RELEASE_CARD, RunFolder
+from pipeline.training.launch import cancel, failed_demo_model, is_demo_group, launch_demo_model
 
 from .loaders import model_card_of, runs_table
 from .settings import (

@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import PipelineError
-from ..model import LAST_CONV_LAYER
-from ..runs import cancel_on_sigterm
+from ..core.errors import PipelineError
+from ..models.model import LAST_CONV_LAYER
+from ..runs.folder import cancel_on_sigterm
 from .commands import (
     cmd_crossval,
     cmd_evaluate,

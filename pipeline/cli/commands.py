@@ -9,15 +9,15 @@ import statistics
 import sys
 from typing import Any
 
-from ..config import default_runs_dir
-from ..runs import open_run
+from ..core.config import default_runs_dir
+from ..runs.folder import open_run
 from .options import config_from_args
 
 DEFAULT_CV_FOLDS = 3
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..data import scan_dataset, undecodable
+    from ..data.layouts import scan_dataset, undecodable
 
     dataset = scan_dataset(args.data)
     info = dataset.info()
@@ -47,9 +47,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_shortcuts(args: argparse.Namespace) -> int:
-    from ..data import scan_dataset
-    from ..files import write_json_atomic
-    from ..shortcuts import describe_files, shortcut_baselines, shortcut_lines
+    from ..core.files import write_json_atomic
+    from ..data.layouts import scan_dataset
+    from ..data.shortcuts import describe_files, shortcut_baselines, shortcut_lines
 
     records = scan_dataset(args.data).training_records()
     descriptors = describe_files([record.path for record in records])
@@ -63,8 +63,8 @@ def cmd_shortcuts(args: argparse.Namespace) -> int:
 
 
 def cmd_nested(args: argparse.Namespace) -> int:
-    from ..files import write_json_atomic
-    from ..nested import VIEWS, cell_table, nested_cross_validation, nested_lines
+    from ..core.files import write_json_atomic
+    from ..training.nested import VIEWS, cell_table, nested_cross_validation, nested_lines
 
     table = cell_table(args.data, args.backbone, args.image_size, args.folds,
                        progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True),
@@ -78,21 +78,21 @@ def cmd_nested(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    from ..config import RELEASE_DIR
-    from ..release_build import build_release
+    from ..core.config import RELEASE_DIR
+    from ..training.release_build import build_release
 
     folder = build_release(str(args.data), args.out or RELEASE_DIR, args.folds,
                            progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True),
                            c=None if args.choose_c else args.c)
     metrics = folder.metrics() or {}
-    from ..intervals import interval_line
+    from ..evaluation.intervals import interval_line
 
     print(f"{folder.path}\nout of fold: {interval_line(metrics.get('intervals'))}")
     return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from ..synthetic import generate
+    from ..data.synthetic import generate
 
     out = generate(args.out, per_class=args.per_class, patients=args.patients, seed=args.seed)
     print(out)
@@ -100,7 +100,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..train import train
+    from ..training.train import train
 
     folder = train(config_from_args(args), args.runs_dir)
     print(folder.path)
@@ -114,9 +114,9 @@ def _ray_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_crossval(args: argparse.Namespace) -> int:
-    from ..crossval import fold_table, summarize, summary_lines
-    from ..engines import cross_validate
-    from ..intervals import interval_line
+    from ..evaluation.intervals import interval_line
+    from ..runs.crossval import fold_table, summarize, summary_lines
+    from ..training.engines import cross_validate
 
     folds = args.cv_folds or DEFAULT_CV_FOLDS
     base, completed, means = config_from_args(args, cv_folds=folds), True, []
@@ -146,7 +146,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ..engines import sweep
+    from ..training.engines import sweep
 
     folders = sweep(config_from_args(args), args.epoch_list, args.batch_sizes, args.runs_dir, args.engine,
                     one_pass=not args.cell_by_cell, **_ray_options(args))
@@ -156,11 +156,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_execute(args: argparse.Namespace) -> int:
-    from ..runs import RunFolder, mark_cancelled
+    from ..runs.folder import RunFolder, mark_cancelled
 
     folders = [RunFolder(path) for path in args.run_dirs]
     try:
-        from ..engines import run_all
+        from ..training.engines import run_all
 
         all_completed = run_all(folders, args.engine, **_ray_options(args))
     except KeyboardInterrupt:  # also a cancel that came while TensorFlow was still loading
@@ -170,7 +170,7 @@ def cmd_execute(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from ..train import execute_run
+    from ..training.train import execute_run
 
     folder = open_run(args.run_dir)
     folder.check_resumable()
@@ -184,7 +184,7 @@ def _figure(value: object) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from ..catalog import list_runs, run_flags
+    from ..runs.catalog import list_runs, run_flags
 
     runs = list_runs(args.runs_dir or default_runs_dir())
     if args.json:
@@ -207,8 +207,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     open_run(args.run_dir, completed=True)
-    from ..metrics import Metrics
-    from ..predict import evaluate_run
+    from ..evaluation.metrics import Metrics
+    from ..inference.predict import evaluate_run
 
     metrics, out_dir = evaluate_run(args.run_dir, args.data, args.include_seen_patients)
     summary = {key: metrics[key] for key in ("subset", "n", "accuracy", "balanced_accuracy", "roc_auc",
@@ -227,10 +227,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     open_run(args.run_dir)
-    from ..cells import expand, group_summary, summary_lines, zip_images
-    from ..files import write_csv_atomic
-    from ..predict import Predictor
-    from ..preprocess import decode_image, read_image
+    from ..core.files import write_csv_atomic
+    from ..data.preprocess import decode_image, read_image
+    from ..inference.cells import expand, group_summary, summary_lines, zip_images
+    from ..inference.predict import Predictor
 
     sources = []
     for path in args.images:
@@ -259,7 +259,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     open_run(args.run_dir)
-    from ..explain import explain_files
+    from ..explain.cams import explain_files
 
     methods = [method.strip() for method in args.method.split(",") if method.strip()]
     rows = explain_files(args.run_dir, args.images, methods, args.layer, args.out)
@@ -274,7 +274,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     open_run(args.run_dir, completed=True)
-    from ..export import export_run
+    from ..inference.export import export_run
 
     print(export_run(args.run_dir, args.format))
     return 0
@@ -282,7 +282,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     open_run(args.run_dir, completed=True)
-    from ..report import write_report
+    from ..explain.report import write_report
 
     print(write_report(args.run_dir, args.out))
     return 0
@@ -290,7 +290,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_explain_eval(args: argparse.Namespace) -> int:
     open_run(args.run_dir, completed=True)
-    from ..explain_eval import evaluate_explanations
+    from ..explain.explain_eval import evaluate_explanations
 
     methods = [method.strip() for method in args.method.split(",") if method.strip()]
     _, summary, out = evaluate_explanations(args.run_dir, methods, args.layer, args.images, args.seed)

@@ -9,7 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from ..config import (
+from ..core.config import (
     BACKBONES,
     BAD_IMAGE_POLICIES,
     OPTIMIZERS,
@@ -22,9 +22,9 @@ from ..config import (
     TrainConfig,
     recipe_config,
 )
-from ..errors import PipelineError
-from ..files import read_json
-from ..model import default_recipe
+from ..core.errors import PipelineError
+from ..core.files import read_json
+from ..models.model import default_recipe
 
 CHOICES: dict[str, tuple[str, ...]] = {"backbone": BACKBONES, "split": SPLITS, "optimizer": OPTIMIZERS,
                                        "validation_from": VALIDATION_FROM, "on_bad_image": BAD_IMAGE_POLICIES}

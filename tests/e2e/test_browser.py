@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from bench.server import CHROMIUM, serve
-from pipeline import runs
-from pipeline.config import EMBEDDED_SAMPLE
-from pipeline.data import scan_dataset
-from pipeline.predict import Predictor
-from pipeline.preprocess import read_image
+from pipeline.core.config import EMBEDDED_SAMPLE
+from pipeline.data.layouts import scan_dataset
+from pipeline.data.preprocess import read_image
+from pipeline.inference.predict import Predictor
+from pipeline.runs import folder as runs
 from tests.helpers import TINY_BACKBONE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -11,7 +11,7 @@ import streamlit as st
 from hypothesis import HealthCheck, given, settings
 from streamlit.testing.v1 import AppTest
 
-from pipeline.catalog import list_runs
+from pipeline.runs.catalog import list_runs
 from tests import damage
 
 pytestmark = pytest.mark.slow  # Predict loads the tiny run's model with TensorFlow

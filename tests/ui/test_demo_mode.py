@@ -43,7 +43,7 @@ def test_a_visitor_of_the_hosted_demo_writes_nothing(tmp_path: Path, monkeypatch
 
 def test_a_demo_model_that_failed_to_prepare_can_be_tried_again(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import launch
+    from pipeline.training import launch
 
     monkeypatch.setenv("DEMO_MODE", "1")
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pipeline import runs
-from pipeline.data import scan_dataset
-from pipeline.predict import Predictor
-from pipeline.preprocess import read_image
+from pipeline.data.layouts import scan_dataset
+from pipeline.data.preprocess import read_image
+from pipeline.inference.predict import Predictor
+from pipeline.runs import folder as runs
 from tests.helpers import metric, shown_text
 
 pytestmark = pytest.mark.slow  # builds models with TensorFlow

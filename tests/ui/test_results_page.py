@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pipeline.crossval import write_summary
+from pipeline.runs.crossval import write_summary
 from tests.helpers import DEFAULT_SPLIT, fake_run, make_split, metric
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
@@ -87,9 +87,9 @@ def test_cross_validation_is_summarised_as_mean_and_spread_over_folds(runs_dir: 
 def test_a_confusion_cell_shows_its_images_most_confident_first(runs_dir: Path) -> None:
     import pandas as pd
 
-    from pipeline.config import EMBEDDED_SAMPLE
-    from pipeline.data import scan_dataset
-    from pipeline.evaluate import confusion_cell
+    from pipeline.core.config import EMBEDDED_SAMPLE
+    from pipeline.data.layouts import scan_dataset
+    from pipeline.evaluation.evaluate import confusion_cell
 
     records = scan_dataset(EMBEDDED_SAMPLE).labelled[::7]
     split = pd.DataFrame([{"path": r.path, "patient": r.patient, "label": r.label,
@@ -120,7 +120,7 @@ def test_a_model_worse_than_a_constant_answer_says_so_on_home_and_predict(runs_d
 
 
 def test_the_road_ranking_of_a_run_is_drawn_as_bars_and_a_table(runs_dir: Path) -> None:
-    from pipeline.files import write_json_atomic
+    from pipeline.core.files import write_json_atomic
 
     folder = fake_run(runs_dir, "explained")
     methods = {"gradcam": {"computed": "Grad-CAM", "road_mean": 0.12, "road_std": 0.05},

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from pipeline.runs import RunFolder, create_run_dir
+from pipeline.runs.folder import RunFolder, create_run_dir
 from tests.helpers import record_spawns, shown_text
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")

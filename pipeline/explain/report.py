@@ -1,0 +1,131 @@
+"""One self-contained HTML report per run: settings, provenance, validation and test figures with their
+warnings, curves, confusion matrix, ROC, calibration, per-class and per-patient tables, a few explained
+examples. Figures are plotly's own HTML; plotly.js is embedded once, so the file reads offline."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from ..core.errors import ImageReadError, PipelineError
+from ..core.files import write_bytes_atomic
+from ..data.preprocess import read_image
+from ..evaluation.evaluate import confusion_cell, patient_summary
+from ..evaluation.figures import confusion_matrix_figure, curves_figure, roc_figure, run_calibration_figure
+from ..evaluation.intervals import interval_line
+from ..evaluation.metrics import Metrics
+from ..inference.predict import Predictor, class_index_of
+from ..runs.catalog import model_card, provenance, shown_path, without_paths
+from ..runs.folder import RunFolder
+from .cams import Explainer, overlay
+
+EXAMPLES = 4
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#1F2933}table{border-collapse:collapse;"
+         "margin:.5em 0}td,th{border:1px solid #ccd;padding:3px 8px;font-size:13px}.warn{background:#FFF4D6;"
+         "padding:6px 10px;margin:4px 0}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0;width:240px}"
+         "figcaption{font-size:12px}")
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, escape=True)
+
+
+def _figures(figures: list[Any]) -> str:
+    parts = []
+    for index, figure in enumerate(figures):
+        parts.append(figure.to_html(full_html=False, include_plotlyjs=index == 0, config={"displaylogo": False}))
+    return "".join(parts)
+
+
+def _png(image_rgb: np.ndarray) -> str:
+    data = cv2.imencode(".png", cv2.cvtColor(np.asarray(image_rgb, np.uint8), cv2.COLOR_RGB2BGR))[1].tobytes()
+    return f"data:image/png;base64,{base64.b64encode(data).decode()}"
+
+
+def _examples(folder: RunFolder, predictions: pd.DataFrame, hide_paths: bool = False) -> str:
+    """Grad-CAM of the most confident mistakes and of correct answers, as embedded images."""
+
+    try:
+        predictor = Predictor.from_run(folder.path)
+    except PipelineError as error:
+        reason = without_paths(str(error)) if hide_paths else str(error)
+        return f"<p>No explained examples: the model does not load ({html.escape(reason)}).</p>"
+    explainer = Explainer(predictor.model, forward=predictor.forward)
+    picked = pd.concat([confusion_cell(predictions, "ALL", "HEM").head(1), confusion_cell(predictions, "HEM", "ALL")
+                        .head(1), confusion_cell(predictions, "ALL", "ALL").head(1),
+                        confusion_cell(predictions, "HEM", "HEM").head(1)]).head(EXAMPLES)
+    cells = []
+    for row in picked.itertuples(index=False):
+        try:
+            model_input = predictor.prepare(read_image(row.path))
+        except ImageReadError:
+            continue
+        heatmap = explainer.heatmap(model_input, "gradcam", class_index=class_index_of(row.predicted))
+        caption = (f"{html.escape(Path(row.path).name)} · {row.patient} · true {row.label}, called {row.predicted} "
+                   f"(P(ALL) {row.prob_all:.2f})")
+        cells.append(f'<figure><img width="240" src="{_png(overlay(model_input, heatmap))}">'
+                     f"<figcaption>{caption}</figcaption></figure>")
+    return f'<div class="grid">{"".join(cells)}</div>' if cells else "<p>No test image could be read.</p>"
+
+
+def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool = False) -> str:
+    """The report of a completed run as one HTML string; `hide_paths` (a hosted demo) names data folders without
+    the server's paths."""
+    folder = RunFolder(Path(run_dir))
+    config, metrics, history = folder.config(), folder.metrics() or {}, folder.history()
+    predictions = folder.predictions()
+    card = model_card(folder)
+    validation = metrics.get("validation") or {}
+
+    def figure_row(name: str, source: dict[str, Any], key: str) -> dict[str, Any]:
+        return {"figure": name, "value": Metrics.of(source).figure(key),
+                "undefined": (source.get("undefined") or {}).get(key, "")}
+
+    rows = [figure_row(f"{subset} {name}", source, key) for subset, source in (("validation", validation),
+                                                                              ("test", metrics)) if source
+            for name, key in (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"),
+                              ("weighted F1", "weighted_f1"), ("ROC AUC", "roc_auc"), ("MCC", "mcc"),
+                              ("Brier", "brier"))]
+    per_class = Metrics.of(metrics).per_class()
+    figures = [curves_figure(history, "accuracy"), curves_figure(history, "loss"),
+               confusion_matrix_figure(metrics), roc_figure(predictions, metrics.get("roc_auc"))]
+    if metrics.get("calibration"):
+        figures.append(run_calibration_figure(metrics))
+    warnings = "".join(f'<div class="warn">{html.escape(w)}</div>' for w in metrics.get("warnings") or [])
+    shown = {**config, "data_dir": shown_path(config.get("data_dir"), hide_paths)}
+    settings = pd.DataFrame([{"setting": key, "value": json.dumps(value) if isinstance(value, dict | list) else value}
+                             for key, value in shown.items()])
+    body = [
+        f"<h1>Run {html.escape(folder.run_id)}</h1>",
+        "<p><b>Research tool, not a diagnostic device.</b> "
+        f"{html.escape(provenance(config, hide_paths, markdown=False))}</p>",
+        f"<p>Held out: validation patients {', '.join(card['held_out'].get('val', []))}; test patients "
+        f"{', '.join(card['held_out'].get('test', []))}. Runs are chosen on validation; the test subset is "
+        "evaluated once.</p>", warnings,
+        f"<p>Test figures with 95 % intervals: {html.escape(interval_line(card.get('intervals')) or 'none')}.</p>",
+        "<h2>Figures</h2>", _table(pd.DataFrame(rows)),
+        "<h2>Per class (test)</h2>", _table(per_class),
+        "<h2>Curves, confusion matrix, ROC, calibration</h2>", _figures(figures),
+        "<h2>Per patient (test)</h2>", _table(patient_summary(predictions)),
+    ]
+    if explained:
+        body += ["<h2>Explained examples (Grad-CAM)</h2>", _examples(folder, predictions, hide_paths)]
+    body += ["<h2>Settings and provenance</h2>", _table(settings)]
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run {html.escape(folder.run_id)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")
+
+
+def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
+    """`report.html` in the run folder (or `out`), written atomically."""
+
+    folder = RunFolder(Path(run_dir))
+    target = Path(out) if out else folder.report_path
+    write_bytes_atomic(target, build_report(run_dir).encode())
+    return target

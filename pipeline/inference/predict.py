@@ -1,0 +1,308 @@
+"""Loading a finished run's model and predicting images with the run's own preprocessing."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import ALL_INDEX, CLASS_NAMES
+from ..core.config import TrainConfig
+from ..core.errors import ImageReadError, PipelineError
+from ..data.cache import load_images
+from ..data.layouts import PRELIM_SUBSET, UNKNOWN_PATIENT, cell_name, scan_dataset
+from ..data.preprocess import decode_image, pad_to_square, preprocess, read_image
+from ..evaluation.evaluate import fitted_temperature, label_from_prob, metrics_from_predictions, with_temperature
+from ..evaluation.intervals import patient_bootstrap
+from ..models.model import compiled_forward, feature_extractor, load_model
+from ..runs.folder import HEAD, PREDICTIONS, SPLIT, RunFolder
+from .batches import class_probabilities, one_at_a_time, predictions_table
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's prediction: the class shown, its model output index (what an explanation must explain),
+    P(ALL), the probability of the class shown, whether it averages the 8 TTA views, and the model input."""
+
+    predicted: str
+    class_index: int
+    prob_all: float
+    probability: float
+    tta: bool
+    input: np.ndarray
+    check: InputCheck | None = None
+    """What the released model's input checks found (None for a model without them)."""
+    band: str | None = None
+    """The released model's uncertainty band: likely ALL, uncertain or likely HEM."""
+    fold: int = 0
+    """Which of a released model's heads answered: 0 the head fit on every patient, k the head of patient fold k
+    (one that never saw this image's patient)."""
+
+    @classmethod
+    def from_prob_all(cls, prob_all: float, tta: bool, model_input: np.ndarray, check: InputCheck | None = None,
+                      band: str | None = None, fold: int = 0) -> Prediction:
+        predicted = str(label_from_prob(np.array([prob_all]))[0])
+        return cls(predicted, class_index_of(predicted), prob_all,
+                   prob_all if predicted == "ALL" else 1 - prob_all, tta, model_input, check, band, fold)
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """Whether an input is what the model knows: the format check's problem (None: a cell on black, as trained),
+    the feature distance to the training cells and the threshold 95 % of held-out cells stay within."""
+
+    problem: str | None
+    distance: float
+    threshold: float
+
+    @property
+    def in_distribution(self) -> bool:
+        return self.problem is None and self.distance <= self.threshold
+
+    def sentence(self) -> str:
+        """A plain sentence for a flagged input ("" when it passes)."""
+        if self.in_distribution:
+            return ""
+        why = self.problem or (f"its features lie far from every training cell (distance {self.distance:.2f}, "
+                               f"where 95 % of held-out cells stay within {self.threshold:.2f})")
+        return f"This picture is not like the cells the model was trained on: {why}. The answer is not reliable."
+
+
+def class_index_of(label: str) -> int:
+    """The model output index of a class name (ALL or HEM)."""
+    return CLASS_NAMES.index(label)
+
+
+@dataclass
+class Predictor:
+    """A run's model with the settings it was trained with (image size, CLAHE)."""
+
+    model: Any
+    config: TrainConfig
+    run_dir: Path
+    temperature: float | None = None
+    """The run's fitted temperature (`temperature_scaling`), applied to every P(ALL) as to its test figures."""
+    release: Any = None
+    """A released model's head and input checks (`pipeline.models.release.Release`); None for a trained run."""
+    patient_folds: dict[str, int] | None = None
+    """A released model's patient -> fold of the head that left that patient out."""
+
+    def __post_init__(self) -> None:
+        self.forward = compiled_forward(self.model)
+        self.features = compiled_forward(feature_extractor(self.model)) if self.release is not None else None
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> Predictor:
+        folder = RunFolder(Path(run_dir))
+        if folder.released:
+            from ..models.release import Release
+
+            release = Release.load(folder.file(HEAD))
+            return cls(release.keras_model(), folder.record().config, folder.path, None, release,
+                       released_folds(folder))
+        if not folder.has_config() and folder.has_model():
+            # A bare model.keras trained elsewhere: its input size is known, the rest are the defaults.
+            model = load_model(folder.model_path)
+            return cls(model, TrainConfig(data_dir="", image_size=int(model.input_shape[1])), folder.path)
+        try:
+            config = folder.record().config
+        except PipelineError as error:
+            raise PipelineError(f"{run_dir} is not a readable run folder ({error}).") from error
+        return cls(load_model(folder.model_path), config, folder.path, fitted_temperature(folder.metrics()))
+
+    def prepare(self, image_rgb: np.ndarray) -> np.ndarray:
+        """The model input for an RGB image: resize + CLAHE as in training, uint8."""
+        return preprocess(image_rgb, self.config.image_size, self.config.clahe)
+
+    @one_at_a_time
+    def predict_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """Probability of ALL for preprocessed uint8 inputs (averaged over 8 views when the run uses TTA, then
+        rescaled by the run's temperature when it fitted one)."""
+        return with_temperature(class_probabilities(self.forward, inputs, self.config.tta)[:, ALL_INDEX],
+                                self.temperature)
+
+    def predict_image(self, image_rgb: np.ndarray, patient: str | None = None) -> Prediction:
+        """The prediction for an RGB image; a released model also checks the picture and its features, and
+        answers a cell of a patient it was built from with the fold head that never saw that patient."""
+        model_input = self.prepare(image_rgb)
+        if self.release is None:
+            return self.predict_image_input(model_input)
+        features = self.pooled_features(np.asarray(model_input)[None])
+        fold = (self.patient_folds or {}).get(str(patient), 0) if patient else 0
+        prob_all = float(self.release.prob_all(features, fold)[0])
+        check = InputCheck(self.release.format.problem(pad_to_square(image_rgb)),
+                           float(self.release.distance(features)[0]), self.release.distance_threshold)
+        return Prediction.from_prob_all(prob_all, False, model_input, check, self.release.band(prob_all), fold)
+
+    @one_at_a_time
+    def pooled_features(self, inputs: np.ndarray) -> np.ndarray:
+        """The backbone's pooled features of prepared inputs (a released model)."""
+        return np.asarray(self.features(np.asarray(inputs, np.float32)), np.float64)
+
+    def predict_image_input(self, model_input: np.ndarray) -> Prediction:
+        """The prediction for one prepared model input, as the run makes it (with TTA when it uses it)."""
+        prob_all = float(self.predict_inputs(np.asarray(model_input)[None])[0])
+        band = self.release.band(prob_all) if self.release is not None else None
+        return Prediction.from_prob_all(prob_all, self.config.tta, model_input, band=band)
+
+    def predict_bytes(self, data: bytes, name: str) -> Prediction:
+        return self.predict_image(decode_image(data, name))
+
+    def predict_paths(self, paths: list[str | Path]) -> pd.DataFrame:
+        """One row per path: predicted class and probability of ALL, or the reason it could not be read."""
+        return self.predict_sources([(str(path), "", lambda path=path: read_image(path)) for path in paths])
+
+    def predict_sources(self, sources: list[tuple[str, str, Callable[[], np.ndarray]]]) -> pd.DataFrame:
+        """One row per (name, group, image reader): class and P(ALL) (with a released model's band and input
+        check), or the reason the image could not be read."""
+        rows = []
+        for name, group, read in sources:
+            try:
+                result = self.predict_image(read())
+            except ImageReadError as error:
+                rows.append({"path": name, "group": group, "predicted": None, "prob_all": None, "error": str(error)})
+                continue
+            rows.append({"path": name, "group": group, "predicted": result.predicted,
+                         "prob_all": round(result.prob_all, 6), "error": None, **check_columns(result)})
+        columns = ["path", "group", "predicted", "prob_all", "error"]
+        return pd.DataFrame(rows, columns=columns + (list(CHECK_COLUMNS) if self.release is not None else []))
+
+
+def released_folds(folder: RunFolder) -> dict[str, int]:
+    """patient -> fold of a release's out-of-fold predictions (empty when they do not read)."""
+    try:
+        table = pd.read_csv(folder.file(PREDICTIONS), usecols=["patient", "fold"], dtype={"patient": str})
+        return {str(patient): int(fold) for patient, fold in zip(table["patient"], table["fold"], strict=True)}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+CHECK_COLUMNS = ("band", "distance", "in_distribution", "input_problem")
+"""What a released model adds to each prediction row."""
+
+
+def check_columns(prediction: Prediction) -> dict[str, Any]:
+    """The band and input-check columns of a prediction row (none for a model without checks)."""
+    if prediction.check is None:
+        return {}
+    return {"band": prediction.band, "distance": round(prediction.check.distance, 4),
+            "in_distribution": prediction.check.in_distribution, "input_problem": prediction.check.problem or ""}
+
+
+SEEN_REASONS = ("same_path", "same_name", "same_pixels", "seen_patient")
+"""Why an image counts as seen by a run, in the order they are tested: the same file, the same C-NMC cell name
+(`UID_<patient>_<image>_<cell>`, whatever the extension or folder), the same decoded pixels (a re-encoded copy),
+or another image of a patient the run trained or validated on."""
+
+
+def pixel_digest(path: str) -> str:
+    """A digest of an image's decoded pixels (shape included): the same cell saved as BMP, PNG or TIFF agrees."""
+    image = read_image(path)
+    return hashlib.sha256(str(image.shape).encode() + image.tobytes()).hexdigest()
+
+
+def seen_reasons(table: pd.DataFrame, split: pd.DataFrame) -> np.ndarray:
+    """For each image of `table` (path, patient), why the run of `split` has seen it (one of `SEEN_REASONS`), or
+    "" when it has not. `PipelineError` in one line when the run's own images cannot be read (without their
+    pixels it cannot tell)."""
+    seen = split[split["subset"].isin(["train", "val"])]
+    seen_paths = {str(Path(path).resolve()) for path in seen["path"]}
+    seen_names = {name for name in map(cell_name, seen["path"]) if name}
+    seen_patients = {str(patient) for patient in seen["patient"] if str(patient) != UNKNOWN_PATIENT}
+    unreadable, seen_pixels = [], set()
+    for path in seen["path"]:
+        try:
+            seen_pixels.add(pixel_digest(path))
+        except ImageReadError:
+            unreadable.append(path)
+    if unreadable:
+        raise PipelineError(f"{len(unreadable)} of the {len(seen)} images this run trained or validated on cannot be "
+                            f"read (first: {unreadable[0]}), so it cannot tell which images it saw; make them "
+                            "readable at the paths of its split.csv.")
+    reasons = []
+    for row in table.itertuples(index=False):
+        reason = ""
+        if str(Path(row.path).resolve()) in seen_paths:
+            reason = "same_path"
+        elif cell_name(row.path) in seen_names:
+            reason = "same_name"
+        else:
+            try:
+                reason = "same_pixels" if pixel_digest(row.path) in seen_pixels else ""
+            except ImageReadError:
+                reason = ""  # an unreadable image is skipped (and counted) later
+            if not reason and str(getattr(row, "patient", UNKNOWN_PATIENT)) in seen_patients:
+                reason = "seen_patient"
+        reasons.append(reason)
+    return np.array(reasons, dtype=object)
+
+
+def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None,
+                 include_seen_patients: bool = False) -> tuple[dict[str, Any], Path]:
+    """Metrics of a run's model on its test subset again, or on the labelled images of `data_dir` (its prelim
+    test set when it has one), never counting an image the run trained or validated on (by path, C-NMC cell name
+    or decoded pixels). Other images of the run's training or validation patients are reported apart
+    (`seen_patients`) and left out of the headline unless `include_seen_patients`. Written to
+    `evaluations/<name>/` of the run; returns the metrics and that folder."""
+
+    folder = RunFolder(Path(run_dir))
+    predictor = Predictor.from_run(run_dir)
+    split = folder.split() if folder.file(SPLIT).is_file() else pd.DataFrame(columns=["path", "subset"])
+    if data_dir is None:
+        table = split[split["subset"] == "test"]
+        subset, name = "test", "test-subset"
+    else:
+        dataset = scan_dataset(data_dir)
+        records = [r for r in dataset.labelled if r.subset == PRELIM_SUBSET] or dataset.labelled
+        if not records:
+            raise PipelineError(f"{data_dir} holds no labelled image to evaluate on (unlabelled test images, or a "
+                                f"prelim folder without its labels CSV).")
+        table = pd.DataFrame({"path": [r.path for r in records], "patient": [r.patient for r in records],
+                              "label": [r.label for r in records]})
+        subset = PRELIM_SUBSET if records[0].subset == PRELIM_SUBSET else "all labelled"
+        name = f"{Path(data_dir).name}-{subset}"
+    if table.empty:
+        raise PipelineError("No labelled images to evaluate on.")
+    reasons = seen_reasons(table, split)
+    dropped = {reason: int((reasons == reason).sum()) for reason in SEEN_REASONS}
+    same_image = np.isin(reasons, ["same_path", "same_name", "same_pixels"])
+    of_seen_patient = reasons == "seen_patient"
+    headline = ~same_image & (~of_seen_patient | include_seen_patients)
+    if not headline.any():
+        detail = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in dropped.items() if count)
+        raise PipelineError(f"Every labelled image there was seen by this run ({detail}): nothing is left to evaluate "
+                            "on" + (" (--include-seen-patients counts other images of its patients)."
+                                    if of_seen_patient.any() else "."))
+
+    def predict(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+        images, failed = load_images(rows["path"].tolist(), predictor.config.image_size, predictor.config.clahe)
+        keep = ~rows["path"].isin(list(failed)).to_numpy()
+        rows = rows[keep].reset_index(drop=True)
+        prob_all = predictor.predict_inputs(np.asarray(images)[keep])
+        return predictions_table(rows, prob_all), len(failed)
+
+    predictions, failed = predict(table[headline].reset_index(drop=True))
+    apart = of_seen_patient & ~headline
+    seen_patients = None
+    if apart.any():
+        seen_predictions, _ = predict(table[apart].reset_index(drop=True))
+        seen_patients = {**metrics_from_predictions(seen_predictions),
+                         "note": "images of patients the run trained or validated on: flattering, not the headline"}
+    metrics = {**metrics_from_predictions(predictions), "subset": subset, "data_dir": str(data_dir or ""),
+               "skipped_images": failed, "excluded_seen_images": dropped, "tta": predictor.config.tta,
+               "temperature": predictor.temperature, "include_seen_patients": include_seen_patients,
+               "seen_patients": seen_patients, "intervals": patient_bootstrap(predictions)}
+    if any(dropped.values()):
+        metrics["warnings"] = [*(metrics.get("warnings") or []), "Left out as seen by the run: " + ", ".join(
+            f"{count} by {reason.replace('_', ' ')}" for reason, count in dropped.items()
+            if count and (reason != "seen_patient" or not include_seen_patients)) + "."]
+    out_dir = folder.evaluation_dir(name)
+    target = RunFolder(out_dir)
+    target.write_predictions(predictions)
+    target.write_metrics(metrics)
+    return metrics, out_dir

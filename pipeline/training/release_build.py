@@ -1,0 +1,207 @@
+"""Building the released model (`python -m pipeline release`): features of every labelled cell, heads fit on patient
+folds and on everyone, the temperature, the out-of-distribution threshold and the bands from out-of-fold scores,
+written as a run folder with its card (`pipeline.models.release` is what is built)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+from scipy.special import expit
+
+from ..core.config import (
+    CELL_AREA,
+    PROJECT_ROOT,
+    RELEASE_DIR,
+    ClaheSettings,
+    TrainConfig,
+    default_cache_dir,
+    recipe_config,
+)
+from ..core.errors import PipelineError
+from ..core.files import atomic_write, write_csv_atomic, write_json_atomic
+from ..data.cache import cache_key, cached_array, load_images
+from ..data.layouts import scan_dataset
+from ..data.preprocess import pad_to_square, read_image
+from ..evaluation.evaluate import label_from_prob, metrics_from_predictions
+from ..evaluation.intervals import patient_bootstrap
+from ..inference.batches import extract_features
+from ..models.release import (
+    BAND_AGREEMENT,
+    MAX_BYTES,
+    OOD_PASS_SHARE,
+    RELEASE_FOLDS,
+    DistanceScore,
+    FormatCheck,
+    LinearHead,
+    Release,
+    cell_shape,
+)
+from ..runs.folder import HEAD, PREDICTIONS, RELEASE_CARD, SPLIT, STATUS, RunFolder, now_iso
+from ..runs.release_card import card_text
+from .fit import FEATURE_CODE_VERSION
+
+RELEASE_C = 1.0
+"""The release's regularisation, fixed before looking (scikit-learn's default), not tuned on fold 1: fold-1
+cross-validation prefers strong regularisation (C = 1e-4, a choice only fold-1 CV supports), which was measured to
+cost about 0.13 ROC AUC on other folds' patients with as-imaged features (docs/methods.md)."""
+
+
+def release_config(data_dir: str, cell_area: float = CELL_AREA, image_size: int | None = None) -> TrainConfig:
+    """The settings the release is built with: the `lite` recipe's backbone and size (or `image_size`), cells
+    size-normalised, one view (no test-time averaging: a cold demo answers in seconds)."""
+    config = recipe_config("lite", data_dir, clahe=ClaheSettings(cell_area=cell_area), tta=False)
+    return config.replace(image_size=image_size) if image_size else config
+
+
+def fit_temperature(logits: np.ndarray, is_all: np.ndarray) -> float:
+    """The temperature that minimises the log loss of sigmoid(logits / T) (Guo et al., 2017)."""
+    def loss(log_t: float) -> float:
+        p = np.clip(expit(logits / np.exp(log_t)), 1e-9, 1 - 1e-9)
+        return float(-np.mean(is_all * np.log(p) + (~is_all) * np.log(1 - p)))
+    return float(np.exp(minimize_scalar(loss, bounds=(-4, 4), method="bounded").x))
+
+
+def choose_bands(prob_all: np.ndarray, is_all: np.ndarray, agreement: float = BAND_AGREEMENT) -> tuple[float, float]:
+    """(low, high): the least high edge above which out-of-fold cells were ALL at least `agreement` of the time
+    (classes weighed equally), and the greatest low edge below which they were HEM; 0 and 1 when none reaches it."""
+    weight = np.where(is_all, 0.5 / max(is_all.sum(), 1), 0.5 / max((~is_all).sum(), 1))
+    edges = np.round(np.arange(0.50, 0.991, 0.01), 2)
+
+    def share(mask: np.ndarray, of_all: bool) -> float:
+        total = weight[mask].sum()
+        return float(weight[mask & (is_all == of_all)].sum() / total) if total else 0.0
+
+    high = next((float(e) for e in edges if share(prob_all >= e, True) >= agreement), 1.0)
+    low = next((float(1 - e) for e in edges if share(prob_all <= 1 - e, False) >= agreement), 0.0)
+    return min(low, 0.5), max(high, 0.5)
+
+
+def cell_features(config: TrainConfig, paths: list[str], progress: Callable[[str], None]) -> tuple[np.ndarray, str]:
+    """Pooled ImageNet features of `paths` under the release's preprocessing (cached), and the weights label."""
+    from ..models.model import backbone_fingerprint, build_model
+
+    model, weights = build_model(config.backbone, config.image_size, "imagenet", freeze_backbone=True)
+    key = {"images": cache_key(paths, config.image_size, config.clahe), "backbone": config.backbone,
+           "weights": weights, "weights_sha256": backbone_fingerprint(model), "kind": "release",
+           "feature_code": FEATURE_CODE_VERSION}
+
+    def compute() -> np.ndarray:
+        progress(f"preprocessing {len(paths)} cells")
+        images, failed = load_images(paths, config.image_size, config.clahe, default_cache_dir())
+        if failed:
+            first = next(iter(failed.items()))
+            raise PipelineError(f"{len(failed)} cell(s) do not read (first: {first[0]}: {first[1]}).")
+        progress(f"features of {len(paths)} cells")
+        return extract_features(model, np.asarray(images))
+
+    features, _ = cached_array("features", key, compute, default_cache_dir())
+    return features, weights
+
+
+def fold_of(is_all: np.ndarray, patients: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    from ..data.shortcuts import patient_folds
+
+    fold = np.zeros(len(is_all), np.int64)
+    for index, test in enumerate(patient_folds(is_all, patients, folds, seed), start=1):
+        fold[test] = index
+    return fold
+
+
+def cross_fit(features: np.ndarray, is_all: np.ndarray, patients: np.ndarray, shapes: np.ndarray,
+              config: TrainConfig, folds: int = RELEASE_FOLDS, c: float | None = RELEASE_C
+              ) -> tuple[Release, pd.DataFrame, dict[str, Any]]:
+    """The release fit on every cell, its fold heads, and every cell's out-of-fold P(ALL) and distance (`shapes`:
+    each cell's area and largest-part share, for the format check). `c`: the regularisation, fixed, or (None)
+    chosen on inner patient folds of each head's own training patients."""
+    from .nested import choose_c
+
+    def regularisation(rows: np.ndarray) -> float:
+        return c if c is not None else choose_c(features[rows], is_all[rows], patients[rows])
+
+    fold = fold_of(is_all, patients, folds, config.seed)
+    logits, distances, chosen = np.zeros(len(is_all)), np.zeros(len(is_all)), []
+    heads = []
+    for index in range(1, folds + 1):
+        train, test = fold != index, fold == index
+        chosen.append(regularisation(train))
+        heads.append(LinearHead.fit(features[train], is_all[train], chosen[-1]))
+        logits[test] = heads[-1].logits(features[test])
+        distances[test] = DistanceScore.fit(features[train])(features[test])
+    c_all = regularisation(np.ones(len(is_all), bool))
+    temperature = fit_temperature(logits, is_all)
+    prob = expit(logits / temperature)
+    low, high = choose_bands(prob, is_all)
+    release = Release(config.backbone, config.image_size, config.clahe.cell_area,
+                      [LinearHead.fit(features, is_all, c_all), *heads], temperature, DistanceScore.fit(features),
+                      float(np.quantile(distances, OOD_PASS_SHARE)), FormatCheck.of(shapes[:, 0], shapes[:, 1]),
+                      low, high)
+    table = pd.DataFrame({"fold": fold, "prob_all": np.round(prob, 6), "distance": np.round(distances, 4)})
+    return release, table, {"C_full": c_all, "C_folds": chosen,
+                            "C_choice": "fixed" if c is not None else "inner patient folds"}
+
+
+def _shape_of(path: str) -> tuple[float, float]:
+    return cell_shape(pad_to_square(read_image(path)))
+
+
+def build_release(data_dir: str, out_dir: Path = RELEASE_DIR, folds: int = RELEASE_FOLDS,
+                  cell_area: float = CELL_AREA, progress: Callable[[str], None] | None = None,
+                  image_size: int | None = None, c: float | None = RELEASE_C) -> RunFolder:
+    """Build the release from every labelled training cell of `data_dir` and write it as a run folder: config,
+    status, split (every cell trained the head that answers uploads), out-of-fold predictions, metrics with
+    patient-bootstrap intervals and the per-subject table, `head.npz` and its card."""
+    say = progress or (lambda text: None)
+    records = scan_dataset(data_dir).training_records()
+    if not records:
+        raise PipelineError(f"{data_dir} holds no labelled cell to build a release from.")
+    config = release_config(data_dir, cell_area, image_size)
+    paths = [record.path for record in records]
+    labels = np.array([record.label for record in records])
+    patients = np.array([record.patient for record in records]).astype(str)
+    features, weights = cell_features(config, paths, say)
+    say("measuring cell shapes")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        shapes = np.array(list(pool.map(_shape_of, paths)))
+    say("cross-fitting the heads")
+    release, table, choices = cross_fit(features, labels == "ALL", patients, shapes, config, folds, c)
+    shown = [os.path.relpath(Path(path).resolve(), PROJECT_ROOT) for path in paths]
+    predictions = pd.DataFrame({"path": shown, "patient": patients, "label": labels,
+                                "predicted": label_from_prob(table["prob_all"].to_numpy()),
+                                "prob_all": table["prob_all"], "fold": table["fold"],
+                                "distance": table["distance"],
+                                "in_distribution": table["distance"] <= release.distance_threshold})
+    metrics = {**metrics_from_predictions(predictions), "subset": "out-of-fold (every cell)",
+               "intervals": patient_bootstrap(predictions), "tta": False,
+               "figures": "out-of-fold: every cell scored by the fold head that never saw its patient",
+               "release": {"folds": folds, "temperature": release.temperature, **choices,
+                           "distance_threshold": release.distance_threshold,
+                           "bands": [release.band_low, release.band_high],
+                           "test_patients": [sorted(set(patients[table["fold"] == k])) for k in range(1, folds + 1)]}}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(out)
+    release.save(folder.file(HEAD))
+    write_csv_atomic(folder.file(SPLIT), pd.DataFrame({"path": shown, "patient": patients, "label": labels,
+                                                             "subset": "train"}))
+    write_csv_atomic(folder.file(PREDICTIONS), predictions)
+    folder.write_metrics(metrics)
+    folder.write_config({**config.replace(data_dir=os.path.relpath(Path(data_dir).resolve(), PROJECT_ROOT)).to_dict(),
+                         "weights_used": weights, "data_kind": "real", "created": now_iso(),
+                         "images": len(paths), "release": True})
+    write_json_atomic(folder.file(STATUS), {"state": "completed", "phase": "released",
+                                                   "finished_at": now_iso(), "updated_at": now_iso()})
+    atomic_write(folder.file(RELEASE_CARD), lambda target: target.write_text(card_text(folder, release, metrics,
+                                                                                          BAND_AGREEMENT)))
+    size = sum(file.stat().st_size for file in out.iterdir() if file.is_file())
+    if folder.file(HEAD).stat().st_size > MAX_BYTES:
+        raise PipelineError(f"The head is {folder.file(HEAD).stat().st_size} bytes, over {MAX_BYTES}.")
+    say(f"release written to {out} ({size / 1e6:.2f} MB)")
+    return folder
+
