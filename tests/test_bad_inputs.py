@@ -101,7 +101,7 @@ def test_data_a_run_cannot_use_is_refused_before_tensorflow_and_leaves_no_folder
         prepare_run(TrainConfig(data_dir=str(loose), **TINY), tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
     result = subprocess.run([sys.executable, "-c", (
-        "import sys; from pipeline.training.train import prepare_run; from pipeline.core.config import TrainConfig\n"
+        "import sys\nfrom pipeline.training.train import prepare_run\nfrom pipeline.core.config import TrainConfig\n"
         f"try: prepare_run(TrainConfig(data_dir={str(one_class)!r}, weights='none'))\n"
         "except ValueError: pass\n"
         "print('tensorflow' in sys.modules)")], cwd=REPO, capture_output=True, text=True, timeout=120)
