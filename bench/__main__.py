@@ -27,21 +27,36 @@ def main() -> None:
     mode.add_argument("--quick", action="store_true", help="EfficientNet-B0 at 96 px, small synthetic set")
     mode.add_argument("--real", action="store_true", help="a recipe on real C-NMC fold 1, judged on unseen patients")
     mode.add_argument("--gpu", action="store_true", help="EfficientNet-B3 at 224 px on a GPU (under 5 minutes)")
-    mode.add_argument("--cold", action="store_true",
-                      help="a hosted demo's cold start with the release, against training at start-up")
-    mode.add_argument("--load", action="store_true",
-                      help="visitors at once on a hosted demo in Chromium (B3 at 224 px): waits against one alone")
+    mode.add_argument(
+        "--cold", action="store_true", help="a hosted demo's cold start with the release, against training at start-up"
+    )
+    mode.add_argument(
+        "--load",
+        action="store_true",
+        help="visitors at once on a hosted demo in Chromium (B3 at 224 px): waits against one alone",
+    )
     parser.add_argument("--visitors", type=int, default=10, help="--load: visitors at once")
     parser.add_argument("--data", type=Path, default=None, help="--real: the data (default ../shared/cnmc-fold1)")
     parser.add_argument("--recipe", default="lite", help="--real: the recipe (lite, scratch, paper)")
     parser.add_argument("--crossval", type=int, default=0, help="--real: also a K-fold patient cross-validation")
     parser.add_argument("--repeats", type=int, default=1, help="--real: repeat the cross-validation over seeds")
-    parser.add_argument("--levers", action="store_true",
-                        help="--real: the recipe's steps one after another, each a repeated cross-validation")
-    parser.add_argument("--protocol", action="store_true",
-                        help="--real: the paper's image split beside a patient split, as the paper reports")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="--real: override a setting of the recipe (repeatable), e.g. --set head_l2=0.1")
+    parser.add_argument(
+        "--levers",
+        action="store_true",
+        help="--real: the recipe's steps one after another, each a repeated cross-validation",
+    )
+    parser.add_argument(
+        "--protocol",
+        action="store_true",
+        help="--real: the paper's image split beside a patient split, as the paper reports",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="--real: override a setting of the recipe (repeatable), e.g. --set head_l2=0.1",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="--real: override the recipe's epochs")
     parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     args = parser.parse_args()
@@ -54,8 +69,15 @@ def main() -> None:
         if args.protocol:
             results = real.protocol_comparison(args.data or real.DEFAULT_DATA, runs_dir, args.recipe, **overrides)
         else:
-            results = real.run(args.data or real.DEFAULT_DATA, runs_dir, args.recipe, args.crossval, args.repeats,
-                               args.levers, **overrides)
+            results = real.run(
+                args.data or real.DEFAULT_DATA,
+                runs_dir,
+                args.recipe,
+                args.crossval,
+                args.repeats,
+                args.levers,
+                **overrides,
+            )
         lines = real.report(results)
     elif args.cold:
         from bench import cold

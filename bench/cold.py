@@ -36,8 +36,10 @@ async def _first_answer(base: str, image: Path, started: float, visitors: list[P
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         context = await browser.new_context(viewport={"width": 1400, "height": 1600})
         page = await context.new_page()
         page.set_default_timeout(READY_TIMEOUT_S * 1000)
@@ -92,8 +94,11 @@ def _train_at_start(root: Path) -> dict[str, Any]:
     for folder in (root / "artifacts" / "runs").iterdir():
         if folder.is_dir() and not folder.name.startswith("."):
             cancel(RunFolder(folder).path)
-    return {"first_answer_s": round(ready, 1), "served_fold": state,
-            "measured": "launch_demo_model until its served fold completed (no page load counted)"}
+    return {
+        "first_answer_s": round(ready, 1),
+        "served_fold": state,
+        "measured": "launch_demo_model until its served fold completed (no page load counted)",
+    }
 
 
 def run(visitors: int = 10) -> dict[str, Any]:
@@ -117,11 +122,17 @@ def run(visitors: int = 10) -> dict[str, Any]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     together = release["together_s"]
-    return {"release": release, "baseline_train_at_start": trained, "goals": GOALS,
-            "first_answer_speedup": round(trained["first_answer_s"] / release["first_answer_s"], 1),
-            "within_goals": {"first_answer_s": release["first_answer_s"] <= GOALS["first_answer_s"],
-                             "ten_at_once_max_s": bool(together) and max(together) <= GOALS["ten_at_once_max_s"]},
-            "ten_at_once_p95_s": round(float(np.percentile(together, 95)), 2) if together else None}
+    return {
+        "release": release,
+        "baseline_train_at_start": trained,
+        "goals": GOALS,
+        "first_answer_speedup": round(trained["first_answer_s"] / release["first_answer_s"], 1),
+        "within_goals": {
+            "first_answer_s": release["first_answer_s"] <= GOALS["first_answer_s"],
+            "ten_at_once_max_s": bool(together) and max(together) <= GOALS["ten_at_once_max_s"],
+        },
+        "ten_at_once_p95_s": round(float(np.percentile(together, 95)), 2) if together else None,
+    }
 
 
 def report(results: dict[str, Any]) -> list[str]:

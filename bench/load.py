@@ -92,8 +92,10 @@ async def _measure(base: str, images: list[Path], server_pid: int, visitors: int
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         await _visit(browser, base, images[0])  # warm: the model loads and its functions compile
         alone = [await _visit(browser, base, images[1]) for _ in range(3)]
         cpu_before = cpu_seconds(server_pid), cpu_seconds("chromium")
@@ -102,8 +104,13 @@ async def _measure(base: str, images: list[Path], server_pid: int, visitors: int
         wall = time.perf_counter() - start
         cpu = cpu_seconds(server_pid) - cpu_before[0], cpu_seconds("chromium") - cpu_before[1]
         await browser.close()
-    return {"alone_s": [float(t) for t in alone], "together_s": sorted(float(t) for t in together),
-            "together_wall_s": wall, "server_cpu_s": cpu[0], "browsers_cpu_s": cpu[1]}
+    return {
+        "alone_s": [float(t) for t in alone],
+        "together_s": sorted(float(t) for t in together),
+        "together_wall_s": wall,
+        "server_cpu_s": cpu[0],
+        "browsers_cpu_s": cpu[1],
+    }
 
 
 def summarize(figures: dict[str, Any], visitors: int, peak_rss_mb: float) -> dict[str, Any]:
@@ -111,16 +118,28 @@ def summarize(figures: dict[str, Any], visitors: int, peak_rss_mb: float) -> dic
     alone = float(np.median(figures["alone_s"]))
     together = sorted(figures["together_s"])
     p95 = float(np.percentile(together, 95))
-    return {"visitors": visitors, "model": "efficientnet_b3 at 224 px (random weights)",
-            "alone_s": round(alone, 3), "alone_runs_s": [round(t, 3) for t in figures["alone_s"]],
-            "together_s": [round(t, 3) for t in together], "p95_s": round(p95, 3),
-            "p95_over_alone": round(p95 / alone, 2) if alone else None, "peak_rss_mb": round(peak_rss_mb, 1),
-            "goals": GOALS, "within_goals": {"alone_s": alone <= GOALS["alone_s"], "p95_s": p95 <= GOALS["p95_s"],
-                                             "rss_mb": peak_rss_mb <= GOALS["rss_mb"]},
-            "cpu_during_the_ten": {"wall_s": round(figures["together_wall_s"], 2),
-                                   "server_s": round(figures["server_cpu_s"], 2),
-                                   "browsers_s": round(figures["browsers_cpu_s"], 2),
-                                   "browsers_niceness": BROWSER_NICENESS}}
+    return {
+        "visitors": visitors,
+        "model": "efficientnet_b3 at 224 px (random weights)",
+        "alone_s": round(alone, 3),
+        "alone_runs_s": [round(t, 3) for t in figures["alone_s"]],
+        "together_s": [round(t, 3) for t in together],
+        "p95_s": round(p95, 3),
+        "p95_over_alone": round(p95 / alone, 2) if alone else None,
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "goals": GOALS,
+        "within_goals": {
+            "alone_s": alone <= GOALS["alone_s"],
+            "p95_s": p95 <= GOALS["p95_s"],
+            "rss_mb": peak_rss_mb <= GOALS["rss_mb"],
+        },
+        "cpu_during_the_ten": {
+            "wall_s": round(figures["together_wall_s"], 2),
+            "server_s": round(figures["server_cpu_s"], 2),
+            "browsers_s": round(figures["browsers_cpu_s"], 2),
+            "browsers_niceness": BROWSER_NICENESS,
+        },
+    }
 
 
 def _b3_model_folder(root: Path) -> Path:

@@ -13,9 +13,14 @@ import numpy as np
 def spread(values: list[float]) -> dict[str, Any]:
     """Median, quartiles, min and max of repeated measurements."""
     array = np.asarray(values, dtype=float)
-    return {"median": float(np.median(array)), "q1": float(np.percentile(array, 25)),
-            "q3": float(np.percentile(array, 75)), "min": float(array.min()), "max": float(array.max()),
-            "n": int(len(array))}
+    return {
+        "median": float(np.median(array)),
+        "q1": float(np.percentile(array, 25)),
+        "q3": float(np.percentile(array, 75)),
+        "min": float(array.min()),
+        "max": float(array.max()),
+        "n": int(len(array)),
+    }
 
 
 def paired_ratio(numerators: list[float], denominators: list[float]) -> dict[str, Any]:
@@ -81,4 +86,3 @@ def pipeline_rate(dataset: Any, batches: int, batch_size: int) -> float:
     for _ in range(batches):
         next(iterator)
     return batch_size * batches / (time.perf_counter() - start)
-

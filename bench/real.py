@@ -25,10 +25,14 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "cnmc-fold1"
 FIGURES = ("balanced_accuracy", "roc_auc", "accuracy", "mcc", "patient_accuracy", "weighted_f1")
 LEVERS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "lite": [
-        ("ImageNet Lite0 features, the paper's head (Adam 1e-3, 30 epochs), class weights, TTA",
-         {"validation_from": "both", "balance_patients": False, "head_l2": 0.0, "augment": False}),
-        ("+ validation from ALL patients only (both other healthy subjects train)",
-         {"validation_from": "ALL", "balance_patients": False, "head_l2": 0.0, "augment": False}),
+        (
+            "ImageNet Lite0 features, the paper's head (Adam 1e-3, 30 epochs), class weights, TTA",
+            {"validation_from": "both", "balance_patients": False, "head_l2": 0.0, "augment": False},
+        ),
+        (
+            "+ validation from ALL patients only (both other healthy subjects train)",
+            {"validation_from": "ALL", "balance_patients": False, "head_l2": 0.0, "augment": False},
+        ),
         ("+ patients balanced within each class", {"balance_patients": True, "head_l2": 0.0, "augment": False}),
         ("+ L2 0.1 on the head", {"head_l2": 0.1, "augment": False}),
         ("+ L2 1.0 on the head", {"head_l2": 1.0, "augment": False}),
@@ -60,16 +64,32 @@ def repeated_crossval(config: Any, folds: int, repeats: int, runs_dir: Path) -> 
     figures = {}
     for name in ("roc_auc", "balanced_accuracy", "patient_accuracy", "weighted_f1"):
         values = pd.to_numeric(table[name], errors="coerce").dropna().to_numpy(dtype=float)
-        figures[name] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else None,
-                         "folds": int(len(values))}
-    return {"folds": folds, "repeats": repeats, "seconds": round(time.perf_counter() - start),
-            "metrics": figures, "pooled": pooled,
-            "per_fold": table[["repeat", "fold", "test_patients", "balanced_accuracy", "roc_auc"]]
-            .replace({np.nan: None}).to_dict(orient="records")}
+        figures[name] = {
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else None,
+            "folds": int(len(values)),
+        }
+    return {
+        "folds": folds,
+        "repeats": repeats,
+        "seconds": round(time.perf_counter() - start),
+        "metrics": figures,
+        "pooled": pooled,
+        "per_fold": table[["repeat", "fold", "test_patients", "balanced_accuracy", "roc_auc"]]
+        .replace({np.nan: None})
+        .to_dict(orient="records"),
+    }
 
 
-def run(data: Path, runs_dir: Path, recipe: str = "lite", crossval: int = 0, repeats: int = 1, levers: bool = False,
-        **overrides: Any) -> dict[str, Any]:
+def run(
+    data: Path,
+    runs_dir: Path,
+    recipe: str = "lite",
+    crossval: int = 0,
+    repeats: int = 1,
+    levers: bool = False,
+    **overrides: Any,
+) -> dict[str, Any]:
     """One patient-split run, and a repeated K-fold cross-validation when asked (for every lever with `levers`)."""
     from pipeline.runs.catalog import model_card
     from pipeline.training.train import train
@@ -89,12 +109,19 @@ def run(data: Path, runs_dir: Path, recipe: str = "lite", crossval: int = 0, rep
     folder = train(config, runs_dir)
     card = model_card(folder)
     metrics = folder.metrics()
-    result.update({
-        "weights": folder.config().get("weights_used"), "run": folder.run_id,
-        "train_seconds": round(time.perf_counter() - start), "held_out": card["held_out"],
-        "trained_on_images": card.get("trained_on"), "validation": _figures(metrics.get("validation")),
-        "test": _figures(metrics), "test_intervals": patient_bootstrap(folder.predictions()),
-        "warnings": metrics.get("warnings")})
+    result.update(
+        {
+            "weights": folder.config().get("weights_used"),
+            "run": folder.run_id,
+            "train_seconds": round(time.perf_counter() - start),
+            "held_out": card["held_out"],
+            "trained_on_images": card.get("trained_on"),
+            "validation": _figures(metrics.get("validation")),
+            "test": _figures(metrics),
+            "test_intervals": patient_bootstrap(folder.predictions()),
+            "warnings": metrics.get("warnings"),
+        }
+    )
     if crossval:
         result["crossval"] = repeated_crossval(config, crossval, repeats, runs_dir)
     return result
@@ -111,15 +138,20 @@ def protocol_comparison(data: Path, runs_dir: Path, recipe: str = "lite", **over
         folder = train(recipe_config(recipe, str(data), split=split, **overrides), runs_dir)
         metrics = folder.metrics()
         result["splits"][split] = {
-            "run": folder.run_id, "weights": folder.config().get("weights_used"), "images": metrics["n"],
-            "accuracy": metrics["accuracy"], "roc_auc": metrics["roc_auc"],
+            "run": folder.run_id,
+            "weights": folder.config().get("weights_used"),
+            "images": metrics["n"],
+            "accuracy": metrics["accuracy"],
+            "roc_auc": metrics["roc_auc"],
             "balanced_accuracy": metrics["balanced_accuracy"],
-            **Metrics.of(metrics).figures(("weighted_precision", "weighted_recall", "weighted_f1", "sensitivity",
-                                           "specificity")),
+            **Metrics.of(metrics).figures(
+                ("weighted_precision", "weighted_recall", "weighted_f1", "sensitivity", "specificity")
+            ),
             "confusion_matrix": metrics["confusion_matrix"],
             "leaked_patients": metrics["leakage"]["train_test_patients"],
             "test_patients": int(folder.split().query("subset == 'test'")["patient"].nunique()),
-            "intervals": patient_bootstrap(folder.predictions())}
+            "intervals": patient_bootstrap(folder.predictions()),
+        }
     return result
 
 
@@ -132,7 +164,8 @@ def _protocol_lines(result: dict[str, Any]) -> list[str]:
             f"{figures['weighted_precision']:.3f}, recall {figures['weighted_recall']:.3f}, F1 "
             f"{figures['weighted_f1']:.3f} (weighted); ALL recall {figures['sensitivity']:.3f}, HEM recall "
             f"{figures['specificity']:.3f}; confusion matrix [ALL, HEM] {figures['confusion_matrix']}; "
-            f"ROC AUC {format_interval(figures['intervals']['roc_auc'], 3)}")
+            f"ROC AUC {format_interval(figures['intervals']['roc_auc'], 3)}"
+        )
     return lines
 
 
@@ -140,8 +173,10 @@ def _crossval_lines(label: str, cv: dict[str, Any]) -> list[str]:
     lines = [f"{label}: {cv['folds']}-fold patient cross-validation x {cv['repeats']} seeds ({cv['seconds']} s)"]
     lines += [f"  {line}" for line in summary_lines(cv)]
     for repeat, pooled in enumerate(cv["pooled"]):
-        lines.append(f"  seed +{repeat}, pooled out-of-fold: ROC AUC {format_interval(pooled['roc_auc'])}; "
-                     f"balanced accuracy {format_interval(pooled['balanced_accuracy'])}")
+        lines.append(
+            f"  seed +{repeat}, pooled out-of-fold: ROC AUC {format_interval(pooled['roc_auc'])}; "
+            f"balanced accuracy {format_interval(pooled['balanced_accuracy'])}"
+        )
     return lines
 
 
@@ -150,19 +185,24 @@ def report(result: dict[str, Any]) -> list[str]:
         return _protocol_lines(result)
     if "levers" in result:
         return [line for step in result["levers"] for line in _crossval_lines(step["step"], step)]
-    lines = [f"{result['recipe']} recipe on {result['data']} ({result['weights']}), patient split: trained in "
-             f"{result['train_seconds']} s on {result['trained_on_images']} images",
-             f"held out: validation {', '.join(result['held_out'].get('val', []))}; test "
-             f"{', '.join(result['held_out'].get('test', []))}"]
+    lines = [
+        f"{result['recipe']} recipe on {result['data']} ({result['weights']}), patient split: trained in "
+        f"{result['train_seconds']} s on {result['trained_on_images']} images",
+        f"held out: validation {', '.join(result['held_out'].get('val', []))}; test "
+        f"{', '.join(result['held_out'].get('test', []))}",
+    ]
     for subset in ("validation", "test"):
         figures = result[subset]
-        lines.append(f"{subset:10s} " + "  ".join(f"{name} {value:.3f}" for name, value in figures.items()
-                                                  if isinstance(value, float)) + f"  ({figures['images']} images)")
+        lines.append(
+            f"{subset:10s} "
+            + "  ".join(f"{name} {value:.3f}" for name, value in figures.items() if isinstance(value, float))
+            + f"  ({figures['images']} images)"
+        )
     intervals = result["test_intervals"]
-    lines.append(f"test, patient bootstrap: ROC AUC {format_interval(intervals['roc_auc'])}; balanced accuracy "
-                 f"{format_interval(intervals['balanced_accuracy'])}")
+    lines.append(
+        f"test, patient bootstrap: ROC AUC {format_interval(intervals['roc_auc'])}; balanced accuracy "
+        f"{format_interval(intervals['balanced_accuracy'])}"
+    )
     if "crossval" in result:
         lines += _crossval_lines("cross-validation", result["crossval"])
     return lines
-
-

@@ -22,8 +22,10 @@ PAPER_EPOCHS = 50
 PAPER_BATCH = 16
 FINE_TUNE = {"blocks": 2, "epochs": 5}
 PIPELINE_BATCHES = 32
-SIZES = {True: {"backbone": "efficientnet_b0", "image_size": 96, "per_class": 48, "steps": 6, "repeats": 7},
-         False: {"backbone": "efficientnet_b3", "image_size": 224, "per_class": 64, "steps": 4, "repeats": 5}}
+SIZES = {
+    True: {"backbone": "efficientnet_b0", "image_size": 96, "per_class": 48, "steps": 6, "repeats": 7},
+    False: {"backbone": "efficientnet_b3", "image_size": 224, "per_class": 64, "steps": 4, "repeats": 5},
+}
 
 
 def _baseline_dataset(class_root: Path, image_size: int, batch_size: int) -> Any:
@@ -36,8 +38,16 @@ def _baseline_dataset(class_root: Path, image_size: int, batch_size: int) -> Any
 
     clahe = ClaheSettings()
     dataset = keras.utils.image_dataset_from_directory(
-        class_root, labels="inferred", label_mode="int", class_names=["hem", "all"], image_size=(image_size,) * 2,
-        batch_size=batch_size, shuffle=True, seed=0, verbose=False)
+        class_root,
+        labels="inferred",
+        label_mode="int",
+        class_names=["hem", "all"],
+        image_size=(image_size,) * 2,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=0,
+        verbose=False,
+    )
 
     def enhance(images: Any) -> np.ndarray:
         return np.stack([apply_clahe(image.astype(np.uint8), clahe) for image in images.numpy()]).astype(np.float32)
@@ -78,17 +88,33 @@ def run(quick: bool) -> dict[str, Any]:
     size = SIZES[quick]
     backbone, image_size, steps, repeats = size["backbone"], size["image_size"], size["steps"], size["repeats"]
     paths, labels, class_root = _data(Path(tempfile.mkdtemp(prefix="bench-")), size["per_class"])
-    results: dict[str, Any] = {"backbone": backbone, "image_size": image_size, "images": len(paths),
-                               "batch_size": PAPER_BATCH, "steps_per_sample": steps, "repeats": repeats,
-                               "data": "synthetic", "weights": "random"}
+    results: dict[str, Any] = {
+        "backbone": backbone,
+        "image_size": image_size,
+        "images": len(paths),
+        "batch_size": PAPER_BATCH,
+        "steps_per_sample": steps,
+        "repeats": repeats,
+        "data": "synthetic",
+        "weights": "random",
+    }
 
-    results["preprocess_images_per_s"] = spread([len(paths) / t for t in timed(
-        lambda: preprocess_many(paths, image_size, ClaheSettings()), repeats=3, warmup=0)])
+    results["preprocess_images_per_s"] = spread(
+        [
+            len(paths) / t
+            for t in timed(lambda: preprocess_many(paths, image_size, ClaheSettings()), repeats=3, warmup=0)
+        ]
+    )
     images, _ = preprocess_many(paths, image_size, ClaheSettings())
     ours = make_dataset(images, labels, PAPER_BATCH, True, 0, drop_remainder=True).repeat()
     naive = _baseline_dataset(class_root, image_size, PAPER_BATCH)
-    pipelines = interleaved({"ours": lambda: pipeline_rate(ours, PIPELINE_BATCHES, PAPER_BATCH),
-                             "naive": lambda: pipeline_rate(naive, PIPELINE_BATCHES, PAPER_BATCH)}, repeats)
+    pipelines = interleaved(
+        {
+            "ours": lambda: pipeline_rate(ours, PIPELINE_BATCHES, PAPER_BATCH),
+            "naive": lambda: pipeline_rate(naive, PIPELINE_BATCHES, PAPER_BATCH),
+        },
+        repeats,
+    )
     results["input_pipeline_images_per_s"] = {name: spread(values) for name, values in pipelines.items()}
     results["input_pipeline_ratio"] = paired_ratio(pipelines["ours"], pipelines["naive"])
 
@@ -96,8 +122,13 @@ def run(quick: bool) -> dict[str, Any]:
     keras.utils.set_random_seed(0)
     model, _ = build_model(backbone, image_size, "none")
     model.compile(optimizer=optimizer(config, 1000), loss=LOSS, metrics=["accuracy"], jit_compile=False)
-    training = interleaved({"ours": lambda: steady_training_rate(model, ours, steps, PAPER_BATCH),
-                            "naive": lambda: steady_training_rate(model, naive, steps, PAPER_BATCH)}, repeats)
+    training = interleaved(
+        {
+            "ours": lambda: steady_training_rate(model, ours, steps, PAPER_BATCH),
+            "naive": lambda: steady_training_rate(model, naive, steps, PAPER_BATCH),
+        },
+        repeats,
+    )
     results["train_images_per_s"] = {name: spread(values) for name, values in training.items()}
     results["train_ratio_ours_to_naive"] = paired_ratio(training["ours"], training["naive"])
     rate = results["train_images_per_s"]["ours"]["median"]
@@ -116,8 +147,9 @@ def run(quick: bool) -> dict[str, Any]:
 
     unfreeze_top_blocks(frozen, FINE_TUNE["blocks"])
     frozen.compile(optimizer=optimizer(config, 1000), loss=LOSS, metrics=["accuracy"], jit_compile=False)
-    results["fine_tune_images_per_s"] = spread([steady_training_rate(frozen, ours, steps, PAPER_BATCH)
-                                                for _ in range(max(3, repeats // 2))])
+    results["fine_tune_images_per_s"] = spread(
+        [steady_training_rate(frozen, ours, steps, PAPER_BATCH) for _ in range(max(3, repeats // 2))]
+    )
 
     full_epoch = PAPER_TRAIN_IMAGES / rate
     feature_pass = (PAPER_TRAIN_IMAGES + PAPER_VAL_IMAGES) / results["feature_images_per_s"]["median"]
@@ -125,20 +157,24 @@ def run(quick: bool) -> dict[str, Any]:
     fine_tune = FINE_TUNE["epochs"] * PAPER_TRAIN_IMAGES / results["fine_tune_images_per_s"]["median"]
     results["paper_protocol"] = {
         "what": f"{PAPER_TRAIN_IMAGES} training images, {PAPER_EPOCHS} epochs, batch {PAPER_BATCH}, this bench's "
-                f"model ({backbone} at {image_size} px); extrapolated from the measured steady-state rates",
-        "full_fine_tune_s": PAPER_EPOCHS * full_epoch, "full_epoch_s": full_epoch,
-        "fast_mode_s": feature_pass + head_time, "fast_mode_feature_pass_s": feature_pass,
+        f"model ({backbone} at {image_size} px); extrapolated from the measured steady-state rates",
+        "full_fine_tune_s": PAPER_EPOCHS * full_epoch,
+        "full_epoch_s": full_epoch,
+        "fast_mode_s": feature_pass + head_time,
+        "fast_mode_feature_pass_s": feature_pass,
         "fast_mode_plus_fine_tune_s": feature_pass + head_time + fine_tune,
         "fine_tune": FINE_TUNE,
         "full_over_fast": PAPER_EPOCHS * full_epoch / (feature_pass + head_time),
-        "full_epoch_over_head_epoch": full_epoch / results["head_epoch_s"]["median"]}
+        "full_epoch_over_head_epoch": full_epoch / results["head_epoch_s"]["median"],
+    }
 
     from pipeline.data.preprocess import preprocess, read_image
 
     raw = read_image(paths[0])
     forward = compiled_forward(model)
-    results["predict_latency_s"] = spread(timed(
-        lambda: np.asarray(forward(preprocess(raw, image_size)[None].astype(np.float32))), repeats=9, warmup=2))
+    results["predict_latency_s"] = spread(
+        timed(lambda: np.asarray(forward(preprocess(raw, image_size)[None].astype(np.float32))), repeats=9, warmup=2)
+    )
     explainer = Explainer(model, forward=forward)
     model_input = preprocess(raw, image_size)
     results["gradcam_latency_s"] = spread(timed(lambda: explainer.heatmap(model_input), repeats=9, warmup=2))
@@ -146,18 +182,22 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def _figure(name: str, figure: dict[str, Any], unit: str) -> str:
-    return (f"{name:34s} {figure['median']:10.3f} {unit:9s} (IQR {figure['q1']:.3f}-{figure['q3']:.3f}, "
-            f"min-max {figure['min']:.3f}-{figure['max']:.3f}, n={figure['n']})")
+    return (
+        f"{name:34s} {figure['median']:10.3f} {unit:9s} (IQR {figure['q1']:.3f}-{figure['q3']:.3f}, "
+        f"min-max {figure['min']:.3f}-{figure['max']:.3f}, n={figure['n']})"
+    )
 
 
 def report(results: dict[str, Any]) -> list[str]:
-    lines = [f"{results['backbone']} at {results['image_size']} px, {results['images']} synthetic images, batch "
-             f"{results['batch_size']}, random weights; {results['repeats']} interleaved rounds of "
-             f"{results['steps_per_sample']} steady-state steps", ""]
+    lines = [
+        f"{results['backbone']} at {results['image_size']} px, {results['images']} synthetic images, batch "
+        f"{results['batch_size']}, random weights; {results['repeats']} interleaved rounds of "
+        f"{results['steps_per_sample']} steady-state steps",
+        "",
+    ]
     lines.append(_figure("preprocess (decode+resize+CLAHE)", results["preprocess_images_per_s"], "images/s"))
     for name in ("ours", "naive"):
-        lines.append(_figure(f"input pipeline alone, {name}", results["input_pipeline_images_per_s"][name],
-                             "images/s"))
+        lines.append(_figure(f"input pipeline alone, {name}", results["input_pipeline_images_per_s"][name], "images/s"))
     lines.append(_figure("  ratio ours / naive", results["input_pipeline_ratio"], "x"))
     for name in ("ours", "naive"):
         lines.append(_figure(f"training, {name} pipeline", results["train_images_per_s"][name], "images/s"))
@@ -168,10 +208,13 @@ def report(results: dict[str, Any]) -> list[str]:
     lines.append(_figure("predict, one image (warm)", results["predict_latency_s"], "s"))
     lines.append(_figure("Grad-CAM, one image (warm)", results["gradcam_latency_s"], "s"))
     paper = results["paper_protocol"]
-    lines += ["", f"time to a finished model of the paper's protocol ({paper['what']}):",
-              f"  full fine-tune              {paper['full_fine_tune_s'] / 60:8.1f} min",
-              f"  fast mode                   {paper['fast_mode_s'] / 60:8.1f} min "
-              f"({paper['full_over_fast']:.0f}x faster; an epoch {paper['full_epoch_over_head_epoch']:.0f}x faster)",
-              f"  fast mode + fine-tune ({paper['fine_tune']['blocks']} blocks, {paper['fine_tune']['epochs']} epochs) "
-              f"{paper['fast_mode_plus_fine_tune_s'] / 60:6.1f} min"]
+    lines += [
+        "",
+        f"time to a finished model of the paper's protocol ({paper['what']}):",
+        f"  full fine-tune              {paper['full_fine_tune_s'] / 60:8.1f} min",
+        f"  fast mode                   {paper['fast_mode_s'] / 60:8.1f} min "
+        f"({paper['full_over_fast']:.0f}x faster; an epoch {paper['full_epoch_over_head_epoch']:.0f}x faster)",
+        f"  fast mode + fine-tune ({paper['fine_tune']['blocks']} blocks, {paper['fine_tune']['epochs']} epochs) "
+        f"{paper['fast_mode_plus_fine_tune_s'] / 60:6.1f} min",
+    ]
     return lines

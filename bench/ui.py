@@ -34,8 +34,13 @@ def slider_moves(app_file: Path, image: str, moves: int = 6) -> dict[str, float]
         slider.set_value(0.3 + 0.1 * (index % 5)).run()
         times.append(time.perf_counter() - started)
     assert not app.exception, [error.value for error in app.exception]
-    return {"first_prediction_s": round(first, 3), "slider_move_median_s": round(statistics.median(times), 3),
-            "slider_move_min_s": round(min(times), 3), "slider_move_max_s": round(max(times), 3), "moves": moves}
+    return {
+        "first_prediction_s": round(first, 3),
+        "slider_move_median_s": round(statistics.median(times), 3),
+        "slider_move_min_s": round(min(times), 3),
+        "slider_move_max_s": round(max(times), 3),
+        "moves": moves,
+    }
 
 
 def main() -> None:

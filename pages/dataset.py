@@ -31,8 +31,11 @@ columns[0].metric("Images", info["images"])
 columns[1].metric("ALL", info["per_class"]["ALL"], help="Leukemic blasts (label 1 in C-NMC).")
 columns[2].metric("HEM", info["per_class"]["HEM"], help="Normal cells (label 0 in C-NMC).")
 labelled = max(1, info["per_class"]["ALL"] + info["per_class"]["HEM"])
-columns[3].metric("ALL share", f"{info['per_class']['ALL'] / labelled:.0%}",
-                  help="Class balance: the share of labelled images that are ALL.")
+columns[3].metric(
+    "ALL share",
+    f"{info['per_class']['ALL'] / labelled:.0%}",
+    help="Class balance: the share of labelled images that are ALL.",
+)
 columns[4].metric("Patients", info["patients"], help="Distinct subjects parsed from C-NMC file names.")
 skipped_files(dataset.skipped, "skipped: they are not images (whatever their names say)")
 
@@ -58,12 +61,15 @@ if patient != "all":
     shown = shown[shown["patient"] == patient]
 pages = max(1, -(-len(shown) // PAGE_SIZE))
 page = st.number_input(f"Page (of {pages}, {len(shown)} images)", 1, pages, 1)
-batch = shown.iloc[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+batch = shown.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
 grid = st.columns(8)
 for index, row in enumerate(batch.itertuples(index=False)):
     try:
-        grid[index % 8].image(thumbnail_of(row.path, mtime(Path(row.path))), width="stretch",
-                              caption=escape_markdown(f"{row.label} · {row.patient}"))
+        grid[index % 8].image(
+            thumbnail_of(row.path, mtime(Path(row.path))),
+            width="stretch",
+            caption=escape_markdown(f"{row.label} · {row.patient}"),
+        )
     except PipelineError as error:
         grid[index % 8].warning(escape_markdown(error))
 

@@ -57,9 +57,12 @@ st.title(":material/biotech: Predict")
 runs = models()
 if not runs:
     if not demo_model_progress():
-        st.info("No trained model yet: train one on the **Train** page, or prepare the demo model on **Home**."
-                if not demo_mode() else "The demo model is not ready yet: see **Home**.",
-                icon=":material/model_training:")
+        st.info(
+            "No trained model yet: train one on the **Train** page, or prepare the demo model on **Home**."
+            if not demo_mode()
+            else "The demo model is not ready yet: see **Home**.",
+            icon=":material/model_training:",
+        )
     st.stop()
 
 
@@ -79,9 +82,12 @@ except PipelineError as error:
     show_error(error)
     st.stop()
 
-uploads = st.file_uploader("Upload cell images, or a zip of a patient's cells",
-                           type=["bmp", "png", "jpg", "jpeg", "tif", "tiff", "zip"], accept_multiple_files=True,
-                           help="Processed in memory and never stored. Each zip is summarised as one group.")
+uploads = st.file_uploader(
+    "Upload cell images, or a zip of a patient's cells",
+    type=["bmp", "png", "jpg", "jpeg", "tif", "tiff", "zip"],
+    accept_multiple_files=True,
+    help="Processed in memory and never stored. Each zip is summarised as one group.",
+)
 model_dir, model_mtime = model_key(run_id)
 images: list[tuple[str, Any, str, str]] = []  # (name, Prediction, the image's cache key, group)
 unread: list[tuple[str, str]] = []  # (name, reason) of zip members that did not decode
@@ -104,8 +110,14 @@ for upload in uploads or []:
         continue
     try:
         key = image_key(data=data)
-        images.append((upload.name, cached_prediction(model_dir, model_mtime, key, decode_image(data, upload.name)),
-                       key, "uploaded files"))
+        images.append(
+            (
+                upload.name,
+                cached_prediction(model_dir, model_mtime, key, decode_image(data, upload.name)),
+                key,
+                "uploaded files",
+            )
+        )
     except PipelineError as error:
         show_error(error)  # the message names the file
 if unread:
@@ -126,21 +138,37 @@ if not uploads:
     patient_of.update({example["path"]: example["patient"] for example in examples})
     columns = st.columns(len(examples))
     for column, example in zip(columns, examples, strict=True):
-        column.image(thumbnail_of(example["path"], mtime(Path(example["path"])), 96), width="stretch",
-                     caption=escape_markdown(f"{example['label']} · {example['patient']} · {example['role']}"))
-        column.button("Predict", key=f"example-{example['path']}", on_click=_choose_example,
-                      args=(example["path"], dataset_paths))
+        column.image(
+            thumbnail_of(example["path"], mtime(Path(example["path"])), 96),
+            width="stretch",
+            caption=escape_markdown(f"{example['label']} · {example['patient']} · {example['role']}"),
+        )
+        column.button(
+            "Predict", key=f"example-{example['path']}", on_click=_choose_example, args=(example["path"], dataset_paths)
+        )
     if dataset_paths:
         if st.session_state.get(PICK_KEY) not in dataset_paths:
             st.session_state[PICK_KEY] = None  # another dataset, or nothing picked yet
-        st.selectbox("…or pick an image of the dataset", dataset_paths, key=PICK_KEY, placeholder="Choose an image",
-                     format_func=lambda p: p.split("/")[-1], on_change=_choose_picked)
+        st.selectbox(
+            "…or pick an image of the dataset",
+            dataset_paths,
+            key=PICK_KEY,
+            placeholder="Choose an image",
+            format_func=lambda p: p.split("/")[-1],
+            on_change=_choose_picked,
+        )
     path = st.session_state.get(PATH_KEY)
     if path:
         try:
             key = image_key(path=path)
-            images.append((path.split("/")[-1], cached_prediction(model_dir, model_mtime, key, read_image(path),
-                                                                  patient_of.get(path)), key, "chosen cell"))
+            images.append(
+                (
+                    path.split("/")[-1],
+                    cached_prediction(model_dir, model_mtime, key, read_image(path), patient_of.get(path)),
+                    key,
+                    "chosen cell",
+                )
+            )
         except (PipelineError, OSError) as error:
             show_error(error if isinstance(error, PipelineError) else PipelineError(f"{path} cannot be read."))
 if not images:
@@ -148,24 +176,49 @@ if not images:
     st.stop()
 
 if len(images) > 1:
-    table = pd.DataFrame([{"image": name, "group": group, "predicted": result.predicted,
-                           "probability": result.probability, "prob_all": result.prob_all,
-                           **check_columns(result)} for name, result, _, group in images])
+    table = pd.DataFrame(
+        [
+            {
+                "image": name,
+                "group": group,
+                "predicted": result.predicted,
+                "probability": result.probability,
+                "prob_all": result.prob_all,
+                **check_columns(result),
+            }
+            for name, result, _, group in images
+        ]
+    )
     summary = group_summary(table)
-    st.markdown("**Together**: per upload group, the cells read, mean P(ALL) with its 95 % interval over the cells, "
-                "the share called ALL and how many failed the input check.")
-    st.dataframe(summary, hide_index=True, width="stretch", column_config={
-        "mean_prob_all": st.column_config.NumberColumn("mean P(ALL)", format="%.3f"),
-        "low": st.column_config.NumberColumn("95 % CI low", format="%.3f"),
-        "high": st.column_config.NumberColumn("95 % CI high", format="%.3f"),
-        "share_called_all": st.column_config.NumberColumn("share called ALL", format="%.2f")})
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "probability": st.column_config.NumberColumn("probability of the predicted class", format="%.3f"),
-        "prob_all": st.column_config.NumberColumn("P(ALL)", format="%.3f")})
+    st.markdown(
+        "**Together**: per upload group, the cells read, mean P(ALL) with its 95 % interval over the cells, "
+        "the share called ALL and how many failed the input check."
+    )
+    st.dataframe(
+        summary,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "mean_prob_all": st.column_config.NumberColumn("mean P(ALL)", format="%.3f"),
+            "low": st.column_config.NumberColumn("95 % CI low", format="%.3f"),
+            "high": st.column_config.NumberColumn("95 % CI high", format="%.3f"),
+            "share_called_all": st.column_config.NumberColumn("share called ALL", format="%.2f"),
+        },
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "probability": st.column_config.NumberColumn("probability of the predicted class", format="%.3f"),
+            "prob_all": st.column_config.NumberColumn("P(ALL)", format="%.3f"),
+        },
+    )
     downloads = st.columns(2)
     downloads[0].download_button("Predictions (CSV)", spreadsheet_safe(table).to_csv(index=False), "predictions.csv")
-    downloads[1].download_button("Summary per group (CSV)", spreadsheet_safe(summary).to_csv(index=False),
-                                 "predictions-summary.csv")
+    downloads[1].download_button(
+        "Summary per group (CSV)", spreadsheet_safe(summary).to_csv(index=False), "predictions-summary.csv"
+    )
     name = st.selectbox("Explain image", [name for name, _, _, _ in images])
 else:
     name = images[0][0]
@@ -177,38 +230,64 @@ flagged = result.check is not None and not result.check.in_distribution
 if flagged:
     st.warning(escape_markdown(result.check.sentence()), icon=":material/help:")
 cells = st.columns([2, 1, 1, 2])
-cells[0].metric("Predicted class", "not reliable" if flagged else label,
-                help=f"The model's answer would be {label}, but the input is not like its training cells."
-                if flagged else None)
+cells[0].metric(
+    "Predicted class",
+    "not reliable" if flagged else label,
+    help=f"The model's answer would be {label}, but the input is not like its training cells." if flagged else None,
+)
 if flagged:
     cells[1].metric("Probability", "—", help="Not given: the input is not like the cells the model was trained on.")
 else:
-    cells[1].metric("Probability", f"{result.probability:.1%}", help="Softmax probability of the predicted class"
-                    + (", averaged over the 8 flips and rotations (test-time augmentation)." if config.get("tta")
-                       else "."))
+    cells[1].metric(
+        "Probability",
+        f"{result.probability:.1%}",
+        help="Softmax probability of the predicted class"
+        + (", averaged over the 8 flips and rotations (test-time augmentation)." if config.get("tta") else "."),
+    )
 cells[2].metric("P(ALL)", f"{result.prob_all:.3f}", help="Probability of ALL; 0.5 or more is called ALL.")
-opacity = cells[3].slider("Heatmap opacity", 0.0, 1.0, 0.6, 0.05,
-                          help="Colour at the map's peak; where the map is low the cell shows through.")
+opacity = cells[3].slider(
+    "Heatmap opacity",
+    0.0,
+    1.0,
+    0.6,
+    0.05,
+    help="Colour at the map's peak; where the map is low the cell shows through.",
+)
 if result.band is not None:
-    scored = ("the head fit on every patient" if not result.fold else
-              f"the fold-{result.fold} head, which never saw this cell's patient (Grad-CAM shows the head fit on "
-              "every patient)")
-    band = ("No band: the input check failed" if flagged else
-            f"{result.band[0].upper()}{result.band[1:]} (calibrated on held-out patients)")
-    st.markdown(f"**{band}**. Answered by {scored}. "
-                f"Input check: {'passed' if not flagged else 'failed'} (feature distance {result.check.distance:.2f}, "
-                f"threshold {result.check.threshold:.2f}).")
+    scored = (
+        "the head fit on every patient"
+        if not result.fold
+        else f"the fold-{result.fold} head, which never saw this cell's patient (Grad-CAM shows the head fit on "
+        "every patient)"
+    )
+    band = (
+        "No band: the input check failed"
+        if flagged
+        else f"{result.band[0].upper()}{result.band[1:]} (calibrated on held-out patients)"
+    )
+    st.markdown(
+        f"**{band}**. Answered by {scored}. "
+        f"Input check: {'passed' if not flagged else 'failed'} (feature distance {result.check.distance:.2f}, "
+        f"threshold {result.check.threshold:.2f})."
+    )
 st.caption("A research tool, not a diagnosis.")
 
 layers = explainer.layers()
 with st.expander("More explanations: other methods and layers, faithfulness, feature maps"):
     controls = st.columns(2)
-    methods = controls[0].multiselect("Methods", METHODS, default=["gradcam"],
-                                      help="Grad-CAM and LayerCAM are fast; Grad-CAM++ and Faster Score-CAM take "
-                                           "seconds.")
+    methods = controls[0].multiselect(
+        "Methods",
+        METHODS,
+        default=["gradcam"],
+        help="Grad-CAM and LayerCAM are fast; Grad-CAM++ and Faster Score-CAM take seconds.",
+    )
     layer = controls[1].selectbox("Layer", layers, help="Deeper layers: coarser, more class-specific maps.")
-    scorecam_channels = st.select_slider("Score-CAM channels", [8, 16, 32, 64, 128], value=16,
-                                         help="Faster Score-CAM masks in only the strongest channels of the layer.")
+    scorecam_channels = st.select_slider(
+        "Score-CAM channels",
+        [8, 16, 32, 64, 128],
+        value=16,
+        help="Faster Score-CAM masks in only the strongest channels of the layer.",
+    )
     want_faithfulness = st.toggle("Faithfulness of each map (ROAD: a few seconds per map)")
     want_features = st.toggle("Feature maps of a stage")
 
@@ -221,26 +300,41 @@ for panel, method in zip(panels[1:], methods or ["gradcam"], strict=True):
     except PipelineError as error:
         panel.error(str(error))
         continue
-    panel.image(overlay(result.input, heatmap, opacity), width="stretch",
-                caption=f"{method_label(method, scorecam_channels, explainer.channels(layer))} at "
-                        f"{explainer.layer_label(layer)} (yellow = most important)")
+    panel.image(
+        overlay(result.input, heatmap, opacity),
+        width="stretch",
+        caption=f"{method_label(method, scorecam_channels, explainer.channels(layer))} at "
+        f"{explainer.layer_label(layer)} (yellow = most important)",
+    )
     on_cell = share_on_cell(result.input, heatmap)
-    panel.metric("Map on the cell", "—" if on_cell is None else f"{on_cell:.0%}",
-                 help="Share of the map's weight inside the segmented cell; a low share means the model looked at the "
-                      "background. A dash: the map is empty (nothing in this layer points to the class shown).")
+    panel.metric(
+        "Map on the cell",
+        "—" if on_cell is None else f"{on_cell:.0%}",
+        help="Share of the map's weight inside the segmented cell; a low share means the model looked at the "
+        "background. A dash: the map is empty (nothing in this layer points to the class shown).",
+    )
     if want_faithfulness:
         faith = explainer.road(result.input, heatmap, result.class_index, fractions=QUICK_FRACTIONS)
-        panel.metric("ROAD", f"{faith['combined']:+.3f}", delta=f"{faith['combined'] - faith['random_in_cell']:+.3f} "
-                     "vs random maps in the cell", help="Higher: more faithful.")
+        panel.metric(
+            "ROAD",
+            f"{faith['combined']:+.3f}",
+            delta=f"{faith['combined'] - faith['random_in_cell']:+.3f} vs random maps in the cell",
+            help="Higher: more faithful.",
+        )
 if want_faithfulness:
-    st.caption("Faithfulness (ROAD): the predicted class's probability as the map's most relevant pixels are removed "
-               "first (it should fall) or its least relevant first (it should hold), the holes filled from their "
-               "neighbours; compared with random maps inside the cell, since any map on the cell beats random pixels.")
+    st.caption(
+        "Faithfulness (ROAD): the predicted class's probability as the map's most relevant pixels are removed "
+        "first (it should fall) or its least relevant first (it should hold), the holes filled from their "
+        "neighbours; compared with random maps inside the cell, since any map on the cell beats random pixels."
+    )
 
 if want_features:
     st.subheader("Feature maps")
     stages = explainer.stages()
     stage = st.select_slider("EfficientNet stage", stages, value=stages[-1])
     grid = explainer.feature_maps(result.input, [stage], channels=16)[stage]
-    st.image(colorize(grid, 640), caption=f"The 16 most active channels at the end of {stage} (viridis, each scaled "
-             "to its own range)", width=640)
+    st.image(
+        colorize(grid, 640),
+        caption=f"The 16 most active channels at the end of {stage} (viridis, each scaled to its own range)",
+        width=640,
+    )

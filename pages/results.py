@@ -23,22 +23,51 @@ from pipeline.runs.folder import PREDICTIONS
 st.title(":material/insights: Results")
 runs = runs_table()
 if runs.empty:
-    st.info("No model yet: the demo model is being prepared (see **Home**)." if demo_mode() else
-            "No runs yet: train one on the **Train** page.", icon=":material/model_training:")
+    st.info(
+        "No model yet: the demo model is being prepared (see **Home**)."
+        if demo_mode()
+        else "No runs yet: train one on the **Train** page.",
+        icon=":material/model_training:",
+    )
     st.stop()
 
 runs["flags"] = runs.apply(run_flags, axis=1) if "warnings" in runs else ""
-columns = ["run_id", "state", "data", "weights", "backbone", "mode", "split", "cv", "epochs", "batch_size",
-           "val_weighted_f1", "weighted_f1", "balanced_accuracy", "roc_auc", "flags", "group", "error"]
+columns = [
+    "run_id",
+    "state",
+    "data",
+    "weights",
+    "backbone",
+    "mode",
+    "split",
+    "cv",
+    "epochs",
+    "batch_size",
+    "val_weighted_f1",
+    "weighted_f1",
+    "balanced_accuracy",
+    "roc_auc",
+    "flags",
+    "group",
+    "error",
+]
 number = {"format": "%.3f"}
-st.dataframe(runs[[c for c in columns if c in runs]], hide_index=True, width="stretch", column_config={
-    "val_weighted_f1": st.column_config.NumberColumn("validation weighted F1", help="What runs are chosen by.",
-                                                     **number),
-    "weighted_f1": st.column_config.NumberColumn("test weighted F1", help="The C-NMC challenge metric (0–1).",
-                                                 **number),
-    "balanced_accuracy": st.column_config.NumberColumn("test balanced accuracy", **number),
-    "roc_auc": st.column_config.NumberColumn("test ROC AUC", help="0.5 = chance.", **number),
-    "error": st.column_config.TextColumn("error (failed or broken runs)")})
+st.dataframe(
+    runs[[c for c in columns if c in runs]],
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "val_weighted_f1": st.column_config.NumberColumn(
+            "validation weighted F1", help="What runs are chosen by.", **number
+        ),
+        "weighted_f1": st.column_config.NumberColumn(
+            "test weighted F1", help="The C-NMC challenge metric (0–1).", **number
+        ),
+        "balanced_accuracy": st.column_config.NumberColumn("test balanced accuracy", **number),
+        "roc_auc": st.column_config.NumberColumn("test ROC AUC", help="0.5 = chance.", **number),
+        "error": st.column_config.TextColumn("error (failed or broken runs)"),
+    },
+)
 
 finished = runs[runs["state"] == "completed"]["run_id"].tolist()
 if not finished:
@@ -56,9 +85,13 @@ with one:
     ranked = rank_by_validation(runs)["run_id"].tolist()
     ordered = ranked + [run for run in finished if run not in ranked]
     default = st.session_state.get("run_id")
-    run_id = st.selectbox("Run", ordered, index=ordered.index(default) if default in ordered else 0,
-                          help=f"Ordered by {SELECTION_LABEL}, best first within each group of comparable runs "
-                               "(the same data and validation patients); runs not ranked come last.")
+    run_id = st.selectbox(
+        "Run",
+        ordered,
+        index=ordered.index(default) if default in ordered else 0,
+        help=f"Ordered by {SELECTION_LABEL}, best first within each group of comparable runs "
+        "(the same data and validation patients); runs not ranked come last.",
+    )
     folder = run_folder(run_id)
     try:
         config, metrics = folder.config(), folder.metrics()
@@ -97,5 +130,9 @@ with one:
     downloads[0].download_button("Metrics (JSON)", lambda: json.dumps(metrics, indent=2), f"{run_id}-metrics.json")
     if predictions is not None:
         shown = without_server_paths(predictions, config.get("data_dir")) if demo_mode() else predictions
-        downloads[1].download_button("Predictions (CSV)", lambda: spreadsheet_safe(shown).to_csv(index=False),
-                                     f"{run_id}-predictions.csv", help="Built when clicked.")
+        downloads[1].download_button(
+            "Predictions (CSV)",
+            lambda: spreadsheet_safe(shown).to_csv(index=False),
+            f"{run_id}-predictions.csv",
+            help="Built when clicked.",
+        )

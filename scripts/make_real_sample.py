@@ -77,17 +77,23 @@ def write(chosen: dict[str, list[Path]], out: Path) -> None:
     total = sum(count for _, _, count in rows)
     size_mb = sum(p.stat().st_size for p in out.rglob("*.png")) / 1e6
     lines = [
-        "# A real C-NMC 2019 sample (the dashboard's default data)", "",
+        "# A real C-NMC 2019 sample (the dashboard's default data)",
+        "",
         f"{total} single-cell images ({size_mb:.1f} MB) of C-NMC 2019 training fold 1, every one of its "
         f"{len(rows)} patients represented, chosen by `scripts/make_real_sample.py` (seed {SEED}). Lossless PNG, "
         "official names and layout (`training_data/fold_1/{all,hem}/UID_<patient>_<image>_<cell>_<all|hem>.png`). "
-        "Licence and credits: ATTRIBUTION.md (CC BY 3.0).", "",
+        "Licence and credits: ATTRIBUTION.md (CC BY 3.0).",
+        "",
         "Only 3 healthy subjects are in fold 1, so a patient split of this sample tests on one of them: its figures "
-        "speak for that subject, not for healthy cells in general.", "",
-        "| patient | class | images |", "| --- | --- | --- |",
+        "speak for that subject, not for healthy cells in general.",
+        "",
+        "| patient | class | images |",
+        "| --- | --- | --- |",
         *[f"| {patient} | {label} | {count} |" for patient, label, count in rows],
         f"| **all** | ALL {sum(c for _, label, c in rows if label == 'ALL')}, "
-        f"HEM {sum(c for _, label, c in rows if label == 'HEM')} | {total} |", ""]
+        f"HEM {sum(c for _, label, c in rows if label == 'HEM')} | {total} |",
+        "",
+    ]
     (out / "README.md").write_text("\n".join(lines))
 
 

@@ -51,13 +51,16 @@ def probe(pooled: np.ndarray, records: list, folds: int, repeats: int, c: float)
     scores = []
     for seed in range(repeats):
         for fold in range(folds):
-            split = split_records(records, "patient", seed=seed, cv_folds=folds, cv_fold=fold,
-                                  validation_from="ALL")["subset"].to_numpy()
+            split = split_records(records, "patient", seed=seed, cv_folds=folds, cv_fold=fold, validation_from="ALL")[
+                "subset"
+            ].to_numpy()
             train, test = split == "train", split == "test"
             scaler = StandardScaler().fit(pooled[train])
             model = LogisticRegression(C=c, max_iter=3000).fit(
-                scaler.transform(pooled[train]), is_all[train], sample_weight=compute_sample_weight(
-                    "balanced", is_all[train]))
+                scaler.transform(pooled[train]),
+                is_all[train],
+                sample_weight=compute_sample_weight("balanced", is_all[train]),
+            )
             prob = model.predict_proba(scaler.transform(pooled[test]))[:, 1]
             scores.append((roc_auc_score(is_all[test], prob), balanced_accuracy_score(is_all[test], prob >= 0.5)))
     return np.array(scores)
@@ -75,10 +78,13 @@ def main() -> None:
     for name in VARIANTS:
         pooled, seconds = features(name, paths)
         scores = probe(pooled, records, args.folds, args.repeats, args.c)
-        print(f"{name} at {VARIANTS[name].native_size} px: ROC AUC {scores[:, 0].mean():.3f} ± "
-              f"{scores[:, 0].std(ddof=1):.3f}, balanced accuracy {scores[:, 1].mean():.3f} ± "
-              f"{scores[:, 1].std(ddof=1):.3f} ({len(scores)} folds); feature pass {seconds:.0f} s "
-              f"for {len(paths)} images", flush=True)
+        print(
+            f"{name} at {VARIANTS[name].native_size} px: ROC AUC {scores[:, 0].mean():.3f} ± "
+            f"{scores[:, 0].std(ddof=1):.3f}, balanced accuracy {scores[:, 1].mean():.3f} ± "
+            f"{scores[:, 1].std(ddof=1):.3f} ({len(scores)} folds); feature pass {seconds:.0f} s "
+            f"for {len(paths)} images",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -52,4 +52,3 @@ def cnmc_sample() -> Path:
     if not (SAMPLE / "training_data").is_dir():
         pytest.skip(f"real C-NMC sample not found at {SAMPLE}")
     return SAMPLE
-

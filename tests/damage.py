@@ -16,9 +16,16 @@ JSON_FILES = ("config.json", "status.json", "metrics.json")
 CSV_FILES = ("history.csv", "split.csv", "predictions.csv")
 RUN_FILES = (*JSON_FILES, *CSV_FILES, "model.keras")
 
-BAD_VALUES = st.one_of(st.text(max_size=8), st.just(float("nan")), st.just(float("inf")), st.booleans(),
-                       st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(),
-                                                                             max_size=2), st.none(), st.integers())
+BAD_VALUES = st.one_of(
+    st.text(max_size=8),
+    st.just(float("nan")),
+    st.just(float("inf")),
+    st.booleans(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none(),
+    st.integers(),
+)
 
 
 def _missing(path: Path) -> None:

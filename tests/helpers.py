@@ -26,37 +26,65 @@ B0 (the fit code, checkpoints and pages are the same for every backbone; tests/t
 
 def make_split(patients: dict[str, tuple[str, str, int]]) -> pd.DataFrame:
     """A split table from {patient: (label, subset, images)}."""
-    rows = [{"path": f"/cells/{patient}_{index}.png", "patient": patient, "label": label, "subset": subset}
-            for patient, (label, subset, count) in patients.items() for index in range(count)]
+    rows = [
+        {"path": f"/cells/{patient}_{index}.png", "patient": patient, "label": label, "subset": subset}
+        for patient, (label, subset, count) in patients.items()
+        for index in range(count)
+    ]
     return pd.DataFrame(rows)
 
 
-DEFAULT_SPLIT = {"UID_1": ("ALL", "train", 4), "UID_H1": ("HEM", "train", 4), "UID_2": ("ALL", "val", 3),
-                 "UID_H2": ("HEM", "val", 3), "UID_3": ("ALL", "test", 3), "UID_H3": ("HEM", "test", 3)}
+DEFAULT_SPLIT = {
+    "UID_1": ("ALL", "train", 4),
+    "UID_H1": ("HEM", "train", 4),
+    "UID_2": ("ALL", "val", 3),
+    "UID_H2": ("HEM", "val", 3),
+    "UID_3": ("ALL", "test", 3),
+    "UID_H3": ("HEM", "test", 3),
+}
 
 
 def predictions_for(split: pd.DataFrame, subset: str, seed: int = 0, skill: float = 0.3) -> pd.DataFrame:
     """Made-up predictions for `subset`: P(ALL) leans towards the truth by `skill`."""
     rows = split[split["subset"] == subset].reset_index(drop=True)
     rng = np.random.default_rng(seed)
-    prob_all = np.clip(0.5 + skill * np.where(rows["label"] == "ALL", 1, -1) + rng.normal(0, 0.25, len(rows)),
-                       0.01, 0.99).round(6)
+    prob_all = np.clip(
+        0.5 + skill * np.where(rows["label"] == "ALL", 1, -1) + rng.normal(0, 0.25, len(rows)), 0.01, 0.99
+    ).round(6)
     return rows[["path", "patient", "label"]].assign(predicted=label_from_prob(prob_all), prob_all=prob_all)
 
 
-def fake_run(runs_dir: Path, name: str, state: str = "completed", config: dict[str, Any] | None = None,
-             split: pd.DataFrame | None = None, seed: int = 0, skill: float = 0.3) -> RunFolder:
+def fake_run(
+    runs_dir: Path,
+    name: str,
+    state: str = "completed",
+    config: dict[str, Any] | None = None,
+    split: pd.DataFrame | None = None,
+    seed: int = 0,
+    skill: float = 0.3,
+) -> RunFolder:
     """A run folder in `state`; a completed one holds a one-epoch history, its split, test predictions, the
     metrics the pipeline computes from them and a `.keras` archive (a zip with a config, not a loadable model)."""
     folder = RunFolder(create_run_dir(runs_dir, name))
-    folder.write_config({"data_dir": "", "backbone": "efficientnet_b0", "epochs": 1, "batch_size": 8,
-                         "split": "patient", "data_kind": "real images", "weights_used": "none (random initialisation)",
-                         "image_size": 32, **(config or {})})
+    folder.write_config(
+        {
+            "data_dir": "",
+            "backbone": "efficientnet_b0",
+            "epochs": 1,
+            "batch_size": 8,
+            "split": "patient",
+            "data_kind": "real images",
+            "weights_used": "none (random initialisation)",
+            "image_size": 32,
+            **(config or {}),
+        }
+    )
     folder.update_status(state=state, pid=os.getpid(), host=socket.gethostname())
     if state == "completed":
         split = split if split is not None else make_split(DEFAULT_SPLIT)
-        folder.write_history([{"epoch": 1, "accuracy": 0.5, "loss": 0.7, "val_accuracy": 0.5, "val_loss": 0.7,
-                               "learning_rate": 1e-4}])
+        folder.write_history(
+            [{"epoch": 1, "accuracy": 0.5, "loss": 0.7, "val_accuracy": 0.5, "val_loss": 0.7, "learning_rate": 1e-4}]
+        )
         folder.write_split(split)
         test = predictions_for(split, "test", seed, skill)
         validation = predictions_for(split, "val", seed + 1, skill)
@@ -101,6 +129,7 @@ def record_spawns(monkeypatch: Any) -> list:
     from pipeline.training import launch
 
     spawned: list = []
-    monkeypatch.setattr(launch, "_spawn",
-                        lambda folders, engine=None: spawned.append(folders) or type("P", (), {"pid": 1})())
+    monkeypatch.setattr(
+        launch, "_spawn", lambda folders, engine=None: spawned.append(folders) or type("P", (), {"pid": 1})()
+    )
     return spawned

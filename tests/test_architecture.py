@@ -63,7 +63,7 @@ def find_circle(arrows: dict[str, set[str]]) -> list[str] | None:
         state[module], _ = "open", trail.append(module)
         for target in sorted(arrows.get(module, ())):
             if state.get(target) == "open":
-                return trail[trail.index(target):] + [target]
+                return trail[trail.index(target) :] + [target]
             if target not in state and (circle := visit(target)):
                 return circle
         state[module], _ = "done", trail.pop()
@@ -87,9 +87,12 @@ def test_imports_go_one_way_and_make_no_circle() -> None:
     arrows = imports_between_modules(_modules())
     assert find_circle(arrows) is None, f"imports in a circle: {' -> '.join(find_circle(arrows) or [])}"
     floor = {room: index for index, room in enumerate(ROOMS)}
-    upward = sorted(f"{module} ({room_of(module)}) imports {target} ({room_of(target)})"
-                    for module, targets in arrows.items() for target in targets
-                    if floor[room_of(target)] > floor[room_of(module)])
+    upward = sorted(
+        f"{module} ({room_of(module)}) imports {target} ({room_of(target)})"
+        for module, targets in arrows.items()
+        for target in targets
+        if floor[room_of(target)] > floor[room_of(module)]
+    )
     assert not upward, "imports against the rooms' order:\n" + "\n".join(upward)
 
 
@@ -100,8 +103,11 @@ def test_the_checks_see_imports_inside_functions_and_find_a_circle(tmp_path: Pat
     (tmp_path / "pipeline" / "__init__.py").write_text("")
     (tmp_path / "pipeline" / "a.py").write_text("from .b import run\n")
     (tmp_path / "pipeline" / "b.py").write_text("def run():\n    from .a import thing\n    return thing\n")
-    modules = {"pipeline": tmp_path / "pipeline" / "__init__.py", "a": tmp_path / "pipeline" / "a.py",
-               "b": tmp_path / "pipeline" / "b.py"}
+    modules = {
+        "pipeline": tmp_path / "pipeline" / "__init__.py",
+        "a": tmp_path / "pipeline" / "a.py",
+        "b": tmp_path / "pipeline" / "b.py",
+    }
     arrows = imports_between_modules(modules)
     assert arrows["a"] == {"b"} and arrows["b"] == {"a"}
     assert find_circle(arrows) in (["a", "b", "a"], ["b", "a", "b"])

@@ -62,8 +62,13 @@ def test_unreadable_images_are_named_with_their_reasons(damaged_data, tmp_path: 
 
 def test_info_lists_every_image_that_does_not_read(damaged_data) -> None:
     data, garbage, truncated = damaged_data
-    result = subprocess.run([sys.executable, "-m", "pipeline", "info", "--data", str(data), "--json"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "info", "--data", str(data), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     info = json.loads(result.stdout)
     assert [line.split(":")[0] for line in info["skipped_files"]] == [str(garbage)]
     assert info["undecodable"] == 1 and info["undecodable_files"][0].startswith(f"{truncated}: {truncated.name}")
@@ -71,8 +76,7 @@ def test_info_lists_every_image_that_does_not_read(damaged_data) -> None:
 
 
 @pytest.mark.slow
-def test_a_run_lists_what_it_skipped_in_its_folder_and_log(damaged_data, tmp_path: Path, monkeypatch,
-                                                           caplog) -> None:
+def test_a_run_lists_what_it_skipped_in_its_folder_and_log(damaged_data, tmp_path: Path, monkeypatch, caplog) -> None:
     from pipeline.training.train import train
 
     data, garbage, truncated = damaged_data
@@ -86,8 +90,9 @@ def test_a_run_lists_what_it_skipped_in_its_folder_and_log(damaged_data, tmp_pat
     assert any(str(truncated) in line and "corrupt or truncated" in line for line in logged), logged
 
 
-def test_data_a_run_cannot_use_is_refused_before_tensorflow_and_leaves_no_folder(tiny_data: Path,
-                                                                                  tmp_path: Path) -> None:
+def test_data_a_run_cannot_use_is_refused_before_tensorflow_and_leaves_no_folder(
+    tiny_data: Path, tmp_path: Path
+) -> None:
     one_class = tmp_path / "one-class"
     shutil.copytree(tiny_data / "training_data" / "fold_0" / "all", one_class / "all")
     count = len(list((one_class / "all").iterdir()))
@@ -100,11 +105,23 @@ def test_data_a_run_cannot_use_is_refused_before_tensorflow_and_leaves_no_folder
     with pytest.raises(PipelineError, match=r"3 image file\(s\) there, none in a class folder"):
         prepare_run(TrainConfig(data_dir=str(loose), **TINY), tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
-    result = subprocess.run([sys.executable, "-c", (
-        "import sys\nfrom pipeline.training.train import prepare_run\nfrom pipeline.core.config import TrainConfig\n"
-        f"try: prepare_run(TrainConfig(data_dir={str(one_class)!r}, weights='none'))\n"
-        "except ValueError: pass\n"
-        "print('tensorflow' in sys.modules)")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys\nfrom pipeline.training.train import prepare_run\n"
+                "from pipeline.core.config import TrainConfig\n"
+                f"try: prepare_run(TrainConfig(data_dir={str(one_class)!r}, weights='none'))\n"
+                "except ValueError: pass\n"
+                "print('tensorflow' in sys.modules)"
+            ),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.stdout.strip() == "False", "the refusal comes before TensorFlow is imported"
 
 
@@ -123,10 +140,14 @@ def test_a_float_tiff_is_refused_by_name_not_called_corrupt() -> None:
 
 
 def test_csv_downloads_carry_no_spreadsheet_formula() -> None:
-    frame = pd.DataFrame({"image": ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "\tx", "cell.png"],
-                          "prob_all": [0.1, -0.5, 0.3, 0.4, 0.5, 0.6]})
+    frame = pd.DataFrame(
+        {
+            "image": ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "\tx", "cell.png"],
+            "prob_all": [0.1, -0.5, 0.3, 0.4, 0.5, 0.6],
+        }
+    )
     safe = spreadsheet_safe(frame)
-    assert safe["image"].tolist() == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2", "'@SUM(A1)", "'\tx", "cell.png"]
+    assert safe["image"].tolist() == ['\'=HYPERLINK("http://x")', "'+1", "'-2", "'@SUM(A1)", "'\tx", "cell.png"]
     assert safe["prob_all"].tolist() == frame["prob_all"].tolist(), "numbers stay numbers"
     assert frame["image"].iloc[0].startswith("="), "the table shown on the page is left as it is"
 
@@ -136,8 +157,12 @@ def test_the_command_line_stops_quietly_when_its_reader_goes_away(tmp_path: Path
     for index in range(400):  # enough listed rows to overflow a pipe's buffer
         (runs / f"run-{index:04d}").mkdir(parents=True)
         (runs / f"run-{index:04d}" / "config.json").write_text("{")
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "runs", "--runs-dir", str(runs), "--json"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "runs", "--runs-dir", str(runs), "--json"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     process.stdout.readline()
     process.stdout.close()  # as `| head -1` does
     _, stderr = process.communicate(timeout=120)

@@ -35,8 +35,13 @@ def test_the_gpu_command_runs_every_path_in_a_dry_run_on_a_cpu() -> None:
 def test_the_load_benchmark_reports_its_figures_against_goals_and_one_visitor_alone() -> None:
     from bench import load
 
-    figures = {"alone_s": [0.5, 0.7, 0.6], "together_s": [4.0, 2.0, 3.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 12.0],
-               "together_wall_s": 12.5, "server_cpu_s": 20.0, "browsers_cpu_s": 9.0}
+    figures = {
+        "alone_s": [0.5, 0.7, 0.6],
+        "together_s": [4.0, 2.0, 3.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 12.0],
+        "together_wall_s": 12.5,
+        "server_cpu_s": 20.0,
+        "browsers_cpu_s": 9.0,
+    }
     results = load.summarize(figures, 10, peak_rss_mb=1200.0)
     assert results["alone_s"] == 0.6 and results["together_s"] == sorted(figures["together_s"])
     assert results["p95_s"] == pytest.approx(np.percentile(figures["together_s"], 95), abs=1e-3)

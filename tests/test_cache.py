@@ -9,8 +9,9 @@ from pipeline.data.layouts import scan_dataset
 from pipeline.data.preprocess import load_and_preprocess
 
 
-def test_second_load_decodes_nothing_and_changes_invalidate(tiny_data: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_load_decodes_nothing_and_changes_invalidate(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     paths = [r.path for r in scan_dataset(tiny_data).records][:6]
     first, failed = cache.load_images(paths, 32, ClaheSettings(), tmp_path)
     assert first.shape == (6, 32, 32, 3) and failed == {}

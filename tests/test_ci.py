@@ -19,9 +19,14 @@ def _flaky():
 
 def _report(path: Path, cases: dict[str, str]) -> Path:
     body = {"passed": "", "failure": "<failure message='x'/>", "skipped": "<skipped/>", "error": "<error/>"}
-    path.write_text("<testsuites><testsuite>" + "".join(
-        f"<testcase classname='tests.test_x' name='{name}'>{body[outcome]}</testcase>"
-        for name, outcome in cases.items()) + "</testsuite></testsuites>")
+    path.write_text(
+        "<testsuites><testsuite>"
+        + "".join(
+            f"<testcase classname='tests.test_x' name='{name}'>{body[outcome]}</testcase>"
+            for name, outcome in cases.items()
+        )
+        + "</testsuite></testsuites>"
+    )
     return path
 
 

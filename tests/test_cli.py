@@ -15,8 +15,9 @@ def cli(*args: str, env_dir: Path | None = None) -> subprocess.CompletedProcess:
     import os
 
     env = {**os.environ, **({"ARTIFACTS_DIR": str(env_dir)} if env_dir else {})}
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=REPO, capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def test_info_on_a_missing_root_is_one_clear_line(tmp_path: Path) -> None:
@@ -41,8 +42,9 @@ def test_train_on_a_missing_root_creates_no_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_predict_prints_classes_and_a_bad_image_gets_one_error_line(finished_run: Path, tiny_data: Path,
-                                                                     tmp_path: Path) -> None:
+def test_predict_prints_classes_and_a_bad_image_gets_one_error_line(
+    finished_run: Path, tiny_data: Path, tmp_path: Path
+) -> None:
     good = next((tiny_data / "training_data").rglob("*.bmp"))
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
@@ -75,8 +77,19 @@ def test_explain_writes_the_documented_files(finished_run: Path, tiny_data: Path
 
 @pytest.mark.slow
 def test_unavailable_weights_stop_with_one_line_and_leave_no_run(tiny_data: Path, tmp_path: Path) -> None:
-    result = cli("train", "--data", str(tiny_data), "--weights", str(tmp_path / "missing.h5"),
-                 "--backbone", TINY_BACKBONE, "--image-size", "32", "--runs-dir", str(tmp_path / "runs"))
+    result = cli(
+        "train",
+        "--data",
+        str(tiny_data),
+        "--weights",
+        str(tmp_path / "missing.h5"),
+        "--backbone",
+        TINY_BACKBONE,
+        "--image-size",
+        "32",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    )
     assert result.returncode == 2 and "missing.h5 does not exist" in result.stderr
     assert "Traceback" not in result.stderr
     assert not [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
@@ -94,8 +107,15 @@ def test_resume_of_a_run_with_an_unreadable_status_is_one_clear_line(tmp_path: P
     assert last.startswith("error: status.json of run 20260101-000000-x does not read")
 
 
-RUN_COMMANDS = [("report",), ("export",), ("resume",), ("evaluate",), ("explain-eval",), ("predict", "x.png"),
-                ("explain", "x.png", "--out", "out")]
+RUN_COMMANDS = [
+    ("report",),
+    ("export",),
+    ("resume",),
+    ("evaluate",),
+    ("explain-eval",),
+    ("predict", "x.png"),
+    ("explain", "x.png", "--out", "out"),
+]
 
 
 @pytest.mark.parametrize("command", RUN_COMMANDS, ids=[c[0] for c in RUN_COMMANDS])
@@ -124,22 +144,41 @@ def test_a_run_missing_a_file_it_must_hold_is_named_not_a_traceback(finished_run
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
-GIVEN = {"backbone": ("--backbone", "efficientnet_lite1"), "image_size": ("--image-size", "96"),
-         "epochs": ("--epochs", "7"), "batch_size": ("--batch-size", "8"),
-         "learning_rate": ("--learning-rate", "0.003"),
-         "decay_steps": ("--decay-steps", "450"), "decay_rate": ("--decay-rate", "0.9"),
-         "weights": ("--weights", "none"), "split": ("--split", "image"), "test_fraction": ("--test-fraction", "0.3"),
-         "val_fraction": ("--val-fraction", "0.25"), "val_fold": ("--val-fold", "1"), "folds": ("--folds", "0"),
-         "cv_folds": ("--cv-folds", "4"), "cv_fold": ("--cv-fold", "3"), "seed": ("--seed", "7"),
-         "optimizer": ("--optimizer", "rmsprop"), "bn_momentum": ("--bn-momentum", "0.8"),
-         "freeze_backbone": ("--no-freeze-backbone", None), "fine_tune_blocks": ("--fine-tune-blocks", "2"),
-         "fine_tune_epochs": ("--fine-tune-epochs", "3"), "augment": ("--augment", None),
-         "augment_passes": ("--augment-passes", "2"), "class_weight": ("--no-class-weight", None),
-         "balance_patients": ("--no-balance-patients", None), "head_l2": ("--head-l2", "0.5"),
-         "validation_from": ("--validation-from", "both"), "tta": ("--no-tta", None),
-         "temperature_scaling": ("--temperature-scaling", None), "max_images": ("--max-images", "100"),
-         "on_bad_image": ("--on-bad-image", "fail"), "random_features": ("--random-features", None),
-         "name": ("--name", "mine")}
+GIVEN = {
+    "backbone": ("--backbone", "efficientnet_lite1"),
+    "image_size": ("--image-size", "96"),
+    "epochs": ("--epochs", "7"),
+    "batch_size": ("--batch-size", "8"),
+    "learning_rate": ("--learning-rate", "0.003"),
+    "decay_steps": ("--decay-steps", "450"),
+    "decay_rate": ("--decay-rate", "0.9"),
+    "weights": ("--weights", "none"),
+    "split": ("--split", "image"),
+    "test_fraction": ("--test-fraction", "0.3"),
+    "val_fraction": ("--val-fraction", "0.25"),
+    "val_fold": ("--val-fold", "1"),
+    "folds": ("--folds", "0"),
+    "cv_folds": ("--cv-folds", "4"),
+    "cv_fold": ("--cv-fold", "3"),
+    "seed": ("--seed", "7"),
+    "optimizer": ("--optimizer", "rmsprop"),
+    "bn_momentum": ("--bn-momentum", "0.8"),
+    "freeze_backbone": ("--no-freeze-backbone", None),
+    "fine_tune_blocks": ("--fine-tune-blocks", "2"),
+    "fine_tune_epochs": ("--fine-tune-epochs", "3"),
+    "augment": ("--augment", None),
+    "augment_passes": ("--augment-passes", "2"),
+    "class_weight": ("--no-class-weight", None),
+    "balance_patients": ("--no-balance-patients", None),
+    "head_l2": ("--head-l2", "0.5"),
+    "validation_from": ("--validation-from", "both"),
+    "tta": ("--no-tta", None),
+    "temperature_scaling": ("--temperature-scaling", None),
+    "max_images": ("--max-images", "100"),
+    "on_bad_image": ("--on-bad-image", "fail"),
+    "random_features": ("--random-features", None),
+    "name": ("--name", "mine"),
+}
 """A value unlike the `lite` recipe's for every setting a flag sets: a new TrainConfig field fails the test below
 until it has its flag (and a line here)."""
 
@@ -158,10 +197,16 @@ def test_every_setting_of_a_run_has_a_flag_generated_from_the_config() -> None:
 
     assert set(GIVEN) == {field.name for field in dataclasses.fields(TrainConfig)} - {"data_dir", "clahe", "recipe"}
     cross_validation = ("cv_folds", "cv_fold")  # only with the patient split: given apart
-    argv = [part for name, (flag, value) in GIVEN.items() if name not in cross_validation
-            for part in (flag, value) if part is not None]
-    config = _parsed_config("train", "--data", "cells", "--recipe", "lite", *argv,
-                            "--clahe-clip", "3.5", "--clahe-grid", "4", "--no-clahe")
+    argv = [
+        part
+        for name, (flag, value) in GIVEN.items()
+        if name not in cross_validation
+        for part in (flag, value)
+        if part is not None
+    ]
+    config = _parsed_config(
+        "train", "--data", "cells", "--recipe", "lite", *argv, "--clahe-clip", "3.5", "--clahe-grid", "4", "--no-clahe"
+    )
     recipe = recipe_config("lite", "cells")
     for name in set(GIVEN) - set(cross_validation):
         assert getattr(config, name) != getattr(recipe, name), f"--{name} did not reach the config"
@@ -183,17 +228,21 @@ def test_config_reruns_a_run_with_flags_on_top(tmp_path: Path) -> None:
     run.mkdir()
     (run / "config.json").write_text(json.dumps({**original.to_dict(), "run_id": "x", "weights_used": "none"}))
     assert _parsed_config("train", "--config", str(run)) == original
-    assert _parsed_config("train", "--config", str(run / "config.json"), "--epochs", "2", "--data", "here") == \
-        original.replace(epochs=2, data_dir="here")
+    assert _parsed_config(
+        "train", "--config", str(run / "config.json"), "--epochs", "2", "--data", "here"
+    ) == original.replace(epochs=2, data_dir="here")
     crossval = _parsed_config("crossval", "--config", str(run), "--folds", "4", "--cnmc-folds", "1")
     assert (crossval.cv_folds, crossval.folds, crossval.seed) == (4, "1", 5)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--recipe", "lite"], "--data is required"),
-    (["train", "--config", "NOWHERE"], "holds no config.json"),
-    (["train", "--config", "RUN", "--recipe", "lite"], "not both"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--recipe", "lite"], "--data is required"),
+        (["train", "--config", "NOWHERE"], "holds no config.json"),
+        (["train", "--config", "RUN", "--recipe", "lite"], "not both"),
+    ],
+)
 def test_bad_config_options_are_one_line(argv: list[str], message: str, tmp_path: Path, capsys) -> None:
     from pipeline.cli import main
 
@@ -207,7 +256,8 @@ def test_bad_config_options_are_one_line(argv: list[str], message: str, tmp_path
 
 def test_the_command_line_starts_without_tensorflow_or_scikit_learn() -> None:
     """`--help` and argument errors come at once: the commands import the heavy libraries when they run."""
-    probe = ("import sys, pipeline.cli; "
-             "print('tensorflow' in sys.modules, 'keras' in sys.modules, 'sklearn' in sys.modules)")
+    probe = (
+        "import sys, pipeline.cli; print('tensorflow' in sys.modules, 'keras' in sys.modules, 'sklearn' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["False", "False", "False"], result.stderr

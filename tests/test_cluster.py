@@ -36,8 +36,13 @@ def _free_port() -> int:
 def _start_node(arguments: list[str], log: Path) -> subprocess.Popen:
     """`ray start ... --block` in its own session: it owns its Ray processes and stops them on SIGTERM."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.Popen([RAY, "start", *arguments, "--block"], stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True)
+    return subprocess.Popen(
+        [RAY, "start", *arguments, "--block"],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -67,13 +72,27 @@ def ray_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     one for each test: a cluster that ran the sweep's tasks did not always offer both CPUs at once to the next."""
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    head = _start_node(["--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "1",
-                        "--include-dashboard=false", "--disable-usage-stats"], tmp_path / "head.log")
+    head = _start_node(
+        [
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "1",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        tmp_path / "head.log",
+    )
     worker = None
     try:
         _wait_for_nodes(address, 1)
-        worker = _start_node(["--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                              "--disable-usage-stats"], tmp_path / "worker.log")
+        worker = _start_node(
+            ["--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"],
+            tmp_path / "worker.log",
+        )
         _wait_for_nodes(address, 2)
         yield address, worker
     finally:
@@ -88,8 +107,9 @@ def _probabilities(folder: RunFolder) -> np.ndarray:
     return folder.predictions().sort_values("path")["prob_all"].to_numpy()
 
 
-def test_a_sweep_and_a_crossval_on_a_ray_cluster_match_the_local_engine(ray_cluster, tiny_config, artifacts_root,
-                                                                        tmp_path: Path) -> None:
+def test_a_sweep_and_a_crossval_on_a_ray_cluster_match_the_local_engine(
+    ray_cluster, tiny_config, artifacts_root, tmp_path: Path
+) -> None:
     """In fast mode (a head on cached features of a frozen backbone): the engine is the subject, and a head trains
     in seconds where a whole network's first step traces for half a minute."""
     from pipeline.runs.crossval import crossval_dir
@@ -120,15 +140,17 @@ worker) starts one task's TensorFlow seconds after the other's: with 4, one run 
 began, twice in clean-clone runs of the suite on two workers."""
 
 
-def test_a_run_on_a_lost_node_is_retried_and_resumes_never_left_running(ray_cluster, tiny_config, artifacts_root,
-                                                                       tmp_path: Path) -> None:
+def test_a_run_on_a_lost_node_is_retried_and_resumes_never_left_running(
+    ray_cluster, tiny_config, artifacts_root, tmp_path: Path
+) -> None:
     from pipeline.training.engines import run_all
     from pipeline.training.train import prepare_run
 
     address, worker = ray_cluster
     config = tiny_config.replace(epochs=EPOCHS_OF_LOST_RUNS)
-    folders = [prepare_run(config.replace(seed=seed, name=f"lost-{seed}"), tmp_path / "runs", "lost")
-               for seed in (1, 2)]
+    folders = [
+        prepare_run(config.replace(seed=seed, name=f"lost-{seed}"), tmp_path / "runs", "lost") for seed in (1, 2)
+    ]
     killed = {}
 
     def kill_when_both_train(line: str) -> None:
@@ -143,13 +165,15 @@ def test_a_run_on_a_lost_node_is_retried_and_resumes_never_left_running(ray_clus
         status = folder.status()
         assert status["state"] == "completed" and status["epochs_done"] == EPOCHS_OF_LOST_RUNS
         history = folder.history()
-        assert history["epoch"].tolist() == list(range(1, EPOCHS_OF_LOST_RUNS + 1)), \
+        assert history["epoch"].tolist() == list(range(1, EPOCHS_OF_LOST_RUNS + 1)), (
             "resumed from its checkpoint, no epoch twice"
+        )
     assert any(folder.raw_status().get("phase") == "done" for folder in folders)
 
 
-def test_the_ray_engine_without_ray_or_with_no_cluster_says_what_to_do(tiny_config, artifacts_root, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_ray_engine_without_ray_or_with_no_cluster_says_what_to_do(
+    tiny_config, artifacts_root, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pipeline.training import cluster
     from pipeline.training.engines import run_all
     from pipeline.training.train import prepare_run
@@ -167,8 +191,9 @@ def test_the_ray_engine_without_ray_or_with_no_cluster_says_what_to_do(tiny_conf
     assert folder.status()["state"] == "queued", "nothing ran"
 
 
-def test_the_dashboard_sends_its_runs_to_a_configured_cluster(tiny_config, artifacts_root, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_dashboard_sends_its_runs_to_a_configured_cluster(
+    tiny_config, artifacts_root, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With a cluster configured, the Train page's background process drives the runs as Ray tasks."""
     from pipeline.training import launch
 
@@ -177,16 +202,17 @@ def test_the_dashboard_sends_its_runs_to_a_configured_cluster(tiny_config, artif
     class Process:
         pid = os.getpid()
 
-    monkeypatch.setattr(launch, "_spawn", lambda folders, engine: commands.append(
-        launch.execute_command(folders, engine)) or Process())
+    monkeypatch.setattr(
+        launch, "_spawn", lambda folders, engine: commands.append(launch.execute_command(folders, engine)) or Process()
+    )
     folders = launch.launch([tiny_config], tmp_path / "runs", ray_address="127.0.0.1:6379")
     assert commands[0][-4:] == ["--engine", "ray", "--address", "127.0.0.1:6379"]
     assert commands[0][3] == "execute" and commands[0][4] == str(folders[0].path.resolve())
 
 
-def test_execute_runs_prepared_folders_through_the_engine_it_is_given(tiny_config, artifacts_root,
-                                                                      tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_execute_runs_prepared_folders_through_the_engine_it_is_given(
+    tiny_config, artifacts_root, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pipeline.__main__ import main
     from pipeline.training import engines, train
 
@@ -197,9 +223,9 @@ def test_execute_runs_prepared_folders_through_the_engine_it_is_given(tiny_confi
     assert calls == [("ray", {"address": "auto", "cpus_per_run": 1.0, "gpus_per_run": 1.0})]
 
 
-def test_a_ray_started_for_one_call_runs_the_runs_and_leaves_no_token_behind(tiny_config, artifacts_root,
-                                                                             tmp_path: Path,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_ray_started_for_one_call_runs_the_runs_and_leaves_no_token_behind(
+    tiny_config, artifacts_root, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`--address local`: a new Ray on this machine for the call (never a cluster an earlier `ray start` left), shut
     down afterwards, and no ~/.ray/auth_token that would make every later `ray start` here ask for it."""
     from pipeline.training.engines import run_all

@@ -13,8 +13,17 @@ def test_defaults_are_the_papers_and_survive_json() -> None:
     assert TrainConfig.from_dict({**changed.to_dict(), "run_id": "ignored"}) == changed
 
 
-@pytest.mark.parametrize("bad", [{"backbone": "resnet50"}, {"split": "random"}, {"epochs": 0},
-                                 {"image_size": 8}, {"learning_rate": 0.0}, {"test_fraction": 1.5}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"backbone": "resnet50"},
+        {"split": "random"},
+        {"epochs": 0},
+        {"image_size": 8},
+        {"learning_rate": 0.0},
+        {"test_fraction": 1.5},
+    ],
+)
 def test_bad_settings_are_refused_with_a_message(bad: dict) -> None:
     with pytest.raises(PipelineError):
         TrainConfig(data_dir="x", **bad)

@@ -22,8 +22,11 @@ from tests.helpers import fake_run
 @pytest.fixture(scope="module")
 def healthy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A completed run folder (made-up predictions, metrics computed by the pipeline) to damage copies of."""
-    folder = fake_run(tmp_path_factory.mktemp("template"), "healthy",
-                      config={"group": "cv2-20260101-000000-s1", "cv_folds": 2, "cv_fold": 0})
+    folder = fake_run(
+        tmp_path_factory.mktemp("template"),
+        "healthy",
+        config={"group": "cv2-20260101-000000-s1", "cv_folds": 2, "cv_fold": 0},
+    )
     return folder.path
 
 
@@ -37,11 +40,13 @@ def _every_reader(folder: RunFolder) -> None:
     intervals_of_test(metrics, folder.predictions)
 
 
-@settings(max_examples=120, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(drawn=damage.damage())
-def test_a_damaged_run_is_listed_broken_with_its_reason_or_reads_whole(healthy_run: Path, tmp_path: Path,
-                                                                        drawn) -> None:
+def test_a_damaged_run_is_listed_broken_with_its_reason_or_reads_whole(
+    healthy_run: Path, tmp_path: Path, drawn
+) -> None:
     runs_dir = tmp_path / "runs"
     shutil.rmtree(runs_dir, ignore_errors=True)
     run_dir = runs_dir / healthy_run.name
@@ -62,13 +67,16 @@ def test_a_damaged_run_is_listed_broken_with_its_reason_or_reads_whole(healthy_r
     summarize(table)
 
 
-@pytest.mark.parametrize(("name", "content", "said"), [
-    ("metrics.json", '{"roc_auc": "abc"}', "not a number"),
-    ("status.json", "[1, 2]", "not a JSON object"),
-    ("config.json", '{"data_dir": "", "epochs": "ten"}', "epochs is 'ten'"),
-    ("predictions.csv", "path,patient\n/x.png,UID_1\n", "lacks the column(s) label, predicted, prob_all"),
-    ("split.csv", "", "does not read"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        ("metrics.json", '{"roc_auc": "abc"}', "not a number"),
+        ("status.json", "[1, 2]", "not a JSON object"),
+        ("config.json", '{"data_dir": "", "epochs": "ten"}', "epochs is 'ten'"),
+        ("predictions.csv", "path,patient\n/x.png,UID_1\n", "lacks the column(s) label, predicted, prob_all"),
+        ("split.csv", "", "does not read"),
+    ],
+)
 def test_what_is_wrong_is_named(healthy_run: Path, tmp_path: Path, name: str, content: str, said: str) -> None:
     run_dir = tmp_path / "runs" / healthy_run.name
     shutil.copytree(healthy_run, run_dir)

@@ -22,13 +22,23 @@ def test_real_sample_loads_with_labels_patients_and_prelim_label(cnmc_sample: Pa
     assert Path(prelim["path"].iloc[0]).name == "1.bmp"
 
 
-@pytest.mark.parametrize(("name", "parsed"), [
-    ("UID_H10_1_1_hem.bmp", ("UID_H10", "HEM")), ("UID_h22_3_2_hem.bmp", ("UID_H22", "HEM")),
-    ("UID_13_1_1_all.bmp", ("UID_13", "ALL")), ("UID_H10_12_3_hem.png", ("UID_H10", "HEM")),
-    ("UID_h10_12_3_HEM.PNG", ("UID_H10", "HEM")), ("UID_7_2_1_all.jpg", ("UID_7", "ALL")),
-    ("UID_7_2_1_all.jpeg", ("UID_7", "ALL")), ("UID_7_2_1_all.tif", ("UID_7", "ALL")),
-    ("UID_7_2_1_all.TIFF", ("UID_7", "ALL")), ("cell_01.png", None), ("UID_7_2_1_all.gif", None),
-    ("UID_X7_2_1_all.png", None)])
+@pytest.mark.parametrize(
+    ("name", "parsed"),
+    [
+        ("UID_H10_1_1_hem.bmp", ("UID_H10", "HEM")),
+        ("UID_h22_3_2_hem.bmp", ("UID_H22", "HEM")),
+        ("UID_13_1_1_all.bmp", ("UID_13", "ALL")),
+        ("UID_H10_12_3_hem.png", ("UID_H10", "HEM")),
+        ("UID_h10_12_3_HEM.PNG", ("UID_H10", "HEM")),
+        ("UID_7_2_1_all.jpg", ("UID_7", "ALL")),
+        ("UID_7_2_1_all.jpeg", ("UID_7", "ALL")),
+        ("UID_7_2_1_all.tif", ("UID_7", "ALL")),
+        ("UID_7_2_1_all.TIFF", ("UID_7", "ALL")),
+        ("cell_01.png", None),
+        ("UID_7_2_1_all.gif", None),
+        ("UID_X7_2_1_all.png", None),
+    ],
+)
 def test_parse_cnmc_names_with_any_image_suffix(name: str, parsed) -> None:
     assert parse_cnmc_name(name) == parsed
 
@@ -60,7 +70,11 @@ def test_generic_layout_any_case_any_format_and_unreadable_files_counted(tmp_pat
     dataset = scan_dataset(tmp_path)
     assert dataset.layout == "generic"
     assert sorted((Path(r.path).name, r.label) for r in dataset.records) == [
-        ("a.png", "ALL"), ("b.jpg", "ALL"), ("c.tif", "HEM"), ("d.bmp", "HEM")]
+        ("a.png", "ALL"),
+        ("b.jpg", "ALL"),
+        ("c.tif", "HEM"),
+        ("d.bmp", "HEM"),
+    ]
     assert {r.patient for r in dataset.records} == {"unknown"}
     assert sorted(Path(path).name for path, _ in dataset.skipped) == ["broken.png", "empty.bmp"]
     assert dataset.info()["skipped"] == 2

@@ -1,7 +1,6 @@
 """Input pipelines and augmentation on real cells: labels kept, values in range, the 8 views of TTA, and
 BatchNorm statistics that keep up when training from random weights."""
 
-
 import numpy as np
 import pytest
 
@@ -70,8 +69,9 @@ def test_predict_probabilities_with_tta_is_invariant_to_flipping_the_input(real_
     straight = predict_probabilities(model, images, tta=True)
     flipped = predict_probabilities(model, images[:, :, ::-1].copy(), tta=True)
     assert np.allclose(straight, flipped, atol=1e-5)
-    assert not np.allclose(predict_probabilities(model, images), predict_probabilities(model, images[:, ::-1].copy()),
-                           atol=1e-4), "without TTA the (random) model does see the flip"
+    assert not np.allclose(
+        predict_probabilities(model, images), predict_probabilities(model, images[:, ::-1].copy()), atol=1e-4
+    ), "without TTA the (random) model does see the flip"
 
 
 def test_batchnorm_statistics_keep_up_after_one_epoch_from_random_weights(real_cells) -> None:

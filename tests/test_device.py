@@ -10,8 +10,10 @@ def test_a_cpu_trains_in_float32_without_xla() -> None:
     assert plan_for(0) == ("float32", False)
 
 
-@pytest.mark.parametrize(("gpus", "capability", "expected"), [
-    (1, (9, 0), ("mixed_float16", True)), (1, (6, 1), ("float32", True)), (4, (8, 0), ("mixed_float16", False))])
+@pytest.mark.parametrize(
+    ("gpus", "capability", "expected"),
+    [(1, (9, 0), ("mixed_float16", True)), (1, (6, 1), ("float32", True)), (4, (8, 0), ("mixed_float16", False))],
+)
 def test_gpus_get_mixed_precision_on_tensor_cores_and_xla_on_one_device(gpus, capability, expected) -> None:
     assert plan_for(gpus, capability) == expected
 
@@ -33,8 +35,12 @@ def test_this_machine_configures_what_it_trains_with(tmp_path) -> None:
 def test_the_global_batch_stays_the_protocols_and_small_replica_shares_synchronise_batchnorm() -> None:
     from pipeline.core.device import replica_batches
 
-    assert replica_batches(16, 1) == {"replicas": 1, "global_batch": 16, "per_replica_batch": 16.0,
-                                      "synchronized_batchnorm": False}
+    assert replica_batches(16, 1) == {
+        "replicas": 1,
+        "global_batch": 16,
+        "per_replica_batch": 16.0,
+        "synchronized_batchnorm": False,
+    }
     eight = replica_batches(16, 8)
     assert eight["global_batch"] == 16 and eight["per_replica_batch"] == 2.0 and eight["synchronized_batchnorm"]
     assert not replica_batches(64, 2)["synchronized_batchnorm"], "32 images a replica keep their own statistics"
@@ -51,6 +57,7 @@ def test_every_batchnorm_of_a_model_can_be_synchronised() -> None:
     inner = keras.Sequential([keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization()])
     model = keras.Model(inputs, inner(x))
     assert synchronize_batchnorm(model) == 2
-    assert all(layer.synchronized for layer in model._flatten_layers()
-               if isinstance(layer, keras.layers.BatchNormalization))
+    assert all(
+        layer.synchronized for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)
+    )
     assert model(np.ones((2, 8, 8, 3), np.float32)).shape == (2, 4, 4, 4)

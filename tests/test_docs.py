@@ -24,8 +24,9 @@ def test_the_readme_is_short_and_links_every_guide_and_its_two_commands_are_cis(
 
 
 def test_the_cli_reference_is_current() -> None:
-    assert (ROOT / "docs" / "cli.md").read_text() == reference_markdown(), \
+    assert (ROOT / "docs" / "cli.md").read_text() == reference_markdown(), (
         "regenerate it: python -m pipeline.cli.reference > docs/cli.md"
+    )
 
 
 def test_every_relative_link_of_the_docs_points_at_a_file() -> None:

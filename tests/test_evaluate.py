@@ -70,11 +70,15 @@ def test_constant_predictions_are_named() -> None:
 
 
 def test_patient_results_are_named_for_what_they_compute() -> None:
-    table = pd.DataFrame({
-        "path": list("abcdefg"), "patient": ["UID_1", "UID_1", "UID_1", "UID_H2", "UID_H3", "UID_H3", "unknown"],
-        "label": ["ALL", "ALL", "ALL", "HEM", "HEM", "HEM", "HEM"],
-        "predicted": ["ALL", "HEM", "ALL", "HEM", "ALL", "ALL", "ALL"],
-        "prob_all": [0.9, 0.4, 0.8, 0.1, 0.7, 0.6, 0.7]})
+    table = pd.DataFrame(
+        {
+            "path": list("abcdefg"),
+            "patient": ["UID_1", "UID_1", "UID_1", "UID_H2", "UID_H3", "UID_H3", "unknown"],
+            "label": ["ALL", "ALL", "ALL", "HEM", "HEM", "HEM", "HEM"],
+            "predicted": ["ALL", "HEM", "ALL", "HEM", "ALL", "ALL", "ALL"],
+            "prob_all": [0.9, 0.4, 0.8, 0.1, 0.7, 0.6, 0.7],
+        }
+    )
     summary = patient_summary(table).set_index("patient")
     assert list(summary.index) == ["UID_1", "UID_H2", "UID_H3"]
     assert summary.loc["UID_1", "image_accuracy"] == pytest.approx(2 / 3)
@@ -91,10 +95,15 @@ def test_patient_results_are_named_for_what_they_compute() -> None:
 def test_a_confusion_cell_lists_its_images_most_confident_first() -> None:
     from pipeline.evaluation.evaluate import confusion_cell, patient_errors
 
-    table = pd.DataFrame({"path": list("abcdef"), "patient": ["P1", "P1", "P2", "H1", "H1", "H2"],
-                          "label": ["ALL", "ALL", "ALL", "HEM", "HEM", "HEM"],
-                          "predicted": ["HEM", "HEM", "ALL", "ALL", "HEM", "HEM"],
-                          "prob_all": [0.45, 0.05, 0.9, 0.8, 0.3, 0.1]})
+    table = pd.DataFrame(
+        {
+            "path": list("abcdef"),
+            "patient": ["P1", "P1", "P2", "H1", "H1", "H2"],
+            "label": ["ALL", "ALL", "ALL", "HEM", "HEM", "HEM"],
+            "predicted": ["HEM", "HEM", "ALL", "ALL", "HEM", "HEM"],
+            "prob_all": [0.45, 0.05, 0.9, 0.8, 0.3, 0.1],
+        }
+    )
     missed = confusion_cell(table, "ALL", "HEM")
     assert missed["path"].tolist() == ["b", "a"] and missed["confidence"].tolist() == pytest.approx([0.95, 0.55])
     assert confusion_cell(table, "HEM", "ALL")["path"].tolist() == ["d"]
@@ -108,8 +117,14 @@ def test_a_one_class_model_with_varied_probabilities_is_flagged_first() -> None:
     from pipeline.training.train import run_metrics
     from tests.helpers import make_split
 
-    split = make_split({"UID_1": ("ALL", "train", 4), "UID_H1": ("HEM", "train", 4), "UID_2": ("ALL", "test", 6),
-                        "UID_H2": ("HEM", "test", 10)})
+    split = make_split(
+        {
+            "UID_1": ("ALL", "train", 4),
+            "UID_H1": ("HEM", "train", 4),
+            "UID_2": ("ALL", "test", 6),
+            "UID_H2": ("HEM", "test", 10),
+        }
+    )
     test = split[split["subset"] == "test"].reset_index(drop=True)
     prob = np.linspace(0.55, 0.95, len(test))  # varied, so not constant, but every image is called ALL
     predictions = test.assign(predicted="ALL", prob_all=prob)
@@ -125,8 +140,14 @@ def test_a_model_that_beats_the_constant_answer_is_not_flagged() -> None:
     from pipeline.training.train import run_metrics
     from tests.helpers import make_split, predictions_for
 
-    split = make_split({"UID_1": ("ALL", "train", 4), "UID_H1": ("HEM", "train", 4), "UID_2": ("ALL", "test", 30),
-                        "UID_H2": ("HEM", "test", 30)})
+    split = make_split(
+        {
+            "UID_1": ("ALL", "train", 4),
+            "UID_H1": ("HEM", "train", 4),
+            "UID_2": ("ALL", "test", 30),
+            "UID_H2": ("HEM", "test", 30),
+        }
+    )
     metrics = run_metrics(predictions_for(split, "test", skill=0.4), None, split)
     assert metrics["accuracy"] > 0.8 and metrics["model_warnings"] == []
 
@@ -177,8 +198,15 @@ def _table(is_all: np.ndarray, prob_all: np.ndarray, patients: int = 6) -> pd.Da
 
     labels = np.where(is_all, "ALL", "HEM")
     patient = [f"{'P' if flag else 'H'}{index % patients}" for index, flag in enumerate(is_all)]
-    return pd.DataFrame({"path": [f"{i}.png" for i in range(len(labels))], "patient": patient, "label": labels,
-                         "predicted": label_from_prob(prob_all), "prob_all": prob_all})
+    return pd.DataFrame(
+        {
+            "path": [f"{i}.png" for i in range(len(labels))],
+            "patient": patient,
+            "label": labels,
+            "predicted": label_from_prob(prob_all),
+            "prob_all": prob_all,
+        }
+    )
 
 
 def test_a_run_fits_its_temperature_on_validation_and_keeps_the_test_calibration_before() -> None:
@@ -187,16 +215,20 @@ def test_a_run_fits_its_temperature_on_validation_and_keeps_the_test_calibration
 
     validation, test = _table(*_over_confident(1, 600)), _table(*_over_confident(2, 900))
     record, scaled_validation, scaled_test = temperature_scaled(validation, test)
-    assert record["temperature"] == pytest.approx(fit_temperature(validation["label"] == "ALL",
-                                                                  validation["prob_all"]), rel=1e-4)
+    assert record["temperature"] == pytest.approx(
+        fit_temperature(validation["label"] == "ALL", validation["prob_all"]), rel=1e-4
+    )
     assert record["validation_images"] == 600
-    assert record["calibration_before"] == compute_metrics(test["label"], test["predicted"], test["prob_all"])[
-        "calibration"]
+    assert (
+        record["calibration_before"]
+        == compute_metrics(test["label"], test["predicted"], test["prob_all"])["calibration"]
+    )
     assert (scaled_test["predicted"] == test["predicted"]).all()
     after = compute_metrics(scaled_test["label"], scaled_test["predicted"], scaled_test["prob_all"])
     assert after["calibration"]["ece"] < record["calibration_before"]["ece"]
-    assert after["roc_auc"] == pytest.approx(compute_metrics(test["label"], test["predicted"], test["prob_all"])[
-        "roc_auc"], abs=1e-4), "a monotone rescaling keeps the ranking"
+    assert after["roc_auc"] == pytest.approx(
+        compute_metrics(test["label"], test["predicted"], test["prob_all"])["roc_auc"], abs=1e-4
+    ), "a monotone rescaling keeps the ranking"
 
 
 def test_a_one_class_validation_fits_no_temperature_and_says_why() -> None:
@@ -217,8 +249,12 @@ def test_the_metrics_view_names_scikit_learns_figures(seed: int) -> None:
     from pipeline.evaluation.metrics import Metrics
 
     labels, predicted, prob_all = _sample(seed)
-    view = Metrics.of({**compute_metrics(labels, predicted, prob_all),
-                       "validation": compute_metrics(labels[:80], predicted[:80], prob_all[:80])})
+    view = Metrics.of(
+        {
+            **compute_metrics(labels, predicted, prob_all),
+            "validation": compute_metrics(labels[:80], predicted[:80], prob_all[:80]),
+        }
+    )
     assert view.figure("weighted_f1") == pytest.approx(f1_score(labels, predicted, average="weighted"))
     assert view.figure("macro_f1") == pytest.approx(f1_score(labels, predicted, average="macro"))
     assert view.figure("weighted_precision") == pytest.approx(precision_score(labels, predicted, average="weighted"))
@@ -226,7 +262,8 @@ def test_the_metrics_view_names_scikit_learns_figures(seed: int) -> None:
     assert view.figure("specificity") == pytest.approx(recall_score(labels, predicted, pos_label="HEM"))
     assert view.figure("roc_auc") == pytest.approx(roc_auc_score(labels == "ALL", prob_all))
     assert view.validation.figure("weighted_f1") == pytest.approx(
-        f1_score(labels[:80], predicted[:80], average="weighted"))
+        f1_score(labels[:80], predicted[:80], average="weighted")
+    )
     rows = view.per_class().set_index("class")
     assert list(rows.index) == ["ALL", "HEM", "macro avg", "weighted avg"]
     assert rows.loc["HEM", "recall"] == pytest.approx(recall_score(labels, predicted, pos_label="HEM"))
@@ -245,8 +282,11 @@ def test_no_module_but_metrics_reads_scikit_learns_report_layout() -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    readers = [path.relative_to(root).as_posix() for folder in ("pipeline", "pages", "bench")
-               for path in (root / folder).rglob("*.py")
-               if path.as_posix() != (root / "pipeline" / "evaluation" / "metrics.py").as_posix()
-               and any(key in path.read_text() for key in ('"weighted avg"', '"macro avg"', '"f1-score"'))]
+    readers = [
+        path.relative_to(root).as_posix()
+        for folder in ("pipeline", "pages", "bench")
+        for path in (root / folder).rglob("*.py")
+        if path.as_posix() != (root / "pipeline" / "evaluation" / "metrics.py").as_posix()
+        and any(key in path.read_text() for key in ('"weighted avg"', '"macro avg"', '"f1-score"'))
+    ]
     assert readers == [], f"read figures through metrics.Metrics instead: {readers}"

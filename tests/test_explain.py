@@ -70,13 +70,14 @@ def test_gradcam_matches_an_independent_gradient_tape_and_tf_keras_vis(b0_explai
     ours = b0_explainer.heatmap(cell_image, "gradcam", layer, class_index=1)
     assert np.allclose(ours, _tape_gradcam(b0_explainer.model, cell_image, layer, 1), atol=1e-4)
     batch = cell_image[None]
-    library = Gradcam(b0_explainer.scores_model, clone=False)(CategoricalScore([1]), batch, penultimate_layer=layer,
-                                                               expand_cam=False)[0]
+    library = Gradcam(b0_explainer.scores_model, clone=False)(
+        CategoricalScore([1]), batch, penultimate_layer=layer, expand_cam=False
+    )[0]
     assert np.allclose(_normalized(b0_explainer.layer_cam(batch, "gradcam", layer, 1)), library, atol=1e-4)
     library_layercam = Layercam(b0_explainer.scores_model, clone=False)(
-        CategoricalScore([1]), batch, penultimate_layer=layer, expand_cam=False)[0]
-    assert np.allclose(_normalized(b0_explainer.layer_cam(batch, "layercam", layer, 1)), library_layercam,
-                       atol=1e-3)
+        CategoricalScore([1]), batch, penultimate_layer=layer, expand_cam=False
+    )[0]
+    assert np.allclose(_normalized(b0_explainer.layer_cam(batch, "layercam", layer, 1)), library_layercam, atol=1e-3)
 
 
 def test_maps_are_upsampled_with_pixel_centres_aligned() -> None:

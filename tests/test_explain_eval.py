@@ -40,8 +40,9 @@ def test_explain_eval_scores_each_method_on_test_images_and_writes_what_it_retur
     prediction = predictor.predict_image(read_image(row["path"]))
     explainer = Explainer(predictor.model, forward=predictor.forward)
     saliency = explain_prediction(explainer, prediction, "gradcam", "top_activation")
-    again = explainer.road(prediction.input.astype(np.float32), saliency, prediction.class_index,
-                           seed=1 + image_index, baseline=False)
+    again = explainer.road(
+        prediction.input.astype(np.float32), saliency, prediction.class_index, seed=1 + image_index, baseline=False
+    )
     assert again["combined"] == pytest.approx(row["road"], abs=1e-6)
     assert row["cell_share"] == pytest.approx(float(cell_mask(prediction.input.astype(np.float32)).mean()))
 

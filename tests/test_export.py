@@ -14,8 +14,9 @@ from pipeline.training.train import train
 pytestmark = pytest.mark.slow
 
 
-def test_an_exported_model_gives_the_runs_probabilities_and_carries_its_card(finished_run: Path,
-                                                                             fmt: str = "tflite") -> None:
+def test_an_exported_model_gives_the_runs_probabilities_and_carries_its_card(
+    finished_run: Path, fmt: str = "tflite"
+) -> None:
     """TFLite: its export makes the SavedModel first and checks the converted model against the run's saved
     probabilities; the SavedModel archive itself is the TTA test's below."""
     import zipfile
@@ -37,14 +38,16 @@ def test_an_exported_model_gives_the_runs_probabilities_and_carries_its_card(fin
         assert "95 % CI" in metric["name"]
     assert "not diagnosis" in readme and "CC BY 3.0" in readme and "Keras " in readme
     assert ("model.tflite" in names) == (fmt == "tflite") and any(n.startswith("saved_model/") for n in names) == (
-        fmt == "savedmodel")
+        fmt == "savedmodel"
+    )
     assert card["check"]["images"] > 0 and card["check"]["max_abs_difference"] <= TOLERANCE
     assert card["input"]["shape"] == [None, 32, 32, 3] and card["preprocessing"]["clahe"]["clip_limit"] == 2.0
     assert card["output"]["classes"] == ["HEM", "ALL"] and card["held_out_patients"]["test"]
 
 
 def test_a_tta_run_exports_a_model_that_averages_the_8_views_and_gives_the_runs_saved_probabilities(
-        tiny_config, artifacts_root: Path, fmt: str = "savedmodel") -> None:
+    tiny_config, artifacts_root: Path, fmt: str = "savedmodel"
+) -> None:
     """SavedModel only: TFLite goes through the same SavedModel (and the same check) and converts slowly. The run
     also rescales its probabilities by a temperature fitted on validation: the predictor and the export apply it."""
     import zipfile
@@ -53,8 +56,7 @@ def test_a_tta_run_exports_a_model_that_averages_the_8_views_and_gives_the_runs_
 
     from pipeline.inference.export import TOLERANCE, export_run
 
-    folder = train(tiny_config.replace(tta=True, temperature_scaling=True, name=f"tta-{fmt}"),
-                   artifacts_root / "runs")
+    folder = train(tiny_config.replace(tta=True, temperature_scaling=True, name=f"tta-{fmt}"), artifacts_root / "runs")
     scaling = folder.metrics()["temperature_scaling"]
     assert scaling["temperature"] and scaling["validation_images"] > 0, "fitted on a validation of both classes"
     assert scaling["calibration_before"]["ece"] >= 0 and folder.metrics()["calibration"]

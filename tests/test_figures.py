@@ -32,7 +32,8 @@ def test_curves_draw_train_and_validation_when_present() -> None:
     assert [trace.name for trace in figure.data] == ["train accuracy", "val accuracy"]
     assert list(figure.data[0].y) == [0.6, 0.7]
     assert [trace.name for trace in curves_figure(history[["epoch", "accuracy"]], "accuracy").data] == [
-        "train accuracy"]
+        "train accuracy"
+    ]
     overlaid = overlaid_curves_figure({"a": history, "b": history.drop(columns="val_accuracy")})
     assert [trace.name for trace in overlaid.data] == ["a"]
 
@@ -46,8 +47,9 @@ def test_roc_figure_ends_at_the_corners_and_names_its_auc() -> None:
 
 
 def test_sweep_heatmap_places_each_run_in_its_cell_with_its_test_figure_beside() -> None:
-    runs = pd.DataFrame({"epochs": [10, 10, 20], "batch_size": [16, 32, 16], "score": [0.8, 0.7, 0.9],
-                         "test": [0.5, 0.6, 0.4]})
+    runs = pd.DataFrame(
+        {"epochs": [10, 10, 20], "batch_size": [16, 32, 16], "score": [0.8, 0.7, 0.9], "test": [0.5, 0.6, 0.4]}
+    )
     cell = sweep_heatmap(runs, "score", "Score", beside="test").data[0]
     assert list(cell.x) == ["10", "20"] and list(cell.y) == ["16", "32"]
     assert cell.z[0][0] == 0.8 and cell.z[0][1] == 0.9 and cell.z[1][0] == 0.7 and np.isnan(cell.z[1][1])
@@ -76,10 +78,14 @@ def test_patients_are_dots_at_their_mean_p_all_against_the_half_line() -> None:
     from pipeline.evaluation.evaluate import patient_summary
     from pipeline.evaluation.figures import patient_dots_figure
 
-    predictions = pd.DataFrame({"patient": ["UID_1", "UID_1", "UID_H1", "UID_H1", "UID_H1"],
-                                "label": ["ALL", "ALL", "HEM", "HEM", "HEM"],
-                                "predicted": ["ALL", "HEM", "HEM", "ALL", "HEM"],
-                                "prob_all": [0.9, 0.4, 0.2, 0.7, 0.1]})
+    predictions = pd.DataFrame(
+        {
+            "patient": ["UID_1", "UID_1", "UID_H1", "UID_H1", "UID_H1"],
+            "label": ["ALL", "ALL", "HEM", "HEM", "HEM"],
+            "predicted": ["ALL", "HEM", "HEM", "ALL", "HEM"],
+            "prob_all": [0.9, 0.4, 0.2, 0.7, 0.1],
+        }
+    )
     figure = patient_dots_figure(patient_summary(predictions))
     dots = {trace.name: dict(zip(trace.y, trace.x, strict=True)) for trace in figure.data}
     assert dots["true ALL"]["UID_1"] == pytest.approx(0.65) and dots["true HEM"]["UID_H1"] == pytest.approx(1 / 3)
@@ -92,8 +98,14 @@ def test_folds_are_a_strip_with_their_mean_and_the_t_interval_of_the_mean() -> N
     from pipeline.evaluation.figures import folds_strip_figure
     from pipeline.runs.crossval import fold_mean_intervals
 
-    table = pd.DataFrame({"fold": [1, 2, 3, 4], "state": ["completed"] * 3 + ["failed"],
-                          "roc_auc": [0.8, 0.9, 0.7, 0.1], "balanced_accuracy": [0.7, 0.8, None, 0.1]})
+    table = pd.DataFrame(
+        {
+            "fold": [1, 2, 3, 4],
+            "state": ["completed"] * 3 + ["failed"],
+            "roc_auc": [0.8, 0.9, 0.7, 0.1],
+            "balanced_accuracy": [0.7, 0.8, None, 0.1],
+        }
+    )
     intervals = fold_mean_intervals(table, ["roc_auc", "balanced_accuracy"])
     done = [0.8, 0.9, 0.7]
     expected = stats.t.interval(0.95, 2, loc=np.mean(done), scale=stats.sem(done))
@@ -108,8 +120,12 @@ def test_folds_are_a_strip_with_their_mean_and_the_t_interval_of_the_mean() -> N
 def test_road_scores_are_bars_with_their_spread() -> None:
     from pipeline.evaluation.figures import road_bars_figure
 
-    figure = road_bars_figure({"gradcam": {"computed": "Grad-CAM", "road_mean": 0.12, "road_std": 0.05},
-                               "random": {"computed": "random in the cell", "road_mean": 0.01, "road_std": 0.02}})
+    figure = road_bars_figure(
+        {
+            "gradcam": {"computed": "Grad-CAM", "road_mean": 0.12, "road_std": 0.05},
+            "random": {"computed": "random in the cell", "road_mean": 0.01, "road_std": 0.02},
+        }
+    )
     bars = figure.data[0]
     assert list(bars.x) == ["Grad-CAM", "random in the cell"] and list(bars.y) == [0.12, 0.01]
     assert list(bars.error_y.array) == [0.05, 0.02]
@@ -122,8 +138,11 @@ def test_a_run_with_a_temperature_draws_its_reliability_before_and_after() -> No
     before = {"prob_pred": [0.05, 0.95], "prob_true": [0.25, 0.65], "count": [20, 20], "ece": 0.25, "bins": 10}
     metrics = {"calibration": after, "temperature_scaling": {"temperature": 2.5, "calibration_before": before}}
     figure = run_calibration_figure(metrics)
-    assert [trace.name for trace in figure.data] == ["perfectly calibrated", "before temperature scaling",
-                                                     "after (T = 2.50)"]
+    assert [trace.name for trace in figure.data] == [
+        "perfectly calibrated",
+        "before temperature scaling",
+        "after (T = 2.50)",
+    ]
     assert list(figure.data[1].x) == [0.05, 0.95] and list(figure.data[2].x) == [0.2, 0.7]
     assert figure.layout.title.text == "Reliability (ECE 0.250 → 0.050)"
     unfitted = {"calibration": after, "temperature_scaling": {"temperature": None, "not_fitted": "one class"}}

@@ -51,9 +51,10 @@ def test_a_frozen_models_figures_from_cached_views_are_the_whole_models(tiny_con
     from pipeline.models.model import load_model
     from pipeline.training.train import train
 
-    folder = train(tiny_config.replace(freeze_backbone=True, random_features=True, tta=True, epochs=2,
-                                       name="frozen-tta"),
-                   artifacts_root / "runs")
+    folder = train(
+        tiny_config.replace(freeze_backbone=True, random_features=True, tta=True, epochs=2, name="frozen-tta"),
+        artifacts_root / "runs",
+    )
     predictions = folder.predictions()
     images, _ = load_images(predictions["path"].tolist(), tiny_config.image_size, tiny_config.clahe)
     whole = predict_probabilities(load_model(folder.model_path), np.asarray(images), tta=True)
@@ -63,7 +64,8 @@ def test_a_frozen_models_figures_from_cached_views_are_the_whole_models(tiny_con
 
 @pytest.mark.slow
 def test_a_run_logs_its_start_one_line_per_epoch_and_its_end_under_the_package_name(
-        tiny_config, artifacts_root, caplog: pytest.LogCaptureFixture) -> None:
+    tiny_config, artifacts_root, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     from pipeline.training.train import train
@@ -73,19 +75,24 @@ def test_a_run_logs_its_start_one_line_per_epoch_and_its_end_under_the_package_n
     lines = [record.getMessage() for record in caplog.records if record.name.startswith("pipeline.")]
     assert any(line.startswith(f"{folder.run_id} started on ") for line in lines), lines
     epochs = [line for line in lines if line.startswith(f"{folder.run_id} training epoch ")]
-    assert [line.split(":")[0] for line in epochs] == [f"{folder.run_id} training epoch 1/2",
-                                                       f"{folder.run_id} training epoch 2/2"]
+    assert [line.split(":")[0] for line in epochs] == [
+        f"{folder.run_id} training epoch 1/2",
+        f"{folder.run_id} training epoch 2/2",
+    ]
     history = folder.history()
     assert f"loss {history['loss'].iloc[-1]:.4f}" in epochs[-1]
     metrics = folder.metrics()
-    assert any(line.startswith(f"{folder.run_id} completed: test balanced accuracy "
-                               f"{metrics['balanced_accuracy']:.3f}") for line in lines), lines
+    assert any(
+        line.startswith(f"{folder.run_id} completed: test balanced accuracy {metrics['balanced_accuracy']:.3f}")
+        for line in lines
+    ), lines
 
 
 @pytest.mark.slow
 def test_fast_mode_trains_the_head_on_cached_features_and_saves_a_full_model(tiny_config, artifacts_root) -> None:
-    folder = train(tiny_config.replace(freeze_backbone=True, random_features=True, epochs=3, name="fast"),
-                   artifacts_root / "runs")
+    folder = train(
+        tiny_config.replace(freeze_backbone=True, random_features=True, epochs=3, name="fast"), artifacts_root / "runs"
+    )
     assert folder.status()["state"] == "completed"
     assert folder.history()["epoch"].tolist() == [1, 2, 3]
     predictor = Predictor.from_run(folder.path)
@@ -105,8 +112,12 @@ def test_fast_mode_with_augment_trains_on_augmented_feature_passes(tiny_config, 
         return features
 
     monkeypatch.setattr(fit, "_augmented_features", recorded)
-    folder = train(tiny_config.replace(freeze_backbone=True, random_features=True, augment=True, augment_passes=2,
-                                       epochs=2, name="fast-augmented"), artifacts_root / "runs")
+    folder = train(
+        tiny_config.replace(
+            freeze_backbone=True, random_features=True, augment=True, augment_passes=2, epochs=2, name="fast-augmented"
+        ),
+        artifacts_root / "runs",
+    )
     assert folder.status()["state"] == "completed"
     assert len(shapes) == 1 and shapes[0][1] == 2 * shapes[0][0], "two augmented passes over the training images"
     config = folder.config()
@@ -120,8 +131,9 @@ def test_the_feature_cache_key_follows_the_weights_not_their_label(tiny_config) 
 
     model, _ = build_model("efficientnet_b0", 32, "none", freeze_backbone=True)
     key = feature_cache_key(model, tiny_config, "imagenet (x)", [], "plain")
-    assert key["feature_code"] == FEATURE_CODE_VERSION and key == feature_cache_key(model, tiny_config,
-                                                                                     "imagenet (x)", [], "plain")
+    assert key["feature_code"] == FEATURE_CODE_VERSION and key == feature_cache_key(
+        model, tiny_config, "imagenet (x)", [], "plain"
+    )
     stem = model.get_layer("stem_conv")
     stem.set_weights([weight + 1e-3 for weight in stem.get_weights()])  # other weights under the same label
     changed = feature_cache_key(model, tiny_config, "imagenet (x)", [], "plain")

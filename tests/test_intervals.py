@@ -31,15 +31,16 @@ def test_the_interval_holds_the_point_estimate_which_is_scikit_learns() -> None:
         assert figure["low"] <= figure["value"] <= figure["high"] and figure["patients"] == 12
 
 
-
 @pytest.mark.parametrize("seed", range(5))
 def test_the_fast_figures_equal_scikit_learns_with_ties_and_uneven_classes(seed: int) -> None:
     rng = np.random.default_rng(seed)
     truth = rng.random(40 + 7 * seed) < 0.3 + 0.1 * seed
     prob = np.round(rng.random(len(truth)), 1)  # ten distinct values: many ties, some exactly 0.5
     assert FIGURES["roc_auc"](truth, prob) == pytest.approx(roc_auc_score(truth, prob), abs=1e-12)
-    assert FIGURES["balanced_accuracy"](truth, prob) == pytest.approx(balanced_accuracy_score(truth, prob >= 0.5),
-                                                                      abs=1e-12)
+    assert FIGURES["balanced_accuracy"](truth, prob) == pytest.approx(
+        balanced_accuracy_score(truth, prob >= 0.5), abs=1e-12
+    )
+
 
 def test_more_patients_narrow_the_interval_and_images_alone_do_not() -> None:
     def width(patients: int, images: int = 20) -> float:

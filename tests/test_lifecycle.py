@@ -76,7 +76,8 @@ def test_the_grid_has_one_config_per_cell_and_one_group() -> None:
 
 
 def test_a_crossvalidation_summary_is_written_when_its_last_fold_completes_however_it_ran(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
     import shutil
 
@@ -106,8 +107,9 @@ def test_a_crossvalidation_summary_is_written_when_its_last_fold_completes_howev
     assert summary["pooled"] == json.loads(json.dumps(pooled)), "intervals of the pooled out-of-fold predictions"
 
 
-def test_crossval_repeats_over_seeds_and_reports_pooled_intervals(tmp_path: Path, capsys,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crossval_repeats_over_seeds_and_reports_pooled_intervals(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The command line's repeats (training itself is faked: fold runs with known predictions, one set per seed)."""
     from pipeline.runs.crossval import write_summary
     from tests.helpers import fake_run
@@ -118,13 +120,21 @@ def test_crossval_repeats_over_seeds_and_reports_pooled_intervals(tmp_path: Path
     def fake_crossval(config, folds, runs_dir, engine, **options):
         seeds.append(config.seed)
         group = f"cv{folds}-s{config.seed}"
-        members = [fake_run(tmp_path / "runs", f"s{config.seed}-f{fold}", seed=config.seed * 10 + fold,
-                            config={"group": group, "cv_folds": folds, "cv_fold": fold}) for fold in range(folds)]
+        members = [
+            fake_run(
+                tmp_path / "runs",
+                f"s{config.seed}-f{fold}",
+                seed=config.seed * 10 + fold,
+                config={"group": group, "cv_folds": folds, "cv_fold": fold},
+            )
+            for fold in range(folds)
+        ]
         return members, write_summary(group, members)
 
     monkeypatch.setattr(engines, "cross_validate", fake_crossval)
-    code = main(["crossval", "--data", str(tmp_path), "--recipe", "scratch", "--folds", "2", "--repeats", "2",
-                 "--seed", "42"])
+    code = main(
+        ["crossval", "--data", str(tmp_path), "--recipe", "scratch", "--folds", "2", "--repeats", "2", "--seed", "42"]
+    )
     out = capsys.readouterr().out
     assert code == 0 and seeds == [42, 43] and "seed 42:" in out and "seed 43:" in out
     assert out.count("pooled out-of-fold, 95 % intervals:") == 2

@@ -23,12 +23,13 @@ def centre_crop(name: str, size: int) -> np.ndarray:
     height, width = image.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    square = image[top:top + side, left:left + side]
+    square = image[top : top + side, left : left + side]
     return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
-@pytest.mark.parametrize(("name", "size", "flower"), [("efficientnet_lite0", 224, DAISY),
-                                                      ("efficientnet_lite2", 260, HONEYCOMB)])
+@pytest.mark.parametrize(
+    ("name", "size", "flower"), [("efficientnet_lite0", 224, DAISY), ("efficientnet_lite2", 260, HONEYCOMB)]
+)
 def test_converted_lite_gives_the_known_imagenet_answers(name: str, size: int, flower: int, tmp_path: Path) -> None:
     model, source = lite.imagenet(name, (size, size, 3), tmp_path, include_top=True)
     images = np.stack([centre_crop("flower.jpg", size), centre_crop("china.jpg", size)])
@@ -36,8 +37,9 @@ def test_converted_lite_gives_the_known_imagenet_answers(name: str, size: int, f
     assert top1.tolist() == [flower, PALACE]
     assert lite.cache_file(name, tmp_path).is_file() and "converted" in source
     again, _ = lite.imagenet(name, (size, size, 3), tmp_path, include_top=True)  # from the cache this time
-    np.testing.assert_allclose(np.asarray(again(images, training=False)), np.asarray(model(images, training=False)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(again(images, training=False)), np.asarray(model(images, training=False)), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", sorted(lite.VARIANTS))

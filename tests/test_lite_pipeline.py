@@ -22,8 +22,17 @@ pytestmark = pytest.mark.slow  # trains a small Lite model
 def lite_run(tiny_data: Path, artifacts_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from pipeline.training.train import train
 
-    config = recipe_config("lite", str(tiny_data), image_size=64, epochs=2, batch_size=8, augment=False,
-                           fine_tune_blocks=1, fine_tune_epochs=1, name="lite-tiny")
+    config = recipe_config(
+        "lite",
+        str(tiny_data),
+        image_size=64,
+        epochs=2,
+        batch_size=8,
+        augment=False,
+        fine_tune_blocks=1,
+        fine_tune_epochs=1,
+        name="lite-tiny",
+    )
     with pytest.MonkeyPatch.context() as patch:  # the conversion lands here, not in ~/.keras, for this module only
         patch.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras")))
         yield train(config, artifacts_root / "runs").path

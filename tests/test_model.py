@@ -94,8 +94,9 @@ def test_a_local_weights_file_builds_exactly_the_imagenet_network(tmp_path: Path
     assert used_imagenet.startswith("imagenet") and "from file efficientnetb0_notop.h5" in used_file
     kinds = [type(layer).__name__ for layer in via_imagenet.layers]
     assert [type(layer).__name__ for layer in via_file.layers] == kinds
-    assert any(isinstance(layer, keras.layers.Rescaling) and np.size(layer.scale) == 3 for layer in via_file.layers), \
+    assert any(isinstance(layer, keras.layers.Rescaling) and np.size(layer.scale) == 3 for layer in via_file.layers), (
         "the ImageNet variance rescaling is in the network"
+    )
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
     np.testing.assert_array_equal(feature_extractor(via_file)(images), feature_extractor(via_imagenet)(images))
     np.testing.assert_array_equal(via_file(images), via_imagenet(images))
@@ -103,8 +104,11 @@ def test_a_local_weights_file_builds_exactly_the_imagenet_network(tmp_path: Path
 
 def test_backbone_batchnorm_momentum_is_set_for_training_from_scratch() -> None:
     model, _ = build_model("efficientnet_b0", 32, "none", bn_momentum=0.9)
-    momenta = {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
-               and layer.name != "head_bn"}
+    momenta = {
+        layer.momentum
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.name != "head_bn"
+    }
     assert momenta == {0.9}
     default, _ = build_model("efficientnet_b0", 32, "none")
     assert default.get_layer("stem_bn").momentum == 0.99
@@ -158,5 +162,6 @@ def test_a_channel_dead_on_the_training_cells_cannot_swamp_the_head_on_new_ones(
     bound = 2 / np.sqrt(FEATURE_VARIANCE_FLOOR * typical * (width - 20) / width)
     assert np.abs(standardised).max() <= bound, "no channel is blown up beyond the floor"
     live = np.asarray(norm(training))[:, 20:]
-    assert np.allclose(live.mean(axis=0), 0, atol=1e-3) and np.allclose(live.std(axis=0), 1, atol=1e-2), \
+    assert np.allclose(live.mean(axis=0), 0, atol=1e-3) and np.allclose(live.std(axis=0), 1, atol=1e-2), (
         "channels that vary are standardised as before"
+    )

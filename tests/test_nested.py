@@ -41,10 +41,13 @@ def _table(patients_per_class: int = 4, cells: int = 10, seed: int = 0) -> neste
     normalised[:, 1] = 0.0  # every cell at one size: the size part says nothing, clean or zoomed
     augmented = features.copy()
     augmented[:, 1] = rng.uniform(-6, 6, len(is_all))  # a random zoom, whatever the class
-    views = {nested.SIZE_NORMALISED: {None: normalised, STRESSES[0]: normalised, STRESSES[2]: normalised},
-             nested.RANDOM_ZOOM: {None: augmented}}
-    return nested.CellTable(is_all, np.array(patients), features, descriptors, stressed_features, stressed_descriptors,
-                            views)
+    views = {
+        nested.SIZE_NORMALISED: {None: normalised, STRESSES[0]: normalised, STRESSES[2]: normalised},
+        nested.RANDOM_ZOOM: {None: augmented},
+    }
+    return nested.CellTable(
+        is_all, np.array(patients), features, descriptors, stressed_features, stressed_descriptors, views
+    )
 
 
 def test_inner_choices_never_see_the_outer_test_patients(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,7 +99,14 @@ def test_size_normalised_cells_lose_nothing_when_zoomed_and_the_shortcut_needs_t
     assert plain["roc_auc"] - plain["stressed_roc_auc"][zoom] > 0.1, "as imaged, the model leans on size"
     assert normalised["stressed_roc_auc"][zoom] == pytest.approx(normalised["roc_auc"])
     assert augmented["stressed_roc_auc"][zoom] > plain["stressed_roc_auc"][zoom], "random zoom leans on size less"
-    without = nested.CellTable(table.is_all, table.patients, table.features, table.descriptors,
-                               table.stressed_features, table.stressed_descriptors)
+    without = nested.CellTable(
+        table.is_all,
+        table.patients,
+        table.features,
+        table.descriptors,
+        table.stressed_features,
+        table.stressed_descriptors,
+    )
     assert set(nested.nested_cross_validation(without, folds=3)["candidates"]) == set(nested.CANDIDATES) - set(
-        nested.NEEDS), "a candidate whose view is missing is left out, not scored on the wrong features"
+        nested.NEEDS
+    ), "a candidate whose view is missing is left out, not scored on the wrong features"

@@ -56,27 +56,56 @@ def test_pip_install_gives_the_cnmc_command_that_runs_from_anywhere(tmp_path: Pa
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     source, wheels = tmp_path / "source", tmp_path / "wheels"  # a copy: building writes build/ beside the code
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         if (ROOT / name).is_file() and not name.startswith("samples/"):
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, source / name)
-    subprocess.run([venv / "bin" / "python", "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(wheels), str(source)], check=True, cwd=tmp_path)
+    subprocess.run(
+        [
+            venv / "bin" / "python",
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(wheels),
+            str(source),
+        ],
+        check=True,
+        cwd=tmp_path,
+    )
     wheel = next(wheels.glob("*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "pipeline/__main__.py" in names and "pipeline/models/lite.py" in names
     assert not [name for name in names if name.startswith(("tests/", "pages/", "bench/", "samples/"))]
-    subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
-                   check=True, cwd=tmp_path)
-    where = subprocess.run([venv / "bin" / "python", "-c", "import pipeline; print(pipeline.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    subprocess.run(
+        [venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)], check=True, cwd=tmp_path
+    )
+    where = subprocess.run(
+        [venv / "bin" / "python", "-c", "import pipeline; print(pipeline.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert Path(where.strip()).is_relative_to(venv), "the installed copy, not the checkout"
     helped = subprocess.run([venv / "bin" / "cnmc", "--help"], cwd=tmp_path, capture_output=True, text=True)
     assert helped.returncode == 0 and "train" in helped.stdout and "crossval" in helped.stdout
-    missing = subprocess.run([venv / "bin" / "cnmc", "report", str(tmp_path / "nowhere")], cwd=tmp_path,
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [venv / "bin" / "cnmc", "report", str(tmp_path / "nowhere")], cwd=tmp_path, capture_output=True, text=True
+    )
     assert missing.returncode == 2 and missing.stderr.startswith("error: ")
 
 
@@ -87,8 +116,9 @@ def test_the_container_and_the_space_agree_with_what_the_code_reads() -> None:
     assert "FROM python:3.11" in dockerfile and "requirements.txt" in dockerfile
     for setting in ("DEMO_MODE=1", "ARTIFACTS_DIR=/data/", "KERAS_HOME=/data/", "DEMO_DATA_DIR=/data/"):
         assert setting in dockerfile, setting
-    code_reads = "".join(path.read_text() for path in [*(ROOT / "pipeline").rglob("*.py"),
-                                                       *(ROOT / "pages" / "common").glob("*.py")])
+    code_reads = "".join(
+        path.read_text() for path in [*(ROOT / "pipeline").rglob("*.py"), *(ROOT / "pages" / "common").glob("*.py")]
+    )
     for variable in ("ARTIFACTS_DIR", "KERAS_HOME", "DEMO_DATA_DIR", "DEMO_MODE"):
         assert f'"{variable}"' in code_reads, variable
     space = (ROOT / "hosting" / "huggingface" / "README.md").read_text()

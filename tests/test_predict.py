@@ -28,13 +28,12 @@ def _orientation_model():
     import keras
 
     inputs = keras.Input((SIZE, SIZE, 3))
-    features = keras.layers.Conv2D(1, 1, name="top_activation", kernel_initializer="ones",
-                                   use_bias=False)(inputs)
+    features = keras.layers.Conv2D(1, 1, name="top_activation", kernel_initializer="ones", use_bias=False)(inputs)
     flat = keras.layers.Flatten()(features)
     outputs = keras.layers.Dense(2, activation="softmax", name="predictions")(flat)
     model = keras.Model(inputs, outputs)
     side = np.zeros((SIZE, SIZE), np.float32)
-    side[:, : SIZE // 2], side[:, SIZE // 2:] = 1, -1
+    side[:, : SIZE // 2], side[:, SIZE // 2 :] = 1, -1
     kernel = np.zeros((SIZE * SIZE, 2), np.float32)
     kernel[:, ALL_INDEX] = side.ravel() * 6 / (3 * 255 * SIZE * SIZE / 2)
     kernel[:, 1 - ALL_INDEX] = -kernel[:, ALL_INDEX]  # the right half speaks for HEM
@@ -48,8 +47,9 @@ def _orientation_model():
 def tta_predictor():
     from pipeline.inference.predict import Predictor
 
-    config = TrainConfig(data_dir="", backbone="efficientnet_b0", image_size=SIZE, tta=True,
-                         clahe=ClaheSettings(enabled=False))
+    config = TrainConfig(
+        data_dir="", backbone="efficientnet_b0", image_size=SIZE, tta=True, clahe=ClaheSettings(enabled=False)
+    )
     return Predictor(_orientation_model(), config, Path("."))
 
 
@@ -68,8 +68,8 @@ def test_the_heatmap_explains_the_class_shown_with_tta(tta_predictor) -> None:
     for_hem = explainer.heatmap(prediction.input, "layercam", class_index=CLASS_NAMES.index("HEM"))
     for_all = explainer.heatmap(prediction.input, "layercam", class_index=ALL_INDEX)
     np.testing.assert_allclose(shown, for_hem, atol=1e-6)
-    assert shown[:, SIZE // 2:].mean() > shown[:, : SIZE // 2].mean(), "HEM's evidence is the right half"
-    assert for_all[:, : SIZE // 2].mean() > for_all[:, SIZE // 2:].mean(), "the plain pass's class: the left"
+    assert shown[:, SIZE // 2 :].mean() > shown[:, : SIZE // 2].mean(), "HEM's evidence is the right half"
+    assert for_all[:, : SIZE // 2].mean() > for_all[:, SIZE // 2 :].mean(), "the plain pass's class: the left"
 
 
 def test_saved_model_reproduces_the_saved_probabilities(finished_run: Path) -> None:
@@ -107,7 +107,8 @@ def test_a_bare_model_file_predicts_with_its_own_input_size(finished_run: Path, 
     assert predictor.config.image_size == 32
     image = read_image(pd.read_csv(finished_run / runs.PREDICTIONS)["path"].iloc[0])
     assert predictor.predict_image(image).prob_all == pytest.approx(
-        Predictor.from_run(finished_run).predict_image(image).prob_all, abs=1e-5)
+        Predictor.from_run(finished_run).predict_image(image).prob_all, abs=1e-5
+    )
     assert run_config(runs.RunFolder(bare)) == TRAINED_ELSEWHERE
 
 
@@ -126,8 +127,10 @@ def test_evaluate_on_other_data_never_counts_images_the_run_trained_on(finished_
     for label in ("ALL", "HEM"):
         shutil.copy(test_images[test_images["label"] == label]["path"].iloc[0], root / label.lower() / "new.bmp")
     trained_patient = train_images[train_images["label"] == "ALL"]["patient"].iloc[0]
-    shutil.copy(test_images[test_images["label"] == "ALL"]["path"].iloc[1],  # another image of a trained patient
-                root / "all" / f"{trained_patient}_999_1_all.bmp")
+    shutil.copy(
+        test_images[test_images["label"] == "ALL"]["path"].iloc[1],  # another image of a trained patient
+        root / "all" / f"{trained_patient}_999_1_all.bmp",
+    )
     metrics, out_dir = evaluate_run(finished_run, root)
     assert metrics["excluded_seen_images"] == {"same_path": 1, "same_name": 0, "same_pixels": 1, "seen_patient": 1}
     assert metrics["n"] == 2 and len(pd.read_csv(out_dir / runs.PREDICTIONS)) == 2
@@ -136,8 +139,9 @@ def test_evaluate_on_other_data_never_counts_images_the_run_trained_on(finished_
     counted, _ = evaluate_run(finished_run, root, include_seen_patients=True)
     assert counted["n"] == 3 and counted["seen_patients"] is None
     saved = json.loads((out_dir / runs.METRICS).read_text())
-    assert saved["intervals"] == patient_bootstrap(pd.read_csv(out_dir / runs.PREDICTIONS)), \
+    assert saved["intervals"] == patient_bootstrap(pd.read_csv(out_dir / runs.PREDICTIONS)), (
         "evaluate writes the patient-bootstrap intervals of what it scored, as training does"
+    )
     assert saved["intervals"]["roc_auc"]["low"] is None and "only" in saved["intervals"]["roc_auc"]["unavailable"]
 
 

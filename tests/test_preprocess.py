@@ -59,13 +59,17 @@ def _huge_png() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    (b"", "empty"),
-    (b"hello, this is text", "not a BMP, PNG, JPEG or TIFF"),
-    (_png(np.full((64, 64, 3), 9, np.uint8))[:60], "corrupt or truncated|not a BMP"),
-    (_png(np.zeros((4, 4, 3), np.uint8)), "at least 8x8"),
-    (_huge_png(), "megapixels are refused"),
-], ids=["empty", "text", "truncated-png", "too-small", "10000x10000"])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"hello, this is text", "not a BMP, PNG, JPEG or TIFF"),
+        (_png(np.full((64, 64, 3), 9, np.uint8))[:60], "corrupt or truncated|not a BMP"),
+        (_png(np.zeros((4, 4, 3), np.uint8)), "at least 8x8"),
+        (_huge_png(), "megapixels are refused"),
+    ],
+    ids=["empty", "text", "truncated-png", "too-small", "10000x10000"],
+)
 def test_bad_images_raise_a_clear_error(data: bytes, message: str) -> None:
     with pytest.raises(ImageReadError, match=message):
         decode_image(data, "upload")
@@ -92,20 +96,29 @@ print((after - before) / 1024, outcome, shape, sep="|")
 """
 
 
-@pytest.mark.parametrize(("shape", "dtype", "accepted"), [
-    ((7000, 7000, 4), np.uint16, False),   # 394 KB of zeros, 392 MB decoded
-    ((7000, 7000, 3), np.uint16, False),
-    ((5000, 5000, 4), np.uint8, True),     # 100 MB decoded: the largest accepted
-    ((4000, 4000), np.uint16, True),
-], ids=["16bit-rgba-7000", "16bit-rgb-7000", "rgba-5000", "16bit-gray-4000"])
+@pytest.mark.parametrize(
+    ("shape", "dtype", "accepted"),
+    [
+        ((7000, 7000, 4), np.uint16, False),  # 394 KB of zeros, 392 MB decoded
+        ((7000, 7000, 3), np.uint16, False),
+        ((5000, 5000, 4), np.uint8, True),  # 100 MB decoded: the largest accepted
+        ((4000, 4000), np.uint16, True),
+    ],
+    ids=["16bit-rgba-7000", "16bit-rgb-7000", "rgba-5000", "16bit-gray-4000"],
+)
 def test_no_single_image_raises_memory_by_more_than_300_mb(tmp_path, shape, dtype, accepted) -> None:
     import subprocess
     import sys
 
     path = tmp_path / "big.png"
     path.write_bytes(_encode_png(np.zeros(shape, dtype)))
-    result = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, timeout=120,
-                            cwd=str(Path(__file__).resolve().parent.parent))
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
     grown_mb, outcome, decoded_shape = result.stdout.strip().split("|")
     assert (outcome == "decoded") == accepted, outcome
     if not accepted:
@@ -152,8 +165,11 @@ def _marked_cell(height: int = 120, width: int = 80) -> np.ndarray:
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_a_jpeg_is_turned_the_way_its_exif_orientation_says_a_viewer_sees_it(orientation: int) -> None:
     upright = _marked_cell()
-    stored = {3: cv2.rotate(upright, cv2.ROTATE_180), 6: cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE),
-              8: cv2.rotate(upright, cv2.ROTATE_90_CLOCKWISE)}[orientation]
+    stored = {
+        3: cv2.rotate(upright, cv2.ROTATE_180),
+        6: cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE),
+        8: cv2.rotate(upright, cv2.ROTATE_90_CLOCKWISE),
+    }[orientation]
     exif = Image.Exif()
     exif[0x0112] = orientation
     buffer = io.BytesIO()

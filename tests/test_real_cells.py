@@ -7,8 +7,19 @@ from pipeline.core.config import EMBEDDED_SAMPLE, ClaheSettings
 from pipeline.data.layouts import scan_dataset
 from pipeline.data.preprocess import local_contrast, preprocess, read_image
 
-FOLD1_ALL = ["UID_16", "UID_2", "UID_23", "UID_30", "UID_32", "UID_33", "UID_34", "UID_38", "UID_44", "UID_46",
-             "UID_51"]
+FOLD1_ALL = [
+    "UID_16",
+    "UID_2",
+    "UID_23",
+    "UID_30",
+    "UID_32",
+    "UID_33",
+    "UID_34",
+    "UID_38",
+    "UID_44",
+    "UID_46",
+    "UID_51",
+]
 
 
 def _cell_mask(image: np.ndarray) -> np.ndarray:

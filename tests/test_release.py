@@ -55,8 +55,9 @@ def test_every_fold_head_left_out_exactly_its_patients(small_release: Path, tiny
     assert (predictions.groupby("patient")["fold"].nunique() == 1).all(), "a patient lies in one fold"
     release = Release.load(small_release / HEAD)
     records = scan_dataset(str(tiny_data)).training_records()
-    features, _ = cell_features(release_config(str(tiny_data), image_size=SIZE), [r.path for r in records],
-                                lambda text: None)
+    features, _ = cell_features(
+        release_config(str(tiny_data), image_size=SIZE), [r.path for r in records], lambda text: None
+    )
     is_all = np.array([r.label == "ALL" for r in records])
     chosen = RunFolder(small_release).metrics()["release"]["C_folds"]
     for fold in sorted(predictions["fold"].unique()):
@@ -67,22 +68,27 @@ def test_every_fold_head_left_out_exactly_its_patients(small_release: Path, tiny
 
 
 def test_a_rebuild_gives_the_same_probabilities_and_the_keras_model_agrees(
-        small_release: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small_release: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "fresh"))  # no cached feature: computed again
     again = build_release(str(tiny_data), tmp_path / "again", folds=3, image_size=SIZE)
     first, second = (pd.read_csv(path / "predictions.csv") for path in (small_release, again.path))
     assert np.abs(first["prob_all"] - second["prob_all"]).max() <= 1e-4
     predictor = Predictor.from_run(small_release)
-    image = read_image(first["path"].iloc[0] if Path(first["path"].iloc[0]).is_file() else
-                       scan_dataset(str(tiny_data)).training_records()[0].path)
+    image = read_image(
+        first["path"].iloc[0]
+        if Path(first["path"].iloc[0]).is_file()
+        else scan_dataset(str(tiny_data)).training_records()[0].path
+    )
     prediction = predictor.predict_image(image)
     keras_prob = float(predictor.predict_inputs(predictor.prepare(image)[None])[0])
     assert prediction.prob_all == pytest.approx(keras_prob, abs=1e-4), "Grad-CAM explains the head that answers"
     assert prediction.band in ("likely ALL", "uncertain", "likely HEM") and prediction.check is not None
 
 
-def test_predict_takes_a_folder_and_a_zip_and_summarises_each(small_release: Path, tiny_data: Path,
-                                                              tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_predict_takes_a_folder_and_a_zip_and_summarises_each(
+    small_release: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     paths = [record.path for record in scan_dataset(str(tiny_data)).training_records()[:4]]
     folder = tmp_path / "patient-a"
     folder.mkdir()
@@ -121,9 +127,14 @@ def test_the_committed_release_flags_what_is_not_a_cell(tmp_path: Path) -> None:
     two_cells = np.zeros((450, 450, 3), np.uint8)
     for centre in ((110, 110), (340, 340)):
         cv2.circle(two_cells, centre, 70, (150, 90, 170), -1)
-    strangers = {"noise": rng.integers(0, 256, (450, 450, 3), dtype=np.uint8), "china.jpg": load_sample_image(
-        "china.jpg"), "black": np.zeros((450, 450, 3), np.uint8), "white": np.full((450, 450, 3), 255, np.uint8),
-        "gradient": gradient, "two cells": two_cells}
+    strangers = {
+        "noise": rng.integers(0, 256, (450, 450, 3), dtype=np.uint8),
+        "china.jpg": load_sample_image("china.jpg"),
+        "black": np.zeros((450, 450, 3), np.uint8),
+        "white": np.full((450, 450, 3), 255, np.uint8),
+        "gradient": gradient,
+        "two cells": two_cells,
+    }
     for name, image in strangers.items():
         check = predictor.predict_image(image).check
         assert not check.in_distribution, f"{name} passed as a cell: {check}"
@@ -147,16 +158,18 @@ def test_a_zip_of_cells_reads_like_the_files(small_release: Path, tiny_data: Pat
         for path in paths:
             writer.write(path, Path(path).name)
     predictor = Predictor.from_run(small_release)
-    from_zip = {name: predictor.predict_image(decode_image(data, name)).prob_all
-                for name, data in zip_images(buffer.getvalue(), "cells.zip")}
+    from_zip = {
+        name: predictor.predict_image(decode_image(data, name)).prob_all
+        for name, data in zip_images(buffer.getvalue(), "cells.zip")
+    }
     from_files = {Path(path).name: predictor.predict_image(read_image(path)).prob_all for path in paths}
     assert from_zip == pytest.approx(from_files, abs=1e-9)
 
 
 def test_a_demo_with_a_release_trains_nothing_and_answers_with_its_band(
-        small_release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small_release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from streamlit.testing.v1 import AppTest
-
 
     app_file = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
     monkeypatch.setenv("DEMO_MODE", "1")
@@ -177,7 +190,10 @@ def test_a_demo_with_a_release_trains_nothing_and_answers_with_its_band(
     assert "Answered by the" in shown and ("calibrated on held-out patients" in shown or "input check failed" in shown)
     assert any("not a diagnosis" in caption.value for caption in app.caption)
     assert next(m for m in app.metric if m.label == "Predicted class").value in (
-        "ALL (leukemic blast)", "HEM (normal)", "not reliable")
+        "ALL (leukemic blast)",
+        "HEM (normal)",
+        "not reliable",
+    )
     app.switch_page("pages/results.py").run()
     assert not app.exception, [e.value for e in app.exception]
     runs = app.dataframe[0].value

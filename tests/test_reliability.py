@@ -20,19 +20,50 @@ from pipeline.runs.folder import RunFolder
 from tests.helpers import TINY_BACKBONE, wait_for_state
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_ARGS = ["--recipe", "scratch", "--backbone", TINY_BACKBONE, "--image-size", "32", "--weights", "none",
-             "--batch-size", "8", "--no-tta", "--no-augment"]
+TINY_ARGS = [
+    "--recipe",
+    "scratch",
+    "--backbone",
+    TINY_BACKBONE,
+    "--image-size",
+    "32",
+    "--weights",
+    "none",
+    "--batch-size",
+    "8",
+    "--no-tta",
+    "--no-augment",
+]
 
 
 def _digest_tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _start_training(data: Path, runs_dir: Path, epochs: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--data", str(data), "--epochs", str(epochs),
-                             "--runs-dir", str(runs_dir), *TINY_ARGS], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "train",
+            "--data",
+            str(data),
+            "--epochs",
+            str(epochs),
+            "--runs-dir",
+            str(runs_dir),
+            *TINY_ARGS,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_epochs(runs_dir: Path, count: int, timeout_s: float = 240) -> RunFolder:
@@ -47,8 +78,9 @@ def _wait_for_epochs(runs_dir: Path, count: int, timeout_s: float = 240) -> RunF
 
 
 @pytest.mark.slow
-def test_sigkill_mid_training_is_read_as_failed_and_resumes_from_the_last_epoch(tiny_data: Path, finished_run: Path,
-                                                                                 tmp_path: Path) -> None:
+def test_sigkill_mid_training_is_read_as_failed_and_resumes_from_the_last_epoch(
+    tiny_data: Path, finished_run: Path, tmp_path: Path
+) -> None:
     before = _digest_tree(finished_run)
     process = _start_training(tiny_data, tmp_path, epochs=8)
     folder = _wait_for_epochs(tmp_path, 2)
@@ -61,8 +93,13 @@ def test_sigkill_mid_training_is_read_as_failed_and_resumes_from_the_last_epoch(
     json.loads((folder.path / runs.CONFIG).read_text())  # every file left behind is whole
     assert len(folder.split()) > 0
     killed_history = folder.history()
-    resumed = subprocess.run([sys.executable, "-m", "pipeline", "resume", str(folder.path)], cwd=REPO,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pipeline", "resume", str(folder.path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr
     status = folder.status()
     assert status["state"] == "completed"
@@ -107,8 +144,10 @@ def test_two_launches_at_the_same_moment_start_one_run_and_refuse_the_other(tiny
 
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(2), context.Queue()
-    workers = [context.Process(target=_launch_in_process, args=(str(tiny_data), str(tmp_path), barrier, results))
-               for _ in range(2)]
+    workers = [
+        context.Process(target=_launch_in_process, args=(str(tiny_data), str(tmp_path), barrier, results))
+        for _ in range(2)
+    ]
     for worker in workers:
         worker.start()
     outcomes = sorted(results.get(timeout=120) for _ in workers)
@@ -186,8 +225,9 @@ def test_a_resumed_run_continues_like_an_uninterrupted_one(tmp_path: Path, monke
     from pipeline.training import fit
     from pipeline.training.train import execute_run, prepare_run, train
 
-    config = recipe_config("paper", str(EMBEDDED_SAMPLE), backbone=TINY_BACKBONE, image_size=48, weights="none",
-                           epochs=4, batch_size=16)
+    config = recipe_config(
+        "paper", str(EMBEDDED_SAMPLE), backbone=TINY_BACKBONE, image_size=48, weights="none", epochs=4, batch_size=16
+    )
     straight = train(config.replace(name="straight"), tmp_path).history()
     real_checkpoint = fit.checkpoint_callback
 

@@ -57,12 +57,12 @@ def test_on_a_trained_model_grad_cam_beats_the_foreground_mask_and_random_maps_i
         image = np.zeros((48, 48, 3), np.float32)
         cy, cx = rng.integers(18, 30, 2)
         yy, xx = np.mgrid[0:48, 0:48]
-        inside = (yy - cy) ** 2 + (xx - cx) ** 2 < 14 ** 2
+        inside = (yy - cy) ** 2 + (xx - cx) ** 2 < 14**2
         image[inside] = [110, 40, 130]
         image[inside] += rng.normal(0, 8, (inside.sum(), 3))
         if index % 2:
             sy, sx = cy + rng.integers(-7, 7), cx + rng.integers(-7, 7)
-            image[sy - 2:sy + 2, sx - 2:sx + 2] = [240, 200, 240]
+            image[sy - 2 : sy + 2, sx - 2 : sx + 2] = [240, 200, 240]
         images.append(np.clip(image, 0, 255))
         labels.append(index % 2)
     images, labels = np.stack(images), np.array(labels)
@@ -82,8 +82,11 @@ def test_on_a_trained_model_grad_cam_beats_the_foreground_mask_and_random_maps_i
     scores = {"gradcam": [], "foreground": [], "random": []}
     for image in images[501:521:2]:  # held-out cells with a spot: ALL
         cell = cell_mask(image)
-        maps = {"gradcam": explainer.heatmap(image, "gradcam", class_index=1), "foreground": cell.astype(np.float32),
-                "random": random_in_cell(cell, rng)}
+        maps = {
+            "gradcam": explainer.heatmap(image, "gradcam", class_index=1),
+            "foreground": cell.astype(np.float32),
+            "random": random_in_cell(cell, rng),
+        }
         for name, saliency in maps.items():
             scores[name].append(explainer.road(image, saliency, 1, baseline=False)["combined"])
     means = {name: float(np.mean(values)) for name, values in scores.items()}

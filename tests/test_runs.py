@@ -67,8 +67,14 @@ def test_only_failed_or_cancelled_runs_resume(tmp_path: Path) -> None:
 
 
 def test_progress_summary_counts_finished_epochs_and_extrapolates_the_rest() -> None:
-    status = {"phase": "training", "epoch": 3, "epochs": 10, "progress": 0.5,
-              "started_at": "2026-01-01T00:00:00+00:00", "ended_at": "2026-01-01T00:00:50+00:00"}
+    status = {
+        "phase": "training",
+        "epoch": 3,
+        "epochs": 10,
+        "progress": 0.5,
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "ended_at": "2026-01-01T00:00:50+00:00",
+    }
     summary = progress_summary(status)
     assert summary["fraction"] == pytest.approx(0.25)  # 2.5 of 10 epochs
     assert summary["elapsed_s"] == 50 and summary["eta_s"] == pytest.approx(150)
@@ -134,14 +140,18 @@ def test_cancelled_and_failed_are_the_resumable_states(tmp_path: Path) -> None:
                 folder.check_resumable()
 
 
-@pytest.mark.parametrize(("damage", "reason"), [
-    (lambda f: f.file(runs.HISTORY).write_text(""), "history.csv of .* does not read"),
-    (lambda f: f.file(runs.HISTORY).write_text("epoch,accuracy\n"), "lacks the column"),
-    (lambda f: f.write_history([]), "holds no epoch"),
-    (lambda f: f.file(runs.PREDICTIONS).unlink(), "does not read"),
-    (lambda f: f.file(runs.METRICS).unlink(), "metrics.json is missing"),
-    (lambda f: f.model_path.write_bytes(f.model_path.read_bytes()[:20]), "model.keras is corrupt"),
-], ids=["empty-history", "history-columns", "no-epoch", "no-predictions", "no-metrics", "truncated-model"])
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda f: f.file(runs.HISTORY).write_text(""), "history.csv of .* does not read"),
+        (lambda f: f.file(runs.HISTORY).write_text("epoch,accuracy\n"), "lacks the column"),
+        (lambda f: f.write_history([]), "holds no epoch"),
+        (lambda f: f.file(runs.PREDICTIONS).unlink(), "does not read"),
+        (lambda f: f.file(runs.METRICS).unlink(), "metrics.json is missing"),
+        (lambda f: f.model_path.write_bytes(f.model_path.read_bytes()[:20]), "model.keras is corrupt"),
+    ],
+    ids=["empty-history", "history-columns", "no-epoch", "no-predictions", "no-metrics", "truncated-model"],
+)
 def test_a_completed_run_missing_what_it_must_hold_is_broken_with_the_reason(tmp_path: Path, damage, reason) -> None:
     folder = fake_run(tmp_path, "x")
     assert list_runs(tmp_path)[0]["state"] == "completed"
@@ -156,12 +166,14 @@ def test_a_run_on_another_host_is_judged_by_its_heartbeat_not_by_a_local_pid(tmp
 
     folder = RunFolder(create_run_dir(tmp_path, "remote"))
     recent = datetime.now(timezone.utc) - timedelta(seconds=runs.STALE_AFTER_S / 2)
-    write_json_atomic(folder.file(runs.STATUS), {"state": "running", "host": "node-7", "pid": 1,
-                                                 "updated_at": recent.isoformat()})
+    write_json_atomic(
+        folder.file(runs.STATUS), {"state": "running", "host": "node-7", "pid": 1, "updated_at": recent.isoformat()}
+    )
     assert folder.status()["state"] == "running", "pid 1 here says nothing about node-7"
     old = datetime.now(timezone.utc) - timedelta(seconds=runs.STALE_AFTER_S + 5)
-    write_json_atomic(folder.file(runs.STATUS), {"state": "running", "host": "node-7", "pid": 1,
-                                                 "updated_at": old.isoformat()})
+    write_json_atomic(
+        folder.file(runs.STATUS), {"state": "running", "host": "node-7", "pid": 1, "updated_at": old.isoformat()}
+    )
     status = folder.status()
     assert status["state"] == "failed" and status["stale"] and "No heartbeat from node-7" in status["error"]
 
@@ -217,8 +229,11 @@ def test_a_run_record_is_its_train_config_plus_provenance_with_one_weights_label
     from pipeline.runs.catalog import model_card, provenance
     from pipeline.runs.folder import RunRecord
 
-    done = fake_run(tmp_path, "done", config={"weights": "imagenet", "weights_used": "imagenet (keras)",
-                                               "group": "g", "created": "today"})
+    done = fake_run(
+        tmp_path,
+        "done",
+        config={"weights": "imagenet", "weights_used": "imagenet (keras)", "group": "g", "created": "today"},
+    )
     record = done.record()
     assert isinstance(record, RunRecord) and isinstance(record.config, TrainConfig)
     assert record.config.backbone == "efficientnet_b0" and record.provenance["group"] == "g"
@@ -229,8 +244,9 @@ def test_a_run_record_is_its_train_config_plus_provenance_with_one_weights_label
     assert label == "imagenet (not loaded yet)"
     row = next(run for run in list_runs(tmp_path) if run["run_id"] == queued.run_id)
     line = provenance(queued.config(), markdown=False)
-    assert row["weights"] == label == model_card(queued)["weights"] and label in line, \
+    assert row["weights"] == label == model_card(queued)["weights"] and label in line, (
         "the table, the card and the provenance line name a queued run's weights alike"
+    )
     assert done.record().weights == "imagenet (keras)" == model_card(done)["weights"]
     bare = RunFolder(tmp_path / "bare")
     bare.path.mkdir()
@@ -258,8 +274,10 @@ def test_status_updates_from_several_processes_lose_nothing(tmp_path: Path) -> N
     folder.update_status(state="running")
     context = multiprocessing.get_context("fork")
     start_at = time.time() + 1.0
-    writers = [context.Process(target=_hammer_status, args=(str(folder.path), f"writer{index}", 150, start_at))
-               for index in range(4)]
+    writers = [
+        context.Process(target=_hammer_status, args=(str(folder.path), f"writer{index}", 150, start_at))
+        for index in range(4)
+    ]
     for writer in writers:
         writer.start()
     for writer in writers:
@@ -274,8 +292,10 @@ def test_a_run_whose_config_does_not_read_ends_failed_with_its_error_under_both_
     from pipeline.training.cluster import _execute
     from pipeline.training.engines import execute_runs
 
-    for name, engine in (("local", lambda folder: execute_runs([folder])),
-                         ("ray task body", lambda folder: _execute(str(folder.path)))):
+    for name, engine in (
+        ("local", lambda folder: execute_runs([folder])),
+        ("ray task body", lambda folder: _execute(str(folder.path))),
+    ):
         folder = RunFolder(tmp_path / name)
         folder.update_status(state="queued", phase="queued")
         folder.file("config.json").write_text('{"data_dir": "x", "epochs": "ten"')  # truncated

@@ -36,9 +36,12 @@ def test_a_cell_is_seen_by_path_name_pixels_or_patient_and_a_new_patient_is_not(
     cv2.imwrite(str(as_bmp), cv2.cvtColor(read_image(trained[0].path), cv2.COLOR_RGB2BGR))
     renamed = tmp_path / "cell-42.tif"  # same pixels, a name that says nothing
     cv2.imwrite(str(renamed), cv2.cvtColor(read_image(validated[1].path), cv2.COLOR_RGB2BGR))
-    table = pd.DataFrame({
-        "path": [trained[1].path, str(as_bmp), str(renamed), cells["UID_16"][5].path, other.path],
-        "patient": ["UID_16", "UID_16", "unknown", "UID_16", "UID_34"]})
+    table = pd.DataFrame(
+        {
+            "path": [trained[1].path, str(as_bmp), str(renamed), cells["UID_16"][5].path, other.path],
+            "patient": ["UID_16", "UID_16", "unknown", "UID_16", "UID_34"],
+        }
+    )
     assert cell_name(as_bmp) == cell_name(trained[0].path) and cell_name(renamed) is None
     assert seen_reasons(table, split).tolist() == ["same_path", "same_name", "same_pixels", "seen_patient", ""]
 
@@ -51,8 +54,7 @@ def test_when_the_runs_own_images_cannot_be_read_it_says_so_and_stops(cells, tmp
         seen_reasons(table, split)
 
 
-def test_predict_marks_a_training_patients_other_cells_and_its_cells_under_another_name(cells,
-                                                                                       tmp_path: Path) -> None:
+def test_predict_marks_a_training_patients_other_cells_and_its_cells_under_another_name(cells, tmp_path: Path) -> None:
     """A model trained on the whole fold (paths of ../shared) has seen the embedded sample's cells (PNG copies)."""
     fold = tmp_path / "fold"
     rows = []

@@ -30,7 +30,7 @@ def _cell(radius: int, colour: tuple[int, int, int], seed: int = 0, size: int = 
     """A textured disc of `colour` on black, like a segmented cell."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
-    inside = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= radius ** 2
+    inside = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= radius**2
     image = np.zeros((size, size, 3), np.float32)
     image[inside] = np.asarray(colour, np.float32) + rng.normal(0, 12, (inside.sum(), 3))
     return np.clip(image, 0, 255).astype(np.uint8)
@@ -40,7 +40,7 @@ def test_zooming_a_cell_gives_it_the_area_asked_for_and_keeps_its_colour() -> No
     cell = _cell(20, (150, 90, 160))
     target = 0.25
     zoomed = zoom_to_area(cell, target)
-    assert cell_mask(cell).mean() == pytest.approx(np.pi * 20 ** 2 / 96 ** 2, rel=0.05)
+    assert cell_mask(cell).mean() == pytest.approx(np.pi * 20**2 / 96**2, rel=0.05)
     assert cell_mask(zoomed).mean() == pytest.approx(target, rel=0.05)
     assert np.allclose(colour_stats(zoomed)[0], colour_stats(cell)[0], atol=6)
 

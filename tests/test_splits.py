@@ -12,9 +12,22 @@ from pipeline.data.splits import split_records, split_report
 
 FOLD1 = Path(__file__).resolve().parents[2] / "shared" / "cnmc-fold1"
 # Patients of real C-NMC fold 1 and their image counts (../shared/cnmc-fold1/README.md).
-FOLD1_PATIENTS = {"UID_2": 84, "UID_16": 53, "UID_23": 97, "UID_30": 201, "UID_32": 212, "UID_33": 181,
-                  "UID_34": 352, "UID_38": 145, "UID_44": 146, "UID_46": 190, "UID_51": 757,
-                  "UID_H10": 405, "UID_H14": 385, "UID_H22": 373}
+FOLD1_PATIENTS = {
+    "UID_2": 84,
+    "UID_16": 53,
+    "UID_23": 97,
+    "UID_30": 201,
+    "UID_32": 212,
+    "UID_33": 181,
+    "UID_34": 352,
+    "UID_38": 145,
+    "UID_44": 146,
+    "UID_46": 190,
+    "UID_51": 757,
+    "UID_H10": 405,
+    "UID_H14": 385,
+    "UID_H22": 373,
+}
 
 
 def _records(n_all: int, n_hem: int, patients: int = 0) -> list[Record]:
@@ -75,8 +88,11 @@ def test_folds_split_without_a_prelim_set_tests_on_half_the_held_out_patients() 
 
 
 def _fold1_like() -> list[Record]:
-    return [Record(f"/x/{patient}_{index}.png", "HEM" if patient.startswith("UID_H") else "ALL", patient, "fold_1")
-            for patient, count in FOLD1_PATIENTS.items() for index in range(count)]
+    return [
+        Record(f"/x/{patient}_{index}.png", "HEM" if patient.startswith("UID_H") else "ALL", patient, "fold_1")
+        for patient, count in FOLD1_PATIENTS.items()
+        for index in range(count)
+    ]
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -93,8 +109,10 @@ def test_patient_split_of_fold_1_gives_every_subset_both_classes(seed: int) -> N
 
 
 def test_seeds_change_the_test_patients() -> None:
-    tests = {frozenset(split_records(_fold1_like(), "patient", seed=seed).query("subset == 'test'")["patient"])
-             for seed in range(10)}
+    tests = {
+        frozenset(split_records(_fold1_like(), "patient", seed=seed).query("subset == 'test'")["patient"])
+        for seed in range(10)
+    }
     assert len(tests) >= 6
 
 
@@ -106,7 +124,9 @@ def test_patient_cross_validation_partitions_the_patients_and_each_fold_holds_bo
         assert (split.groupby("patient")["subset"].nunique() == 1).all()
         test = split[split["subset"] == "test"]
         assert set(test["label"]) == {"ALL", "HEM"} and set(split.loc[split["subset"] == "val", "label"]) == {
-            "ALL", "HEM"}
+            "ALL",
+            "HEM",
+        }
         tested.append(set(test["patient"]))
     assert set().union(*tested) == set(FOLD1_PATIENTS) and sum(len(t) for t in tested) == len(FOLD1_PATIENTS)
     with pytest.raises(PipelineError, match="HEM has 3"):

@@ -11,8 +11,11 @@ from pipeline.data.synthetic import generate
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
@@ -43,8 +46,10 @@ def test_official_layout_naming_and_distinct_patients(tiny_data: Path) -> None:
 
 def test_all_blasts_are_larger_than_hem_cells_on_average(tiny_data: Path) -> None:
     frame = scan_dataset(tiny_data).frame()
-    area = {label: np.mean([(cv2.imread(p).sum(axis=2) > 0).mean() for p in group["path"]])
-            for label, group in frame.groupby("label")}
+    area = {
+        label: np.mean([(cv2.imread(p).sum(axis=2) > 0).mean() for p in group["path"]])
+        for label, group in frame.groupby("label")
+    }
     assert area["ALL"] > 1.1 * area["HEM"]
 
 

@@ -78,11 +78,15 @@ def test_a_tensor_stored_transposed_reads_as_its_view(tmp_path: Path, fake_torch
     base = np.arange(12, dtype=np.float32).reshape(3, 4)
     storage = _Storage("0", base)
     shared = _Storage("1", np.arange(10, dtype=np.float32))
-    write_legacy(tmp_path / "w.pth", fake_torch, {
-        "plain": (storage, 0, (3, 4), (4, 1)),
-        "transposed": (storage, 0, (4, 3), (1, 4)),  # base.T, not contiguous in its storage
-        "offset": (shared, 3, (2, 2), (2, 1)),
-    })
+    write_legacy(
+        tmp_path / "w.pth",
+        fake_torch,
+        {
+            "plain": (storage, 0, (3, 4), (4, 1)),
+            "transposed": (storage, 0, (4, 3), (1, 4)),  # base.T, not contiguous in its storage
+            "offset": (shared, 3, (2, 2), (2, 1)),
+        },
+    )
     state = read_legacy_state_dict(tmp_path / "w.pth")
     assert list(state) == ["plain", "transposed", "offset"]
     np.testing.assert_array_equal(state["plain"], base)

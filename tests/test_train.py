@@ -22,9 +22,15 @@ def test_a_finished_run_holds_every_file_of_the_contract(finished_run: Path, tin
     assert config["data_kind"] == "synthetic demo data" and config["weights_used"].startswith("none")
     assert config["split"] == "patient" and config["seed"] == 42
     assert config["tensorflow_version"] and config["keras_version"]
-    assert config["device"] == {"gpus": 0, "precision": "float32", "jit_compile": False, "replicas": 1,
-                                "global_batch": 8, "per_replica_batch": 8.0,
-                                "synchronized_batchnorm": False}, "a CPU: no bf16, no XLA, one replica"
+    assert config["device"] == {
+        "gpus": 0,
+        "precision": "float32",
+        "jit_compile": False,
+        "replicas": 1,
+        "global_batch": 8,
+        "per_replica_batch": 8.0,
+        "synchronized_batchnorm": False,
+    }, "a CPU: no bf16, no XLA, one replica"
     history = pd.read_csv(finished_run / runs.HISTORY)
     assert list(history.columns) == runs.HISTORY_COLUMNS and history["epoch"].tolist() == [1]
     assert 0 < history["learning_rate"].iloc[0] <= 1e-4
@@ -44,10 +50,13 @@ def test_saved_metrics_equal_scikit_learn_on_saved_predictions(finished_run: Pat
     metrics = json.loads((finished_run / runs.METRICS).read_text())
     assert metrics["n"] == len(predictions)
     assert metrics["accuracy"] == pytest.approx(accuracy_score(predictions["label"], predictions["predicted"]))
-    assert metrics["confusion_matrix"] == confusion_matrix(
-        predictions["label"], predictions["predicted"], labels=["ALL", "HEM"]).tolist()
+    assert (
+        metrics["confusion_matrix"]
+        == confusion_matrix(predictions["label"], predictions["predicted"], labels=["ALL", "HEM"]).tolist()
+    )
     assert metrics["weighted avg"]["f1-score"] == pytest.approx(
-        f1_score(predictions["label"], predictions["predicted"], average="weighted"))
+        f1_score(predictions["label"], predictions["predicted"], average="weighted")
+    )
 
 
 def test_metrics_hold_validation_figures_leakage_and_what_the_subsets_support(finished_run: Path) -> None:

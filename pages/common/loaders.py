@@ -47,8 +47,11 @@ def _runs_signature(root: Path) -> tuple:
     stamps = []
     for folder in root.iterdir():  # every file of every run: a damaged or replaced file renews the table
         if folder.is_dir():
-            stamps += [(folder.name, path.name, path.stat().st_mtime_ns, path.stat().st_size)
-                       for path in folder.iterdir() if path.is_file()]
+            stamps += [
+                (folder.name, path.name, path.stat().st_mtime_ns, path.stat().st_size)
+                for path in folder.iterdir()
+                if path.is_file()
+            ]
     return tuple(sorted(stamps)) + (int(time.time() // RUNS_REFRESH_S),)
 
 
@@ -66,8 +69,7 @@ def thumbnail_of(path: str, file_mtime: float, size: int = 112) -> Any:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_prediction(run_dir: str, model_mtime: float, image_key: str, _image: Any, patient: str | None = None
-                      ) -> Any:
+def cached_prediction(run_dir: str, model_mtime: float, image_key: str, _image: Any, patient: str | None = None) -> Any:
     """A run's prediction of one image (a `Prediction`), computed once per image content and model file:
     moving a slider redraws, it does not predict again. `patient`: a released model answers a cell of a patient
     it was built from with the head that never saw that patient."""
@@ -75,12 +77,12 @@ def cached_prediction(run_dir: str, model_mtime: float, image_key: str, _image: 
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def cached_heatmap(run_dir: str, model_mtime: float, image_key: str, method: str, layer: str, channels: int,
-                   _prediction: Any) -> Any:
+def cached_heatmap(
+    run_dir: str, model_mtime: float, image_key: str, method: str, layer: str, channels: int, _prediction: Any
+) -> Any:
     """An explanation of a prediction's shown class, computed once per image, model, method, layer and channels."""
 
-    return explain_prediction(_explainer(run_dir, model_mtime), _prediction, method, layer,
-                              scorecam_channels=channels)
+    return explain_prediction(_explainer(run_dir, model_mtime), _prediction, method, layer, scorecam_channels=channels)
 
 
 def model_key(run_id: str) -> tuple[str, float]:

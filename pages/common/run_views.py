@@ -43,9 +43,11 @@ def integrity_banners(metrics: dict[str, Any]) -> None:
     """Patients shared by training and test (with the figure), then every other warning about the subsets."""
     leaked = (metrics.get("leakage") or {}).get("train_test_patients", 0)
     if leaked:
-        st.error(f"**{leaked} patient(s) have images in both the training and the test subset** (image split): "
-                 "these test figures say how well the model knows these patients, not how it does on new ones.",
-                 icon=":material/warning:")
+        st.error(
+            f"**{leaked} patient(s) have images in both the training and the test subset** (image split): "
+            "these test figures say how well the model knows these patients, not how it does on new ones.",
+            icon=":material/warning:",
+        )
     for warning in metrics.get("warnings") or []:
         if "both the training and the test" not in warning:
             st.warning(warning, icon=":material/report:")
@@ -60,27 +62,43 @@ def metric_cards(metrics: dict[str, Any], predictions: pd.DataFrame | None = Non
     """Validation figures (what chose the run), then the test figures with the best constant classifier."""
     validation = metrics.get("validation") or {}
     if validation:
-        st.markdown(f"**Validation** ({validation['n']} images; runs are chosen by {SELECTION_LABEL}, ROC AUC breaking "
-                    "ties, among runs on the same data and validation patients)")
+        st.markdown(
+            f"**Validation** ({validation['n']} images; runs are chosen by {SELECTION_LABEL}, ROC AUC breaking "
+            "ties, among runs on the same data and validation patients)"
+        )
         cells = st.columns(4)
         _card(cells[0], "Validation balanced accuracy", validation, "balanced_accuracy", "Mean recall of the classes.")
         _card(cells[1], "Validation ROC AUC", validation, "roc_auc", "ALL positive.")
         cells[2].metric("Validation weighted F1", figure_text(Metrics.of(validation).figure("weighted_f1")))
     baseline = metrics.get("majority_baseline")
     views = ", averaged over 8 views" if metrics.get("tta") else ""
-    st.markdown(f"**Test** ({metrics['n']} images, evaluated once{views})"
-                + (f" · always answering {baseline['class']} would score accuracy {baseline['accuracy']:.3f}"
-                   if baseline else ""))
+    st.markdown(
+        f"**Test** ({metrics['n']} images, evaluated once{views})"
+        + (
+            f" · always answering {baseline['class']} would score accuracy {baseline['accuracy']:.3f}"
+            if baseline
+            else ""
+        )
+    )
     cells = st.columns(6)
     cells[0].metric("Test accuracy", figure_text(metrics["accuracy"]), help="Share of test images right (0–1).")
-    _card(cells[1], "Balanced accuracy", metrics, "balanced_accuracy",
-          "Mean of the recall of ALL and of HEM: a class imbalance cannot flatter it.")
-    cells[2].metric("Weighted F1", figure_text(Metrics.of(metrics).figure("weighted_f1")),
-                    help="F1 averaged over classes, weighted by support: the C-NMC challenge metric.")
+    _card(
+        cells[1],
+        "Balanced accuracy",
+        metrics,
+        "balanced_accuracy",
+        "Mean of the recall of ALL and of HEM: a class imbalance cannot flatter it.",
+    )
+    cells[2].metric(
+        "Weighted F1",
+        figure_text(Metrics.of(metrics).figure("weighted_f1")),
+        help="F1 averaged over classes, weighted by support: the C-NMC challenge metric.",
+    )
     _card(cells[3], "ROC AUC", metrics, "roc_auc", "Probability that a random ALL image scores above a random HEM.")
     _card(cells[4], "MCC", metrics, "mcc", "Matthews correlation: 0 = chance, 1 = perfect.")
-    cells[5].metric("Brier score", figure_text(metrics.get("brier")), help="Mean squared error of P(ALL); lower is "
-                                                                              "better.")
+    cells[5].metric(
+        "Brier score", figure_text(metrics.get("brier")), help="Mean squared error of P(ALL); lower is better."
+    )
     intervals = intervals_of_test(metrics, lambda: predictions)
     if interval_line(intervals):
         st.caption("Test figures with 95 % intervals: " + interval_line(intervals) + ".")
@@ -88,10 +106,15 @@ def metric_cards(metrics: dict[str, Any], predictions: pd.DataFrame | None = Non
 
 def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """Precision, recall, F1 and images per class; an absent class says so instead of zeros."""
-    rows = {row["class"]: {"precision": row["undefined"] or f"{row['precision']:.3f}",
-                           "recall": row["undefined"] or f"{row['recall']:.3f}",
-                           "F1": row["undefined"] or f"{row['f1']:.3f}", "images": row["images"]}
-            for row in Metrics.of(metrics).per_class().to_dict(orient="records")}
+    rows = {
+        row["class"]: {
+            "precision": row["undefined"] or f"{row['precision']:.3f}",
+            "recall": row["undefined"] or f"{row['recall']:.3f}",
+            "F1": row["undefined"] or f"{row['f1']:.3f}",
+            "images": row["images"],
+        }
+        for row in Metrics.of(metrics).per_class().to_dict(orient="records")
+    }
     return pd.DataFrame(rows).T
 
 
@@ -100,17 +123,32 @@ def patients_section(predictions: pd.DataFrame, metrics: dict[str, Any]) -> None
     summary = patient_summary(predictions)
     if not summary.empty:
         st.plotly_chart(patient_dots_figure(summary), width="stretch")
-    st.dataframe(summary, hide_index=True, width="stretch", column_config={
-        "image_accuracy": st.column_config.NumberColumn("share of images right", format="%.3f"),
-        "mean_prob_all": st.column_config.NumberColumn("mean P(ALL)", format="%.3f"),
-        "called_by_mean_prob_all": "called (mean P(ALL) ≥ 0.5)"})
+    st.dataframe(
+        summary,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "image_accuracy": st.column_config.NumberColumn("share of images right", format="%.3f"),
+            "mean_prob_all": st.column_config.NumberColumn("mean P(ALL)", format="%.3f"),
+            "called_by_mean_prob_all": "called (mean P(ALL) ≥ 0.5)",
+        },
+    )
     cells = st.columns(3)
-    cells[0].metric("Patients called right", figure_text(metrics.get("patient_accuracy")),
-                    help=f"Of {metrics.get('patients_counted', 0)} test patients.")
-    cells[1].metric("Patient sensitivity", figure_text(metrics.get("patient_sensitivity")),
-                    help="ALL patients called ALL (undefined without ALL patients).")
-    cells[2].metric("Patient specificity", figure_text(metrics.get("patient_specificity")),
-                    help="Healthy subjects called HEM (undefined without healthy subjects).")
+    cells[0].metric(
+        "Patients called right",
+        figure_text(metrics.get("patient_accuracy")),
+        help=f"Of {metrics.get('patients_counted', 0)} test patients.",
+    )
+    cells[1].metric(
+        "Patient sensitivity",
+        figure_text(metrics.get("patient_sensitivity")),
+        help="ALL patients called ALL (undefined without ALL patients).",
+    )
+    cells[2].metric(
+        "Patient specificity",
+        figure_text(metrics.get("patient_specificity")),
+        help="Healthy subjects called HEM (undefined without healthy subjects).",
+    )
 
 
 def calibration_section(metrics: dict[str, Any], config: dict[str, Any]) -> None:
@@ -120,14 +158,19 @@ def calibration_section(metrics: dict[str, Any], config: dict[str, Any]) -> None
     st.plotly_chart(run_calibration_figure(metrics), width="stretch")
     scaling = metrics.get("temperature_scaling")
     if scaling and scaling.get("temperature"):
-        st.caption(f"P(ALL) rescaled by temperature {scaling['temperature']:.2f}, fitted on the "
-                   f"{scaling['validation_images']} validation images only; the class called never changes, so "
-                   "accuracy and ROC AUC are those of the model before scaling.")
+        st.caption(
+            f"P(ALL) rescaled by temperature {scaling['temperature']:.2f}, fitted on the "
+            f"{scaling['validation_images']} validation images only; the class called never changes, so "
+            "accuracy and ROC AUC are those of the model before scaling."
+        )
         before, after = scaling["calibration_before"]["ece"], metrics["calibration"]["ece"]
         if after > before:
-            st.warning(f"Temperature scaling made the test subset's calibration worse (ECE {before:.3f} before, "
-                       f"{after:.3f} after): the validation patients' calibration did not carry over to the test "
-                       "patients.", icon=":material/report:")
+            st.warning(
+                f"Temperature scaling made the test subset's calibration worse (ECE {before:.3f} before, "
+                f"{after:.3f} after): the validation patients' calibration did not carry over to the test "
+                "patients.",
+                icon=":material/report:",
+            )
     elif scaling:
         st.caption(f"Not rescaled: {scaling['not_fitted']}.")
     if config.get("class_weight") or config.get("balance_patients"):
@@ -140,25 +183,48 @@ def evaluations_section(folder: RunFolder) -> None:
     if not evaluations:
         return
     st.subheader("Evaluations on other data")
-    st.dataframe(pd.DataFrame([{
-        "evaluation": name, "subset": metrics.get("subset"), "images": metrics.get("n"),
-        "left out (seen: same file, cell name or pixels)": sum(
-            count for reason, count in (metrics.get("excluded_seen_images") or {}).items()
-            if reason != "seen_patient"),
-        "images of seen patients (apart)": (metrics.get("seen_patients") or {}).get("n", 0),
-        "accuracy": metrics.get("accuracy"), "balanced accuracy": metrics.get("balanced_accuracy"),
-        "ROC AUC": metrics.get("roc_auc"), "weighted F1": Metrics.of(metrics).figure("weighted_f1"),
-    } for name, metrics in evaluations.items()]), hide_index=True, width="stretch")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "evaluation": name,
+                    "subset": metrics.get("subset"),
+                    "images": metrics.get("n"),
+                    "left out (seen: same file, cell name or pixels)": sum(
+                        count
+                        for reason, count in (metrics.get("excluded_seen_images") or {}).items()
+                        if reason != "seen_patient"
+                    ),
+                    "images of seen patients (apart)": (metrics.get("seen_patients") or {}).get("n", 0),
+                    "accuracy": metrics.get("accuracy"),
+                    "balanced accuracy": metrics.get("balanced_accuracy"),
+                    "ROC AUC": metrics.get("roc_auc"),
+                    "weighted F1": Metrics.of(metrics).figure("weighted_f1"),
+                }
+                for name, metrics in evaluations.items()
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
 
 
 def crossval_section(runs: pd.DataFrame) -> None:
     """Per-fold table and mean ± standard deviation of a patient-level cross-validation."""
     readable = runs[runs["state"] != "broken"]
-    groups = sorted({group for group, cv in zip(readable["group"], readable["cv"], strict=True)
-                     if isinstance(group, str) and group and isinstance(cv, str) and cv})
+    groups = sorted(
+        {
+            group
+            for group, cv in zip(readable["group"], readable["cv"], strict=True)
+            if isinstance(group, str) and group and isinstance(cv, str) and cv
+        }
+    )
     if not groups:
-        st.info("No cross-validation on this server." if demo_mode() else
-                "No cross-validation yet: start one on the **Train** page or with `python -m pipeline crossval`.")
+        st.info(
+            "No cross-validation on this server."
+            if demo_mode()
+            else "No cross-validation yet: start one on the **Train** page or with `python -m pipeline crossval`."
+        )
         return
     group = st.selectbox("Cross-validation", groups, index=len(groups) - 1)
     folders = [run_folder(run_id) for run_id in runs.loc[runs["group"] == group, "run_id"]]
@@ -168,58 +234,91 @@ def crossval_section(runs: pd.DataFrame) -> None:
         st.error(f"This cross-validation cannot be read: {error}", icon=":material/error:")
         return
     summary = summarize(table)
-    st.markdown(f"**{summary['completed']} of {summary['folds']} folds completed.** Test patients partition the "
-                "data: this mean ± standard deviation over folds is the figure to quote.")
-    st.dataframe(pd.DataFrame([{"metric": name, "mean": figure["mean"], "std": figure["std"],
-                                "folds with a value": figure["folds"]}
-                               for name, figure in summary["metrics"].items()]),
-                 hide_index=True, width="stretch", column_config={
-                     "mean": st.column_config.NumberColumn(format="%.3f"),
-                     "std": st.column_config.NumberColumn("± std", format="%.3f")})
+    st.markdown(
+        f"**{summary['completed']} of {summary['folds']} folds completed.** Test patients partition the "
+        "data: this mean ± standard deviation over folds is the figure to quote."
+    )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {"metric": name, "mean": figure["mean"], "std": figure["std"], "folds with a value": figure["folds"]}
+                for name, figure in summary["metrics"].items()
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "mean": st.column_config.NumberColumn(format="%.3f"),
+            "std": st.column_config.NumberColumn("± std", format="%.3f"),
+        },
+    )
     pooled = read_summary(group).get("pooled")
     if interval_line(pooled):
-        st.caption("Every patient's test predictions pooled over the folds, 95 % intervals: " + interval_line(pooled)
-                   + ".")
+        st.caption(
+            "Every patient's test predictions pooled over the folds, 95 % intervals: " + interval_line(pooled) + "."
+        )
     shown = {name: label for name, label in FOLD_LABELS.items() if name in table}
     st.plotly_chart(folds_strip_figure(table, shown, fold_mean_intervals(table, list(shown))), width="stretch")
-    st.caption("Each dot is one fold's test patients; the bar is the mean, its whiskers the 95 % interval of the "
-               "mean over folds (Student's t).")
+    st.caption(
+        "Each dot is one fold's test patients; the bar is the mean, its whiskers the 95 % interval of the "
+        "mean over folds (Student's t)."
+    )
     st.markdown("**Per fold** (test figures; the validation figure is what a fold's model was chosen by)")
-    st.dataframe(table[["fold", "state", "test_patients", "test_images", "val_weighted_f1", *FOLD_METRICS]],
-                 hide_index=True, width="stretch")
+    st.dataframe(
+        table[["fold", "state", "test_patients", "test_images", "val_weighted_f1", *FOLD_METRICS]],
+        hide_index=True,
+        width="stretch",
+    )
 
 
 def grid_section(runs: pd.DataFrame) -> None:
     groups = sorted(group for group in runs["group"].dropna().unique() if str(group).startswith("grid-"))
     if not groups:
-        st.info("No grid on this server." if demo_mode() else
-                "No grid yet: run the paper's grid from the **Train** page or `python -m pipeline sweep`.")
+        st.info(
+            "No grid on this server."
+            if demo_mode()
+            else "No grid yet: run the paper's grid from the **Train** page or `python -m pipeline sweep`."
+        )
         return
     group = st.selectbox("Grid (sweep)", groups)
     chosen = best_per_cell(runs[runs["group"] == group])
     if chosen.empty:
         st.info("No run of this grid has finished with a validation subset yet.")
         return
-    st.plotly_chart(sweep_heatmap(chosen, SELECTION_METRIC, f"{SELECTION_LABEL.capitalize()} (chooses) with the "
-                                                            "chosen run's test balanced accuracy beside it",
-                                  beside="balanced_accuracy"), width="stretch")
+    st.plotly_chart(
+        sweep_heatmap(
+            chosen,
+            SELECTION_METRIC,
+            f"{SELECTION_LABEL.capitalize()} (chooses) with the chosen run's test balanced accuracy beside it",
+            beside="balanced_accuracy",
+        ),
+        width="stretch",
+    )
 
 
 def compare_section(runs: pd.DataFrame, finished: list[str]) -> None:
     ranked = rank_by_validation(runs)
     top_group = ranked[ranked["comparable"] == ranked["comparable"].iloc[0]] if not ranked.empty else ranked
     default = top_group["run_id"].tolist()[:3] or finished[:3]
-    chosen = st.multiselect("Runs to overlay", finished, default=[run for run in default if run in finished],
-                            help=f"Preselected: the best three by {SELECTION_LABEL} among comparable runs (the same "
-                                 "data and validation patients).")
+    chosen = st.multiselect(
+        "Runs to overlay",
+        finished,
+        default=[run for run in default if run in finished],
+        help=f"Preselected: the best three by {SELECTION_LABEL} among comparable runs (the same "
+        "data and validation patients).",
+    )
     if chosen:
         histories = {run: run_folder(run).history() for run in chosen}
         column = st.radio("Curve", ["val_accuracy", "accuracy", "val_loss", "loss"], horizontal=True)
         st.plotly_chart(overlaid_curves_figure(histories, column), width="stretch")
 
 
-CELLS = {"ALL called HEM (missed blasts)": ("ALL", "HEM"), "HEM called ALL (false alarms)": ("HEM", "ALL"),
-         "ALL called ALL": ("ALL", "ALL"), "HEM called HEM": ("HEM", "HEM")}
+CELLS = {
+    "ALL called HEM (missed blasts)": ("ALL", "HEM"),
+    "HEM called ALL (false alarms)": ("HEM", "ALL"),
+    "ALL called ALL": ("ALL", "ALL"),
+    "HEM called HEM": ("HEM", "HEM"),
+}
 
 
 def confusion_gallery(folder: RunFolder, predictions: pd.DataFrame) -> None:
@@ -227,8 +326,9 @@ def confusion_gallery(folder: RunFolder, predictions: pd.DataFrame) -> None:
 
     st.subheader("The images behind the confusion matrix")
     counts = {name: len(confusion_cell(predictions, *cell)) for name, cell in CELLS.items()}
-    name = st.segmented_control("Cell", list(CELLS), default=list(CELLS)[0],
-                                format_func=lambda cell: f"{cell} · {counts[cell]}")
+    name = st.segmented_control(
+        "Cell", list(CELLS), default=list(CELLS)[0], format_func=lambda cell: f"{cell} · {counts[cell]}"
+    )
     if not name:
         return
     images = confusion_cell(predictions, *CELLS[name])
@@ -236,8 +336,6 @@ def confusion_gallery(folder: RunFolder, predictions: pd.DataFrame) -> None:
     st.caption("Most confident first: for mistakes, the ones the model was surest of.")
     explainer = predictor = None
     if with_cam:
-
-
         predictor, explainer = predictor_and_explainer(folder.run_id)
     columns = st.columns(8)
     for index, row in enumerate(images.head(24).itertuples(index=False)):
@@ -255,9 +353,15 @@ def confusion_gallery(folder: RunFolder, predictions: pd.DataFrame) -> None:
     if images.empty:
         st.caption("No image in this cell.")
     st.markdown("**Per patient**: which patients' cells the model gets wrong")
-    st.dataframe(patient_errors(predictions), hide_index=True, width="stretch", column_config={
-        "share_wrong": st.column_config.ProgressColumn("share wrong", min_value=0.0, max_value=1.0, format="%.2f"),
-        "mean_prob_all": st.column_config.NumberColumn("mean P(ALL)", format="%.3f")})
+    st.dataframe(
+        patient_errors(predictions),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "share_wrong": st.column_config.ProgressColumn("share wrong", min_value=0.0, max_value=1.0, format="%.2f"),
+            "mean_prob_all": st.column_config.NumberColumn("mean P(ALL)", format="%.3f"),
+        },
+    )
 
 
 def explanation_ranking(folder: RunFolder) -> None:
@@ -268,12 +372,21 @@ def explanation_ranking(folder: RunFolder) -> None:
             st.caption("Rank the explanation methods on this run: `python -m pipeline explain-eval RUN_DIR`.")
         return
     for layer, summary in rankings.items():
-        st.markdown(f"**ROAD at {layer}** over {summary['images']} test images (higher: more faithful; a method "
-                    "should beat the foreground mask and random maps in the cell)")
+        st.markdown(
+            f"**ROAD at {layer}** over {summary['images']} test images (higher: more faithful; a method "
+            "should beat the foreground mask and random maps in the cell)"
+        )
         st.plotly_chart(road_bars_figure(summary["methods"]), width="stretch", key=f"road-{layer}")
-        st.dataframe(pd.DataFrame([{"method": figure["computed"], "ROAD": figure["road_mean"],
-                                    "± std": figure["road_std"]} for figure in summary["methods"].values()])
-                     .sort_values("ROAD", ascending=False), hide_index=True, width="stretch")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {"method": figure["computed"], "ROAD": figure["road_mean"], "± std": figure["road_std"]}
+                    for figure in summary["methods"].values()
+                ]
+            ).sort_values("ROAD", ascending=False),
+            hide_index=True,
+            width="stretch",
+        )
 
 
 def take_away(folder: RunFolder, run_id: str, demo: bool, models_allowed: bool = True) -> None:
@@ -282,13 +395,15 @@ def take_away(folder: RunFolder, run_id: str, demo: bool, models_allowed: bool =
 
     st.subheader("Take it away")
     columns = st.columns(4)
-    if columns[0].button("Build the HTML report", help="One self-contained file: figures, tables, explained "
-                                                      "examples; readable offline."):
+    if columns[0].button(
+        "Build the HTML report", help="One self-contained file: figures, tables, explained examples; readable offline."
+    ):
         with st.spinner("Building the report…"):
             st.session_state[f"report-{run_id}"] = build_report(folder.path, hide_paths=demo)
     if f"report-{run_id}" in st.session_state:
-        columns[0].download_button("Report (HTML)", st.session_state[f"report-{run_id}"], f"{run_id}-report.html",
-                                   mime="text/html")
+        columns[0].download_button(
+            "Report (HTML)", st.session_state[f"report-{run_id}"], f"{run_id}-report.html", mime="text/html"
+        )
     if not demo:
         fmt = columns[1].selectbox("Export as", FORMATS, help=f"ONNX: {UNSUPPORTED['onnx']}")
         if columns[1].button("Export", help="Checked against the run's model on test images."):

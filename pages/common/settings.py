@@ -49,8 +49,12 @@ def synthetic_ready() -> bool:
 def configured_data_dirs() -> list[str]:
     """Data roots offered in the sidebar: `CNMC_DATA_DIR`, the `.streamlit` secret `data_dirs`, the embedded real
     sample (the default), and the synthetic demo data once it exists."""
-    roots = [os.environ.get("CNMC_DATA_DIR", ""), *(_secret("data_dirs", []) or []), str(EMBEDDED_SAMPLE),
-             str(DEMO_DATA_DIR) if synthetic_ready() else ""]
+    roots = [
+        os.environ.get("CNMC_DATA_DIR", ""),
+        *(_secret("data_dirs", []) or []),
+        str(EMBEDDED_SAMPLE),
+        str(DEMO_DATA_DIR) if synthetic_ready() else "",
+    ]
     return list(dict.fromkeys(root for root in roots if root))
 
 

@@ -35,8 +35,7 @@ from .settings import (
     synthetic_ready,
 )
 
-DISCLAIMER = ("Research tool, not a diagnostic device: its predictions must never guide the care of a patient.")
-
+DISCLAIMER = "Research tool, not a diagnostic device: its predictions must never guide the care of a patient."
 
 
 def figure_text(value: Any, undefined: str | None = None) -> str:
@@ -45,22 +44,27 @@ def figure_text(value: Any, undefined: str | None = None) -> str:
         return "undefined" if undefined else "—"
     return f"{value:.3f}"
 
+
 def skipped_files(skipped: list[tuple[str, str]], what: str) -> None:
     """Files left out, by name and reason, in a closed expander headed by how many and `what` happens to them."""
     if not skipped:
         return
     with st.expander(f"{len(skipped)} file(s) {what}", icon=":material/warning:"):
-        st.dataframe([{"file": str(path), "reason": str(reason)} for path, reason in skipped], hide_index=True,
-                     width="stretch")
+        st.dataframe(
+            [{"file": str(path), "reason": str(reason)} for path, reason in skipped], hide_index=True, width="stretch"
+        )
 
 
 def synthetic_warning(config: dict[str, Any]) -> None:
     if str(config.get("data_kind", "")).startswith("synthetic"):
-        st.warning("Trained and tested on **synthetic demo data**: these figures say nothing about real cells.",
-                   icon=":material/warning:")
+        st.warning(
+            "Trained and tested on **synthetic demo data**: these figures say nothing about real cells.",
+            icon=":material/warning:",
+        )
     if str(config.get("weights_used") or "").startswith("none"):
-        st.info("This model started from **random weights**, not ImageNet: expect weaker results.",
-                icon=":material/info:")
+        st.info(
+            "This model started from **random weights**, not ImageNet: expect weaker results.", icon=":material/info:"
+        )
 
 
 def run_label(run_id: str) -> str:
@@ -79,12 +83,17 @@ def sidebar() -> None:
         if demo_mode():
             st.session_state["data_dir"] = st.selectbox("Dataset", roots, key="data_dir_choice", format_func=data_label)
         else:
-            chosen = st.text_input("Dataset root", value=data_dir(),
-                                   help="The C-NMC root (holding training_data/) or a folder with all/ and hem/. "
-                                        "Default: the real C-NMC sample that ships with the project.")
+            chosen = st.text_input(
+                "Dataset root",
+                value=data_dir(),
+                help="The C-NMC root (holding training_data/) or a folder with all/ and hem/. "
+                "Default: the real C-NMC sample that ships with the project.",
+            )
             st.session_state["data_dir"] = chosen.strip()
-            if st.button("Synthetic demo data", help="Cells drawn by this project, for tests and scale: they say "
-                                                     "nothing about real cells."):
+            if st.button(
+                "Synthetic demo data",
+                help="Cells drawn by this project, for tests and scale: they say nothing about real cells.",
+            ):
                 use_synthetic_data()
         st.caption(f"In use: **{escape_markdown(data_label(data_dir()))}**")
         runs = models()
@@ -92,8 +101,9 @@ def sidebar() -> None:
         if runs:
             current = st.session_state.get("run_id")
             index = runs.index(current) if current in runs else 0
-            st.session_state["run_id"] = st.selectbox("Current model" if demo_mode() else "Current run", runs,
-                                                      index=index, format_func=run_label)
+            st.session_state["run_id"] = st.selectbox(
+                "Current model" if demo_mode() else "Current run", runs, index=index, format_func=run_label
+            )
         else:
             st.write("No finished run yet.")
         if demo_mode():
@@ -131,15 +141,19 @@ def live_progress(allow_cancel: bool = False) -> None:
         folder = run_folder(run_id)
         status = folder.status()
         summary = progress_summary(status)
-        st.markdown(f"**{escape_markdown(run_id)}** · {escape_markdown(status.get('state'))} · "
-                    f"{escape_markdown(status.get('phase', ''))}")
+        st.markdown(
+            f"**{escape_markdown(run_id)}** · {escape_markdown(status.get('state'))} · "
+            f"{escape_markdown(status.get('phase', ''))}"
+        )
         st.progress(summary["fraction"], text=f"Epoch {summary['epoch']} of {summary['epochs']}")
-        st.progress(min(1.0, summary["within_epoch"]),
-                    text=f"Within the epoch or phase: {summary['within_epoch']:.0%}")
+        st.progress(min(1.0, summary["within_epoch"]), text=f"Within the epoch or phase: {summary['within_epoch']:.0%}")
         cols = st.columns(3)
         cols[0].metric("Elapsed", format_duration(summary["elapsed_s"]))
-        cols[1].metric("Remaining (estimate)", format_duration(summary["eta_s"]),
-                       help="Extrapolated from the time per epoch so far.")
+        cols[1].metric(
+            "Remaining (estimate)",
+            format_duration(summary["eta_s"]),
+            help="Extrapolated from the time per epoch so far.",
+        )
         if allow_cancel and cols[2].button("Cancel", key=f"cancel-{run_id}", type="secondary"):
             st.toast("Cancelling…" if cancel(folder.path) else "That run is no longer running.")
         history = folder.history()
@@ -157,53 +171,85 @@ def show_model_card(folder: RunFolder) -> None:
     with st.container(border=True):
         text = escape_markdown
         named = "" if demo_mode() else f" · `{card['run_id']}`"
-        st.markdown(f"**Model card**{named} · recipe {text(card['recipe'])} · {text(card['backbone'])} at "
-                    f"{text(card['image_size'])} px · weights: {text(card['weights'])}"
-                    + (" · test-time augmentation" if card["tta"] else ""))
+        st.markdown(
+            f"**Model card**{named} · recipe {text(card['recipe'])} · {text(card['backbone'])} at "
+            f"{text(card['image_size'])} px · weights: {text(card['weights'])}"
+            + (" · test-time augmentation" if card["tta"] else "")
+        )
         release_card = folder.file(RELEASE_CARD)
-        held = (f"Held out: validation patients {text(', '.join(held_out.get('val', [])) or '—')}; test patients "
-                f"{text(', '.join(held_out.get('test', [])) or '—')}." if not release_card.is_file() else
-                "Held out: every patient, by the head of its patient fold.")
-        st.markdown(f"Data: **{text(card['data'])}** ({text(shown_path(card['data_dir'], demo_mode()))}); trained "
-                    f"on {card.get('trained_on', '?')} images. {held}")
+        held = (
+            f"Held out: validation patients {text(', '.join(held_out.get('val', [])) or '—')}; test patients "
+            f"{text(', '.join(held_out.get('test', [])) or '—')}."
+            if not release_card.is_file()
+            else "Held out: every patient, by the head of its patient fold."
+        )
+        st.markdown(
+            f"Data: **{text(card['data'])}** ({text(shown_path(card['data_dir'], demo_mode()))}); trained "
+            f"on {card.get('trained_on', '?')} images. {held}"
+        )
         if release_card.is_file():
-            st.caption("Released model: every figure below is out of fold (each cell scored by the head of the "
-                       "patient fold that never saw its patient); uploads are answered by the head fit on every "
-                       "patient.")
+            st.caption(
+                "Released model: every figure below is out of fold (each cell scored by the head of the "
+                "patient fold that never saw its patient); uploads are answered by the head fit on every "
+                "patient."
+            )
             with st.expander("The release's card"):
                 st.markdown(release_card.read_text())
         if test:
             cells = st.columns(5)
             unseen = card.get("split") in ("patient", "folds")
-            cells[0].metric("Test images", test["images"],
-                            help="Images of patients the model never saw." if unseen else
-                                 "Images the model never saw; an image split keeps other images of the same "
-                                 "patients in training, so these figures flatter.")
-            for cell, (label, key) in zip(cells[1:], [("Balanced accuracy", "balanced_accuracy"),
-                                                      ("ROC AUC", "roc_auc"), ("Sensitivity (ALL)", "sensitivity"),
-                                                      ("Specificity (HEM)", "specificity")], strict=True):
+            cells[0].metric(
+                "Test images",
+                test["images"],
+                help="Images of patients the model never saw."
+                if unseen
+                else "Images the model never saw; an image split keeps other images of the same "
+                "patients in training, so these figures flatter.",
+            )
+            for cell, (label, key) in zip(
+                cells[1:],
+                [
+                    ("Balanced accuracy", "balanced_accuracy"),
+                    ("ROC AUC", "roc_auc"),
+                    ("Sensitivity (ALL)", "sensitivity"),
+                    ("Specificity (HEM)", "specificity"),
+                ],
+                strict=True,
+            ):
                 value = test.get(key)
                 cell.metric(label, figure_text(value))
             if interval_line(card.get("intervals")):
-                st.caption("95 % intervals: " + interval_line(card.get("intervals")) + ". With few patients the "
-                           "figures above could be this far off on other patients.")
+                st.caption(
+                    "95 % intervals: " + interval_line(card.get("intervals")) + ". With few patients the "
+                    "figures above could be this far off on other patients."
+                )
             crossval = card.get("crossval")
             if crossval and crossval["pooled"]:
-                st.caption(f"**Its recipe over all {crossval['patients']} patients** ({crossval['folds']}-fold patient "
-                           f"cross-validation, every patient held out once; this model is fold {crossval['fold']}): "
-                           + interval_line(crossval["pooled"]) + ".")
+                st.caption(
+                    f"**Its recipe over all {crossval['patients']} patients** ({crossval['folds']}-fold patient "
+                    f"cross-validation, every patient held out once; this model is fold {crossval['fold']}): "
+                    + interval_line(crossval["pooled"])
+                    + "."
+                )
             elif crossval:
-                st.caption(f"This model is fold {crossval['fold']} of a {crossval['folds']}-fold patient "
-                           "cross-validation; the figure over all patients follows when the other folds are done.")
+                st.caption(
+                    f"This model is fold {crossval['fold']} of a {crossval['folds']}-fold patient "
+                    "cross-validation; the figure over all patients follows when the other folds are done."
+                )
         for warning in card["model_warnings"]:
             st.warning(warning, icon=":material/report:")
         device = card.get("device") or {}
-        spread = (f" on {device['replicas']} replicas, global batch {device['global_batch']} "
-                  f"({device['per_replica_batch']:g} per replica"
-                  + (", BatchNorm synchronised)" if device.get("synchronized_batchnorm") else ")")
-                  if device.get("replicas", 1) > 1 else "")
-        st.caption(f"Training took {format_duration(card['duration_s'])}{spread}. "
-                   + " ".join(w for w in card["warnings"] if w not in card["model_warnings"]))
+        spread = (
+            f" on {device['replicas']} replicas, global batch {device['global_batch']} "
+            f"({device['per_replica_batch']:g} per replica"
+            + (", BatchNorm synchronised)" if device.get("synchronized_batchnorm") else ")")
+            if device.get("replicas", 1) > 1
+            else ""
+        )
+        st.caption(
+            f"Training took {format_duration(card['duration_s'])}{spread}. "
+            + " ".join(w for w in card["warnings"] if w not in card["model_warnings"])
+        )
 
 
 def demo_model_failure() -> bool:
@@ -214,8 +260,10 @@ def demo_model_failure() -> bool:
     if failed is None:
         return False
     reason = without_paths(str(failed.get("error") or failed.get("state")))
-    st.warning(f"**The demo model could not be prepared** ({reason}). Try again; if it fails again, the host's "
-               "logs say more.", icon=":material/error:")
+    st.warning(
+        f"**The demo model could not be prepared** ({reason}). Try again; if it fails again, the host's logs say more.",
+        icon=":material/error:",
+    )
     if st.button("Try again", type="primary", key="demo-retry"):
         try:
             if launch_demo_model(str(EMBEDDED_SAMPLE), runs_dir()):
@@ -234,8 +282,10 @@ def demo_model_progress() -> bool:
     preparing = demo[demo["state"].isin(ACTIVE_STATES)]
     if preparing.empty or (runs["state"] == "completed").any():  # the later folds train while the first serves
         return demo_model_failure() if demo_mode() else False
-    st.info("**The demo model is being prepared** on the embedded real C-NMC sample (a few minutes on 2 CPU "
-            "cores). Predictions are possible as soon as it is ready; this page follows its progress.",
-            icon=":material/hourglass_top:")
+    st.info(
+        "**The demo model is being prepared** on the embedded real C-NMC sample (a few minutes on 2 CPU "
+        "cores). Predictions are possible as soon as it is ready; this page follows its progress.",
+        icon=":material/hourglass_top:",
+    )
     live_progress()
     return True

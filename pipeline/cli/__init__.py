@@ -36,11 +36,18 @@ from .options import add_config_arguments
 
 def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     engine = parser.add_argument_group("engine (many runs)")
-    engine.add_argument("--engine", choices=["local", "ray"], default="local",
-                        help="local: one run after another in this process; ray: one Ray task per run")
-    engine.add_argument("--address", default="local",
-                        help="the Ray cluster: auto (the one this machine belongs to), HOST:PORT, or local (a Ray "
-                             "started for this call)")
+    engine.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: one run after another in this process; ray: one Ray task per run",
+    )
+    engine.add_argument(
+        "--address",
+        default="local",
+        help="the Ray cluster: auto (the one this machine belongs to), HOST:PORT, or local (a Ray "
+        "started for this call)",
+    )
     engine.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs Ray reserves for each run")
     engine.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs Ray reserves for each run")
 
@@ -52,31 +59,45 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="what a dataset root holds")
     info.add_argument("--data", required=True)
     info.add_argument("--json", action="store_true")
-    info.add_argument("--no-decode", dest="decode", action="store_false",
-                      help="skip decoding every image (faster; a truncated image is then not found)")
+    info.add_argument(
+        "--no-decode",
+        dest="decode",
+        action="store_false",
+        help="skip decoding every image (faster; a truncated image is then not found)",
+    )
     info.set_defaults(func=cmd_info)
 
-    shortcuts = commands.add_parser("shortcuts", help="what cell size, brightness, sharpness or colour alone score "
-                                                      "(patient-grouped cross-validation)")
+    shortcuts = commands.add_parser(
+        "shortcuts",
+        help="what cell size, brightness, sharpness or colour alone score (patient-grouped cross-validation)",
+    )
     shortcuts.add_argument("--data", required=True)
     shortcuts.add_argument("--folds", type=int, default=3, help="patient folds (every class needs this many)")
     shortcuts.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     shortcuts.set_defaults(func=cmd_shortcuts)
 
-    nested = commands.add_parser("nested", help="nested patient cross-validation of frozen-feature candidates beside "
-                                                "the constant answer and shortcut baselines, with stress tests")
+    nested = commands.add_parser(
+        "nested",
+        help="nested patient cross-validation of frozen-feature candidates beside "
+        "the constant answer and shortcut baselines, with stress tests",
+    )
     nested.add_argument("--data", required=True)
     nested.add_argument("--folds", type=int, default=3, help="outer patient folds (every class needs this many)")
     nested.add_argument("--backbone", default="efficientnet_lite0", help="an ImageNet backbone (frozen)")
     nested.add_argument("--image-size", type=int, default=224)
-    nested.add_argument("--no-views", action="store_true",
-                        help="leave out the size-normalised and random-zoom candidates (they extract 5 more "
-                             "feature sets)")
+    nested.add_argument(
+        "--no-views",
+        action="store_true",
+        help="leave out the size-normalised and random-zoom candidates (they extract 5 more feature sets)",
+    )
     nested.add_argument("--no-keras-head", action="store_true", help="leave out the product's head (loads Keras)")
     nested.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     nested.set_defaults(func=cmd_nested)
-    release = commands.add_parser("release", help="build the released model (artifacts/release): a cross-fitted "
-                                  "logistic-regression head on size-normalised Lite0 features, with input checks")
+    release = commands.add_parser(
+        "release",
+        help="build the released model (artifacts/release): a cross-fitted "
+        "logistic-regression head on size-normalised Lite0 features, with input checks",
+    )
     release.add_argument("--data", required=True)
     release.add_argument("--folds", type=int, default=3, help="patient folds of the cross-fitted heads")
     release.add_argument("--out", type=Path, default=None, help="default: the project's artifacts/release")
@@ -97,16 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="the paper's grid of epochs x batch sizes")
     add_config_arguments(sweep, "sweep")
-    sweep.add_argument("--cell-by-cell", action="store_true",
-                       help="train every cell from scratch (default: one run per batch size to the longest epoch "
-                            "count, the shorter cells taken from it, when the schedule allows)")
+    sweep.add_argument(
+        "--cell-by-cell",
+        action="store_true",
+        help="train every cell from scratch (default: one run per batch size to the longest epoch "
+        "count, the shorter cells taken from it, when the schedule allows)",
+    )
     _add_engine_arguments(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
     crossval = commands.add_parser("crossval", help="patient-level K-fold cross-validation (the figure to quote)")
     add_config_arguments(crossval, "crossval")
-    crossval.add_argument("--repeats", type=int, default=1,
-                          help="repeat the cross-validation over seeds seed, seed+1, ... (other patient folds)")
+    crossval.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="repeat the cross-validation over seeds seed, seed+1, ... (other patient folds)",
+    )
     _add_engine_arguments(crossval)
     crossval.set_defaults(func=cmd_crossval)
 
@@ -127,17 +155,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="metrics of a run on its test subset or another data set")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--data", default=None)
-    evaluate.add_argument("--include-seen-patients", action="store_true",
-                          help="count other images of the run's training and validation patients in the headline "
-                               "(flattering; reported apart by default)")
+    evaluate.add_argument(
+        "--include-seen-patients",
+        action="store_true",
+        help="count other images of the run's training and validation patients in the headline "
+        "(flattering; reported apart by default)",
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
-    predict = commands.add_parser("predict", help="class and probability of ALL per image; a folder or a zip of a "
-                                  "patient's cells also gets a summary")
+    predict = commands.add_parser(
+        "predict",
+        help="class and probability of ALL per image; a folder or a zip of a patient's cells also gets a summary",
+    )
     predict.add_argument("run_dir", type=Path)
     predict.add_argument("images", nargs="+", type=Path, help="images, folders of images or zips of images")
-    predict.add_argument("--csv", type=Path, default=None,
-                         help="write the rows here and the per-folder summary beside it (NAME-summary.csv)")
+    predict.add_argument(
+        "--csv",
+        type=Path,
+        default=None,
+        help="write the rows here and the per-folder summary beside it (NAME-summary.csv)",
+    )
     predict.set_defaults(func=cmd_predict)
 
     explain = commands.add_parser("explain", help="CAM heatmaps, overlays and faithfulness per image")
@@ -160,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain_eval = commands.add_parser("explain-eval", help="rank explanation methods by ROAD on a run's test images")
     explain_eval.add_argument("run_dir", type=Path)
-    explain_eval.add_argument("--method", default="gradcam,gradcam++,layercam",
-                              help="comma list of gradcam, gradcam++, scorecam, layercam")
+    explain_eval.add_argument(
+        "--method", default="gradcam,gradcam++,layercam", help="comma list of gradcam, gradcam++, scorecam, layercam"
+    )
     explain_eval.add_argument("--layer", default=LAST_CONV_LAYER)
     explain_eval.add_argument("--images", type=int, default=20, help="test images drawn at random (seeded)")
     explain_eval.add_argument("--seed", type=int, default=0)
@@ -193,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except FileNotFoundError as error:  # a file a run must hold is gone: a damaged run, named, not a traceback
-        print(f"error: {error.filename or error} is missing; the run folder is damaged or incomplete.",
-              file=sys.stderr)
+        print(f"error: {error.filename or error} is missing; the run folder is damaged or incomplete.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)

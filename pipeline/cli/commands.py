@@ -53,12 +53,14 @@ def cmd_shortcuts(args: argparse.Namespace) -> int:
 
     records = scan_dataset(args.data).training_records()
     descriptors = describe_files([record.path for record in records])
-    results = shortcut_baselines(descriptors, [record.label for record in records],
-                                 [record.patient for record in records], args.folds)
+    results = shortcut_baselines(
+        descriptors, [record.label for record in records], [record.patient for record in records], args.folds
+    )
     print("\n".join(shortcut_lines(results, args.folds)))
     if args.json:
-        write_json_atomic(args.json, {"data": str(args.data), "images": len(records), "folds": args.folds,
-                                      "baselines": results})
+        write_json_atomic(
+            args.json, {"data": str(args.data), "images": len(records), "folds": args.folds, "baselines": results}
+        )
     return 0
 
 
@@ -66,14 +68,27 @@ def cmd_nested(args: argparse.Namespace) -> int:
     from ..core.files import write_json_atomic
     from ..training.nested import VIEWS, cell_table, nested_cross_validation, nested_lines
 
-    table = cell_table(args.data, args.backbone, args.image_size, args.folds,
-                       progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True),
-                       views=() if args.no_views else VIEWS)
+    table = cell_table(
+        args.data,
+        args.backbone,
+        args.image_size,
+        args.folds,
+        progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True),
+        views=() if args.no_views else VIEWS,
+    )
     results = nested_cross_validation(table, args.folds, heads=not args.no_keras_head)
     print("\n".join(nested_lines(results)))
     if args.json:
-        write_json_atomic(args.json, {"data": str(args.data), "backbone": args.backbone,
-                                      "image_size": args.image_size, "cells": len(table.is_all), **results})
+        write_json_atomic(
+            args.json,
+            {
+                "data": str(args.data),
+                "backbone": args.backbone,
+                "image_size": args.image_size,
+                "cells": len(table.is_all),
+                **results,
+            },
+        )
     return 0
 
 
@@ -81,9 +96,13 @@ def cmd_release(args: argparse.Namespace) -> int:
     from ..core.config import RELEASE_DIR
     from ..training.release_build import build_release
 
-    folder = build_release(str(args.data), args.out or RELEASE_DIR, args.folds,
-                           progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True),
-                           c=None if args.choose_c else args.c)
+    folder = build_release(
+        str(args.data),
+        args.out or RELEASE_DIR,
+        args.folds,
+        progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True),
+        c=None if args.choose_c else args.c,
+    )
     metrics = folder.metrics() or {}
     from ..evaluation.intervals import interval_line
 
@@ -126,8 +145,11 @@ def cmd_crossval(args: argparse.Namespace) -> int:
         table = fold_table(folders)
         if args.repeats > 1:
             print(f"seed {config.seed}:")
-        print(table[["fold", "state", "test_patients", "test_images", "balanced_accuracy", "roc_auc",
-                     "weighted_f1"]].to_string(index=False))
+        print(
+            table[
+                ["fold", "state", "test_patients", "test_images", "balanced_accuracy", "roc_auc", "weighted_f1"]
+            ].to_string(index=False)
+        )
         summary = summarize(table)
         print("\n".join(summary_lines(summary)))
         pooled = json.loads(summary_path.read_text()).get("pooled") if summary_path.is_file() else None
@@ -140,16 +162,25 @@ def cmd_crossval(args: argparse.Namespace) -> int:
         for name in ("balanced_accuracy", "roc_auc"):
             values = [mean[name] for mean in means if mean[name] is not None]
             if len(values) > 1:
-                print(f"over {len(values)} seeds: {name} {statistics.mean(values):.3f} ± "
-                      f"{statistics.stdev(values):.3f} (sd of the cross-validation means)")
+                print(
+                    f"over {len(values)} seeds: {name} {statistics.mean(values):.3f} ± "
+                    f"{statistics.stdev(values):.3f} (sd of the cross-validation means)"
+                )
     return 0 if completed else 1
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ..training.engines import sweep
 
-    folders = sweep(config_from_args(args), args.epoch_list, args.batch_sizes, args.runs_dir, args.engine,
-                    one_pass=not args.cell_by_cell, **_ray_options(args))
+    folders = sweep(
+        config_from_args(args),
+        args.epoch_list,
+        args.batch_sizes,
+        args.runs_dir,
+        args.engine,
+        one_pass=not args.cell_by_cell,
+        **_ray_options(args),
+    )
     for folder in folders:
         print(f"{folder.path}\t{folder.status().get('state')}")
     return 0 if all(folder.status().get("state") == "completed" for folder in folders) else 1
@@ -197,11 +228,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print(f"{run['run_id']}\tbroken\t{run['error']}")
             continue
         flags = run_flags(run)
-        print(f"{run['run_id']}\t{run['state']}\tepochs={run.get('epochs')}\tbatch={run.get('batch_size')}\t"
-              f"val_weighted_f1={_figure(run.get('val_weighted_f1'))}\t"
-              f"test_weighted_f1={_figure(run.get('weighted_f1'))}\t"
-              f"test_balanced_acc={_figure(run.get('balanced_accuracy'))}\t"
-              f"weights={run.get('weights')}\tdata={run.get('data')}" + (f"\tflags: {flags}" if flags else ""))
+        print(
+            f"{run['run_id']}\t{run['state']}\tepochs={run.get('epochs')}\tbatch={run.get('batch_size')}\t"
+            f"val_weighted_f1={_figure(run.get('val_weighted_f1'))}\t"
+            f"test_weighted_f1={_figure(run.get('weighted_f1'))}\t"
+            f"test_balanced_acc={_figure(run.get('balanced_accuracy'))}\t"
+            f"weights={run.get('weights')}\tdata={run.get('data')}" + (f"\tflags: {flags}" if flags else "")
+        )
     return 0
 
 
@@ -211,8 +244,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..inference.predict import evaluate_run
 
     metrics, out_dir = evaluate_run(args.run_dir, args.data, args.include_seen_patients)
-    summary = {key: metrics[key] for key in ("subset", "n", "accuracy", "balanced_accuracy", "roc_auc",
-                                             "confusion_matrix", "labels", "excluded_seen_images")}
+    summary = {
+        key: metrics[key]
+        for key in (
+            "subset",
+            "n",
+            "accuracy",
+            "balanced_accuracy",
+            "roc_auc",
+            "confusion_matrix",
+            "labels",
+            "excluded_seen_images",
+        )
+    }
     summary["weighted_f1"] = Metrics.of(metrics).figure("weighted_f1")
     for line in metrics.get("warnings") or []:
         if line.startswith("Left out as seen"):
@@ -235,8 +279,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     sources = []
     for path in args.images:
         if path.is_file() and path.suffix.lower() == ".zip":
-            sources.extend((f"{path}:{member}", str(path), lambda data=data, member=member: decode_image(data, member))
-                           for member, data in zip_images(path.read_bytes(), str(path)))
+            sources.extend(
+                (f"{path}:{member}", str(path), lambda data=data, member=member: decode_image(data, member))
+                for member, data in zip_images(path.read_bytes(), str(path))
+            )
         else:
             sources.extend((image, group, lambda image=image: read_image(image)) for image, group in expand([path]))
     table = Predictor.from_run(args.run_dir).predict_sources(sources)
@@ -244,9 +290,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if isinstance(row["error"], str):
             print(f"error: {row['error']}", file=sys.stderr)
             continue
-        extra = "" if "band" not in row else f"\t{row['band']}" + (
-            "" if row["in_distribution"] else f"\tNOT RELIABLE: out of distribution (distance {row['distance']:.2f}"
-            + (f"; {row['input_problem']})" if row["input_problem"] else ")"))
+        extra = (
+            ""
+            if "band" not in row
+            else f"\t{row['band']}"
+            + (
+                ""
+                if row["in_distribution"]
+                else f"\tNOT RELIABLE: out of distribution (distance {row['distance']:.2f}"
+                + (f"; {row['input_problem']})" if row["input_problem"] else ")")
+            )
+        )
         print(f"{row['path']}\t{row['predicted']}\tprob_all={row['prob_all']:.4f}{extra}")
     summary = group_summary(table)
     if len(sources) > 1:
@@ -267,8 +321,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if "error" in row:
             print(f"error: {row['error']}", file=sys.stderr)
         else:
-            print(f"{row['image']}\t{row['method']}\t{row['predicted']} (prob_all={row['prob_all']})\t"
-                  f"ROAD={row['road']:+.3f} (random maps in the cell: {row['road_random_in_cell']:+.3f})")
+            print(
+                f"{row['image']}\t{row['method']}\t{row['predicted']} (prob_all={row['prob_all']})\t"
+                f"ROAD={row['road']:+.3f} (random maps in the cell: {row['road_random_in_cell']:+.3f})"
+            )
     return 1 if any("error" in row for row in rows) else 0
 
 

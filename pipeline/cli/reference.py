@@ -24,11 +24,17 @@ def reference_markdown() -> str:
 
 def _reference(parser: argparse.ArgumentParser) -> str:
     commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    parts = ["# Command-line reference", "",
-             "Generated from the argument parser (`python -m pipeline.cli.reference > docs/cli.md`); every command "
-             "also answers `--help`. `cnmc` is the same as `python -m pipeline` once the package is installed. Back "
-             "to the [README](../README.md); examples are in the [user guide](user-guide.md).", "",
-             "```text", parser.format_help().rstrip(), "```"]
+    parts = [
+        "# Command-line reference",
+        "",
+        "Generated from the argument parser (`python -m pipeline.cli.reference > docs/cli.md`); every command "
+        "also answers `--help`. `cnmc` is the same as `python -m pipeline` once the package is installed. Back "
+        "to the [README](../README.md); examples are in the [user guide](user-guide.md).",
+        "",
+        "```text",
+        parser.format_help().rstrip(),
+        "```",
+    ]
     for name, subparser in commands.choices.items():
         parts += ["", f"## {name}", "", "```text", subparser.format_help().rstrip(), "```"]
     return "\n".join(parts) + "\n"

@@ -33,7 +33,8 @@ RANDOM_WEIGHTS = ("none", "None", "")
 RANDOM_FEATURES_REFUSED = (
     "Fast mode freezes the backbone, and with random weights its features are random: the head would learn from "
     "noise. Use ImageNet weights (--weights imagenet or auto), train the whole network (--no-freeze-backbone), or "
-    "pass --random-features to train on random features knowingly (the run is labelled so everywhere).")
+    "pass --random-features to train on random features knowingly (the run is labelled so everywhere)."
+)
 OPTIMIZERS = ("rmsprop", "adam")
 """rmsprop: the paper's RMSprop with exponential decay; adam: Adam with cosine decay (training from scratch)."""
 PAPER_EPOCHS = (10, 20, 30, 40, 50, 60)
@@ -116,8 +117,10 @@ class ClaheSettings:
     def __post_init__(self) -> None:
         _check_types(self)
         if not 0 <= self.cell_area < 1:
-            raise PipelineError(f"The setting cell_area is {self.cell_area!r}, not a share of the image between 0 "
-                                "and 1 (0: cells as imaged).")
+            raise PipelineError(
+                f"The setting cell_area is {self.cell_area!r}, not a share of the image between 0 "
+                "and 1 (0: cells as imaged)."
+            )
 
 
 @dataclass(frozen=True)
@@ -174,13 +177,15 @@ class TrainConfig:
         if self.learning_rate <= 0:
             raise PipelineError("Learning rate must be positive.")
         if self.validation_from not in VALIDATION_FROM:
-            raise PipelineError(f"Validation is drawn from {' or '.join(VALIDATION_FROM)} patients, not "
-                                f"{self.validation_from!r}.")
+            raise PipelineError(
+                f"Validation is drawn from {' or '.join(VALIDATION_FROM)} patients, not {self.validation_from!r}."
+            )
         if self.freeze_backbone and self.weights in RANDOM_WEIGHTS and not self.random_features:
             raise PipelineError(RANDOM_FEATURES_REFUSED)
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
-            raise PipelineError(f"on_bad_image is {self.on_bad_image!r}; choose one of "
-                                f"{', '.join(BAD_IMAGE_POLICIES)}.")
+            raise PipelineError(
+                f"on_bad_image is {self.on_bad_image!r}; choose one of {', '.join(BAD_IMAGE_POLICIES)}."
+            )
         if self.optimizer not in OPTIMIZERS:
             raise PipelineError(f"Unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
         if not (self.bn_momentum == 0 or 0 < self.bn_momentum < 1):
@@ -192,8 +197,9 @@ class TrainConfig:
         if not (0 < self.test_fraction < 1 and 0 < self.val_fraction < 1):
             raise PipelineError("Test and validation fractions must be between 0 and 1.")
         if self.cv_folds and (self.split != "patient" or self.cv_folds < 2 or not 0 <= self.cv_fold < self.cv_folds):
-            raise PipelineError("Cross-validation needs the patient split, at least 2 folds and a fold index "
-                                "below the number of folds.")
+            raise PipelineError(
+                "Cross-validation needs the patient split, at least 2 folds and a fold index below the number of folds."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -230,13 +236,35 @@ class TrainConfig:
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {},
-    "lite": {"backbone": "efficientnet_lite0", "image_size": 224, "weights": "imagenet", "freeze_backbone": True,
-             "clahe": ClaheSettings(cell_area=CELL_AREA),
-             "epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "optimizer": "adam", "head_l2": 1.0,
-             "class_weight": True, "balance_patients": True, "validation_from": "ALL", "tta": True},
-    "scratch": {"backbone": "efficientnet_b0", "image_size": 96, "epochs": 15, "batch_size": 32,
-                "learning_rate": 1e-3, "optimizer": "adam", "weights": "none", "bn_momentum": 0.9,
-                "augment": True, "class_weight": True, "tta": True},
+    "lite": {
+        "backbone": "efficientnet_lite0",
+        "image_size": 224,
+        "weights": "imagenet",
+        "freeze_backbone": True,
+        "clahe": ClaheSettings(cell_area=CELL_AREA),
+        "epochs": 30,
+        "batch_size": 32,
+        "learning_rate": 1e-3,
+        "optimizer": "adam",
+        "head_l2": 1.0,
+        "class_weight": True,
+        "balance_patients": True,
+        "validation_from": "ALL",
+        "tta": True,
+    },
+    "scratch": {
+        "backbone": "efficientnet_b0",
+        "image_size": 96,
+        "epochs": 15,
+        "batch_size": 32,
+        "learning_rate": 1e-3,
+        "optimizer": "adam",
+        "weights": "none",
+        "bn_momentum": 0.9,
+        "augment": True,
+        "class_weight": True,
+        "tta": True,
+    },
 }
 """Starting points: `paper` (TrainConfig's defaults: EfficientNet-B3 at 224 px on ImageNet weights, RMSprop);
 `lite`, ImageNet transfer without a download: EfficientNet-Lite0 (weights from its installed package) in fast

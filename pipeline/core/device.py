@@ -34,8 +34,9 @@ def configure_device() -> DevicePlan:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)) if gpus \
-        else (0, 0)
+    capability = (
+        tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)) if gpus else (0, 0)
+    )
     precision, jit_compile = plan_for(len(gpus), capability)
     keras.mixed_precision.set_global_policy(precision)
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -53,8 +54,12 @@ def replica_batches(batch_size: int, replicas: int) -> dict[str, Any]:
     when that share is small."""
     replicas = max(1, int(replicas))
     per_replica = batch_size / replicas
-    return {"replicas": replicas, "global_batch": int(batch_size), "per_replica_batch": per_replica,
-            "synchronized_batchnorm": replicas > 1 and per_replica < SMALL_REPLICA_BATCH}
+    return {
+        "replicas": replicas,
+        "global_batch": int(batch_size),
+        "per_replica_batch": per_replica,
+        "synchronized_batchnorm": replicas > 1 and per_replica < SMALL_REPLICA_BATCH,
+    }
 
 
 def synchronize_batchnorm(model: Any) -> int:

@@ -30,8 +30,13 @@ def cache_key(paths: Sequence[str], image_size: int, clahe: ClaheSettings) -> st
     return digest.hexdigest()[:24]
 
 
-def preprocess_many(paths: Sequence[str], image_size: int, clahe: ClaheSettings, workers: int | None = None,
-                    progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, dict[str, str]]:
+def preprocess_many(
+    paths: Sequence[str],
+    image_size: int,
+    clahe: ClaheSettings,
+    workers: int | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[np.ndarray, dict[str, str]]:
     """Preprocess `paths` in parallel (OpenCV releases the GIL); returns the images and the unreadable paths
     with the reason each did not read.
 
@@ -54,8 +59,13 @@ def preprocess_many(paths: Sequence[str], image_size: int, clahe: ClaheSettings,
     return images, dict(sorted(failed.items()))
 
 
-def load_images(paths: Sequence[str], image_size: int, clahe: ClaheSettings, cache_dir: Path | None = None,
-                progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, dict[str, str]]:
+def load_images(
+    paths: Sequence[str],
+    image_size: int,
+    clahe: ClaheSettings,
+    cache_dir: Path | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[np.ndarray, dict[str, str]]:
     """Preprocessed images for `paths`, from the cache when present (a second call decodes nothing), and the
     paths that did not read, each with its reason."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -72,8 +82,9 @@ def load_images(paths: Sequence[str], image_size: int, clahe: ClaheSettings, cac
     return images, failed
 
 
-def cached_array(name: str, key_parts: dict, compute: Callable[[], np.ndarray],
-                 cache_dir: Path | None = None) -> tuple[np.ndarray, bool]:
+def cached_array(
+    name: str, key_parts: dict, compute: Callable[[], np.ndarray], cache_dir: Path | None = None
+) -> tuple[np.ndarray, bool]:
     """`compute()` saved under a key of `key_parts`; returns the array and whether it came from the cache."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
@@ -83,4 +94,3 @@ def cached_array(name: str, key_parts: dict, compute: Callable[[], np.ndarray],
     array = compute()
     save_npy_atomic(path, array)
     return array, False
-

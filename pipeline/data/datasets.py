@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from .. import DISPLAY_ORDER
-from .cache import load_images
 from ..core.config import TrainConfig, default_cache_dir
-from .layouts import Dataset, prelim_records, scan_dataset
 from ..core.errors import PipelineError
+from .cache import load_images
+from .layouts import Dataset, prelim_records, scan_dataset
 from .splits import SUBSETS, split_records
 
 
@@ -59,8 +59,10 @@ def check_trainable(config: TrainConfig, dataset: Dataset | None = None) -> Data
         unlabelled = len(dataset.records) - len(dataset.labelled)
         found = ", ".join(f"{count} {label}" for label, count in counts.items())
         found += f"; {unlabelled} unlabelled" if unlabelled else ""
-        raise PipelineError(f"{dataset.root} holds {len(dataset.records)} image(s) ({found} to train on): a run "
-                            "needs labelled images of both classes (all/ and hem/ folders, or the C-NMC layout).")
+        raise PipelineError(
+            f"{dataset.root} holds {len(dataset.records)} image(s) ({found} to train on): a run "
+            "needs labelled images of both classes (all/ and hem/ folders, or the C-NMC layout)."
+        )
     if config.on_bad_image == "fail" and dataset.skipped:
         raise PipelineError(unreadable_message(dataset.skipped))
     return dataset
@@ -70,8 +72,9 @@ def unreadable_message(skipped: list[tuple[str, str]]) -> str:
     """What `on_bad_image="fail"` says: how many images did not read, and the first few with their reasons."""
     shown = "; ".join(f"{path}: {reason}" for path, reason in skipped[:5])
     more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
-    return (f"{len(skipped)} image(s) do not read, and unreadable images fail this run (on_bad_image=fail): "
-            f"{shown}{more}.")
+    return (
+        f"{len(skipped)} image(s) do not read, and unreadable images fail this run (on_bad_image=fail): {shown}{more}."
+    )
 
 
 def prepare_data(config: TrainConfig, progress: Callable[[float], None] | None = None) -> PreparedData:
@@ -83,10 +86,19 @@ def prepare_data(config: TrainConfig, progress: Callable[[float], None] | None =
         chosen = np.random.default_rng(config.seed).choice(len(records), config.max_images, replace=False)
         records = [records[index] for index in sorted(chosen)]
     test_records = prelim_records(dataset) if config.split == "folds" else None
-    split = split_records(records, config.split, config.seed, config.test_fraction, config.val_fraction,
-                          config.val_fold, test_records, config.cv_folds, config.cv_fold, config.validation_from)
-    images, failed = load_images(split["path"].tolist(), config.image_size, config.clahe, default_cache_dir(),
-                                 progress)
+    split = split_records(
+        records,
+        config.split,
+        config.seed,
+        config.test_fraction,
+        config.val_fraction,
+        config.val_fold,
+        test_records,
+        config.cv_folds,
+        config.cv_fold,
+        config.validation_from,
+    )
+    images, failed = load_images(split["path"].tolist(), config.image_size, config.clahe, default_cache_dir(), progress)
     if failed and config.on_bad_image == "fail":
         raise PipelineError(unreadable_message(list(failed.items())))
     keep = ~split["path"].isin(list(failed)).to_numpy()
@@ -102,9 +114,16 @@ def prepare_data(config: TrainConfig, progress: Callable[[float], None] | None =
     return PreparedData(dataset, split, by_subset, labels, failed)
 
 
-
-def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int,
-                 augment: bool = False, drop_remainder: bool = False, weights: np.ndarray | None = None) -> Any:
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    augment: bool = False,
+    drop_remainder: bool = False,
+    weights: np.ndarray | None = None,
+) -> Any:
     """tf.data over preprocessed uint8 images: shuffle, augment, batch as 0-255 floats, prefetch.
 
     `drop_remainder` drops the last, smaller batch (a training set of 2,257 images in batches of 16 would end
@@ -117,8 +136,9 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffl
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(lambda x, *rest: (tf.cast(x, tf.float32), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
-        dataset = dataset.map(lambda x, *rest: (augment_cell(x, rest[0])[0], *rest),
-                              num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(
+            lambda x, *rest: (augment_cell(x, rest[0])[0], *rest), num_parallel_calls=tf.data.AUTOTUNE
+        )
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
@@ -136,8 +156,13 @@ def _slices(inputs: np.ndarray, labels: np.ndarray, weights: np.ndarray | None) 
     return inputs, labels, np.asarray(weights, np.float32)
 
 
-def feature_dataset(features: np.ndarray, labels: np.ndarray, batch_size: int, seed: int | None = None,
-                    weights: np.ndarray | None = None) -> Any:
+def feature_dataset(
+    features: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int | None = None,
+    weights: np.ndarray | None = None,
+) -> Any:
     """tf.data over cached features, held in memory; shuffled each epoch (whole batches only) when a seed is
     given; `weights` become Keras' sample weights."""
     import tensorflow as tf

@@ -24,11 +24,17 @@ PRELIM_LABELS = "C-NMC_test_prelim_phase_data_labels.csv"
 FINAL_TEST_SUBSET = "final_test"
 PRELIM_SUBSET = "prelim_test"
 
-CNMC_STEM = re.compile(r"^UID_(?P<patient>H?\d+)_(?P<image>\d+)_(?P<cell>\d+)(?:_(?:all|hem))?"
-                       r"\.(?:bmp|png|jpe?g|tiff?)$", re.IGNORECASE)
+CNMC_STEM = re.compile(
+    r"^UID_(?P<patient>H?\d+)_(?P<image>\d+)_(?P<cell>\d+)(?:_(?:all|hem))?"
+    r"\.(?:bmp|png|jpe?g|tiff?)$",
+    re.IGNORECASE,
+)
 """A C-NMC cell's file name, label suffix optional: what names the same cell whatever its folder or format."""
-_CNMC_NAME = re.compile(r"^UID_(?P<patient>H?\d+)_(?P<image>\d+)_(?P<cell>\d+)_(?P<label>all|hem)"
-                        r"\.(?:bmp|png|jpe?g|tiff?)$", re.IGNORECASE)
+_CNMC_NAME = re.compile(
+    r"^UID_(?P<patient>H?\d+)_(?P<image>\d+)_(?P<cell>\d+)_(?P<label>all|hem)"
+    r"\.(?:bmp|png|jpe?g|tiff?)$",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,10 @@ class Dataset:
             "labelled": len(labelled),
             "per_class": {label: int((labelled["label"] == label).sum()) for label in LABELS},
             "per_subset": {str(k): int(v) for k, v in frame.groupby("subset").size().items()},
-            "per_subset_class": {f"{subset}/{label}": int(count) for (subset, label), count
-                                 in labelled.groupby(["subset", "label"]).size().items()},
+            "per_subset_class": {
+                f"{subset}/{label}": int(count)
+                for (subset, label), count in labelled.groupby(["subset", "label"]).size().items()
+            },
             "patients": int(labelled.loc[labelled["patient"] != UNKNOWN_PATIENT, "patient"].nunique()),
             "per_patient": {str(k): int(v) for k, v in labelled.groupby("patient").size().items()},
             "skipped": len(self.skipped),
@@ -123,8 +131,9 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _add(records: list[Record], skipped: list[tuple[str, str]], path: Path, label: str | None,
-         patient: str, subset: str) -> None:
+def _add(
+    records: list[Record], skipped: list[tuple[str, str]], path: Path, label: str | None, patient: str, subset: str
+) -> None:
     reason = _looks_like_image(path)
     if reason:
         skipped.append((str(path), reason))
@@ -133,8 +142,11 @@ def _add(records: list[Record], skipped: list[tuple[str, str]], path: Path, labe
 
 
 def _class_folders(folder: Path) -> dict[str, Path]:
-    return {child.name.upper(): child for child in sorted(folder.iterdir())
-            if child.is_dir() and child.name.upper() in LABELS}
+    return {
+        child.name.upper(): child
+        for child in sorted(folder.iterdir())
+        if child.is_dir() and child.name.upper() in LABELS
+    }
 
 
 def _scan_cnmc(root: Path, training: Path) -> tuple[list[Record], list[tuple[str, str]]]:
@@ -198,19 +210,27 @@ def scan_dataset(root: str | Path) -> Dataset:
         records, skipped = _scan_generic(root)
     if not records:
         elsewhere = _images_outside_layout(root)
-        found = (f"{elsewhere} image file(s) there, none in a class folder" if elsewhere else
-                 f"{len(skipped)} image file(s) there, none readable" if skipped else "no image file there")
+        found = (
+            f"{elsewhere} image file(s) there, none in a class folder"
+            if elsewhere
+            else f"{len(skipped)} image file(s) there, none readable"
+            if skipped
+            else "no image file there"
+        )
         raise PipelineError(
             f"No usable images in {root}: {found}. Expected the C-NMC layout (training_data/fold_N/all|hem/*.bmp) or "
             "one folder per class (all/ and hem/) holding bmp, png, jpg or tif images; `predict` takes unlabelled "
-            "images anywhere.")
-    return Dataset(root=root, layout=layout, records=records, skipped=skipped,
-                   synthetic=(root / SYNTHETIC_MARKER).is_file())
+            "images anywhere."
+        )
+    return Dataset(
+        root=root, layout=layout, records=records, skipped=skipped, synthetic=(root / SYNTHETIC_MARKER).is_file()
+    )
 
 
 def undecodable(dataset: Dataset, workers: int = 4) -> list[tuple[str, str]]:
     """The images of `dataset` whose pixels do not decode (truncated or damaged past their header), each with the
     reason: what a run would leave out at preprocessing, found without training. Decodes every image once."""
+
     def reason(record: Record) -> str | None:
         try:
             read_image(record.path)

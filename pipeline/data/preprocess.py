@@ -27,8 +27,12 @@ MAX_WORKING_SIDE = 2048
 
 MIN_SIDE = 8
 
-FORMATS = {"BMP": (b"BM",), "PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",),
-           "TIFF": (b"II*\x00", b"MM\x00*")}
+FORMATS = {
+    "BMP": (b"BM",),
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "JPEG": (b"\xff\xd8\xff",),
+    "TIFF": (b"II*\x00", b"MM\x00*"),
+}
 """The accepted formats, known by their first bytes (the same test for uploads and for data sets)."""
 ACCEPTED = "BMP, PNG, JPEG or TIFF"
 
@@ -64,9 +68,15 @@ HIGH_BIT_DEPTHS = (8, 10, 12, 14, 16)
 so 12-bit microscope data comes out like its 8-bit original, not 16 times darker."""
 
 EXIF_ORIENTATION = 0x0112
-_ORIENT = {2: (None, 1), 3: (cv2.ROTATE_180, None), 4: (None, 0), 5: (cv2.ROTATE_90_CLOCKWISE, 1),
-           6: (cv2.ROTATE_90_CLOCKWISE, None), 7: (cv2.ROTATE_90_COUNTERCLOCKWISE, 1),
-           8: (cv2.ROTATE_90_COUNTERCLOCKWISE, None)}
+_ORIENT = {
+    2: (None, 1),
+    3: (cv2.ROTATE_180, None),
+    4: (None, 0),
+    5: (cv2.ROTATE_90_CLOCKWISE, 1),
+    6: (cv2.ROTATE_90_CLOCKWISE, None),
+    7: (cv2.ROTATE_90_COUNTERCLOCKWISE, 1),
+    8: (cv2.ROTATE_90_COUNTERCLOCKWISE, None),
+}
 """EXIF orientation -> (rotation, then flip code) that shows the stored pixels as a viewer sees them."""
 
 
@@ -79,11 +89,11 @@ def _without_png_text(data: bytes) -> bytes:
     """The PNG without its text chunks; the bytes unchanged if its chunk structure cannot be walked."""
     kept, position = [data[:8]], 8
     while position + 12 <= len(data):
-        length = struct.unpack(">I", data[position:position + 4])[0]
+        length = struct.unpack(">I", data[position : position + 4])[0]
         end = position + 12 + length
         if end > len(data):
             return data
-        if data[position + 4:position + 8] not in PNG_TEXT_CHUNKS:
+        if data[position + 4 : position + 8] not in PNG_TEXT_CHUNKS:
             kept.append(data[position:end])
         position = end
     return b"".join(kept) if position == len(data) else data
@@ -101,15 +111,15 @@ def _tiff_sample_format(data: bytes) -> int | None:
         return None
     try:
         offset = struct.unpack(order + "I", data[4:8])[0]
-        (entries,) = struct.unpack(order + "H", data[offset:offset + 2])
+        (entries,) = struct.unpack(order + "H", data[offset : offset + 2])
         for index in range(entries):
             start = offset + 2 + 12 * index
-            tag, kind, count, value = struct.unpack(order + "HHI4s", data[start:start + 12])
+            tag, kind, count, value = struct.unpack(order + "HHI4s", data[start : start + 12])
             if tag == TIFF_SAMPLE_FORMAT:
                 width = 2 if kind == 3 else 4  # SHORT or LONG; one value per sample, the first is enough
                 if count * width > 4:  # the values do not fit in the entry: it holds their offset
                     (at,) = struct.unpack(order + "I", value)
-                    value = data[at:at + width]
+                    value = data[at : at + width]
                 return struct.unpack(order + ("H" if width == 2 else "I"), value[:width])[0]
     except struct.error:
         return None
@@ -132,18 +142,24 @@ def _check_header(data: bytes, name: str) -> _Header:
                 orientation = int(header.getexif().get(EXIF_ORIENTATION, 1) or 1)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         if found == "TIFF" and _tiff_sample_format(data) == TIFF_FLOAT:
-            raise ImageReadError(f"{name} holds floating-point samples: 32-bit float images are not supported; "
-                                 "save it as an 8- or 16-bit image.") from error
+            raise ImageReadError(
+                f"{name} holds floating-point samples: 32-bit float images are not supported; "
+                "save it as an 8- or 16-bit image."
+            ) from error
         raise ImageReadError(f"{name} could not be decoded: the file is corrupt or truncated.") from error
     except Image.DecompressionBombError as error:
         raise ImageReadError(f"{name} is too large to process safely.") from error
     if width * height > MAX_PIXELS:
-        raise ImageReadError(f"{name} is {width}x{height} pixels; images over {MAX_PIXELS // 1_000_000} "
-                             f"megapixels are refused. Crop or downscale it to the cell first.")
+        raise ImageReadError(
+            f"{name} is {width}x{height} pixels; images over {MAX_PIXELS // 1_000_000} "
+            f"megapixels are refused. Crop or downscale it to the cell first."
+        )
     if decoded > MAX_DECODED_BYTES:
-        raise ImageReadError(f"{name} would take {decoded / 1e6:.0f} MB once decoded ({width}x{height} pixels at "
-                             f"its bit depth and channels); over {MAX_DECODED_BYTES // 1_000_000} MB is refused. "
-                             f"Crop it to the cell or save it as 8-bit.")
+        raise ImageReadError(
+            f"{name} would take {decoded / 1e6:.0f} MB once decoded ({width}x{height} pixels at "
+            f"its bit depth and channels); over {MAX_DECODED_BYTES // 1_000_000} MB is refused. "
+            f"Crop it to the cell or save it as 8-bit."
+        )
     if min(width, height) < MIN_SIDE:
         raise ImageReadError(f"{name} is {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed.")
     return _Header(orientation=orientation if orientation in _ORIENT else 1)
@@ -155,8 +171,8 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
         return image
     if image.dtype == np.uint16:
         largest = int(image.max(initial=0))
-        bits = next(depth for depth in HIGH_BIT_DEPTHS if largest < 2 ** depth)
-        table = np.minimum(np.round(np.arange(65536) * (255.0 / (2 ** bits - 1))), 255).astype(np.uint8)
+        bits = next(depth for depth in HIGH_BIT_DEPTHS if largest < 2**depth)
+        table = np.minimum(np.round(np.arange(65536) * (255.0 / (2**bits - 1))), 255).astype(np.uint8)
         return table[image]  # one lookup pass, exact rounding, no float copy of the image
     if np.issubdtype(image.dtype, np.floating):
         finite = np.nan_to_num(image, copy=False)
@@ -174,8 +190,9 @@ def _to_rgb(image: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
     if channels == 4:
         alpha = np.ascontiguousarray(image[:, :, 3])
-        composited = [cv2.multiply(np.ascontiguousarray(image[:, :, index]), alpha, scale=1 / 255.0)
-                      for index in (2, 1, 0)]
+        composited = [
+            cv2.multiply(np.ascontiguousarray(image[:, :, index]), alpha, scale=1 / 255.0) for index in (2, 1, 0)
+        ]
         return cv2.merge(composited)
     return cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_BGR2RGB)
 
@@ -186,8 +203,9 @@ def _shrink(image: np.ndarray) -> np.ndarray:
     if max(height, width) <= MAX_WORKING_SIDE:
         return image
     scale = MAX_WORKING_SIDE / max(height, width)
-    return cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
-                      interpolation=cv2.INTER_AREA)
+    return cv2.resize(
+        image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
+    )
 
 
 def _orient(image: np.ndarray, orientation: int) -> np.ndarray:
@@ -247,8 +265,9 @@ def pad_to_square(image: np.ndarray) -> np.ndarray:
     background = [int(value) for value in np.median(border, axis=0)]
     side = max(height, width)
     top, left = (side - height) // 2, (side - width) // 2
-    return cv2.copyMakeBorder(image, top, side - height - top, left, side - width - left, cv2.BORDER_CONSTANT,
-                              value=background)
+    return cv2.copyMakeBorder(
+        image, top, side - height - top, left, side - width - left, cv2.BORDER_CONSTANT, value=background
+    )
 
 
 BACKGROUND_LEVEL = 20
@@ -268,8 +287,14 @@ def zoom_cell(image: np.ndarray, factor: float) -> np.ndarray:
     rows, columns = np.nonzero(mask)
     centre = (float(columns.mean()), float(rows.mean())) if len(rows) else (image.shape[1] / 2, image.shape[0] / 2)
     matrix = cv2.getRotationMatrix2D(centre, 0.0, factor)
-    return cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return cv2.warpAffine(
+        image,
+        matrix,
+        (image.shape[1], image.shape[0]),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
 
 
 def zoom_to_area(image: np.ndarray, area: float) -> np.ndarray:

@@ -46,8 +46,11 @@ def describe(image: np.ndarray) -> dict[str, float]:
         raise PipelineError("No cell in the image: every pixel is background.")
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     laplacian = cv2.Laplacian(gray, cv2.CV_64F)
-    found = {"cell_area": float(mask.mean()), "brightness": float(gray[mask].mean()),
-             "sharpness": float(laplacian[mask].var())}
+    found = {
+        "cell_area": float(mask.mean()),
+        "brightness": float(gray[mask].mean()),
+        "sharpness": float(laplacian[mask].var()),
+    }
     pixels = image[mask].astype(np.float32)
     found.update({f"mean_{channel}": float(value) for channel, value in zip("rgb", pixels.mean(axis=0), strict=True)})
     found.update({f"std_{channel}": float(value) for channel, value in zip("rgb", pixels.std(axis=0), strict=True)})
@@ -153,13 +156,18 @@ def fold_scores(is_all: np.ndarray, prob: np.ndarray, folds: list[np.ndarray]) -
     """ROC AUC and balanced accuracy per fold, their means (the cross-validation figure) and the pooled value."""
     aucs = [float(roc_auc_score(is_all[test], prob[test])) for test in folds]
     balanced = [float(balanced_accuracy_score(is_all[test], prob[test] >= 0.5)) for test in folds]
-    return {"roc_auc": float(np.mean(aucs)), "balanced_accuracy": float(np.mean(balanced)),
-            "roc_auc_folds": aucs, "balanced_accuracy_folds": balanced,
-            "pooled_roc_auc": float(roc_auc_score(is_all, prob))}
+    return {
+        "roc_auc": float(np.mean(aucs)),
+        "balanced_accuracy": float(np.mean(balanced)),
+        "roc_auc_folds": aucs,
+        "balanced_accuracy_folds": balanced,
+        "pooled_roc_auc": float(roc_auc_score(is_all, prob)),
+    }
 
 
-def shortcut_baselines(descriptors: pd.DataFrame, labels: Sequence[str], patients: Sequence[str],
-                       folds: int = 3, seed: int = 0) -> dict[str, dict[str, Any]]:
+def shortcut_baselines(
+    descriptors: pd.DataFrame, labels: Sequence[str], patients: Sequence[str], folds: int = 3, seed: int = 0
+) -> dict[str, dict[str, Any]]:
     """Each simple baseline (one descriptor, the colour histogram, all of them) as a logistic regression scored by
     patient-grouped cross-validation: per-fold and mean ROC AUC and balanced accuracy, and whether it reaches
     `SHORTCUT_WARNING_AUC` (a shortcut)."""
@@ -175,10 +183,13 @@ def shortcut_baselines(descriptors: pd.DataFrame, labels: Sequence[str], patient
 
 def shortcut_lines(results: dict[str, dict[str, Any]], folds: int) -> list[str]:
     """The baselines as lines of text, shortcuts said out loud."""
-    lines = [f"Shortcut baselines ({folds}-fold patient-grouped cross-validation, logistic regression; mean of the "
-             "folds' figures):"]
+    lines = [
+        f"Shortcut baselines ({folds}-fold patient-grouped cross-validation, logistic regression; mean of the "
+        "folds' figures):"
+    ]
     for name, scores in results.items():
         flag = "  <- a shortcut: this alone separates the classes here" if scores["shortcut"] else ""
-        lines.append(f"  {name:18s} ROC AUC {scores['roc_auc']:.3f}  balanced accuracy "
-                     f"{scores['balanced_accuracy']:.3f}{flag}")
+        lines.append(
+            f"  {name:18s} ROC AUC {scores['roc_auc']:.3f}  balanced accuracy {scores['balanced_accuracy']:.3f}{flag}"
+        )
     return lines

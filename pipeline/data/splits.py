@@ -16,8 +16,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from .. import DISPLAY_ORDER
-from .layouts import UNKNOWN_PATIENT, Record
 from ..core.errors import ImageReadError, PipelineError
+from .layouts import UNKNOWN_PATIENT, Record
 from .preprocess import read_image
 
 SUBSETS = ("train", "val", "test")
@@ -46,8 +46,16 @@ def _holdout_counts(patients: int, test_fraction: float, val_fraction: float) ->
     return (1, 0) if patients == 2 else (0, 0)
 
 
-def _patient_split(labels: np.ndarray, groups: np.ndarray, test_fraction: float, val_fraction: float, seed: int,
-                   cv_folds: int = 0, cv_fold: int = 0, validation_from: str = "both") -> np.ndarray:
+def _patient_split(
+    labels: np.ndarray,
+    groups: np.ndarray,
+    test_fraction: float,
+    val_fraction: float,
+    seed: int,
+    cv_folds: int = 0,
+    cv_fold: int = 0,
+    validation_from: str = "both",
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     by_class = _patients_by_class(labels, groups)
     if cv_folds:
@@ -55,8 +63,10 @@ def _patient_split(labels: np.ndarray, groups: np.ndarray, test_fraction: float,
         if short:
             raise PipelineError(
                 f"{cv_folds}-fold patient cross-validation needs at least {cv_folds} patients per class so that every "
-                f"test fold holds both classes; " + ", ".join(f"{label} has {n}" for label, n in short.items())
-                + ". Use fewer folds.")
+                f"test fold holds both classes; "
+                + ", ".join(f"{label} has {n}" for label, n in short.items())
+                + ". Use fewer folds."
+            )
         if not 0 <= cv_fold < cv_folds:
             raise PipelineError(f"Fold {cv_fold} does not exist in a {cv_folds}-fold cross-validation.")
     subset_of: dict[str, str] = {}
@@ -65,7 +75,7 @@ def _patient_split(labels: np.ndarray, groups: np.ndarray, test_fraction: float,
         if cv_folds:
             folds = np.array_split(np.array(order, dtype=object), cv_folds)
             test = list(folds[cv_fold])
-            rest = [patient for fold in folds[cv_fold + 1:] + folds[:cv_fold] for patient in fold]
+            rest = [patient for fold in folds[cv_fold + 1 :] + folds[:cv_fold] for patient in fold]
             n_val = min(max(1, round(val_fraction * len(rest))), len(rest) - 1) if len(rest) >= 2 else 0
         else:
             n_test, n_val = _holdout_counts(len(order), test_fraction, val_fraction)
@@ -94,7 +104,6 @@ def difference_hash(path: str) -> np.ndarray | None:
     cannot be read or shows no cell."""
     import cv2
 
-
     try:
         gray = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2GRAY)
     except ImageReadError:
@@ -102,7 +111,7 @@ def difference_hash(path: str) -> np.ndarray | None:
     rows, cols = np.nonzero(gray > _BLACK)
     if not len(rows):
         return None
-    cell = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    cell = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     small = cv2.resize(cell, (17, 16), interpolation=cv2.INTER_AREA).astype(np.int16)
     return np.packbits(small[:, 1:] > small[:, :-1])
 
@@ -126,7 +135,7 @@ def near_duplicate_groups(records: list[Record], max_bits: int = DUPLICATE_BITS)
     for members in by_patient.values():
         values = np.stack([hashes[index] for index in members])
         for position, index in enumerate(members[:-1]):
-            distance = np.unpackbits(values[position + 1:] ^ values[position], axis=1).sum(axis=1)
+            distance = np.unpackbits(values[position + 1 :] ^ values[position], axis=1).sum(axis=1)
             for other in np.flatnonzero(distance <= max_bits):
                 parent[root(members[position + 1 + other])] = root(index)
     roots = [root(index) for index in range(len(records))]
@@ -134,9 +143,18 @@ def near_duplicate_groups(records: list[Record], max_bits: int = DUPLICATE_BITS)
     return np.array([numbers[value] for value in roots])
 
 
-def split_records(records: list[Record], method: str = "patient", seed: int = 42, test_fraction: float = 0.2,
-                  val_fraction: float = 0.2, val_fold: int = 2, test_records: list[Record] | None = None,
-                  cv_folds: int = 0, cv_fold: int = 0, validation_from: str = "both") -> pd.DataFrame:
+def split_records(
+    records: list[Record],
+    method: str = "patient",
+    seed: int = 42,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.2,
+    val_fold: int = 2,
+    test_records: list[Record] | None = None,
+    cv_folds: int = 0,
+    cv_fold: int = 0,
+    validation_from: str = "both",
+) -> pd.DataFrame:
     """A table of path, patient, label, subset (train, val, test) for labelled `records`.
 
     image: stratified random; test = ceil(test_fraction * n), then validation = int(val_fraction * rest),
@@ -169,17 +187,21 @@ def split_records(records: list[Record], method: str = "patient", seed: int = 42
         subset[np.isin(groups, val)] = "val"
     elif method == "patient":
         if all(record.patient == UNKNOWN_PATIENT for record in records):
-            raise PipelineError("A patient split needs patient ids, and no file name here is a C-NMC name "
-                                "(UID_<patient>_<image>_<cell>_<all|hem>.<ext>); use the image split, knowing that "
-                                "images of one patient may then fall in two subsets.")
-        subset = _patient_split(labels, _groups(records), test_fraction, val_fraction, seed, cv_folds, cv_fold,
-                                validation_from)
+            raise PipelineError(
+                "A patient split needs patient ids, and no file name here is a C-NMC name "
+                "(UID_<patient>_<image>_<cell>_<all|hem>.<ext>); use the image split, knowing that "
+                "images of one patient may then fall in two subsets."
+            )
+        subset = _patient_split(
+            labels, _groups(records), test_fraction, val_fraction, seed, cv_folds, cv_fold, validation_from
+        )
     elif method == "folds":
         held_out = f"fold_{val_fold}"
         folds = {record.subset for record in records}
         if held_out not in folds or len(folds) < 2:
-            raise PipelineError(f"The folds split needs the C-NMC folds (found {sorted(folds)}; "
-                                f"validation fold {held_out}).")
+            raise PipelineError(
+                f"The folds split needs the C-NMC folds (found {sorted(folds)}; validation fold {held_out})."
+            )
         in_held_out = np.array([record.subset == held_out for record in records])
         subset[in_held_out] = "val"
         if not test_records:
@@ -188,15 +210,27 @@ def split_records(records: list[Record], method: str = "patient", seed: int = 42
             subset[positions[halves == "test"]] = "test"
     else:
         raise PipelineError(f"Unknown split {method!r}.")
-    frame = pd.DataFrame({"path": [r.path for r in records], "patient": [r.patient for r in records],
-                          "label": labels, "subset": subset})
+    frame = pd.DataFrame(
+        {"path": [r.path for r in records], "patient": [r.patient for r in records], "label": labels, "subset": subset}
+    )
     if groups is not None:
         frame["duplicate_group"] = groups
     if method == "folds" and test_records:
         labelled_test = [r for r in test_records if r.label is not None]
-        frame = pd.concat([frame, pd.DataFrame({
-            "path": [r.path for r in labelled_test], "patient": [r.patient for r in labelled_test],
-            "label": [r.label for r in labelled_test], "subset": "test"})], ignore_index=True)
+        frame = pd.concat(
+            [
+                frame,
+                pd.DataFrame(
+                    {
+                        "path": [r.path for r in labelled_test],
+                        "patient": [r.patient for r in labelled_test],
+                        "label": [r.label for r in labelled_test],
+                        "subset": "test",
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
     return frame
 
 
@@ -205,8 +239,10 @@ def split_report(split: pd.DataFrame) -> dict[str, Any]:
     unknown patient, per subset the images and patients of each class, and a warning for each weakness."""
     known = split[split["patient"].astype(str) != UNKNOWN_PATIENT]
     patients = {name: set(known.loc[known["subset"] == name, "patient"]) for name in SUBSETS}
-    leakage = {f"{a}_{b}_patients": len(patients[a] & patients[b])
-               for a, b in (("train", "test"), ("train", "val"), ("val", "test"))}
+    leakage = {
+        f"{a}_{b}_patients": len(patients[a] & patients[b])
+        for a, b in (("train", "test"), ("train", "val"), ("val", "test"))
+    }
     subsets: dict[str, Any] = {}
     warnings: list[str] = []
     duplicates = None
@@ -221,29 +257,40 @@ def split_report(split: pd.DataFrame) -> dict[str, Any]:
                 warnings.append(f"There is no {what} subset: too few patients to hold any out.")
             continue
         rows_known = known[known["subset"] == name]
-        entry = {"images": int(len(rows)),
-                 "per_class": {label: int((rows["label"] == label).sum()) for label in DISPLAY_ORDER},
-                 "patients": {label: int(rows_known.loc[rows_known["label"] == label, "patient"].nunique())
-                              for label in DISPLAY_ORDER}}
+        entry = {
+            "images": int(len(rows)),
+            "per_class": {label: int((rows["label"] == label).sum()) for label in DISPLAY_ORDER},
+            "patients": {
+                label: int(rows_known.loc[rows_known["label"] == label, "patient"].nunique()) for label in DISPLAY_ORDER
+            },
+        }
         subsets[name] = entry
         absent = [label for label, count in entry["per_class"].items() if count == 0]
         if absent:
-            warnings.append(f"The {name} subset has no {' or '.join(absent)} image: its metrics cannot speak for "
-                            f"both classes (ROC AUC and the missing class's rows are undefined).")
+            warnings.append(
+                f"The {name} subset has no {' or '.join(absent)} image: its metrics cannot speak for "
+                f"both classes (ROC AUC and the missing class's rows are undefined)."
+            )
         elif name != "train" and not rows_known.empty:
             few = {label: n for label, n in entry["patients"].items() if n < MIN_PATIENTS_PER_CLASS}
             if few:
-                warnings.append(f"The {name} subset has " + ", ".join(f"{n} {label} patient{'s' * (n != 1)}"
-                                                                        for label, n in few.items())
-                                + f" (fewer than {MIN_PATIENTS_PER_CLASS}): its figures speak for those patients, "
-                                  "not for the class.")
+                warnings.append(
+                    f"The {name} subset has "
+                    + ", ".join(f"{n} {label} patient{'s' * (n != 1)}" for label, n in few.items())
+                    + f" (fewer than {MIN_PATIENTS_PER_CLASS}): its figures speak for those patients, "
+                    "not for the class."
+                )
     if leakage["train_test_patients"]:
-        warnings.append(f"{leakage['train_test_patients']} patient(s) have images in both the training and the test "
-                        f"subset: the test figures are optimistic for new patients.")
+        warnings.append(
+            f"{leakage['train_test_patients']} patient(s) have images in both the training and the test "
+            f"subset: the test figures are optimistic for new patients."
+        )
     unknown = int((split["patient"].astype(str) == UNKNOWN_PATIENT).sum())
     if unknown:
-        warnings.append(f"{unknown} image(s) have no patient id (not C-NMC names): each was treated as a patient of "
-                        f"its own, so images of one patient may sit in two subsets.")
+        warnings.append(
+            f"{unknown} image(s) have no patient id (not C-NMC names): each was treated as a patient of "
+            f"its own, so images of one patient may sit in two subsets."
+        )
     report = {"leakage": leakage, "unknown_patient_images": unknown, "subsets": subsets, "warnings": warnings}
     if duplicates is not None:
         report["near_duplicates"] = duplicates  # kept in one subset each by the image split

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .layouts import PRELIM_DIR, PRELIM_LABELS, SYNTHETIC_MARKER
 from ..core.errors import PipelineError
+from .layouts import PRELIM_DIR, PRELIM_LABELS, SYNTHETIC_MARKER
 
 BASE_STAIN_RGB = np.array([63.0, 24.0, 76.0])
 FOLDS = 3
@@ -38,10 +38,24 @@ class CellStyle:
 
 
 STYLES = {
-    "all": CellStyle(radius_mean=118, radius_sd=13, irregularity_mean=0.055, chromatin_sigma=1.5,
-                     chromatin_amplitude=10, darkness=0, nucleoli_mean=1.6),
-    "hem": CellStyle(radius_mean=104, radius_sd=11, irregularity_mean=0.03, chromatin_sigma=5.0,
-                     chromatin_amplitude=16, darkness=12, nucleoli_mean=0.35),
+    "all": CellStyle(
+        radius_mean=118,
+        radius_sd=13,
+        irregularity_mean=0.055,
+        chromatin_sigma=1.5,
+        chromatin_amplitude=10,
+        darkness=0,
+        nucleoli_mean=1.6,
+    ),
+    "hem": CellStyle(
+        radius_mean=104,
+        radius_sd=11,
+        irregularity_mean=0.03,
+        chromatin_sigma=5.0,
+        chromatin_amplitude=16,
+        darkness=12,
+        nucleoli_mean=0.35,
+    ),
 }
 
 
@@ -72,8 +86,9 @@ def _contour(rng: np.random.Generator, center: np.ndarray, radius: float, irregu
     return np.round(points).astype(np.int32)
 
 
-def render_cell(rng: np.random.Generator, label: str, stain: np.ndarray, brightness: float,
-                size: int = 450) -> np.ndarray:
+def render_cell(
+    rng: np.random.Generator, label: str, stain: np.ndarray, brightness: float, size: int = 450
+) -> np.ndarray:
     """One synthetic cell image, RGB uint8."""
     style = STYLES[label]
     radius = float(np.clip(rng.normal(style.radius_mean, style.radius_sd), 60, 0.42 * size))
@@ -106,9 +121,15 @@ def _patients(label: str, count: int, first: int) -> list[str]:
     return [f"{prefix}{first + index}" for index in range(count)]
 
 
-def generate(out: str | Path, per_class: int = 150, patients: int = 6, seed: int = 0,
-             prelim_per_class: int | None = None, size: int = 450,
-             progress: Callable[[float], None] | None = None) -> Path:
+def generate(
+    out: str | Path,
+    per_class: int = 150,
+    patients: int = 6,
+    seed: int = 0,
+    prelim_per_class: int | None = None,
+    size: int = 450,
+    progress: Callable[[float], None] | None = None,
+) -> Path:
     """Write a synthetic data set in the official C-NMC layout and naming to `out` (which must not exist)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -129,8 +150,15 @@ def generate(out: str | Path, per_class: int = 150, patients: int = 6, seed: int
     return out
 
 
-def _generate_into(root: Path, per_class: int, patients: int, seed: int, prelim_per_class: int, size: int,
-                   progress: Callable[[float], None] | None) -> None:
+def _generate_into(
+    root: Path,
+    per_class: int,
+    patients: int,
+    seed: int,
+    prelim_per_class: int,
+    size: int,
+    progress: Callable[[float], None] | None,
+) -> None:
     total = 2 * (per_class + prelim_per_class)
     done = 0
     prelim_rows = []
@@ -157,11 +185,21 @@ def _generate_into(root: Path, per_class: int, patients: int, seed: int, prelim_
                 if progress and done % 10 == 0:
                     progress(done / total)
     _write_prelim(root, prelim_rows, seed)
-    (root / SYNTHETIC_MARKER).write_text(json.dumps({
-        "synthetic": True, "generator": "pipeline.data.synthetic", "per_class": per_class, "patients": patients,
-        "seed": seed, "prelim_per_class": prelim_per_class, "size": size,
-        "note": "Synthetic C-NMC-like demo data, not clinical images.",
-    }, indent=2))
+    (root / SYNTHETIC_MARKER).write_text(
+        json.dumps(
+            {
+                "synthetic": True,
+                "generator": "pipeline.data.synthetic",
+                "per_class": per_class,
+                "patients": patients,
+                "seed": seed,
+                "prelim_per_class": prelim_per_class,
+                "size": size,
+                "note": "Synthetic C-NMC-like demo data, not clinical images.",
+            },
+            indent=2,
+        )
+    )
     if progress:
         progress(1.0)
 

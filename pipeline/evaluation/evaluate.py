@@ -45,14 +45,21 @@ def calibration(is_all: np.ndarray, prob_all: np.ndarray, bins: int = CALIBRATIO
     counts = np.bincount(np.searchsorted(edges[1:-1], prob_all), minlength=bins)  # the bins calibration_curve uses
     counts = counts[counts > 0]
     ece = float(np.sum(counts / len(prob_all) * np.abs(prob_true - prob_pred)))
-    return {"bins": bins, "prob_pred": prob_pred.round(6).tolist(), "prob_true": prob_true.round(6).tolist(),
-            "count": counts.tolist(), "ece": ece}
+    return {
+        "bins": bins,
+        "prob_pred": prob_pred.round(6).tolist(),
+        "prob_true": prob_true.round(6).tolist(),
+        "count": counts.tolist(),
+        "ece": ece,
+    }
 
 
-CLASS_WEIGHT_NOTE = ("This run weighted its classes (or patients) equally in training: that shifts the model's prior "
-                     "towards 50 % ALL, so its P(ALL) suits a population with as many healthy as leukemic cells, "
-                     "not the training data's share. Temperature scaling rescales confidence; it does not move "
-                     "that prior.")
+CLASS_WEIGHT_NOTE = (
+    "This run weighted its classes (or patients) equally in training: that shifts the model's prior "
+    "towards 50 % ALL, so its P(ALL) suits a population with as many healthy as leukemic cells, "
+    "not the training data's share. Temperature scaling rescales confidence; it does not move "
+    "that prior."
+)
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
@@ -66,8 +73,11 @@ def fit_temperature(is_all: np.ndarray, prob_all: np.ndarray) -> float:
         raise ValueError("temperature scaling needs images of both classes")
     logits = logit(np.clip(np.asarray(prob_all, np.float64), 1e-7, 1 - 1e-7))
     low, high = np.log(TEMPERATURE_BOUNDS)
-    result = minimize_scalar(lambda log_t: log_loss(is_all, expit(logits / np.exp(log_t)), labels=[False, True]),
-                             bounds=(low, high), method="bounded")
+    result = minimize_scalar(
+        lambda log_t: log_loss(is_all, expit(logits / np.exp(log_t)), labels=[False, True]),
+        bounds=(low, high),
+        method="bounded",
+    )
     return float(np.exp(result.x))
 
 
@@ -84,8 +94,9 @@ def with_temperature(prob_all: np.ndarray, temperature: float | None) -> np.ndar
     return expit(logit(np.clip(prob_all, 1e-7, 1 - 1e-7)) / temperature)
 
 
-def compute_metrics(labels: Sequence[str], predicted: Sequence[str],
-                    prob_all: Sequence[float] | None = None) -> dict[str, Any]:
+def compute_metrics(
+    labels: Sequence[str], predicted: Sequence[str], prob_all: Sequence[float] | None = None
+) -> dict[str, Any]:
     """Accuracy, balanced accuracy, Matthews correlation, per-class and averaged precision/recall/F1, the
     confusion matrix (rows true, columns predicted, in `labels` order), the best constant classifier; with
     probabilities also ROC AUC (ALL positive), Brier score and calibration. Weighted F1 is the C-NMC metric."""
@@ -120,8 +131,10 @@ def compute_metrics(labels: Sequence[str], predicted: Sequence[str],
         metrics["calibration"] = calibration(is_all, prob_all)
         metrics["prediction_spread"] = float(prob_all.max() - prob_all.min())
         if metrics["prediction_spread"] < CONSTANT_SPREAD:
-            undefined["constant"] = (f"every image got P(ALL) = {prob_all.mean():.3f} (spread "
-                                     f"{metrics['prediction_spread']:.1e}): the model ignores its input")
+            undefined["constant"] = (
+                f"every image got P(ALL) = {prob_all.mean():.3f} (spread "
+                f"{metrics['prediction_spread']:.1e}): the model ignores its input"
+            )
         if both:
             metrics["roc_auc"] = float(roc_auc_score(is_all, prob_all))
     metrics["undefined"] = undefined
@@ -140,15 +153,17 @@ def model_warnings(metrics: dict[str, Any], subset: str = "test") -> list[str]:
     called, present = matrix.sum(axis=0), matrix.sum(axis=1)
     if (present > 0).sum() == 2 and (called > 0).sum() == 1:
         label = metrics["labels"][int(np.argmax(called))]
-        warnings.append(f"One-class model on the {subset} subset: every one of its {metrics['n']} images is called "
-                        f"{label}.")
+        warnings.append(
+            f"One-class model on the {subset} subset: every one of its {metrics['n']} images is called {label}."
+        )
     baseline = metrics.get("majority_baseline") or {}
     balanced = metrics.get("balanced_accuracy")
     if balanced is not None and (metrics["accuracy"] <= baseline.get("accuracy", 0) or balanced <= 0.5):
         warnings.append(
             f"No better than a constant answer on the {subset} subset: accuracy {metrics['accuracy']:.3f} where "
             f"always answering {baseline.get('class')} scores {baseline.get('accuracy', 0):.3f}, balanced accuracy "
-            f"{balanced:.3f} where a constant scores 0.500.")
+            f"{balanced:.3f} where a constant scores 0.500."
+        )
     return warnings
 
 
@@ -170,12 +185,14 @@ def patient_summary(predictions: pd.DataFrame) -> pd.DataFrame:
     if known.empty:
         return pd.DataFrame(columns=PATIENT_COLUMNS)
     grouped = known.assign(correct=known["label"] == known["predicted"]).groupby("patient")
-    summary = pd.DataFrame({
-        "label": grouped["label"].agg(lambda values: values.mode().iloc[0]),
-        "images": grouped.size(),
-        "image_accuracy": grouped["correct"].mean(),
-        "mean_prob_all": grouped["prob_all"].mean(),
-    }).reset_index()
+    summary = pd.DataFrame(
+        {
+            "label": grouped["label"].agg(lambda values: values.mode().iloc[0]),
+            "images": grouped.size(),
+            "image_accuracy": grouped["correct"].mean(),
+            "mean_prob_all": grouped["prob_all"].mean(),
+        }
+    ).reset_index()
     summary["called_by_mean_prob_all"] = label_from_prob(summary["mean_prob_all"].to_numpy())
     return summary[PATIENT_COLUMNS]
 
@@ -188,10 +205,12 @@ def patient_metrics(summary: pd.DataFrame) -> dict[str, Any]:
     def share(mask: pd.Series) -> float | None:
         return float((called[mask] == summary.loc[mask, "label"]).mean()) if mask.any() else None
 
-    return {"patients_counted": int(len(summary)),
-            "patient_accuracy": share(summary["label"].notna()),
-            "patient_sensitivity": share(summary["label"] == "ALL"),
-            "patient_specificity": share(summary["label"] == "HEM")}
+    return {
+        "patients_counted": int(len(summary)),
+        "patient_accuracy": share(summary["label"].notna()),
+        "patient_sensitivity": share(summary["label"] == "ALL"),
+        "patient_specificity": share(summary["label"] == "HEM"),
+    }
 
 
 def metrics_from_predictions(predictions: pd.DataFrame) -> dict[str, Any]:
@@ -215,7 +234,8 @@ def patient_errors(predictions: pd.DataFrame) -> pd.DataFrame:
     """Per patient: images, images wrong, share wrong, mean P(ALL); the patients most often wrong first."""
     frame = predictions.assign(wrong=predictions["label"] != predictions["predicted"])
     grouped = frame.groupby(["patient", "label"])
-    table = pd.DataFrame({"images": grouped.size(), "wrong": grouped["wrong"].sum(),
-                          "mean_prob_all": grouped["prob_all"].mean()}).reset_index()
+    table = pd.DataFrame(
+        {"images": grouped.size(), "wrong": grouped["wrong"].sum(), "mean_prob_all": grouped["prob_all"].mean()}
+    ).reset_index()
     table["share_wrong"] = table["wrong"] / table["images"]
     return table.sort_values(["share_wrong", "images"], ascending=[False, False]).reset_index(drop=True)

@@ -18,8 +18,12 @@ MIN_PATIENTS = 3
 """Fewest patients of a class for an interval that rests on that class: with one or two the patient resamples
 barely vary it, and the interval would show image-level spread only (a zero-width specificity from one healthy
 subject). Below it the figure keeps its value and its interval is n/a with the reason."""
-CLASSES_OF = {"roc_auc": ("ALL", "HEM"), "balanced_accuracy": ("ALL", "HEM"), "sensitivity": ("ALL",),
-              "specificity": ("HEM",)}
+CLASSES_OF = {
+    "roc_auc": ("ALL", "HEM"),
+    "balanced_accuracy": ("ALL", "HEM"),
+    "sensitivity": ("ALL",),
+    "specificity": ("HEM",),
+}
 """The classes whose patients each figure's interval rests on."""
 
 
@@ -52,8 +56,9 @@ FIGURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 """Each figure from (is ALL, P(ALL)) of the images."""
 
 
-def patient_bootstrap(predictions: pd.DataFrame, samples: int = BOOTSTRAP_SAMPLES, level: float = LEVEL,
-                      seed: int = 0) -> dict[str, dict[str, float | int | None]]:
+def patient_bootstrap(
+    predictions: pd.DataFrame, samples: int = BOOTSTRAP_SAMPLES, level: float = LEVEL, seed: int = 0
+) -> dict[str, dict[str, float | int | None]]:
     """Per figure: the point estimate and a percentile interval over `samples` resamples of the patients of
     `predictions` (columns label, patient, prob_all), drawn with replacement within each class. A figure
     that needs both classes is None when the predictions hold one. An interval resting on a class with fewer
@@ -66,8 +71,16 @@ def patient_bootstrap(predictions: pd.DataFrame, samples: int = BOOTSTRAP_SAMPLE
     by_class = [[name for name, rows in groups.items() if truth[rows[0]] == is_all] for is_all in (True, False)]
     result: dict[str, dict[str, float | int | None]] = {}
     if not all(by_class):
-        return {name: {"value": None, "low": None, "high": None, "patients": len(groups),
-                       "unavailable": "the predictions hold one class only"} for name in FIGURES}
+        return {
+            name: {
+                "value": None,
+                "low": None,
+                "high": None,
+                "patients": len(groups),
+                "unavailable": "the predictions hold one class only",
+            }
+            for name in FIGURES
+        }
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(samples):
@@ -77,11 +90,15 @@ def patient_bootstrap(predictions: pd.DataFrame, samples: int = BOOTSTRAP_SAMPLE
     counts = {"ALL": len(by_class[0]), "HEM": len(by_class[1])}
     for name, figure in FIGURES.items():
         result[name] = {"value": figure(truth, prob), "low": None, "high": None, "patients": len(groups)}
-        few = [f"{counts[label]} {label} {'patient' if label == 'ALL' else 'subject'}{'s' * (counts[label] != 1)}"
-               for label in CLASSES_OF[name] if counts[label] < MIN_PATIENTS]
+        few = [
+            f"{counts[label]} {label} {'patient' if label == 'ALL' else 'subject'}{'s' * (counts[label] != 1)}"
+            for label in CLASSES_OF[name]
+            if counts[label] < MIN_PATIENTS
+        ]
         if few:
-            result[name]["unavailable"] = (f"only {' and '.join(few)}: an interval needs at least {MIN_PATIENTS} "
-                                           "of each class it rests on")
+            result[name]["unavailable"] = (
+                f"only {' and '.join(few)}: an interval needs at least {MIN_PATIENTS} of each class it rests on"
+            )
             continue
         values = np.array([figure(truth[rows], prob[rows]) for rows in draws])
         result[name].update(low=float(np.quantile(values, alpha)), high=float(np.quantile(values, 1 - alpha)))
@@ -89,17 +106,23 @@ def patient_bootstrap(predictions: pd.DataFrame, samples: int = BOOTSTRAP_SAMPLE
 
 
 def format_interval(figure: dict[str, float | int | None], digits: int = 2) -> str:
-    """"0.87, 95 % CI 0.80-0.93", "0.87, 95 % CI n/a (only 1 HEM subject...)", or "undefined"."""
+    """ "0.87, 95 % CI 0.80-0.93", "0.87, 95 % CI n/a (only 1 HEM subject...)", or "undefined"."""
     if figure.get("value") is None:
         return "undefined"
     if figure.get("low") is None or figure.get("high") is None:
         return f"{figure['value']:.{digits}f}, {round(LEVEL * 100)} % CI n/a ({figure.get('unavailable') or 'none'})"
-    return (f"{figure['value']:.{digits}f}, {round(LEVEL * 100)} % CI {figure['low']:.{digits}f}-"
-            f"{figure['high']:.{digits}f}")
+    return (
+        f"{figure['value']:.{digits}f}, {round(LEVEL * 100)} % CI {figure['low']:.{digits}f}-"
+        f"{figure['high']:.{digits}f}"
+    )
 
 
-NAMES = {"balanced_accuracy": "balanced accuracy", "roc_auc": "ROC AUC", "sensitivity": "sensitivity (ALL)",
-         "specificity": "specificity (HEM)"}
+NAMES = {
+    "balanced_accuracy": "balanced accuracy",
+    "roc_auc": "ROC AUC",
+    "sensitivity": "sensitivity (ALL)",
+    "specificity": "specificity (HEM)",
+}
 
 
 def interval_line(intervals: dict[str, dict[str, float | int | None]] | None, digits: int = 2) -> str:
@@ -107,8 +130,11 @@ def interval_line(intervals: dict[str, dict[str, float | int | None]] | None, di
     is there is not a table of intervals)."""
     if not intervals or intervals_problem(intervals):
         return ""
-    shown = [f"{NAMES[name]} {format_interval(intervals[name], digits)}" for name in NAMES
-             if name in intervals and intervals[name].get("value") is not None]
+    shown = [
+        f"{NAMES[name]} {format_interval(intervals[name], digits)}"
+        for name in NAMES
+        if name in intervals and intervals[name].get("value") is not None
+    ]
     if not shown:
         return ""
     patients = next(iter(intervals.values())).get("patients")

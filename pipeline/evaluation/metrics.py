@@ -59,15 +59,32 @@ class Metrics:
         """One row per class, then the macro and weighted averages: precision, recall, F1, images, and why a
         class's figures are undefined ("" when they are not)."""
         undefined = self.values.get("undefined") or {}
-        rows = [{"class": name, "precision": self.values[name]["precision"], "recall": self.values[name]["recall"],
-                 "f1": self.values[name]["f1-score"], "images": int(self.values[name]["support"]),
-                 "undefined": undefined.get(name, "")}
-                for name in [*self.values.get("labels", []), *REPORT_AVERAGES] if name in self.values]
+        rows = [
+            {
+                "class": name,
+                "precision": self.values[name]["precision"],
+                "recall": self.values[name]["recall"],
+                "f1": self.values[name]["f1-score"],
+                "images": int(self.values[name]["support"]),
+                "undefined": undefined.get(name, ""),
+            }
+            for name in [*self.values.get("labels", []), *REPORT_AVERAGES]
+            if name in self.values
+        ]
         return pd.DataFrame(rows, columns=["class", "precision", "recall", "f1", "images", "undefined"])
 
 
-_FIGURES_CHECKED = ("n", "accuracy", "balanced_accuracy", "mcc", "roc_auc", "brier", "patient_accuracy",
-                    "patient_sensitivity", "patient_specificity")
+_FIGURES_CHECKED = (
+    "n",
+    "accuracy",
+    "balanced_accuracy",
+    "mcc",
+    "roc_auc",
+    "brier",
+    "patient_accuracy",
+    "patient_sensitivity",
+    "patient_specificity",
+)
 _REPORT_KEYS = ("precision", "recall", "f1-score", "support")
 
 
@@ -88,33 +105,48 @@ def metrics_problem(metrics: Any, name: str = "metrics") -> str | None:
     labels, matrix = metrics.get("labels"), metrics.get("confusion_matrix")
     if not (isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels)):
         return f"{name}['labels'] is {labels!r}, not a list of class names"
-    if not (isinstance(matrix, list) and len(matrix) == len(labels)
-            and all(isinstance(row, list) and len(row) == len(labels) and all(_is_number(v) for v in row)
-                    for row in matrix)):
+    if not (
+        isinstance(matrix, list)
+        and len(matrix) == len(labels)
+        and all(isinstance(row, list) and len(row) == len(labels) and all(_is_number(v) for v in row) for row in matrix)
+    ):
         return f"{name}['confusion_matrix'] is not a {len(labels)}x{len(labels)} table of counts"
     for key in [*labels, *REPORT_AVERAGES]:
         report = metrics.get(key)
-        if report is not None and not (isinstance(report, dict)
-                                       and all(_is_number(report.get(field)) for field in _REPORT_KEYS)):
+        if report is not None and not (
+            isinstance(report, dict) and all(_is_number(report.get(field)) for field in _REPORT_KEYS)
+        ):
             return f"{name}[{key!r}] is not scikit-learn's precision, recall, f1-score and support"
     for key in ("warnings", "model_warnings"):
         texts = metrics.get(key)
         if texts is not None and not (isinstance(texts, list) and all(isinstance(text, str) for text in texts)):
             return f"{name}[{key!r}] is not a list of sentences"
-    for key in ("undefined", "majority_baseline", "calibration", "leakage", "subsets", "intervals",
-                "temperature_scaling"):
+    for key in (
+        "undefined",
+        "majority_baseline",
+        "calibration",
+        "leakage",
+        "subsets",
+        "intervals",
+        "temperature_scaling",
+    ):
         if metrics.get(key) is not None and not isinstance(metrics[key], dict):
             return f"{name}[{key!r}] is {metrics[key]!r}, not a JSON object"
     problem = intervals_problem(metrics.get("intervals") or {})
     if problem:
         return f"{name}['intervals']{problem}"
     if metrics.get("patients") is not None and not (
-            isinstance(metrics["patients"], list) and all(isinstance(row, dict) for row in metrics["patients"])):
+        isinstance(metrics["patients"], list) and all(isinstance(row, dict) for row in metrics["patients"])
+    ):
         return f"{name}['patients'] is not a list of per-patient rows"
     calibration = metrics.get("calibration")
-    if calibration is not None and not (_is_number(calibration.get("ece")) and all(
+    if calibration is not None and not (
+        _is_number(calibration.get("ece"))
+        and all(
             isinstance(calibration.get(k), list) and all(_is_number(v) for v in calibration[k])
-            for k in ("prob_pred", "prob_true", "count"))):
+            for k in ("prob_pred", "prob_true", "count")
+        )
+    ):
         return f"{name}['calibration'] is not a reliability diagram (bins of numbers and an ECE)"
     temperature = (metrics.get("temperature_scaling") or {}).get("temperature")
     if temperature is not None and not _is_number(temperature):
@@ -128,7 +160,9 @@ def intervals_problem(intervals: Any) -> str | None:
     if not isinstance(intervals, dict):
         return " is not a JSON object"
     for figure, interval in intervals.items():
-        if not (isinstance(interval, dict) and all(interval.get(k) is None or _is_number(interval[k])
-                                                   for k in ("value", "low", "high", "patients"))):
+        if not (
+            isinstance(interval, dict)
+            and all(interval.get(k) is None or _is_number(interval[k]) for k in ("value", "low", "high", "patients"))
+        ):
             return f"[{figure!r}] is not a value with its low and high"
     return None

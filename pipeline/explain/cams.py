@@ -118,8 +118,14 @@ class Explainer:
         return run_batches(self._forward, inputs, batch_size)
 
     @one_at_a_time
-    def heatmap(self, model_input: np.ndarray, method: str = "gradcam", layer: str = DEFAULT_LAYER,
-                class_index: int | None = None, scorecam_channels: int = SCORECAM_CHANNELS) -> np.ndarray:
+    def heatmap(
+        self,
+        model_input: np.ndarray,
+        method: str = "gradcam",
+        layer: str = DEFAULT_LAYER,
+        class_index: int | None = None,
+        scorecam_channels: int = SCORECAM_CHANNELS,
+    ) -> np.ndarray:
         """Heatmap (float32 HxW in [0, 1], input size) for `class_index` (default: the predicted class);
         `scorecam_channels` of the layer's channels are masked in by Score-CAM (-1: all)."""
         if method not in METHODS:
@@ -147,8 +153,9 @@ class Explainer:
         weights = gradients.mean(axis=(0, 1), keepdims=True) if method == "gradcam" else np.maximum(gradients, 0)
         return np.maximum((activations * weights).sum(axis=-1), 0)
 
-    def _library_cam(self, batch: np.ndarray, method: str, layer: str, class_index: int,
-                     scorecam_channels: int) -> np.ndarray:
+    def _library_cam(
+        self, batch: np.ndarray, method: str, layer: str, class_index: int, scorecam_channels: int
+    ) -> np.ndarray:
         """tf-keras-vis's map at the layer's resolution (`expand_cam=False`): `heatmap` upsamples it."""
         from tf_keras_vis.utils.scores import CategoricalScore
 
@@ -158,13 +165,20 @@ class Explainer:
         extra = {}
         if method == "scorecam":
             extra["max_N"] = channels if scorecam_channels == -1 else min(scorecam_channels, channels)
-        cam = self._cams[method](CategoricalScore([class_index]), batch, penultimate_layer=layer,
-                                 seek_penultimate_conv_layer=False, expand_cam=False, **extra)
+        cam = self._cams[method](
+            CategoricalScore([class_index]),
+            batch,
+            penultimate_layer=layer,
+            seek_penultimate_conv_layer=False,
+            expand_cam=False,
+            **extra,
+        )
         return np.asarray(cam[0], np.float32)
 
     @one_at_a_time
-    def feature_maps(self, model_input: np.ndarray, stages: Sequence[str] | None = None,
-                     channels: int = 16) -> dict[str, np.ndarray]:
+    def feature_maps(
+        self, model_input: np.ndarray, stages: Sequence[str] | None = None, channels: int = 16
+    ) -> dict[str, np.ndarray]:
         """Per stage, a grid image (float32 in [0, 1]) of the `channels` most active feature maps."""
         available = stage_layers(self.model)
         stages = list(stages) if stages else list(available)
@@ -183,8 +197,15 @@ class Explainer:
         return {stage: _grid(np.asarray(act[0]), channels) for stage, act in zip(stages, activations, strict=True)}
 
     @one_at_a_time
-    def road(self, model_input: np.ndarray, heatmap: np.ndarray, class_index: int | None = None,
-             fractions: Sequence[float] = FRACTIONS, seed: int = 0, baseline: bool = True) -> dict[str, Any]:
+    def road(
+        self,
+        model_input: np.ndarray,
+        heatmap: np.ndarray,
+        class_index: int | None = None,
+        fractions: Sequence[float] = FRACTIONS,
+        seed: int = 0,
+        baseline: bool = True,
+    ) -> dict[str, Any]:
         """ROAD faithfulness of `heatmap` for `class_index` (default: the predicted class), with the random-maps-
         inside-the-cell baseline beside it (see `pipeline.explain.road`)."""
         image = np.asarray(model_input, np.float32)
@@ -234,7 +255,9 @@ def _grid(activation: np.ndarray, channels: int) -> np.ndarray:
     grid = np.ones((rows * (height + 1) - 1, columns * (width + 1) - 1), np.float32)
     for index, plane in enumerate(maps):
         row, column = divmod(index, columns)
-        grid[row * (height + 1):row * (height + 1) + height, column * (width + 1):column * (width + 1) + width] = plane
+        grid[row * (height + 1) : row * (height + 1) + height, column * (width + 1) : column * (width + 1) + width] = (
+            plane
+        )
     return grid
 
 
@@ -264,23 +287,26 @@ def layer_label(layer: str, model: Any) -> str:
 
 def colorize(plane: np.ndarray, size: int | None = None) -> np.ndarray:
     """A [0, 1] plane as a viridis RGB image, optionally scaled so its longer side is `size`."""
-    image = cv2.cvtColor(cv2.applyColorMap((np.clip(plane, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS),
-                         cv2.COLOR_BGR2RGB)
+    image = cv2.cvtColor(
+        cv2.applyColorMap((np.clip(plane, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB
+    )
     if size:
         scale = size / max(image.shape[:2])
         image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     return image
 
 
-def explain_prediction(explainer: Explainer, prediction: Any, method: str = "gradcam", layer: str = DEFAULT_LAYER,
-                       **options: Any) -> np.ndarray:
+def explain_prediction(
+    explainer: Explainer, prediction: Any, method: str = "gradcam", layer: str = DEFAULT_LAYER, **options: Any
+) -> np.ndarray:
     """The heatmap of `prediction` (a `predict.Prediction`) for the class it shows: with test-time augmentation
     that class can differ from what one plain forward pass would pick, and a map must explain what is shown."""
     return explainer.heatmap(prediction.input, method, layer, prediction.class_index, **options)
 
 
-def explain_files(run_dir: Path, paths: Sequence[Path], methods: Sequence[str], layer: str,
-                  out_dir: Path) -> list[dict[str, Any]]:
+def explain_files(
+    run_dir: Path, paths: Sequence[Path], methods: Sequence[str], layer: str, out_dir: Path
+) -> list[dict[str, Any]]:
     """For each image, `out_dir/<image name>/` gets input.npy, <method>.npy, <method>.png and <method>_road.json.
     Returns one summary row per image and method (or the read error)."""
 
@@ -303,11 +329,26 @@ def explain_files(run_dir: Path, paths: Sequence[Path], methods: Sequence[str], 
             save_npy_atomic(folder / f"{method}.npy", heatmap)
             png = cv2.imencode(".png", cv2.cvtColor(overlay(result.input, heatmap), cv2.COLOR_RGB2BGR))[1]
             write_bytes_atomic(folder / f"{method}.png", png.tobytes())
-            write_json_atomic(folder / f"{method}_road.json",
-                              {"method": method, "computed": method_label(method), "layer": layer,
-                               "predicted": result.predicted, "prob_all": result.prob_all, **faithfulness})
-            rows.append({"image": str(path), "method": method, "predicted": result.predicted,
-                         "prob_all": round(result.prob_all, 4), "folder": str(folder),
-                         "road": round(faithfulness["combined"], 4),
-                         "road_random_in_cell": round(faithfulness["random_in_cell"], 4)})
+            write_json_atomic(
+                folder / f"{method}_road.json",
+                {
+                    "method": method,
+                    "computed": method_label(method),
+                    "layer": layer,
+                    "predicted": result.predicted,
+                    "prob_all": result.prob_all,
+                    **faithfulness,
+                },
+            )
+            rows.append(
+                {
+                    "image": str(path),
+                    "method": method,
+                    "predicted": result.predicted,
+                    "prob_all": round(result.prob_all, 4),
+                    "folder": str(folder),
+                    "road": round(faithfulness["combined"], 4),
+                    "road_random_in_cell": round(faithfulness["random_in_cell"], 4),
+                }
+            )
     return rows

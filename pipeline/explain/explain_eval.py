@@ -21,9 +21,14 @@ FOREGROUND = "foreground-mask"
 """A reference 'method': the cell's mask as the map. Any method worth its name must beat it."""
 
 
-def evaluate_explanations(run_dir: str | Path, methods: Sequence[str], layer: str = DEFAULT_LAYER,
-                          images: int = 20, seed: int = 0,
-                          fractions: Sequence[float] = FRACTIONS) -> tuple[pd.DataFrame, dict[str, Any], Path]:
+def evaluate_explanations(
+    run_dir: str | Path,
+    methods: Sequence[str],
+    layer: str = DEFAULT_LAYER,
+    images: int = 20,
+    seed: int = 0,
+    fractions: Sequence[float] = FRACTIONS,
+) -> tuple[pd.DataFrame, dict[str, Any], Path]:
     """ROAD of each method (and of the foreground mask and random maps in the cell) on `images` test images of
     the run, drawn at random (seeded). Writes `explanations/road-<layer>.csv` (per image) and `.json`
     (mean and standard deviation per method) in the run folder; returns the table, the summary and the folder."""
@@ -44,15 +49,31 @@ def evaluate_explanations(run_dir: str | Path, methods: Sequence[str], layer: st
         maps["random-in-cell"] = random_in_cell(cell, rng)
         for name, saliency in maps.items():
             result = explainer.road(model_input, saliency, class_index, fractions, seed + index, baseline=False)
-            rows.append({"path": record.path, "label": record.label, "method": name,
-                         "road": result["combined"], "morf_mean": float(np.mean(result["morf"])),
-                         "lerf_mean": float(np.mean(result["lerf"])), "cell_share": float(cell.mean())})
+            rows.append(
+                {
+                    "path": record.path,
+                    "label": record.label,
+                    "method": name,
+                    "road": result["combined"],
+                    "morf_mean": float(np.mean(result["morf"])),
+                    "lerf_mean": float(np.mean(result["lerf"])),
+                    "cell_share": float(cell.mean()),
+                }
+            )
     table = pd.DataFrame(rows)
-    summary = {"layer": layer, "images": int(len(chosen)), "fractions": list(fractions), "methods": {
-        name: {"computed": method_label(name) if name in methods else name,
-               "road_mean": float(group["road"].mean()), "road_std": float(group["road"].std(ddof=1))
-               if len(group) > 1 else None}
-        for name, group in table.groupby("method", sort=False)}}
+    summary = {
+        "layer": layer,
+        "images": int(len(chosen)),
+        "fractions": list(fractions),
+        "methods": {
+            name: {
+                "computed": method_label(name) if name in methods else name,
+                "road_mean": float(group["road"].mean()),
+                "road_std": float(group["road"].std(ddof=1)) if len(group) > 1 else None,
+            }
+            for name, group in table.groupby("method", sort=False)
+        },
+    }
     out = folder.explanations_dir()
     write_csv_atomic(out / f"road-{layer}.csv", table)
     write_json_atomic(out / f"road-{layer}.json", summary)

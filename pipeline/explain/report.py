@@ -27,10 +27,12 @@ from ..runs.folder import RunFolder
 from .cams import Explainer, overlay
 
 EXAMPLES = 4
-STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#1F2933}table{border-collapse:collapse;"
-         "margin:.5em 0}td,th{border:1px solid #ccd;padding:3px 8px;font-size:13px}.warn{background:#FFF4D6;"
-         "padding:6px 10px;margin:4px 0}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0;width:240px}"
-         "figcaption{font-size:12px}")
+STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#1F2933}table{border-collapse:collapse;"
+    "margin:.5em 0}td,th{border:1px solid #ccd;padding:3px 8px;font-size:13px}.warn{background:#FFF4D6;"
+    "padding:6px 10px;margin:4px 0}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0;width:240px}"
+    "figcaption{font-size:12px}"
+)
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -58,9 +60,14 @@ def _examples(folder: RunFolder, predictions: pd.DataFrame, hide_paths: bool = F
         reason = without_paths(str(error)) if hide_paths else str(error)
         return f"<p>No explained examples: the model does not load ({html.escape(reason)}).</p>"
     explainer = Explainer(predictor.model, forward=predictor.forward)
-    picked = pd.concat([confusion_cell(predictions, "ALL", "HEM").head(1), confusion_cell(predictions, "HEM", "ALL")
-                        .head(1), confusion_cell(predictions, "ALL", "ALL").head(1),
-                        confusion_cell(predictions, "HEM", "HEM").head(1)]).head(EXAMPLES)
+    picked = pd.concat(
+        [
+            confusion_cell(predictions, "ALL", "HEM").head(1),
+            confusion_cell(predictions, "HEM", "ALL").head(1),
+            confusion_cell(predictions, "ALL", "ALL").head(1),
+            confusion_cell(predictions, "HEM", "HEM").head(1),
+        ]
+    ).head(EXAMPLES)
     cells = []
     for row in picked.itertuples(index=False):
         try:
@@ -68,10 +75,14 @@ def _examples(folder: RunFolder, predictions: pd.DataFrame, hide_paths: bool = F
         except ImageReadError:
             continue
         heatmap = explainer.heatmap(model_input, "gradcam", class_index=class_index_of(row.predicted))
-        caption = (f"{html.escape(Path(row.path).name)} · {row.patient} · true {row.label}, called {row.predicted} "
-                   f"(P(ALL) {row.prob_all:.2f})")
-        cells.append(f'<figure><img width="240" src="{_png(overlay(model_input, heatmap))}">'
-                     f"<figcaption>{caption}</figcaption></figure>")
+        caption = (
+            f"{html.escape(Path(row.path).name)} · {row.patient} · true {row.label}, called {row.predicted} "
+            f"(P(ALL) {row.prob_all:.2f})"
+        )
+        cells.append(
+            f'<figure><img width="240" src="{_png(overlay(model_input, heatmap))}">'
+            f"<figcaption>{caption}</figcaption></figure>"
+        )
     return f'<div class="grid">{"".join(cells)}</div>' if cells else "<p>No test image could be read.</p>"
 
 
@@ -85,41 +96,67 @@ def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool =
     validation = metrics.get("validation") or {}
 
     def figure_row(name: str, source: dict[str, Any], key: str) -> dict[str, Any]:
-        return {"figure": name, "value": Metrics.of(source).figure(key),
-                "undefined": (source.get("undefined") or {}).get(key, "")}
+        return {
+            "figure": name,
+            "value": Metrics.of(source).figure(key),
+            "undefined": (source.get("undefined") or {}).get(key, ""),
+        }
 
-    rows = [figure_row(f"{subset} {name}", source, key) for subset, source in (("validation", validation),
-                                                                              ("test", metrics)) if source
-            for name, key in (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"),
-                              ("weighted F1", "weighted_f1"), ("ROC AUC", "roc_auc"), ("MCC", "mcc"),
-                              ("Brier", "brier"))]
+    rows = [
+        figure_row(f"{subset} {name}", source, key)
+        for subset, source in (("validation", validation), ("test", metrics))
+        if source
+        for name, key in (
+            ("accuracy", "accuracy"),
+            ("balanced accuracy", "balanced_accuracy"),
+            ("weighted F1", "weighted_f1"),
+            ("ROC AUC", "roc_auc"),
+            ("MCC", "mcc"),
+            ("Brier", "brier"),
+        )
+    ]
     per_class = Metrics.of(metrics).per_class()
-    figures = [curves_figure(history, "accuracy"), curves_figure(history, "loss"),
-               confusion_matrix_figure(metrics), roc_figure(predictions, metrics.get("roc_auc"))]
+    figures = [
+        curves_figure(history, "accuracy"),
+        curves_figure(history, "loss"),
+        confusion_matrix_figure(metrics),
+        roc_figure(predictions, metrics.get("roc_auc")),
+    ]
     if metrics.get("calibration"):
         figures.append(run_calibration_figure(metrics))
     warnings = "".join(f'<div class="warn">{html.escape(w)}</div>' for w in metrics.get("warnings") or [])
     shown = {**config, "data_dir": shown_path(config.get("data_dir"), hide_paths)}
-    settings = pd.DataFrame([{"setting": key, "value": json.dumps(value) if isinstance(value, dict | list) else value}
-                             for key, value in shown.items()])
+    settings = pd.DataFrame(
+        [
+            {"setting": key, "value": json.dumps(value) if isinstance(value, dict | list) else value}
+            for key, value in shown.items()
+        ]
+    )
     body = [
         f"<h1>Run {html.escape(folder.run_id)}</h1>",
         "<p><b>Research tool, not a diagnostic device.</b> "
         f"{html.escape(provenance(config, hide_paths, markdown=False))}</p>",
         f"<p>Held out: validation patients {', '.join(card['held_out'].get('val', []))}; test patients "
         f"{', '.join(card['held_out'].get('test', []))}. Runs are chosen on validation; the test subset is "
-        "evaluated once.</p>", warnings,
+        "evaluated once.</p>",
+        warnings,
         f"<p>Test figures with 95 % intervals: {html.escape(interval_line(card.get('intervals')) or 'none')}.</p>",
-        "<h2>Figures</h2>", _table(pd.DataFrame(rows)),
-        "<h2>Per class (test)</h2>", _table(per_class),
-        "<h2>Curves, confusion matrix, ROC, calibration</h2>", _figures(figures),
-        "<h2>Per patient (test)</h2>", _table(patient_summary(predictions)),
+        "<h2>Figures</h2>",
+        _table(pd.DataFrame(rows)),
+        "<h2>Per class (test)</h2>",
+        _table(per_class),
+        "<h2>Curves, confusion matrix, ROC, calibration</h2>",
+        _figures(figures),
+        "<h2>Per patient (test)</h2>",
+        _table(patient_summary(predictions)),
     ]
     if explained:
         body += ["<h2>Explained examples (Grad-CAM)</h2>", _examples(folder, predictions, hide_paths)]
     body += ["<h2>Settings and provenance</h2>", _table(settings)]
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run {html.escape(folder.run_id)}</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run {html.escape(folder.run_id)}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
+    )
 
 
 def write_report(run_dir: str | Path, out: Path | None = None) -> Path:

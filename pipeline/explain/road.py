@@ -27,12 +27,21 @@ QUICK_FRACTIONS = FRACTIONS[::2]
 NOISE = 0.01 * 255
 """Standard deviation of the noise added to imputed values (1 % of the 0-255 range)."""
 RANDOM_MAPS = 3
-_NEIGHBOURS = [((-1, -1), 1 / 12), ((-1, 0), 1 / 6), ((-1, 1), 1 / 12), ((0, -1), 1 / 6), ((0, 1), 1 / 6),
-               ((1, -1), 1 / 12), ((1, 0), 1 / 6), ((1, 1), 1 / 12)]
+_NEIGHBOURS = [
+    ((-1, -1), 1 / 12),
+    ((-1, 0), 1 / 6),
+    ((-1, 1), 1 / 12),
+    ((0, -1), 1 / 6),
+    ((0, 1), 1 / 6),
+    ((1, -1), 1 / 12),
+    ((1, 0), 1 / 6),
+    ((1, 1), 1 / 12),
+]
 
 
-def noisy_linear_impute(image: np.ndarray, removed: np.ndarray, rng: np.random.Generator,
-                        noise: float = NOISE) -> np.ndarray:
+def noisy_linear_impute(
+    image: np.ndarray, removed: np.ndarray, rng: np.random.Generator, noise: float = NOISE
+) -> np.ndarray:
     """`image` (H, W, C floats) with the `removed` pixels (H, W bool) replaced: each equals the weighted mean of
     its neighbours (edge pixels: of those that exist), solved as one sparse linear system, plus Gaussian noise."""
     height, width = removed.shape
@@ -58,8 +67,10 @@ def noisy_linear_impute(image: np.ndarray, removed: np.ndarray, rng: np.random.G
         a_rows.append(np.flatnonzero(free))
         a_columns.append(index_of[neighbour[free]])
         a_values.append(np.full(free.sum(), -weight))
-    system = coo_matrix((np.concatenate([total, *a_values]), (np.concatenate(a_rows), np.concatenate(a_columns))),
-                        shape=(len(unknown), len(unknown))).tocsc()
+    system = coo_matrix(
+        (np.concatenate([total, *a_values]), (np.concatenate(a_rows), np.concatenate(a_columns))),
+        shape=(len(unknown), len(unknown)),
+    ).tocsc()
     solution = spsolve(system, right_side).reshape(len(unknown), -1)
     filled = values.copy()
     filled[unknown] = solution + rng.normal(0.0, noise, solution.shape)
@@ -72,8 +83,13 @@ def _ranking(saliency: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.argsort(-(saliency.ravel().astype(np.float64) + jitter), kind="stable")
 
 
-def road(image: np.ndarray, saliency: np.ndarray, score: Callable[[np.ndarray], np.ndarray],
-         fractions: Sequence[float] = FRACTIONS, seed: int = 0) -> dict[str, Any]:
+def road(
+    image: np.ndarray,
+    saliency: np.ndarray,
+    score: Callable[[np.ndarray], np.ndarray],
+    fractions: Sequence[float] = FRACTIONS,
+    seed: int = 0,
+) -> dict[str, Any]:
     """MoRF and LeRF changes of `score` (a batch of images -> the target class's probability) when each
     share of pixels is removed and imputed, and the combined ROAD score."""
     rng = np.random.default_rng(seed)
@@ -88,8 +104,13 @@ def road(image: np.ndarray, saliency: np.ndarray, score: Callable[[np.ndarray], 
     original = float(score(np.asarray(image, np.float32)[None])[0])
     after = np.asarray(score(np.stack(batch)), dtype=float).reshape(len(fractions), 2)
     morf, lerf = after[:, 0] - original, after[:, 1] - original
-    return {"fractions": list(fractions), "original": original, "morf": morf.round(6).tolist(),
-            "lerf": lerf.round(6).tolist(), "combined": float(np.mean((lerf - morf) / 2))}
+    return {
+        "fractions": list(fractions),
+        "original": original,
+        "morf": morf.round(6).tolist(),
+        "lerf": lerf.round(6).tolist(),
+        "combined": float(np.mean((lerf - morf) / 2)),
+    }
 
 
 def cell_mask(model_input: np.ndarray, threshold: int = 30) -> np.ndarray:
@@ -114,15 +135,22 @@ def random_in_cell(cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.where(cell, rng.random(cell.shape), 0.0).astype(np.float32)
 
 
-def road_with_baseline(image: np.ndarray, saliency: np.ndarray, score: Callable[[np.ndarray], np.ndarray],
-                       fractions: Sequence[float] = FRACTIONS, seed: int = 0,
-                       random_maps: int = RANDOM_MAPS) -> dict[str, Any]:
+def road_with_baseline(
+    image: np.ndarray,
+    saliency: np.ndarray,
+    score: Callable[[np.ndarray], np.ndarray],
+    fractions: Sequence[float] = FRACTIONS,
+    seed: int = 0,
+    random_maps: int = RANDOM_MAPS,
+) -> dict[str, Any]:
     """ROAD of `saliency` and, beside it, the mean ROAD of `random_maps` random maps inside the cell."""
     rng = np.random.default_rng(seed)
     cell = cell_mask(image)
     result = road(image, saliency, score, fractions, seed)
-    baseline = [road(image, random_in_cell(cell, rng), score, fractions, seed + 1 + index)["combined"]
-                for index in range(random_maps)]
+    baseline = [
+        road(image, random_in_cell(cell, rng), score, fractions, seed + 1 + index)["combined"]
+        for index in range(random_maps)
+    ]
     result["random_in_cell"] = float(np.mean(baseline))
     result["cell_share"] = float(cell.mean())
     return result

@@ -36,12 +36,16 @@ TTA_BATCH = 4
 """Images per call with test-time augmentation: each becomes 8 views, so a call still sees 32 inputs."""
 
 
-def run_batches(function: Callable[[Any], Any], images: np.ndarray, batch_size: int = PREDICT_BATCH,
-                progress: Callable[[float], None] | None = None) -> np.ndarray:
+def run_batches(
+    function: Callable[[Any], Any],
+    images: np.ndarray,
+    batch_size: int = PREDICT_BATCH,
+    progress: Callable[[float], None] | None = None,
+) -> np.ndarray:
     """`function` over `images` (uint8 or float, 0-255) in float32 batches; the outputs concatenated."""
     outputs = []
     for start in range(0, len(images), batch_size):
-        batch = np.asarray(images[start:start + batch_size], dtype=np.float32)
+        batch = np.asarray(images[start : start + batch_size], dtype=np.float32)
         outputs.append(np.asarray(function(batch)))
         if progress:
             progress(min(1.0, (start + len(batch)) / len(images)))
@@ -62,8 +66,9 @@ def averaged_over_views(forward: Callable[[Any], Any], batch: np.ndarray) -> np.
     return np.asarray(forward(views)).reshape(8, len(batch), -1).mean(axis=0)
 
 
-def class_probabilities(forward: Callable[[Any], Any], images: np.ndarray, tta: bool = False,
-                        batch_size: int | None = None) -> np.ndarray:
+def class_probabilities(
+    forward: Callable[[Any], Any], images: np.ndarray, tta: bool = False, batch_size: int | None = None
+) -> np.ndarray:
     """Class probabilities (N, 2) of preprocessed images; with `tta`, averaged over the 8 dihedral views."""
     if tta:
         return run_batches(lambda batch: averaged_over_views(forward, batch), images, batch_size or TTA_BATCH)

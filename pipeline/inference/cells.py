@@ -19,8 +19,16 @@ MAX_ZIP_MEMBERS = 5000
 MAX_ZIP_BYTES = 1 << 30
 """A zip may hold at most this many images and this many bytes once unpacked (a zip bomb is refused unread)."""
 BOOTSTRAP = 2000
-SUMMARY_COLUMNS = ["group", "cells", "unreadable", "mean_prob_all", "low", "high", "share_called_all",
-                   "failed_input_check"]
+SUMMARY_COLUMNS = [
+    "group",
+    "cells",
+    "unreadable",
+    "mean_prob_all",
+    "low",
+    "high",
+    "share_called_all",
+    "failed_input_check",
+]
 
 
 def zip_images(data: bytes, name: str) -> Iterator[tuple[str, bytes]]:
@@ -32,10 +40,16 @@ def zip_images(data: bytes, name: str) -> Iterator[tuple[str, bytes]]:
     except (zipfile.BadZipFile, OSError) as error:
         raise PipelineError(f"{name} is not a readable zip archive ({error}).") from error
     with archive:
-        members = sorted((info for info in archive.infolist() if not info.is_dir()
-                          and PurePosixPath(info.filename).suffix.lower() in IMAGE_SUFFIXES
-                          and not any(part.startswith((".", "__MACOSX")) for part in
-                                      PurePosixPath(info.filename).parts)), key=lambda info: info.filename)
+        members = sorted(
+            (
+                info
+                for info in archive.infolist()
+                if not info.is_dir()
+                and PurePosixPath(info.filename).suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith((".", "__MACOSX")) for part in PurePosixPath(info.filename).parts)
+            ),
+            key=lambda info: info.filename,
+        )
         if len(members) > MAX_ZIP_MEMBERS:
             raise PipelineError(f"{name} holds {len(members)} images; at most {MAX_ZIP_MEMBERS} are read at once.")
         if sum(info.file_size for info in members) > MAX_ZIP_BYTES:
@@ -82,11 +96,18 @@ def group_summary(table: pd.DataFrame) -> pd.DataFrame:
         prob = read["prob_all"].to_numpy(float)
         low, high = mean_interval(prob)
         failed = int((~read["in_distribution"].astype(bool)).sum()) if "in_distribution" in read else 0
-        rows.append({"group": group, "cells": len(read), "unreadable": int(len(rows_of) - len(read)),
-                     "mean_prob_all": round(float(prob.mean()), 4) if len(prob) else None,
-                     "low": round(low, 4) if len(prob) else None, "high": round(high, 4) if len(prob) else None,
-                     "share_called_all": round(float((prob >= THRESHOLD).mean()), 4) if len(prob) else None,
-                     "failed_input_check": failed})
+        rows.append(
+            {
+                "group": group,
+                "cells": len(read),
+                "unreadable": int(len(rows_of) - len(read)),
+                "mean_prob_all": round(float(prob.mean()), 4) if len(prob) else None,
+                "low": round(low, 4) if len(prob) else None,
+                "high": round(high, 4) if len(prob) else None,
+                "share_called_all": round(float((prob >= THRESHOLD).mean()), 4) if len(prob) else None,
+                "failed_input_check": failed,
+            }
+        )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
@@ -97,7 +118,9 @@ def summary_lines(summary: pd.DataFrame) -> list[str]:
         if not row.cells:
             lines.append(f"{row.group}: no cell could be read ({row.unreadable} unreadable)")
             continue
-        lines.append(f"{row.group}: {row.cells} cells, mean P(ALL) {row.mean_prob_all:.3f} (95 % CI over cells "
-                     f"{row.low:.3f}-{row.high:.3f}), {row.share_called_all:.0%} called ALL, "
-                     f"{row.failed_input_check} failed the input check, {row.unreadable} unreadable")
+        lines.append(
+            f"{row.group}: {row.cells} cells, mean P(ALL) {row.mean_prob_all:.3f} (95 % CI over cells "
+            f"{row.low:.3f}-{row.high:.3f}), {row.share_called_all:.0%} called ALL, "
+            f"{row.failed_input_check} failed the input check, {row.unreadable} unreadable"
+        )
     return lines

@@ -27,8 +27,10 @@ from ..runs.catalog import model_card
 from ..runs.folder import RunFolder
 
 FORMATS = ("savedmodel", "tflite")
-UNSUPPORTED = {"onnx": "tf2onnx pins protobuf 3.20 and TensorFlow 2.21 needs protobuf 6.31 or newer: they cannot be "
-                       "installed together. Export a SavedModel and convert it where tf2onnx runs."}
+UNSUPPORTED = {
+    "onnx": "tf2onnx pins protobuf 3.20 and TensorFlow 2.21 needs protobuf 6.31 or newer: they cannot be "
+    "installed together. Export a SavedModel and convert it where tf2onnx runs."
+}
 TOLERANCE = 1e-4
 """Largest difference in P(ALL) allowed between the exported model and the run's model."""
 CHECK_IMAGES = 16
@@ -39,22 +41,39 @@ def export_card(folder: RunFolder, fmt: str) -> dict[str, Any]:
     config = folder.config()
     card = model_card(folder)
     temperature = fitted_temperature(folder.metrics())
-    meaning = "softmax probabilities" + (f", rescaled inside the model by temperature {temperature:.3f} (fitted on "
-                                         "validation)" if temperature else "")
+    meaning = "softmax probabilities" + (
+        f", rescaled inside the model by temperature {temperature:.3f} (fitted on validation)" if temperature else ""
+    )
     return {
-        "format": fmt, "run_id": folder.run_id, "backbone": config.get("backbone"),
-        "input": {"shape": [None, config["image_size"], config["image_size"], 3], "dtype": "float32",
-                  "range": "0-255 RGB (the network rescales its own input)"},
+        "format": fmt,
+        "run_id": folder.run_id,
+        "backbone": config.get("backbone"),
+        "input": {
+            "shape": [None, config["image_size"], config["image_size"], 3],
+            "dtype": "float32",
+            "range": "0-255 RGB (the network rescales its own input)",
+        },
         "output": {"shape": [None, 2], "classes": list(CLASS_NAMES), "meaning": meaning},
-        "preprocessing": {"resize": f"{config['image_size']}x{config['image_size']} (OpenCV, INTER_AREA when "
-                                    "shrinking, INTER_CUBIC when enlarging)",
-                          "clahe": {**config.get("clahe", {}), "on": "L channel of LAB (OpenCV)"},
-                          "test_time_augmentation": "inside the exported model: it averages the 8 flips and "
-                                                    "90-degree rotations itself" if config.get("tta") else "none"},
-        "weights": card["weights"], "data": card["data"], "data_dir": card["data_dir"], "split": card["split"],
-        "held_out_patients": card["held_out"], "test_metrics": card["test"], "warnings": card["warnings"],
-        "training": {key: config.get(key) for key in ("epochs", "batch_size", "learning_rate", "optimizer",
-                                                       "augment", "class_weight", "seed")},
+        "preprocessing": {
+            "resize": f"{config['image_size']}x{config['image_size']} (OpenCV, INTER_AREA when "
+            "shrinking, INTER_CUBIC when enlarging)",
+            "clahe": {**config.get("clahe", {}), "on": "L channel of LAB (OpenCV)"},
+            "test_time_augmentation": "inside the exported model: it averages the 8 flips and "
+            "90-degree rotations itself"
+            if config.get("tta")
+            else "none",
+        },
+        "weights": card["weights"],
+        "data": card["data"],
+        "data_dir": card["data_dir"],
+        "split": card["split"],
+        "held_out_patients": card["held_out"],
+        "test_metrics": card["test"],
+        "warnings": card["warnings"],
+        "training": {
+            key: config.get(key)
+            for key in ("epochs", "batch_size", "learning_rate", "optimizer", "augment", "class_weight", "seed")
+        },
     }
 
 
@@ -64,48 +83,87 @@ def readme_card(folder: RunFolder, card: dict[str, Any]) -> str:
     and library versions that made it."""
     config, run = folder.config(), model_card(folder)
     intervals = run.get("intervals") or {}
-    metrics = [{"type": name, "value": round(figure["value"], 4),
-                "name": f"{NAMES[name]} ({format_interval(figure).split(', ', 1)[1]}, patient bootstrap)"}
-               for name, figure in intervals.items() if name in NAMES and figure.get("value") is not None]
+    metrics = [
+        {
+            "type": name,
+            "value": round(figure["value"], 4),
+            "name": f"{NAMES[name]} ({format_interval(figure).split(', ', 1)[1]}, patient bootstrap)",
+        }
+        for name, figure in intervals.items()
+        if name in NAMES and figure.get("value") is not None
+    ]
     real = not str(config.get("data_kind", "")).startswith("synthetic")
     held_out = card["held_out_patients"]
     front = {
-        "license": "apache-2.0", "library_name": "keras",
-        "tags": ["image-classification", "medical-imaging", "acute-lymphoblastic-leukemia", "c-nmc-2019",
-                 "efficientnet", "research-only"],
+        "license": "apache-2.0",
+        "library_name": "keras",
+        "tags": [
+            "image-classification",
+            "medical-imaging",
+            "acute-lymphoblastic-leukemia",
+            "c-nmc-2019",
+            "efficientnet",
+            "research-only",
+        ],
         "datasets": ["c-nmc-2019"] if real else [],
         "metrics": [metric["type"] for metric in metrics],
-        "model-index": [{"name": folder.run_id, "results": [{
-            "task": {"type": "image-classification", "name": "ALL vs HEM single-cell classification"},
-            "dataset": {"name": f"{'C-NMC 2019' if real else 'synthetic'}: test patients "
-                                f"{', '.join(held_out.get('test', [])) or 'none'}", "type": "c-nmc-2019"},
-            "metrics": metrics}]}],
+        "model-index": [
+            {
+                "name": folder.run_id,
+                "results": [
+                    {
+                        "task": {"type": "image-classification", "name": "ALL vs HEM single-cell classification"},
+                        "dataset": {
+                            "name": f"{'C-NMC 2019' if real else 'synthetic'}: test patients "
+                            f"{', '.join(held_out.get('test', [])) or 'none'}",
+                            "type": "c-nmc-2019",
+                        },
+                        "metrics": metrics,
+                    }
+                ],
+            }
+        ],
     }
     lines = ["---"] + [f"{key}: {json.dumps(value)}" for key, value in front.items()] + ["---", ""]
     warnings = "".join(f"- {warning}\n" for warning in card["warnings"]) or "- none\n"
     lines += [
-        f"# {card['backbone']} at {config['image_size']} px: ALL vs HEM ({folder.run_id})", "",
+        f"# {card['backbone']} at {config['image_size']} px: ALL vs HEM ({folder.run_id})",
+        "",
         "**Intended use: research on the C-NMC 2019 data, not diagnosis.** This model must never guide the care of a "
-        "patient. It classifies one segmented white-blood-cell image as ALL (leukemic blast) or HEM (normal).", "",
-        "## Training data and held-out patients", "",
+        "patient. It classifies one segmented white-blood-cell image as ALL (leukemic blast) or HEM (normal).",
+        "",
+        "## Training data and held-out patients",
+        "",
         f"{'Real C-NMC 2019 cells' if real else 'Synthetic cells (not clinical images)'}; split {card['split']}; "
         f"validation patients {', '.join(held_out.get('val', [])) or 'none'}; test patients "
-        f"{', '.join(held_out.get('test', [])) or 'none'}. Weights: {card['weights']}.", "",
-        "## Figures on the test patients", "",
-        (interval_line(intervals) or "No interval (the test subset lacks a class).") + ".", "",
-        "Warnings:", "", warnings,
-        "## How to feed it", "",
+        f"{', '.join(held_out.get('test', [])) or 'none'}. Weights: {card['weights']}.",
+        "",
+        "## Figures on the test patients",
+        "",
+        (interval_line(intervals) or "No interval (the test subset lacks a class).") + ".",
+        "",
+        "Warnings:",
+        "",
+        warnings,
+        "## How to feed it",
+        "",
         f"RGB, 0-255 floats, {config['image_size']}x{config['image_size']}: resize (OpenCV), then CLAHE on the L "
         f"channel of LAB ({json.dumps(config.get('clahe', {}))}). Output: softmax over {list(CLASS_NAMES)}. "
-        f"Test-time augmentation in the run: {card['preprocessing']['test_time_augmentation']}.", "",
-        "## Data set attribution and citation", "",
+        f"Test-time augmentation in the run: {card['preprocessing']['test_time_augmentation']}.",
+        "",
+        "## Data set attribution and citation",
+        "",
         "C-NMC 2019 (ISBI 2019 challenge), The Cancer Imaging Archive, CC BY 3.0: Gupta, A., & Gupta, R. (2019). "
         "ALL Challenge dataset of ISBI 2019 [Data set]. https://doi.org/10.7937/tcia.2019.dc64i46r. The method "
         "reproduces Fata & Hapsari (2026), EfficientNet-B3 transfer learning; cite the software with its "
-        "CITATION.cff.", "",
-        "## Made by", "",
+        "CITATION.cff.",
+        "",
+        "## Made by",
+        "",
         f"all-hem-dashboard, code version {config.get('git_commit') or 'unknown'}; Python {config.get('python')}, "
-        f"TensorFlow {config.get('tensorflow_version')}, Keras {config.get('keras_version')}.", ""]
+        f"TensorFlow {config.get('tensorflow_version')}, Keras {config.get('keras_version')}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -170,7 +228,6 @@ def export_run(run_dir: str | Path, fmt: str) -> Path:
     test images. Refused above `TOLERANCE`."""
     import tensorflow as tf
 
-
     if fmt in UNSUPPORTED:
         raise PipelineError(f"No {fmt} export: {UNSUPPORTED[fmt]}")
     if fmt not in FORMATS:
@@ -197,12 +254,21 @@ def export_run(run_dir: str | Path, fmt: str) -> Path:
         exported_all = _exported_probabilities(exported, fmt, images)[:, ALL_INDEX] if len(images) else saved
         difference = float(np.abs(exported_all - saved).max()) if len(images) else None
         if difference is not None and difference > TOLERANCE:
-            raise PipelineError(f"The {fmt} export differs from the run's saved test probabilities by "
-                                f"{difference:.2e} (more than {TOLERANCE:.0e}); it was not kept.")
-        card = {**export_card(folder, fmt), "check": {
-            "images": int(len(images)), "max_abs_difference": difference, "tolerance": TOLERANCE,
-            "against": "the P(ALL) the run saved for its first test images (predictions.csv)",
-            "test_time_augmentation_inside": bool(config.get("tta")), "temperature_inside": temperature}}
+            raise PipelineError(
+                f"The {fmt} export differs from the run's saved test probabilities by "
+                f"{difference:.2e} (more than {TOLERANCE:.0e}); it was not kept."
+            )
+        card = {
+            **export_card(folder, fmt),
+            "check": {
+                "images": int(len(images)),
+                "max_abs_difference": difference,
+                "tolerance": TOLERANCE,
+                "against": "the P(ALL) the run saved for its first test images (predictions.csv)",
+                "test_time_augmentation_inside": bool(config.get("tta")),
+                "temperature_inside": temperature,
+            },
+        }
         write_json_atomic(work / "model_card.json", card)
         (work / "README.md").write_text(readme_card(folder, card))
         target = folder.exports_dir() / f"{folder.run_id}-{fmt}.zip"

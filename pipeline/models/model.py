@@ -138,12 +138,14 @@ def _backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, str]:
                 f"ImageNet weights for {app_name} could not be had ({type(error).__name__}: "
                 f"{str(error).splitlines()[0][:160] if str(error) else 'no detail'}). Connect once to the internet "
                 f"(Keras caches them as {keras_cache_dir() / cache_file}), pass --weights PATH to a local "
-                f"{cache_file}, or --weights none to train from random weights.") from error
+                f"{cache_file}, or --weights none to train from random weights."
+            ) from error
         return base, f"imagenet ({cache_file})"
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise WeightsUnavailableError(f"Weights file {path} does not exist. Use 'imagenet', 'none' or a path to "
-                                      f"a {cache_file} file.")
+        raise WeightsUnavailableError(
+            f"Weights file {path} does not exist. Use 'imagenet', 'none' or a path to a {cache_file} file."
+        )
     try:
         with _imagenet_file(path):
             base = application(include_top=False, weights="imagenet", input_shape=shape)
@@ -163,8 +165,10 @@ def _lite_backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, s
         return lite.imagenet(backbone, shape, keras_cache_dir())
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise WeightsUnavailableError(f"Weights file {path} does not exist. Use 'imagenet', 'none' or a path to "
-                                      f"a {lite.VARIANTS[backbone].weights_file} file.")
+        raise WeightsUnavailableError(
+            f"Weights file {path} does not exist. Use 'imagenet', 'none' or a path to "
+            f"a {lite.VARIANTS[backbone].weights_file} file."
+        )
 
     try:
         converted, _ = lite.convert_state_dict(backbone, read_legacy_state_dict(path), include_top=False)
@@ -175,9 +179,14 @@ def _lite_backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, s
     return base, f"imagenet from file {path.name} (sha256 {_sha256(path)[:12]})"
 
 
-def build_model(backbone: str = "efficientnet_b3", image_size: int = 224, weights: str = "imagenet",
-                freeze_backbone: bool = False, bn_momentum: float = 0.0, head_l2: float = 0.0
-                ) -> tuple[keras.Model, str]:
+def build_model(
+    backbone: str = "efficientnet_b3",
+    image_size: int = 224,
+    weights: str = "imagenet",
+    freeze_backbone: bool = False,
+    bn_momentum: float = 0.0,
+    head_l2: float = 0.0,
+) -> tuple[keras.Model, str]:
     """EfficientNet (flat, from `base.output`) -> GAP -> BN -> Dense(256, relu) -> Dropout(0.4) -> Dense(2, softmax).
 
     Inputs are 0-255 RGB floats: Keras EfficientNet rescales its own input. Fast mode (`freeze_backbone`) puts
@@ -212,8 +221,9 @@ def head(x: Any, normalise: bool, head_l2: float = 0.0) -> Any:
     regularizer = keras.regularizers.L2(head_l2) if head_l2 else None
     x = keras.layers.Dense(256, activation="relu", name="head_dense", kernel_regularizer=regularizer)(x)
     x = keras.layers.Dropout(0.4, name="head_dropout")(x)
-    return keras.layers.Dense(2, activation="softmax", name="predictions", dtype="float32",
-                              kernel_regularizer=regularizer)(x)
+    return keras.layers.Dense(
+        2, activation="softmax", name="predictions", dtype="float32", kernel_regularizer=regularizer
+    )(x)
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
@@ -306,8 +316,10 @@ def load_model(path: str | Path) -> keras.Model:
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as error:
-        raise PipelineError(f"The model file {path} does not load: {type(error).__name__}: "
-                            f"{str(error).splitlines()[0][:200] if str(error) else ''}") from error
+        raise PipelineError(
+            f"The model file {path} does not load: {type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200] if str(error) else ''}"
+        ) from error
 
 
 def backbone_fingerprint(model: keras.Model) -> str:

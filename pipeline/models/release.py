@@ -86,7 +86,8 @@ class DistanceScore:
         projected = centred @ self.components.T
         residual = (centred**2).sum(axis=1) - (projected**2).sum(axis=1)
         return ((projected**2 / self.variances).sum(axis=1) + np.maximum(residual, 0) / self.residual_variance) / (
-            centred.shape[1])
+            centred.shape[1]
+        )
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,11 @@ class FormatCheck:
     @classmethod
     def of(cls, areas: np.ndarray, largest: np.ndarray) -> FormatCheck:
         low, high = np.quantile(areas, [0.005, 0.995])
-        return cls(float(low / FORMAT_MARGIN), float(min(high * FORMAT_MARGIN, 0.95)),
-                   float(min(np.quantile(largest, 0.005), 0.9)))
+        return cls(
+            float(low / FORMAT_MARGIN),
+            float(min(high * FORMAT_MARGIN, 0.95)),
+            float(min(np.quantile(largest, 0.005), 0.9)),
+        )
 
     def problem(self, image: np.ndarray) -> str | None:
         """Why `image` (RGB) is not a picture of the kind the model knows, in plain words; None when it is."""
@@ -117,8 +121,10 @@ class FormatCheck:
         if area < self.area_low:
             return f"the stained area ({area:.1%} of the picture) is smaller than any cell the model saw"
         if area > self.area_high:
-            return (f"it has no dark background around a cell (stained area {area:.0%} of the picture): the model "
-                    "knows single cells segmented on black")
+            return (
+                f"it has no dark background around a cell (stained area {area:.0%} of the picture): the model "
+                "knows single cells segmented on black"
+            )
         if largest < self.largest_share:
             return "it holds several separate objects, not one cell"
         return None
@@ -161,14 +167,17 @@ class Release:
 
     def band(self, prob_all: float) -> str:
         """The uncertainty band of a calibrated P(ALL): likely ALL, uncertain or likely HEM."""
-        return "likely ALL" if prob_all >= self.band_high else "likely HEM" if prob_all <= self.band_low else (
-            "uncertain")
+        return (
+            "likely ALL" if prob_all >= self.band_high else "likely HEM" if prob_all <= self.band_low else ("uncertain")
+        )
 
     # -- the file ---------------------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
         return {
-            "backbone": np.array(self.backbone), "image_size": np.array(self.image_size),
-            "cell_area": np.array(self.cell_area), "temperature": np.array(self.temperature),
+            "backbone": np.array(self.backbone),
+            "image_size": np.array(self.image_size),
+            "cell_area": np.array(self.cell_area),
+            "temperature": np.array(self.temperature),
             "head_mean": np.stack([h.mean for h in self.heads]).astype(np.float32),
             "head_scale": np.stack([h.scale for h in self.heads]).astype(np.float32),
             "head_coef": np.stack([h.coef for h in self.heads]).astype(np.float32),
@@ -178,9 +187,17 @@ class Release:
             "distance_variances": self.distance.variances.astype(np.float64),
             "distance_residual": np.array(self.distance.residual_variance),
             "distance_threshold": np.array(self.distance_threshold),
-            "format": np.array([self.format.area_low, self.format.area_high, self.format.largest_share,
-                                self.format.aspect_low, self.format.aspect_high]),
-            "bands": np.array([self.band_low, self.band_high])}
+            "format": np.array(
+                [
+                    self.format.area_low,
+                    self.format.area_high,
+                    self.format.largest_share,
+                    self.format.aspect_low,
+                    self.format.aspect_high,
+                ]
+            ),
+            "bands": np.array([self.band_low, self.band_high]),
+        }
 
     def save(self, path: Path) -> None:
         atomic_write(path, lambda target: np.savez_compressed(target, **self.arrays()))
@@ -191,16 +208,33 @@ class Release:
         try:
             with np.load(path, allow_pickle=False) as found:
                 values = {name: found[name] for name in found.files}
-            heads = [LinearHead(mean.astype(np.float64), scale.astype(np.float64), coef.astype(np.float64),
-                                float(intercept)) for mean, scale, coef, intercept in
-                     zip(values["head_mean"], values["head_scale"], values["head_coef"], values["head_intercept"],
-                         strict=True)]
-            distance = DistanceScore(values["distance_mean"].astype(np.float64),
-                                     values["distance_components"].astype(np.float64),
-                                     values["distance_variances"], float(values["distance_residual"]))
-            return cls(str(values["backbone"]), int(values["image_size"]), float(values["cell_area"]), heads,
-                       float(values["temperature"]), distance, float(values["distance_threshold"]),
-                       FormatCheck(*map(float, values["format"])), *map(float, values["bands"]))
+            heads = [
+                LinearHead(mean.astype(np.float64), scale.astype(np.float64), coef.astype(np.float64), float(intercept))
+                for mean, scale, coef, intercept in zip(
+                    values["head_mean"],
+                    values["head_scale"],
+                    values["head_coef"],
+                    values["head_intercept"],
+                    strict=True,
+                )
+            ]
+            distance = DistanceScore(
+                values["distance_mean"].astype(np.float64),
+                values["distance_components"].astype(np.float64),
+                values["distance_variances"],
+                float(values["distance_residual"]),
+            )
+            return cls(
+                str(values["backbone"]),
+                int(values["image_size"]),
+                float(values["cell_area"]),
+                heads,
+                float(values["temperature"]),
+                distance,
+                float(values["distance_threshold"]),
+                FormatCheck(*map(float, values["format"])),
+                *map(float, values["bands"]),
+            )
         except (OSError, KeyError, ValueError, TypeError) as error:
             raise PipelineError(f"{path} is not a readable released head ({error}).") from error
 
@@ -222,7 +256,9 @@ class Release:
         kernel = np.zeros((len(head.coef), 2), np.float32)
         kernel[:, ALL_INDEX], kernel[:, 1 - ALL_INDEX] = half, -half
         bias = np.zeros(2, np.float32)
-        bias[ALL_INDEX], bias[1 - ALL_INDEX] = head.intercept / (2 * self.temperature), -head.intercept / (
-            2 * self.temperature)
+        bias[ALL_INDEX], bias[1 - ALL_INDEX] = (
+            head.intercept / (2 * self.temperature),
+            -head.intercept / (2 * self.temperature),
+        )
         dense.set_weights([kernel, bias])
         return keras.Model(base.input, outputs, name=f"{self.backbone}_release")

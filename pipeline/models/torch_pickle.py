@@ -24,9 +24,15 @@ from ..core.errors import PipelineError
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 
 
@@ -87,8 +93,9 @@ def _materialise(ref: _TensorRef, data: dict[str, np.ndarray]) -> np.ndarray:
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride, strict=True))
     if min(ref.shape) > 0 and last >= flat.size:
         raise PipelineError("A tensor in the weights file reaches past its storage: the file is damaged.")
-    view = np.lib.stride_tricks.as_strided(flat[ref.offset:], shape=ref.shape,
-                                           strides=[s * flat.itemsize for s in ref.stride], writeable=False)
+    view = np.lib.stride_tricks.as_strided(
+        flat[ref.offset :], shape=ref.shape, strides=[s * flat.itemsize for s in ref.stride], writeable=False
+    )
     return np.ascontiguousarray(view)
 
 

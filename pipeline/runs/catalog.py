@@ -26,7 +26,6 @@ RELEASED_MODEL = "released-model"
 """The id under which the released model (`artifacts/release`) is listed."""
 
 
-
 def configured_model_dir(setting: str | None) -> Path | None:
     """The folder of a run folder or `model.keras` named by `setting`, when it holds a model file."""
     if not setting:
@@ -40,18 +39,24 @@ def completed_runs(runs_dir: Path) -> list[str]:
     """Ids of the completed runs that have a model, newest first, except that the folds of one cross-validation
     stay together in fold order at the place of its newest (so a demo model, the first fold of its
     cross-validation, serves before the later folds that finish after it)."""
-    done = [run for run in list_runs(runs_dir)
-            if run.get("state") == "completed" and RunFolder(Path(run["path"])).has_model()]
+    done = [
+        run
+        for run in list_runs(runs_dir)
+        if run.get("state") == "completed" and RunFolder(Path(run["path"])).has_model()
+    ]
     place: dict[str, int] = {}
-    keys = [(place.setdefault(run.get("group"), position), int(run["cv"].split("/")[0])) if run.get("cv")
-            else (position, 0) for position, run in enumerate(done)]
+    keys = [
+        (place.setdefault(run.get("group"), position), int(run["cv"].split("/")[0])) if run.get("cv") else (position, 0)
+        for position, run in enumerate(done)
+    ]
     return [run["run_id"] for _, run in sorted(zip(keys, done, strict=True), key=lambda pair: pair[0])]
 
 
 def model_choices(runs_dir: Path, configured: Path | None, released: Path | None = None) -> list[str]:
     """Finished runs, after the configured model and the released model when there are."""
-    return ([CONFIGURED_MODEL] if configured else []) + ([RELEASED_MODEL] if released else []) + completed_runs(
-        runs_dir)
+    return (
+        ([CONFIGURED_MODEL] if configured else []) + ([RELEASED_MODEL] if released else []) + completed_runs(runs_dir)
+    )
 
 
 def find_run(runs_dir: Path, run_id: str, configured: Path | None = None, released: Path | None = None) -> RunFolder:
@@ -114,11 +119,15 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """A table for a CSV download: every text cell that a spreadsheet would run as a formula is prefixed with a
     single quote (OWASP), so a file named `=HYPERLINK(...)` stays text; numbers are left as they are."""
+
     def neutral(value: Any) -> Any:
         return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
-    text_columns = [column for column in frame.columns if frame[column].dtype == object or
-                    pd.api.types.is_string_dtype(frame[column])]
+    text_columns = [
+        column
+        for column in frame.columns
+        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column])
+    ]
     return frame.assign(**{column: frame[column].map(neutral) for column in text_columns})
 
 
@@ -132,12 +141,19 @@ def backbone_name(backbone: str | None) -> str:
 def model_name(card: dict[str, Any]) -> str:
     """A model as a visitor would name it (no run id): backbone, input size, weights."""
     weights = str(card.get("weights") or "?")
-    source = ("ImageNet weights" if weights.startswith("imagenet") else
-              "random weights" if weights.startswith("none") else weights.split(" ")[0])
+    source = (
+        "ImageNet weights"
+        if weights.startswith("imagenet")
+        else "random weights"
+        if weights.startswith("none")
+        else weights.split(" ")[0]
+    )
     crossval = card.get("crossval")
     fold = f", fold {crossval['fold']} of {crossval['folds']}" if crossval else ""
-    return (f"{backbone_name(card.get('backbone'))} at {card.get('image_size')} px, {source} "
-            f"(recipe {card['recipe']}{fold})")
+    return (
+        f"{backbone_name(card.get('backbone'))} at {card.get('image_size')} px, {source} "
+        f"(recipe {card['recipe']}{fold})"
+    )
 
 
 _MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
@@ -153,11 +169,13 @@ def provenance(config: dict[str, Any], hide_paths: bool = False, markdown: bool 
     """One line saying which data and weights a run used: Markdown (its values shown verbatim) or plain text."""
     value = escape_markdown if markdown else str
     bold = "**" if markdown else ""
-    return (f"Data: {bold}{value(config.get('data_kind', '?'))}{bold} "
-            f"({value(shown_path(config.get('data_dir'), hide_paths))}) · "
-            f"weights: {bold}{value(weights_label(config))}{bold} · "
-            f"{value(config.get('backbone'))} at {value(config.get('image_size'))} px · "
-            f"split: {value(config.get('split'))}")
+    return (
+        f"Data: {bold}{value(config.get('data_kind', '?'))}{bold} "
+        f"({value(shown_path(config.get('data_dir'), hide_paths))}) · "
+        f"weights: {bold}{value(weights_label(config))}{bold} · "
+        f"{value(config.get('backbone'))} at {value(config.get('image_size'))} px · "
+        f"split: {value(config.get('split'))}"
+    )
 
 
 def format_duration(seconds: float | None) -> str:
@@ -175,8 +193,18 @@ SELECTION_LABEL = "validation balanced accuracy"
 (the same data and validation patients), everywhere; the test subset never chooses. Balanced accuracy, not
 weighted F1: always answering the majority class (ALL is 2:1 in C-NMC) scores a high weighted F1 and 0.5 here."""
 
-COMPARABLE_SETTINGS = ("data_dir", "split", "seed", "val_fraction", "test_fraction", "folds", "cv_folds", "cv_fold",
-                       "validation_from", "max_images")
+COMPARABLE_SETTINGS = (
+    "data_dir",
+    "split",
+    "seed",
+    "val_fraction",
+    "test_fraction",
+    "folds",
+    "cv_folds",
+    "cv_fold",
+    "validation_from",
+    "max_images",
+)
 """The settings that decide a run's data and validation patients: runs equal in all of them are comparable."""
 
 
@@ -200,10 +228,14 @@ def rank_by_validation(runs: pd.DataFrame) -> pd.DataFrame:
     if "comparable" not in done:
         done = done.assign(comparable="")
     best_of_group = done.groupby("comparable")[SELECTION_METRIC].transform("max")
-    return (done.assign(_group_best=best_of_group)
-            .sort_values(["_group_best", "comparable", SELECTION_METRIC, SELECTION_TIEBREAK, "run_id"],
-                         ascending=[False, True, False, False, True])
-            .drop(columns="_group_best"))
+    return (
+        done.assign(_group_best=best_of_group)
+        .sort_values(
+            ["_group_best", "comparable", SELECTION_METRIC, SELECTION_TIEBREAK, "run_id"],
+            ascending=[False, True, False, False, True],
+        )
+        .drop(columns="_group_best")
+    )
 
 
 def best_run(runs: pd.DataFrame, like: pd.Series | dict[str, Any] | None = None) -> pd.Series | None:
@@ -251,20 +283,32 @@ def model_card(folder: RunFolder) -> dict[str, Any]:
     config, metrics = run_config(folder), folder.metrics() or {}
     status = folder.status() if folder.has_status() else {}  # a model trained elsewhere has no status
     card: dict[str, Any] = {
-        "run_id": folder.run_id, "data": config.get("data_kind"), "data_dir": config.get("data_dir"),
-        "weights": weights_label(config), "backbone": config.get("backbone"),
-        "image_size": config.get("image_size"), "split": config.get("split"), "tta": config.get("tta", False),
-        "recipe": config.get("recipe") or "custom", "device": config.get("device") or {},
-        "state": status.get("state"), "held_out": {}, "test": {}, "warnings": metrics.get("warnings") or [],
-        "model_warnings": metrics.get("model_warnings") or []}
+        "run_id": folder.run_id,
+        "data": config.get("data_kind"),
+        "data_dir": config.get("data_dir"),
+        "weights": weights_label(config),
+        "backbone": config.get("backbone"),
+        "image_size": config.get("image_size"),
+        "split": config.get("split"),
+        "tta": config.get("tta", False),
+        "recipe": config.get("recipe") or "custom",
+        "device": config.get("device") or {},
+        "state": status.get("state"),
+        "held_out": {},
+        "test": {},
+        "warnings": metrics.get("warnings") or [],
+        "model_warnings": metrics.get("model_warnings") or [],
+    }
     if folder.file(SPLIT).is_file():
         split = folder.split()
         for subset in ("val", "test"):
             card["held_out"][subset] = sorted(split.loc[split["subset"] == subset, "patient"].astype(str).unique())
         card["trained_on"] = int((split["subset"] == "train").sum())
     if metrics:
-        card["test"] = {"images": metrics.get("n"), **Metrics.of(metrics).figures(
-            ("balanced_accuracy", "roc_auc", "accuracy", "sensitivity", "specificity"))}
+        card["test"] = {
+            "images": metrics.get("n"),
+            **Metrics.of(metrics).figures(("balanced_accuracy", "roc_auc", "accuracy", "sensitivity", "specificity")),
+        }
         card["intervals"] = intervals_of_test(metrics, folder.predictions)
     card["duration_s"] = _seconds_between(status.get("started_at"), status.get("ended_at"))
     card["crossval"] = crossval_of(config)
@@ -333,8 +377,12 @@ def example_cells(records: list[Any], split: pd.DataFrame | None, per_class: int
                 by_patient.setdefault(str(patient), f"its patient {'trained' if subset == 'train' else 'validated'} on")
 
     def role_of(record: Any) -> str:
-        return (by_path.get(str(Path(record.path).resolve())) or by_name.get(cell_name(record.path) or "")
-                or by_patient.get(str(record.patient)) or "not in its data")
+        return (
+            by_path.get(str(Path(record.path).resolve()))
+            or by_name.get(cell_name(record.path) or "")
+            or by_patient.get(str(record.patient))
+            or "not in its data"
+        )
 
     chosen = []
     for label in ("ALL", "HEM"):
@@ -364,8 +412,11 @@ def list_runs(runs_dir: Path | None = None) -> list[dict[str, Any]]:
     if not runs_dir.is_dir():
         return []
     folders = [RunFolder(path) for path in runs_dir.iterdir() if path.is_dir() and not path.name.startswith(".")]
-    return [run_row(folder) for folder in sorted(folders, key=lambda folder: folder.run_id, reverse=True)
-            if folder.exists() or any(folder.path.iterdir())]
+    return [
+        run_row(folder)
+        for folder in sorted(folders, key=lambda folder: folder.run_id, reverse=True)
+        if folder.exists() or any(folder.path.iterdir())
+    ]
 
 
 def run_row(folder: RunFolder) -> dict[str, Any]:
@@ -388,35 +439,37 @@ def run_row(folder: RunFolder) -> dict[str, Any]:
         if problem:
             state, error = "broken", problem
     validation = metrics.get("validation") or {}
-    row.update({
-        "epoch": status.get("epoch"),
-        "created": config.get("created"),
-        "backbone": config.get("backbone"),
-        "epochs": config.get("epochs"),
-        "batch_size": config.get("batch_size"),
-        "image_size": config.get("image_size"),
-        "split": config.get("split"),
-        "mode": "fast (frozen backbone)" if config.get("freeze_backbone") else "full fine-tune",
-        "weights": weights_label(config),
-        "data": config.get("data_kind"),
-        "data_dir": config.get("data_dir"),
-        "group": config.get("group", ""),
-        "cv": f"{config['cv_fold'] + 1}/{config['cv_folds']}" if config.get("cv_folds") else "",
-        "comparable": comparable_key(config),
-        "val_leaked_patients": (metrics.get("leakage") or {}).get("train_val_patients"),
-        "val_weighted_f1": Metrics.of(validation).figure("weighted_f1"),
-        "val_balanced_accuracy": validation.get("balanced_accuracy"),
-        "val_roc_auc": validation.get("roc_auc"),
-        "test_accuracy": metrics.get("accuracy"),
-        "weighted_f1": Metrics.of(metrics).figure("weighted_f1"),
-        "balanced_accuracy": metrics.get("balanced_accuracy"),
-        "mcc": metrics.get("mcc"),
-        "roc_auc": metrics.get("roc_auc"),
-        "leaked_patients": (metrics.get("leakage") or {}).get("train_test_patients"),
-        "test_support": test_support((metrics.get("subsets") or {}).get("test")),
-        "warnings": len(metrics.get("warnings") or []),
-        "error": error,
-    })
+    row.update(
+        {
+            "epoch": status.get("epoch"),
+            "created": config.get("created"),
+            "backbone": config.get("backbone"),
+            "epochs": config.get("epochs"),
+            "batch_size": config.get("batch_size"),
+            "image_size": config.get("image_size"),
+            "split": config.get("split"),
+            "mode": "fast (frozen backbone)" if config.get("freeze_backbone") else "full fine-tune",
+            "weights": weights_label(config),
+            "data": config.get("data_kind"),
+            "data_dir": config.get("data_dir"),
+            "group": config.get("group", ""),
+            "cv": f"{config['cv_fold'] + 1}/{config['cv_folds']}" if config.get("cv_folds") else "",
+            "comparable": comparable_key(config),
+            "val_leaked_patients": (metrics.get("leakage") or {}).get("train_val_patients"),
+            "val_weighted_f1": Metrics.of(validation).figure("weighted_f1"),
+            "val_balanced_accuracy": validation.get("balanced_accuracy"),
+            "val_roc_auc": validation.get("roc_auc"),
+            "test_accuracy": metrics.get("accuracy"),
+            "weighted_f1": Metrics.of(metrics).figure("weighted_f1"),
+            "balanced_accuracy": metrics.get("balanced_accuracy"),
+            "mcc": metrics.get("mcc"),
+            "roc_auc": metrics.get("roc_auc"),
+            "leaked_patients": (metrics.get("leakage") or {}).get("train_test_patients"),
+            "test_support": test_support((metrics.get("subsets") or {}).get("test")),
+            "warnings": len(metrics.get("warnings") or []),
+            "error": error,
+        }
+    )
     row["state"] = state
     return row
 
@@ -442,5 +495,11 @@ def progress_summary(status: dict[str, Any]) -> dict[str, Any]:
     fraction = min(1.0, max(0.0, done_epochs / epochs))
     elapsed = _seconds_between(status.get("started_at"), status.get("ended_at") or now_iso())
     eta = elapsed * (1 - fraction) / fraction if elapsed and fraction > 0.02 and training else None
-    return {"fraction": fraction, "elapsed_s": elapsed, "eta_s": eta, "epoch": epoch, "epochs": epochs,
-            "within_epoch": within}
+    return {
+        "fraction": fraction,
+        "elapsed_s": elapsed,
+        "eta_s": eta,
+        "epoch": epoch,
+        "epochs": epochs,
+        "within_epoch": within,
+    }

@@ -18,8 +18,21 @@ from ..evaluation.intervals import patient_bootstrap
 from ..evaluation.metrics import Metrics
 from .folder import SPLIT, STATES, RunFolder
 
-FOLD_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1", "macro_f1", "roc_auc", "sensitivity", "specificity",
-                "mcc", "brier", "ece", "patient_accuracy", "patient_sensitivity", "patient_specificity")
+FOLD_METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "weighted_f1",
+    "macro_f1",
+    "roc_auc",
+    "sensitivity",
+    "specificity",
+    "mcc",
+    "brier",
+    "ece",
+    "patient_accuracy",
+    "patient_sensitivity",
+    "patient_specificity",
+)
 """The figures of a fold's test metrics (`metrics.Metrics` names) in its row."""
 
 
@@ -38,9 +51,17 @@ def fold_table(folders: list[RunFolder]) -> pd.DataFrame:
         try:
             rows.append(_fold_row(folder))
         except (OSError, ValueError) as error:  # a damaged fold is a row that says so, never the end of the table
-            rows.append({"fold": position + 1, "run_id": folder.run_id, "state": "broken", "test_patients": "",
-                         "test_images": None, **dict.fromkeys([*FOLD_METRICS, "val_weighted_f1"]),
-                         "error": str(error)})
+            rows.append(
+                {
+                    "fold": position + 1,
+                    "run_id": folder.run_id,
+                    "state": "broken",
+                    "test_patients": "",
+                    "test_images": None,
+                    **dict.fromkeys([*FOLD_METRICS, "val_weighted_f1"]),
+                    "error": str(error),
+                }
+            )
     columns = ["fold", "run_id", "state", "test_patients", "test_images", *FOLD_METRICS, "val_weighted_f1", "error"]
     return pd.DataFrame(rows, columns=columns).sort_values("fold").reset_index(drop=True)
 
@@ -53,16 +74,26 @@ def _fold_row(folder: RunFolder) -> dict[str, Any]:
     state = folder.status().get("state")
     if state not in STATES:
         raise PipelineError(f"status.json of {folder.run_id} holds the state {state!r}.")
-    row = {"fold": fold + 1, "run_id": folder.run_id, "state": state,
-           "test_patients": " ".join(test_patients), "test_images": metrics.get("n"), "error": None}
+    row = {
+        "fold": fold + 1,
+        "run_id": folder.run_id,
+        "state": state,
+        "test_patients": " ".join(test_patients),
+        "test_images": metrics.get("n"),
+        "error": None,
+    }
     view = Metrics.of(metrics)
     row.update(view.figures(FOLD_METRICS))
     row["val_weighted_f1"] = view.validation.figure("weighted_f1")
     return row
 
 
-FOLD_LABELS = {"balanced_accuracy": "balanced accuracy", "roc_auc": "ROC AUC", "sensitivity": "sensitivity (ALL)",
-               "specificity": "specificity (HEM)"}
+FOLD_LABELS = {
+    "balanced_accuracy": "balanced accuracy",
+    "roc_auc": "ROC AUC",
+    "sensitivity": "sensitivity (ALL)",
+    "specificity": "specificity (HEM)",
+}
 
 
 def fold_mean_intervals(table: pd.DataFrame, names: list[str], level: float = 0.95) -> dict[str, tuple[float, float]]:
@@ -85,9 +116,11 @@ def summarize(table: pd.DataFrame) -> dict[str, Any]:
     summary = {}
     for name in [*FOLD_METRICS, "val_weighted_f1"]:
         values = pd.to_numeric(done[name], errors="coerce").dropna().to_numpy(dtype=float)
-        summary[name] = {"mean": float(values.mean()) if len(values) else None,
-                         "std": float(values.std(ddof=1)) if len(values) > 1 else None,
-                         "folds": int(len(values))}
+        summary[name] = {
+            "mean": float(values.mean()) if len(values) else None,
+            "std": float(values.std(ddof=1)) if len(values) > 1 else None,
+            "folds": int(len(values)),
+        }
     return {"folds": int(len(table)), "completed": int(len(done)), "metrics": summary}
 
 
@@ -124,8 +157,15 @@ def write_summary(group: str, folders: list[RunFolder]) -> Path:
     """`$ARTIFACTS_DIR/crossval/<group>.json`: the per-fold table and the mean ± std of every figure."""
     table = fold_table(folders)
     path = summary_path(group)
-    write_json_atomic(path, {"group": group, **summarize(table), "pooled": pooled_intervals(folders),
-                             "per_fold": table.replace({np.nan: None}).to_dict(orient="records")})
+    write_json_atomic(
+        path,
+        {
+            "group": group,
+            **summarize(table),
+            "pooled": pooled_intervals(folders),
+            "per_fold": table.replace({np.nan: None}).to_dict(orient="records"),
+        },
+    )
     return path
 
 

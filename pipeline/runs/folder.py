@@ -274,13 +274,15 @@ class RunFolder:
 
     def explanation_rankings(self) -> dict[str, dict[str, Any]]:
         """The ROAD summaries of `explain-eval`, by layer."""
-        return _readable_json({path.stem.removeprefix("road-"): path
-                               for path in sorted(self.file(EXPLANATIONS_DIR).glob("road-*.json"))})
+        return _readable_json(
+            {path.stem.removeprefix("road-"): path for path in sorted(self.file(EXPLANATIONS_DIR).glob("road-*.json"))}
+        )
 
     def evaluations(self) -> dict[str, dict[str, Any]]:
         """The metrics of each `evaluate` on other data (or on the test subset again), by evaluation name."""
-        return _readable_json({folder.name: folder / METRICS
-                               for folder in sorted(self.file(EVALUATIONS_DIR).glob("*/"))})
+        return _readable_json(
+            {folder.name: folder / METRICS for folder in sorted(self.file(EVALUATIONS_DIR).glob("*/"))}
+        )
 
     def has_config(self) -> bool:
         return self.file(CONFIG).is_file()
@@ -303,11 +305,15 @@ class RunFolder:
         except FileNotFoundError:
             raise
         except (OSError, ValueError) as error:
-            raise PipelineError(f"{name} of run {self.run_id} does not read ({type(error).__name__}: {error}); "
-                                f"the run folder is damaged.") from error
+            raise PipelineError(
+                f"{name} of run {self.run_id} does not read ({type(error).__name__}: {error}); "
+                f"the run folder is damaged."
+            ) from error
         if not isinstance(payload, dict):
-            raise PipelineError(f"{name} of run {self.run_id} holds a {type(payload).__name__}, not a JSON object; "
-                                "the run folder is damaged.")
+            raise PipelineError(
+                f"{name} of run {self.run_id} holds a {type(payload).__name__}, not a JSON object; "
+                "the run folder is damaged."
+            )
         return payload
 
     def config(self) -> dict[str, Any]:
@@ -341,8 +347,9 @@ class RunFolder:
             reason = "The training process ended without finishing (killed or crashed)."
         else:
             orphaned = _age_s(status.get("updated_at")) > STALE_AFTER_S
-            reason = (f"No heartbeat from {status.get('host')} for over {STALE_AFTER_S:.0f} s: its process or node "
-                      "was lost.")
+            reason = (
+                f"No heartbeat from {status.get('host')} for over {STALE_AFTER_S:.0f} s: its process or node was lost."
+            )
         if orphaned:
             status = {**status, "state": "failed", "stale": True, "error": status.get("error") or reason}
         return status
@@ -394,11 +401,22 @@ class RunFolder:
         write_csv_atomic(self.file(PREDICTIONS), frame[PREDICTION_COLUMNS])
 
     def predictions(self) -> pd.DataFrame:
-        return self._table(PREDICTIONS, PREDICTION_COLUMNS, numeric=("prob_all",),
-                           text=("path", "patient", "label", "predicted"), classes=("label", "predicted"))
+        return self._table(
+            PREDICTIONS,
+            PREDICTION_COLUMNS,
+            numeric=("prob_all",),
+            text=("path", "patient", "label", "predicted"),
+            classes=("label", "predicted"),
+        )
 
-    def _table(self, name: str, columns: list[str], numeric: tuple[str, ...] = (), text: tuple[str, ...] = (),
-               classes: tuple[str, ...] = ()) -> pd.DataFrame:
+    def _table(
+        self,
+        name: str,
+        columns: list[str],
+        numeric: tuple[str, ...] = (),
+        text: tuple[str, ...] = (),
+        classes: tuple[str, ...] = (),
+    ) -> pd.DataFrame:
         """A CSV of the run with the columns its readers need, `numeric` ones all probabilities, `text` ones all
         filled in and `classes` ones holding only class names; a damaged one is a `PipelineError` naming it (a
         missing one stays `FileNotFoundError`)."""
@@ -415,15 +433,15 @@ class RunFolder:
         for column in numeric:
             values = pd.to_numeric(table[column], errors="coerce")
             if values.isna().any() or not values.between(0, 1).all():
-                raise PipelineError(f"{name} of run {self.run_id}: {column} holds values that are not "
-                                    "probabilities.")
+                raise PipelineError(f"{name} of run {self.run_id}: {column} holds values that are not probabilities.")
         for column in text:
             if table[column].isna().any():
                 raise PipelineError(f"{name} of run {self.run_id}: {column} has empty cells.")
         for column in classes:
             if not table[column].isin(DISPLAY_ORDER).all():
-                raise PipelineError(f"{name} of run {self.run_id}: {column} holds other than "
-                                    f"{' and '.join(DISPLAY_ORDER)}.")
+                raise PipelineError(
+                    f"{name} of run {self.run_id}: {column} holds other than {' and '.join(DISPLAY_ORDER)}."
+                )
         return table
 
     def write_skipped(self, skipped: list[tuple[str, str]]) -> None:
@@ -576,5 +594,6 @@ def record_failure(folder: RunFolder, error: BaseException) -> None:
     except (OSError, ValueError):  # a damaged status.json: replaced by the failure
         active = True
     if active:
-        folder.update_status(state="failed", phase="failed", ended_at=now_iso(),
-                             error=f"{type(error).__name__}: {error}")
+        folder.update_status(
+            state="failed", phase="failed", ended_at=now_iso(), error=f"{type(error).__name__}: {error}"
+        )

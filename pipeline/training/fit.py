@@ -27,6 +27,7 @@ def keras_verbosity() -> int:
     """Keras' progress bar on a terminal; nothing in a log file (one line per epoch is logged instead)."""
     return 1 if sys.stdout.isatty() else 0
 
+
 STATUS_INTERVAL_S = 2.0
 LOSS = "sparse_categorical_crossentropy"
 
@@ -40,7 +41,8 @@ def optimizer(config: TrainConfig, total_steps: int, learning_rate: float | None
     if config.optimizer == "adam":
         return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, max(1, total_steps)))
     schedule = keras.optimizers.schedules.ExponentialDecay(
-        learning_rate, decay_steps=config.decay_steps, decay_rate=config.decay_rate)
+        learning_rate, decay_steps=config.decay_steps, decay_rate=config.decay_rate
+    )
     return keras.optimizers.RMSprop(learning_rate=schedule)
 
 
@@ -65,8 +67,9 @@ def sample_weights(config: TrainConfig, labels: np.ndarray, patients: np.ndarray
     return weights.astype(np.float32)
 
 
-def progress_callback(folder: RunFolder, total_epochs: int, steps: int, epoch_offset: int = 0,
-                      phase: str = "training") -> Any:
+def progress_callback(
+    folder: RunFolder, total_epochs: int, steps: int, epoch_offset: int = 0, phase: str = "training"
+) -> Any:
     import keras
 
     class ProgressCallback(keras.callbacks.Callback):
@@ -82,26 +85,38 @@ def progress_callback(folder: RunFolder, total_epochs: int, steps: int, epoch_of
             first = not self.epoch
             self.epoch = epoch_offset + epoch + 1
             changes = {"first_epoch_this_process": self.epoch} if first else {}
-            folder.update_status(phase=phase, epoch=self.epoch, epochs=total_epochs, step=0, steps=steps,
-                                 progress=0.0, **changes)
+            folder.update_status(
+                phase=phase, epoch=self.epoch, epochs=total_epochs, step=0, steps=steps, progress=0.0, **changes
+            )
 
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
             if time.monotonic() - self.last_write >= STATUS_INTERVAL_S:
                 self.last_write = time.monotonic()
-                folder.update_status(step=batch + 1, progress=round((batch + 1) / steps, 4),
-                                     batch_accuracy=float((logs or {}).get("accuracy", math.nan)))
+                folder.update_status(
+                    step=batch + 1,
+                    progress=round((batch + 1) / steps, 4),
+                    batch_accuracy=float((logs or {}).get("accuracy", math.nan)),
+                )
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = logs or {}
             learning_rate = float(np.asarray(self.model.optimizer.learning_rate))
-            row = {"epoch": self.epoch, "accuracy": logs.get("accuracy"), "loss": logs.get("loss"),
-                   "val_accuracy": logs.get("val_accuracy"), "val_loss": logs.get("val_loss"),
-                   "learning_rate": learning_rate}
+            row = {
+                "epoch": self.epoch,
+                "accuracy": logs.get("accuracy"),
+                "loss": logs.get("loss"),
+                "val_accuracy": logs.get("val_accuracy"),
+                "val_loss": logs.get("val_loss"),
+                "learning_rate": learning_rate,
+            }
             self.rows = [r for r in self.rows if int(r["epoch"]) < self.epoch] + [row]
             folder.write_history(self.rows)
             folder.update_status(epoch=self.epoch, step=steps, progress=1.0, epochs_done=self.epoch)
-            figures = " ".join(f"{name} {value:.4f}" for name, value in row.items()
-                               if name != "epoch" and isinstance(value, float) and value == value)
+            figures = " ".join(
+                f"{name} {value:.4f}"
+                for name, value in row.items()
+                if name != "epoch" and isinstance(value, float) and value == value
+            )
             LOG.info("%s %s epoch %d/%d: %s", folder.run_id, phase, self.epoch, total_epochs, figures)
 
     return ProgressCallback()
@@ -133,44 +148,75 @@ def image_datasets(config: TrainConfig, data: PreparedData, initial_epoch: int =
     first epochs' exact batches and dropout masks on a model that has learnt them reads as accuracy 1.0."""
     steps, drop_remainder = training_steps(len(data.images["train"]), config.batch_size)
     weights = sample_weights(config, data.labels["train"], data.patients("train"))
-    train = make_dataset(data.images["train"], data.labels["train"], config.batch_size, True,
-                         config.seed + initial_epoch, config.augment, drop_remainder, weights)
-    validation = (make_dataset(data.images["val"], data.labels["val"], config.batch_size, False, config.seed)
-                  if len(data.images["val"]) else None)
+    train = make_dataset(
+        data.images["train"],
+        data.labels["train"],
+        config.batch_size,
+        True,
+        config.seed + initial_epoch,
+        config.augment,
+        drop_remainder,
+        weights,
+    )
+    validation = (
+        make_dataset(data.images["val"], data.labels["val"], config.batch_size, False, config.seed)
+        if len(data.images["val"])
+        else None
+    )
     return train, validation, steps
 
 
-def fit_full(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, initial_epoch: int,
-             jit_compile: bool = False, extra_callbacks: tuple[Any, ...] = ()) -> None:
+def fit_full(
+    model: Any,
+    config: TrainConfig,
+    data: PreparedData,
+    folder: RunFolder,
+    initial_epoch: int,
+    jit_compile: bool = False,
+    extra_callbacks: tuple[Any, ...] = (),
+) -> None:
     """Train the whole network; resumes at `initial_epoch` from a checkpointed (compiled) model. `extra_callbacks`
     run after the run's own (the one-pass grid's cells)."""
     train, validation, steps = image_datasets(config, data, initial_epoch)
     if initial_epoch == 0:
-        model.compile(optimizer=optimizer(config, steps * config.epochs), loss=LOSS, metrics=["accuracy"],
-                      jit_compile=jit_compile)
+        model.compile(
+            optimizer=optimizer(config, steps * config.epochs), loss=LOSS, metrics=["accuracy"], jit_compile=jit_compile
+        )
     # History first, then the checkpoint: a kill between the two never leaves a checkpoint ahead of the history.
-    callbacks = [progress_callback(folder, config.epochs, steps), checkpoint_callback(folder),
-                 tensorboard_callback(folder), *extra_callbacks]
-    model.fit(train, validation_data=validation, epochs=config.epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, shuffle=False, verbose=keras_verbosity())
+    callbacks = [
+        progress_callback(folder, config.epochs, steps),
+        checkpoint_callback(folder),
+        tensorboard_callback(folder),
+        *extra_callbacks,
+    ]
+    model.fit(
+        train,
+        validation_data=validation,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        shuffle=False,
+        verbose=keras_verbosity(),
+    )
 
 
-def _augmented_features(model: Any, config: TrainConfig, images: np.ndarray, labels: np.ndarray,
-                        folder: RunFolder) -> np.ndarray:
+def _augmented_features(
+    model: Any, config: TrainConfig, images: np.ndarray, labels: np.ndarray, folder: RunFolder
+) -> np.ndarray:
     """Pooled features of `augment_passes` augmented copies of `images`, one pass after another."""
 
     extractor = feature_extractor(model)
     parts = []
     for index in range(config.augment_passes):
-        folder.update_status(phase=f"extracting augmented features ({index + 1}/{config.augment_passes})",
-                             progress=0.0)
+        folder.update_status(phase=f"extracting augmented features ({index + 1}/{config.augment_passes})", progress=0.0)
         batches = make_dataset(images, labels, PREDICT_BATCH, False, config.seed + index, augment=True)
         parts.extend(np.asarray(extractor(batch, training=False)) for batch, _ in batches)
     return np.concatenate(parts)
 
 
-def dataset_features(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, weights_used: str,
-                     kind: str = "plain") -> np.ndarray:
+def dataset_features(
+    model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, weights_used: str, kind: str = "plain"
+) -> np.ndarray:
     """Pooled backbone features of every image of the run, in the split's order (see `image_features`), keyed
     by all the run's images, so the folds and repeats of a cross-validation share one extraction."""
     return image_features(model, config, folder, weights_used, data.split["path"].tolist(), data.all_images, kind)
@@ -181,20 +227,33 @@ FEATURE_CODE_VERSION = 2
 no feature cached by older code is read as if new. 2: the key holds the backbone's weights fingerprint."""
 
 
-def feature_cache_key(model: Any, config: TrainConfig, weights_used: str, paths: list[str],
-                      kind: str) -> dict[str, Any]:
+def feature_cache_key(
+    model: Any, config: TrainConfig, weights_used: str, paths: list[str], kind: str
+) -> dict[str, Any]:
     """What cached features depend on: the images and their preprocessing, the backbone and the very weights it
     holds (their fingerprint, not only their label), the kind of features and the feature code's version."""
-    key = {"images": cache_key(paths, config.image_size, config.clahe), "backbone": config.backbone,
-           "weights": weights_used, "weights_sha256": backbone_fingerprint(model), "kind": kind,
-           "feature_code": FEATURE_CODE_VERSION}
+    key = {
+        "images": cache_key(paths, config.image_size, config.clahe),
+        "backbone": config.backbone,
+        "weights": weights_used,
+        "weights_sha256": backbone_fingerprint(model),
+        "kind": kind,
+        "feature_code": FEATURE_CODE_VERSION,
+    }
     if kind == "augmented":
         key.update(augment_passes=config.augment_passes, seed=config.seed)
     return key
 
 
-def image_features(model: Any, config: TrainConfig, folder: RunFolder, weights_used: str, paths: list[str],
-                   images_of: Callable[[], np.ndarray], kind: str = "plain") -> np.ndarray:
+def image_features(
+    model: Any,
+    config: TrainConfig,
+    folder: RunFolder,
+    weights_used: str,
+    paths: list[str],
+    images_of: Callable[[], np.ndarray],
+    kind: str = "plain",
+) -> np.ndarray:
     """Pooled backbone features of the images of `paths` (`images_of()` gives them, asked only when the cache
     has not): `plain`, `augmented` (the `augment_passes` passes one after another) or `views` (the 8 dihedral
     views of test-time augmentation, one after another). Cached when the backbone weights are fixed (ImageNet
@@ -217,8 +276,9 @@ def image_features(model: Any, config: TrainConfig, folder: RunFolder, weights_u
     return features
 
 
-def frozen_probabilities(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder,
-                         weights_used: str, subset: str) -> np.ndarray:
+def frozen_probabilities(
+    model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, weights_used: str, subset: str
+) -> np.ndarray:
     """P(ALL) of a subset for a fast-mode model whose backbone never trained: its head on the cached features
     (of the 8 views, averaged as test-time augmentation averages them), the same figures as the whole model
     on the images. The folds of a cross-validation share one extraction of every image's views; a single run
@@ -231,16 +291,18 @@ def frozen_probabilities(model: Any, config: TrainConfig, data: PreparedData, fo
         views = dataset_features(model, config, data, folder, weights_used, "views").reshape(8, len(mask), -1)
         inputs = views[:, mask].reshape(-1, views.shape[-1])
     else:
-        inputs = image_features(model, config, folder, weights_used, data.paths(subset),
-                                lambda: data.images[subset], "views")
+        inputs = image_features(
+            model, config, folder, weights_used, data.paths(subset), lambda: data.images[subset], "views"
+        )
     probabilities = np.asarray(head_model(model).predict(inputs, batch_size=1024, verbose=0))
     if config.tta:
         probabilities = probabilities.reshape(8, mask.sum(), -1).mean(axis=0)
     return probabilities[:, ALL_INDEX]
 
 
-def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, weights_used: str,
-             jit_compile: bool = False) -> None:
+def fit_fast(
+    model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, weights_used: str, jit_compile: bool = False
+) -> None:
     """Fast mode: pooled backbone features computed once (and cached), standardised, then the head trained on
     them; with `augment`, on the features of the training images and of `augment_passes` augmented copies."""
 
@@ -256,23 +318,45 @@ def fit_fast(model: Any, config: TrainConfig, data: PreparedData, folder: RunFol
     adapt_feature_norm(model, features["train"])
     head = head_model(model)
     steps = training_steps(len(features["train"]), config.batch_size)[0]
-    head.compile(optimizer=optimizer(config, steps * config.epochs), loss=LOSS, metrics=["accuracy"],
-                 jit_compile=jit_compile)
+    head.compile(
+        optimizer=optimizer(config, steps * config.epochs), loss=LOSS, metrics=["accuracy"], jit_compile=jit_compile
+    )
     total_epochs = config.epochs + (config.fine_tune_epochs if config.fine_tune_blocks else 0)
-    train_features = feature_dataset(features["train"], train_labels, config.batch_size, config.seed,
-                                     sample_weights(config, train_labels, train_patients))
-    validation = (feature_dataset(features["val"], data.labels["val"], config.batch_size) if len(features["val"])
-                  else None)
-    head.fit(train_features, validation_data=validation, epochs=config.epochs, shuffle=False,
-             verbose=keras_verbosity(),
-             callbacks=[progress_callback(folder, total_epochs, steps, phase="training head"),
-                        tensorboard_callback(folder)])
+    train_features = feature_dataset(
+        features["train"],
+        train_labels,
+        config.batch_size,
+        config.seed,
+        sample_weights(config, train_labels, train_patients),
+    )
+    validation = (
+        feature_dataset(features["val"], data.labels["val"], config.batch_size) if len(features["val"]) else None
+    )
+    head.fit(
+        train_features,
+        validation_data=validation,
+        epochs=config.epochs,
+        shuffle=False,
+        verbose=keras_verbosity(),
+        callbacks=[progress_callback(folder, total_epochs, steps, phase="training head"), tensorboard_callback(folder)],
+    )
     if config.fine_tune_blocks and config.fine_tune_epochs:
         unfreeze_top_blocks(model, config.fine_tune_blocks)
         train, validation_set, image_steps = image_datasets(config, data)
-        model.compile(optimizer=optimizer(config, image_steps * config.fine_tune_epochs, config.learning_rate / 10),
-                      loss=LOSS, metrics=["accuracy"], jit_compile=jit_compile)
-        model.fit(train, validation_data=validation_set, epochs=config.fine_tune_epochs, shuffle=False,
-                  verbose=keras_verbosity(),
-                  callbacks=[progress_callback(folder, total_epochs, image_steps, epoch_offset=config.epochs,
-                                               phase="fine-tuning"), tensorboard_callback(folder)])
+        model.compile(
+            optimizer=optimizer(config, image_steps * config.fine_tune_epochs, config.learning_rate / 10),
+            loss=LOSS,
+            metrics=["accuracy"],
+            jit_compile=jit_compile,
+        )
+        model.fit(
+            train,
+            validation_data=validation_set,
+            epochs=config.fine_tune_epochs,
+            shuffle=False,
+            verbose=keras_verbosity(),
+            callbacks=[
+                progress_callback(folder, total_epochs, image_steps, epoch_offset=config.epochs, phase="fine-tuning"),
+                tensorboard_callback(folder),
+            ],
+        )

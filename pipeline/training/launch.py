@@ -58,8 +58,9 @@ def active_runs(runs_dir: Path | None = None) -> list[dict]:
     return active
 
 
-def launch(configs: list[TrainConfig], runs_dir: Path | None = None, group: str = "",
-           ray_address: str | None = None) -> list[RunFolder]:
+def launch(
+    configs: list[TrainConfig], runs_dir: Path | None = None, group: str = "", ray_address: str | None = None
+) -> list[RunFolder]:
     """Queue `configs` as new runs and train them one after another in a background process, or, with
     `ray_address` (a configured cluster), as Ray tasks driven by that background process.
 
@@ -71,8 +72,10 @@ def launch(configs: list[TrainConfig], runs_dir: Path | None = None, group: str 
     with launch_lock(runs_dir):
         busy = active_runs(runs_dir)
         if busy:
-            raise TrainingBusyError(f"Run {busy[0]['run_id']} is still {busy[0]['state']}; wait for it to finish "
-                                    f"or cancel it before starting another.")
+            raise TrainingBusyError(
+                f"Run {busy[0]['run_id']} is still {busy[0]['state']}; wait for it to finish "
+                f"or cancel it before starting another."
+            )
         folders = [prepare_run(config, runs_dir, group) for config in configs]
         process = _spawn(folders, ["--engine", "ray", "--address", ray_address] if ray_address else [])
         for folder in folders:
@@ -100,8 +103,17 @@ def demo_model_config(data_dir: str) -> TrainConfig:
     card can report held-out patients, and every patient is held out once."""
 
     if imagenet_available("efficientnet_b3"):
-        return recipe_config("paper", data_dir, weights="auto", freeze_backbone=True, epochs=40, batch_size=16,
-                             learning_rate=1e-3, augment=True, name="demo-model")
+        return recipe_config(
+            "paper",
+            data_dir,
+            weights="auto",
+            freeze_backbone=True,
+            epochs=40,
+            batch_size=16,
+            learning_rate=1e-3,
+            augment=True,
+            name="demo-model",
+        )
     if lite_weights_installed(RECIPES["lite"]["backbone"]):
         return recipe_config("lite", data_dir, name="demo-model")
     return recipe_config("scratch", data_dir, name="demo-model", **DEMO_SCRATCH)
@@ -117,8 +129,11 @@ def launch_demo_model(data_dir: str, runs_dir: Path | None = None) -> RunFolder 
     training; the served fold's folder, or None if not started. A demo model whose preparation failed does not
     block a new try."""
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-    blocking = [run for run in list_runs(runs_dir)
-                if not (is_demo_group(run.get("group")) and run.get("state") in ("failed", "cancelled"))]
+    blocking = [
+        run
+        for run in list_runs(runs_dir)
+        if not (is_demo_group(run.get("group")) and run.get("state") in ("failed", "cancelled"))
+    ]
     if blocking:
         return None
     group, configs = crossval_configs(demo_model_config(data_dir), DEMO_FOLDS)
@@ -139,8 +154,14 @@ def failed_demo_model(runs_dir: Path | None = None) -> dict | None:
 
 def execute_command(folders: list[RunFolder], engine: list[str] | None = None) -> list[str]:
     """The background process's command: `python -m pipeline execute RUN_DIR... [--engine ray --address ...]`."""
-    return [sys.executable, "-m", "pipeline", "execute", *[str(folder.path.resolve()) for folder in folders],
-            *(engine or [])]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "execute",
+        *[str(folder.path.resolve()) for folder in folders],
+        *(engine or []),
+    ]
 
 
 def _spawn(folders: list[RunFolder], engine: list[str] | None = None) -> subprocess.Popen:
@@ -150,8 +171,12 @@ def _spawn(folders: list[RunFolder], engine: list[str] | None = None) -> subproc
     try:
         return subprocess.Popen(
             execute_command(folders, engine),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": child_python_path()})
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": child_python_path()},
+        )
     finally:
         log.close()
 

@@ -74,8 +74,12 @@ class CellTable:
         return self.views[view][stress]
 
 
-def _constant(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray,
-              ) -> tuple[Callable[[np.ndarray, str | None], np.ndarray], dict[str, Any]]:
+def _constant(
+    train: np.ndarray,
+    is_all: np.ndarray,
+    table: CellTable,
+    patients: np.ndarray,
+) -> tuple[Callable[[np.ndarray, str | None], np.ndarray], dict[str, Any]]:
     majority = float(is_all[train].mean() >= 0.5)  # the best constant answer: the training majority, every time
     return (lambda rows, stress: np.full(len(rows), majority)), {}
 
@@ -89,6 +93,7 @@ def _descriptor_model(columns: tuple[str, ...]) -> Callable[..., Any]:
             return model.predict_proba(source[list(columns)].to_numpy(float)[rows])[:, 1]
 
         return predict, {}
+
     return fit
 
 
@@ -96,11 +101,15 @@ def _feature_model(c: float | None, view: str | None = None, augment: str | None
     """A logistic regression on the backbone's features: with `c` fixed, or (None) chosen on inner patient folds
     of the training rows by mean ROC AUC; on the features of `view` (None: cells as imaged), trained also on the
     rows of the `augment` view (one augmented copy of every training cell)."""
+
     def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray) -> tuple[Any, dict]:
         features = table.features_of(view, None)
         extra = table.features_of(augment, None) if augment else None
-        chosen = c if c is not None else choose_c(features[train], is_all[train], patients[train],
-                                                  None if extra is None else extra[train])
+        chosen = (
+            c
+            if c is not None
+            else choose_c(features[train], is_all[train], patients[train], None if extra is None else extra[train])
+        )
         rows, labels = features[train], is_all[train]
         if extra is not None:
             rows, labels = np.concatenate([rows, extra[train]]), np.tile(labels, 2)
@@ -110,6 +119,7 @@ def _feature_model(c: float | None, view: str | None = None, augment: str | None
             return model.predict_proba(table.features_of(view, stress)[test])[:, 1]
 
         return predict, {"C": chosen}
+
     return fit
 
 
@@ -117,8 +127,10 @@ def _keras_head(view: str | None = None) -> Callable[..., Any]:
     """The product's fast-mode head (the `lite` recipe: variance-floored normalisation, BN, Dense 256, dropout,
     L2, Adam, balanced classes and patients) trained on the features of `view` (one view, no test-time
     averaging)."""
-    def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray
-            ) -> tuple[Callable[[np.ndarray, str | None], np.ndarray], dict[str, Any]]:
+
+    def fit(
+        train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray
+    ) -> tuple[Callable[[np.ndarray, str | None], np.ndarray], dict[str, Any]]:
         import keras
 
         from ..core.config import recipe_config
@@ -133,18 +145,25 @@ def _keras_head(view: str | None = None) -> Callable[..., Any]:
         adapt_feature_norm(model, features[train])
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS)
         labels = is_all[train].astype(np.int32)  # the product's class order: ALL is 1
-        model.fit(features[train], labels, sample_weight=sample_weights(config, labels, patients[train]),
-                  batch_size=config.batch_size, epochs=config.epochs, verbose=0, shuffle=True)
+        model.fit(
+            features[train],
+            labels,
+            sample_weight=sample_weights(config, labels, patients[train]),
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            verbose=0,
+            shuffle=True,
+        )
 
         def predict(test: np.ndarray, stress: str | None) -> np.ndarray:
             return np.asarray(model.predict(table.features_of(view, stress)[test], batch_size=1024, verbose=0))[:, 1]
 
         return predict, {}
+
     return fit
 
 
-def choose_c(features: np.ndarray, is_all: np.ndarray, patients: np.ndarray,
-             extra: np.ndarray | None = None) -> float:
+def choose_c(features: np.ndarray, is_all: np.ndarray, patients: np.ndarray, extra: np.ndarray | None = None) -> float:
     """The C of `C_GRID` with the best mean ROC AUC over inner patient folds of these rows alone (with `extra`,
     augmented copies of the same rows, added to each inner fold's training rows)."""
     folds = patient_folds(is_all, patients, INNER_FOLDS)
@@ -172,26 +191,36 @@ CANDIDATES: dict[str, Callable[..., Any]] = {
     "logistic regression, C chosen on inner folds, size-normalised cells": _feature_model(None, SIZE_NORMALISED),
     "logistic regression, C chosen on inner folds, + random-zoom copies": _feature_model(None, augment=RANDOM_ZOOM),
 }
-NEEDS = {"the product's head (lite recipe) on features": "keras",
-         "the product's head (lite recipe), size-normalised cells": "keras",
-         "logistic regression, C chosen on inner folds, size-normalised cells": SIZE_NORMALISED,
-         "logistic regression, C chosen on inner folds, + random-zoom copies": RANDOM_ZOOM}
+NEEDS = {
+    "the product's head (lite recipe) on features": "keras",
+    "the product's head (lite recipe), size-normalised cells": "keras",
+    "logistic regression, C chosen on inner folds, size-normalised cells": SIZE_NORMALISED,
+    "logistic regression, C chosen on inner folds, + random-zoom copies": RANDOM_ZOOM,
+}
 """What a candidate needs beyond the as-imaged features: a view of the table, or Keras (`heads=True`)."""
 REFERENCE = "logistic regression on features, C fixed"
 
 
-def nested_cross_validation(table: CellTable, folds: int = 3, seed: int = 0, heads: bool = False
-                            ) -> dict[str, Any]:
+def nested_cross_validation(table: CellTable, folds: int = 3, seed: int = 0, heads: bool = False) -> dict[str, Any]:
     """Every candidate on the same outer patient folds: per-fold figures, their mean, the pooled interval, the
     stress tests and the paired difference to `REFERENCE`; the outer test patients are used once, to score.
     Candidates whose view the table lacks are left out, and the Keras head unless `heads`."""
     outer = patient_folds(table.is_all, table.patients, folds, seed)
-    results: dict[str, Any] = {"folds": folds, "test_patients": [sorted(set(table.patients[test])) for test in outer],
-                               "candidates": {}}
+    results: dict[str, Any] = {
+        "folds": folds,
+        "test_patients": [sorted(set(table.patients[test])) for test in outer],
+        "candidates": {},
+    }
     for name, fit in CANDIDATES.items():
         need = NEEDS.get(name)
-        if need is not None and (need == "keras" and not heads or need != "keras" and need not in table.views
-                                 or "size-normalised" in name and SIZE_NORMALISED not in table.views):
+        if need is not None and (
+            need == "keras"
+            and not heads
+            or need != "keras"
+            and need not in table.views
+            or "size-normalised" in name
+            and SIZE_NORMALISED not in table.views
+        ):
             continue
         prob = np.zeros(len(table.is_all))
         under = {stress: np.zeros(len(table.is_all)) for stress in table.stressed_features}
@@ -204,51 +233,79 @@ def nested_cross_validation(table: CellTable, folds: int = 3, seed: int = 0, hea
                 under[stress][test] = predict(test, stress)
             chosen.append(choice)
         scores = fold_scores(table.is_all, prob, outer) if name != "constant answer" else _constant_scores(outer)
-        pooled = patient_bootstrap(pd.DataFrame({"label": np.where(table.is_all, "ALL", "HEM"),
-                                                 "patient": table.patients, "prob_all": prob}))
+        pooled = patient_bootstrap(
+            pd.DataFrame({"label": np.where(table.is_all, "ALL", "HEM"), "patient": table.patients, "prob_all": prob})
+        )
         results["candidates"][name] = {
-            **scores, "pooled": pooled, "choices": chosen,
-            "stressed_roc_auc": {stress: fold_scores(table.is_all, values, outer)["roc_auc"]
-                                 for stress, values in under.items()} if name != "constant answer" else {}}
+            **scores,
+            "pooled": pooled,
+            "choices": chosen,
+            "stressed_roc_auc": {
+                stress: fold_scores(table.is_all, values, outer)["roc_auc"] for stress, values in under.items()
+            }
+            if name != "constant answer"
+            else {},
+        }
     reference = results["candidates"][REFERENCE]["roc_auc_folds"]
     for scores in results["candidates"].values():
         differences = np.asarray(scores["roc_auc_folds"]) - np.asarray(reference)
-        scores["minus_reference_roc_auc"] = {"mean": float(differences.mean()), "folds": differences.tolist(),
-                                             "better_in": int((differences > 0).sum())}
+        scores["minus_reference_roc_auc"] = {
+            "mean": float(differences.mean()),
+            "folds": differences.tolist(),
+            "better_in": int((differences > 0).sum()),
+        }
     return results
 
 
 def _constant_scores(outer: list[np.ndarray]) -> dict[str, Any]:
-    return {"roc_auc": 0.5, "balanced_accuracy": 0.5, "roc_auc_folds": [0.5] * len(outer),
-            "balanced_accuracy_folds": [0.5] * len(outer), "pooled_roc_auc": 0.5}
+    return {
+        "roc_auc": 0.5,
+        "balanced_accuracy": 0.5,
+        "roc_auc_folds": [0.5] * len(outer),
+        "balanced_accuracy_folds": [0.5] * len(outer),
+        "pooled_roc_auc": 0.5,
+    }
 
 
 def nested_lines(results: dict[str, Any]) -> list[str]:
     """The table as text: one line per candidate."""
-    stresses = [stress for stress in STRESSES
-                if any(stress in c["stressed_roc_auc"] for c in results["candidates"].values())]
-    lines = [f"Nested patient cross-validation, {results['folds']} outer folds (test patients: "
-             + "; ".join(", ".join(patients) for patients in results["test_patients"]) + ")",
-             "  ROC AUC and balanced accuracy: mean of the outer folds; pooled: every cell's out-of-fold P(ALL), "
-             "95 % patient bootstrap; then the ROC AUC with test cells " + ", ".join(stresses)]
+    stresses = [
+        stress for stress in STRESSES if any(stress in c["stressed_roc_auc"] for c in results["candidates"].values())
+    ]
+    lines = [
+        f"Nested patient cross-validation, {results['folds']} outer folds (test patients: "
+        + "; ".join(", ".join(patients) for patients in results["test_patients"])
+        + ")",
+        "  ROC AUC and balanced accuracy: mean of the outer folds; pooled: every cell's out-of-fold P(ALL), "
+        "95 % patient bootstrap; then the ROC AUC with test cells " + ", ".join(stresses),
+    ]
     for name, scores in results["candidates"].items():
         pooled = scores["pooled"]["roc_auc"]
-        interval = ("n/a" if pooled.get("low") is None else f"{pooled['low']:.2f}-{pooled['high']:.2f}")
-        stressed = "  ".join(f"{scores['stressed_roc_auc'][stress]:.3f}" for stress in stresses
-                             if stress in scores["stressed_roc_auc"])
+        interval = "n/a" if pooled.get("low") is None else f"{pooled['low']:.2f}-{pooled['high']:.2f}"
+        stressed = "  ".join(
+            f"{scores['stressed_roc_auc'][stress]:.3f}" for stress in stresses if stress in scores["stressed_roc_auc"]
+        )
         paired = scores["minus_reference_roc_auc"]
-        lines.append(f"  {name:58s} ROC AUC {scores['roc_auc']:.3f}  BA {scores['balanced_accuracy']:.3f}  "
-                     f"pooled {scores['pooled_roc_auc']:.3f} ({interval})  stressed {stressed or '-'}  "
-                     f"vs reference {paired['mean']:+.3f} (better in {paired['better_in']} of {results['folds']})")
+        lines.append(
+            f"  {name:58s} ROC AUC {scores['roc_auc']:.3f}  BA {scores['balanced_accuracy']:.3f}  "
+            f"pooled {scores['pooled_roc_auc']:.3f} ({interval})  stressed {stressed or '-'}  "
+            f"vs reference {paired['mean']:+.3f} (better in {paired['better_in']} of {results['folds']})"
+        )
         choices = [choice.get("C") for choice in scores["choices"] if choice.get("C") is not None]
         if choices and name != REFERENCE:
             lines.append(f"  {'':58s} C chosen per fold: {', '.join(f'{c:g}' for c in choices)}")
     return lines
 
 
-def cell_table(data_dir: str, backbone: str = "efficientnet_lite0", image_size: int = 224, folds: int = 3,
-               seed: int = 0, progress: Callable[[str], None] | None = None,
-               views: tuple[str, ...] = VIEWS) -> CellTable:
+def cell_table(
+    data_dir: str,
+    backbone: str = "efficientnet_lite0",
+    image_size: int = 224,
+    folds: int = 3,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    views: tuple[str, ...] = VIEWS,
+) -> CellTable:
     """Features (ImageNet `backbone`, frozen, pooled) and descriptors of every labelled training cell of `data_dir`,
     clean and under each stress, and the features of each of `views`; a test cell is moved to the statistics of
     the other class on the training patients of its own outer fold, so no stress uses what its fold tests."""
@@ -269,9 +326,15 @@ def cell_table(data_dir: str, backbone: str = "efficientnet_lite0", image_size: 
             statistics_of[row] = statistics
     zoom = np.exp(np.random.default_rng(seed).uniform(*np.log(ZOOM_RANGE), len(paths)))
     model, weights = build_model(backbone, image_size, "imagenet", freeze_backbone=True)
-    key = {"paths": cache_key(paths, image_size, ClaheSettings()), "backbone": backbone, "weights": weights,
-           "weights_sha256": backbone_fingerprint(model), "feature_code": FEATURE_CODE_VERSION, "folds": folds,
-           "seed": seed}
+    key = {
+        "paths": cache_key(paths, image_size, ClaheSettings()),
+        "backbone": backbone,
+        "weights": weights,
+        "weights_sha256": backbone_fingerprint(model),
+        "feature_code": FEATURE_CODE_VERSION,
+        "folds": folds,
+        "seed": seed,
+    }
 
     def version(stress: str | None, view: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
         clahe = ClaheSettings(cell_area=CELL_AREA if view == SIZE_NORMALISED else 0.0)
@@ -282,8 +345,10 @@ def cell_table(data_dir: str, backbone: str = "efficientnet_lite0", image_size: 
             return zoom_cell(raw, float(zoom[row])) if view == RANDOM_ZOOM else raw
 
         def compute() -> np.ndarray:
-            say(f"features of {len(paths)} cells{'' if stress is None else ', ' + stress}"
-                f"{'' if view is None else ', ' + view}")
+            say(
+                f"features of {len(paths)} cells{'' if stress is None else ', ' + stress}"
+                f"{'' if view is None else ', ' + view}"
+            )
             with ThreadPoolExecutor(max_workers=4) as pool:
                 raws = list(pool.map(image, range(len(paths))))
             found = pd.DataFrame([describe(raw) for raw in raws]).to_numpy(float)
@@ -301,6 +366,12 @@ def cell_table(data_dir: str, backbone: str = "efficientnet_lite0", image_size: 
     for view in views:
         stresses = (None, *STRESSES) if view == SIZE_NORMALISED else (None,)
         other_views[view] = {stress: version(stress, view)[0] for stress in stresses}
-    return CellTable(is_all, patients, features, described,
-                     {stress: found[0] for stress, found in stressed_versions.items()},
-                     {stress: found[1] for stress, found in stressed_versions.items()}, other_views)
+    return CellTable(
+        is_all,
+        patients,
+        features,
+        described,
+        {stress: found[0] for stress, found in stressed_versions.items()},
+        {stress: found[1] for stress, found in stressed_versions.items()},
+        other_views,
+    )

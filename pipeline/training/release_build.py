@@ -62,9 +62,11 @@ def release_config(data_dir: str, cell_area: float = CELL_AREA, image_size: int 
 
 def fit_temperature(logits: np.ndarray, is_all: np.ndarray) -> float:
     """The temperature that minimises the log loss of sigmoid(logits / T) (Guo et al., 2017)."""
+
     def loss(log_t: float) -> float:
         p = np.clip(expit(logits / np.exp(log_t)), 1e-9, 1 - 1e-9)
         return float(-np.mean(is_all * np.log(p) + (~is_all) * np.log(1 - p)))
+
     return float(np.exp(minimize_scalar(loss, bounds=(-4, 4), method="bounded").x))
 
 
@@ -88,9 +90,14 @@ def cell_features(config: TrainConfig, paths: list[str], progress: Callable[[str
     from ..models.model import backbone_fingerprint, build_model
 
     model, weights = build_model(config.backbone, config.image_size, "imagenet", freeze_backbone=True)
-    key = {"images": cache_key(paths, config.image_size, config.clahe), "backbone": config.backbone,
-           "weights": weights, "weights_sha256": backbone_fingerprint(model), "kind": "release",
-           "feature_code": FEATURE_CODE_VERSION}
+    key = {
+        "images": cache_key(paths, config.image_size, config.clahe),
+        "backbone": config.backbone,
+        "weights": weights,
+        "weights_sha256": backbone_fingerprint(model),
+        "kind": "release",
+        "feature_code": FEATURE_CODE_VERSION,
+    }
 
     def compute() -> np.ndarray:
         progress(f"preprocessing {len(paths)} cells")
@@ -114,9 +121,15 @@ def fold_of(is_all: np.ndarray, patients: np.ndarray, folds: int, seed: int) -> 
     return fold
 
 
-def cross_fit(features: np.ndarray, is_all: np.ndarray, patients: np.ndarray, shapes: np.ndarray,
-              config: TrainConfig, folds: int = RELEASE_FOLDS, c: float | None = RELEASE_C
-              ) -> tuple[Release, pd.DataFrame, dict[str, Any]]:
+def cross_fit(
+    features: np.ndarray,
+    is_all: np.ndarray,
+    patients: np.ndarray,
+    shapes: np.ndarray,
+    config: TrainConfig,
+    folds: int = RELEASE_FOLDS,
+    c: float | None = RELEASE_C,
+) -> tuple[Release, pd.DataFrame, dict[str, Any]]:
     """The release fit on every cell, its fold heads, and every cell's out-of-fold P(ALL) and distance (`shapes`:
     each cell's area and largest-part share, for the format check). `c`: the regularisation, fixed, or (None)
     chosen on inner patient folds of each head's own training patients."""
@@ -138,22 +151,39 @@ def cross_fit(features: np.ndarray, is_all: np.ndarray, patients: np.ndarray, sh
     temperature = fit_temperature(logits, is_all)
     prob = expit(logits / temperature)
     low, high = choose_bands(prob, is_all)
-    release = Release(config.backbone, config.image_size, config.clahe.cell_area,
-                      [LinearHead.fit(features, is_all, c_all), *heads], temperature, DistanceScore.fit(features),
-                      float(np.quantile(distances, OOD_PASS_SHARE)), FormatCheck.of(shapes[:, 0], shapes[:, 1]),
-                      low, high)
+    release = Release(
+        config.backbone,
+        config.image_size,
+        config.clahe.cell_area,
+        [LinearHead.fit(features, is_all, c_all), *heads],
+        temperature,
+        DistanceScore.fit(features),
+        float(np.quantile(distances, OOD_PASS_SHARE)),
+        FormatCheck.of(shapes[:, 0], shapes[:, 1]),
+        low,
+        high,
+    )
     table = pd.DataFrame({"fold": fold, "prob_all": np.round(prob, 6), "distance": np.round(distances, 4)})
-    return release, table, {"C_full": c_all, "C_folds": chosen,
-                            "C_choice": "fixed" if c is not None else "inner patient folds"}
+    return (
+        release,
+        table,
+        {"C_full": c_all, "C_folds": chosen, "C_choice": "fixed" if c is not None else "inner patient folds"},
+    )
 
 
 def _shape_of(path: str) -> tuple[float, float]:
     return cell_shape(pad_to_square(read_image(path)))
 
 
-def build_release(data_dir: str, out_dir: Path = RELEASE_DIR, folds: int = RELEASE_FOLDS,
-                  cell_area: float = CELL_AREA, progress: Callable[[str], None] | None = None,
-                  image_size: int | None = None, c: float | None = RELEASE_C) -> RunFolder:
+def build_release(
+    data_dir: str,
+    out_dir: Path = RELEASE_DIR,
+    folds: int = RELEASE_FOLDS,
+    cell_area: float = CELL_AREA,
+    progress: Callable[[str], None] | None = None,
+    image_size: int | None = None,
+    c: float | None = RELEASE_C,
+) -> RunFolder:
     """Build the release from every labelled training cell of `data_dir` and write it as a run folder: config,
     status, split (every cell trained the head that answers uploads), out-of-fold predictions, metrics with
     patient-bootstrap intervals and the per-subject table, `head.npz` and its card."""
@@ -172,36 +202,61 @@ def build_release(data_dir: str, out_dir: Path = RELEASE_DIR, folds: int = RELEA
     say("cross-fitting the heads")
     release, table, choices = cross_fit(features, labels == "ALL", patients, shapes, config, folds, c)
     shown = [os.path.relpath(Path(path).resolve(), PROJECT_ROOT) for path in paths]
-    predictions = pd.DataFrame({"path": shown, "patient": patients, "label": labels,
-                                "predicted": label_from_prob(table["prob_all"].to_numpy()),
-                                "prob_all": table["prob_all"], "fold": table["fold"],
-                                "distance": table["distance"],
-                                "in_distribution": table["distance"] <= release.distance_threshold})
-    metrics = {**metrics_from_predictions(predictions), "subset": "out-of-fold (every cell)",
-               "intervals": patient_bootstrap(predictions), "tta": False,
-               "figures": "out-of-fold: every cell scored by the fold head that never saw its patient",
-               "release": {"folds": folds, "temperature": release.temperature, **choices,
-                           "distance_threshold": release.distance_threshold,
-                           "bands": [release.band_low, release.band_high],
-                           "test_patients": [sorted(set(patients[table["fold"] == k])) for k in range(1, folds + 1)]}}
+    predictions = pd.DataFrame(
+        {
+            "path": shown,
+            "patient": patients,
+            "label": labels,
+            "predicted": label_from_prob(table["prob_all"].to_numpy()),
+            "prob_all": table["prob_all"],
+            "fold": table["fold"],
+            "distance": table["distance"],
+            "in_distribution": table["distance"] <= release.distance_threshold,
+        }
+    )
+    metrics = {
+        **metrics_from_predictions(predictions),
+        "subset": "out-of-fold (every cell)",
+        "intervals": patient_bootstrap(predictions),
+        "tta": False,
+        "figures": "out-of-fold: every cell scored by the fold head that never saw its patient",
+        "release": {
+            "folds": folds,
+            "temperature": release.temperature,
+            **choices,
+            "distance_threshold": release.distance_threshold,
+            "bands": [release.band_low, release.band_high],
+            "test_patients": [sorted(set(patients[table["fold"] == k])) for k in range(1, folds + 1)],
+        },
+    }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     folder = RunFolder(out)
     release.save(folder.file(HEAD))
-    write_csv_atomic(folder.file(SPLIT), pd.DataFrame({"path": shown, "patient": patients, "label": labels,
-                                                             "subset": "train"}))
+    write_csv_atomic(
+        folder.file(SPLIT), pd.DataFrame({"path": shown, "patient": patients, "label": labels, "subset": "train"})
+    )
     write_csv_atomic(folder.file(PREDICTIONS), predictions)
     folder.write_metrics(metrics)
-    folder.write_config({**config.replace(data_dir=os.path.relpath(Path(data_dir).resolve(), PROJECT_ROOT)).to_dict(),
-                         "weights_used": weights, "data_kind": "real", "created": now_iso(),
-                         "images": len(paths), "release": True})
-    write_json_atomic(folder.file(STATUS), {"state": "completed", "phase": "released",
-                                                   "finished_at": now_iso(), "updated_at": now_iso()})
-    atomic_write(folder.file(RELEASE_CARD), lambda target: target.write_text(card_text(folder, release, metrics,
-                                                                                          BAND_AGREEMENT)))
+    folder.write_config(
+        {
+            **config.replace(data_dir=os.path.relpath(Path(data_dir).resolve(), PROJECT_ROOT)).to_dict(),
+            "weights_used": weights,
+            "data_kind": "real",
+            "created": now_iso(),
+            "images": len(paths),
+            "release": True,
+        }
+    )
+    write_json_atomic(
+        folder.file(STATUS),
+        {"state": "completed", "phase": "released", "finished_at": now_iso(), "updated_at": now_iso()},
+    )
+    atomic_write(
+        folder.file(RELEASE_CARD), lambda target: target.write_text(card_text(folder, release, metrics, BAND_AGREEMENT))
+    )
     size = sum(file.stat().st_size for file in out.iterdir() if file.is_file())
     if folder.file(HEAD).stat().st_size > MAX_BYTES:
         raise PipelineError(f"The head is {folder.file(HEAD).stat().st_size} bytes, over {MAX_BYTES}.")
     say(f"release written to {out} ({size / 1e6:.2f} MB)")
     return folder
-

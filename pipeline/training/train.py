@@ -42,16 +42,29 @@ LOG = logging.getLogger(__name__)
 
 def git_commit() -> str | None:
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                                capture_output=True, text=True, timeout=5, check=False)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() or None
 
 
 def _run_config(config: TrainConfig, folder: RunFolder, group: str) -> dict[str, Any]:
-    return {**config.to_dict(), "run_id": folder.run_id, "created": now_iso(), "group": group,
-            "weights_used": None, "python": platform.python_version(), "git_commit": git_commit()}
+    return {
+        **config.to_dict(),
+        "run_id": folder.run_id,
+        "created": now_iso(),
+        "group": group,
+        "weights_used": None,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+    }
 
 
 def prepare_run(config: TrainConfig, runs_dir: Path | None = None, group: str = "") -> RunFolder:
@@ -61,13 +74,15 @@ def prepare_run(config: TrainConfig, runs_dir: Path | None = None, group: str = 
     check_trainable(config)
     folder = RunFolder(create_run_dir(runs_dir or default_runs_dir(), config.name or config.default_name))
     folder.write_config(_run_config(config, folder, group))
-    folder.update_status(state="queued", epoch=0, epochs=config.epochs, progress=0.0, pid=os.getpid(),
-                         queued_at=now_iso())
+    folder.update_status(
+        state="queued", epoch=0, epochs=config.epochs, progress=0.0, pid=os.getpid(), queued_at=now_iso()
+    )
     return folder
 
 
-def _predictions(model: Any, config: TrainConfig, data: PreparedData, subset: str, folder: RunFolder,
-                 weights_used: str) -> Any:
+def _predictions(
+    model: Any, config: TrainConfig, data: PreparedData, subset: str, folder: RunFolder, weights_used: str
+) -> Any:
 
     if config.freeze_backbone and not (config.fine_tune_blocks and config.fine_tune_epochs):
         prob_all = frozen_probabilities(model, config, data, folder, weights_used, subset)
@@ -76,8 +91,9 @@ def _predictions(model: Any, config: TrainConfig, data: PreparedData, subset: st
     return predictions_table(data.split[data.split["subset"] == subset], prob_all)
 
 
-def temperature_scaled(validation: pd.DataFrame | None, test: pd.DataFrame
-                       ) -> tuple[dict[str, Any], pd.DataFrame | None, pd.DataFrame]:
+def temperature_scaled(
+    validation: pd.DataFrame | None, test: pd.DataFrame
+) -> tuple[dict[str, Any], pd.DataFrame | None, pd.DataFrame]:
     """(the record of temperature scaling, validation and test predictions with P(ALL) rescaled): the
     temperature is fitted on the validation predictions alone, then applied to both; the classes called stay.
     The record keeps the test subset's calibration before scaling. Without validation images of both classes
@@ -85,13 +101,24 @@ def temperature_scaled(validation: pd.DataFrame | None, test: pd.DataFrame
     is_all = None if validation is None else (validation["label"] == "ALL").to_numpy()
     if is_all is None or is_all.all() or not is_all.any():
         held = "no validation subset" if is_all is None else f"validation holds {validation['label'].iloc[0]} only"
-        return ({"temperature": None, "fitted_on": "validation",
-                 "not_fitted": f"temperature scaling needs validation images of both classes ({held})"},
-                validation, test)
+        return (
+            {
+                "temperature": None,
+                "fitted_on": "validation",
+                "not_fitted": f"temperature scaling needs validation images of both classes ({held})",
+            },
+            validation,
+            test,
+        )
     temperature = fit_temperature(is_all, validation["prob_all"].to_numpy())
     before = compute_metrics(test["label"], test["predicted"], test["prob_all"])
-    record = {"temperature": round(temperature, 6), "fitted_on": "validation", "validation_images": len(validation),
-              "calibration_before": before["calibration"], "brier_before": before["brier"]}
+    record = {
+        "temperature": round(temperature, 6),
+        "fitted_on": "validation",
+        "validation_images": len(validation),
+        "calibration_before": before["calibration"],
+        "brier_before": before["brier"],
+    }
 
     def rescaled(table: pd.DataFrame) -> pd.DataFrame:
         return table.assign(prob_all=np.round(with_temperature(table["prob_all"], temperature), 6))
@@ -99,17 +126,29 @@ def temperature_scaled(validation: pd.DataFrame | None, test: pd.DataFrame
     return record, rescaled(validation), rescaled(test)
 
 
-def run_metrics(test: pd.DataFrame, validation: pd.DataFrame | None, split: pd.DataFrame,
-                tta: bool = False, temperature_scaling: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_metrics(
+    test: pd.DataFrame,
+    validation: pd.DataFrame | None,
+    split: pd.DataFrame,
+    tta: bool = False,
+    temperature_scaling: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """metrics.json of a run from its test and validation predictions and its split: the test figures, the
     validation figures under `validation` (what runs are chosen by), what the split supports (leakage,
     patients per class), the temperature scaling applied (if any) and every warning, those about the model
     itself (constant, one class, no better than a constant answer) first."""
     report = split_report(split)
-    metrics = {**metrics_from_predictions(test), "subset": "test", "tta": tta,
-               "validation": ({**metrics_from_predictions(validation), "subset": "val"}
-                              if validation is not None and len(validation) else None),
-               **report}
+    metrics = {
+        **metrics_from_predictions(test),
+        "subset": "test",
+        "tta": tta,
+        "validation": (
+            {**metrics_from_predictions(validation), "subset": "val"}
+            if validation is not None and len(validation)
+            else None
+        ),
+        **report,
+    }
     integrity = model_warnings(metrics)
     if metrics["validation"]:
         integrity += model_warnings(metrics["validation"], "validation")
@@ -123,14 +162,14 @@ def run_metrics(test: pd.DataFrame, validation: pd.DataFrame | None, split: pd.D
     return metrics
 
 
-def _evaluate(model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder,
-              weights_used: str) -> dict[str, Any]:
+def _evaluate(
+    model: Any, config: TrainConfig, data: PreparedData, folder: RunFolder, weights_used: str
+) -> dict[str, Any]:
     """Validation first, then the test subset, evaluated once and never used to choose."""
     if len(data.images["test"]) == 0:
         raise PipelineError("The test subset is empty; add data or change the split.")
     folder.update_status(phase="evaluating on the validation and test subsets")
-    validation = (_predictions(model, config, data, "val", folder, weights_used) if len(data.images["val"])
-                  else None)
+    validation = _predictions(model, config, data, "val", folder, weights_used) if len(data.images["val"]) else None
     table = _predictions(model, config, data, "test", folder, weights_used)
     scaling = None
     if config.temperature_scaling:
@@ -147,13 +186,13 @@ def _load_or_build(config: TrainConfig, config_dict: dict[str, Any], folder: Run
     dropout masks, as an uninterrupted run would, instead of replaying those of its first epochs."""
     import keras
 
-
     checkpoint = None if config.freeze_backbone else folder.latest_checkpoint()
     keras.utils.set_random_seed(config.seed + (checkpoint[0] if checkpoint else 0))
     if checkpoint:
         return keras.models.load_model(checkpoint[1]), config_dict.get("weights_used") or config.weights, checkpoint[0]
-    model, weights_used = build_model(config.backbone, config.image_size, config.weights, config.freeze_backbone,
-                                      config.bn_momentum, config.head_l2)
+    model, weights_used = build_model(
+        config.backbone, config.image_size, config.weights, config.freeze_backbone, config.bn_momentum, config.head_l2
+    )
     return model, weights_used, 0
 
 
@@ -166,18 +205,34 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-
     config_dict = folder.config()
     config = TrainConfig.from_dict(config_dict)
-    folder.update_status(state="running", phase="preparing data", pid=os.getpid(), host=socket.gethostname(),
-                         started_at=now_iso(), ended_at=None, error=None, progress=0.0)
-    LOG.info("%s started on %s (pid %d): %s at %d px, %d epochs, batch %d, data %s", folder.run_id,
-             socket.gethostname(), os.getpid(), config.backbone, config.image_size, config.epochs, config.batch_size,
-             config.data_dir)
+    folder.update_status(
+        state="running",
+        phase="preparing data",
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started_at=now_iso(),
+        ended_at=None,
+        error=None,
+        progress=0.0,
+    )
+    LOG.info(
+        "%s started on %s (pid %d): %s at %d px, %d epochs, batch %d, data %s",
+        folder.run_id,
+        socket.gethostname(),
+        os.getpid(),
+        config.backbone,
+        config.image_size,
+        config.epochs,
+        config.batch_size,
+        config.data_dir,
+    )
     with Heartbeat(folder):  # alive, whatever host it runs on
         try:
-            data = prepare_data(config, lambda fraction: folder.update_status(phase="preprocessing images",
-                                                                             progress=round(fraction, 3)))
+            data = prepare_data(
+                config, lambda fraction: folder.update_status(phase="preprocessing images", progress=round(fraction, 3))
+            )
             folder.write_split(data.split)
             _record_skipped(folder, data.skipped())
             folder.update_status(phase="building model")
@@ -185,33 +240,56 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
             with plan.strategy.scope():
                 model, weights_used, initial_epoch = _load_or_build(config, config_dict, folder)
             if config.freeze_backbone and weights_used.startswith("none") and not config.random_features:
-                raise PipelineError(f"{RANDOM_FEATURES_REFUSED} (Asked for weights {config.weights!r}; got "
-                                    f"{weights_used}.)")
+                raise PipelineError(
+                    f"{RANDOM_FEATURES_REFUSED} (Asked for weights {config.weights!r}; got {weights_used}.)"
+                )
             batches = replica_batches(config.batch_size, plan.strategy.num_replicas_in_sync)
             if batches["synchronized_batchnorm"]:
                 synchronize_batchnorm(model)
-            folder.write_config({
-                **config_dict, "weights_used": weights_used, "data_layout": data.dataset.layout,
-                "data_kind": data.dataset.kind, "data_root": str(data.dataset.root),
-                "split_counts": data.split["subset"].value_counts().to_dict(),
-                "skipped_images": len(data.skipped()),
-                "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
-                "device": {"gpus": plan.gpus, "precision": plan.precision, "jit_compile": plan.jit_compile,
-                       **batches},
-            })
+            folder.write_config(
+                {
+                    **config_dict,
+                    "weights_used": weights_used,
+                    "data_layout": data.dataset.layout,
+                    "data_kind": data.dataset.kind,
+                    "data_root": str(data.dataset.root),
+                    "split_counts": data.split["subset"].value_counts().to_dict(),
+                    "skipped_images": len(data.skipped()),
+                    "tensorflow_version": tf.__version__,
+                    "keras_version": keras.__version__,
+                    "device": {
+                        "gpus": plan.gpus,
+                        "precision": plan.precision,
+                        "jit_compile": plan.jit_compile,
+                        **batches,
+                    },
+                }
+            )
             with plan.strategy.scope():
                 if config.freeze_backbone:
                     fit_fast(model, config, data, folder, weights_used, plan.jit_compile)
                 else:
                     cells = _grid_cells(folder)
-                    fit_full(model, config, data, folder, initial_epoch, plan.jit_compile,
-                             (grid_cell_callback(cells, data, folder, weights_used),) if cells else ())
+                    fit_full(
+                        model,
+                        config,
+                        data,
+                        folder,
+                        initial_epoch,
+                        plan.jit_compile,
+                        (grid_cell_callback(cells, data, folder, weights_used),) if cells else (),
+                    )
             folder.update_status(phase="saving model")
             folder.save_model(model)
             metrics = _evaluate(model, config, data, folder, weights_used)
             folder.update_status(state="completed", phase="done", ended_at=now_iso(), progress=1.0)
-            LOG.info("%s completed: test balanced accuracy %s, ROC AUC %s (%d images)", folder.run_id,
-                     _figure(metrics.get("balanced_accuracy")), _figure(metrics.get("roc_auc")), metrics["n"])
+            LOG.info(
+                "%s completed: test balanced accuracy %s, ROC AUC %s (%d images)",
+                folder.run_id,
+                _figure(metrics.get("balanced_accuracy")),
+                _figure(metrics.get("roc_auc")),
+                metrics["n"],
+            )
             folder.remove_checkpoints()
             write_summary_when_complete(folder)
             return metrics
@@ -223,8 +301,12 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
             folder.update_status(state="failed", phase="failed", ended_at=now_iso(), error=message)
             for cell in _grid_cells(folder).values():
                 if cell.raw_status().get("state") in ("queued", "running"):
-                    cell.update_status(state="failed", phase="failed", ended_at=now_iso(),
-                                       error=f"The one-pass run {folder.run_id} it comes from failed: {message}")
+                    cell.update_status(
+                        state="failed",
+                        phase="failed",
+                        ended_at=now_iso(),
+                        error=f"The one-pass run {folder.run_id} it comes from failed: {message}",
+                    )
             LOG.error("%s failed: %s", folder.run_id, message)
             raise
 
@@ -263,21 +345,47 @@ def grid_cell_callback(cells: dict[int, RunFolder], data: PreparedData, trunk: R
             cell = cells.get(epoch + 1)
             if cell is None or cell.raw_status().get("state") == "completed":
                 return
-            cell.update_status(state="running", phase="evaluating (taken from the one-pass run)", pid=os.getpid(),
-                               host=socket.gethostname(), started_at=trunk.raw_status().get("started_at"))
+            cell.update_status(
+                state="running",
+                phase="evaluating (taken from the one-pass run)",
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                started_at=trunk.raw_status().get("started_at"),
+            )
             trunk_config = trunk.config()
-            cell.write_config({**trunk_config, **{key: value for key, value in cell.config().items()
-                                                   if key in ("run_id", "created", "epochs", "name")},
-                               "grid_cells": None, "grid_source": trunk.run_id})
+            cell.write_config(
+                {
+                    **trunk_config,
+                    **{
+                        key: value
+                        for key, value in cell.config().items()
+                        if key in ("run_id", "created", "epochs", "name")
+                    },
+                    "grid_cells": None,
+                    "grid_source": trunk.run_id,
+                }
+            )
             cell.write_split(data.split)
             cell.write_history(trunk.history().head(epoch + 1).to_dict(orient="records"))
             cell.save_model(self.model)
             config = TrainConfig.from_dict(cell.config())
             metrics = _evaluate(self.model, config, data, cell, weights_used)
-            cell.update_status(state="completed", phase="done", ended_at=now_iso(), progress=1.0, epoch=epoch + 1,
-                               epochs=epoch + 1, epochs_done=epoch + 1)
-            LOG.info("%s (grid cell at epoch %d of %s) completed: test balanced accuracy %s", cell.run_id,
-                     epoch + 1, trunk.run_id, _figure(metrics.get("balanced_accuracy")))
+            cell.update_status(
+                state="completed",
+                phase="done",
+                ended_at=now_iso(),
+                progress=1.0,
+                epoch=epoch + 1,
+                epochs=epoch + 1,
+                epochs_done=epoch + 1,
+            )
+            LOG.info(
+                "%s (grid cell at epoch %d of %s) completed: test balanced accuracy %s",
+                cell.run_id,
+                epoch + 1,
+                trunk.run_id,
+                _figure(metrics.get("balanced_accuracy")),
+            )
 
     return GridCells()
 
@@ -296,5 +404,3 @@ def train(config: TrainConfig, runs_dir: Path | None = None, group: str = "") ->
         shutil.rmtree(folder.path, ignore_errors=True)
         raise
     return folder
-
-

@@ -42,8 +42,10 @@ def page(server) -> Iterator:
     SHOTS.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         page = browser.new_page(viewport={"width": 1400, "height": 2200})
         page.set_default_timeout(120_000)
         yield page
@@ -131,8 +133,9 @@ def test_a_user_browses_trains_studies_and_predicts(server, page, tiny_data: Pat
     _names_stay_text(page, image, tmp_path)
 
 
-MARKUP_NAME = ("**bold** :red[RED] ![pic](https:x) [ext](https:example.com) <b>tag <img src=x onerror=alert(1)> "
-               "$x$ =1+2.bmp")
+MARKUP_NAME = (
+    "**bold** :red[RED] ![pic](https:x) [ext](https:example.com) <b>tag <img src=x onerror=alert(1)> $x$ =1+2.bmp"
+)
 """An upload's name as a mischievous user writes it: Markdown bold, colour, image and link, HTML, maths."""
 
 
@@ -154,12 +157,19 @@ def _names_stay_text(page, image: Path, tmp_path: Path) -> None:
     assert main.locator('[data-testid="stException"]').count() == 0
 
 
-
 def _read_only_code_tree(target: Path) -> dict[str, tuple[int, int]]:
     """The project's files (tracked, or new and not ignored) copied to `target` and made read-only, as a host
     checks them out; returns each file's size and mtime to show afterwards that nothing in it was written."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         if (REPO / name).is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
@@ -179,8 +189,9 @@ def _memory_mb(pid: int) -> dict[str, float]:
     return {name: int(fields[name].split()[0]) / 1024 for name in ("VmHWM", "RssAnon", "RssFile")}
 
 
-def test_hosted_demo_serves_the_release_at_once_and_says_what_it_does_not_know(page, tiny_data: Path,
-                                                                                tmp_path: Path) -> None:
+def test_hosted_demo_serves_the_release_at_once_and_says_what_it_does_not_know(
+    page, tiny_data: Path, tmp_path: Path
+) -> None:
     """A cold start of a hosted demo as a host runs it: a read-only copy of the code (the committed release in it),
     only the documented folders writable (ARTIFACTS_DIR, KERAS_HOME, DEMO_DATA_DIR), demo mode. Nothing trains; a
     visitor's first prediction shows a class, P(ALL), its band and Grad-CAM; a picture of noise is flagged, and a
@@ -203,9 +214,16 @@ def test_hosted_demo_serves_the_release_at_once_and_says_what_it_does_not_know(p
         for record in scan_dataset(str(EMBEDDED_SAMPLE)).training_records()[:3]:
             archive.write(record.path, Path(record.path).name)
     started = time.monotonic()
-    with serve(tiny_data, writable, code, DEMO_MODE="1", DEMO_DATA_DIR=str(writable / "synthetic"),
-               KERAS_HOME=str(writable / "keras"), PYTHONDONTWRITEBYTECODE="1", RELEASE_DIR=str(release)) as (
-            base, process):
+    with serve(
+        tiny_data,
+        writable,
+        code,
+        DEMO_MODE="1",
+        DEMO_DATA_DIR=str(writable / "synthetic"),
+        KERAS_HOME=str(writable / "keras"),
+        PYTHONDONTWRITEBYTECODE="1",
+        RELEASE_DIR=str(release),
+    ) as (base, process):
         _open(page, base, "", "demo-home")
         sidebar = page.locator('[data-testid="stSidebar"]')
         assert sidebar.locator('[data-testid="stTextInput"]').count() == 0, "no free file-system path"
@@ -240,8 +258,11 @@ def test_hosted_demo_serves_the_release_at_once_and_says_what_it_does_not_know(p
         memory = _memory_mb(process.pid)
         (SHOTS.parent / "demo-memory.json").write_text(json.dumps(memory, indent=2))
         assert memory["RssAnon"] < 1024, f"the app's private memory with the release and Grad-CAM: {memory}"
-        (SHOTS.parent / "cold-start.json").write_text(json.dumps({
-            "server_start_to_first_prediction_s": round(first_prediction_s, 1), "model": "release"}, indent=2))
+        (SHOTS.parent / "cold-start.json").write_text(
+            json.dumps(
+                {"server_start_to_first_prediction_s": round(first_prediction_s, 1), "model": "release"}, indent=2
+            )
+        )
         _open(page, base, "results", "demo-results-release")
         assert "patient bootstrap over 14 patients" in page.inner_text("body"), "the release's out-of-fold intervals"
     after = _tree(code)

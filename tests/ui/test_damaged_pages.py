@@ -37,11 +37,16 @@ def _render_every_page(run_id: str) -> dict[str, AppTest]:
     return shown
 
 
-@settings(max_examples=25, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(drawn=damage.damage())
-def test_every_page_survives_a_damaged_run_and_names_it(finished_run: Path, tiny_data: Path, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch, drawn) -> None:
+def test_every_page_survives_a_damaged_run_and_names_it(
+    finished_run: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drawn
+) -> None:
     artifacts = tmp_path / "artifacts"
     shutil.rmtree(artifacts, ignore_errors=True)
     shutil.copytree(finished_run, artifacts / "runs" / finished_run.name)

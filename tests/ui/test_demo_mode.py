@@ -12,8 +12,11 @@ APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
 
 def _tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_a_visitor_of_the_hosted_demo_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,14 +38,16 @@ def test_a_visitor_of_the_hosted_demo_writes_nothing(tmp_path: Path, monkeypatch
     assert not app.exception, [e.value for e in app.exception]
     assert any(button.label == "Report (HTML)" for button in app.get("download_button"))
     assert not [box for box in app.selectbox if box.label == "Export as"], "no new export in the demo"
-    assert not [button for button in app.get("download_button") if button.label == "Model (.keras)"], \
+    assert not [button for button in app.get("download_button") if button.label == "Model (.keras)"], (
         "no model file for visitors unless the host allows it"
+    )
     assert str(tmp_path) not in app.session_state[f"report-{folder.run_id}"], "no server path in the report"
     assert _tree(tmp_path) == before and not (tmp_path / "synthetic").exists()
 
 
-def test_a_demo_model_that_failed_to_prepare_can_be_tried_again(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_demo_model_that_failed_to_prepare_can_be_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pipeline.training import launch
 
     monkeypatch.setenv("DEMO_MODE", "1")
@@ -66,12 +71,12 @@ def test_a_demo_model_that_failed_to_prepare_can_be_tried_again(tmp_path: Path,
     assert launch.failed_demo_model(runs_dir) is None
 
 
-def test_a_demo_that_serves_a_model_trained_elsewhere_trains_none_and_names_it(tmp_path: Path,
-                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_demo_that_serves_a_model_trained_elsewhere_trains_none_and_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """MODEL_PATH in a hosted demo: no demo model is prepared beside it, and Home and Predict (whose model picker
     names models from their cards) show the configured model, which has no status or metrics of its own."""
     import zipfile
-
 
     model = tmp_path / "elsewhere"
     model.mkdir()

@@ -63,16 +63,19 @@ def test_results_show_the_metrics_of_the_run(app: AppTest, finished_run: Path) -
 
 
 def test_predict_waits_for_a_choice_then_gives_the_class_and_probability_of_that_image(
-        app: AppTest, finished_run: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app: AppTest, finished_run: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = []
     original = Predictor.predict_image
-    monkeypatch.setattr(Predictor, "predict_image",
-                        lambda self, image, patient=None: calls.append(1) or original(self, image, patient))
+    monkeypatch.setattr(
+        Predictor, "predict_image", lambda self, image, patient=None: calls.append(1) or original(self, image, patient)
+    )
     _open(app, "pages/predict.py")
     next(box for box in app.selectbox if box.label == "Model").set_value(finished_run.name).run()
     image_box = next(box for box in app.selectbox if box.label.startswith("…or pick"))
-    assert image_box.value is None and not [m for m in app.metric if m.label == "Predicted class"], \
+    assert image_box.value is None and not [m for m in app.metric if m.label == "Predicted class"], (
         "nothing predicted before the visitor chooses"
+    )
     assert any("Nothing is predicted until" in caption.value for caption in app.caption)
     path = scan_dataset(tiny_data).records[2].path
     chosen = path.split("/")[-1]
@@ -81,8 +84,9 @@ def test_predict_waits_for_a_choice_then_gives_the_class_and_probability_of_that
     assert not app.exception, [e.value for e in app.exception]
     assert metric(app, "Predicted class").startswith(expected.predicted)
     assert metric(app, "P(ALL)") == f"{expected.prob_all:.3f}"
-    assert any(shown_text(caption.value) == f"Image: {chosen}" for caption in app.caption), \
+    assert any(shown_text(caption.value) == f"Image: {chosen}" for caption in app.caption), (
         "the caption names the picked image"
+    )
     predicted_once = len(calls)
     next(item for item in app.slider if item.label == "Heatmap opacity").set_value(0.3).run()
     assert len(calls) == predicted_once, "moving the opacity slider redraws; it does not predict again"
@@ -114,4 +118,3 @@ def test_demo_mode_switches_training_off(app: AppTest, monkeypatch: pytest.Monke
     with pytest.raises(ValueError, match="Could not find a navigation page"):  # no Train page at all
         app.switch_page("pages/train.py")
     assert not any(button.label == "Start training" for button in app.button)
-

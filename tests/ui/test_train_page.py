@@ -24,9 +24,9 @@ def test_a_second_launch_is_refused_with_the_busy_run_named(tiny_data: Path, tmp
     app.switch_page("pages/train.py").run()
     assert not app.exception, [e.value for e in app.exception]
     next(button for button in app.button if button.label == "Start training").click().run()
-    assert any(busy.run_id in shown_text(error.value) and "still running" in shown_text(error.value)
-               for error in app.error), \
-        [error.value for error in app.error]
+    assert any(
+        busy.run_id in shown_text(error.value) and "still running" in shown_text(error.value) for error in app.error
+    ), [error.value for error in app.error]
     assert [path.name for path in (tmp_path / "runs").iterdir() if path.is_dir()] == [busy.run_id]
 
 
@@ -51,6 +51,10 @@ def test_the_grid_queues_one_run_per_epochs_and_batch_size_cell(tiny_data: Path,
     assert len(spawned) == 1, "one background process for the whole grid"
     configs = [folder.config() for folder in spawned[0]]
     assert sorted((config["epochs"], config["batch_size"]) for config in configs) == [
-        (10, 16), (10, 32), (20, 16), (20, 32)]
+        (10, 16),
+        (10, 32),
+        (20, 16),
+        (20, 32),
+    ]
     assert len({config["group"] for config in configs}) == 1 and configs[0]["group"].startswith("grid")
     assert all(config["data_dir"] == str(tiny_data) for config in configs)
