@@ -22,6 +22,7 @@ def _settings(pairs: list[str]) -> dict[str, object]:
 
 
 def main() -> None:
+    """Parse the benchmark's mode, run it, print its report and write the JSON when asked."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="EfficientNet-B0 at 96 px, small synthetic set")

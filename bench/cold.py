@@ -136,6 +136,7 @@ def run(visitors: int = 10) -> dict[str, Any]:
 
 
 def report(results: dict[str, Any]) -> list[str]:
+    """Lines of the cold-start figures against the goal and the baseline trained at start-up."""
     release, trained = results["release"], results["baseline_train_at_start"]
     return [
         "Hosted demo from a cold start (empty artifacts and Keras cache, demo mode, 127.0.0.1)",

@@ -65,6 +65,7 @@ def _largest_batch(backbone: str, image_size: int, start: int, limit: int, deadl
 
 
 def run(dry: bool = False, budget_s: float = 270.0) -> dict[str, Any]:
+    """Training, input-pipeline and feature throughput and the largest batch on this machine's device."""
     import tensorflow as tf
 
     from pipeline.data.datasets import make_dataset
@@ -124,6 +125,7 @@ def run(dry: bool = False, budget_s: float = 270.0) -> dict[str, Any]:
 
 
 def report(results: dict[str, Any]) -> list[str]:
+    """Lines of the device figures: images per second per precision, ratios and the largest batch."""
     lines = [
         f"{results['backbone']} at {results['image_size']} px, batch {results['batch_size']} on "
         f"{results['device']}" + (" (dry run: code paths only)" if results["dry_run"] else "")

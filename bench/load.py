@@ -47,6 +47,7 @@ class PeakMemory(threading.Thread):
         self.pid, self.peak, self.running = pid, 0.0, True
 
     def run(self) -> None:
+        """Sample the server's resident memory every 0.1 s until stopped, keeping the peak."""
         while self.running:
             self.peak = max(self.peak, rss_mb(self.pid))
             time.sleep(0.1)
@@ -182,6 +183,7 @@ def run(visitors: int = 10) -> dict[str, Any]:
 
 
 def report(results: dict[str, Any]) -> list[str]:
+    """Lines of the visitors' figures against their goals."""
     goals = results["goals"]
     cpu = results["cpu_during_the_ten"]
     return [

@@ -181,6 +181,7 @@ def _crossval_lines(label: str, cv: dict[str, Any]) -> list[str]:
 
 
 def report(result: dict[str, Any]) -> list[str]:
+    """Lines of the real-cell figures (or of the split protocol's comparison)."""
     if "splits" in result:
         return _protocol_lines(result)
     if "levers" in result:

@@ -19,6 +19,7 @@ START_TIMEOUT_S = 60
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 at the moment of asking."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -75,6 +75,7 @@ def _data(workdir: Path, per_class: int) -> tuple[list[str], np.ndarray, Path]:
 
 
 def run(quick: bool) -> dict[str, Any]:
+    """Steady-state training and inference rates of the levers, interleaved, on synthetic images."""
     import keras
 
     from pipeline.core.config import ClaheSettings, TrainConfig
@@ -189,6 +190,7 @@ def _figure(name: str, figure: dict[str, Any], unit: str) -> str:
 
 
 def report(results: dict[str, Any]) -> list[str]:
+    """Lines of the speed figures, each as a ratio against its baseline of the same run."""
     lines = [
         f"{results['backbone']} at {results['image_size']} px, {results['images']} synthetic images, batch "
         f"{results['batch_size']}, random weights; {results['repeats']} interleaved rounds of "

@@ -44,6 +44,7 @@ def slider_moves(app_file: Path, image: str, moves: int = 6) -> dict[str, float]
 
 
 def main() -> None:
+    """Time the dashboard's pages in a browser and print the figures."""
     parser = argparse.ArgumentParser(prog="python -m bench.ui", description=__doc__)
     parser.add_argument("--app", type=Path, default=Path(__file__).resolve().parent.parent / "streamlit_app.py")
     parser.add_argument("--moves", type=int, default=6)

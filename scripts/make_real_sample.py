@@ -64,6 +64,7 @@ def choose(source: Path, seed: int = SEED) -> dict[str, list[Path]]:
 
 
 def write(chosen: dict[str, list[Path]], out: Path) -> None:
+    """Copy the chosen cells to `out` (replaced whole) with the sample's README and attribution."""
     if out.exists():
         shutil.rmtree(out)
     rows = []
@@ -98,6 +99,7 @@ def write(chosen: dict[str, list[Path]], out: Path) -> None:
 
 
 def main() -> None:
+    """Choose the sample from the source fold and write it."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, default=Path("../shared/cnmc-fold1"))
     parser.add_argument("--out", type=Path, default=Path("samples/cnmc-fold1"))

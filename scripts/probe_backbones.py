@@ -67,6 +67,7 @@ def probe(pooled: np.ndarray, records: list, folds: int, repeats: int, c: float)
 
 
 def main() -> None:
+    """Score each Lite backbone's frozen features on the real fold and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--folds", type=int, default=3)

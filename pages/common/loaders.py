@@ -135,6 +135,7 @@ def _read_table(path: str, mtime: float) -> pd.DataFrame:
 
 
 def table(folder: RunFolder, name: str) -> pd.DataFrame | None:
+    """A run's CSV table by file name, or None when the run has none."""
     path = folder.file(name)
     return _read_table(str(path), path.stat().st_mtime) if path.is_file() else None
 

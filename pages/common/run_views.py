@@ -119,6 +119,7 @@ def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 
 def patients_section(predictions: pd.DataFrame, metrics: dict[str, Any]) -> None:
+    """Results' per-patient view: each patient's mean P(ALL) and share of images right, as dots and a table."""
     st.markdown("**Per patient**: mean P(ALL) over the patient's test images, called ALL at 0.5 or more")
     summary = patient_summary(predictions)
     if not summary.empty:
@@ -272,6 +273,7 @@ def crossval_section(runs: pd.DataFrame) -> None:
 
 
 def grid_section(runs: pd.DataFrame) -> None:
+    """Results' view of a grid: the selection figure of each cell (epochs by batch size), test figure beside it."""
     groups = sorted(group for group in runs["group"].dropna().unique() if str(group).startswith("grid-"))
     if not groups:
         st.info(
@@ -297,6 +299,7 @@ def grid_section(runs: pd.DataFrame) -> None:
 
 
 def compare_section(runs: pd.DataFrame, finished: list[str]) -> None:
+    """Results' comparison of finished runs: figures side by side and curves overlaid."""
     ranked = rank_by_validation(runs)
     top_group = ranked[ranked["comparable"] == ranked["comparable"].iloc[0]] if not ranked.empty else ranked
     default = top_group["run_id"].tolist()[:3] or finished[:3]

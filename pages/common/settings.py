@@ -43,6 +43,7 @@ def model_download_allowed() -> bool:
 
 
 def synthetic_ready() -> bool:
+    """Whether the demo's synthetic data set has been generated."""
     return (DEMO_DATA_DIR / SYNTHETIC_MARKER).is_file()
 
 
@@ -68,10 +69,12 @@ def data_label(root: str) -> str:
 
 
 def runs_dir() -> Path:
+    """Where this dashboard's run folders live."""
     return default_runs_dir()
 
 
 def data_dir() -> str:
+    """The data set chosen in the sidebar, else the first configured one."""
     return st.session_state.get("data_dir") or configured_data_dirs()[0]
 
 
@@ -92,6 +95,7 @@ def models() -> list[str]:
 
 
 def run_folder(run_id: str) -> RunFolder:
+    """The run folder of `run_id`: a run, the configured model or the release."""
     return find_run(runs_dir(), run_id, configured_model(), released_model())
 
 

@@ -56,6 +56,7 @@ def skipped_files(skipped: list[tuple[str, str]], what: str) -> None:
 
 
 def synthetic_warning(config: dict[str, Any]) -> None:
+    """Warn when a run's figures come from synthetic data."""
     if str(config.get("data_kind", "")).startswith("synthetic"):
         st.warning(
             "Trained and tested on **synthetic demo data**: these figures say nothing about real cells.",

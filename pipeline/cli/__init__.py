@@ -53,6 +53,7 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: one sub-command per job, options generated from TrainConfig."""
     parser = argparse.ArgumentParser(prog="python -m pipeline", description="ALL vs HEM cell classification.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors become one line on stderr and an exit status."""
     cancel_on_sigterm()  # first, so a cancel that comes while TensorFlow loads is a clean cancel too
     # The package's lines on stderr (a background run's stderr is its log.txt); other libraries' logging is left
     # as it was, and a notebook configures the `pipeline` logger itself.

@@ -17,6 +17,7 @@ DEFAULT_CV_FOLDS = 3
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """`info`: what a data set holds (classes, patients, layout, unreadable files)."""
     from ..data.layouts import scan_dataset, undecodable
 
     dataset = scan_dataset(args.data)
@@ -47,6 +48,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_shortcuts(args: argparse.Namespace) -> int:
+    """`shortcuts`: one-feature baselines and stress tests on a data set."""
     from ..core.files import write_json_atomic
     from ..data.layouts import scan_dataset
     from ..data.shortcuts import describe_files, shortcut_baselines, shortcut_lines
@@ -65,6 +67,7 @@ def cmd_shortcuts(args: argparse.Namespace) -> int:
 
 
 def cmd_nested(args: argparse.Namespace) -> int:
+    """`nested`: nested patient cross-validation of the frozen-feature candidates."""
     from ..core.files import write_json_atomic
     from ..training.nested import VIEWS, cell_table, nested_cross_validation, nested_lines
 
@@ -93,6 +96,7 @@ def cmd_nested(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
+    """`release`: build the released model from a data set."""
     from ..core.config import RELEASE_DIR
     from ..training.release_build import build_release
 
@@ -111,6 +115,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    """`synth`: generate a synthetic C-NMC-like data set."""
     from ..data.synthetic import generate
 
     out = generate(args.out, per_class=args.per_class, patients=args.patients, seed=args.seed)
@@ -119,6 +124,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """`train`: one run, in this process."""
     from ..training.train import train
 
     folder = train(config_from_args(args), args.runs_dir)
@@ -133,6 +139,7 @@ def _ray_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_crossval(args: argparse.Namespace) -> int:
+    """`crossval`: patient cross-validation, repeated over seeds, with pooled intervals."""
     from ..evaluation.intervals import interval_line
     from ..runs.crossval import fold_table, summarize, summary_lines
     from ..training.engines import cross_validate
@@ -170,6 +177,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """`sweep`: the paper's grid of epochs and batch sizes."""
     from ..training.engines import sweep
 
     folders = sweep(
@@ -187,6 +195,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_execute(args: argparse.Namespace) -> int:
+    """`execute`: run prepared run folders through an engine."""
     from ..runs.folder import RunFolder, mark_cancelled
 
     folders = [RunFolder(path) for path in args.run_dirs]
@@ -201,6 +210,7 @@ def cmd_execute(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    """`resume`: continue a cancelled or failed run from its last checkpoint."""
     from ..training.train import execute_run
 
     folder = open_run(args.run_dir)
@@ -215,6 +225,7 @@ def _figure(value: object) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    """`runs`: the run table, as text or JSON."""
     from ..runs.catalog import list_runs, run_flags
 
     runs = list_runs(args.runs_dir or default_runs_dir())
@@ -239,6 +250,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`evaluate`: a finished run's model on other labelled data, images it saw left out."""
     open_run(args.run_dir, completed=True)
     from ..evaluation.metrics import Metrics
     from ..inference.predict import evaluate_run
@@ -270,6 +282,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """`predict`: a run's class and P(ALL) for images, folders and zips."""
     open_run(args.run_dir)
     from ..core.files import write_csv_atomic
     from ..data.preprocess import decode_image, read_image
@@ -312,6 +325,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    """`explain`: CAM heatmaps and feature maps of a run's model for images."""
     open_run(args.run_dir)
     from ..explain.cams import explain_files
 
@@ -329,6 +343,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """`export`: a finished run's model as SavedModel or TFLite with its card."""
     open_run(args.run_dir, completed=True)
     from ..inference.export import export_run
 
@@ -337,6 +352,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """`report`: a finished run's self-contained HTML report."""
     open_run(args.run_dir, completed=True)
     from ..explain.report import write_report
 
@@ -345,6 +361,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_explain_eval(args: argparse.Namespace) -> int:
+    """`explain-eval`: rank explanation methods by ROAD on a run's test images."""
     open_run(args.run_dir, completed=True)
     from ..explain.explain_eval import evaluate_explanations
 

@@ -94,6 +94,7 @@ def _add_field(parser: argparse._ActionsContainer, flag: str, name: str, kind: A
 
 
 def int_list(text: str) -> list[int]:
+    """Comma-separated integers, for argparse."""
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError as error:

@@ -69,10 +69,12 @@ def artifacts_dir() -> Path:
 
 
 def default_runs_dir() -> Path:
+    """Where run folders go unless told otherwise."""
     return artifacts_dir() / "runs"
 
 
 def default_cache_dir() -> Path:
+    """Where preprocessed images and features are cached."""
     return artifacts_dir() / "cache"
 
 
@@ -202,13 +204,16 @@ class TrainConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as plain values (config.json's content)."""
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
+        """The settings as indented JSON."""
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Settings from a dict; unknown keys are ignored, nested CLAHE settings restored."""
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {key: value for key, value in values.items() if key in known}
         try:
@@ -222,13 +227,16 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
+        """Settings from JSON text."""
         return cls.from_dict(json.loads(text))
 
     def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with `changes` applied."""
         return dataclasses.replace(self, **changes)
 
     @property
     def default_name(self) -> str:
+        """A run's name from its backbone, mode, epochs and batch size."""
         mode = "-fast" if self.freeze_backbone else ""
         fold = f"-cv{self.cv_fold + 1}of{self.cv_folds}" if self.cv_folds else ""
         return f"{self.backbone.replace('efficientnet_', '')}-e{self.epochs}-b{self.batch_size}{mode}{fold}"

@@ -13,6 +13,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class DevicePlan:
+    """Where training runs: the distribution strategy, the GPUs, the precision and XLA."""
+
     strategy: Any
     gpus: int
     precision: str

@@ -51,21 +51,26 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all."""
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write `payload` as indented JSON, whole or not at all."""
     write_bytes_atomic(path, json.dumps(payload, indent=2, default=str).encode())
 
 
 def write_csv_atomic(path: Path, frame: pd.DataFrame) -> None:
+    """Write `frame` as CSV without its index, whole or not at all."""
     write_bytes_atomic(path, frame.to_csv(index=False).encode())
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """Save `array` as .npy, whole or not at all."""
     atomic_write(path, lambda tmp: np.save(tmp, array))
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """The JSON content of `path`."""
     with open(path, encoding="utf-8") as file:
         return json.load(file)

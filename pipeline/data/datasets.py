@@ -19,6 +19,8 @@ from .splits import SUBSETS, split_records
 
 @dataclass
 class PreparedData:
+    """A run's data: the scanned data set, its split, labels and preprocessed images."""
+
     dataset: Dataset
     split: pd.DataFrame
     images: dict[str, np.ndarray]
@@ -31,9 +33,11 @@ class PreparedData:
         return [*self.dataset.skipped, *self.skipped_images.items()]
 
     def subset_mask(self, subset: str) -> np.ndarray:
+        """Which rows of the split belong to `subset`."""
         return (self.split["subset"] == subset).to_numpy()
 
     def paths(self, subset: str) -> list[str]:
+        """The image paths of `subset`, in split order."""
         return self.split.loc[self.subset_mask(subset), "path"].tolist()
 
     def all_images(self) -> np.ndarray:

@@ -49,6 +49,8 @@ class Record:
 
 @dataclass
 class Dataset:
+    """A scanned data set: its root, layout and records, the files left out and whether it is synthetic."""
+
     root: Path
     layout: str
     records: list[Record]
@@ -57,13 +59,16 @@ class Dataset:
 
     @property
     def labelled(self) -> list[Record]:
+        """The records with a label."""
         return [record for record in self.records if record.label is not None]
 
     @property
     def kind(self) -> str:
+        """'synthetic demo data' or 'real images'."""
         return "synthetic demo data" if self.synthetic else "real images"
 
     def frame(self) -> pd.DataFrame:
+        """The records as a table (path, label, patient, subset)."""
         return pd.DataFrame([asdict(record) for record in self.records], columns=["path", "label", "patient", "subset"])
 
     def training_records(self, folds: str = "") -> list[Record]:
@@ -77,6 +82,7 @@ class Dataset:
         return records
 
     def info(self) -> dict[str, Any]:
+        """Counts by class, patient and subset, and the layout, as plain values."""
         frame = self.frame()
         labelled = frame.dropna(subset=["label"])
         return {
@@ -254,4 +260,5 @@ def _images_outside_layout(root: Path) -> int:
 
 
 def prelim_records(dataset: Dataset) -> list[Record]:
+    """The labelled records of the preliminary test phase."""
     return [record for record in dataset.labelled if record.subset == PRELIM_SUBSET]

@@ -318,6 +318,7 @@ def preprocess(image: np.ndarray, size: int = 224, clahe: ClaheSettings | None =
 
 
 def load_and_preprocess(path: str | Path, size: int = 224, clahe: ClaheSettings | None = None) -> np.ndarray:
+    """Read an image file and preprocess it for the model."""
     return preprocess(read_image(path), size, clahe)
 
 

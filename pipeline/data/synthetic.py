@@ -28,6 +28,8 @@ FOLDS = 3
 
 @dataclass(frozen=True)
 class CellStyle:
+    """How one class's synthetic cells look: size, outline, chromatin, darkness and nucleoli."""
+
     radius_mean: float
     radius_sd: float
     irregularity_mean: float

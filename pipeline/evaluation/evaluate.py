@@ -34,6 +34,7 @@ CONSTANT_SPREAD = 1e-3
 
 
 def label_from_prob(prob_all: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
+    """'ALL' where P(ALL) reaches `threshold`, else 'HEM'."""
     return np.where(np.asarray(prob_all) >= threshold, "ALL", "HEM")
 
 

@@ -17,6 +17,7 @@ SEQUENTIAL = "Cividis"
 
 
 def confusion_matrix_figure(metrics: dict[str, Any], normalized: bool = False) -> go.Figure:
+    """A heatmap of the confusion matrix, counts or row shares."""
     labels = metrics["labels"]
     counts = np.array(metrics["confusion_matrix"], dtype=float)
     values = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalized else counts
@@ -45,6 +46,7 @@ def confusion_matrix_figure(metrics: dict[str, Any], normalized: bool = False) -
 
 
 def curves_figure(history: pd.DataFrame, metric: str = "accuracy", title: str = "") -> go.Figure:
+    """Training and validation curves of one metric over epochs."""
     figure = go.Figure()
     for prefix, name, dash in (("", "train", "solid"), ("val_", "val", "dash")):
         column = f"{prefix}{metric}"
@@ -67,6 +69,7 @@ def curves_figure(history: pd.DataFrame, metric: str = "accuracy", title: str = 
 
 
 def overlaid_curves_figure(histories: dict[str, pd.DataFrame], column: str = "val_accuracy") -> go.Figure:
+    """One metric's curve for several runs on one plot."""
     figure = go.Figure()
     for run_id, history in histories.items():
         if column in history:
@@ -76,6 +79,7 @@ def overlaid_curves_figure(histories: dict[str, pd.DataFrame], column: str = "va
 
 
 def roc_figure(predictions: pd.DataFrame, auc: float | None) -> go.Figure:
+    """The ROC curve of a run's test predictions, with its AUC."""
     points = roc_points(predictions)
     figure = go.Figure()
     figure.add_scatter(
@@ -93,6 +97,7 @@ def roc_figure(predictions: pd.DataFrame, auc: float | None) -> go.Figure:
 
 
 def counts_figure(frame: pd.DataFrame, by: str, title: str) -> go.Figure:
+    """Images per class, grouped by `by`, as bars."""
     counts = frame.groupby([by, "label"]).size().reset_index(name="images")
     figure = px.bar(
         counts,

@@ -39,20 +39,24 @@ class Metrics:
 
     @classmethod
     def of(cls, values: dict[str, Any] | None) -> Metrics:
+        """A view of a metrics dict (an empty one for None)."""
         return cls(values or {})
 
     def __bool__(self) -> bool:
         return bool(self.values)
 
     def figure(self, name: str) -> Any:
+        """One figure by name, from its place in the metrics layout."""
         read = _REPORT_FIGURES.get(name)
         return read(self.values) if read else self.values.get(name)
 
     def figures(self, names: Sequence[str]) -> dict[str, Any]:
+        """Several figures by name."""
         return {name: self.figure(name) for name in names}
 
     @property
     def validation(self) -> Metrics:
+        """The view of the validation subset's metrics."""
         return Metrics.of(self.values.get("validation"))
 
     def per_class(self) -> pd.DataFrame:

@@ -109,6 +109,7 @@ class Explainer:
         return int(self.model.get_layer(layer).output.shape[-1])
 
     def layer_label(self, layer: str) -> str:
+        """A layer's name as the pages show it."""
         return layer_label(layer, self.model)
 
     @one_at_a_time

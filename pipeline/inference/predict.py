@@ -53,6 +53,7 @@ class Prediction:
         band: str | None = None,
         fold: int = 0,
     ) -> Prediction:
+        """A prediction from P(ALL): the class it calls and the probability of that class."""
         predicted = str(label_from_prob(np.array([prob_all]))[0])
         return cls(
             predicted,
@@ -78,6 +79,7 @@ class InputCheck:
 
     @property
     def in_distribution(self) -> bool:
+        """Whether the input passed its checks and lies within the training cells' distance."""
         return self.problem is None and self.distance <= self.threshold
 
     def sentence(self) -> str:
@@ -116,6 +118,7 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
+        """The predictor of a run folder: its model (or release), preprocessing and temperature."""
         folder = RunFolder(Path(run_dir))
         if folder.released:
             from ..models.release import Release
@@ -174,6 +177,7 @@ class Predictor:
         return Prediction.from_prob_all(prob_all, self.config.tta, model_input, band=band)
 
     def predict_bytes(self, data: bytes, name: str) -> Prediction:
+        """Decode uploaded bytes and predict them; a bad file raises ImageReadError naming it."""
         return self.predict_image(decode_image(data, name))
 
     def predict_paths(self, paths: list[str | Path]) -> pd.DataFrame:

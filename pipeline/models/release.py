@@ -56,6 +56,7 @@ class LinearHead:
         return cls(scaler.mean_, scaler.scale_, regression.coef_[0], float(regression.intercept_[0]))
 
     def logits(self, features: np.ndarray) -> np.ndarray:
+        """The head's logit of ALL for each row of pooled features."""
         return ((np.asarray(features, np.float64) - self.mean) / self.scale) @ self.coef + self.intercept
 
 
@@ -71,6 +72,7 @@ class DistanceScore:
 
     @classmethod
     def fit(cls, features: np.ndarray, components: int = OOD_COMPONENTS) -> DistanceScore:
+        """A distance score fitted on held-out features."""
         from sklearn.decomposition import PCA
 
         features = np.asarray(features, np.float64)
@@ -82,6 +84,7 @@ class DistanceScore:
         return cls(pca.mean_, pca.components_, np.maximum(pca.explained_variance_, 1e-12), residual)
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
+        """The distance of each row of features from the training cells."""
         centred = np.asarray(features, np.float64) - self.mean
         projected = centred @ self.components.T
         residual = (centred**2).sum(axis=1) - (projected**2).sum(axis=1)
@@ -103,6 +106,7 @@ class FormatCheck:
 
     @classmethod
     def of(cls, areas: np.ndarray, largest: np.ndarray) -> FormatCheck:
+        """The format check's ranges from the training cells' areas and largest-part shares."""
         low, high = np.quantile(areas, [0.005, 0.995])
         return cls(
             float(low / FORMAT_MARGIN),
@@ -159,6 +163,7 @@ class Release:
 
     @property
     def clahe(self) -> ClaheSettings:
+        """The preprocessing the release's features were computed with."""
         return ClaheSettings(cell_area=self.cell_area)
 
     def prob_all(self, features: np.ndarray, head: int = 0) -> np.ndarray:
@@ -173,6 +178,7 @@ class Release:
 
     # -- the file ---------------------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
+        """Everything the release holds, as plain arrays for head.npz."""
         return {
             "backbone": np.array(self.backbone),
             "image_size": np.array(self.image_size),
@@ -200,6 +206,7 @@ class Release:
         }
 
     def save(self, path: Path) -> None:
+        """Write head.npz whole or not at all."""
         atomic_write(path, lambda target: np.savez_compressed(target, **self.arrays()))
 
     @classmethod

@@ -135,6 +135,7 @@ def summary_lines(summary: dict[str, Any], names: tuple[str, ...] | None = None)
 
 
 def crossval_dir() -> Path:
+    """Where cross-validation summaries are written."""
     return artifacts_dir() / "crossval"
 
 

@@ -70,15 +70,18 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def slug(text: str) -> str:
+    """`text` reduced to characters safe in a run id."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
     return cleaned[:80] or "run"
 
 
 def validate_run_id(run_id: str) -> str:
+    """`run_id` itself, or a PipelineError when it could leave the runs folder."""
     if not _RUN_ID.match(run_id or "") or ".." in run_id:
         raise PipelineError(f"{run_id!r} is not a valid run id (letters, digits, '.', '_' and '-' only).")
     return run_id
@@ -126,6 +129,7 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
 
 
 def process_alive(pid: int | None) -> bool:
+    """Whether a process with this id exists (one of another user counts)."""
     if not pid:
         return False
     try:
@@ -170,13 +174,16 @@ class RunRecord:
 
     @property
     def weights(self) -> str:
+        """The run's weights, as the pages label them."""
         return weights_label(self.settings)
 
     @property
     def trained_elsewhere(self) -> bool:
+        """Whether the model came without a config (trained outside this project)."""
         return self.config is None
 
     def get(self, key: str, default: Any = None) -> Any:
+        """One setting of the run, or `default`."""
         return self.settings.get(key, default)
 
 
@@ -203,24 +210,30 @@ class RunFolder:
 
     @property
     def run_id(self) -> str:
+        """The run's id: its folder's name."""
         return self.path.name
 
     def file(self, name: str) -> Path:
+        """The path of one of the run's files."""
         return self.path / name
 
     @property
     def model_path(self) -> Path:
+        """The trained model (model.keras)."""
         return self.file(MODEL)
 
     @property
     def log_path(self) -> Path:
+        """The run's log file."""
         return self.file(LOG)
 
     @property
     def checkpoint_dir(self) -> Path:
+        """The folder of per-epoch checkpoints."""
         return self.file(CHECKPOINT_DIR)
 
     def checkpoint_path(self, epoch: int) -> Path:
+        """The checkpoint written at the end of `epoch`."""
         return self.checkpoint_dir / CHECKPOINT_PATTERN.replace("*", f"{epoch:04d}")
 
     def latest_checkpoint(self) -> tuple[int, Path] | None:
@@ -239,9 +252,11 @@ class RunFolder:
                 older.unlink(missing_ok=True)
 
     def remove_checkpoints(self) -> None:
+        """Delete the checkpoints (once the final model is saved)."""
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
 
     def save_model(self, model: Any) -> None:
+        """Save the model whole or not at all."""
         atomic_write(self.model_path, model.save)
 
     def evaluation_dir(self, name: str) -> Path:
@@ -258,14 +273,17 @@ class RunFolder:
         return self._subfolder(EXPORTS_DIR)
 
     def exports(self) -> list[Path]:
+        """The run's export archives, by name."""
         return sorted(self.file(EXPORTS_DIR).glob("*.zip"))
 
     @property
     def report_path(self) -> Path:
+        """The run's HTML report."""
         return self.file(REPORT)
 
     @property
     def tensorboard_dir(self) -> Path:
+        """The run's TensorBoard logs."""
         return self.file(TENSORBOARD_DIR)
 
     def explanations_dir(self) -> Path:
@@ -285,16 +303,20 @@ class RunFolder:
         )
 
     def has_config(self) -> bool:
+        """Whether config.json is there."""
         return self.file(CONFIG).is_file()
 
     def has_status(self) -> bool:
+        """Whether status.json is there."""
         return self.file(STATUS).is_file()
 
     def exists(self) -> bool:
+        """Whether this is a run folder (a config or a status)."""
         return self.has_config() or self.has_status()
 
     # -- config ----------------------------------------------------------------------------
     def write_config(self, config: dict[str, Any]) -> None:
+        """Write config.json whole or not at all."""
         write_json_atomic(self.file(CONFIG), config)
 
     def _read_json(self, name: str) -> dict[str, Any]:
@@ -317,6 +339,7 @@ class RunFolder:
         return payload
 
     def config(self) -> dict[str, Any]:
+        """The run's settings (config.json), checked."""
         return self._read_json(CONFIG)
 
     def record(self) -> RunRecord:
@@ -334,6 +357,7 @@ class RunFolder:
 
     # -- status ----------------------------------------------------------------------------
     def raw_status(self) -> dict[str, Any]:
+        """status.json as written (`status` reads a run whose process is gone as failed)."""
         return self._read_json(STATUS)
 
     def status(self) -> dict[str, Any]:
@@ -376,6 +400,7 @@ class RunFolder:
 
     # -- tables ----------------------------------------------------------------------------
     def write_history(self, rows: list[dict[str, Any]]) -> None:
+        """Write history.csv (one row per epoch) whole or not at all."""
         write_csv_atomic(self.file(HISTORY), pd.DataFrame(rows, columns=HISTORY_COLUMNS))
 
     def history(self) -> pd.DataFrame:
@@ -398,9 +423,11 @@ class RunFolder:
         return split.assign(path=[_resolvable(path) for path in split["path"]])
 
     def write_predictions(self, frame: pd.DataFrame) -> None:
+        """Write predictions.csv whole or not at all."""
         write_csv_atomic(self.file(PREDICTIONS), frame[PREDICTION_COLUMNS])
 
     def predictions(self) -> pd.DataFrame:
+        """The test predictions (predictions.csv), checked."""
         return self._table(
             PREDICTIONS,
             PREDICTION_COLUMNS,
@@ -455,6 +482,7 @@ class RunFolder:
         return self._table(SKIPPED, SKIPPED_COLUMNS, text=tuple(SKIPPED_COLUMNS))
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """Write metrics.json whole or not at all."""
         write_json_atomic(self.file(METRICS), metrics)
 
     def metrics(self) -> dict[str, Any] | None:

@@ -70,6 +70,7 @@ def sample_weights(config: TrainConfig, labels: np.ndarray, patients: np.ndarray
 def progress_callback(
     folder: RunFolder, total_epochs: int, steps: int, epoch_offset: int = 0, phase: str = "training"
 ) -> Any:
+    """A Keras callback writing the run's epoch, batch and history to its folder."""
     import keras
 
     class ProgressCallback(keras.callbacks.Callback):
@@ -123,6 +124,7 @@ def progress_callback(
 
 
 def checkpoint_callback(folder: RunFolder) -> Any:
+    """A Keras callback saving a checkpoint after each epoch."""
     import keras
 
     class EpochCheckpoint(keras.callbacks.Callback):

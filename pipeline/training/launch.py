@@ -120,6 +120,7 @@ def demo_model_config(data_dir: str) -> TrainConfig:
 
 
 def is_demo_group(group: object) -> bool:
+    """Whether a run belongs to the hosted demo's model."""
     return isinstance(group, str) and group.startswith(DEMO_GROUP)
 
 

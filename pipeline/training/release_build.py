@@ -113,6 +113,7 @@ def cell_features(config: TrainConfig, paths: list[str], progress: Callable[[str
 
 
 def fold_of(is_all: np.ndarray, patients: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each cell's patient fold, numbered from 1 (whole patients, drawn by `patient_folds`)."""
     from ..data.shortcuts import patient_folds
 
     fold = np.zeros(len(is_all), np.int64)

@@ -41,6 +41,7 @@ LOG = logging.getLogger(__name__)
 
 
 def git_commit() -> str | None:
+    """The checkout's commit, or None outside git."""
     try:
         result = subprocess.run(
             ["git", "rev-parse", "HEAD"],
