@@ -1,7 +1,11 @@
 """ALL vs HEM dashboard: page config, navigation over pages/, the shared sidebar; a hosted demo serves the released
 model (or the host's), and only without either trains a demo model once per server, whatever visitors do."""
 
-import streamlit as st
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: its start-up chatter hides ours
+
+import streamlit as st  # noqa: E402 - after the line above
 
 from pages.common.settings import configured_model, demo_mode, released_model, runs_dir
 from pages.common.widgets import sidebar

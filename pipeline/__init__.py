@@ -1,11 +1,9 @@
 """ALL-vs-HEM classification of C-NMC 2019 white-blood-cell images (EfficientNet transfer learning).
 
-Everything here is importable without TensorFlow; modules that need it import it lazily.
+Everything here is importable without TensorFlow; modules that need it import it lazily. Importing it changes
+nothing of the process: the entry points (the command line, the dashboard, the benchmark) quiet TensorFlow's
+start-up chatter themselves (`TF_CPP_MIN_LOG_LEVEL`) before it loads.
 """
-
-import os as _os
-
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our messages
 
 CLASS_NAMES = ("HEM", "ALL")
 """Model output order: index 1 is ALL (leukemic blast), as in the C-NMC labels (1 = ALL, 0 = HEM)."""

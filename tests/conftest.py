@@ -12,6 +12,7 @@ from tests.helpers import TINY_BACKBONE
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = Path(os.environ.get("CNMC_SAMPLE_DIR", REPO.parent / "shared" / "cnmc-sample"))
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # an entry point, as the CLI and the dashboard: quiet TensorFlow
 os.environ["RELEASE_DIR"] = ""  # pages see no released model unless a test gives one (tests/test_release.py)
 
 TINY = {"backbone": TINY_BACKBONE, "image_size": 32, "weights": "none", "epochs": 1, "batch_size": 8}

@@ -121,3 +121,34 @@ def test_the_runs_engines_sit_above_one_run(name: str) -> None:
     assert "training.engines" not in arrows[f"training.{name}"]
     if name == "engines":
         assert {"training.train", "training.cluster"} <= arrows["training.engines"]
+
+
+def test_importing_every_module_leaves_the_process_environment_as_it_was() -> None:
+    """Only the entry points (the command line, the dashboard, the benchmark) set environment variables. The
+    libraries the modules import are loaded first: OpenCV edits LD_LIBRARY_PATH itself when it loads."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import importlib, json, os, pkgutil, sys
+import cv2, numpy, pandas, PIL.Image
+before = dict(os.environ)
+import pipeline
+names = [m.name for m in pkgutil.walk_packages(pipeline.__path__, "pipeline.") if m.name != "pipeline.__main__"]
+for name in names:
+    importlib.import_module(name)
+changed = sorted(set(os.environ) ^ set(before) | {k for k in before if os.environ.get(k) != before[k]})
+print(json.dumps({"imported": len(names), "changed": changed, "tensorflow": "tensorflow" in sys.modules}))
+"""
+    entry_points_set = ("TF_CPP_MIN_LOG_LEVEL", "OPENCV_LOG_LEVEL", "RAY_AUTH_MODE")  # left out: a write would show
+    environment = {name: value for name, value in os.environ.items() if name not in entry_points_set}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=PACKAGE.parent, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["imported"] == len(_modules()) - 2, "every module but the package and __main__ was imported"
+    assert result["changed"] == [], f"importing the package changed the environment: {result['changed']}"
+    assert not result["tensorflow"], "and no module imports TensorFlow when it is imported"

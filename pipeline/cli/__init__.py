@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     # OpenCV's decoder messages name no file; the pipeline names each image that does not read (read by OpenCV when
     # it loads, and inherited by the runs this process starts)
     os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter would hide our messages
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,18 @@ def _environment() -> dict[str, str]:
     return passed
 
 
+@contextmanager
+def _environment_while(values: dict[str, str]) -> Iterator[None]:
+    """`values` in this process's environment (where not already set) for the block only."""
+    added = {name: value for name, value in values.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Refuse at once an address where nothing listens (Ray itself would retry for minutes)."""
     host, _, port = address.rpartition(":")
@@ -92,19 +105,19 @@ def connect(address: str | None) -> bool:
         _check_reachable(address)
     try:
         options = {"_node_ip_address": "127.0.0.1"} if local else {}  # a Ray of this call only: nobody joins
-        if local:
-            # Ray 2.60 otherwise writes ~/.ray/auth_token for a Ray started by ray.init, and every later `ray start`
-            # on this machine then asks for that token (`ray status` fails); `ray start`'s own default is no token.
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        # "local" starts a new Ray for this call, never one left running on this machine by an earlier `ray start`
-        ray.init(
-            address="local" if local else address,
-            runtime_env={"env_vars": _environment()},
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level="ERROR",
-            **options,
-        )
+        # Ray 2.60 otherwise writes ~/.ray/auth_token for a Ray started by ray.init, and every later `ray start` on
+        # this machine then asks for that token (`ray status` fails); `ray start`'s own default is no token. Set for
+        # the start only, and put back as it was.
+        with _environment_while({"RAY_AUTH_MODE": "disabled"} if local else {}):
+            # "local" starts a new Ray for this call, never one left running here by an earlier `ray start`
+            ray.init(
+                address="local" if local else address,
+                runtime_env={"env_vars": _environment()},
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level="ERROR",
+                **options,
+            )
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise PipelineError(f"Could not connect to the Ray cluster at {address}: {error}") from error
     return True
