@@ -14,7 +14,7 @@ from pipeline import ALL_INDEX, CLASS_NAMES
 from pipeline.core.config import ClaheSettings, TrainConfig
 from pipeline.data.preprocess import read_image
 from pipeline.evaluation.intervals import patient_bootstrap
-from pipeline.inference.predict import Predictor, evaluate_run
+from pipeline.inference.predict import Predictor, evaluate_run, seen_warning
 from pipeline.runs import folder as runs
 
 pytestmark = pytest.mark.slow  # builds a Keras model
@@ -135,7 +135,7 @@ def test_evaluate_on_other_data_never_counts_images_the_run_trained_on(finished_
     assert metrics["excluded_seen_images"] == {"same_path": 1, "same_name": 0, "same_pixels": 1, "seen_patient": 1}
     assert metrics["n"] == 2 and len(pd.read_csv(out_dir / runs.PREDICTIONS)) == 2
     assert metrics["seen_patients"]["n"] == 1, "reported apart, not in the headline"
-    assert any(line.startswith("Left out as seen by the run") for line in metrics["warnings"])
+    assert seen_warning(metrics["excluded_seen_images"]) in metrics["warnings"]
     counted, _ = evaluate_run(finished_run, root, include_seen_patients=True)
     assert counted["n"] == 3 and counted["seen_patients"] is None
     saved = json.loads((out_dir / runs.METRICS).read_text())
@@ -158,3 +158,13 @@ def test_evaluate_on_data_without_labels_is_one_clear_error(finished_run: Path, 
     last = result.stderr.strip().splitlines()[-1]  # TensorFlow's own start-up lines may come first
     assert result.returncode == 2 and last.startswith("error: ") and "no labelled image" in last
     assert "Traceback" not in result.stderr
+
+
+def test_the_seen_warning_names_each_reason_with_its_count_and_only_what_was_left_out() -> None:
+    dropped = {"same_path": 2, "same_name": 0, "same_pixels": 1, "seen_patient": 3}
+    assert seen_warning(dropped) == "Left out as seen by the run: 2 by same path, 1 by same pixels, 3 by seen patient."
+    assert seen_warning(dropped, include_seen_patients=True) == (
+        "Left out as seen by the run: 2 by same path, 1 by same pixels."
+    )
+    assert seen_warning(dict.fromkeys(dropped, 0)) is None
+    assert seen_warning({"seen_patient": 4}, include_seen_patients=True) is None, "counted, not left out"

@@ -253,7 +253,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """`evaluate`: a finished run's model on other labelled data, images it saw left out."""
     open_run(args.run_dir, completed=True)
     from ..evaluation.metrics import Metrics
-    from ..inference.predict import evaluate_run
+    from ..inference.predict import evaluate_run, seen_warning
 
     metrics, out_dir = evaluate_run(args.run_dir, args.data, args.include_seen_patients)
     summary = {
@@ -270,9 +270,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     }
     summary["weighted_f1"] = Metrics.of(metrics).figure("weighted_f1")
-    for line in metrics.get("warnings") or []:
-        if line.startswith("Left out as seen"):
-            print(line, file=sys.stderr)
+    if warning := seen_warning(metrics["excluded_seen_images"], metrics["include_seen_patients"]):
+        print(warning, file=sys.stderr)
     if metrics.get("seen_patients"):
         apart = metrics["seen_patients"]
         summary["seen_patients"] = {key: apart.get(key) for key in ("n", "accuracy", "balanced_accuracy", "roc_auc")}

@@ -283,6 +283,16 @@ def seen_reasons(table: pd.DataFrame, split: pd.DataFrame) -> np.ndarray:
     return np.array(reasons, dtype=object)
 
 
+def seen_warning(dropped: dict[str, int], include_seen_patients: bool = False) -> str | None:
+    """The sentence that says which images an evaluation left out as seen by the run, or None when none was."""
+    reasons = [
+        f"{count} by {reason.replace('_', ' ')}"
+        for reason, count in dropped.items()
+        if count and (reason != "seen_patient" or not include_seen_patients)
+    ]
+    return "Left out as seen by the run: " + ", ".join(reasons) + "." if reasons else None
+
+
 def evaluate_run(
     run_dir: str | Path, data_dir: str | Path | None = None, include_seen_patients: bool = False
 ) -> tuple[dict[str, Any], Path]:
@@ -357,17 +367,8 @@ def evaluate_run(
         "seen_patients": seen_patients,
         "intervals": patient_bootstrap(predictions),
     }
-    if any(dropped.values()):
-        metrics["warnings"] = [
-            *(metrics.get("warnings") or []),
-            "Left out as seen by the run: "
-            + ", ".join(
-                f"{count} by {reason.replace('_', ' ')}"
-                for reason, count in dropped.items()
-                if count and (reason != "seen_patient" or not include_seen_patients)
-            )
-            + ".",
-        ]
+    if warning := seen_warning(dropped, include_seen_patients):
+        metrics["warnings"] = [*(metrics.get("warnings") or []), warning]
     out_dir = folder.evaluation_dir(name)
     target = RunFolder(out_dir)
     target.write_predictions(predictions)
