@@ -52,11 +52,8 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs Ray reserves for each run")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line's parser: one sub-command per job, options generated from TrainConfig."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description="ALL vs HEM cell classification.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:
+    """info, shortcuts, nested, release, synth: what a data set holds and what can be learnt from it."""
     info = commands.add_parser("info", help="what a dataset root holds")
     info.add_argument("--data", required=True)
     info.add_argument("--json", action="store_true")
@@ -113,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_synth)
 
+
+def _add_training_commands(commands: argparse._SubParsersAction) -> None:
+    """train, sweep, crossval, execute, resume, runs: runs and their engines."""
     train = commands.add_parser("train", help="train one run (prints its folder)")
     add_config_arguments(train)
     train.set_defaults(func=cmd_train)
@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(func=cmd_runs)
 
+
+def _add_model_commands(commands: argparse._SubParsersAction) -> None:
+    """evaluate, predict, explain, export, report, explain-eval: what a run's model does."""
     evaluate = commands.add_parser("evaluate", help="metrics of a run on its test subset or another data set")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--data", default=None)
@@ -205,6 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain_eval.add_argument("--images", type=int, default=20, help="test images drawn at random (seeded)")
     explain_eval.add_argument("--seed", type=int, default=0)
     explain_eval.set_defaults(func=cmd_explain_eval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: one sub-command per job, options generated from TrainConfig."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description="ALL vs HEM cell classification.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(commands)
+    _add_training_commands(commands)
+    _add_model_commands(commands)
     return parser
 
 
