@@ -235,8 +235,10 @@ cells[0].metric(
     "not reliable" if flagged else label,
     help=f"The model's answer would be {label}, but the input is not like its training cells." if flagged else None,
 )
-if flagged:
-    cells[1].metric("Probability", "—", help="Not given: the input is not like the cells the model was trained on.")
+if flagged:  # no probability of any kind for an input the model does not know
+    not_given = "Not given: the input is not like the cells the model was trained on."
+    cells[1].metric("Probability", "—", help=not_given)
+    cells[2].metric("P(ALL)", "—", help=not_given)
 else:
     cells[1].metric(
         "Probability",
@@ -244,7 +246,7 @@ else:
         help="Softmax probability of the predicted class"
         + (", averaged over the 8 flips and rotations (test-time augmentation)." if config.get("tta") else "."),
     )
-cells[2].metric("P(ALL)", f"{result.prob_all:.3f}", help="Probability of ALL; 0.5 or more is called ALL.")
+    cells[2].metric("P(ALL)", f"{result.prob_all:.3f}", help="Probability of ALL; 0.5 or more is called ALL.")
 opacity = cells[3].slider(
     "Heatmap opacity",
     0.0,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
+import subprocess
 import time
 import zipfile
 from pathlib import Path
@@ -22,6 +24,24 @@ from pipeline.training.train import run_metrics
 TINY_BACKBONE = "efficientnet_lite0"
 """The smallest backbone the product builds: tracing a training step of Lite0 takes ~28 s here against ~51 s for
 B0 (the fit code, checkpoints and pages are the same for every backbone; tests/test_model.py covers B0 itself)."""
+
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def copy_project(target: Path, leave_out: tuple[str, ...] = ()) -> None:
+    """The project's files as a checkout holds them (tracked, or new and not ignored) copied to `target`, but for
+    those under the folders in `leave_out`."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=PROJECT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if (PROJECT / name).is_file() and not name.startswith(leave_out):
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PROJECT / name, target / name)
 
 
 def make_split(patients: dict[str, tuple[str, str, int]]) -> pd.DataFrame:

@@ -1,7 +1,6 @@
 """The package a user installs: its dependency ranges hold the tested pins, and `pip install .` in a fresh virtual
 environment gives the `cnmc` command, run from anywhere."""
 
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -9,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+
+from tests.helpers import copy_project
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
@@ -56,20 +57,7 @@ def test_pip_install_gives_the_cnmc_command_that_runs_from_anywhere(tmp_path: Pa
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     source, wheels = tmp_path / "source", tmp_path / "wheels"  # a copy: building writes build/ beside the code
-    listed = (
-        subprocess.run(
-            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-            cwd=ROOT,
-            capture_output=True,
-            check=True,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for name in filter(None, listed):
-        if (ROOT / name).is_file() and not name.startswith("samples/"):
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
+    copy_project(source, leave_out=("samples/",))
     subprocess.run(
         [
             venv / "bin" / "python",

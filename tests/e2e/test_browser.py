@@ -20,7 +20,7 @@ from pipeline.data.layouts import scan_dataset
 from pipeline.data.preprocess import read_image
 from pipeline.inference.predict import Predictor
 from pipeline.runs import folder as runs
-from tests.helpers import TINY_BACKBONE
+from tests.helpers import TINY_BACKBONE, copy_project
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -160,20 +160,7 @@ def _names_stay_text(page, image: Path, tmp_path: Path) -> None:
 def _read_only_code_tree(target: Path) -> dict[str, tuple[int, int]]:
     """The project's files (tracked, or new and not ignored) copied to `target` and made read-only, as a host
     checks them out; returns each file's size and mtime to show afterwards that nothing in it was written."""
-    listed = (
-        subprocess.run(
-            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-            cwd=REPO,
-            capture_output=True,
-            check=True,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for name in filter(None, listed):
-        if (REPO / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, target / name)
+    copy_project(target)
     subprocess.run(["chmod", "-R", "a-w", str(target)], check=True)
     return _tree(target)
 
@@ -250,6 +237,7 @@ def test_hosted_demo_serves_the_release_at_once_and_says_what_it_does_not_know(
         page.screenshot(path=str(SHOTS / "demo-predict-noise.png"), full_page=True)
         body = page.inner_text("body")
         assert _metric(page, "Predicted class") == "not reliable" and "The answer is not reliable" in body
+        assert _metric(page, "Probability") == _metric(page, "P(ALL)") == "—", "no probability of any kind"
         assert "Together" in body and "Summary per group (CSV)" in body
         page.locator('[data-testid="stSelectbox"]').filter(has_text="Explain image").first.click()
         options = page.get_by_role("option").all_inner_texts()
