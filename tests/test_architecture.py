@@ -152,3 +152,45 @@ print(json.dumps({"imported": len(names), "changed": changed, "tensorflow": "ten
     assert result["imported"] == len(_modules()) - 2, "every module but the package and __main__ was imported"
     assert result["changed"] == [], f"importing the package changed the environment: {result['changed']}"
     assert not result["tensorflow"], "and no module imports TensorFlow when it is imported"
+
+
+def patched_libraries(source: str) -> list[str]:
+    """Assignments in `source` to an attribute of a library it imports (`keras.backend.clear_session = ...`,
+    `file_utils.get_file = ...`): process-wide changes of another package's behaviour."""
+    tree = ast.parse(source)
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            imported |= {alias.asname or alias.name for alias in node.names}
+    imported -= {"pipeline", "pages"}
+    found = []
+    for node in ast.walk(tree):
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AugAssign) else []
+        )
+        for target in targets:
+            root = target
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(target, ast.Attribute) and isinstance(root, ast.Name) and root.id in imported:
+                found.append(ast.unparse(target))
+    return found
+
+
+def test_no_library_module_or_page_patches_another_package() -> None:
+    """Process-wide changes belong to the entry points (streamlit_app.py switches off Streamlit's Keras reset, and
+    says why); the pipeline and the pages change no other package's functions."""
+    assert patched_libraries(
+        "import keras\nfrom keras.src.utils import file_utils\nx = 1\nself_like = object()\n"
+        "keras.backend.clear_session = None\nfile_utils.get_file = len\n"
+    ) == ["keras.backend.clear_session", "file_utils.get_file"], "the check sees both kinds of patch"
+    root = PACKAGE.parent
+    found = {
+        str(path.relative_to(root)): patched
+        for path in sorted([*PACKAGE.rglob("*.py"), *(root / "pages").rglob("*.py")])
+        if (patched := patched_libraries(path.read_text()))
+    }
+    assert found == {}
+    assert patched_libraries((root / "streamlit_app.py").read_text()) == ["keras.backend.clear_session"]

@@ -72,7 +72,7 @@ def _notop_file(path: Path) -> Path:
     return path
 
 
-def test_a_local_weights_file_builds_exactly_the_imagenet_network(tmp_path: Path, monkeypatch) -> None:
+def test_a_local_weights_file_computes_what_the_imagenet_route_computes_without_patching_keras(tmp_path: Path, monkeypatch) -> None:
     from keras.src.utils import file_utils
 
     from pipeline.models.model import KERAS_WEIGHTS_URL
@@ -92,14 +92,17 @@ def test_a_local_weights_file_builds_exactly_the_imagenet_network(tmp_path: Path
     keras.utils.set_random_seed(0)
     via_file, used_file = build_model("efficientnet_b0", 32, str(weights))
     assert used_imagenet.startswith("imagenet") and "from file efficientnetb0_notop.h5" in used_file
-    kinds = [type(layer).__name__ for layer in via_imagenet.layers]
-    assert [type(layer).__name__ for layer in via_file.layers] == kinds
-    assert any(isinstance(layer, keras.layers.Rescaling) and np.size(layer.scale) == 3 for layer in via_file.layers), (
-        "the ImageNet variance rescaling is in the network"
-    )
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
-    np.testing.assert_array_equal(feature_extractor(via_file)(images), feature_extractor(via_imagenet)(images))
-    np.testing.assert_array_equal(via_file(images), via_imagenet(images))
+    from_file, from_imagenet = feature_extractor(via_file)(images), feature_extractor(via_imagenet)(images)
+    scale = np.abs(np.asarray(from_imagenet)).max()  # random features are tiny (~1e-6)
+    np.testing.assert_allclose(from_file, from_imagenet, rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(via_file(images), via_imagenet(images), rtol=1e-4, atol=1e-6)
+    keras.utils.set_random_seed(0)
+    no_rescaling = keras.applications.EfficientNetB0(include_top=False, weights=str(weights), input_shape=(32, 32, 3))
+    pooled = np.asarray(no_rescaling(images)).mean(axis=(1, 2))
+    assert np.abs(pooled - from_imagenet).max() > 0.05 * scale, (
+        "Keras' own file route lacks the ImageNet variance rescaling: the comparison above tells the two apart"
+    )
 
 
 def test_backbone_batchnorm_momentum_is_set_for_training_from_scratch() -> None:

@@ -100,19 +100,8 @@ def image_key(data: bytes | None = None, path: str | None = None) -> str:
     return f"file:{path}:{Path(path).stat().st_mtime_ns}"
 
 
-def _keep_keras_session() -> None:
-    """Streamlit calls `keras.backend.clear_session()` before every script run (for apps that build models per
-    run). That also empties TensorFlow's eager kernel cache, so every visitor's first model call re-instantiates
-    the compiled functions: about 1 s of CPU per page for EfficientNet-B3 (measured). The dashboard keeps its
-    models across runs in `st.cache_resource` and never needs that reset, so it is switched off here."""
-    import keras
-
-    keras.backend.clear_session = lambda *args, **kwargs: None
-
-
 @st.cache_resource(show_spinner="Loading the model…", max_entries=3)
 def _predictor(run_dir: str, model_mtime: float) -> Any:
-    _keep_keras_session()
     return Predictor.from_run(run_dir)
 
 

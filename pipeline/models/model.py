@@ -5,10 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import threading
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -29,7 +26,6 @@ POOL_LAYER = "head_pool"
 LAST_CONV_LAYER = "top_activation"
 """The backbone's last convolutional feature map: the default layer of every CAM."""
 
-_GET_FILE_LOCK = threading.Lock()
 
 
 def keras_cache_dir() -> Path:
@@ -93,20 +89,21 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@contextmanager
-def _imagenet_file(path: Path) -> Iterator[None]:
-    """Keras' EfficientNet adds its ImageNet input rescaling (1/sqrt of the ImageNet variance) only when
-    `weights == "imagenet"`, so a local copy of the ImageNet file must be loaded through that same route:
-    while building, the download step hands Keras the local file instead."""
-    from keras.src.utils import file_utils
+IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
+"""The ImageNet standard deviations that Keras' EfficientNet divides by a second time (as their square root) when
+built with `weights="imagenet"`, to match the original network (tensorflow/tensorflow#49930)."""
 
-    with _GET_FILE_LOCK:
-        original = file_utils.get_file
-        file_utils.get_file = lambda *args, **kwargs: str(path)
-        try:
-            yield
-        finally:
-            file_utils.get_file = original
+
+def _as_imagenet_route(base: Any) -> None:
+    """Make a backbone built with `weights=None` and loaded from a local ImageNet file compute what Keras'
+    `weights="imagenet"` route computes: that route adds a layer dividing by sqrt(stddev) after the input's
+    Normalization; the same factor is folded into that Normalization's variance here."""
+    import keras
+
+    norm = next(layer for layer in base.layers if isinstance(layer, keras.layers.Normalization))
+    mean, variance, count = norm.get_weights()
+    norm.set_weights([mean, variance * np.asarray(IMAGENET_STDDEV_RGB, variance.dtype), count])
+    norm.finalize_state()
 
 
 NO_WEIGHTS = ("none", "None", "", None)
@@ -148,8 +145,8 @@ def _backbone(backbone: str, image_size: int, weights: str) -> tuple[Any, str]:
             f"Weights file {path} does not exist. Use 'imagenet', 'none' or a path to a {cache_file} file."
         )
     try:
-        with _imagenet_file(path):
-            base = application(include_top=False, weights="imagenet", input_shape=shape)
+        base = application(include_top=False, weights=str(path), input_shape=shape)
+        _as_imagenet_route(base)
     except Exception as error:
         raise WeightsUnavailableError(f"Weights file {path} does not fit {app_name}: {error}") from error
     return base, f"imagenet from file {path.name} (sha256 {_sha256(path)[:12]})"
