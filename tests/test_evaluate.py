@@ -114,7 +114,7 @@ def test_a_confusion_cell_lists_its_images_most_confident_first() -> None:
 
 
 def test_a_one_class_model_with_varied_probabilities_is_flagged_first() -> None:
-    from pipeline.training.train import run_metrics
+    from pipeline.evaluation.run_metrics import run_metrics
     from tests.helpers import make_split
 
     split = make_split(
@@ -137,7 +137,7 @@ def test_a_one_class_model_with_varied_probabilities_is_flagged_first() -> None:
 
 
 def test_a_model_that_beats_the_constant_answer_is_not_flagged() -> None:
-    from pipeline.training.train import run_metrics
+    from pipeline.evaluation.run_metrics import run_metrics
     from tests.helpers import make_split, predictions_for
 
     split = make_split(
@@ -211,7 +211,7 @@ def _table(is_all: np.ndarray, prob_all: np.ndarray, patients: int = 6) -> pd.Da
 
 def test_a_run_fits_its_temperature_on_validation_and_keeps_the_test_calibration_before() -> None:
     from pipeline.evaluation.evaluate import compute_metrics, fit_temperature
-    from pipeline.training.train import temperature_scaled
+    from pipeline.evaluation.run_metrics import temperature_scaled
 
     validation, test = _table(*_over_confident(1, 600)), _table(*_over_confident(2, 900))
     record, scaled_validation, scaled_test = temperature_scaled(validation, test)
@@ -232,7 +232,7 @@ def test_a_run_fits_its_temperature_on_validation_and_keeps_the_test_calibration
 
 
 def test_a_one_class_validation_fits_no_temperature_and_says_why() -> None:
-    from pipeline.training.train import run_metrics, temperature_scaled
+    from pipeline.evaluation.run_metrics import run_metrics, temperature_scaled
 
     validation = _table(np.ones(20, bool), np.linspace(0.4, 0.99, 20))
     test = _table(*_over_confident(3, 200))

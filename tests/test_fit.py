@@ -101,17 +101,17 @@ def test_fast_mode_trains_the_head_on_cached_features_and_saves_a_full_model(tin
 
 @pytest.mark.slow
 def test_fast_mode_with_augment_trains_on_augmented_feature_passes(tiny_config, artifacts_root, monkeypatch) -> None:
-    from pipeline.training import fit
+    from pipeline.training import features
 
     shapes = []
-    original = fit._augmented_features
+    original = features._augmented_features
 
-    def recorded(model, config, images, labels, folder):
-        features = original(model, config, images, labels, folder)
-        shapes.append((len(images), len(features)))
-        return features
+    def recorded(model, config, images, labels, report):
+        computed = original(model, config, images, labels, report)
+        shapes.append((len(images), len(computed)))
+        return computed
 
-    monkeypatch.setattr(fit, "_augmented_features", recorded)
+    monkeypatch.setattr(features, "_augmented_features", recorded)
     folder = train(
         tiny_config.replace(
             freeze_backbone=True, random_features=True, augment=True, augment_passes=2, epochs=2, name="fast-augmented"
@@ -127,7 +127,7 @@ def test_fast_mode_with_augment_trains_on_augmented_feature_passes(tiny_config, 
 @pytest.mark.slow
 def test_the_feature_cache_key_follows_the_weights_not_their_label(tiny_config) -> None:
     from pipeline.models.model import build_model
-    from pipeline.training.fit import FEATURE_CODE_VERSION, feature_cache_key
+    from pipeline.training.features import FEATURE_CODE_VERSION, feature_cache_key
 
     model, _ = build_model("efficientnet_b0", 32, "none", freeze_backbone=True)
     key = feature_cache_key(model, tiny_config, "imagenet (x)", [], "plain")
@@ -141,3 +141,22 @@ def test_the_feature_cache_key_follows_the_weights_not_their_label(tiny_config) 
     head = model.get_layer("head_dense")
     head.set_weights([weight + 1.0 for weight in head.get_weights()])  # the head is not part of the features
     assert feature_cache_key(model, tiny_config, "imagenet (x)", [], "plain") == changed
+
+
+@pytest.mark.slow
+def test_a_fit_reports_through_its_hooks_without_a_run_folder(tiny_config) -> None:
+    from pipeline.data.datasets import prepare_data
+    from pipeline.models.model import build_model
+    from pipeline.training.fit import FitHooks, fit_fast
+
+    config = tiny_config.replace(freeze_backbone=True, random_features=True, epochs=2)
+    data = prepare_data(config)
+    model, used = build_model(config.backbone, config.image_size, "none", freeze_backbone=True)
+    reports, histories = [], []
+    hooks = FitHooks(report=lambda **changes: reports.append(changes), on_history=lambda rows: histories.append(rows))
+    fit_fast(model, config, data, hooks, used)
+    assert [[row["epoch"] for row in rows] for rows in histories] == [[1], [1, 2]]
+    assert all(np.isfinite(rows[-1]["loss"]) for rows in histories)
+    assert reports[0]["phase"].startswith("extracting plain features")
+    assert [r["epoch"] for r in reports if r.get("phase") == "training head"] == [1, 2]
+    assert reports[-1] == {"epoch": 2, "step": reports[-1]["step"], "progress": 1.0, "epochs_done": 2}

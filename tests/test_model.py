@@ -72,7 +72,7 @@ def _notop_file(path: Path) -> Path:
     return path
 
 
-def test_a_local_weights_file_computes_what_the_imagenet_route_computes_without_patching_keras(tmp_path: Path, monkeypatch) -> None:
+def test_a_local_weights_file_computes_what_keras_imagenet_route_computes(tmp_path: Path, monkeypatch) -> None:
     from keras.src.utils import file_utils
 
     from pipeline.models.model import KERAS_WEIGHTS_URL

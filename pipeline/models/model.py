@@ -27,7 +27,6 @@ LAST_CONV_LAYER = "top_activation"
 """The backbone's last convolutional feature map: the default layer of every CAM."""
 
 
-
 def keras_cache_dir() -> Path:
     """Keras' model cache ($KERAS_HOME/models)."""
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"

@@ -14,7 +14,8 @@ from ..core.errors import PipelineError
 from ..runs.crossval import crossval_configs, summary_path, write_summary_of_group
 from ..runs.folder import RunFolder, mark_cancelled, record_failure
 from .cluster import execute_on_ray
-from .train import execute_run, one_pass_possible, prepare_run
+from .grid_cells import one_pass_possible
+from .train import execute_run, prepare_run
 
 
 def grid(base: TrainConfig, epochs: list[int], batch_sizes: list[int]) -> tuple[str, list[TrainConfig]]:

@@ -36,7 +36,7 @@ from ..data.shortcuts import (
 from ..evaluation.intervals import patient_bootstrap
 from ..inference.batches import extract_features
 from ..models.model import backbone_fingerprint, build_model
-from .fit import FEATURE_CODE_VERSION
+from .features import FEATURE_CODE_VERSION
 
 C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 """The logistic regression's inverse regularisation strengths the inner folds choose among."""

@@ -45,7 +45,7 @@ from ..models.release import (
 )
 from ..runs.folder import HEAD, PREDICTIONS, RELEASE_CARD, SPLIT, STATUS, RunFolder, now_iso
 from ..runs.release_card import card_text
-from .fit import FEATURE_CODE_VERSION
+from .features import FEATURE_CODE_VERSION
 
 RELEASE_C = 1.0
 """The release's regularisation, fixed before looking (scikit-learn's default), not tuned on fold 1: fold-1
