@@ -24,7 +24,7 @@ from pipeline.runs.catalog import (
     escape_markdown,
     run_flags,
 )
-from pipeline.runs.folder import ACTIVE_STATES
+from pipeline.runs.contract import ACTIVE_STATES
 from pipeline.training.launch import launch_demo_model
 
 st.title(":material/biotech: ALL vs HEM: leukemic blast classification")

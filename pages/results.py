@@ -18,7 +18,7 @@ from pipeline.runs.catalog import (
     spreadsheet_safe,
     without_server_paths,
 )
-from pipeline.runs.folder import PREDICTIONS
+from pipeline.runs.contract import PREDICTIONS
 
 st.title(":material/insights: Results")
 runs = runs_table()

@@ -19,7 +19,8 @@ import pandas as pd
 from pipeline.core.errors import PipelineError
 from pipeline.evaluation.evaluate import label_from_prob
 from pipeline.evaluation.run_metrics import run_metrics
-from pipeline.runs.folder import RunFolder, create_run_dir
+from pipeline.runs.contract import create_run_dir
+from pipeline.runs.folder import RunFolder
 
 TINY_BACKBONE = "efficientnet_lite0"
 """The smallest backbone the product builds: tracing a training step of Lite0 takes ~28 s here against ~51 s for

@@ -18,7 +18,8 @@ from pipeline.runs.catalog import (
     provenance,
     run_config,
 )
-from pipeline.runs.folder import TRAINED_ELSEWHERE, RunFolder
+from pipeline.runs.folder import RunFolder
+from pipeline.runs.record import TRAINED_ELSEWHERE
 from tests.helpers import fake_run
 
 

@@ -37,7 +37,7 @@ def test_malformed_saved_settings_are_a_clear_error() -> None:
 
 
 def test_a_frozen_backbone_with_random_weights_is_refused_unless_asked_for_and_then_labelled() -> None:
-    from pipeline.runs.folder import weights_label
+    from pipeline.runs.record import weights_label
 
     with pytest.raises(PipelineError, match="features are random.*--random-features"):
         TrainConfig(data_dir="cells", weights="none", freeze_backbone=True)

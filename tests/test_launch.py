@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.errors import PipelineError
-from pipeline.runs import folder as runs
+from pipeline.runs.lifecycle import mark_cancelled
 from tests.helpers import wait_for_state
 
 pytestmark = pytest.mark.slow
@@ -16,7 +16,7 @@ def test_launch_resume_continues_a_cancelled_run_in_the_background(tiny_config, 
     from pipeline.training.train import prepare_run
 
     folder = prepare_run(tiny_config.replace(epochs=2), tmp_path)
-    runs.mark_cancelled([folder])
+    mark_cancelled([folder])
     resume(folder.path)
     with pytest.raises(PipelineError, match="can be resumed"):
         resume(folder.path)

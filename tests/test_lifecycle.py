@@ -8,7 +8,8 @@ import pytest
 
 from pipeline.__main__ import main
 from pipeline.core.config import PAPER_BATCH_SIZES, PAPER_EPOCHS, TrainConfig
-from pipeline.runs.folder import RunFolder, create_run_dir
+from pipeline.runs.contract import create_run_dir
+from pipeline.runs.folder import RunFolder
 from pipeline.training import engines
 
 

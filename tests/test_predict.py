@@ -15,7 +15,8 @@ from pipeline.core.config import ClaheSettings, TrainConfig
 from pipeline.data.preprocess import read_image
 from pipeline.evaluation.intervals import patient_bootstrap
 from pipeline.inference.predict import Predictor, evaluate_run, seen_warning
-from pipeline.runs import folder as runs
+from pipeline.runs import contract as runs
+from pipeline.runs.folder import RunFolder
 
 pytestmark = pytest.mark.slow  # builds a Keras model
 
@@ -98,7 +99,7 @@ def test_a_bare_model_file_predicts_with_its_own_input_size(finished_run: Path, 
     import shutil
 
     from pipeline.runs.catalog import run_config
-    from pipeline.runs.folder import TRAINED_ELSEWHERE
+    from pipeline.runs.record import TRAINED_ELSEWHERE
 
     bare = tmp_path / "elsewhere"
     bare.mkdir()
@@ -109,7 +110,7 @@ def test_a_bare_model_file_predicts_with_its_own_input_size(finished_run: Path, 
     assert predictor.predict_image(image).prob_all == pytest.approx(
         Predictor.from_run(finished_run).predict_image(image).prob_all, abs=1e-5
     )
-    assert run_config(runs.RunFolder(bare)) == TRAINED_ELSEWHERE
+    assert run_config(RunFolder(bare)) == TRAINED_ELSEWHERE
 
 
 def test_evaluate_on_other_data_never_counts_images_the_run_trained_on(finished_run: Path, tmp_path: Path) -> None:

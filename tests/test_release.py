@@ -20,7 +20,8 @@ from pipeline.data.preprocess import read_image
 from pipeline.inference.predict import Predictor
 from pipeline.models.release import MAX_BYTES, LinearHead, Release
 from pipeline.runs.catalog import run_row
-from pipeline.runs.folder import HEAD, RunFolder
+from pipeline.runs.contract import HEAD
+from pipeline.runs.folder import RunFolder
 from pipeline.training.release_build import build_release, cell_features, release_config
 from tests.helpers import record_spawns
 

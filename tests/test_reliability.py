@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.core.errors import ImageReadError
 from pipeline.runs import catalog
-from pipeline.runs import folder as runs
+from pipeline.runs import contract as runs
 from pipeline.runs.folder import RunFolder
 from tests.helpers import TINY_BACKBONE, wait_for_state
 
@@ -219,35 +219,31 @@ def test_uploads_are_never_written_to_disk(predictor, finished_run: Path, tmp_pa
 def test_a_resumed_run_continues_like_an_uninterrupted_one(tmp_path: Path, monkeypatch) -> None:
     """Epochs after a resume draw fresh batches and dropout masks: replaying those of epoch 1 on a model that has
     learnt them read as training accuracy 1.0 (seen on the real sample: 0.995 against 0.707)."""
-    import keras
+    import dataclasses
 
     from pipeline.core.config import EMBEDDED_SAMPLE, recipe_config
-    from pipeline.training import fit
+    from pipeline.training import train as train_module
     from pipeline.training.train import execute_run, prepare_run, train
 
     config = recipe_config(
         "paper", str(EMBEDDED_SAMPLE), backbone=TINY_BACKBONE, image_size=48, weights="none", epochs=4, batch_size=16
     )
     straight = train(config.replace(name="straight"), tmp_path).history()
-    real_checkpoint = fit.checkpoint_callback
+    real_hooks = train_module.folder_hooks
 
     def stop_after_two_epochs(folder: RunFolder):
-        inner = real_checkpoint(folder)
+        hooks = real_hooks(folder)
+        save = hooks.on_checkpoint
 
-        class Interrupted(keras.callbacks.Callback):
-            def set_model(self, model) -> None:
-                super().set_model(model)
-                inner.set_model(model)
+        def save_then_stop(model, epochs_done: int) -> None:
+            save(model, epochs_done)
+            if epochs_done == 2:
+                raise KeyboardInterrupt
 
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                inner.on_epoch_end(epoch, logs)
-                if epoch + 1 == 2:
-                    raise KeyboardInterrupt
-
-        return Interrupted()
+        return dataclasses.replace(hooks, on_checkpoint=save_then_stop)
 
     folder = prepare_run(config.replace(name="resumed"), tmp_path)
-    monkeypatch.setattr(fit, "checkpoint_callback", stop_after_two_epochs)
+    monkeypatch.setattr(train_module, "folder_hooks", stop_after_two_epochs)
     with pytest.raises(KeyboardInterrupt):
         execute_run(folder)
     monkeypatch.undo()

@@ -10,9 +10,11 @@ import pytest
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import write_json_atomic
-from pipeline.runs import folder as runs
+from pipeline.runs import contract as runs
 from pipeline.runs.catalog import list_runs, progress_summary
-from pipeline.runs.folder import RunFolder, create_run_dir, resolve_run_dir
+from pipeline.runs.contract import create_run_dir, resolve_run_dir
+from pipeline.runs.folder import RunFolder
+from pipeline.runs.lifecycle import Heartbeat
 from tests.helpers import fake_run
 
 
@@ -184,7 +186,7 @@ def test_the_heartbeat_keeps_a_run_fresh_and_never_undoes_a_state_change(tmp_pat
     folder = RunFolder(create_run_dir(tmp_path, "beating"))
     folder.update_status(state="running", pid=os.getpid())
     first = folder.raw_status()["updated_at"]
-    with runs.Heartbeat(folder, every_s=0.01):
+    with Heartbeat(folder, every_s=0.01):
         for epoch in range(1, 200):
             folder.update_status(epoch=epoch)
         time.sleep(1.1)
@@ -227,7 +229,7 @@ def test_concurrent_writers_of_one_file_each_rename_a_whole_file(tmp_path: Path)
 def test_a_run_record_is_its_train_config_plus_provenance_with_one_weights_label(tmp_path: Path) -> None:
     from pipeline.core.config import TrainConfig
     from pipeline.runs.catalog import model_card, provenance
-    from pipeline.runs.folder import RunRecord
+    from pipeline.runs.record import RunRecord
 
     done = fake_run(
         tmp_path,

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from pipeline.runs import folder as runs
+from pipeline.runs import contract as runs
 
 pytestmark = pytest.mark.slow
 

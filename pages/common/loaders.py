@@ -14,7 +14,8 @@ from pipeline.data.preprocess import thumbnail
 from pipeline.explain.cams import Explainer, explain_prediction
 from pipeline.inference.predict import Predictor
 from pipeline.runs.catalog import crossval_summary_path, list_runs, model_card, released_row
-from pipeline.runs.folder import METRICS, RunFolder
+from pipeline.runs.contract import METRICS
+from pipeline.runs.folder import RunFolder
 
 from .settings import data_dir, released_model, run_folder, runs_dir
 

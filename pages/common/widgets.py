@@ -19,7 +19,8 @@ from pipeline.runs.catalog import (
     shown_path,
     without_paths,
 )
-from pipeline.runs.folder import ACTIVE_STATES, RELEASE_CARD, RunFolder
+from pipeline.runs.contract import ACTIVE_STATES, RELEASE_CARD
+from pipeline.runs.folder import RunFolder
 from pipeline.training.launch import cancel, failed_demo_model, is_demo_group, launch_demo_model
 
 from .loaders import model_card_of, runs_table

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..core.errors import PipelineError
 from ..models.model import LAST_CONV_LAYER
-from ..runs.folder import cancel_on_sigterm
+from ..runs.lifecycle import cancel_on_sigterm
 from .commands import (
     cmd_crossval,
     cmd_evaluate,

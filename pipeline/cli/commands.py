@@ -196,7 +196,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_execute(args: argparse.Namespace) -> int:
     """`execute`: run prepared run folders through an engine."""
-    from ..runs.folder import RunFolder, mark_cancelled
+    from ..runs.folder import RunFolder
+    from ..runs.lifecycle import mark_cancelled
 
     folders = [RunFolder(path) for path in args.run_dirs]
     try:

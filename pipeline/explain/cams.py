@@ -19,7 +19,7 @@ from ..data.preprocess import read_image
 from ..inference.batches import one_at_a_time, run_batches
 from ..inference.predict import Predictor
 from ..models.model import LAST_CONV_LAYER, compiled_forward
-from ..runs.folder import slug
+from ..runs.contract import slug
 from .road import FRACTIONS, road, road_with_baseline
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "layercam")

@@ -20,7 +20,8 @@ from ..data.preprocess import decode_image, pad_to_square, preprocess, read_imag
 from ..evaluation.evaluate import fitted_temperature, label_from_prob, metrics_from_predictions, with_temperature
 from ..evaluation.intervals import patient_bootstrap
 from ..models.model import compiled_forward, feature_extractor, load_model
-from ..runs.folder import HEAD, PREDICTIONS, SPLIT, RunFolder
+from ..runs.contract import HEAD, PREDICTIONS, SPLIT
+from ..runs.folder import RunFolder
 from .batches import class_probabilities, one_at_a_time, predictions_table
 
 

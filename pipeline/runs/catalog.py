@@ -17,8 +17,10 @@ from ..core.errors import PipelineError
 from ..data.layouts import cell_name
 from ..evaluation.intervals import patient_bootstrap
 from ..evaluation.metrics import Metrics, intervals_problem
+from .contract import SPLIT, STATES, now_iso, resolve_run_dir
 from .crossval import read_summary, summary_path
-from .folder import SPLIT, STATES, RunFolder, now_iso, resolve_run_dir, weights_label
+from .folder import RunFolder
+from .record import weights_label
 
 CONFIGURED_MODEL = "configured-model"
 """The id under which a model trained elsewhere (`MODEL_PATH`) is listed."""

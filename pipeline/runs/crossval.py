@@ -16,7 +16,8 @@ from ..core.errors import PipelineError
 from ..core.files import read_json, write_json_atomic
 from ..evaluation.intervals import patient_bootstrap
 from ..evaluation.metrics import Metrics
-from .folder import SPLIT, STATES, RunFolder
+from .contract import SPLIT, STATES
+from .folder import RunFolder
 
 FOLD_METRICS = (
     "accuracy",

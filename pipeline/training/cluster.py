@@ -23,7 +23,8 @@ from typing import Any
 
 from ..core.config import artifacts_dir, child_python_path
 from ..core.errors import PipelineError
-from ..runs.folder import RunFolder, mark_cancelled, record_failure
+from ..runs.folder import RunFolder
+from ..runs.lifecycle import mark_cancelled, record_failure
 from .train import execute_run
 
 ENGINES = ("local", "ray")

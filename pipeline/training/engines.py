@@ -12,7 +12,8 @@ from typing import Any
 from ..core.config import TrainConfig
 from ..core.errors import PipelineError
 from ..runs.crossval import crossval_configs, summary_path, write_summary_of_group
-from ..runs.folder import RunFolder, mark_cancelled, record_failure
+from ..runs.folder import RunFolder
+from ..runs.lifecycle import mark_cancelled, record_failure
 from .cluster import execute_on_ray
 from .grid_cells import one_pass_possible
 from .train import execute_run, prepare_run

@@ -133,6 +133,7 @@ def progress_callback(
                 "learning_rate": learning_rate,
             }
             self.rows = [r for r in self.rows if int(r["epoch"]) < self.epoch] + [row]
+            hooks.history = list(self.rows)  # a later phase of the same fit (fine-tuning) goes on from here
             hooks.on_history(self.rows)
             hooks.report(epoch=self.epoch, step=steps, progress=1.0, epochs_done=self.epoch)
             figures = " ".join(

@@ -10,7 +10,8 @@ from typing import Any
 from ..core.config import TrainConfig
 from ..core.errors import PipelineError
 from ..data.datasets import PreparedData
-from ..runs.folder import RunFolder, now_iso
+from ..runs.contract import now_iso
+from ..runs.folder import RunFolder
 from .assess import evaluate_into
 
 LOG = logging.getLogger(__name__)

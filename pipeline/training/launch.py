@@ -16,8 +16,9 @@ from ..core.config import RECIPES, TrainConfig, child_python_path, default_runs_
 from ..core.errors import PipelineError
 from ..models.model import imagenet_available, lite_weights_installed
 from ..runs.catalog import list_runs
+from ..runs.contract import ACTIVE_STATES, now_iso, process_alive
 from ..runs.crossval import crossval_configs
-from ..runs.folder import ACTIVE_STATES, RunFolder, now_iso, process_alive
+from ..runs.folder import RunFolder
 from .train import prepare_run
 
 LOCK_FILE = ".launch.lock"

@@ -43,7 +43,8 @@ from ..models.release import (
     Release,
     cell_shape,
 )
-from ..runs.folder import HEAD, PREDICTIONS, RELEASE_CARD, SPLIT, STATUS, RunFolder, now_iso
+from ..runs.contract import HEAD, PREDICTIONS, RELEASE_CARD, SPLIT, STATUS, now_iso
+from ..runs.folder import RunFolder
 from ..runs.release_card import card_text
 from .features import FEATURE_CODE_VERSION
 

@@ -20,8 +20,10 @@ from ..core.device import DevicePlan, configure_device, replica_batches, synchro
 from ..core.errors import PipelineError, WeightsUnavailableError
 from ..data.datasets import PreparedData, check_trainable, prepare_data
 from ..models.model import build_model
+from ..runs.contract import create_run_dir, now_iso
 from ..runs.crossval import write_summary_when_complete
-from ..runs.folder import Heartbeat, RunFolder, create_run_dir, mark_cancelled, now_iso
+from ..runs.folder import RunFolder
+from ..runs.lifecycle import Heartbeat, mark_cancelled
 from .assess import evaluate_into
 from .fit import FitHooks, fit_fast, fit_full
 from .grid_cells import figure, grid_cell_callback, grid_cells

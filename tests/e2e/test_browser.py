@@ -19,7 +19,8 @@ from pipeline.core.config import EMBEDDED_SAMPLE
 from pipeline.data.layouts import scan_dataset
 from pipeline.data.preprocess import read_image
 from pipeline.inference.predict import Predictor
-from pipeline.runs import folder as runs
+from pipeline.runs import contract as runs
+from pipeline.runs.folder import RunFolder
 from tests.helpers import TINY_BACKBONE, copy_project
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -103,14 +104,14 @@ def test_a_user_browses_trains_studies_and_predicts(server, page, tiny_data: Pat
     run_dir = next(path for path in runs_dir.iterdir() if path.is_dir())
     seen = []
     deadline = time.monotonic() + 600
-    while runs.RunFolder(run_dir).status()["state"] in runs.ACTIVE_STATES and time.monotonic() < deadline:
+    while RunFolder(run_dir).status()["state"] in runs.ACTIVE_STATES and time.monotonic() < deadline:
         bars = page.locator('[role="progressbar"]')
         if bars.count():
             seen.append(float(bars.first.get_attribute("aria-valuenow") or 0))
             if len(set(seen)) == 2:
                 page.screenshot(path=str(SHOTS / "train-progress.png"), full_page=True)
         time.sleep(1)
-    assert runs.RunFolder(run_dir).status()["state"] == "completed"
+    assert RunFolder(run_dir).status()["state"] == "completed"
     assert len(set(seen)) >= 2 and seen == sorted(seen), f"the epoch bar moved forward: {seen}"
     page.get_by_text("No run is training now.").first.wait_for(timeout=60_000)
 

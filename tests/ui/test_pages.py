@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from pipeline.data.layouts import scan_dataset
 from pipeline.data.preprocess import read_image
 from pipeline.inference.predict import Predictor
-from pipeline.runs import folder as runs
+from pipeline.runs import contract as runs
 from tests.helpers import metric, shown_text
 
 pytestmark = pytest.mark.slow  # builds models with TensorFlow

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from pipeline.runs.folder import RunFolder, create_run_dir
+from pipeline.runs.contract import create_run_dir
+from pipeline.runs.folder import RunFolder
 from tests.helpers import record_spawns, shown_text
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
