@@ -11,7 +11,7 @@ from pipeline.core.config import ClaheSettings
 from pipeline.core.errors import PipelineError
 from pipeline.data.preprocess import preprocess, read_image
 from pipeline.evaluation.figures import counts_figure, histogram_figure
-from pipeline.runs.catalog import escape_markdown, shown_path
+from pipeline.runs.display import escape_markdown, shown_path
 
 PAGE_SIZE = 24
 

@@ -16,15 +16,9 @@ from pages.common.widgets import (
 from pipeline.core.config import EMBEDDED_SAMPLE
 from pipeline.core.errors import PipelineError
 from pipeline.models.model import imagenet_weights_cached, lite_weights_installed
-from pipeline.runs.catalog import (
-    SELECTION_LABEL,
-    SELECTION_METRIC,
-    best_run,
-    comparable_count,
-    escape_markdown,
-    run_flags,
-)
 from pipeline.runs.contract import ACTIVE_STATES
+from pipeline.runs.display import escape_markdown
+from pipeline.runs.selection import SELECTION_LABEL, SELECTION_METRIC, best_run, comparable_count, run_flags
 from pipeline.training.launch import launch_demo_model
 
 st.title(":material/biotech: ALL vs HEM: leukemic blast classification")

@@ -28,8 +28,9 @@ from pipeline.explain.cams import METHODS, colorize, method_label, overlay
 from pipeline.explain.road import QUICK_FRACTIONS, share_on_cell
 from pipeline.inference.cells import group_summary, zip_images
 from pipeline.inference.predict import check_columns
-from pipeline.runs.catalog import escape_markdown, example_cells, provenance, run_config, spreadsheet_safe
+from pipeline.runs.catalog import run_config
 from pipeline.runs.contract import SPLIT
+from pipeline.runs.display import escape_markdown, example_cells, provenance, spreadsheet_safe
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -10,15 +10,9 @@ from pages.common.settings import demo_mode, model_download_allowed, run_folder
 from pages.common.widgets import show_error, skipped_files, synthetic_warning
 from pipeline.core.errors import PipelineError
 from pipeline.evaluation.figures import confusion_matrix_figure, curves_figure, roc_figure
-from pipeline.runs.catalog import (
-    SELECTION_LABEL,
-    provenance,
-    rank_by_validation,
-    run_flags,
-    spreadsheet_safe,
-    without_server_paths,
-)
 from pipeline.runs.contract import PREDICTIONS
+from pipeline.runs.display import provenance, spreadsheet_safe, without_server_paths
+from pipeline.runs.selection import SELECTION_LABEL, rank_by_validation, run_flags
 
 st.title(":material/insights: Results")
 runs = runs_table()

@@ -17,9 +17,9 @@ from pipeline.core.config import (
 )
 from pipeline.core.errors import PipelineError
 from pipeline.models.model import default_recipe
-from pipeline.runs.catalog import escape_markdown
 from pipeline.runs.contract import RESUMABLE_STATES
 from pipeline.runs.crossval import crossval_configs
+from pipeline.runs.display import escape_markdown
 from pipeline.training.engines import grid
 from pipeline.training.launch import gpu_present, launch, resume
 

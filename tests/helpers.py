@@ -117,7 +117,7 @@ def fake_run(
 
 
 def shown_text(markdown: str) -> str:
-    """What a reader sees of Markdown whose marks were escaped (`pipeline.runs.catalog.escape_markdown`)."""
+    """What a reader sees of Markdown whose marks were escaped (`pipeline.runs.display.escape_markdown`)."""
     return re.sub(r"\\(.)", r"\1", markdown)
 
 

@@ -20,7 +20,7 @@ from pipeline.core.errors import ImageReadError, PipelineError
 from pipeline.data.datasets import check_trainable, prepare_data
 from pipeline.data.layouts import scan_dataset, undecodable
 from pipeline.data.preprocess import decode_image
-from pipeline.runs.catalog import spreadsheet_safe
+from pipeline.runs.display import spreadsheet_safe
 from pipeline.training.train import prepare_run
 from tests.conftest import TINY
 

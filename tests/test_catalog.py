@@ -11,13 +11,11 @@ from pipeline.runs.catalog import (
     CONFIGURED_MODEL,
     completed_runs,
     configured_model_dir,
-    escape_markdown,
     find_run,
-    format_duration,
     model_choices,
-    provenance,
     run_config,
 )
+from pipeline.runs.display import escape_markdown, format_duration, provenance
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.record import TRAINED_ELSEWHERE
 from tests.helpers import fake_run
@@ -87,7 +85,7 @@ def test_durations(seconds, text) -> None:
 def test_selection_uses_validation_never_test() -> None:
     import pandas as pd
 
-    from pipeline.runs.catalog import best_per_cell, best_run, rank_by_validation, run_flags
+    from pipeline.runs.selection import best_per_cell, best_run, rank_by_validation, run_flags
 
     runs = pd.DataFrame(
         {
@@ -155,7 +153,7 @@ def test_a_hosted_demo_names_data_folders_and_predictions_without_server_paths(t
     import pandas as pd
 
     from pipeline.core.config import EMBEDDED_SAMPLE
-    from pipeline.runs.catalog import shown_path, without_server_paths
+    from pipeline.runs.display import shown_path, without_server_paths
 
     assert shown_path(EMBEDDED_SAMPLE, hide_paths=True) == "samples/cnmc-fold1"
     assert shown_path(EMBEDDED_SAMPLE / "training_data", hide_paths=True) == "samples/cnmc-fold1/training_data"
@@ -171,7 +169,7 @@ def test_a_hosted_demo_names_data_folders_and_predictions_without_server_paths(t
 
 
 def test_a_model_is_named_by_backbone_size_and_weights_not_by_run_id() -> None:
-    from pipeline.runs.catalog import backbone_name, model_name
+    from pipeline.runs.display import backbone_name, model_name
 
     assert backbone_name("efficientnet_lite0") == "EfficientNet-Lite0"
     assert backbone_name("efficientnet_b3") == "EfficientNet-B3"
@@ -190,7 +188,7 @@ def test_a_model_is_named_by_backbone_size_and_weights_not_by_run_id() -> None:
 
 
 def test_runs_are_comparable_only_on_the_same_data_and_validation_patients(tmp_path: Path) -> None:
-    from pipeline.runs.catalog import comparable_key
+    from pipeline.runs.selection import comparable_key
 
     base = {
         "data_dir": str(tmp_path / "real"),
@@ -216,7 +214,7 @@ def test_runs_are_comparable_only_on_the_same_data_and_validation_patients(tmp_p
 
 
 def test_messages_shown_to_visitors_lose_their_server_paths() -> None:
-    from pipeline.runs.catalog import without_paths
+    from pipeline.runs.display import without_paths
 
     assert without_paths("OSError: /srv/app/runs/x/model.keras does not load") == "OSError: model.keras does not load"
     assert without_paths("P(ALL) 0.5 and/or 1/2 stay") == "P(ALL) 0.5 and/or 1/2 stay"

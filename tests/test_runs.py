@@ -228,7 +228,8 @@ def test_concurrent_writers_of_one_file_each_rename_a_whole_file(tmp_path: Path)
 
 def test_a_run_record_is_its_train_config_plus_provenance_with_one_weights_label(tmp_path: Path) -> None:
     from pipeline.core.config import TrainConfig
-    from pipeline.runs.catalog import model_card, provenance
+    from pipeline.runs.catalog import model_card
+    from pipeline.runs.display import provenance
     from pipeline.runs.record import RunRecord
 
     done = fake_run(

@@ -13,7 +13,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.data.layouts import cell_name, scan_dataset
 from pipeline.data.preprocess import read_image
 from pipeline.inference.predict import seen_reasons
-from pipeline.runs.catalog import example_cells
+from pipeline.runs.display import example_cells
 
 
 @pytest.fixture(scope="module")

@@ -24,15 +24,10 @@ from pipeline.explain.cams import overlay
 from pipeline.explain.report import build_report
 from pipeline.inference.export import FORMATS, UNSUPPORTED, export_run
 from pipeline.inference.predict import class_index_of
-from pipeline.runs.catalog import (
-    SELECTION_LABEL,
-    SELECTION_METRIC,
-    best_per_cell,
-    intervals_of_test,
-    rank_by_validation,
-)
+from pipeline.runs.catalog import intervals_of_test
 from pipeline.runs.crossval import FOLD_LABELS, FOLD_METRICS, fold_mean_intervals, fold_table, read_summary, summarize
 from pipeline.runs.folder import RunFolder
+from pipeline.runs.selection import SELECTION_LABEL, SELECTION_METRIC, best_per_cell, rank_by_validation
 
 from .loaders import predictor_and_explainer
 from .settings import demo_mode, run_folder

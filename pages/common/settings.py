@@ -10,7 +10,8 @@ import streamlit as st
 
 from pipeline.core.config import EMBEDDED_SAMPLE, default_runs_dir, release_dir
 from pipeline.data.layouts import SYNTHETIC_MARKER
-from pipeline.runs.catalog import configured_model_dir, find_run, model_choices, shown_path
+from pipeline.runs.catalog import configured_model_dir, find_run, model_choices
+from pipeline.runs.display import shown_path
 from pipeline.runs.folder import RunFolder
 
 DEMO_DATA_DIR = Path(os.environ.get("DEMO_DATA_DIR", "data/demo"))

@@ -11,15 +11,9 @@ from pipeline.core.errors import PipelineError
 from pipeline.data.synthetic import ensure_demo_data
 from pipeline.evaluation.figures import curves_figure
 from pipeline.evaluation.intervals import interval_line
-from pipeline.runs.catalog import (
-    escape_markdown,
-    format_duration,
-    model_name,
-    progress_summary,
-    shown_path,
-    without_paths,
-)
+from pipeline.runs.catalog import progress_summary
 from pipeline.runs.contract import ACTIVE_STATES, RELEASE_CARD
+from pipeline.runs.display import escape_markdown, format_duration, model_name, shown_path, without_paths
 from pipeline.runs.folder import RunFolder
 from pipeline.training.launch import cancel, failed_demo_model, is_demo_group, launch_demo_model
 

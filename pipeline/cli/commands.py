@@ -227,7 +227,8 @@ def _figure(value: object) -> str:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """`runs`: the run table, as text or JSON."""
-    from ..runs.catalog import list_runs, run_flags
+    from ..runs.catalog import list_runs
+    from ..runs.selection import run_flags
 
     runs = list_runs(args.runs_dir or default_runs_dir())
     if args.json:

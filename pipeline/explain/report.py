@@ -22,7 +22,8 @@ from ..evaluation.figures import confusion_matrix_figure, curves_figure, roc_fig
 from ..evaluation.intervals import interval_line
 from ..evaluation.metrics import Metrics
 from ..inference.predict import Predictor, class_index_of
-from ..runs.catalog import model_card, provenance, shown_path, without_paths
+from ..runs.catalog import model_card
+from ..runs.display import provenance, shown_path, without_paths
 from ..runs.folder import RunFolder
 from .cams import Explainer, overlay
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..evaluation.intervals import interval_line
-from .catalog import escape_markdown
+from .display import escape_markdown
 from .folder import RunFolder
 
 LICENCE = (
