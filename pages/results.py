@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from pages.common import run_views
+from pages.common import comparison_views, run_views
 from pages.common.loaders import runs_table, table
 from pages.common.settings import demo_mode, model_download_allowed, run_folder
 from pages.common.widgets import show_error, skipped_files, synthetic_warning
@@ -69,11 +69,11 @@ if not finished:
     st.stop()
 one, crossval, grid, compare = st.tabs(["One run", "Cross-validation", "Grid (sweep)", "Compare runs"])
 with crossval:
-    run_views.crossval_section(runs)
+    comparison_views.crossval_section(runs)
 with grid:
-    run_views.grid_section(runs)
+    comparison_views.grid_section(runs)
 with compare:
-    run_views.compare_section(runs, finished)
+    comparison_views.compare_section(runs, finished)
 
 with one:
     ranked = rank_by_validation(runs)["run_id"].tolist()

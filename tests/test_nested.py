@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 from pipeline.data.shortcuts import BASELINES, STRESSES, patient_folds
+from pipeline.training import candidates as candidate_models
 from pipeline.training import nested
 
 
-def _table(patients_per_class: int = 4, cells: int = 10, seed: int = 0) -> nested.CellTable:
+def _table(patients_per_class: int = 4, cells: int = 10, seed: int = 0) -> candidate_models.CellTable:
     """ALL cells are larger (a planted shortcut) and their features carry both the class and the size; under the
     size stress the size part of the features moves to the other class's."""
     rng = np.random.default_rng(seed)
@@ -45,7 +46,7 @@ def _table(patients_per_class: int = 4, cells: int = 10, seed: int = 0) -> neste
         nested.SIZE_NORMALISED: {None: normalised, STRESSES[0]: normalised, STRESSES[2]: normalised},
         nested.RANDOM_ZOOM: {None: augmented},
     }
-    return nested.CellTable(
+    return candidate_models.CellTable(
         is_all, np.array(patients), features, descriptors, stressed_features, stressed_descriptors, views
     )
 
@@ -54,7 +55,7 @@ def test_inner_choices_never_see_the_outer_test_patients(monkeypatch: pytest.Mon
     table = _table()
     outer = patient_folds(table.is_all, table.patients, 3)
     seen = []
-    original = nested.choose_c
+    original = candidate_models.choose_c
 
     def recording(features, is_all, patients, extra=None):
         seen.append(set(patients))
@@ -62,14 +63,14 @@ def test_inner_choices_never_see_the_outer_test_patients(monkeypatch: pytest.Mon
             assert len(extra) == len(features), "augmented copies only of the inner rows"
         return original(features, is_all, patients, extra)
 
-    monkeypatch.setattr(nested, "choose_c", recording)
+    monkeypatch.setattr(candidate_models, "choose_c", recording)
     results = nested.nested_cross_validation(table, folds=3)
     assert len(seen) == 9, "one inner choice per outer fold, for each of the three tuned candidates"
     for inner_patients, test in zip(seen, outer * 3, strict=True):
         assert not inner_patients & set(table.patients[test]), "an outer test patient reached an inner fold"
     assert results["test_patients"] == [sorted(set(table.patients[test])) for test in outer]
     chosen = results["candidates"]["logistic regression on features, C chosen on inner folds"]["choices"]
-    assert all(choice["C"] in nested.C_GRID for choice in chosen)
+    assert all(choice["C"] in candidate_models.C_GRID for choice in chosen)
 
 
 def test_every_candidate_is_scored_on_the_same_folds_and_the_shortcut_fails_its_stress() -> None:
@@ -99,7 +100,7 @@ def test_size_normalised_cells_lose_nothing_when_zoomed_and_the_shortcut_needs_t
     assert plain["roc_auc"] - plain["stressed_roc_auc"][zoom] > 0.1, "as imaged, the model leans on size"
     assert normalised["stressed_roc_auc"][zoom] == pytest.approx(normalised["roc_auc"])
     assert augmented["stressed_roc_auc"][zoom] > plain["stressed_roc_auc"][zoom], "random zoom leans on size less"
-    without = nested.CellTable(
+    without = candidate_models.CellTable(
         table.is_all,
         table.patients,
         table.features,

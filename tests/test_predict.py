@@ -14,7 +14,8 @@ from pipeline import ALL_INDEX, CLASS_NAMES
 from pipeline.core.config import ClaheSettings, TrainConfig
 from pipeline.data.preprocess import read_image
 from pipeline.evaluation.intervals import patient_bootstrap
-from pipeline.inference.predict import Predictor, evaluate_run, seen_warning
+from pipeline.inference.evaluate_other import evaluate_run, seen_warning
+from pipeline.inference.predict import Predictor
 from pipeline.runs import contract as runs
 from pipeline.runs.folder import RunFolder
 

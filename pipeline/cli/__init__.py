@@ -13,25 +13,19 @@ from ..core.errors import PipelineError
 from ..models.model import LAST_CONV_LAYER
 from ..runs.lifecycle import cancel_on_sigterm
 from .commands import (
-    cmd_crossval,
     cmd_evaluate,
-    cmd_execute,
     cmd_explain,
     cmd_explain_eval,
     cmd_export,
     cmd_info,
-    cmd_nested,
     cmd_predict,
-    cmd_release,
     cmd_report,
-    cmd_resume,
     cmd_runs,
     cmd_shortcuts,
-    cmd_sweep,
     cmd_synth,
-    cmd_train,
 )
 from .options import add_config_arguments
+from .train_commands import cmd_crossval, cmd_execute, cmd_nested, cmd_release, cmd_resume, cmd_sweep, cmd_train
 
 
 def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,20 +28,22 @@ from ..data.shortcuts import (
     describe,
     describe_files,
     fold_scores,
-    linear_model,
     patient_folds,
     stressed,
 )
 from ..evaluation.intervals import patient_bootstrap
 from ..inference.batches import extract_features
 from ..models.model import backbone_fingerprint, build_model
+from .candidates import (
+    FIXED_C,
+    CellTable,
+    _constant,
+    _descriptor_model,
+    _feature_model,
+    _keras_head,
+)
 from .features import FEATURE_CODE_VERSION
 
-C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-"""The logistic regression's inverse regularisation strengths the inner folds choose among."""
-FIXED_C = 1.0
-"""The regularisation of the untuned logistic regression: chosen before looking (scikit-learn's default)."""
-INNER_FOLDS = 2
 SIZE_NORMALISED = "size-normalised"
 RANDOM_ZOOM = "random zoom"
 VIEWS = (SIZE_NORMALISED, RANDOM_ZOOM)
@@ -51,133 +52,6 @@ nothing), and one copy of every cell zoomed by a random factor in `ZOOM_RANGE` w
 ZOOM_RANGE = (0.75, 1.33)
 """Random zoom: a factor on the cell's width, log-uniform; its area then varies 0.56-1.77x, about the ratio of fold
 1's ALL to healthy mean cell areas (1.47) either way."""
-
-
-@dataclass(frozen=True)
-class CellTable:
-    """Everything nested cross-validation reads, one row per cell: class, patient, backbone features and simple
-    descriptors, clean and under each stress (the same cells, the same order)."""
-
-    is_all: np.ndarray
-    patients: np.ndarray
-    features: np.ndarray
-    descriptors: pd.DataFrame
-    stressed_features: dict[str, np.ndarray]
-    stressed_descriptors: dict[str, pd.DataFrame]
-    views: dict[str, dict[str | None, np.ndarray]] = field(default_factory=dict)
-    """Features of other views of the same cells (`VIEWS`): view -> stress (None: clean) -> features."""
-
-    def features_of(self, view: str | None, stress: str | None) -> np.ndarray:
-        """Features of every cell in `view` (None: as imaged), clean or under `stress`."""
-        if view is None:
-            return self.features if stress is None else self.stressed_features[stress]
-        return self.views[view][stress]
-
-
-def _constant(
-    train: np.ndarray,
-    is_all: np.ndarray,
-    table: CellTable,
-    patients: np.ndarray,
-) -> tuple[Callable[[np.ndarray, str | None], np.ndarray], dict[str, Any]]:
-    majority = float(is_all[train].mean() >= 0.5)  # the best constant answer: the training majority, every time
-    return (lambda rows, stress: np.full(len(rows), majority)), {}
-
-
-def _descriptor_model(columns: tuple[str, ...]) -> Callable[..., Any]:
-    def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray) -> tuple[Any, dict]:
-        model = linear_model().fit(table.descriptors[list(columns)].to_numpy(float)[train], is_all[train])
-
-        def predict(rows: np.ndarray, stress: str | None) -> np.ndarray:
-            source = table.descriptors if stress is None else table.stressed_descriptors[stress]
-            return model.predict_proba(source[list(columns)].to_numpy(float)[rows])[:, 1]
-
-        return predict, {}
-
-    return fit
-
-
-def _feature_model(c: float | None, view: str | None = None, augment: str | None = None) -> Callable[..., Any]:
-    """A logistic regression on the backbone's features: with `c` fixed, or (None) chosen on inner patient folds
-    of the training rows by mean ROC AUC; on the features of `view` (None: cells as imaged), trained also on the
-    rows of the `augment` view (one augmented copy of every training cell)."""
-
-    def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray) -> tuple[Any, dict]:
-        features = table.features_of(view, None)
-        extra = table.features_of(augment, None) if augment else None
-        chosen = (
-            c
-            if c is not None
-            else choose_c(features[train], is_all[train], patients[train], None if extra is None else extra[train])
-        )
-        rows, labels = features[train], is_all[train]
-        if extra is not None:
-            rows, labels = np.concatenate([rows, extra[train]]), np.tile(labels, 2)
-        model = linear_model(chosen).fit(rows, labels)
-
-        def predict(test: np.ndarray, stress: str | None) -> np.ndarray:
-            return model.predict_proba(table.features_of(view, stress)[test])[:, 1]
-
-        return predict, {"C": chosen}
-
-    return fit
-
-
-def _keras_head(view: str | None = None) -> Callable[..., Any]:
-    """The product's fast-mode head (the `lite` recipe: variance-floored normalisation, BN, Dense 256, dropout,
-    L2, Adam, balanced classes and patients) trained on the features of `view` (one view, no test-time
-    averaging)."""
-
-    def fit(
-        train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray
-    ) -> tuple[Callable[[np.ndarray, str | None], np.ndarray], dict[str, Any]]:
-        import keras
-
-        from ..core.config import recipe_config
-        from ..models.model import adapt_feature_norm, head
-        from .fit import LOSS, sample_weights
-
-        config = recipe_config("lite", "")
-        keras.utils.set_random_seed(config.seed)
-        features = table.features_of(view, None)
-        inputs = keras.Input(shape=(features.shape[1],))
-        model = keras.Model(inputs, head(inputs, True, config.head_l2))
-        adapt_feature_norm(model, features[train])
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS)
-        labels = is_all[train].astype(np.int32)  # the product's class order: ALL is 1
-        model.fit(
-            features[train],
-            labels,
-            sample_weight=sample_weights(config, labels, patients[train]),
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            verbose=0,
-            shuffle=True,
-        )
-
-        def predict(test: np.ndarray, stress: str | None) -> np.ndarray:
-            return np.asarray(model.predict(table.features_of(view, stress)[test], batch_size=1024, verbose=0))[:, 1]
-
-        return predict, {}
-
-    return fit
-
-
-def choose_c(features: np.ndarray, is_all: np.ndarray, patients: np.ndarray, extra: np.ndarray | None = None) -> float:
-    """The C of `C_GRID` with the best mean ROC AUC over inner patient folds of these rows alone (with `extra`,
-    augmented copies of the same rows, added to each inner fold's training rows)."""
-    folds = patient_folds(is_all, patients, INNER_FOLDS)
-    scores = {}
-    for c in C_GRID:
-        prob = np.zeros(len(is_all))
-        for test in folds:
-            train = np.setdiff1d(np.arange(len(is_all)), test)
-            rows, labels = features[train], is_all[train]
-            if extra is not None:
-                rows, labels = np.concatenate([rows, extra[train]]), np.tile(labels, 2)
-            prob[test] = linear_model(c).fit(rows, labels).predict_proba(features[test])[:, 1]
-        scores[c] = fold_scores(is_all, prob, folds)["roc_auc"]
-    return max(C_GRID, key=lambda c: (scores[c], c))
 
 
 CANDIDATES: dict[str, Callable[..., Any]] = {

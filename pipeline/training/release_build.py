@@ -135,7 +135,7 @@ def cross_fit(
     """The release fit on every cell, its fold heads, and every cell's out-of-fold P(ALL) and distance (`shapes`:
     each cell's area and largest-part share, for the format check). `c`: the regularisation, fixed, or (None)
     chosen on inner patient folds of each head's own training patients."""
-    from .nested import choose_c
+    from .candidates import choose_c
 
     def regularisation(rows: np.ndarray) -> float:
         return c if c is not None else choose_c(features[rows], is_all[rows], patients[rows])
