@@ -11,7 +11,7 @@ import streamlit as st  # noqa: E402 - after the line above
 from pages.common.settings import configured_model, demo_mode, released_model, runs_dir
 from pages.common.widgets import sidebar
 from pipeline.core.config import EMBEDDED_SAMPLE
-from pipeline.data.preprocess import quiet_opencv
+from pipeline.data.decode import quiet_opencv
 from pipeline.training.launch import launch_demo_model
 
 

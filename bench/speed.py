@@ -169,7 +169,8 @@ def run(quick: bool) -> dict[str, Any]:
         "full_epoch_over_head_epoch": full_epoch / results["head_epoch_s"]["median"],
     }
 
-    from pipeline.data.preprocess import preprocess, read_image
+    from pipeline.data.decode import read_image
+    from pipeline.data.preprocess import preprocess
 
     raw = read_image(paths[0])
     forward = compiled_forward(model)

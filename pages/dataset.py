@@ -9,7 +9,8 @@ from pages.common.settings import demo_mode
 from pages.common.widgets import show_error, skipped_files
 from pipeline.core.config import ClaheSettings
 from pipeline.core.errors import PipelineError
-from pipeline.data.preprocess import preprocess, read_image
+from pipeline.data.decode import read_image
+from pipeline.data.preprocess import preprocess
 from pipeline.evaluation.figures import counts_figure, histogram_figure
 from pipeline.runs.display import escape_markdown, shown_path
 

@@ -15,7 +15,7 @@ from pages.common.widgets import (
 )
 from pipeline.core.config import EMBEDDED_SAMPLE
 from pipeline.core.errors import PipelineError
-from pipeline.models.model import imagenet_weights_cached, lite_weights_installed
+from pipeline.models.weights import imagenet_weights_cached, lite_weights_installed
 from pipeline.runs.contract import ACTIVE_STATES
 from pipeline.runs.display import escape_markdown
 from pipeline.runs.selection import SELECTION_LABEL, SELECTION_METRIC, best_run, comparable_count, run_flags

@@ -22,9 +22,10 @@ from pages.common.settings import current_model, demo_mode, models, run_folder
 from pages.common.widgets import demo_model_progress, run_label, show_error, show_model_card, synthetic_warning
 from pipeline.core.config import EMBEDDED_SAMPLE
 from pipeline.core.errors import PipelineError
+from pipeline.data.decode import decode_image, read_image
 from pipeline.data.layouts import scan_dataset
-from pipeline.data.preprocess import decode_image, read_image
-from pipeline.explain.cams import METHODS, colorize, method_label, overlay
+from pipeline.explain.cams import METHODS, method_label
+from pipeline.explain.pictures import colorize, overlay
 from pipeline.explain.road import QUICK_FRACTIONS, share_on_cell
 from pipeline.inference.cells import group_summary, zip_images
 from pipeline.inference.predict import check_columns

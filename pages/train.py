@@ -16,7 +16,7 @@ from pipeline.core.config import (
     recipe_config,
 )
 from pipeline.core.errors import PipelineError
-from pipeline.models.model import default_recipe
+from pipeline.models.weights import default_recipe
 from pipeline.runs.contract import RESUMABLE_STATES
 from pipeline.runs.crossval import crossval_configs
 from pipeline.runs.display import escape_markdown

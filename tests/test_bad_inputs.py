@@ -18,8 +18,8 @@ import pytest
 from pipeline.core.config import TrainConfig
 from pipeline.core.errors import ImageReadError, PipelineError
 from pipeline.data.datasets import check_trainable, prepare_data
+from pipeline.data.decode import decode_image
 from pipeline.data.layouts import scan_dataset, undecodable
-from pipeline.data.preprocess import decode_image
 from pipeline.runs.display import spreadsheet_safe
 from pipeline.training.train import prepare_run
 from tests.conftest import TINY

@@ -12,10 +12,10 @@ from pipeline.explain.cams import (
     layer_label,
     logits_model,
     method_label,
-    overlay,
     stage_layers,
     upsample,
 )
+from pipeline.explain.pictures import overlay
 from pipeline.models.model import build_model
 
 pytestmark = pytest.mark.slow  # builds models with TensorFlow

@@ -12,9 +12,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_explain_eval_scores_each_method_on_test_images_and_writes_what_it_returns(finished_run: Path) -> None:
-    from pipeline.data.preprocess import read_image
-    from pipeline.explain.cams import Explainer, explain_prediction
+    from pipeline.data.decode import read_image
+    from pipeline.explain.cams import Explainer
     from pipeline.explain.explain_eval import FOREGROUND, evaluate_explanations
+    from pipeline.explain.pictures import explain_prediction
     from pipeline.explain.road import cell_mask
     from pipeline.inference.predict import Predictor
     from pipeline.runs.folder import RunFolder

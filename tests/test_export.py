@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.core.errors import PipelineError
-from pipeline.data.preprocess import read_image
+from pipeline.data.decode import read_image
 from pipeline.inference.predict import Predictor
 from pipeline.training.train import train
 

@@ -81,7 +81,7 @@ def test_cams_feature_maps_and_export_work_on_a_lite_run(lite_run: Path) -> None
 
 
 def test_auto_takes_lite_when_b3_weights_cannot_be_had(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.models import model
+    from pipeline.models import weights as model
 
     monkeypatch.setattr(model, "imagenet_weights_reachable", lambda timeout_s=2.0: False)
     monkeypatch.setattr(model, "keras_cache_dir", lambda: Path("/nonexistent"))

@@ -75,7 +75,7 @@ def _notop_file(path: Path) -> Path:
 def test_a_local_weights_file_computes_what_keras_imagenet_route_computes(tmp_path: Path, monkeypatch) -> None:
     from keras.src.utils import file_utils
 
-    from pipeline.models.model import KERAS_WEIGHTS_URL
+    from pipeline.models.weights import KERAS_WEIGHTS_URL
 
     weights = _notop_file(tmp_path / "efficientnetb0_notop.h5")
     downloads = []

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import ALL_INDEX, CLASS_NAMES
 from pipeline.core.config import ClaheSettings, TrainConfig
-from pipeline.data.preprocess import read_image
+from pipeline.data.decode import read_image
 from pipeline.evaluation.intervals import patient_bootstrap
 from pipeline.inference.evaluate_other import evaluate_run, seen_warning
 from pipeline.inference.predict import Predictor
@@ -56,7 +56,8 @@ def tta_predictor():
 
 
 def test_the_heatmap_explains_the_class_shown_with_tta(tta_predictor) -> None:
-    from pipeline.explain.cams import Explainer, explain_prediction
+    from pipeline.explain.cams import Explainer
+    from pipeline.explain.pictures import explain_prediction
 
     image = np.full((SIZE, SIZE, 3), 60, np.uint8)
     image[:, : SIZE // 2] = 255

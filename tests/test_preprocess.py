@@ -8,7 +8,8 @@ from PIL import Image
 
 from pipeline.core.config import ClaheSettings
 from pipeline.core.errors import ImageReadError
-from pipeline.data.preprocess import decode_image, local_contrast, preprocess
+from pipeline.data.decode import decode_image
+from pipeline.data.preprocess import local_contrast, preprocess
 
 NO_CLAHE = ClaheSettings(enabled=False)
 

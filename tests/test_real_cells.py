@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from pipeline.core.config import EMBEDDED_SAMPLE, ClaheSettings
+from pipeline.data.decode import read_image
 from pipeline.data.layouts import scan_dataset
-from pipeline.data.preprocess import local_contrast, preprocess, read_image
+from pipeline.data.preprocess import local_contrast, preprocess
 
 FOLD1_ALL = [
     "UID_16",

@@ -15,8 +15,8 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.core import config as config_module
+from pipeline.data.decode import read_image
 from pipeline.data.layouts import scan_dataset
-from pipeline.data.preprocess import read_image
 from pipeline.inference.predict import Predictor
 from pipeline.models.release import MAX_BYTES, LinearHead, Release
 from pipeline.runs.catalog import run_row
@@ -150,7 +150,7 @@ def test_the_committed_release_lets_real_cells_of_unseen_patients_through(cnmc_s
 
 
 def test_a_zip_of_cells_reads_like_the_files(small_release: Path, tiny_data: Path) -> None:
-    from pipeline.data.preprocess import decode_image
+    from pipeline.data.decode import decode_image
     from pipeline.inference.cells import zip_images
 
     paths = [record.path for record in scan_dataset(str(tiny_data)).training_records()[:3]]

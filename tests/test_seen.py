@@ -10,8 +10,8 @@ import pytest
 
 from pipeline.core.config import EMBEDDED_SAMPLE
 from pipeline.core.errors import PipelineError
+from pipeline.data.decode import read_image
 from pipeline.data.layouts import cell_name, scan_dataset
-from pipeline.data.preprocess import read_image
 from pipeline.inference.evaluate_other import seen_reasons
 from pipeline.runs.display import example_cells
 

@@ -196,8 +196,8 @@ def test_the_image_split_keeps_near_identical_cells_of_a_patient_in_one_subset(t
     import cv2
 
     from pipeline.core.config import EMBEDDED_SAMPLE
+    from pipeline.data.decode import read_image
     from pipeline.data.layouts import scan_dataset
-    from pipeline.data.preprocess import read_image
     from pipeline.data.splits import near_duplicate_groups, split_report
 
     root = tmp_path / "cells"

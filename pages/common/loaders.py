@@ -11,7 +11,8 @@ import streamlit as st
 
 from pipeline.data.layouts import Dataset, scan_dataset
 from pipeline.data.preprocess import thumbnail
-from pipeline.explain.cams import Explainer, explain_prediction
+from pipeline.explain.cams import Explainer
+from pipeline.explain.pictures import explain_prediction
 from pipeline.inference.predict import Predictor
 from pipeline.runs.catalog import crossval_summary_path, list_runs, model_card, released_row
 from pipeline.runs.contract import METRICS

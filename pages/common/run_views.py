@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from pipeline.core.errors import PipelineError
-from pipeline.data.preprocess import read_image, thumbnail
+from pipeline.data.decode import read_image
+from pipeline.data.preprocess import thumbnail
 from pipeline.evaluation.evaluate import CLASS_WEIGHT_NOTE, confusion_cell, patient_errors, patient_summary
 from pipeline.evaluation.figures import (
     patient_dots_figure,
@@ -17,7 +18,7 @@ from pipeline.evaluation.figures import (
 )
 from pipeline.evaluation.intervals import interval_line
 from pipeline.evaluation.metrics import Metrics
-from pipeline.explain.cams import overlay
+from pipeline.explain.pictures import overlay
 from pipeline.explain.report import build_report
 from pipeline.inference.export import FORMATS, UNSUPPORTED, export_run
 from pipeline.inference.predict import class_index_of

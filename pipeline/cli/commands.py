@@ -137,7 +137,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """`predict`: a run's class and P(ALL) for images, folders and zips."""
     open_run(args.run_dir)
     from ..core.files import write_csv_atomic
-    from ..data.preprocess import decode_image, read_image
+    from ..data.decode import decode_image, read_image
     from ..inference.cells import expand, group_summary, summary_lines, zip_images
     from ..inference.predict import Predictor
 
@@ -179,7 +179,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     """`explain`: CAM heatmaps and feature maps of a run's model for images."""
     open_run(args.run_dir)
-    from ..explain.cams import explain_files
+    from ..explain.pictures import explain_files
 
     methods = [method.strip() for method in args.method.split(",") if method.strip()]
     rows = explain_files(args.run_dir, args.images, methods, args.layer, args.out)

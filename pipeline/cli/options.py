@@ -24,7 +24,7 @@ from ..core.config import (
 )
 from ..core.errors import PipelineError
 from ..core.files import read_json
-from ..models.model import default_recipe
+from ..models.weights import default_recipe
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "backbone": BACKBONES,

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .. import DISPLAY_ORDER
 from ..core.errors import ImageReadError, PipelineError
-from .preprocess import ACCEPTED, image_format, read_image
+from .decode import ACCEPTED, image_format, read_image
 
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 LABELS = DISPLAY_ORDER

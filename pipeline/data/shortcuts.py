@@ -23,7 +23,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..core.errors import PipelineError
-from .preprocess import cell_mask, read_image, zoom_cell, zoom_to_area  # noqa: F401 (re-exported)
+from .decode import read_image
+from .preprocess import cell_mask, zoom_to_area
 
 HISTOGRAM_BINS = 8
 DESCRIPTORS = ("cell_area", "brightness", "sharpness")

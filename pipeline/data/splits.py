@@ -17,8 +17,8 @@ from sklearn.model_selection import train_test_split
 
 from .. import DISPLAY_ORDER
 from ..core.errors import ImageReadError, PipelineError
+from .decode import read_image
 from .layouts import UNKNOWN_PATIENT, Record
-from .preprocess import read_image
 
 SUBSETS = ("train", "val", "test")
 MIN_PATIENTS_PER_CLASS = 3

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 
 from ..core.files import write_csv_atomic, write_json_atomic
-from ..data.preprocess import read_image
+from ..data.decode import read_image
 from ..inference.predict import Predictor
 from ..runs.folder import RunFolder
-from .cams import DEFAULT_LAYER, Explainer, explain_prediction, method_label
+from .cams import DEFAULT_LAYER, Explainer, method_label
+from .pictures import explain_prediction
 from .road import FRACTIONS, cell_mask, random_in_cell
 
 FOREGROUND = "foreground-mask"

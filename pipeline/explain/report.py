@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..core.errors import ImageReadError, PipelineError
 from ..core.files import write_bytes_atomic
-from ..data.preprocess import read_image
+from ..data.decode import read_image
 from ..evaluation.evaluate import confusion_cell, patient_summary
 from ..evaluation.figures import confusion_matrix_figure, curves_figure, roc_figure, run_calibration_figure
 from ..evaluation.intervals import interval_line
@@ -25,7 +25,8 @@ from ..inference.predict import Predictor, class_index_of
 from ..runs.catalog import model_card
 from ..runs.display import provenance, shown_path, without_paths
 from ..runs.folder import RunFolder
-from .cams import Explainer, overlay
+from .cams import Explainer
+from .pictures import overlay
 
 EXAMPLES = 4
 STYLE = (

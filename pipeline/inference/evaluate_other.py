@@ -12,8 +12,8 @@ import pandas as pd
 
 from ..core.errors import ImageReadError, PipelineError
 from ..data.cache import load_images
+from ..data.decode import read_image
 from ..data.layouts import PRELIM_SUBSET, UNKNOWN_PATIENT, cell_name, scan_dataset
-from ..data.preprocess import read_image
 from ..evaluation.evaluate import metrics_from_predictions
 from ..evaluation.intervals import patient_bootstrap
 from ..runs.contract import SPLIT

@@ -13,7 +13,8 @@ import pandas as pd
 from .. import ALL_INDEX, CLASS_NAMES
 from ..core.config import TrainConfig
 from ..core.errors import ImageReadError, PipelineError
-from ..data.preprocess import decode_image, pad_to_square, preprocess, read_image
+from ..data.decode import decode_image, read_image
+from ..data.preprocess import pad_to_square, preprocess
 from ..evaluation.evaluate import fitted_temperature, label_from_prob, with_temperature
 from ..models.model import compiled_forward, feature_extractor, load_model
 from ..runs.contract import HEAD, PREDICTIONS

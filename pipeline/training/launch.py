@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..core.config import RECIPES, TrainConfig, child_python_path, default_runs_dir, recipe_config
 from ..core.errors import PipelineError
-from ..models.model import imagenet_available, lite_weights_installed
+from ..models.weights import imagenet_available, lite_weights_installed
 from ..runs.catalog import list_runs
 from ..runs.contract import ACTIVE_STATES, now_iso, process_alive
 from ..runs.crossval import crossval_configs

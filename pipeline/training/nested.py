@@ -19,8 +19,9 @@ import pandas as pd
 
 from ..core.config import CELL_AREA, ClaheSettings
 from ..data.cache import cache_key, cached_array
+from ..data.decode import read_image
 from ..data.layouts import scan_dataset
-from ..data.preprocess import preprocess, read_image, zoom_cell
+from ..data.preprocess import preprocess, zoom_cell
 from ..data.shortcuts import (
     BASELINES,
     STRESSES,

@@ -27,8 +27,9 @@ from ..core.config import (
 from ..core.errors import PipelineError
 from ..core.files import atomic_write, write_csv_atomic, write_json_atomic
 from ..data.cache import cache_key, cached_array, load_images
+from ..data.decode import read_image
 from ..data.layouts import scan_dataset
-from ..data.preprocess import pad_to_square, read_image
+from ..data.preprocess import pad_to_square
 from ..evaluation.evaluate import label_from_prob, metrics_from_predictions
 from ..evaluation.intervals import patient_bootstrap
 from ..inference.batches import extract_features

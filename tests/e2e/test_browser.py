@@ -16,8 +16,8 @@ import pytest
 
 from bench.server import CHROMIUM, serve
 from pipeline.core.config import EMBEDDED_SAMPLE
+from pipeline.data.decode import read_image
 from pipeline.data.layouts import scan_dataset
-from pipeline.data.preprocess import read_image
 from pipeline.inference.predict import Predictor
 from pipeline.runs import contract as runs
 from pipeline.runs.folder import RunFolder

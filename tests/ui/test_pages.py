@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from pipeline.data.decode import read_image
 from pipeline.data.layouts import scan_dataset
-from pipeline.data.preprocess import read_image
 from pipeline.inference.predict import Predictor
 from pipeline.runs import contract as runs
 from tests.helpers import metric, shown_text
