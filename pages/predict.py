@@ -1,7 +1,6 @@
 """Predict: upload images or click a real example cell; class, probability and Grad-CAM at once, more
 explanations, faithfulness and feature maps on demand."""
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -10,50 +9,22 @@ import streamlit as st
 from pages.common.loaders import (
     cached_heatmap,
     cached_prediction,
-    current_dataset,
     image_key,
     model_card_of,
     model_key,
-    mtime,
     predictor_and_explainer,
-    thumbnail_of,
 )
+from pages.common.predict_views import example_or_picked_cell, together_section
 from pages.common.settings import current_model, demo_mode, models, run_folder
 from pages.common.widgets import demo_model_progress, run_label, show_error, show_model_card, synthetic_warning
-from pipeline.core.config import EMBEDDED_SAMPLE
 from pipeline.core.errors import PipelineError
-from pipeline.data.decode import decode_image, read_image
-from pipeline.data.layouts import scan_dataset
+from pipeline.data.decode import decode_image
 from pipeline.explain.cams import METHODS, method_label
 from pipeline.explain.pictures import colorize, overlay
 from pipeline.explain.road import QUICK_FRACTIONS, share_on_cell
-from pipeline.inference.cells import group_summary, zip_images
-from pipeline.inference.predict import check_columns
+from pipeline.inference.cells import zip_images
 from pipeline.runs.catalog import run_config
-from pipeline.runs.contract import SPLIT
-from pipeline.runs.display import escape_markdown, example_cells, provenance, spreadsheet_safe
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _examples(run_dir: str, split_mtime: float) -> list[dict]:
-    split_path = Path(run_dir) / SPLIT
-    split = pd.read_csv(split_path) if split_path.is_file() else None
-    return example_cells(scan_dataset(EMBEDDED_SAMPLE).labelled, split)
-
-
-# The one image chosen (a clicked example or a picked dataset image) and the picker's own state: the picker always
-# names the image shown, or nothing. (A string here would be drawn on the page by Streamlit's magic.)
-PATH_KEY, PICK_KEY = "predict_path", "predict_pick"
-
-
-def _choose_example(path: str, picker_paths: list[str]) -> None:
-    st.session_state[PATH_KEY] = path
-    st.session_state[PICK_KEY] = path if path in picker_paths else None
-
-
-def _choose_picked() -> None:
-    st.session_state[PATH_KEY] = st.session_state.get(PICK_KEY)
-
+from pipeline.runs.display import escape_markdown, provenance, spreadsheet_safe
 
 st.title(":material/biotech: Predict")
 runs = models()
@@ -127,103 +98,12 @@ if unread:
     st.dataframe(spreadsheet_safe(pd.DataFrame(unread, columns=["image", "reason"])), hide_index=True)
 
 if not uploads:
-    try:
-        records = current_dataset().records[:500]
-    except PipelineError:
-        records = []
-    dataset_paths = [record.path for record in records]
-    patient_of = {record.path: record.patient for record in records}
-    st.markdown("**…or click a real cell** of the embedded C-NMC sample (marked by its role for this model):")
-    examples = _examples(str(folder.path), mtime(folder.file(SPLIT)))
-    if folder.released:  # a release answers them out of fold
-        examples = [{**example, "role": "its fold's head held it out"} for example in examples]
-    patient_of.update({example["path"]: example["patient"] for example in examples})
-    columns = st.columns(len(examples))
-    for column, example in zip(columns, examples, strict=True):
-        column.image(
-            thumbnail_of(example["path"], mtime(Path(example["path"])), 96),
-            width="stretch",
-            caption=escape_markdown(f"{example['label']} · {example['patient']} · {example['role']}"),
-        )
-        column.button(
-            "Predict", key=f"example-{example['path']}", on_click=_choose_example, args=(example["path"], dataset_paths)
-        )
-    if dataset_paths:
-        if st.session_state.get(PICK_KEY) not in dataset_paths:
-            st.session_state[PICK_KEY] = None  # another dataset, or nothing picked yet
-        st.selectbox(
-            "…or pick an image of the dataset",
-            dataset_paths,
-            key=PICK_KEY,
-            placeholder="Choose an image",
-            format_func=lambda p: p.split("/")[-1],
-            on_change=_choose_picked,
-        )
-    path = st.session_state.get(PATH_KEY)
-    if path:
-        try:
-            key = image_key(path=path)
-            images.append(
-                (
-                    path.split("/")[-1],
-                    cached_prediction(model_dir, model_mtime, key, read_image(path), patient_of.get(path)),
-                    key,
-                    "chosen cell",
-                )
-            )
-        except (PipelineError, OSError) as error:
-            show_error(error if isinstance(error, PipelineError) else PipelineError(f"{path} cannot be read."))
+    images.extend(example_or_picked_cell(folder, model_dir, model_mtime))
 if not images:
     st.caption("Nothing is predicted until you upload a cell, click one or pick one.")
     st.stop()
 
-if len(images) > 1:
-    table = pd.DataFrame(
-        [
-            {
-                "image": name,
-                "group": group,
-                "predicted": result.predicted,
-                "probability": result.probability,
-                "prob_all": result.prob_all,
-                **check_columns(result),
-            }
-            for name, result, _, group in images
-        ]
-    )
-    summary = group_summary(table)
-    st.markdown(
-        "**Together**: per upload group, the cells read, mean P(ALL) with its 95 % interval over the cells, "
-        "the share called ALL and how many failed the input check."
-    )
-    st.dataframe(
-        summary,
-        hide_index=True,
-        width="stretch",
-        column_config={
-            "mean_prob_all": st.column_config.NumberColumn("mean P(ALL)", format="%.3f"),
-            "low": st.column_config.NumberColumn("95 % CI low", format="%.3f"),
-            "high": st.column_config.NumberColumn("95 % CI high", format="%.3f"),
-            "share_called_all": st.column_config.NumberColumn("share called ALL", format="%.2f"),
-        },
-    )
-    st.dataframe(
-        table,
-        hide_index=True,
-        width="stretch",
-        column_config={
-            "probability": st.column_config.NumberColumn("probability of the predicted class", format="%.3f"),
-            "prob_all": st.column_config.NumberColumn("P(ALL)", format="%.3f"),
-        },
-    )
-    downloads = st.columns(2)
-    downloads[0].download_button("Predictions (CSV)", spreadsheet_safe(table).to_csv(index=False), "predictions.csv")
-    downloads[1].download_button(
-        "Summary per group (CSV)", spreadsheet_safe(summary).to_csv(index=False), "predictions-summary.csv"
-    )
-    name = st.selectbox("Explain image", [name for name, _, _, _ in images])
-else:
-    name = images[0][0]
+name = together_section(images) if len(images) > 1 else images[0][0]
 result, key = next((prediction, key) for shown, prediction, key, _ in images if shown == name)
 
 st.caption(f"Image: {escape_markdown(name)}")

@@ -5,12 +5,11 @@ import json
 import streamlit as st
 
 from pages.common import comparison_views, run_views
-from pages.common.loaders import runs_table, table
+from pages.common.loaders import predictions_of, runs_table
 from pages.common.settings import demo_mode, model_download_allowed, run_folder
 from pages.common.widgets import show_error, skipped_files, synthetic_warning
 from pipeline.core.errors import PipelineError
 from pipeline.evaluation.figures import confusion_matrix_figure, curves_figure, roc_figure
-from pipeline.runs.contract import PREDICTIONS
 from pipeline.runs.display import provenance, spreadsheet_safe, without_server_paths
 from pipeline.runs.selection import SELECTION_LABEL, rank_by_validation, run_flags
 
@@ -89,9 +88,9 @@ with one:
     folder = run_folder(run_id)
     try:
         config, metrics = folder.config(), folder.metrics()
-        history, predictions = folder.history(), table(folder, PREDICTIONS)
+        history, predictions = folder.history(), predictions_of(folder)
         skipped = list(folder.skipped().itertuples(index=False, name=None))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError) as error:  # PipelineError is a ValueError
         show_error(PipelineError(f"Run {run_id} is broken: {error}"))
         st.stop()
     st.markdown(provenance(config, hide_paths=demo_mode()))

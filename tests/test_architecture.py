@@ -194,3 +194,38 @@ def test_no_library_module_or_page_patches_another_package() -> None:
     }
     assert found == {}
     assert patched_libraries((root / "streamlit_app.py").read_text()) == ["keras.backend.clear_session"]
+
+
+STATE_NAMES = {"STATES", "ACTIVE_STATES", "RESUMABLE_STATES"}
+
+
+def test_pages_and_the_command_line_never_name_a_run_folders_files() -> None:
+    """The run folder's layout is RunFolder's: the pages and the CLI ask it for paths and tables (its methods) and
+    never take a file name from the contract, nor join one to a folder themselves."""
+    root = PACKAGE.parent
+    sources = [*(root / "pages").rglob("*.py"), *(PACKAGE / "cli").rglob("*.py"), root / "streamlit_app.py"]
+    found = []
+    for path in sources:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("runs.contract"):
+                found += [f"{path.name}: {alias.name}" for alias in node.names if alias.name not in STATE_NAMES]
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "file":
+                found.append(f"{path.name}: .file({ast.unparse(node.args[0]) if node.args else ''})")
+            joined = isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+            if joined and isinstance(node.right, ast.Constant) and node.right.value in RUN_FILE_NAMES:
+                found.append(f"{path.name}: / {node.right.value!r}")
+    assert found == []
+
+
+def _run_file_names() -> set[str]:
+    from pipeline.runs import contract
+
+    return {
+        value
+        for name, value in vars(contract).items()
+        if name.isupper() and isinstance(value, str) and "." in value and name not in STATE_NAMES
+    }
+
+
+RUN_FILE_NAMES = _run_file_names()

@@ -15,7 +15,6 @@ from pipeline.explain.cams import Explainer
 from pipeline.explain.pictures import explain_prediction
 from pipeline.inference.predict import Predictor
 from pipeline.runs.catalog import crossval_summary_path, list_runs, model_card, released_row
-from pipeline.runs.contract import METRICS
 from pipeline.runs.folder import RunFolder
 
 from .settings import data_dir, released_model, run_folder, runs_dir
@@ -121,14 +120,14 @@ def predictor_and_explainer(run_id: str) -> tuple[Any, Any]:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _read_table(path: str, mtime: float) -> pd.DataFrame:
-    return pd.read_csv(path)
+def _predictions(run_dir: str, mtime: float) -> pd.DataFrame:
+    return RunFolder(Path(run_dir)).predictions()
 
 
-def table(folder: RunFolder, name: str) -> pd.DataFrame | None:
-    """A run's CSV table by file name, or None when the run has none."""
-    path = folder.file(name)
-    return _read_table(str(path), path.stat().st_mtime) if path.is_file() else None
+def predictions_of(folder: RunFolder) -> pd.DataFrame | None:
+    """A run's test predictions (checked, read again when they change), or None when the run has none."""
+    path = folder.predictions_path
+    return _predictions(str(folder.path), path.stat().st_mtime) if path.is_file() else None
 
 
 def mtime(path: Path) -> float:
@@ -139,7 +138,7 @@ def mtime(path: Path) -> float:
 def model_card_of(folder: RunFolder) -> dict[str, Any]:
     """The run's model card, read again when its metrics or its cross-validation's summary change."""
     summary = crossval_summary_path(folder.config()) if folder.has_config() else None
-    return _model_card(str(folder.path), mtime(folder.file(METRICS)), mtime(summary) if summary else 0.0)
+    return _model_card(str(folder.path), mtime(folder.metrics_path), mtime(summary) if summary else 0.0)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

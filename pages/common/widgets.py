@@ -12,7 +12,7 @@ from pipeline.data.synthetic import ensure_demo_data
 from pipeline.evaluation.figures import curves_figure
 from pipeline.evaluation.intervals import interval_line
 from pipeline.runs.catalog import progress_summary
-from pipeline.runs.contract import ACTIVE_STATES, RELEASE_CARD
+from pipeline.runs.contract import ACTIVE_STATES
 from pipeline.runs.display import escape_markdown, format_duration, model_name, shown_path, without_paths
 from pipeline.runs.folder import RunFolder
 from pipeline.training.launch import cancel, failed_demo_model, is_demo_group, launch_demo_model
@@ -172,7 +172,7 @@ def show_model_card(folder: RunFolder) -> None:
             f"{text(card['image_size'])} px · weights: {text(card['weights'])}"
             + (" · test-time augmentation" if card["tta"] else "")
         )
-        release_card = folder.file(RELEASE_CARD)
+        release_card = folder.release_card_path
         held = (
             f"Held out: validation patients {text(', '.join(held_out.get('val', [])) or '—')}; test patients "
             f"{text(', '.join(held_out.get('test', [])) or '—')}."

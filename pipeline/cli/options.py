@@ -25,6 +25,7 @@ from ..core.config import (
 from ..core.errors import PipelineError
 from ..core.files import read_json
 from ..models.weights import default_recipe
+from ..runs.folder import RunFolder
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "backbone": BACKBONES,
@@ -145,13 +146,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, command: str = "train"
 
 
 def _run_config(path: Path) -> TrainConfig:
-    file = path / "config.json" if path.is_dir() else path
-    if not file.is_file():
+    """The settings of the run folder at `path`, or of the config file `path` itself."""
+    folder = RunFolder(path)
+    if not (folder.has_config() if path.is_dir() else path.is_file()):
         raise PipelineError(f"{path} holds no config.json of a run.")
     try:
-        return TrainConfig.from_dict(read_json(file))
+        return TrainConfig.from_dict(folder.config() if path.is_dir() else read_json(path))
     except ValueError as error:
-        raise PipelineError(f"{file} is not a readable run config ({error}).") from error
+        raise PipelineError(f"{path} is not a readable run config ({error}).") from error
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:

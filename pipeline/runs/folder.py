@@ -30,6 +30,7 @@ from .contract import (
     MODEL,
     PREDICTION_COLUMNS,
     PREDICTIONS,
+    RELEASE_CARD,
     RESUMABLE_STATES,
     SKIPPED,
     SKIPPED_COLUMNS,
@@ -180,6 +181,26 @@ class RunFolder(RunOutputs):
         if not self.file(HISTORY).is_file():
             return pd.DataFrame(columns=HISTORY_COLUMNS)
         return read_table(self.file(HISTORY), self.run_id, HISTORY_COLUMNS)
+
+    @property
+    def predictions_path(self) -> Path:
+        """The test predictions (predictions.csv)."""
+        return self.file(PREDICTIONS)
+
+    @property
+    def metrics_path(self) -> Path:
+        """The test and validation figures (metrics.json)."""
+        return self.file(METRICS)
+
+    @property
+    def release_card_path(self) -> Path:
+        """A released model's card (MODEL_CARD.md); absent for a run."""
+        return self.file(RELEASE_CARD)
+
+    @property
+    def split_path(self) -> Path:
+        """The split (split.csv): which image was in which subset; its time says when the split changed."""
+        return self.file(SPLIT)
 
     def write_split(self, frame: pd.DataFrame) -> None:
         """split.csv with absolute paths, so the run is matched against other data from any working folder."""
