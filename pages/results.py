@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from pages.common import comparison_views, run_views
+from pages.common import comparison_views, gallery_views, run_views
 from pages.common.loaders import predictions_of, runs_table
 from pages.common.settings import demo_mode, model_download_allowed, run_folder
 from pages.common.widgets import show_error, skipped_files, synthetic_warning
@@ -114,10 +114,10 @@ with one:
         with right:
             run_views.calibration_section(metrics, config)
         run_views.patients_section(predictions, metrics)
-        run_views.confusion_gallery(folder, predictions)
+        gallery_views.confusion_gallery(folder, predictions)
     run_views.evaluations_section(folder)
     st.subheader("Explanations ranked")
-    run_views.explanation_ranking(folder)
+    gallery_views.explanation_ranking(folder)
     run_views.take_away(folder, run_id, demo_mode(), model_download_allowed())
     downloads = st.columns(2)
     downloads[0].download_button("Metrics (JSON)", lambda: json.dumps(metrics, indent=2), f"{run_id}-metrics.json")

@@ -159,6 +159,50 @@ def live_progress(allow_cancel: bool = False) -> None:
             right.plotly_chart(curves_figure(history, "loss"), width="stretch", key=f"loss-{run_id}")
 
 
+def _card_figures(card: dict[str, Any], test: dict[str, Any]) -> None:
+    """The model card's figures on its held-out patients, their intervals and its recipe's cross-validation."""
+    cells = st.columns(5)
+    unseen = card.get("split") in ("patient", "folds")
+    cells[0].metric(
+        "Test images",
+        test["images"],
+        help="Images of patients the model never saw."
+        if unseen
+        else "Images the model never saw; an image split keeps other images of the same "
+        "patients in training, so these figures flatter.",
+    )
+    for cell, (label, key) in zip(
+        cells[1:],
+        [
+            ("Balanced accuracy", "balanced_accuracy"),
+            ("ROC AUC", "roc_auc"),
+            ("Sensitivity (ALL)", "sensitivity"),
+            ("Specificity (HEM)", "specificity"),
+        ],
+        strict=True,
+    ):
+        value = test.get(key)
+        cell.metric(label, figure_text(value))
+    if interval_line(card.get("intervals")):
+        st.caption(
+            "95 % intervals: " + interval_line(card.get("intervals")) + ". With few patients the "
+            "figures above could be this far off on other patients."
+        )
+    crossval = card.get("crossval")
+    if crossval and crossval["pooled"]:
+        st.caption(
+            f"**Its recipe over all {crossval['patients']} patients** ({crossval['folds']}-fold patient "
+            f"cross-validation, every patient held out once; this model is fold {crossval['fold']}): "
+            + interval_line(crossval["pooled"])
+            + "."
+        )
+    elif crossval:
+        st.caption(
+            f"This model is fold {crossval['fold']} of a {crossval['folds']}-fold patient "
+            "cross-validation; the figure over all patients follows when the other folds are done."
+        )
+
+
 def show_model_card(folder: RunFolder) -> None:
     """The model in a few lines: data, patients held out, weights, figures on those patients, time taken."""
     card = model_card_of(folder)
@@ -192,46 +236,7 @@ def show_model_card(folder: RunFolder) -> None:
             with st.expander("The release's card"):
                 st.markdown(release_card.read_text())
         if test:
-            cells = st.columns(5)
-            unseen = card.get("split") in ("patient", "folds")
-            cells[0].metric(
-                "Test images",
-                test["images"],
-                help="Images of patients the model never saw."
-                if unseen
-                else "Images the model never saw; an image split keeps other images of the same "
-                "patients in training, so these figures flatter.",
-            )
-            for cell, (label, key) in zip(
-                cells[1:],
-                [
-                    ("Balanced accuracy", "balanced_accuracy"),
-                    ("ROC AUC", "roc_auc"),
-                    ("Sensitivity (ALL)", "sensitivity"),
-                    ("Specificity (HEM)", "specificity"),
-                ],
-                strict=True,
-            ):
-                value = test.get(key)
-                cell.metric(label, figure_text(value))
-            if interval_line(card.get("intervals")):
-                st.caption(
-                    "95 % intervals: " + interval_line(card.get("intervals")) + ". With few patients the "
-                    "figures above could be this far off on other patients."
-                )
-            crossval = card.get("crossval")
-            if crossval and crossval["pooled"]:
-                st.caption(
-                    f"**Its recipe over all {crossval['patients']} patients** ({crossval['folds']}-fold patient "
-                    f"cross-validation, every patient held out once; this model is fold {crossval['fold']}): "
-                    + interval_line(crossval["pooled"])
-                    + "."
-                )
-            elif crossval:
-                st.caption(
-                    f"This model is fold {crossval['fold']} of a {crossval['folds']}-fold patient "
-                    "cross-validation; the figure over all patients follows when the other folds are done."
-                )
+            _card_figures(card, test)
         for warning in card["model_warnings"]:
             st.warning(warning, icon=":material/report:")
         device = card.get("device") or {}

@@ -177,14 +177,7 @@ def split_records(
     groups = None
     if method == "image":  # by group of near-identical images, so no cell sits on both sides of a subset line
         groups = near_duplicate_groups(records)
-        first = np.unique(groups, return_index=True)[1]
-        group_labels = labels[first]
-        index = np.arange(len(first))
-        rest, test = train_test_split(index, test_size=test_fraction, stratify=group_labels, random_state=seed)
-        n_val = int(val_fraction * len(rest))
-        _, val = train_test_split(rest, test_size=n_val, stratify=group_labels[rest], random_state=seed)
-        subset[np.isin(groups, test)] = "test"
-        subset[np.isin(groups, val)] = "val"
+        subset = _image_subsets(labels, groups, test_fraction, val_fraction, seed)
     elif method == "patient":
         if all(record.patient == UNKNOWN_PATIENT for record in records):
             raise PipelineError(
@@ -196,42 +189,62 @@ def split_records(
             labels, _groups(records), test_fraction, val_fraction, seed, cv_folds, cv_fold, validation_from
         )
     elif method == "folds":
-        held_out = f"fold_{val_fold}"
-        folds = {record.subset for record in records}
-        if held_out not in folds or len(folds) < 2:
-            raise PipelineError(
-                f"The folds split needs the C-NMC folds (found {sorted(folds)}; validation fold {held_out})."
-            )
-        in_held_out = np.array([record.subset == held_out for record in records])
-        subset[in_held_out] = "val"
-        if not test_records:
-            positions = np.flatnonzero(in_held_out)
-            halves = _patient_split(labels[positions], _groups(records)[positions], 0.5, 0.0, seed)
-            subset[positions[halves == "test"]] = "test"
+        subset = _fold_subsets(records, labels, val_fold, bool(test_records), seed)
     else:
         raise PipelineError(f"Unknown split {method!r}.")
-    frame = pd.DataFrame(
-        {"path": [r.path for r in records], "patient": [r.patient for r in records], "label": labels, "subset": subset}
-    )
+    frame = _records_table(records, subset)
     if groups is not None:
         frame["duplicate_group"] = groups
     if method == "folds" and test_records:
         labelled_test = [r for r in test_records if r.label is not None]
-        frame = pd.concat(
-            [
-                frame,
-                pd.DataFrame(
-                    {
-                        "path": [r.path for r in labelled_test],
-                        "patient": [r.patient for r in labelled_test],
-                        "label": [r.label for r in labelled_test],
-                        "subset": "test",
-                    }
-                ),
-            ],
-            ignore_index=True,
-        )
+        frame = pd.concat([frame, _records_table(labelled_test, "test")], ignore_index=True)
     return frame
+
+
+def _records_table(records: list[Record], subset: Any) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "path": [r.path for r in records],
+            "patient": [r.patient for r in records],
+            "label": [r.label for r in records],
+            "subset": subset,
+        }
+    )
+
+
+def _image_subsets(
+    labels: np.ndarray, groups: np.ndarray, test_fraction: float, val_fraction: float, seed: int
+) -> np.ndarray:
+    """The image split's subsets, drawn by group of near-identical images and stratified by class."""
+    subset = np.full(len(labels), "train", dtype=object)
+    first = np.unique(groups, return_index=True)[1]
+    group_labels = labels[first]
+    index = np.arange(len(first))
+    rest, test = train_test_split(index, test_size=test_fraction, stratify=group_labels, random_state=seed)
+    n_val = int(val_fraction * len(rest))
+    _, val = train_test_split(rest, test_size=n_val, stratify=group_labels[rest], random_state=seed)
+    subset[np.isin(groups, test)] = "test"
+    subset[np.isin(groups, val)] = "val"
+    return subset
+
+
+def _fold_subsets(records: list[Record], labels: np.ndarray, val_fold: int, has_test: bool, seed: int) -> np.ndarray:
+    """The folds split's subsets: the held-out C-NMC fold validates; without a test set of its own, half of its
+    patients test instead."""
+    subset = np.full(len(records), "train", dtype=object)
+    held_out = f"fold_{val_fold}"
+    folds = {record.subset for record in records}
+    if held_out not in folds or len(folds) < 2:
+        raise PipelineError(
+            f"The folds split needs the C-NMC folds (found {sorted(folds)}; validation fold {held_out})."
+        )
+    in_held_out = np.array([record.subset == held_out for record in records])
+    subset[in_held_out] = "val"
+    if not has_test:
+        positions = np.flatnonzero(in_held_out)
+        halves = _patient_split(labels[positions], _groups(records)[positions], 0.5, 0.0, seed)
+        subset[positions[halves == "test"]] = "test"
+    return subset
 
 
 def split_report(split: pd.DataFrame) -> dict[str, Any]:
@@ -256,30 +269,8 @@ def split_report(split: pd.DataFrame) -> dict[str, Any]:
                 what = "validation" if name == "val" else "test"
                 warnings.append(f"There is no {what} subset: too few patients to hold any out.")
             continue
-        rows_known = known[known["subset"] == name]
-        entry = {
-            "images": int(len(rows)),
-            "per_class": {label: int((rows["label"] == label).sum()) for label in DISPLAY_ORDER},
-            "patients": {
-                label: int(rows_known.loc[rows_known["label"] == label, "patient"].nunique()) for label in DISPLAY_ORDER
-            },
-        }
-        subsets[name] = entry
-        absent = [label for label, count in entry["per_class"].items() if count == 0]
-        if absent:
-            warnings.append(
-                f"The {name} subset has no {' or '.join(absent)} image: its metrics cannot speak for "
-                f"both classes (ROC AUC and the missing class's rows are undefined)."
-            )
-        elif name != "train" and not rows_known.empty:
-            few = {label: n for label, n in entry["patients"].items() if n < MIN_PATIENTS_PER_CLASS}
-            if few:
-                warnings.append(
-                    f"The {name} subset has "
-                    + ", ".join(f"{n} {label} patient{'s' * (n != 1)}" for label, n in few.items())
-                    + f" (fewer than {MIN_PATIENTS_PER_CLASS}): its figures speak for those patients, "
-                    "not for the class."
-                )
+        subsets[name], problems = _subset_entry(name, rows, known[known["subset"] == name])
+        warnings += problems
     if leakage["train_test_patients"]:
         warnings.append(
             f"{leakage['train_test_patients']} patient(s) have images in both the training and the test "
@@ -295,3 +286,30 @@ def split_report(split: pd.DataFrame) -> dict[str, Any]:
     if duplicates is not None:
         report["near_duplicates"] = duplicates  # kept in one subset each by the image split
     return report
+
+
+def _subset_entry(name: str, rows: pd.DataFrame, rows_known: pd.DataFrame) -> tuple[dict[str, Any], list[str]]:
+    """One subset's images and patients per class, and what they cannot support (a class absent, too few
+    patients of a class for its figures to speak for the class)."""
+    entry = {
+        "images": int(len(rows)),
+        "per_class": {label: int((rows["label"] == label).sum()) for label in DISPLAY_ORDER},
+        "patients": {
+            label: int(rows_known.loc[rows_known["label"] == label, "patient"].nunique()) for label in DISPLAY_ORDER
+        },
+    }
+    absent = [label for label, count in entry["per_class"].items() if count == 0]
+    if absent:
+        return entry, [
+            f"The {name} subset has no {' or '.join(absent)} image: its metrics cannot speak for "
+            f"both classes (ROC AUC and the missing class's rows are undefined)."
+        ]
+    few = {label: n for label, n in entry["patients"].items() if n < MIN_PATIENTS_PER_CLASS}
+    if name == "train" or rows_known.empty or not few:
+        return entry, []
+    return entry, [
+        f"The {name} subset has "
+        + ", ".join(f"{n} {label} patient{'s' * (n != 1)}" for label, n in few.items())
+        + f" (fewer than {MIN_PATIENTS_PER_CLASS}): its figures speak for those patients, "
+        "not for the class."
+    ]

@@ -16,7 +16,6 @@ from ..data.decode import read_image
 from ..data.layouts import PRELIM_SUBSET, UNKNOWN_PATIENT, cell_name, scan_dataset
 from ..evaluation.evaluate import metrics_from_predictions
 from ..evaluation.intervals import patient_bootstrap
-from ..runs.contract import SPLIT
 from ..runs.folder import RunFolder
 from .batches import predictions_table
 from .predict import Predictor
@@ -81,6 +80,38 @@ def seen_warning(dropped: dict[str, int], include_seen_patients: bool = False) -
     return "Left out as seen by the run: " + ", ".join(reasons) + "." if reasons else None
 
 
+def _images_to_evaluate(split: pd.DataFrame, data_dir: str | Path | None) -> tuple[pd.DataFrame, str, str]:
+    """(path, patient, label of the images, which subset they are, the evaluation's name): the run's test subset
+    again, or the labelled images of `data_dir` (its prelim test set when it has one)."""
+    if data_dir is None:
+        return split[split["subset"] == "test"], "test", "test-subset"
+    dataset = scan_dataset(data_dir)
+    records = [r for r in dataset.labelled if r.subset == PRELIM_SUBSET] or dataset.labelled
+    if not records:
+        raise PipelineError(
+            f"{data_dir} holds no labelled image to evaluate on (unlabelled test images, or a "
+            f"prelim folder without its labels CSV)."
+        )
+    table = pd.DataFrame(
+        {
+            "path": [r.path for r in records],
+            "patient": [r.patient for r in records],
+            "label": [r.label for r in records],
+        }
+    )
+    subset = PRELIM_SUBSET if records[0].subset == PRELIM_SUBSET else "all labelled"
+    return table, subset, f"{Path(data_dir).name}-{subset}"
+
+
+def _predicted(predictor: Predictor, rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The predictions table of the rows' images that read, and how many did not."""
+    images, failed = load_images(rows["path"].tolist(), predictor.config.image_size, predictor.config.clahe)
+    keep = ~rows["path"].isin(list(failed)).to_numpy()
+    rows = rows[keep].reset_index(drop=True)
+    prob_all = predictor.predict_inputs(np.asarray(images)[keep])
+    return predictions_table(rows, prob_all), len(failed)
+
+
 def evaluate_run(
     run_dir: str | Path, data_dir: str | Path | None = None, include_seen_patients: bool = False
 ) -> tuple[dict[str, Any], Path]:
@@ -92,27 +123,8 @@ def evaluate_run(
 
     folder = RunFolder(Path(run_dir))
     predictor = Predictor.from_run(run_dir)
-    split = folder.split() if folder.file(SPLIT).is_file() else pd.DataFrame(columns=["path", "subset"])
-    if data_dir is None:
-        table = split[split["subset"] == "test"]
-        subset, name = "test", "test-subset"
-    else:
-        dataset = scan_dataset(data_dir)
-        records = [r for r in dataset.labelled if r.subset == PRELIM_SUBSET] or dataset.labelled
-        if not records:
-            raise PipelineError(
-                f"{data_dir} holds no labelled image to evaluate on (unlabelled test images, or a "
-                f"prelim folder without its labels CSV)."
-            )
-        table = pd.DataFrame(
-            {
-                "path": [r.path for r in records],
-                "patient": [r.patient for r in records],
-                "label": [r.label for r in records],
-            }
-        )
-        subset = PRELIM_SUBSET if records[0].subset == PRELIM_SUBSET else "all labelled"
-        name = f"{Path(data_dir).name}-{subset}"
+    split = folder.split() if folder.split_path.is_file() else pd.DataFrame(columns=["path", "subset"])
+    table, subset, name = _images_to_evaluate(split, data_dir)
     if table.empty:
         raise PipelineError("No labelled images to evaluate on.")
     reasons = seen_reasons(table, split)
@@ -127,18 +139,11 @@ def evaluate_run(
             "on" + (" (--include-seen-patients counts other images of its patients)." if of_seen_patient.any() else ".")
         )
 
-    def predict(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-        images, failed = load_images(rows["path"].tolist(), predictor.config.image_size, predictor.config.clahe)
-        keep = ~rows["path"].isin(list(failed)).to_numpy()
-        rows = rows[keep].reset_index(drop=True)
-        prob_all = predictor.predict_inputs(np.asarray(images)[keep])
-        return predictions_table(rows, prob_all), len(failed)
-
-    predictions, failed = predict(table[headline].reset_index(drop=True))
+    predictions, failed = _predicted(predictor, table[headline].reset_index(drop=True))
     apart = of_seen_patient & ~headline
     seen_patients = None
     if apart.any():
-        seen_predictions, _ = predict(table[apart].reset_index(drop=True))
+        seen_predictions, _ = _predicted(predictor, table[apart].reset_index(drop=True))
         seen_patients = {
             **metrics_from_predictions(seen_predictions),
             "note": "images of patients the run trained or validated on: flattering, not the headline",

@@ -94,36 +94,7 @@ def readme_card(folder: RunFolder, card: dict[str, Any]) -> str:
     ]
     real = not str(config.get("data_kind", "")).startswith("synthetic")
     held_out = card["held_out_patients"]
-    front = {
-        "license": "apache-2.0",
-        "library_name": "keras",
-        "tags": [
-            "image-classification",
-            "medical-imaging",
-            "acute-lymphoblastic-leukemia",
-            "c-nmc-2019",
-            "efficientnet",
-            "research-only",
-        ],
-        "datasets": ["c-nmc-2019"] if real else [],
-        "metrics": [metric["type"] for metric in metrics],
-        "model-index": [
-            {
-                "name": folder.run_id,
-                "results": [
-                    {
-                        "task": {"type": "image-classification", "name": "ALL vs HEM single-cell classification"},
-                        "dataset": {
-                            "name": f"{'C-NMC 2019' if real else 'synthetic'}: test patients "
-                            f"{', '.join(held_out.get('test', [])) or 'none'}",
-                            "type": "c-nmc-2019",
-                        },
-                        "metrics": metrics,
-                    }
-                ],
-            }
-        ],
-    }
+    front = _front_matter(folder.run_id, metrics, real, held_out)
     lines = ["---"] + [f"{key}: {json.dumps(value)}" for key, value in front.items()] + ["---", ""]
     warnings = "".join(f"- {warning}\n" for warning in card["warnings"]) or "- none\n"
     lines += [
@@ -165,6 +136,40 @@ def readme_card(folder: RunFolder, card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _front_matter(run_id: str, metrics: list[dict[str, Any]], real: bool, held_out: dict[str, Any]) -> dict[str, Any]:
+    """The Hugging Face card's YAML front matter: licence, library, tags, data set, metrics with intervals."""
+    return {
+        "license": "apache-2.0",
+        "library_name": "keras",
+        "tags": [
+            "image-classification",
+            "medical-imaging",
+            "acute-lymphoblastic-leukemia",
+            "c-nmc-2019",
+            "efficientnet",
+            "research-only",
+        ],
+        "datasets": ["c-nmc-2019"] if real else [],
+        "metrics": [metric["type"] for metric in metrics],
+        "model-index": [
+            {
+                "name": run_id,
+                "results": [
+                    {
+                        "task": {"type": "image-classification", "name": "ALL vs HEM single-cell classification"},
+                        "dataset": {
+                            "name": f"{'C-NMC 2019' if real else 'synthetic'}: test patients "
+                            f"{', '.join(held_out.get('test', [])) or 'none'}",
+                            "type": "c-nmc-2019",
+                        },
+                        "metrics": metrics,
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def with_test_time_augmentation(model: Any) -> Any:

@@ -217,6 +217,17 @@ def build_release(
             "in_distribution": table["distance"] <= release.distance_threshold,
         }
     )
+    metrics = _release_metrics(predictions, release, choices, folds, patients, table["fold"].to_numpy())
+    folder = _write_release(Path(out_dir), release, predictions, metrics, config, data_dir, weights)
+    size = sum(file.stat().st_size for file in folder.path.iterdir() if file.is_file())
+    say(f"release written to {folder.path} ({size / 1e6:.2f} MB)")
+    return folder
+
+
+def _release_metrics(
+    predictions: pd.DataFrame, release: Any, choices: dict[str, Any], folds: int, patients: np.ndarray, fold: np.ndarray
+) -> dict[str, Any]:
+    """metrics.json of the release: out-of-fold figures with intervals, and what the release chose."""
     metrics = {
         **metrics_from_predictions(predictions),
         "subset": "out-of-fold (every cell)",
@@ -229,16 +240,27 @@ def build_release(
             **choices,
             "distance_threshold": release.distance_threshold,
             "bands": [release.band_low, release.band_high],
-            "test_patients": [sorted(set(patients[table["fold"] == k])) for k in range(1, folds + 1)],
+            "test_patients": [sorted(set(patients[fold == k])) for k in range(1, folds + 1)],
         },
     }
-    out = Path(out_dir)
+    return metrics
+
+
+def _write_release(
+    out: Path,
+    release: Any,
+    predictions: pd.DataFrame,
+    metrics: dict[str, Any],
+    config: Any,
+    data_dir: str,
+    weights: str,
+) -> RunFolder:
+    """The release as a run folder: head, split, predictions, metrics, config, status and card, each written whole;
+    refused when the head is over the size a commit may hold."""
     out.mkdir(parents=True, exist_ok=True)
     folder = RunFolder(out)
     release.save(folder.file(HEAD))
-    write_csv_atomic(
-        folder.file(SPLIT), pd.DataFrame({"path": shown, "patient": patients, "label": labels, "subset": "train"})
-    )
+    write_csv_atomic(folder.file(SPLIT), predictions[["path", "patient", "label"]].assign(subset="train"))
     write_csv_atomic(folder.file(PREDICTIONS), predictions)
     folder.write_metrics(metrics)
     folder.write_config(
@@ -247,7 +269,7 @@ def build_release(
             "weights_used": weights,
             "data_kind": "real",
             "created": now_iso(),
-            "images": len(paths),
+            "images": len(predictions),
             "release": True,
         }
     )
@@ -258,8 +280,6 @@ def build_release(
     atomic_write(
         folder.file(RELEASE_CARD), lambda target: target.write_text(card_text(folder, release, metrics, BAND_AGREEMENT))
     )
-    size = sum(file.stat().st_size for file in out.iterdir() if file.is_file())
     if folder.file(HEAD).stat().st_size > MAX_BYTES:
         raise PipelineError(f"The head is {folder.file(HEAD).stat().st_size} bytes, over {MAX_BYTES}.")
-    say(f"release written to {out} ({size / 1e6:.2f} MB)")
     return folder
