@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def _settings(pairs: list[str]) -> dict[str, object]:
@@ -22,9 +23,8 @@ def _settings(pairs: list[str]) -> dict[str, object]:
     return settings
 
 
-def main() -> None:
-    """Parse the benchmark's mode, run it, print its report and write the JSON when asked."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the figures
+def _parser() -> argparse.ArgumentParser:
+    """The benchmark's modes and their options."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="EfficientNet-B0 at 96 px, small synthetic set")
@@ -62,7 +62,11 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=int, default=None, help="--real: override the recipe's epochs")
     parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
-    args = parser.parse_args()
+    return parser
+
+
+def _run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """Run the chosen mode: (its figures, its report's lines)."""
     if args.real:
         from bench import real
 
@@ -102,6 +106,14 @@ def main() -> None:
 
         results = speed.run(args.quick)
         lines = speed.report(results)
+    return results, lines
+
+
+def main() -> None:
+    """Parse the benchmark's mode, run it, print its report and write the JSON when asked."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the figures
+    args = _parser().parse_args()
+    results, lines = _run(args)
     print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))

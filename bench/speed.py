@@ -74,16 +74,104 @@ def _data(workdir: Path, per_class: int) -> tuple[list[str], np.ndarray, Path]:
     return paths, np.array([int(Path(p).parent.name == "all") for p in paths], np.int32), class_root
 
 
+def _paper_protocol(results: dict[str, Any], rate: float, backbone: str, image_size: int) -> dict[str, Any]:
+    """The paper's protocol (its images, epochs and batch) extrapolated from the measured steady-state rates."""
+    full_epoch = PAPER_TRAIN_IMAGES / rate
+    feature_pass = (PAPER_TRAIN_IMAGES + PAPER_VAL_IMAGES) / results["feature_images_per_s"]["median"]
+    head_time = PAPER_EPOCHS * results["head_epoch_s"]["median"]
+    fine_tune = FINE_TUNE["epochs"] * PAPER_TRAIN_IMAGES / results["fine_tune_images_per_s"]["median"]
+    return {
+        "what": f"{PAPER_TRAIN_IMAGES} training images, {PAPER_EPOCHS} epochs, batch {PAPER_BATCH}, this bench's "
+        f"model ({backbone} at {image_size} px); extrapolated from the measured steady-state rates",
+        "full_fine_tune_s": PAPER_EPOCHS * full_epoch,
+        "full_epoch_s": full_epoch,
+        "fast_mode_s": feature_pass + head_time,
+        "fast_mode_feature_pass_s": feature_pass,
+        "fast_mode_plus_fine_tune_s": feature_pass + head_time + fine_tune,
+        "fine_tune": FINE_TUNE,
+        "full_over_fast": PAPER_EPOCHS * full_epoch / (feature_pass + head_time),
+        "full_epoch_over_head_epoch": full_epoch / results["head_epoch_s"]["median"],
+    }
+
+
+def _latencies(model: Any, path: str, image_size: int) -> dict[str, Any]:
+    """One image's prediction and Grad-CAM latency, after warm-up."""
+    from pipeline.data.decode import read_image
+    from pipeline.data.preprocess import preprocess
+    from pipeline.explain.cams import Explainer
+    from pipeline.models.model import compiled_forward
+
+    raw = read_image(path)
+    forward = compiled_forward(model)
+    latencies = {}
+    latencies["predict_latency_s"] = spread(
+        timed(lambda: np.asarray(forward(preprocess(raw, image_size)[None].astype(np.float32))), repeats=9, warmup=2)
+    )
+    explainer = Explainer(model, forward=forward)
+    model_input = preprocess(raw, image_size)
+    latencies["gradcam_latency_s"] = spread(timed(lambda: explainer.heatmap(model_input), repeats=9, warmup=2))
+    return latencies
+
+
+def _fast_mode_rates(
+    config: Any,
+    backbone: str,
+    image_size: int,
+    images: np.ndarray,
+    labels: np.ndarray,
+    ours: Any,
+    steps: int,
+    repeats: int,
+) -> dict[str, Any]:
+    """Fast mode's parts: the feature pass, a head epoch on the paper's number of images, fine-tuning's rate."""
+    from pipeline.data.datasets import feature_dataset
+    from pipeline.inference.batches import run_batches
+    from pipeline.models.model import build_model, compiled_forward, feature_extractor, head_model, unfreeze_top_blocks
+    from pipeline.training.fit import LOSS, optimizer
+
+    rates: dict[str, Any] = {}
+    frozen, _ = build_model(backbone, image_size, "none", freeze_backbone=True)
+    extractor = compiled_forward(feature_extractor(frozen))
+    feature_times = timed(lambda: run_batches(extractor, images), repeats=repeats)
+    rates["feature_images_per_s"] = spread([len(images) / t for t in feature_times])
+    features = run_batches(extractor, images)
+    paper_features = np.resize(features, (PAPER_TRAIN_IMAGES, features.shape[1]))
+    paper_labels = np.resize(labels, PAPER_TRAIN_IMAGES)
+    head = head_model(frozen)
+    head.compile(optimizer=optimizer(config, 1000), loss=LOSS, metrics=["accuracy"], jit_compile=False)
+    head_data = feature_dataset(paper_features, paper_labels, PAPER_BATCH, seed=0)
+    rates["head_epoch_s"] = spread(timed(lambda: head.fit(head_data, epochs=1, verbose=0), repeats=repeats))
+
+    unfreeze_top_blocks(frozen, FINE_TUNE["blocks"])
+    frozen.compile(optimizer=optimizer(config, 1000), loss=LOSS, metrics=["accuracy"], jit_compile=False)
+    rates["fine_tune_images_per_s"] = spread(
+        [steady_training_rate(frozen, ours, steps, PAPER_BATCH) for _ in range(max(3, repeats // 2))]
+    )
+
+    return rates
+
+
+def _preprocess_rate(paths: list[str], image_size: int) -> dict[str, float]:
+    """Images preprocessed (decoded, resized, CLAHE) per second."""
+    from pipeline.core.config import ClaheSettings
+    from pipeline.data.cache import preprocess_many
+
+    return spread(
+        [
+            len(paths) / t
+            for t in timed(lambda: preprocess_many(paths, image_size, ClaheSettings()), repeats=3, warmup=0)
+        ]
+    )
+
+
 def run(quick: bool) -> dict[str, Any]:
     """Steady-state training and inference rates of the levers, interleaved, on synthetic images."""
     import keras
 
     from pipeline.core.config import ClaheSettings, TrainConfig
     from pipeline.data.cache import preprocess_many
-    from pipeline.data.datasets import feature_dataset, make_dataset
-    from pipeline.explain.cams import Explainer
-    from pipeline.inference.batches import run_batches
-    from pipeline.models.model import build_model, compiled_forward, feature_extractor, head_model, unfreeze_top_blocks
+    from pipeline.data.datasets import make_dataset
+    from pipeline.models.model import build_model
     from pipeline.training.fit import LOSS, optimizer
 
     size = SIZES[quick]
@@ -100,12 +188,7 @@ def run(quick: bool) -> dict[str, Any]:
         "weights": "random",
     }
 
-    results["preprocess_images_per_s"] = spread(
-        [
-            len(paths) / t
-            for t in timed(lambda: preprocess_many(paths, image_size, ClaheSettings()), repeats=3, warmup=0)
-        ]
-    )
+    results["preprocess_images_per_s"] = _preprocess_rate(paths, image_size)
     images, _ = preprocess_many(paths, image_size, ClaheSettings())
     ours = make_dataset(images, labels, PAPER_BATCH, True, 0, drop_remainder=True).repeat()
     naive = _baseline_dataset(class_root, image_size, PAPER_BATCH)
@@ -134,52 +217,9 @@ def run(quick: bool) -> dict[str, Any]:
     results["train_ratio_ours_to_naive"] = paired_ratio(training["ours"], training["naive"])
     rate = results["train_images_per_s"]["ours"]["median"]
 
-    frozen, _ = build_model(backbone, image_size, "none", freeze_backbone=True)
-    extractor = compiled_forward(feature_extractor(frozen))
-    feature_times = timed(lambda: run_batches(extractor, images), repeats=repeats)
-    results["feature_images_per_s"] = spread([len(images) / t for t in feature_times])
-    features = run_batches(extractor, images)
-    paper_features = np.resize(features, (PAPER_TRAIN_IMAGES, features.shape[1]))
-    paper_labels = np.resize(labels, PAPER_TRAIN_IMAGES)
-    head = head_model(frozen)
-    head.compile(optimizer=optimizer(config, 1000), loss=LOSS, metrics=["accuracy"], jit_compile=False)
-    head_data = feature_dataset(paper_features, paper_labels, PAPER_BATCH, seed=0)
-    results["head_epoch_s"] = spread(timed(lambda: head.fit(head_data, epochs=1, verbose=0), repeats=repeats))
-
-    unfreeze_top_blocks(frozen, FINE_TUNE["blocks"])
-    frozen.compile(optimizer=optimizer(config, 1000), loss=LOSS, metrics=["accuracy"], jit_compile=False)
-    results["fine_tune_images_per_s"] = spread(
-        [steady_training_rate(frozen, ours, steps, PAPER_BATCH) for _ in range(max(3, repeats // 2))]
-    )
-
-    full_epoch = PAPER_TRAIN_IMAGES / rate
-    feature_pass = (PAPER_TRAIN_IMAGES + PAPER_VAL_IMAGES) / results["feature_images_per_s"]["median"]
-    head_time = PAPER_EPOCHS * results["head_epoch_s"]["median"]
-    fine_tune = FINE_TUNE["epochs"] * PAPER_TRAIN_IMAGES / results["fine_tune_images_per_s"]["median"]
-    results["paper_protocol"] = {
-        "what": f"{PAPER_TRAIN_IMAGES} training images, {PAPER_EPOCHS} epochs, batch {PAPER_BATCH}, this bench's "
-        f"model ({backbone} at {image_size} px); extrapolated from the measured steady-state rates",
-        "full_fine_tune_s": PAPER_EPOCHS * full_epoch,
-        "full_epoch_s": full_epoch,
-        "fast_mode_s": feature_pass + head_time,
-        "fast_mode_feature_pass_s": feature_pass,
-        "fast_mode_plus_fine_tune_s": feature_pass + head_time + fine_tune,
-        "fine_tune": FINE_TUNE,
-        "full_over_fast": PAPER_EPOCHS * full_epoch / (feature_pass + head_time),
-        "full_epoch_over_head_epoch": full_epoch / results["head_epoch_s"]["median"],
-    }
-
-    from pipeline.data.decode import read_image
-    from pipeline.data.preprocess import preprocess
-
-    raw = read_image(paths[0])
-    forward = compiled_forward(model)
-    results["predict_latency_s"] = spread(
-        timed(lambda: np.asarray(forward(preprocess(raw, image_size)[None].astype(np.float32))), repeats=9, warmup=2)
-    )
-    explainer = Explainer(model, forward=forward)
-    model_input = preprocess(raw, image_size)
-    results["gradcam_latency_s"] = spread(timed(lambda: explainer.heatmap(model_input), repeats=9, warmup=2))
+    results.update(_fast_mode_rates(config, backbone, image_size, images, labels, ours, steps, repeats))
+    results["paper_protocol"] = _paper_protocol(results, rate, backbone, image_size)
+    results.update(_latencies(model, paths[0], image_size))
     return results
 
 

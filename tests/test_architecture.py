@@ -229,3 +229,31 @@ def _run_file_names() -> set[str]:
 
 
 RUN_FILE_NAMES = _run_file_names()
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 300, 60
+
+
+def _code_files() -> list[Path]:
+    root = PACKAGE.parent
+    return sorted(
+        [*PACKAGE.rglob("*.py"), *(root / "pages").rglob("*.py"), *(root / "bench").rglob("*.py")]
+        + [*(root / "scripts").glob("*.py"), root / "streamlit_app.py"]
+    )
+
+
+def test_modules_and_functions_stay_short() -> None:
+    """Every module of the product (pipeline, pages, bench, scripts, the app) is at most 300 lines and every
+    function at most 60 (docs/contributing.md): a longer one is split by job."""
+    root = PACKAGE.parent
+    long_modules, long_functions = [], []
+    for path in _code_files():
+        source = path.read_text()
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            long_modules.append(f"{path.relative_to(root)}: {len(source.splitlines())}")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{path.relative_to(root)}:{node.name}: {length}")
+    assert long_modules == [] and long_functions == []

@@ -197,8 +197,9 @@ def test_the_image_split_keeps_near_identical_cells_of_a_patient_in_one_subset(t
 
     from pipeline.core.config import EMBEDDED_SAMPLE
     from pipeline.data.decode import read_image
+    from pipeline.data.duplicates import near_duplicate_groups
     from pipeline.data.layouts import scan_dataset
-    from pipeline.data.splits import near_duplicate_groups, split_report
+    from pipeline.data.splits import split_report
 
     root = tmp_path / "cells"
     shutil.copytree(EMBEDDED_SAMPLE / "training_data", root / "training_data")

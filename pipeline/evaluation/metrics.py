@@ -96,16 +96,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def metrics_problem(metrics: Any, name: str = "metrics") -> str | None:
-    """Why a metrics dict (`metrics.json`, its `validation`, an evaluation's) cannot be shown, or None: every
-    figure a number or null, the labels and confusion matrix in step, scikit-learn's per-class report of numbers,
-    warnings as text, intervals of numbers. Pages and listings trust a metrics dict that passes."""
-    if not isinstance(metrics, dict):
-        return f"{name} is a {type(metrics).__name__}, not a JSON object"
-    for key in _FIGURES_CHECKED:
-        value = metrics.get(key)
-        if value is not None and not _is_number(value):
-            return f"{name}[{key!r}] is {value!r}, not a number"
+def _matrix_problem(metrics: dict[str, Any], name: str) -> str | None:
+    """Why the labels, confusion matrix or per-class reports of `metrics` are not what they must be, or None."""
     labels, matrix = metrics.get("labels"), metrics.get("confusion_matrix")
     if not (isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels)):
         return f"{name}['labels'] is {labels!r}, not a list of class names"
@@ -121,6 +113,22 @@ def metrics_problem(metrics: Any, name: str = "metrics") -> str | None:
             isinstance(report, dict) and all(_is_number(report.get(field)) for field in _REPORT_KEYS)
         ):
             return f"{name}[{key!r}] is not scikit-learn's precision, recall, f1-score and support"
+    return None
+
+
+def metrics_problem(metrics: Any, name: str = "metrics") -> str | None:
+    """Why a metrics dict (`metrics.json`, its `validation`, an evaluation's) cannot be shown, or None: every
+    figure a number or null, the labels and confusion matrix in step, scikit-learn's per-class report of numbers,
+    warnings as text, intervals of numbers. Pages and listings trust a metrics dict that passes."""
+    if not isinstance(metrics, dict):
+        return f"{name} is a {type(metrics).__name__}, not a JSON object"
+    for key in _FIGURES_CHECKED:
+        value = metrics.get(key)
+        if value is not None and not _is_number(value):
+            return f"{name}[{key!r}] is {value!r}, not a number"
+    problem = _matrix_problem(metrics, name)
+    if problem:
+        return problem
     for key in ("warnings", "model_warnings"):
         texts = metrics.get(key)
         if texts is not None and not (isinstance(texts, list) and all(isinstance(text, str) for text in texts)):

@@ -88,24 +88,19 @@ def _examples(folder: RunFolder, predictions: pd.DataFrame, hide_paths: bool = F
     return f'<div class="grid">{"".join(cells)}</div>' if cells else "<p>No test image could be read.</p>"
 
 
-def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool = False) -> str:
-    """The report of a completed run as one HTML string; `hide_paths` (a hosted demo) names data folders without
-    the server's paths."""
-    folder = RunFolder(Path(run_dir))
-    config, metrics, history = folder.config(), folder.metrics() or {}, folder.history()
-    predictions = folder.predictions()
-    card = model_card(folder)
-    validation = metrics.get("validation") or {}
+def _figure_row(name: str, source: dict[str, Any], key: str) -> dict[str, Any]:
+    """One figure of the report's table, with why it is undefined when it is."""
+    return {
+        "figure": name,
+        "value": Metrics.of(source).figure(key),
+        "undefined": (source.get("undefined") or {}).get(key, ""),
+    }
 
-    def figure_row(name: str, source: dict[str, Any], key: str) -> dict[str, Any]:
-        return {
-            "figure": name,
-            "value": Metrics.of(source).figure(key),
-            "undefined": (source.get("undefined") or {}).get(key, ""),
-        }
 
-    rows = [
-        figure_row(f"{subset} {name}", source, key)
+def _figure_rows(metrics: dict[str, Any], validation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The validation and test figures, one row each."""
+    return [
+        _figure_row(f"{subset} {name}", source, key)
         for subset, source in (("validation", validation), ("test", metrics))
         if source
         for name, key in (
@@ -117,6 +112,18 @@ def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool =
             ("Brier", "brier"),
         )
     ]
+
+
+def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool = False) -> str:
+    """The report of a completed run as one HTML string; `hide_paths` (a hosted demo) names data folders without
+    the server's paths."""
+    folder = RunFolder(Path(run_dir))
+    config, metrics, history = folder.config(), folder.metrics() or {}, folder.history()
+    predictions = folder.predictions()
+    card = model_card(folder)
+    validation = metrics.get("validation") or {}
+
+    rows = _figure_rows(metrics, validation)
     per_class = Metrics.of(metrics).per_class()
     figures = [
         curves_figure(history, "accuracy"),

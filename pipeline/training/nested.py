@@ -192,13 +192,7 @@ def cell_table(
     say = progress or (lambda text: None)
     say(f"describing {len(paths)} cells")
     descriptors = describe_files(paths)
-    outer = patient_folds(is_all, patients, folds, seed)
-    statistics_of = np.empty(len(paths), dtype=object)
-    for test in outer:
-        train = np.setdiff1d(np.arange(len(paths)), test)  # a test cell moves to its fold's training statistics
-        statistics = ClassStatistics.of(descriptors.iloc[train].reset_index(drop=True), labels[train])
-        for row in test:
-            statistics_of[row] = statistics
+    statistics_of = _fold_statistics(descriptors, labels, patient_folds(is_all, patients, folds, seed))
     zoom = np.exp(np.random.default_rng(seed).uniform(*np.log(ZOOM_RANGE), len(paths)))
     model, weights = build_model(backbone, image_size, "imagenet", freeze_backbone=True)
     key = {
@@ -212,28 +206,8 @@ def cell_table(
     }
 
     def version(stress: str | None, view: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
-        clahe = ClaheSettings(cell_area=CELL_AREA if view == SIZE_NORMALISED else 0.0)
-
-        def image(row: int) -> np.ndarray:
-            raw = read_image(paths[row])
-            raw = raw if stress is None else stressed(raw, labels[row], stress, statistics_of[row])
-            return zoom_cell(raw, float(zoom[row])) if view == RANDOM_ZOOM else raw
-
-        def compute() -> np.ndarray:
-            say(
-                f"features of {len(paths)} cells{'' if stress is None else ', ' + stress}"
-                f"{'' if view is None else ', ' + view}"
-            )
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                raws = list(pool.map(image, range(len(paths))))
-            found = pd.DataFrame([describe(raw) for raw in raws]).to_numpy(float)
-            inputs = np.stack([preprocess(raw, image_size, clahe) for raw in raws])
-            return np.concatenate([extract_features(model, inputs), found], axis=1)
-
-        extra = {} if view is None else {"view": view, "cell_area": CELL_AREA, "zoom_range": ZOOM_RANGE}
-        both, _ = cached_array("nested", {**key, "stress": stress, **extra}, compute)
-        width = both.shape[1] - len(descriptors.columns)
-        return both[:, :width], pd.DataFrame(both[:, width:], columns=descriptors.columns)
+        columns = list(descriptors.columns)
+        return _cell_version(model, key, paths, labels, statistics_of, zoom, image_size, columns, say, stress, view)
 
     features, described = version(None)
     stressed_versions = {stress: version(stress) for stress in STRESSES}
@@ -250,3 +224,54 @@ def cell_table(
         {stress: found[1] for stress, found in stressed_versions.items()},
         other_views,
     )
+
+
+def _fold_statistics(descriptors: pd.DataFrame, labels: np.ndarray, outer: list[np.ndarray]) -> np.ndarray:
+    """For each cell, the class statistics of its outer fold's training cells: a stressed test cell moves to
+    those, so no stress uses what its fold tests."""
+    statistics_of = np.empty(len(labels), dtype=object)
+    for test in outer:
+        train = np.setdiff1d(np.arange(len(labels)), test)
+        statistics = ClassStatistics.of(descriptors.iloc[train].reset_index(drop=True), labels[train])
+        for row in test:
+            statistics_of[row] = statistics
+    return statistics_of
+
+
+def _cell_version(
+    model: Any,
+    key: dict[str, Any],
+    paths: list[str],
+    labels: np.ndarray,
+    statistics_of: np.ndarray,
+    zoom: np.ndarray,
+    image_size: int,
+    columns: list[str],
+    say: Callable[[str], None],
+    stress: str | None,
+    view: str | None = None,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Features and descriptors of every cell, under `stress` (None: clean) and in `view` (None: as imaged),
+    cached."""
+    clahe = ClaheSettings(cell_area=CELL_AREA if view == SIZE_NORMALISED else 0.0)
+
+    def image(row: int) -> np.ndarray:
+        raw = read_image(paths[row])
+        raw = raw if stress is None else stressed(raw, labels[row], stress, statistics_of[row])
+        return zoom_cell(raw, float(zoom[row])) if view == RANDOM_ZOOM else raw
+
+    def compute() -> np.ndarray:
+        say(
+            f"features of {len(paths)} cells{'' if stress is None else ', ' + stress}"
+            f"{'' if view is None else ', ' + view}"
+        )
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            raws = list(pool.map(image, range(len(paths))))
+        found = pd.DataFrame([describe(raw) for raw in raws]).to_numpy(float)
+        inputs = np.stack([preprocess(raw, image_size, clahe) for raw in raws])
+        return np.concatenate([extract_features(model, inputs), found], axis=1)
+
+    extra = {} if view is None else {"view": view, "cell_area": CELL_AREA, "zoom_range": ZOOM_RANGE}
+    both, _ = cached_array("nested", {**key, "stress": stress, **extra}, compute)
+    width = both.shape[1] - len(columns)
+    return both[:, :width], pd.DataFrame(both[:, width:], columns=columns)
