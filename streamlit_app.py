@@ -8,6 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: i
 
 import streamlit as st  # noqa: E402 - after the line above
 
+from pages.common.frame import THROUGH_THE_APP, app_pages
 from pages.common.settings import configured_model, demo_mode, released_model, runs_dir
 from pages.common.widgets import sidebar
 from pipeline.core.config import EMBEDDED_SAMPLE
@@ -41,13 +42,7 @@ def _demo_model_started() -> bool:
 if demo_mode() and not configured_model() and not released_model():  # with a model to serve, train none
     _demo_model_started()
 
-pages = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_library:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/results.py", title="Results", icon=":material/insights:"),
-    st.Page("pages/predict.py", title="Predict", icon=":material/biotech:"),
-]
-navigation = st.navigation([page for page in pages if not (demo_mode() and page.title == "Train")])  # no training
+navigation = st.navigation(app_pages())
 sidebar()
+st.session_state[THROUGH_THE_APP] = True  # the pages check it: opened by their address, they come back through here
 navigation.run()

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from pages.common.frame import through_the_app
 from pages.common.loaders import current_dataset, mtime, thumbnail_of
 from pages.common.settings import demo_mode
 from pages.common.widgets import show_error, skipped_files
@@ -13,6 +14,8 @@ from pipeline.data.decode import read_image
 from pipeline.data.preprocess import preprocess
 from pipeline.evaluation.figures import counts_figure, histogram_figure
 from pipeline.runs.display import escape_markdown, shown_path
+
+through_the_app()  # a page opened by its address on a fresh server comes back through streamlit_app.py
 
 PAGE_SIZE = 24
 

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from pages.common.frame import through_the_app
 from pages.common.loaders import current_dataset, model_card_of, runs_table
 from pages.common.settings import current_model, data_dir, demo_mode, run_folder, runs_dir
 from pages.common.widgets import (
@@ -20,6 +21,8 @@ from pipeline.runs.contract import ACTIVE_STATES
 from pipeline.runs.display import escape_markdown
 from pipeline.runs.selection import SELECTION_LABEL, SELECTION_METRIC, best_run, comparable_count, run_flags
 from pipeline.training.launch import launch_demo_model
+
+through_the_app()  # a page opened by its address on a fresh server comes back through streamlit_app.py
 
 st.title(":material/biotech: ALL vs HEM: leukemic blast classification")
 st.markdown(

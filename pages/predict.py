@@ -6,6 +6,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from pages.common.frame import through_the_app
 from pages.common.loaders import (
     cached_heatmap,
     cached_prediction,
@@ -25,6 +26,8 @@ from pipeline.explain.road import QUICK_FRACTIONS, share_on_cell
 from pipeline.inference.cells import zip_images
 from pipeline.runs.catalog import run_config
 from pipeline.runs.display import escape_markdown, provenance, spreadsheet_safe
+
+through_the_app()  # a page opened by its address on a fresh server comes back through streamlit_app.py
 
 st.title(":material/biotech: Predict")
 runs = models()

@@ -5,6 +5,7 @@ import json
 import streamlit as st
 
 from pages.common import comparison_views, gallery_views, run_views
+from pages.common.frame import through_the_app
 from pages.common.loaders import predictions_of, runs_table
 from pages.common.settings import demo_mode, model_download_allowed, run_folder
 from pages.common.widgets import show_error, skipped_files, synthetic_warning
@@ -12,6 +13,8 @@ from pipeline.core.errors import PipelineError
 from pipeline.evaluation.figures import confusion_matrix_figure, curves_figure, roc_figure
 from pipeline.runs.display import provenance, spreadsheet_safe, without_server_paths
 from pipeline.runs.selection import SELECTION_LABEL, rank_by_validation, run_flags
+
+through_the_app()  # a page opened by its address on a fresh server comes back through streamlit_app.py
 
 st.title(":material/insights: Results")
 runs = runs_table()

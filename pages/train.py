@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from pages.common.frame import through_the_app
 from pages.common.loaders import current_dataset, runs_table
 from pages.common.settings import data_dir, demo_mode, ray_address, run_folder, runs_dir
 from pages.common.widgets import live_progress, show_error, skipped_files
@@ -22,6 +23,8 @@ from pipeline.runs.crossval import crossval_configs
 from pipeline.runs.display import escape_markdown
 from pipeline.training.engines import grid
 from pipeline.training.launch import gpu_present, launch, resume
+
+through_the_app()  # a page opened by its address on a fresh server comes back through streamlit_app.py
 
 st.title(":material/model_training: Train")
 if demo_mode():

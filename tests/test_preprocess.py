@@ -84,7 +84,7 @@ def _encode_png(array: np.ndarray) -> bytes:
 
 _MEASURE = """
 import resource, sys
-from pipeline.data.preprocess import decode_image
+from pipeline.data.decode import decode_image
 from pipeline.core.errors import ImageReadError
 data = open(sys.argv[1], "rb").read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
