@@ -212,6 +212,10 @@ def test_hosted_demo_serves_the_release_at_once_and_says_what_it_does_not_know(
         PYTHONDONTWRITEBYTECODE="1",
         RELEASE_DIR=str(release),
     ) as (base, process):
+        _open(page, base, "predict", "demo-predict-first-address")  # a visitor's link, before anyone saw Home
+        first_look = page.locator('[data-testid="stSidebarNav"]').inner_text()
+        assert "Home" in first_look and "streamlit app" not in first_look.lower(), f"the app's pages: {first_look}"
+        assert page.title().startswith("ALL vs HEM"), "the app's page config, not a bare page file"
         _open(page, base, "", "demo-home")
         sidebar = page.locator('[data-testid="stSidebar"]')
         assert sidebar.locator('[data-testid="stTextInput"]').count() == 0, "no free file-system path"
