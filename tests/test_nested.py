@@ -76,7 +76,7 @@ def test_inner_choices_never_see_the_outer_test_patients(monkeypatch: pytest.Mon
 def test_every_candidate_is_scored_on_the_same_folds_and_the_shortcut_fails_its_stress() -> None:
     results = nested.nested_cross_validation(_table(), folds=3)
     candidates = results["candidates"]
-    assert set(candidates) == {name for name in nested.CANDIDATES if nested.NEEDS.get(name) != "keras"}
+    assert set(candidates) == {name for name in nested.CANDIDATES if nested.NEEDS.get(name) not in ("keras", "others")}
     assert candidates["constant answer"]["roc_auc"] == 0.5
     area = candidates["cell area alone (shortcut)"]
     assert area["roc_auc"] > 0.95, "the planted shortcut alone separates the classes"
@@ -111,3 +111,45 @@ def test_size_normalised_cells_lose_nothing_when_zoomed_and_the_shortcut_needs_t
     assert set(nested.nested_cross_validation(without, folds=3)["candidates"]) == set(nested.CANDIDATES) - set(
         nested.NEEDS
     ), "a candidate whose view is missing is left out, not scored on the wrong features"
+
+
+def test_the_ensemble_averages_one_regression_per_backbone_each_tuned_on_inner_folds() -> None:
+    from pipeline.data.shortcuts import linear_model
+
+    table = _table(seed=0)
+    other = _table(seed=1)  # the same cells through another backbone: other features, the same labels and patients
+    other = candidate_models.CellTable(
+        table.is_all,
+        table.patients,
+        other.features,
+        table.descriptors,
+        other.stressed_features,
+        table.stressed_descriptors,
+        other.views,
+    )
+    ensemble = candidate_models.CellTable(
+        table.is_all,
+        table.patients,
+        table.features,
+        table.descriptors,
+        table.stressed_features,
+        table.stressed_descriptors,
+        table.views,
+        others={"second": other},
+    )
+    train, test = patient_folds(table.is_all, table.patients, 3)[0], None
+    train, test = np.setdiff1d(np.arange(len(table.is_all)), train), train
+    predict, choice = candidate_models._ensemble_model()(train, table.is_all, ensemble, table.patients)
+    assert len(choice["C"]) == 2 and all(c in candidate_models.C_GRID for c in choice["C"])
+    members = [
+        linear_model(c).fit(member.features[train], table.is_all[train]).predict_proba(member.features[test])[:, 1]
+        for c, member in zip(choice["C"], (table, other), strict=True)
+    ]
+    np.testing.assert_allclose(predict(test, None), np.mean(members, axis=0))
+    zoom = STRESSES[0]
+    assert not np.allclose(predict(test, zoom), predict(test, None)), "stressed features of every member are read"
+    results = nested.nested_cross_validation(ensemble, folds=3)["candidates"]
+    name = "ensemble: a logistic regression per backbone, C chosen on inner folds"
+    assert name in results and f"{name}, size-normalised cells" in results
+    assert all(len(fold["C"]) == 2 for fold in results[name]["choices"])
+    assert name not in nested.nested_cross_validation(table, folds=3)["candidates"], "no ensemble of one backbone"

@@ -46,6 +46,12 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs Ray reserves for each run")
 
 
+ENSEMBLE_HELP = (
+    "other frozen backbones, comma-separated (e.g. efficientnet_lite1,efficientnet_lite2), each at its native size: "
+    "adds an ensemble of one logistic regression per backbone"
+)
+
+
 def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     """info, shortcuts, nested, release, synth: what a data set holds and what can be learnt from it."""
     info = commands.add_parser("info", help="what a dataset root holds")
@@ -83,6 +89,7 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
         help="leave out the size-normalised and random-zoom candidates (they extract 5 more feature sets)",
     )
     nested.add_argument("--no-keras-head", action="store_true", help="leave out the product's head (loads Keras)")
+    nested.add_argument("--ensemble", default="", metavar="BACKBONES", help=ENSEMBLE_HELP)
     nested.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     nested.set_defaults(func=cmd_nested)
     release = commands.add_parser(

@@ -4,6 +4,7 @@ nested cross-validation and the release."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -19,14 +20,23 @@ def cmd_nested(args: argparse.Namespace) -> int:
     from ..core.files import write_json_atomic
     from ..training.nested import VIEWS, cell_table, nested_cross_validation, nested_lines
 
-    table = cell_table(
-        args.data,
-        args.backbone,
-        args.image_size,
-        args.folds,
-        progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True),
-        views=() if args.no_views else VIEWS,
-    )
+    def table_of(backbone: str, image_size: int) -> Any:
+        return cell_table(
+            args.data,
+            backbone,
+            image_size,
+            args.folds,
+            progress=lambda text: print(f"... {backbone}: {text}", file=sys.stderr, flush=True),
+            views=() if args.no_views else VIEWS,
+        )
+
+    table = table_of(args.backbone, args.image_size)
+    members = [name.strip() for name in args.ensemble.split(",") if name.strip()]
+    if members:
+        from ..models.lite import VARIANTS
+
+        sizes = {name: VARIANTS[name].native_size if name in VARIANTS else args.image_size for name in members}
+        table = dataclasses.replace(table, others={name: table_of(name, size) for name, size in sizes.items()})
     results = nested_cross_validation(table, args.folds, heads=not args.no_keras_head)
     print("\n".join(nested_lines(results)))
     if args.json:
@@ -36,6 +46,7 @@ def cmd_nested(args: argparse.Namespace) -> int:
                 "data": str(args.data),
                 "backbone": args.backbone,
                 "image_size": args.image_size,
+                "ensemble": members,
                 "cells": len(table.is_all),
                 **results,
             },

@@ -37,6 +37,8 @@ class CellTable:
     stressed_descriptors: dict[str, pd.DataFrame]
     views: dict[str, dict[str | None, np.ndarray]] = field(default_factory=dict)
     """Features of other views of the same cells (`VIEWS`): view -> stress (None: clean) -> features."""
+    others: dict[str, CellTable] = field(default_factory=dict)
+    """The same cells (same order, stresses and views) through other backbones, by name: an ensemble's members."""
 
     def features_of(self, view: str | None, stress: str | None) -> np.ndarray:
         """Features of every cell in `view` (None: as imaged), clean or under `stress`."""
@@ -88,6 +90,33 @@ def _feature_model(c: float | None, view: str | None = None, augment: str | None
 
         def predict(test: np.ndarray, stress: str | None) -> np.ndarray:
             return model.predict_proba(table.features_of(view, stress)[test])[:, 1]
+
+        return predict, {"C": chosen}
+
+    return fit
+
+
+def _ensemble_model(view: str | None = None) -> Callable[..., Any]:
+    """The mean P(ALL) of one logistic regression per backbone (this table's and `others`'), each with its C
+    chosen on inner patient folds of the training rows, on the features of `view`."""
+
+    def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray) -> tuple[Any, dict]:
+        members = [table, *table.others.values()]
+        models, chosen = [], []
+        for member in members:
+            features = member.features_of(view, None)
+            c = choose_c(features[train], is_all[train], patients[train])
+            models.append(linear_model(c).fit(features[train], is_all[train]))
+            chosen.append(c)
+
+        def predict(test: np.ndarray, stress: str | None) -> np.ndarray:
+            return np.mean(
+                [
+                    model.predict_proba(member.features_of(view, stress)[test])[:, 1]
+                    for model, member in zip(models, members, strict=True)
+                ],
+                axis=0,
+            )
 
         return predict, {"C": chosen}
 

@@ -40,6 +40,7 @@ from .candidates import (
     CellTable,
     _constant,
     _descriptor_model,
+    _ensemble_model,
     _feature_model,
     _keras_head,
 )
@@ -65,14 +66,21 @@ CANDIDATES: dict[str, Callable[..., Any]] = {
     "the product's head (lite recipe), size-normalised cells": _keras_head(SIZE_NORMALISED),
     "logistic regression, C chosen on inner folds, size-normalised cells": _feature_model(None, SIZE_NORMALISED),
     "logistic regression, C chosen on inner folds, + random-zoom copies": _feature_model(None, augment=RANDOM_ZOOM),
+    "ensemble: a logistic regression per backbone, C chosen on inner folds": _ensemble_model(),
+    "ensemble: a logistic regression per backbone, C chosen on inner folds, size-normalised cells": _ensemble_model(
+        SIZE_NORMALISED
+    ),
 }
 NEEDS = {
     "the product's head (lite recipe) on features": "keras",
     "the product's head (lite recipe), size-normalised cells": "keras",
     "logistic regression, C chosen on inner folds, size-normalised cells": SIZE_NORMALISED,
     "logistic regression, C chosen on inner folds, + random-zoom copies": RANDOM_ZOOM,
+    "ensemble: a logistic regression per backbone, C chosen on inner folds": "others",
+    "ensemble: a logistic regression per backbone, C chosen on inner folds, size-normalised cells": "others",
 }
-"""What a candidate needs beyond the as-imaged features: a view of the table, or Keras (`heads=True`)."""
+"""What a candidate needs beyond the as-imaged features: a view of the table, Keras (`heads=True`), or other
+backbones' tables (`others`, an ensemble)."""
 REFERENCE = "logistic regression on features, C fixed"
 
 
@@ -87,15 +95,7 @@ def nested_cross_validation(table: CellTable, folds: int = 3, seed: int = 0, hea
         "candidates": {},
     }
     for name, fit in CANDIDATES.items():
-        need = NEEDS.get(name)
-        if need is not None and (
-            need == "keras"
-            and not heads
-            or need != "keras"
-            and need not in table.views
-            or "size-normalised" in name
-            and SIZE_NORMALISED not in table.views
-        ):
+        if not _can_score(name, table, heads):
             continue
         prob = np.zeros(len(table.is_all))
         under = {stress: np.zeros(len(table.is_all)) for stress in table.stressed_features}
@@ -130,6 +130,19 @@ def nested_cross_validation(table: CellTable, folds: int = 3, seed: int = 0, hea
             "better_in": int((differences > 0).sum()),
         }
     return results
+
+
+def _can_score(name: str, table: CellTable, heads: bool) -> bool:
+    """Whether the table holds what candidate `name` needs (a view, other backbones) and Keras may be used."""
+    need = NEEDS.get(name)
+    members = [table, *table.others.values()]
+    if "size-normalised" in name and any(SIZE_NORMALISED not in member.views for member in members):
+        return False
+    if need == "keras":
+        return heads
+    if need == "others":
+        return bool(table.others)
+    return need is None or need in table.views
 
 
 def _constant_scores(outer: list[np.ndarray]) -> dict[str, Any]:
