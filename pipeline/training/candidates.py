@@ -96,18 +96,18 @@ def _feature_model(c: float | None, view: str | None = None, augment: str | None
     return fit
 
 
-def _ensemble_model(view: str | None = None) -> Callable[..., Any]:
-    """The mean P(ALL) of one logistic regression per backbone (this table's and `others`'), each with its C
-    chosen on inner patient folds of the training rows, on the features of `view`."""
+def _ensemble_model(view: str | None = None, c: float | None = None) -> Callable[..., Any]:
+    """The mean P(ALL) of one logistic regression per backbone (this table's and `others`'), each with `c` fixed or
+    (None) its C chosen on inner patient folds of the training rows, on the features of `view`."""
 
     def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray) -> tuple[Any, dict]:
         members = [table, *table.others.values()]
         models, chosen = [], []
         for member in members:
             features = member.features_of(view, None)
-            c = choose_c(features[train], is_all[train], patients[train])
-            models.append(linear_model(c).fit(features[train], is_all[train]))
-            chosen.append(c)
+            member_c = c if c is not None else choose_c(features[train], is_all[train], patients[train])
+            models.append(linear_model(member_c).fit(features[train], is_all[train]))
+            chosen.append(member_c)
 
         def predict(test: np.ndarray, stress: str | None) -> np.ndarray:
             return np.mean(

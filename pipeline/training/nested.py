@@ -66,7 +66,13 @@ CANDIDATES: dict[str, Callable[..., Any]] = {
     "the product's head (lite recipe), size-normalised cells": _keras_head(SIZE_NORMALISED),
     "logistic regression, C chosen on inner folds, size-normalised cells": _feature_model(None, SIZE_NORMALISED),
     "logistic regression, C chosen on inner folds, + random-zoom copies": _feature_model(None, augment=RANDOM_ZOOM),
+    "logistic regression, C fixed, size-normalised cells (the release's recipe)": _feature_model(
+        FIXED_C, SIZE_NORMALISED
+    ),
     "ensemble: a logistic regression per backbone, C chosen on inner folds": _ensemble_model(),
+    "ensemble: a logistic regression per backbone, C fixed, size-normalised cells": _ensemble_model(
+        SIZE_NORMALISED, FIXED_C
+    ),
     "ensemble: a logistic regression per backbone, C chosen on inner folds, size-normalised cells": _ensemble_model(
         SIZE_NORMALISED
     ),
@@ -76,7 +82,9 @@ NEEDS = {
     "the product's head (lite recipe), size-normalised cells": "keras",
     "logistic regression, C chosen on inner folds, size-normalised cells": SIZE_NORMALISED,
     "logistic regression, C chosen on inner folds, + random-zoom copies": RANDOM_ZOOM,
+    "logistic regression, C fixed, size-normalised cells (the release's recipe)": SIZE_NORMALISED,
     "ensemble: a logistic regression per backbone, C chosen on inner folds": "others",
+    "ensemble: a logistic regression per backbone, C fixed, size-normalised cells": "others",
     "ensemble: a logistic regression per backbone, C chosen on inner folds, size-normalised cells": "others",
 }
 """What a candidate needs beyond the as-imaged features: a view of the table, Keras (`heads=True`), or other
@@ -180,8 +188,11 @@ def nested_lines(results: dict[str, Any]) -> list[str]:
             f"vs reference {paired['mean']:+.3f} (better in {paired['better_in']} of {results['folds']})"
         )
         choices = [choice.get("C") for choice in scores["choices"] if choice.get("C") is not None]
-        if choices and name != REFERENCE:
-            lines.append(f"  {'':58s} C chosen per fold: {', '.join(f'{c:g}' for c in choices)}")
+        if choices and "chosen" in name:  # an ensemble chose one C per backbone
+            shown = (
+                "/".join(f"{c:g}" for c in choice) if isinstance(choice, list) else f"{choice:g}" for choice in choices
+            )
+            lines.append(f"  {'':58s} C chosen per fold: {', '.join(shown)}")
     return lines
 
 
