@@ -6,14 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from pipeline.core.errors import PipelineError
-from pipeline.data.decode import read_image
 from pipeline.data.preprocess import thumbnail
 from pipeline.evaluation.evaluate import confusion_cell, patient_errors
 from pipeline.evaluation.figures import (
     road_bars_figure,
 )
-from pipeline.explain.pictures import overlay
-from pipeline.inference.predict import class_index_of
+from pipeline.explain.pictures import saved_row_overlay
 from pipeline.runs.folder import RunFolder
 
 from .loaders import predictor_and_explainer
@@ -48,9 +46,7 @@ def confusion_gallery(folder: RunFolder, predictions: pd.DataFrame) -> None:
         caption = f"{row.patient} · P(ALL) {row.prob_all:.2f} · sure {row.confidence:.0%}"
         try:
             if explainer is not None:
-                model_input = predictor.prepare(read_image(row.path))
-                shown = class_index_of(row.predicted)  # the run's (TTA) call, not one plain pass
-                picture = overlay(model_input, explainer.heatmap(model_input, "gradcam", class_index=shown))
+                picture = saved_row_overlay(predictor, explainer, row.path, row.predicted)
             else:
                 picture = thumbnail(row.path)
             columns[index % 8].image(picture, caption=caption, width="stretch")

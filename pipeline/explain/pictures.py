@@ -13,7 +13,7 @@ import numpy as np
 from ..core.errors import ImageReadError
 from ..core.files import save_npy_atomic, write_bytes_atomic, write_json_atomic
 from ..data.decode import read_image
-from ..inference.predict import Predictor
+from ..inference.predict import Predictor, class_index_of
 from ..runs.contract import slug
 from .cams import DEFAULT_LAYER, Explainer, method_label
 
@@ -41,6 +41,14 @@ def colorize(plane: np.ndarray, size: int | None = None) -> np.ndarray:
         scale = size / max(image.shape[:2])
         image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     return image
+
+
+def saved_row_overlay(predictor: Predictor, explainer: Explainer, path: str, predicted: str) -> np.ndarray:
+    """Grad-CAM of a saved prediction (a row of a run's predictions): its image read and prepared again, the map
+    for the class the run called (its test-time-augmented call, not one plain pass), laid over the model's input.
+    `ImageReadError` when the image no longer reads."""
+    model_input = predictor.prepare(read_image(path))
+    return overlay(model_input, explainer.heatmap(model_input, "gradcam", class_index=class_index_of(predicted)))
 
 
 def explain_prediction(

@@ -16,17 +16,16 @@ import pandas as pd
 
 from ..core.errors import ImageReadError, PipelineError
 from ..core.files import write_bytes_atomic
-from ..data.decode import read_image
 from ..evaluation.evaluate import confusion_cell, patient_summary
 from ..evaluation.figures import confusion_matrix_figure, curves_figure, roc_figure, run_calibration_figure
 from ..evaluation.intervals import interval_line
 from ..evaluation.metrics import Metrics
-from ..inference.predict import Predictor, class_index_of
+from ..inference.predict import Predictor
 from ..runs.catalog import model_card
 from ..runs.display import provenance, shown_path, without_paths
 from ..runs.folder import RunFolder
 from .cams import Explainer
-from .pictures import overlay
+from .pictures import saved_row_overlay
 
 EXAMPLES = 4
 STYLE = (
@@ -73,18 +72,14 @@ def _examples(folder: RunFolder, predictions: pd.DataFrame, hide_paths: bool = F
     cells = []
     for row in picked.itertuples(index=False):
         try:
-            model_input = predictor.prepare(read_image(row.path))
+            picture = saved_row_overlay(predictor, explainer, row.path, row.predicted)
         except ImageReadError:
             continue
-        heatmap = explainer.heatmap(model_input, "gradcam", class_index=class_index_of(row.predicted))
         caption = (
             f"{html.escape(Path(row.path).name)} · {row.patient} · true {row.label}, called {row.predicted} "
             f"(P(ALL) {row.prob_all:.2f})"
         )
-        cells.append(
-            f'<figure><img width="240" src="{_png(overlay(model_input, heatmap))}">'
-            f"<figcaption>{caption}</figcaption></figure>"
-        )
+        cells.append(f'<figure><img width="240" src="{_png(picture)}"><figcaption>{caption}</figcaption></figure>')
     return f'<div class="grid">{"".join(cells)}</div>' if cells else "<p>No test image could be read.</p>"
 
 
