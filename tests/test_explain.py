@@ -164,3 +164,24 @@ def test_the_explainer_names_its_layers_stages_and_channels(b0_explainer: Explai
     assert b0_explainer.channels("top_activation") == 1280, "EfficientNet-B0's last convolution"
     assert b0_explainer.layer_label("top_activation") == "the last convolutional stage"
     assert b0_explainer.layer_label(layers[1]) == f"the end of stage 7 of 7 ({layers[1]})"
+
+
+@pytest.mark.slow
+def test_a_saved_rows_overlay_is_the_grad_cam_of_the_class_the_run_called(finished_run, tmp_path) -> None:
+    from pipeline.core.errors import ImageReadError
+    from pipeline.data.decode import read_image
+    from pipeline.explain.cams import Explainer
+    from pipeline.explain.pictures import saved_row_overlay
+    from pipeline.inference.predict import Predictor, class_index_of
+    from pipeline.runs.folder import RunFolder
+
+    predictor = Predictor.from_run(finished_run)
+    explainer = Explainer(predictor.model, forward=predictor.forward)
+    row = RunFolder(finished_run).predictions().iloc[0]
+    picture = saved_row_overlay(predictor, explainer, row.path, row.predicted)
+    model_input = predictor.prepare(read_image(row.path))
+    assert picture.dtype == np.uint8 and picture.shape == model_input.shape
+    called = overlay(model_input, explainer.heatmap(model_input, "gradcam", class_index=class_index_of(row.predicted)))
+    np.testing.assert_array_equal(picture, called)
+    with pytest.raises(ImageReadError):
+        saved_row_overlay(predictor, explainer, str(tmp_path / "gone.png"), row.predicted)
