@@ -153,3 +153,23 @@ def test_the_ensemble_averages_one_regression_per_backbone_each_tuned_on_inner_f
     assert name in results and f"{name}, size-normalised cells" in results
     assert all(len(fold["C"]) == 2 for fold in results[name]["choices"])
     assert name not in nested.nested_cross_validation(table, folds=3)["candidates"], "no ensemble of one backbone"
+
+
+@pytest.mark.slow
+def test_the_nested_command_runs_on_real_cells_and_writes_its_table(tmp_path, monkeypatch) -> None:
+    """`pipeline nested` end to end on the embedded real sample: features of every cell clean and under each stress
+    (Lite0 at a tiny size, ImageNet weights from the package), the candidates scored on 3 patient folds, JSON."""
+    import json
+
+    from pipeline.cli import main
+    from pipeline.core.config import EMBEDDED_SAMPLE
+
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    out = tmp_path / "nested.json"
+    args = ["nested", "--data", str(EMBEDDED_SAMPLE), "--image-size", "32", "--no-views", "--no-keras-head"]
+    assert main([*args, "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["cells"] == 441 and results["ensemble"] == [] and results["folds"] == 3
+    assert set(results["candidates"]) == set(nested.CANDIDATES) - set(nested.NEEDS), "no view, Keras or ensemble"
+    area = results["candidates"]["cell area alone (shortcut)"]
+    assert area["roc_auc"] > 0.75 and area["stressed_roc_auc"][STRESSES[0]] < 0.2, "the sample's size shortcut"

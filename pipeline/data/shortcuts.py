@@ -194,3 +194,15 @@ def shortcut_lines(results: dict[str, dict[str, Any]], folds: int) -> list[str]:
             f"  {name:18s} ROC AUC {scores['roc_auc']:.3f}  balanced accuracy {scores['balanced_accuracy']:.3f}{flag}"
         )
     return lines
+
+
+def fold_statistics(descriptors: pd.DataFrame, labels: np.ndarray, outer: list[np.ndarray]) -> np.ndarray:
+    """For each cell, the class statistics of its outer fold's training cells: a stressed test cell moves to
+    those, so no stress uses what its fold tests."""
+    statistics_of = np.empty(len(labels), dtype=object)
+    for test in outer:
+        train = np.setdiff1d(np.arange(len(labels)), test)
+        statistics = ClassStatistics.of(descriptors.iloc[train].reset_index(drop=True), labels[train])
+        for row in test:
+            statistics_of[row] = statistics
+    return statistics_of

@@ -25,10 +25,10 @@ from ..data.preprocess import preprocess, zoom_cell
 from ..data.shortcuts import (
     BASELINES,
     STRESSES,
-    ClassStatistics,
     describe,
     describe_files,
     fold_scores,
+    fold_statistics,
     patient_folds,
     stressed,
 )
@@ -216,7 +216,7 @@ def cell_table(
     say = progress or (lambda text: None)
     say(f"describing {len(paths)} cells")
     descriptors = describe_files(paths)
-    statistics_of = _fold_statistics(descriptors, labels, patient_folds(is_all, patients, folds, seed))
+    statistics_of = fold_statistics(descriptors, labels, patient_folds(is_all, patients, folds, seed))
     zoom = np.exp(np.random.default_rng(seed).uniform(*np.log(ZOOM_RANGE), len(paths)))
     model, weights = build_model(backbone, image_size, "imagenet", freeze_backbone=True)
     key = {
@@ -248,18 +248,6 @@ def cell_table(
         {stress: found[1] for stress, found in stressed_versions.items()},
         other_views,
     )
-
-
-def _fold_statistics(descriptors: pd.DataFrame, labels: np.ndarray, outer: list[np.ndarray]) -> np.ndarray:
-    """For each cell, the class statistics of its outer fold's training cells: a stressed test cell moves to
-    those, so no stress uses what its fold tests."""
-    statistics_of = np.empty(len(labels), dtype=object)
-    for test in outer:
-        train = np.setdiff1d(np.arange(len(labels)), test)
-        statistics = ClassStatistics.of(descriptors.iloc[train].reset_index(drop=True), labels[train])
-        for row in test:
-            statistics_of[row] = statistics
-    return statistics_of
 
 
 def _cell_version(
