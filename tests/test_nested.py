@@ -4,6 +4,8 @@ test. No TensorFlow: the features are drawn."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -100,14 +102,7 @@ def test_size_normalised_cells_lose_nothing_when_zoomed_and_the_shortcut_needs_t
     assert plain["roc_auc"] - plain["stressed_roc_auc"][zoom] > 0.1, "as imaged, the model leans on size"
     assert normalised["stressed_roc_auc"][zoom] == pytest.approx(normalised["roc_auc"])
     assert augmented["stressed_roc_auc"][zoom] > plain["stressed_roc_auc"][zoom], "random zoom leans on size less"
-    without = candidate_models.CellTable(
-        table.is_all,
-        table.patients,
-        table.features,
-        table.descriptors,
-        table.stressed_features,
-        table.stressed_descriptors,
-    )
+    without = dataclasses.replace(table, views={})
     assert set(nested.nested_cross_validation(without, folds=3)["candidates"]) == set(nested.CANDIDATES) - set(
         nested.NEEDS
     ), "a candidate whose view is missing is left out, not scored on the wrong features"
@@ -117,28 +112,13 @@ def test_the_ensemble_averages_one_regression_per_backbone_each_tuned_on_inner_f
     from pipeline.data.shortcuts import linear_model
 
     table = _table(seed=0)
-    other = _table(seed=1)  # the same cells through another backbone: other features, the same labels and patients
-    other = candidate_models.CellTable(
-        table.is_all,
-        table.patients,
-        other.features,
-        table.descriptors,
-        other.stressed_features,
-        table.stressed_descriptors,
-        other.views,
+    drawn = _table(seed=1)  # the same cells through another backbone: other features, the same labels and patients
+    other = dataclasses.replace(
+        table, features=drawn.features, stressed_features=drawn.stressed_features, views=drawn.views
     )
-    ensemble = candidate_models.CellTable(
-        table.is_all,
-        table.patients,
-        table.features,
-        table.descriptors,
-        table.stressed_features,
-        table.stressed_descriptors,
-        table.views,
-        others={"second": other},
-    )
-    train, test = patient_folds(table.is_all, table.patients, 3)[0], None
-    train, test = np.setdiff1d(np.arange(len(table.is_all)), train), train
+    ensemble = dataclasses.replace(table, others={"second": other})
+    test = patient_folds(table.is_all, table.patients, 3)[0]
+    train = np.setdiff1d(np.arange(len(table.is_all)), test)
     predict, choice = candidate_models._ensemble_model()(train, table.is_all, ensemble, table.patients)
     assert len(choice["C"]) == 2 and all(c in candidate_models.C_GRID for c in choice["C"])
     members = [
