@@ -141,11 +141,12 @@ opacity = cells[3].slider(
     help="Colour at the map's peak; where the map is low the cell shows through.",
 )
 if result.band is not None:
+    members = [member.backbone for member in predictor.release.members]
+    heads = "head" if len(members) == 1 else f"heads of {', '.join(members)} (the mean of their P(ALL))"
     scored = (
-        "the head fit on every patient"
+        f"the {heads} fit on every patient"
         if not result.fold
-        else f"the fold-{result.fold} head, which never saw this cell's patient (Grad-CAM shows the head fit on "
-        "every patient)"
+        else f"the fold-{result.fold} {heads}, which never saw this cell's patient"
     )
     band = (
         "No band: the input check failed"
@@ -179,6 +180,13 @@ with st.expander("More explanations: other methods and layers, faithfulness, fea
     want_features = st.toggle("Feature maps of a stage")
 
 st.subheader("Where the model looked")
+if predictor.release is not None and len(predictor.release.members) > 1:
+    st.caption(
+        f"The maps show {predictor.release.backbone}, the first of the {len(predictor.release.members)} averaged "
+        "networks, with its head fit on every patient."
+    )
+elif result.fold:
+    st.caption("The maps show the head fit on every patient.")
 panels = st.columns(len(methods or ["gradcam"]) + 1)
 panels[0].image(result.input, caption="Model input (resized + CLAHE)", width="stretch")
 for panel, method in zip(panels[1:], methods or ["gradcam"], strict=True):

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import expit
 
 from pipeline.cli import main
 from pipeline.core import config as config_module
@@ -22,18 +23,25 @@ from pipeline.models.release import MAX_BYTES, LinearHead, Release
 from pipeline.runs.catalog import run_row
 from pipeline.runs.contract import HEAD
 from pipeline.runs.folder import RunFolder
-from pipeline.training.release_build import build_release, cell_features, release_config
+from pipeline.training.release_build import build_release, cell_features, member_configs, release_config
 from tests.helpers import record_spawns
 
 pytestmark = pytest.mark.slow
 SIZE = 64  # Lite0 at 64 px: the same code as at 224, in seconds
+MEMBERS = ("efficientnet_lite0", "efficientnet_lite1")  # an ensemble of two, the primary first
 
 
 @pytest.fixture(scope="module")
 def small_release(tiny_data: Path, artifacts_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("release") / "release"
-    build_release(str(tiny_data), out, folds=3, image_size=SIZE)
+    build_release(str(tiny_data), out, folds=3, image_size=SIZE, backbones=MEMBERS)
     return out
+
+
+def _member_features(data: Path, paths: list[str]) -> list[np.ndarray]:
+    """Each member's pooled features of `paths`, as the builder computes them."""
+    configs = member_configs(release_config(str(data)), MEMBERS, SIZE)
+    return [cell_features(config, paths, lambda text: None)[0] for config in configs]
 
 
 def test_the_release_is_a_complete_run_folder_with_a_small_head_and_no_pickle(small_release: Path) -> None:
@@ -55,35 +63,42 @@ def test_every_fold_head_left_out_exactly_its_patients(small_release: Path, tiny
     predictions = pd.read_csv(small_release / "predictions.csv", dtype={"patient": str})
     assert (predictions.groupby("patient")["fold"].nunique() == 1).all(), "a patient lies in one fold"
     release = Release.load(small_release / HEAD)
+    assert [member.backbone for member in release.members] == list(MEMBERS)
     records = scan_dataset(str(tiny_data)).training_records()
-    features, _ = cell_features(
-        release_config(str(tiny_data), image_size=SIZE), [r.path for r in records], lambda text: None
-    )
+    features = _member_features(tiny_data, [r.path for r in records])
     is_all = np.array([r.label == "ALL" for r in records])
     chosen = RunFolder(small_release).metrics()["release"]["C_folds"]
     for fold in sorted(predictions["fold"].unique()):
         test = (predictions["fold"] == fold).to_numpy()
-        refit = LinearHead.fit(features[~test], is_all[~test], chosen[fold - 1])
-        assert np.allclose(refit.coef, release.heads[fold].coef, atol=1e-5), "the head of its fold, fit without it"
-        assert np.allclose(release.prob_all(features[test], fold), predictions["prob_all"][test], atol=2e-6)
+        for member, rows, member_c in zip(release.members, features, chosen, strict=True):
+            refit = LinearHead.fit(rows[~test], is_all[~test], member_c[fold - 1])
+            assert np.allclose(refit.coef, member.heads[fold].coef, atol=1e-5), (
+                "each member's fold head, fit without it"
+            )
+        each = [expit(m.heads[fold].logits(f[test])) for m, f in zip(release.members, features, strict=True)]
+        mean = np.mean(each, axis=0)  # the members' probabilities averaged, then the temperature
+        expected = expit(np.log(mean / (1 - mean)) / release.temperature)
+        assert np.allclose(release.prob_all([f[test] for f in features], fold), expected, atol=1e-9)
+        assert np.allclose(expected, predictions["prob_all"][test], atol=2e-6)
 
 
-def test_a_rebuild_gives_the_same_probabilities_and_the_keras_model_agrees(
+def test_a_rebuild_gives_the_same_probabilities_and_uploads_get_the_ensembles_answer(
     small_release: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "fresh"))  # no cached feature: computed again
-    again = build_release(str(tiny_data), tmp_path / "again", folds=3, image_size=SIZE)
+    again = build_release(str(tiny_data), tmp_path / "again", folds=3, image_size=SIZE, backbones=MEMBERS)
     first, second = (pd.read_csv(path / "predictions.csv") for path in (small_release, again.path))
     assert np.abs(first["prob_all"] - second["prob_all"]).max() <= 1e-4
     predictor = Predictor.from_run(small_release)
-    image = read_image(
-        first["path"].iloc[0]
-        if Path(first["path"].iloc[0]).is_file()
-        else scan_dataset(str(tiny_data)).training_records()[0].path
-    )
+    release = predictor.release
+    path = scan_dataset(str(tiny_data)).training_records()[0].path
+    image = read_image(path)
     prediction = predictor.predict_image(image)
+    features = _member_features(tiny_data, [path])
+    assert prediction.prob_all == pytest.approx(float(release.prob_all(features)[0]), abs=1e-4), "every member"
     keras_prob = float(predictor.predict_inputs(predictor.prepare(image)[None])[0])
-    assert prediction.prob_all == pytest.approx(keras_prob, abs=1e-4), "Grad-CAM explains the head that answers"
+    primary = float(expit(release.heads[0].logits(features[0])[0] / release.temperature))
+    assert keras_prob == pytest.approx(primary, abs=1e-4), "Grad-CAM explains the primary member's head"
     assert prediction.band in ("likely ALL", "uncertain", "likely HEM") and prediction.check is not None
 
 

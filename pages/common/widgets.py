@@ -229,8 +229,8 @@ def show_model_card(folder: RunFolder) -> None:
         )
         if release_card.is_file():
             st.caption(
-                "Released model: every figure below is out of fold (each cell scored by the head of the "
-                "patient fold that never saw its patient); uploads are answered by the head fit on every "
+                "Released model: every figure below is out of fold (each cell scored by the heads of the "
+                "patient fold that never saw its patient); uploads are answered by the heads fit on every "
                 "patient."
             )
             with st.expander("The release's card"):

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..core.config import RELEASE_BACKBONES
 from ..core.errors import PipelineError
 from ..models.model import LAST_CONV_LAYER
 from ..runs.lifecycle import cancel_on_sigterm
@@ -92,17 +93,7 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     nested.add_argument("--ensemble", default="", metavar="BACKBONES", help=ENSEMBLE_HELP)
     nested.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     nested.set_defaults(func=cmd_nested)
-    release = commands.add_parser(
-        "release",
-        help="build the released model (artifacts/release): a cross-fitted "
-        "logistic-regression head on size-normalised Lite0 features, with input checks",
-    )
-    release.add_argument("--data", required=True)
-    release.add_argument("--folds", type=int, default=3, help="patient folds of the cross-fitted heads")
-    release.add_argument("--out", type=Path, default=None, help="default: the project's artifacts/release")
-    release.add_argument("--c", type=float, default=1.0, help="the logistic regression's C, fixed (default 1)")
-    release.add_argument("--choose-c", action="store_true", help="choose C on inner patient folds instead")
-    release.set_defaults(func=cmd_release)
+    _add_release_command(commands)
 
     synth = commands.add_parser("synth", help="write synthetic C-NMC-like demo data")
     synth.add_argument("--out", required=True, type=Path)
@@ -110,6 +101,27 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--patients", type=int, default=6)
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_synth)
+
+
+def _add_release_command(commands: argparse._SubParsersAction) -> None:
+    """release: the released model, built from a data set."""
+    release = commands.add_parser(
+        "release",
+        help="build the released model (artifacts/release): cross-fitted logistic-regression heads on "
+        "size-normalised Lite0, Lite1 and Lite2 features, their probabilities averaged, with input checks",
+    )
+    release.add_argument("--data", required=True)
+    release.add_argument("--folds", type=int, default=3, help="patient folds of the cross-fitted heads")
+    release.add_argument("--out", type=Path, default=None, help="default: the project's artifacts/release")
+    release.add_argument("--c", type=float, default=1.0, help="the logistic regression's C, fixed (default 1)")
+    release.add_argument("--choose-c", action="store_true", help="choose C on inner patient folds instead")
+    release.add_argument(
+        "--backbones",
+        default=",".join(RELEASE_BACKBONES),
+        metavar="BACKBONES",
+        help="the members, comma-separated, the first shown by Grad-CAM (default: %(default)s)",
+    )
+    release.set_defaults(func=cmd_release)
 
 
 def _add_training_commands(commands: argparse._SubParsersAction) -> None:

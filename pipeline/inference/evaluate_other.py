@@ -105,6 +105,12 @@ def _images_to_evaluate(split: pd.DataFrame, data_dir: str | Path | None) -> tup
 
 def _predicted(predictor: Predictor, rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """The predictions table of the rows' images that read, and how many did not."""
+    if predictor.release is not None:  # each member prepares the image at its own size
+        answers = predictor.predict_paths(rows["path"].tolist())
+        read = answers["error"].isna().to_numpy()
+        return predictions_table(rows[read].reset_index(drop=True), answers["prob_all"][read].to_numpy()), int(
+            (~read).sum()
+        )
     images, failed = load_images(rows["path"].tolist(), predictor.config.image_size, predictor.config.clahe)
     keep = ~rows["path"].isin(list(failed)).to_numpy()
     rows = rows[keep].reset_index(drop=True)

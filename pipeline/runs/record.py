@@ -23,6 +23,22 @@ def weights_label(settings: dict[str, Any]) -> str:
     return f"{asked} (not loaded yet)" if asked else "unknown"
 
 
+def backbone_label(settings: dict[str, Any]) -> str | None:
+    """The backbone of a run's settings; a released ensemble's members joined by " + " (the primary first)."""
+    members = settings.get("members") or []
+    if len(members) > 1:
+        return " + ".join(str(member.get("backbone")) for member in members)
+    return settings.get("backbone")
+
+
+def image_size_label(settings: dict[str, Any]) -> Any:
+    """The input size of a run's settings; a released ensemble's sizes joined by "/" (each member has its own)."""
+    members = settings.get("members") or []
+    if len(members) > 1:
+        return "/".join(str(member.get("image_size")) for member in members)
+    return settings.get("image_size")
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """A run's settings as the layers above read them: its `TrainConfig` (None for a bare model trained elsewhere)

@@ -25,6 +25,33 @@ def _c_choice(facts: dict[str, Any]) -> str:
     return "chosen on inner patient folds"
 
 
+def _members(release: Any) -> str:
+    names = ", ".join(f"`{m.backbone}` at {m.image_size} px" for m in release.members)
+    several = len(release.members) > 1
+    return (
+        f"- Backbone{'s' if several else ''}: {names}, with ImageNet weights from their registry packages, frozen "
+        "(not stored here)."
+        + (
+            f" Grad-CAM and the feature maps show the first, `{release.backbone}`, and its head's share of the answer."
+            if several
+            else ""
+        )
+    )
+
+
+def _c_values(facts: dict[str, Any]) -> str:
+    values = facts["C_full"] if isinstance(facts["C_full"], list) else [facts["C_full"]]
+    if len(set(values)) == 1:
+        return f"{values[0]:g}" + (" each" if len(values) > 1 else "")
+    return ", ".join(f"{value:g}" for value in values)
+
+
+def _average(release: Any) -> str:
+    if len(release.members) == 1:
+        return ""
+    return f"P(ALL) is the mean of the {len(release.members)} heads' probabilities, then "
+
+
 def _bands(release: Any) -> str:
     low = f'"likely HEM" at P(ALL) <= {release.band_low:.2f}' if release.band_low > 0 else '"likely HEM" never'
     high = (
@@ -46,24 +73,25 @@ def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any], agreemen
         for row in patients
     )
     folds = "; ".join(f"fold {index}: {', '.join(names)}" for index, names in enumerate(facts["test_patients"], 1))
-    return f"""# Released model: ALL vs HEM, EfficientNet-Lite features and a logistic-regression head
+    return f"""# Released model: ALL vs HEM, EfficientNet-Lite features and logistic-regression heads
 
 **A research tool, not a diagnosis.**
 
 ## What it is
-- Backbone: `{release.backbone}` at {release.image_size} px with ImageNet weights from its registry package, frozen
-  (not stored here). Cells are size-normalised first: each cell is zoomed to cover {release.cell_area:.0%} of the
+{_members(release)}
+  Cells are size-normalised first: each cell is zoomed to cover {release.cell_area:.0%} of the
   picture, so the model cannot use a cell's size (the shortcut of C-NMC fold 1's three healthy subjects, whose
   cells are small), then CLAHE.
-- Head (`head.npz`, read with `allow_pickle=False`): standardisation and an L2 logistic regression with balanced
-  classes, C = {facts["C_full"]:g} ({_c_choice(facts)}), temperature {release.temperature:.3f} fitted on
-  out-of-fold predictions. Rows 1-{facts["folds"]} of the head file are the fold heads.
+- Heads (`head.npz`, read with `allow_pickle=False`): per backbone, standardisation and an L2 logistic regression
+  with balanced classes, C = {_c_values(facts)} ({_c_choice(facts)}); {_average(release)}temperature
+  {release.temperature:.3f} fitted on out-of-fold predictions. Rows 1-{facts["folds"]} of each head array are the
+  fold heads.
 - Data: `{str(settings.get("data_dir")).replace("`", "")}`, {settings.get("images")} real C-NMC cells.
 
 ## Which figure comes from what
-- Every figure below and on the Results page is **out of fold**: the cells of each patient fold were scored by a
-  head fit without that fold's patients. Patient folds: {folds}.
-- Uploads are answered by the head fit on every patient (row 0), which none of these figures measure.
+- Every figure below and on the Results page is **out of fold**: the cells of each patient fold were scored by
+  heads fit without that fold's patients. Patient folds: {folds}.
+- Uploads are answered by the heads fit on every patient (row 0), which none of these figures measure.
 - Intervals: 95 % patient bootstrap; with 3 healthy subjects, any figure about healthy cells rests on three people.
 
 ## Out-of-fold figures
@@ -85,6 +113,6 @@ def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any], agreemen
 {LICENCE}
 
 ## Rebuild
-`python -m pipeline release --data ../shared/cnmc-fold1` (about 5 minutes on 2 CPU cores; the same data gives the
+`python -m pipeline release --data ../shared/cnmc-fold1` (about 10 minutes on 2 CPU cores; the same data gives the
 same probabilities within 1e-4 on the same machine).
 """

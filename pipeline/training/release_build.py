@@ -1,6 +1,6 @@
-"""Building the released model (`python -m pipeline release`): features of every labelled cell, heads fit on patient
-folds and on everyone, the temperature, the out-of-distribution threshold and the bands from out-of-fold scores,
-written as a run folder with its card (`pipeline.models.release` is what is built)."""
+"""Building the released model (`python -m pipeline release`): features of every labelled cell through each member
+backbone, heads fit on patient folds and on everyone, the temperature, the out-of-distribution threshold and the bands
+from out-of-fold scores, written as a run folder with its card (`pipeline.models.release` is what is built)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from scipy.special import expit
 from ..core.config import (
     CELL_AREA,
     PROJECT_ROOT,
+    RELEASE_BACKBONES,
     RELEASE_DIR,
     ClaheSettings,
     TrainConfig,
@@ -25,29 +26,26 @@ from ..core.config import (
     recipe_config,
 )
 from ..core.errors import PipelineError
-from ..core.files import atomic_write, write_csv_atomic, write_json_atomic
 from ..data.cache import cache_key, cached_array, load_images
 from ..data.decode import read_image
 from ..data.layouts import scan_dataset
 from ..data.preprocess import pad_to_square
-from ..evaluation.evaluate import label_from_prob, metrics_from_predictions
-from ..evaluation.intervals import patient_bootstrap
+from ..evaluation.evaluate import label_from_prob
 from ..inference.batches import extract_features
+from ..models.input_checks import DistanceScore, FormatCheck, cell_shape
+from ..models.lite import VARIANTS
 from ..models.release import (
     BAND_AGREEMENT,
-    MAX_BYTES,
     OOD_PASS_SHARE,
     RELEASE_FOLDS,
-    DistanceScore,
-    FormatCheck,
     LinearHead,
+    Member,
     Release,
-    cell_shape,
+    mean_probability_logit,
 )
-from ..runs.contract import HEAD, PREDICTIONS, RELEASE_CARD, SPLIT, STATUS, now_iso
 from ..runs.folder import RunFolder
-from ..runs.release_card import card_text
 from .features import FEATURE_CODE_VERSION
+from .release_folder import release_metrics, write_release
 
 RELEASE_C = 1.0
 """The release's regularisation, fixed before looking (scikit-learn's default), not tuned on fold 1: fold-1
@@ -60,6 +58,16 @@ def release_config(data_dir: str, cell_area: float = CELL_AREA, image_size: int 
     size-normalised, one view (no test-time averaging: a cold demo answers in seconds)."""
     config = recipe_config("lite", data_dir, clahe=ClaheSettings(cell_area=cell_area), tta=False)
     return config.replace(image_size=image_size) if image_size else config
+
+
+def member_configs(config: TrainConfig, backbones: tuple[str, ...], image_size: int | None = None) -> list[TrainConfig]:
+    """One configuration per member backbone, each at its native size (or `image_size` for all)."""
+    unknown = [name for name in backbones if name not in VARIANTS]
+    if unknown or not backbones:
+        raise PipelineError(
+            f"A release's backbones are EfficientNet-Lite: {', '.join(VARIANTS)} (got {unknown or 'none'})."
+        )
+    return [config.replace(backbone=name, image_size=image_size or VARIANTS[name].native_size) for name in backbones]
 
 
 def fit_temperature(logits: np.ndarray, is_all: np.ndarray) -> float:
@@ -125,53 +133,56 @@ def fold_of(is_all: np.ndarray, patients: np.ndarray, folds: int, seed: int) -> 
 
 
 def cross_fit(
-    features: np.ndarray,
+    features: list[np.ndarray],
     is_all: np.ndarray,
     patients: np.ndarray,
     shapes: np.ndarray,
-    config: TrainConfig,
+    configs: list[TrainConfig],
     folds: int = RELEASE_FOLDS,
     c: float | None = RELEASE_C,
 ) -> tuple[Release, pd.DataFrame, dict[str, Any]]:
-    """The release fit on every cell, its fold heads, and every cell's out-of-fold P(ALL) and distance (`shapes`:
-    each cell's area and largest-part share, for the format check). `c`: the regularisation, fixed, or (None)
-    chosen on inner patient folds of each head's own training patients."""
+    """The release fit on every cell, its fold heads, and every cell's out-of-fold P(ALL) and distance. `features`
+    and `configs`: one per member, the primary first (its features measure the distance); `shapes`: each cell's area
+    and largest-part share, for the format check. `c`: the regularisation, fixed, or (None) chosen per member on inner
+    patient folds of each head's own training patients."""
     from .candidates import choose_c
 
-    def regularisation(rows: np.ndarray) -> float:
-        return c if c is not None else choose_c(features[rows], is_all[rows], patients[rows])
+    def head(member: np.ndarray, rows: np.ndarray) -> tuple[LinearHead, float]:
+        chosen = c if c is not None else choose_c(member[rows], is_all[rows], patients[rows])
+        return LinearHead.fit(member[rows], is_all[rows], chosen), chosen
 
-    fold = fold_of(is_all, patients, folds, config.seed)
-    logits, distances, chosen = np.zeros(len(is_all)), np.zeros(len(is_all)), []
-    heads = []
-    for index in range(1, folds + 1):
-        train, test = fold != index, fold == index
-        chosen.append(regularisation(train))
-        heads.append(LinearHead.fit(features[train], is_all[train], chosen[-1]))
-        logits[test] = heads[-1].logits(features[test])
-        distances[test] = DistanceScore.fit(features[train])(features[test])
-    c_all = regularisation(np.ones(len(is_all), bool))
+    fold = fold_of(is_all, patients, folds, configs[0].seed)
+    every = np.ones(len(is_all), bool)
+    fits = [[head(member, rows) for rows in [every, *(fold != k for k in range(1, folds + 1))]] for member in features]
+    members = [
+        Member(cfg.backbone, cfg.image_size, [h for h, _ in fit]) for cfg, fit in zip(configs, fits, strict=True)
+    ]
+    logits, distances = np.zeros(len(is_all)), np.zeros(len(is_all))
+    for k in range(1, folds + 1):
+        test = fold == k
+        logits[test] = mean_probability_logit(
+            [m.heads[k].logits(f[test]) for m, f in zip(members, features, strict=True)]
+        )
+        distances[test] = DistanceScore.fit(features[0][~test])(features[0][test])
     temperature = fit_temperature(logits, is_all)
     prob = expit(logits / temperature)
-    low, high = choose_bands(prob, is_all)
     release = Release(
-        config.backbone,
-        config.image_size,
-        config.clahe.cell_area,
-        [LinearHead.fit(features, is_all, c_all), *heads],
+        members,
+        configs[0].clahe.cell_area,
         temperature,
-        DistanceScore.fit(features),
+        DistanceScore.fit(features[0]),
         float(np.quantile(distances, OOD_PASS_SHARE)),
         FormatCheck.of(shapes[:, 0], shapes[:, 1]),
-        low,
-        high,
+        *choose_bands(prob, is_all),
     )
     table = pd.DataFrame({"fold": fold, "prob_all": np.round(prob, 6), "distance": np.round(distances, 4)})
-    return (
-        release,
-        table,
-        {"C_full": c_all, "C_folds": chosen, "C_choice": "fixed" if c is not None else "inner patient folds"},
-    )
+    choices = {
+        "C_full": [fit[0][1] for fit in fits],
+        "C_folds": [[chosen for _, chosen in fit[1:]] for fit in fits],
+        "C_choice": "fixed" if c is not None else "inner patient folds",
+        "members": [{"backbone": m.backbone, "image_size": m.image_size} for m in members],
+    }
+    return release, table, choices
 
 
 def _shape_of(path: str) -> tuple[float, float]:
@@ -186,24 +197,30 @@ def build_release(
     progress: Callable[[str], None] | None = None,
     image_size: int | None = None,
     c: float | None = RELEASE_C,
+    backbones: tuple[str, ...] = RELEASE_BACKBONES,
 ) -> RunFolder:
     """Build the release from every labelled training cell of `data_dir` and write it as a run folder: config,
-    status, split (every cell trained the head that answers uploads), out-of-fold predictions, metrics with
-    patient-bootstrap intervals and the per-subject table, `head.npz` and its card."""
+    status, split (every cell trained the heads that answer uploads), out-of-fold predictions, metrics with
+    patient-bootstrap intervals and the per-subject table, `head.npz` and its card. `backbones`: the members, the
+    primary first, each at its native size (or `image_size`)."""
     say = progress or (lambda text: None)
     records = scan_dataset(data_dir).training_records()
     if not records:
         raise PipelineError(f"{data_dir} holds no labelled cell to build a release from.")
-    config = release_config(data_dir, cell_area, image_size)
+    configs = member_configs(release_config(data_dir, cell_area), backbones, image_size)
     paths = [record.path for record in records]
     labels = np.array([record.label for record in records])
     patients = np.array([record.patient for record in records]).astype(str)
-    features, weights = cell_features(config, paths, say)
+    features, weights = [], []
+    for config in configs:
+        member, label = cell_features(config, paths, lambda text, name=config.backbone: say(f"{name}: {text}"))
+        features.append(member)
+        weights.append(label)
     say("measuring cell shapes")
     with ThreadPoolExecutor(max_workers=4) as pool:
         shapes = np.array(list(pool.map(_shape_of, paths)))
     say("cross-fitting the heads")
-    release, table, choices = cross_fit(features, labels == "ALL", patients, shapes, config, folds, c)
+    release, table, choices = cross_fit(features, labels == "ALL", patients, shapes, configs, folds, c)
     shown = [os.path.relpath(Path(path).resolve(), PROJECT_ROOT) for path in paths]
     predictions = pd.DataFrame(
         {
@@ -217,69 +234,10 @@ def build_release(
             "in_distribution": table["distance"] <= release.distance_threshold,
         }
     )
-    metrics = _release_metrics(predictions, release, choices, folds, patients, table["fold"].to_numpy())
-    folder = _write_release(Path(out_dir), release, predictions, metrics, config, data_dir, weights)
+    metrics = release_metrics(predictions, release, choices, folds, patients, table["fold"].to_numpy())
+    folder = write_release(
+        Path(out_dir), release, predictions, metrics, configs[0], data_dir, "; ".join(dict.fromkeys(weights))
+    )
     size = sum(file.stat().st_size for file in folder.path.iterdir() if file.is_file())
     say(f"release written to {folder.path} ({size / 1e6:.2f} MB)")
-    return folder
-
-
-def _release_metrics(
-    predictions: pd.DataFrame, release: Any, choices: dict[str, Any], folds: int, patients: np.ndarray, fold: np.ndarray
-) -> dict[str, Any]:
-    """metrics.json of the release: out-of-fold figures with intervals, and what the release chose."""
-    metrics = {
-        **metrics_from_predictions(predictions),
-        "subset": "out-of-fold (every cell)",
-        "intervals": patient_bootstrap(predictions),
-        "tta": False,
-        "figures": "out-of-fold: every cell scored by the fold head that never saw its patient",
-        "release": {
-            "folds": folds,
-            "temperature": release.temperature,
-            **choices,
-            "distance_threshold": release.distance_threshold,
-            "bands": [release.band_low, release.band_high],
-            "test_patients": [sorted(set(patients[fold == k])) for k in range(1, folds + 1)],
-        },
-    }
-    return metrics
-
-
-def _write_release(
-    out: Path,
-    release: Any,
-    predictions: pd.DataFrame,
-    metrics: dict[str, Any],
-    config: Any,
-    data_dir: str,
-    weights: str,
-) -> RunFolder:
-    """The release as a run folder: head, split, predictions, metrics, config, status and card, each written whole;
-    refused when the head is over the size a commit may hold."""
-    out.mkdir(parents=True, exist_ok=True)
-    folder = RunFolder(out)
-    release.save(folder.file(HEAD))
-    write_csv_atomic(folder.file(SPLIT), predictions[["path", "patient", "label"]].assign(subset="train"))
-    write_csv_atomic(folder.file(PREDICTIONS), predictions)
-    folder.write_metrics(metrics)
-    folder.write_config(
-        {
-            **config.replace(data_dir=os.path.relpath(Path(data_dir).resolve(), PROJECT_ROOT)).to_dict(),
-            "weights_used": weights,
-            "data_kind": "real",
-            "created": now_iso(),
-            "images": len(predictions),
-            "release": True,
-        }
-    )
-    write_json_atomic(
-        folder.file(STATUS),
-        {"state": "completed", "phase": "released", "finished_at": now_iso(), "updated_at": now_iso()},
-    )
-    atomic_write(
-        folder.file(RELEASE_CARD), lambda target: target.write_text(card_text(folder, release, metrics, BAND_AGREEMENT))
-    )
-    if folder.file(HEAD).stat().st_size > MAX_BYTES:
-        raise PipelineError(f"The head is {folder.file(HEAD).stat().st_size} bytes, over {MAX_BYTES}.")
     return folder
