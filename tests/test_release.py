@@ -96,6 +96,8 @@ def test_a_rebuild_gives_the_same_probabilities_and_uploads_get_the_ensembles_an
     prediction = predictor.predict_image(image)
     features = _member_features(tiny_data, [path])
     assert prediction.prob_all == pytest.approx(float(release.prob_all(features)[0]), abs=1e-4), "every member"
+    again = predictor.predict_image(image)  # the first call ran eagerly, this one compiled: the same answer
+    assert again.prob_all == pytest.approx(prediction.prob_all, abs=1e-5)
     keras_prob = float(predictor.predict_inputs(predictor.prepare(image)[None])[0])
     primary = float(expit(release.heads[0].logits(features[0])[0] / release.temperature))
     assert keras_prob == pytest.approx(primary, abs=1e-4), "Grad-CAM explains the primary member's head"

@@ -16,7 +16,7 @@ from ..core.errors import ImageReadError, PipelineError
 from ..data.decode import decode_image, read_image
 from ..data.preprocess import pad_to_square, preprocess
 from ..evaluation.evaluate import fitted_temperature, label_from_prob, with_temperature
-from ..models.model import compiled_forward, feature_extractor, load_model
+from ..models.model import compiled_forward, compiled_later, feature_extractor, load_model
 from ..runs.contract import HEAD, PREDICTIONS
 from ..runs.folder import RunFolder
 from .batches import class_probabilities, one_at_a_time
@@ -112,10 +112,10 @@ class Predictor:
 
     def __post_init__(self) -> None:
         self.forward = compiled_forward(self.model)
-        self.features = compiled_forward(feature_extractor(self.model)) if self.release is not None else None
+        self.features = compiled_later(feature_extractor(self.model)) if self.release is not None else None
         # A released ensemble's members after the primary, each with its pooled-feature network.
         self.other_members = (
-            [(member, compiled_forward(member.feature_model())) for member in self.release.members[1:]]
+            [(member, compiled_later(member.feature_model())) for member in self.release.members[1:]]
             if self.release is not None
             else []
         )
