@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..core.config import EMBEDDED_SAMPLE
 from ..data.layouts import cell_name
-from .record import weights_label
+from .record import backbone_label, image_size_label, weights_label
 
 
 def shown_path(path: str | Path | None, hide_paths: bool = False) -> str:
@@ -110,8 +110,8 @@ def provenance(config: dict[str, Any], hide_paths: bool = False, markdown: bool 
         f"Data: {bold}{value(config.get('data_kind', '?'))}{bold} "
         f"({value(shown_path(config.get('data_dir'), hide_paths))}) · "
         f"weights: {bold}{value(weights_label(config))}{bold} · "
-        f"{value(config.get('backbone'))} at {value(config.get('image_size'))} px · "
-        f"split: {value(config.get('split'))}"
+        f"{value(backbone_label(config))} at {value(image_size_label(config))} px · "
+        f"split: {value('patient folds, out of fold' if config.get('release') else config.get('split'))}"
     )
 
 
