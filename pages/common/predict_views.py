@@ -55,7 +55,7 @@ def example_or_picked_cell(folder: RunFolder, model_dir: str, model_mtime: float
     st.markdown("**…or click a real cell** of the embedded C-NMC sample (marked by its role for this model):")
     examples = _examples(str(folder.path), mtime(folder.split_path))
     if folder.released:  # a release answers them out of fold
-        examples = [{**example, "role": "its fold's head held it out"} for example in examples]
+        examples = [{**example, "role": "held out by its fold's heads"} for example in examples]
     patient_of.update({example["path"]: example["patient"] for example in examples})
     columns = st.columns(len(examples))
     for column, example in zip(columns, examples, strict=True):

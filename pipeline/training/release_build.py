@@ -60,6 +60,18 @@ def release_config(data_dir: str, cell_area: float = CELL_AREA, image_size: int 
     return config.replace(image_size=image_size) if image_size else config
 
 
+def members_weights(labels: list[str]) -> str:
+    """One weights label for the members: `imagenet (package 1; package 2; ...)` when every member's is ImageNet's from
+    a package (the converted file's name left out), else the labels joined."""
+    if len(labels) > 1 and all(label.startswith("imagenet (") for label in labels):
+        return (
+            "imagenet ("
+            + "; ".join(label[len("imagenet (") :].split(", converted")[0].rstrip(")") for label in labels)
+            + ")"
+        )
+    return "; ".join(dict.fromkeys(labels))
+
+
 def member_configs(config: TrainConfig, backbones: tuple[str, ...], image_size: int | None = None) -> list[TrainConfig]:
     """One configuration per member backbone, each at its native size (or `image_size` for all)."""
     unknown = [name for name in backbones if name not in VARIANTS]
@@ -235,9 +247,7 @@ def build_release(
         }
     )
     metrics = release_metrics(predictions, release, choices, folds, patients, table["fold"].to_numpy())
-    folder = write_release(
-        Path(out_dir), release, predictions, metrics, configs[0], data_dir, "; ".join(dict.fromkeys(weights))
-    )
+    folder = write_release(Path(out_dir), release, predictions, metrics, configs[0], data_dir, members_weights(weights))
     size = sum(file.stat().st_size for file in folder.path.iterdir() if file.is_file())
     say(f"release written to {folder.path} ({size / 1e6:.2f} MB)")
     return folder
