@@ -76,3 +76,28 @@ def test_an_interval_resting_on_fewer_than_three_patients_of_a_class_is_na_with_
     assert sensitivity["low"] <= sensitivity["value"] <= sensitivity["high"], "five ALL patients carry it"
     two_each = patient_bootstrap(predictions[predictions["patient"].isin(["ALL0", "ALL1", "HEM0", "HEM1"])], 50)
     assert "only 2 ALL patients and 2 HEM subjects" in two_each["roc_auc"]["unavailable"]
+
+
+def test_a_paired_difference_is_scikit_learns_difference_resampled_together() -> None:
+    predictions = _predictions(6, seed=3)
+    truth = predictions["label"] == "ALL"
+    noise = np.random.default_rng(7).normal(0, 0.15, len(predictions))
+    worse = np.clip(predictions["prob_all"].to_numpy() + noise, 0, 1)  # the same cells, a noisier model
+    paired = patient_bootstrap(predictions, samples=300, baseline=worse)
+    expected = roc_auc_score(truth, predictions["prob_all"]) - roc_auc_score(truth, worse)
+    assert paired["roc_auc"]["value"] == pytest.approx(expected) and expected > 0
+    assert paired["roc_auc"]["low"] <= expected <= paired["roc_auc"]["high"]
+    apart = [
+        patient_bootstrap(predictions.assign(prob_all=p), samples=300)["roc_auc"]
+        for p in (predictions["prob_all"], worse)
+    ]
+    unpaired = (apart[0]["high"] - apart[0]["low"]) + (apart[1]["high"] - apart[1]["low"])
+    assert paired["roc_auc"]["high"] - paired["roc_auc"]["low"] < unpaired, "pairing removes the patients' spread"
+    itself = patient_bootstrap(predictions, samples=50, baseline=predictions["prob_all"].to_numpy())
+    assert all(f["value"] == 0 and f["low"] == 0 and f["high"] == 0 for f in itself.values())
+
+
+def test_a_paired_difference_on_too_few_patients_is_na_too() -> None:
+    predictions = _predictions(2)
+    paired = patient_bootstrap(predictions, samples=50, baseline=np.full(len(predictions), 0.5))
+    assert paired["roc_auc"]["low"] is None and "only 2 ALL patients" in paired["roc_auc"]["unavailable"]

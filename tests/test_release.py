@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.special import expit
+from sklearn.metrics import roc_auc_score
 
 from pipeline.cli import main
 from pipeline.core import config as config_module
@@ -82,6 +83,15 @@ def test_every_fold_head_left_out_exactly_its_patients(small_release: Path, tiny
         expected = expit(np.log(mean / (1 - mean)) / release.temperature)
         assert np.allclose(release.prob_all([f[test] for f in features], fold), expected, atol=1e-9)
         assert np.allclose(expected, predictions["prob_all"][test], atol=2e-6)
+    first = np.zeros(len(records))  # the first member alone, out of fold: the baseline the card puts beside it
+    for fold in sorted(predictions["fold"].unique()):
+        test = (predictions["fold"] == fold).to_numpy()
+        first[test] = release.members[0].heads[fold].logits(features[0][test])
+    metrics = RunFolder(small_release).metrics()
+    alone = metrics["release"]["first_member_alone"]
+    assert alone["roc_auc"] == pytest.approx(roc_auc_score(is_all, first), abs=1e-9)
+    gain = roc_auc_score(is_all, predictions["prob_all"]) - roc_auc_score(is_all, first)
+    assert alone["gain"]["roc_auc"]["value"] == pytest.approx(gain, abs=1e-9)
 
 
 def test_a_rebuild_gives_the_same_probabilities_and_uploads_get_the_ensembles_answer(

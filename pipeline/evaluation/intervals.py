@@ -56,51 +56,74 @@ FIGURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 """Each figure from (is ALL, P(ALL)) of the images."""
 
 
-def patient_bootstrap(
-    predictions: pd.DataFrame, samples: int = BOOTSTRAP_SAMPLES, level: float = LEVEL, seed: int = 0
-) -> dict[str, dict[str, float | int | None]]:
-    """Per figure: the point estimate and a percentile interval over `samples` resamples of the patients of
-    `predictions` (columns label, patient, prob_all), drawn with replacement within each class. A figure
-    that needs both classes is None when the predictions hold one. An interval resting on a class with fewer
-    than `MIN_PATIENTS` patients is n/a (`low` and `high` None) and `unavailable` says why."""
+def _patient_draws(
+    predictions: pd.DataFrame, samples: int, seed: int
+) -> tuple[np.ndarray, list[np.ndarray], dict[str, int], int]:
+    """(is ALL per image, the rows of each resample, patients per class, patients): `samples` resamples of the
+    patients, drawn with replacement within each class; no resample when the predictions hold one class."""
     truth = (predictions["label"] == "ALL").to_numpy()
-    prob = predictions["prob_all"].to_numpy(dtype=float)
     # a patient of each class apart: images of unknown patients ("unknown") of both classes are not one patient
     patients = (predictions["patient"].astype(str) + "|" + predictions["label"].astype(str)).to_numpy()
     groups = {name: np.flatnonzero(patients == name) for name in np.unique(patients)}
     by_class = [[name for name, rows in groups.items() if truth[rows[0]] == is_all] for is_all in (True, False)]
-    result: dict[str, dict[str, float | int | None]] = {}
+    counts = {"ALL": len(by_class[0]), "HEM": len(by_class[1])}
     if not all(by_class):
-        return {
-            name: {
-                "value": None,
-                "low": None,
-                "high": None,
-                "patients": len(groups),
-                "unavailable": "the predictions hold one class only",
-            }
-            for name in FIGURES
-        }
+        return truth, [], counts, len(groups)
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(samples):
         chosen = [rng.choice(names, len(names)) for names in by_class]
         draws.append(np.concatenate([groups[name] for names in chosen for name in names]))
-    alpha = (1 - level) / 2
-    counts = {"ALL": len(by_class[0]), "HEM": len(by_class[1])}
-    for name, figure in FIGURES.items():
-        result[name] = {"value": figure(truth, prob), "low": None, "high": None, "patients": len(groups)}
-        few = [
-            f"{counts[label]} {label} {'patient' if label == 'ALL' else 'subject'}{'s' * (counts[label] != 1)}"
-            for label in CLASSES_OF[name]
-            if counts[label] < MIN_PATIENTS
-        ]
-        if few:
-            result[name]["unavailable"] = (
-                f"only {' and '.join(few)}: an interval needs at least {MIN_PATIENTS} of each class it rests on"
-            )
+    return truth, draws, counts, len(groups)
+
+
+def _too_few(name: str, counts: dict[str, int]) -> str | None:
+    """Why an interval of figure `name` is n/a (a class it rests on has fewer than MIN_PATIENTS), or None."""
+    few = [
+        f"{counts[label]} {label} {'patient' if label == 'ALL' else 'subject'}{'s' * (counts[label] != 1)}"
+        for label in CLASSES_OF[name]
+        if counts[label] < MIN_PATIENTS
+    ]
+    if not few:
+        return None
+    return f"only {' and '.join(few)}: an interval needs at least {MIN_PATIENTS} of each class it rests on"
+
+
+def patient_bootstrap(
+    predictions: pd.DataFrame,
+    samples: int = BOOTSTRAP_SAMPLES,
+    level: float = LEVEL,
+    seed: int = 0,
+    baseline: np.ndarray | None = None,
+) -> dict[str, dict[str, float | int | None]]:
+    """Per figure: the point estimate and a percentile interval over `samples` resamples of the patients of
+    `predictions` (columns label, patient, prob_all), drawn with replacement within each class. A figure
+    that needs both classes is None when the predictions hold one. An interval resting on a class with fewer
+    than `MIN_PATIENTS` patients is n/a (`low` and `high` None) and `unavailable` says why. With `baseline` (another
+    model's P(ALL) of the same images), each figure is the difference, this model's minus the baseline's, resampled
+    together: a paired comparison."""
+    truth, draws, counts, patients = _patient_draws(predictions, samples, seed)
+    prob = predictions["prob_all"].to_numpy(dtype=float)
+    other = None if baseline is None else np.asarray(baseline, dtype=float)
+
+    def figure_of(name: str, rows: np.ndarray) -> float:
+        value = FIGURES[name](truth[rows], prob[rows])
+        return value if other is None else value - FIGURES[name](truth[rows], other[rows])
+
+    if not draws:
+        return {
+            name: {"value": None, "low": None, "high": None, "patients": patients}
+            | {"unavailable": "the predictions hold one class only"}
+            for name in FIGURES
+        }
+    alpha, every = (1 - level) / 2, np.arange(len(truth))
+    result: dict[str, dict[str, float | int | None]] = {}
+    for name in FIGURES:
+        result[name] = {"value": figure_of(name, every), "low": None, "high": None, "patients": patients}
+        if why := _too_few(name, counts):
+            result[name]["unavailable"] = why
             continue
-        values = np.array([figure(truth[rows], prob[rows]) for rows in draws])
+        values = np.array([figure_of(name, rows) for rows in draws])
         result[name].update(low=float(np.quantile(values, alpha)), high=float(np.quantile(values, 1 - alpha)))
     return result
 

@@ -52,6 +52,27 @@ def _average(release: Any) -> str:
     return f"P(ALL) is the mean of the {len(release.members)} heads' probabilities, then "
 
 
+def _signed(figure: dict[str, Any]) -> str:
+    if figure.get("value") is None:
+        return "undefined"
+    if figure.get("low") is None or figure.get("high") is None:
+        return f"{figure['value']:+.3f} (95 % CI n/a: {figure.get('unavailable') or 'none'})"
+    return f"{figure['value']:+.3f} (95 % CI {figure['low']:+.3f} to {figure['high']:+.3f})"
+
+
+def _beside_first(facts: dict[str, Any]) -> str:
+    alone = facts.get("first_member_alone")
+    if not alone:
+        return ""
+    gain = alone["gain"]
+    return (
+        f"\n- Beside its first member alone (`{alone['backbone']}`, one head, the same folds and cells): ROC AUC "
+        f"{alone['roc_auc']:.3f}, balanced accuracy {alone['balanced_accuracy']:.3f}. The average's gain: ROC AUC "
+        f"{_signed(gain['roc_auc'])}, balanced accuracy {_signed(gain['balanced_accuracy'])} (the same patient "
+        "resamples for both)."
+    )
+
+
 def _bands(release: Any) -> str:
     low = f'"likely HEM" at P(ALL) <= {release.band_low:.2f}' if release.band_low > 0 else '"likely HEM" never'
     high = (
@@ -97,7 +118,7 @@ def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any], agreemen
 ## Out-of-fold figures
 - {interval_line(metrics.get("intervals"))}
 - Balanced accuracy {metrics.get("balanced_accuracy", float("nan")):.3f}, ROC AUC
-  {metrics.get("roc_auc") or float("nan"):.3f} (pooled over the folds), at P(ALL) >= 0.5.
+  {metrics.get("roc_auc") or float("nan"):.3f} (pooled over the folds), at P(ALL) >= 0.5.{_beside_first(facts)}
 - Bands: {_bands(release)}, else "uncertain" (edges where out-of-fold cells agreed with the band at least
   {agreement:.0%} of the time, classes weighed equally; a band no edge reaches is never said).
 - Input checks: a picture that is not one cell on a black background (shape, stained area, separate objects) or

@@ -169,9 +169,10 @@ def cross_fit(
     members = [
         Member(cfg.backbone, cfg.image_size, [h for h, _ in fit]) for cfg, fit in zip(configs, fits, strict=True)
     ]
-    logits, distances = np.zeros(len(is_all)), np.zeros(len(is_all))
+    logits, distances, first = np.zeros(len(is_all)), np.zeros(len(is_all)), np.zeros(len(is_all))
     for k in range(1, folds + 1):
         test = fold == k
+        first[test] = members[0].heads[k].logits(features[0][test])
         logits[test] = mean_probability_logit(
             [m.heads[k].logits(f[test]) for m, f in zip(members, features, strict=True)]
         )
@@ -188,6 +189,7 @@ def cross_fit(
         *choose_bands(prob, is_all),
     )
     table = pd.DataFrame({"fold": fold, "prob_all": np.round(prob, 6), "distance": np.round(distances, 4)})
+    table["first_member_prob_all"] = expit(first)  # the first member alone, out of fold: the baseline beside it
     choices = {
         "C_full": [fit[0][1] for fit in fits],
         "C_folds": [[chosen for _, chosen in fit[1:]] for fit in fits],
@@ -246,7 +248,9 @@ def build_release(
             "in_distribution": table["distance"] <= release.distance_threshold,
         }
     )
-    metrics = release_metrics(predictions, release, choices, folds, patients, table["fold"].to_numpy())
+    metrics = release_metrics(
+        predictions, release, choices, folds, table["fold"].to_numpy(), table["first_member_prob_all"].to_numpy()
+    )
     folder = write_release(Path(out_dir), release, predictions, metrics, configs[0], data_dir, members_weights(weights))
     size = sum(file.stat().st_size for file in folder.path.iterdir() if file.is_file())
     say(f"release written to {folder.path} ({size / 1e6:.2f} MB)")

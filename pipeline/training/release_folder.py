@@ -27,9 +27,16 @@ from ..runs.release_card import card_text
 
 
 def release_metrics(
-    predictions: pd.DataFrame, release: Any, choices: dict[str, Any], folds: int, patients: np.ndarray, fold: np.ndarray
+    predictions: pd.DataFrame,
+    release: Any,
+    choices: dict[str, Any],
+    folds: int,
+    fold: np.ndarray,
+    first_member: np.ndarray,
 ) -> dict[str, Any]:
-    """metrics.json of the release: out-of-fold figures with intervals, and what the release chose."""
+    """metrics.json of the release: out-of-fold figures with intervals, what the release chose, and for an ensemble
+    its first member alone on the same folds (`first_member`: its out-of-fold P(ALL)) with the paired gain."""
+    patients = predictions["patient"].to_numpy()
     metrics = {
         **metrics_from_predictions(predictions),
         "subset": "out-of-fold (every cell)",
@@ -45,6 +52,14 @@ def release_metrics(
             "test_patients": [sorted(set(patients[fold == k])) for k in range(1, folds + 1)],
         },
     }
+    if len(release.members) > 1:
+        alone = patient_bootstrap(predictions.assign(prob_all=first_member))
+        metrics["release"]["first_member_alone"] = {
+            "backbone": release.backbone,
+            **{name: figure["value"] for name, figure in alone.items()},
+            "intervals": alone,
+            "gain": patient_bootstrap(predictions, baseline=first_member),
+        }
     return metrics
 
 
