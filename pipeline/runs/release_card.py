@@ -134,6 +134,6 @@ def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any], agreemen
 {LICENCE}
 
 ## Rebuild
-`python -m pipeline release --data ../shared/cnmc-fold1` (about 10 minutes on 2 CPU cores; the same data gives the
-same probabilities within 1e-4 on the same machine).
+`python -m pipeline release --data ../shared/cnmc-fold1` (about 6 minutes on 2 CPU cores the first time, under a
+minute with the features cached; the same data gives the same probabilities within 1e-4 on the same machine).
 """

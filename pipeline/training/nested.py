@@ -56,6 +56,7 @@ ZOOM_RANGE = (0.75, 1.33)
 1's ALL to healthy mean cell areas (1.47) either way."""
 
 
+RELEASE_RECIPE = "ensemble: a logistic regression per backbone, C fixed, size-normalised cells (the release's recipe)"
 CANDIDATES: dict[str, Callable[..., Any]] = {
     "constant answer": _constant,
     "cell area alone (shortcut)": _descriptor_model(BASELINES["cell area"]),
@@ -66,13 +67,11 @@ CANDIDATES: dict[str, Callable[..., Any]] = {
     "the product's head (lite recipe), size-normalised cells": _keras_head(SIZE_NORMALISED),
     "logistic regression, C chosen on inner folds, size-normalised cells": _feature_model(None, SIZE_NORMALISED),
     "logistic regression, C chosen on inner folds, + random-zoom copies": _feature_model(None, augment=RANDOM_ZOOM),
-    "logistic regression, C fixed, size-normalised cells (the release's recipe)": _feature_model(
+    "logistic regression, C fixed, size-normalised cells (one member of the release)": _feature_model(
         FIXED_C, SIZE_NORMALISED
     ),
     "ensemble: a logistic regression per backbone, C chosen on inner folds": _ensemble_model(),
-    "ensemble: a logistic regression per backbone, C fixed, size-normalised cells": _ensemble_model(
-        SIZE_NORMALISED, FIXED_C
-    ),
+    RELEASE_RECIPE: _ensemble_model(SIZE_NORMALISED, FIXED_C),
     "ensemble: a logistic regression per backbone, C chosen on inner folds, size-normalised cells": _ensemble_model(
         SIZE_NORMALISED
     ),
@@ -82,9 +81,9 @@ NEEDS = {
     "the product's head (lite recipe), size-normalised cells": "keras",
     "logistic regression, C chosen on inner folds, size-normalised cells": SIZE_NORMALISED,
     "logistic regression, C chosen on inner folds, + random-zoom copies": RANDOM_ZOOM,
-    "logistic regression, C fixed, size-normalised cells (the release's recipe)": SIZE_NORMALISED,
+    "logistic regression, C fixed, size-normalised cells (one member of the release)": SIZE_NORMALISED,
     "ensemble: a logistic regression per backbone, C chosen on inner folds": "others",
-    "ensemble: a logistic regression per backbone, C fixed, size-normalised cells": "others",
+    RELEASE_RECIPE: "others",
     "ensemble: a logistic regression per backbone, C chosen on inner folds, size-normalised cells": "others",
 }
 """What a candidate needs beyond the as-imaged features: a view of the table, Keras (`heads=True`), or other
