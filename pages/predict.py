@@ -8,6 +8,7 @@ import streamlit as st
 
 from pages.common.frame import through_the_app
 from pages.common.loaders import (
+    cached_averaged_gradcam,
     cached_heatmap,
     cached_prediction,
     image_key,
@@ -25,7 +26,7 @@ from pipeline.explain.pictures import colorize, overlay
 from pipeline.explain.road import QUICK_FRACTIONS, share_on_cell
 from pipeline.inference.cells import zip_images
 from pipeline.runs.catalog import run_config
-from pipeline.runs.display import escape_markdown, provenance, spreadsheet_safe
+from pipeline.runs.display import backbone_name, escape_markdown, provenance, spreadsheet_safe
 
 through_the_app()  # a page opened by its address on a fresh server comes back through streamlit_app.py
 
@@ -176,20 +177,32 @@ with st.expander("More explanations: other methods and layers, faithfulness, fea
         value=16,
         help="Faster Score-CAM masks in only the strongest channels of the layer.",
     )
+    ensemble = predictor.release is not None and len(predictor.release.members) > 1
+    want_average = ensemble and st.toggle(
+        f"Grad-CAM averaged over the {len(predictor.release.members)} networks",
+        help="Each network's Grad-CAM at its last convolutional stage, on its own input, resized and averaged: "
+        "the map of the answer shown. The first time takes a few seconds.",
+    )
     want_faithfulness = st.toggle("Faithfulness of each map (ROAD: a few seconds per map)")
     want_features = st.toggle("Feature maps of a stage")
 
 st.subheader("Where the model looked")
-if predictor.release is not None and len(predictor.release.members) > 1:
+if ensemble:
+    count = len(predictor.release.members)
     st.caption(
-        f"The maps show {predictor.release.backbone}, the first of the {len(predictor.release.members)} averaged "
-        "networks, with its head fit on every patient."
+        f"The maps show {predictor.release.backbone}, the first of the {count} averaged networks, with its head fit "
+        "on every patient"
+        + (
+            f"; the last map averages the Grad-CAM of all {count}."
+            if want_average
+            else " (More explanations averages all)."
+        )
     )
 elif result.fold:
     st.caption("The maps show the head fit on every patient.")
-panels = st.columns(len(methods or ["gradcam"]) + 1)
+panels = st.columns(len(methods or ["gradcam"]) + 1 + bool(want_average))
 panels[0].image(result.input, caption="Model input (resized + CLAHE)", width="stretch")
-for panel, method in zip(panels[1:], methods or ["gradcam"], strict=True):
+for panel, method in zip(panels[1 : len(panels) - bool(want_average)], methods or ["gradcam"], strict=True):
     try:
         heatmap = cached_heatmap(model_dir, model_mtime, key, method, layer, scorecam_channels, result)
     except PipelineError as error:
@@ -216,6 +229,16 @@ for panel, method in zip(panels[1:], methods or ["gradcam"], strict=True):
             delta=f"{faith['combined'] - faith['random_in_cell']:+.3f} vs random maps in the cell",
             help="Higher: more faithful.",
         )
+if want_average:
+    averaged = cached_averaged_gradcam(model_dir, model_mtime, key, result)
+    names = ", ".join(backbone_name(member.backbone) for member in predictor.release.members)
+    panels[-1].image(
+        overlay(result.input, averaged, opacity),
+        width="stretch",
+        caption=f"Grad-CAM averaged over {names} (yellow = most important)",
+    )
+    on_cell = share_on_cell(result.input, averaged)
+    panels[-1].metric("Map on the cell", "—" if on_cell is None else f"{on_cell:.0%}")
 if want_faithfulness:
     st.caption(
         "Faithfulness (ROAD): the predicted class's probability as the map's most relevant pixels are removed "

@@ -116,6 +116,31 @@ def test_a_rebuild_gives_the_same_probabilities_and_uploads_get_the_ensembles_an
     assert prediction.band in ("likely ALL", "uncertain", "likely HEM") and prediction.check is not None
 
 
+def test_the_averaged_gradcam_is_the_mean_of_each_members_own_map(small_release: Path, tiny_data: Path) -> None:
+    from pipeline.explain.cams import Explainer
+    from pipeline.explain.pictures import averaged_gradcam
+
+    predictor = Predictor.from_run(small_release)
+    path = scan_dataset(str(tiny_data)).training_records()[1].path
+    prediction = predictor.predict_image(read_image(path))
+    assert len(prediction.member_inputs) == 1 and prediction.member_inputs[0].shape == (SIZE, SIZE, 3)
+    second = predictor.member_models()[0]  # the second member with its head: its own calibrated answer
+    features = _member_features(tiny_data, [path])
+    release = predictor.release
+    own = expit(release.members[1].heads[0].logits(features[1])[0] / release.temperature)
+    assert float(second.predict(prediction.member_inputs[0][None].astype(np.float32), verbose=0)[0, 1]) == (
+        pytest.approx(own, abs=1e-4)
+    )
+    explainers = [Explainer(predictor.model), Explainer(second)]
+    inputs = [prediction.input, *prediction.member_inputs]
+    averaged = averaged_gradcam(explainers, inputs, prediction.class_index)
+    maps = [
+        e.heatmap(x, "gradcam", class_index=prediction.class_index) for e, x in zip(explainers, inputs, strict=True)
+    ]
+    assert averaged.shape == prediction.input.shape[:2] and np.allclose(averaged, np.mean(maps, axis=0), atol=1e-6)
+    assert np.allclose(averaged_gradcam(explainers[:1], inputs[:1], prediction.class_index), maps[0], atol=1e-6)
+
+
 def test_predict_takes_a_folder_and_a_zip_and_summarises_each(
     small_release: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -215,6 +240,10 @@ def test_a_demo_with_a_release_trains_nothing_and_answers_with_its_band(
     assert not app.exception, [e.value for e in app.exception]
     assert next(box for box in app.selectbox if box.label == "Model").value == "released-model"
     next(button for button in app.button if button.label == "Predict").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    next(toggle for toggle in app.toggle if toggle.label.startswith("Grad-CAM averaged over the 2")).set_value(
+        True
+    ).run()
     assert not app.exception, [e.value for e in app.exception]
     shown = " ".join(block.value for block in app.markdown)
     assert "Answered by the" in shown and ("calibrated on held-out patients" in shown or "input check failed" in shown)

@@ -12,7 +12,7 @@ import streamlit as st
 from pipeline.data.layouts import Dataset, scan_dataset
 from pipeline.data.preprocess import thumbnail
 from pipeline.explain.cams import Explainer
-from pipeline.explain.pictures import explain_prediction
+from pipeline.explain.pictures import averaged_gradcam, explain_prediction
 from pipeline.inference.predict import Predictor
 from pipeline.runs.catalog import crossval_summary_path, list_runs, model_card, released_row
 from pipeline.runs.folder import RunFolder
@@ -84,6 +84,19 @@ def cached_heatmap(
     """An explanation of a prediction's shown class, computed once per image, model, method, layer and channels."""
 
     return explain_prediction(_explainer(run_dir, model_mtime), _prediction, method, layer, scorecam_channels=channels)
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def cached_averaged_gradcam(run_dir: str, model_mtime: float, image_key: str, _prediction: Any) -> Any:
+    """A released ensemble's Grad-CAM averaged over its networks, for the class shown, once per image and model."""
+    explainers = [_explainer(run_dir, model_mtime), *_member_explainers(run_dir, model_mtime)]
+    inputs = [_prediction.input, *_prediction.member_inputs]
+    return averaged_gradcam(explainers, inputs, _prediction.class_index)
+
+
+@st.cache_resource(show_spinner="Preparing the other networks' explanations…", max_entries=3)
+def _member_explainers(run_dir: str, model_mtime: float) -> list[Any]:
+    return [Explainer(model) for model in _predictor(run_dir, model_mtime).member_models()]
 
 
 def model_key(run_id: str) -> tuple[str, float]:

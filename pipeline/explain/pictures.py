@@ -15,7 +15,7 @@ from ..core.files import save_npy_atomic, write_bytes_atomic, write_json_atomic
 from ..data.decode import read_image
 from ..inference.predict import Predictor, class_index_of
 from ..runs.contract import slug
-from .cams import DEFAULT_LAYER, Explainer, method_label
+from .cams import DEFAULT_LAYER, Explainer, method_label, upsample
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.6) -> np.ndarray:
@@ -57,6 +57,17 @@ def explain_prediction(
     """The heatmap of `prediction` (a `predict.Prediction`) for the class it shows: with test-time augmentation
     that class can differ from what one plain forward pass would pick, and a map must explain what is shown."""
     return explainer.heatmap(prediction.input, method, layer, prediction.class_index, **options)
+
+
+def averaged_gradcam(explainers: Sequence[Explainer], inputs: Sequence[np.ndarray], class_index: int) -> np.ndarray:
+    """The mean of each network's Grad-CAM (at its last convolutional stage, for `class_index`, on its own input),
+    each map resized to the first input's size: the map of an ensemble that averages its members' answers."""
+    height, width = np.asarray(inputs[0]).shape[:2]
+    maps = [
+        upsample(explainer.heatmap(model_input, "gradcam", DEFAULT_LAYER, class_index), height, width)
+        for explainer, model_input in zip(explainers, inputs, strict=True)
+    ]
+    return np.clip(np.mean(maps, axis=0), 0.0, 1.0).astype(np.float32)
 
 
 def explain_files(

@@ -40,6 +40,8 @@ class Prediction:
     fold: int = 0
     """Which of a released model's heads answered: 0 the head fit on every patient, k the head of patient fold k
     (one that never saw this image's patient)."""
+    member_inputs: tuple[np.ndarray, ...] = ()
+    """A released ensemble's inputs of its members after the primary, each prepared at its own size."""
 
     @classmethod
     def from_prob_all(
@@ -50,6 +52,7 @@ class Prediction:
         check: InputCheck | None = None,
         band: str | None = None,
         fold: int = 0,
+        member_inputs: tuple[np.ndarray, ...] = (),
     ) -> Prediction:
         """A prediction from P(ALL): the class it calls and the probability of that class."""
         predicted = str(label_from_prob(np.array([prob_all]))[0])
@@ -63,6 +66,7 @@ class Prediction:
             check,
             band,
             fold,
+            member_inputs,
         )
 
 
@@ -113,12 +117,11 @@ class Predictor:
     def __post_init__(self) -> None:
         self.forward = compiled_forward(self.model)
         self.features = compiled_later(feature_extractor(self.model)) if self.release is not None else None
-        # A released ensemble's members after the primary, each with its pooled-feature network.
-        self.other_members = (
-            [(member, compiled_later(member.feature_model())) for member in self.release.members[1:]]
-            if self.release is not None
-            else []
-        )
+        # A released ensemble's members after the primary: each with its pooled-feature network and that network's
+        # compiled forward pass; their class-score models are built when first asked for.
+        pooled = [member.feature_model() for member in self.release.members[1:]] if self.release is not None else []
+        self.other_members = [(model, compiled_later(model)) for model in pooled]
+        self._member_models: list[Any] | None = None
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
@@ -159,7 +162,10 @@ class Predictor:
         model_input = self.prepare(image_rgb)
         if self.release is None:
             return self.predict_image_input(model_input)
-        features = [self.pooled_features(np.asarray(model_input)[None]), *self.member_features(image_rgb)]
+        member_inputs = tuple(
+            preprocess(image_rgb, member.image_size, self.config.clahe) for member in self.release.members[1:]
+        )
+        features = [self.pooled_features(np.asarray(model_input)[None]), *self.member_features(member_inputs)]
         fold = (self.patient_folds or {}).get(str(patient), 0) if patient else 0
         prob_all = float(self.release.prob_all(features, fold)[0])
         check = InputCheck(
@@ -167,7 +173,9 @@ class Predictor:
             float(self.release.distance(features[0])[0]),
             self.release.distance_threshold,
         )
-        return Prediction.from_prob_all(prob_all, False, model_input, check, self.release.band(prob_all), fold)
+        return Prediction.from_prob_all(
+            prob_all, False, model_input, check, self.release.band(prob_all), fold, member_inputs
+        )
 
     @one_at_a_time
     def pooled_features(self, inputs: np.ndarray) -> np.ndarray:
@@ -175,12 +183,21 @@ class Predictor:
         return np.asarray(self.features(np.asarray(inputs, np.float32)), np.float64)
 
     @one_at_a_time
-    def member_features(self, image_rgb: np.ndarray) -> list[np.ndarray]:
-        """The pooled features of an RGB image through each member after the primary, each at its own size."""
+    def member_features(self, member_inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        """The pooled features of one image through each member after the primary (its inputs, one per member)."""
         return [
-            np.asarray(forward(preprocess(image_rgb, member.image_size, self.config.clahe)[None].astype(np.float32)))
-            for member, forward in self.other_members
+            np.asarray(forward(np.asarray(model_input, np.float32)[None]))
+            for model_input, (_, forward) in zip(member_inputs, self.other_members, strict=True)
         ]
+
+    def member_models(self) -> list[Any]:
+        """Each member after the primary as a Keras model (its network and its head fit on everyone, softmax over
+        HEM, ALL) for its Grad-CAM; built once, on the networks that answer."""
+        if self._member_models is None:
+            self._member_models = [
+                self.release.keras_model(index, pooled) for index, (pooled, _) in enumerate(self.other_members, start=1)
+            ]
+        return self._member_models
 
     def predict_image_input(self, model_input: np.ndarray) -> Prediction:
         """The prediction for one prepared model input, as the run makes it (with TTA when it uses it); for a

@@ -167,19 +167,21 @@ class Release:
         except (OSError, KeyError, ValueError, TypeError) as error:
             raise PipelineError(f"{path} is not a readable released head ({error}).") from error
 
-    def keras_model(self) -> Any:
-        """The primary member's backbone -> pooled features -> its head fit on everyone, as one Keras model (softmax
-        over HEM, ALL) that Grad-CAM and the feature maps take like any run's model. With several members it
-        explains the primary member's share of the answer, not the average."""
+    def keras_model(self, member: int = 0, pooled_model: Any = None) -> Any:
+        """A member's backbone -> pooled features -> its head fit on everyone, as one Keras model (softmax over HEM,
+        ALL) that Grad-CAM and the feature maps take like any run's model: the primary's by default (with several
+        members, its share of the answer, not the average). `pooled_model`: the member's pooled-feature network, to
+        build on instead of a new backbone."""
         import keras
 
-        from .model import FEATURE_NORM_LAYER, POOL_LAYER, _backbone
+        from .model import FEATURE_NORM_LAYER
 
-        base, _ = _backbone(self.backbone, self.image_size, "imagenet")
-        base.trainable = False
-        head = self.heads[0]
-        x = keras.layers.GlobalAveragePooling2D(name=POOL_LAYER)(base.output)
-        x = keras.layers.Normalization(mean=head.mean, variance=head.scale**2, name=FEATURE_NORM_LAYER)(x)
+        chosen = self.members[member]
+        pooled_model = pooled_model if pooled_model is not None else chosen.feature_model()
+        head = chosen.heads[0]
+        x = keras.layers.Normalization(mean=head.mean, variance=head.scale**2, name=FEATURE_NORM_LAYER)(
+            pooled_model.output
+        )
         dense = keras.layers.Dense(2, activation="softmax", name="predictions", dtype="float32")
         outputs = dense(x)
         half = head.coef / (2 * self.temperature)  # softmax of (-l/2, l/2) is sigmoid(l) for ALL
@@ -191,7 +193,7 @@ class Release:
             -head.intercept / (2 * self.temperature),
         )
         dense.set_weights([kernel, bias])
-        return keras.Model(base.input, outputs, name=f"{self.backbone}_release")
+        return keras.Model(pooled_model.input, outputs, name=f"{chosen.backbone}_release")
 
 
 def _suffix(index: int) -> str:
