@@ -87,6 +87,14 @@ def mean_probability_logit(logits: np.ndarray) -> np.ndarray:
     return logsumexp(log_expit(logits), axis=0) - logsumexp(log_expit(-logits), axis=0)
 
 
+def member_logits(members: list[Member], features: list[np.ndarray], head: int = 0) -> list[np.ndarray]:
+    """Each member's logit of ALL from its head `head` (0: fit on everyone; k: without fold k); `features`: one array
+    per member."""
+    if len(features) != len(members):
+        raise PipelineError(f"{len(features)} feature arrays for {len(members)} members.")
+    return [member.heads[head].logits(rows) for member, rows in zip(members, features, strict=True)]
+
+
 @dataclass(frozen=True)
 class Release:
     """Everything the released model is besides its backbones."""
@@ -123,11 +131,7 @@ class Release:
     def logits(self, features: list[np.ndarray], head: int = 0) -> np.ndarray:
         """The uncalibrated ensemble logit: the logit of the mean of the members' P(ALL), from each member's head
         fit on everyone (0) or on the patients outside fold `head`; `features`: one array per member."""
-        if len(features) != len(self.members):
-            raise PipelineError(f"{len(features)} feature arrays for {len(self.members)} members.")
-        return mean_probability_logit(
-            [member.heads[head].logits(rows) for member, rows in zip(self.members, features, strict=True)]
-        )
+        return mean_probability_logit(member_logits(self.members, features, head))
 
     def prob_all(self, features: list[np.ndarray], head: int = 0) -> np.ndarray:
         """Calibrated P(ALL) from the heads fit on everyone (0) or on the patients outside fold `head`."""

@@ -42,6 +42,7 @@ from ..models.release import (
     Member,
     Release,
     mean_probability_logit,
+    member_logits,
 )
 from ..runs.folder import RunFolder
 from .features import FEATURE_CODE_VERSION
@@ -172,10 +173,8 @@ def cross_fit(
     logits, distances, first = np.zeros(len(is_all)), np.zeros(len(is_all)), np.zeros(len(is_all))
     for k in range(1, folds + 1):
         test = fold == k
-        first[test] = members[0].heads[k].logits(features[0][test])
-        logits[test] = mean_probability_logit(
-            [m.heads[k].logits(f[test]) for m, f in zip(members, features, strict=True)]
-        )
+        each = member_logits(members, [member[test] for member in features], k)
+        first[test], logits[test] = each[0], mean_probability_logit(each)
         distances[test] = DistanceScore.fit(features[0][~test])(features[0][test])
     temperature = fit_temperature(logits, is_all)
     prob = expit(logits / temperature)
