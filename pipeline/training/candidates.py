@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.shortcuts import (
+    BASELINES,
     fold_scores,
     linear_model,
     patient_folds,
@@ -96,29 +97,19 @@ def _feature_model(c: float | None, view: str | None = None, augment: str | None
     return fit
 
 
-def _ensemble_model(view: str | None = None, c: float | None = None) -> Callable[..., Any]:
-    """The mean P(ALL) of one logistic regression per backbone (this table's and `others`'), each with `c` fixed or
-    (None) its C chosen on inner patient folds of the training rows, on the features of `view`."""
+def _ensemble_model(view: str | None = None, c: float | None = None, augment: str | None = None) -> Callable[..., Any]:
+    """The mean P(ALL) of one logistic regression per backbone (this table's and `others'`), each with `c` fixed or
+    (None) its C chosen on inner patient folds of the training rows, on the features of `view`, trained also on
+    the rows of each member's `augment` view."""
 
     def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray) -> tuple[Any, dict]:
         members = [table, *table.others.values()]
-        models, chosen = [], []
-        for member in members:
-            features = member.features_of(view, None)
-            member_c = c if c is not None else choose_c(features[train], is_all[train], patients[train])
-            models.append(linear_model(member_c).fit(features[train], is_all[train]))
-            chosen.append(member_c)
+        models = [_feature_model(c, view, augment)(train, is_all, member, patients) for member in members]
 
         def predict(test: np.ndarray, stress: str | None) -> np.ndarray:
-            return np.mean(
-                [
-                    model.predict_proba(member.features_of(view, stress)[test])[:, 1]
-                    for model, member in zip(models, members, strict=True)
-                ],
-                axis=0,
-            )
+            return np.mean([member_predict(test, stress) for member_predict, _ in models], axis=0)
 
-        return predict, {"C": chosen}
+        return predict, {"C": [choice["C"] for _, choice in models]}
 
     return fit
 
@@ -178,3 +169,65 @@ def choose_c(features: np.ndarray, is_all: np.ndarray, patients: np.ndarray, ext
             prob[test] = linear_model(c).fit(rows, labels).predict_proba(features[test])[:, 1]
         scores[c] = fold_scores(is_all, prob, folds)["roc_auc"]
     return max(C_GRID, key=lambda c: (scores[c], c))
+
+
+SIZE_NORMALISED = "size-normalised"
+RANDOM_ZOOM = "random zoom"
+PERTURBED = "size-normalised, perturbed"
+VIEWS = (SIZE_NORMALISED, RANDOM_ZOOM, PERTURBED)
+"""Other views of the same cells: every cell zoomed to `CELL_AREA` (at training and at test time, so size says
+nothing); one copy of every cell zoomed by a random factor in `ZOOM_RANGE` whatever its class (augmentation); one
+copy of every cell rotated, flipped, stain-jittered and defocused at random (`data.perturb`), then size-normalised
+(augmentation of the size-normalised cells)."""
+ZOOM_RANGE = (0.75, 1.33)
+"""Random zoom: a factor on the cell's width, log-uniform; its area then varies 0.56-1.77x, about the ratio of fold
+1's ALL to healthy mean cell areas (1.47) either way."""
+
+
+RELEASE_RECIPE = "ensemble: a logistic regression per backbone, C fixed, size-normalised cells (the release's recipe)"
+CANDIDATES: dict[str, Callable[..., Any]] = {
+    "constant answer": _constant,
+    "cell area alone (shortcut)": _descriptor_model(BASELINES["cell area"]),
+    "size, brightness, sharpness, colour (shortcuts)": _descriptor_model(BASELINES["all of these"]),
+    "logistic regression on features, C fixed": _feature_model(FIXED_C),
+    "logistic regression on features, C chosen on inner folds": _feature_model(None),
+    "the product's head (lite recipe) on features": _keras_head(),
+    "the product's head (lite recipe), size-normalised cells": _keras_head(SIZE_NORMALISED),
+    "logistic regression, C chosen on inner folds, size-normalised cells": _feature_model(None, SIZE_NORMALISED),
+    "logistic regression, C chosen on inner folds, + random-zoom copies": _feature_model(None, augment=RANDOM_ZOOM),
+    "logistic regression, C fixed, size-normalised cells (one member of the release)": _feature_model(
+        FIXED_C, SIZE_NORMALISED
+    ),
+    "logistic regression, C fixed, size-normalised cells + perturbed copies": _feature_model(
+        FIXED_C, SIZE_NORMALISED, augment=PERTURBED
+    ),
+    "ensemble: a logistic regression per backbone, C chosen on inner folds": _ensemble_model(),
+    RELEASE_RECIPE: _ensemble_model(SIZE_NORMALISED, FIXED_C),
+    "ensemble: a logistic regression per backbone, C chosen on inner folds, size-normalised cells": _ensemble_model(
+        SIZE_NORMALISED
+    ),
+    "ensemble: a logistic regression per backbone, C fixed, size-normalised cells + perturbed copies": (
+        _ensemble_model(SIZE_NORMALISED, FIXED_C, augment=PERTURBED)
+    ),
+}
+NEEDS: dict[str, tuple[str, ...]] = {
+    "the product's head (lite recipe) on features": ("keras",),
+    "the product's head (lite recipe), size-normalised cells": ("keras", SIZE_NORMALISED),
+    "logistic regression, C chosen on inner folds, size-normalised cells": (SIZE_NORMALISED,),
+    "logistic regression, C chosen on inner folds, + random-zoom copies": (RANDOM_ZOOM,),
+    "logistic regression, C fixed, size-normalised cells (one member of the release)": (SIZE_NORMALISED,),
+    "logistic regression, C fixed, size-normalised cells + perturbed copies": (SIZE_NORMALISED, PERTURBED),
+    "ensemble: a logistic regression per backbone, C chosen on inner folds": ("others",),
+    RELEASE_RECIPE: ("others", SIZE_NORMALISED),
+    "ensemble: a logistic regression per backbone, C chosen on inner folds, size-normalised cells": (
+        "others",
+        SIZE_NORMALISED,
+    ),
+    "ensemble: a logistic regression per backbone, C fixed, size-normalised cells + perturbed copies": (
+        "others",
+        SIZE_NORMALISED,
+        PERTURBED,
+    ),
+}
+"""What a candidate needs beyond the as-imaged features: views of the table (of every member's table, for an
+ensemble), Keras (`heads=True`), or other backbones' tables (`others`, an ensemble)."""

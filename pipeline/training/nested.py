@@ -21,9 +21,9 @@ from ..core.config import CELL_AREA, ClaheSettings
 from ..data.cache import cache_key, cached_array
 from ..data.decode import read_image
 from ..data.layouts import scan_dataset
+from ..data.perturb import PERTURBATION_VERSION, perturb_cell
 from ..data.preprocess import preprocess, zoom_cell
 from ..data.shortcuts import (
-    BASELINES,
     STRESSES,
     describe,
     describe_files,
@@ -36,58 +36,17 @@ from ..evaluation.intervals import patient_bootstrap
 from ..inference.batches import extract_features
 from ..models.model import backbone_fingerprint, build_model
 from .candidates import (
-    FIXED_C,
+    CANDIDATES,
+    NEEDS,
+    PERTURBED,
+    RANDOM_ZOOM,
+    SIZE_NORMALISED,
+    VIEWS,
+    ZOOM_RANGE,
     CellTable,
-    _constant,
-    _descriptor_model,
-    _ensemble_model,
-    _feature_model,
-    _keras_head,
 )
 from .features import FEATURE_CODE_VERSION
 
-SIZE_NORMALISED = "size-normalised"
-RANDOM_ZOOM = "random zoom"
-VIEWS = (SIZE_NORMALISED, RANDOM_ZOOM)
-"""Other views of the same cells: every cell zoomed to `CELL_AREA` (at training and at test time, so size says
-nothing), and one copy of every cell zoomed by a random factor in `ZOOM_RANGE` whatever its class (augmentation)."""
-ZOOM_RANGE = (0.75, 1.33)
-"""Random zoom: a factor on the cell's width, log-uniform; its area then varies 0.56-1.77x, about the ratio of fold
-1's ALL to healthy mean cell areas (1.47) either way."""
-
-
-RELEASE_RECIPE = "ensemble: a logistic regression per backbone, C fixed, size-normalised cells (the release's recipe)"
-CANDIDATES: dict[str, Callable[..., Any]] = {
-    "constant answer": _constant,
-    "cell area alone (shortcut)": _descriptor_model(BASELINES["cell area"]),
-    "size, brightness, sharpness, colour (shortcuts)": _descriptor_model(BASELINES["all of these"]),
-    "logistic regression on features, C fixed": _feature_model(FIXED_C),
-    "logistic regression on features, C chosen on inner folds": _feature_model(None),
-    "the product's head (lite recipe) on features": _keras_head(),
-    "the product's head (lite recipe), size-normalised cells": _keras_head(SIZE_NORMALISED),
-    "logistic regression, C chosen on inner folds, size-normalised cells": _feature_model(None, SIZE_NORMALISED),
-    "logistic regression, C chosen on inner folds, + random-zoom copies": _feature_model(None, augment=RANDOM_ZOOM),
-    "logistic regression, C fixed, size-normalised cells (one member of the release)": _feature_model(
-        FIXED_C, SIZE_NORMALISED
-    ),
-    "ensemble: a logistic regression per backbone, C chosen on inner folds": _ensemble_model(),
-    RELEASE_RECIPE: _ensemble_model(SIZE_NORMALISED, FIXED_C),
-    "ensemble: a logistic regression per backbone, C chosen on inner folds, size-normalised cells": _ensemble_model(
-        SIZE_NORMALISED
-    ),
-}
-NEEDS = {
-    "the product's head (lite recipe) on features": "keras",
-    "the product's head (lite recipe), size-normalised cells": "keras",
-    "logistic regression, C chosen on inner folds, size-normalised cells": SIZE_NORMALISED,
-    "logistic regression, C chosen on inner folds, + random-zoom copies": RANDOM_ZOOM,
-    "logistic regression, C fixed, size-normalised cells (one member of the release)": SIZE_NORMALISED,
-    "ensemble: a logistic regression per backbone, C chosen on inner folds": "others",
-    RELEASE_RECIPE: "others",
-    "ensemble: a logistic regression per backbone, C chosen on inner folds, size-normalised cells": "others",
-}
-"""What a candidate needs beyond the as-imaged features: a view of the table, Keras (`heads=True`), or other
-backbones' tables (`others`, an ensemble)."""
 REFERENCE = "logistic regression on features, C fixed"
 
 
@@ -140,16 +99,15 @@ def nested_cross_validation(table: CellTable, folds: int = 3, seed: int = 0, hea
 
 
 def _can_score(name: str, table: CellTable, heads: bool) -> bool:
-    """Whether the table holds what candidate `name` needs (a view, other backbones) and Keras may be used."""
-    need = NEEDS.get(name)
+    """Whether the table holds what candidate `name` needs (views of every member, other backbones) and Keras may
+    be used."""
     members = [table, *table.others.values()]
-    if "size-normalised" in name and any(SIZE_NORMALISED not in member.views for member in members):
-        return False
-    if need == "keras":
-        return heads
-    if need == "others":
-        return bool(table.others)
-    return need is None or need in table.views
+    for need in NEEDS.get(name, ()):
+        if need == "keras" and not heads or need == "others" and not table.others:
+            return False
+        if need not in ("keras", "others") and any(need not in member.views for member in members):
+            return False
+    return True
 
 
 def _constant_scores(outer: list[np.ndarray]) -> dict[str, Any]:
@@ -264,11 +222,13 @@ def _cell_version(
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Features and descriptors of every cell, under `stress` (None: clean) and in `view` (None: as imaged),
     cached."""
-    clahe = ClaheSettings(cell_area=CELL_AREA if view == SIZE_NORMALISED else 0.0)
+    clahe = ClaheSettings(cell_area=CELL_AREA if view in (SIZE_NORMALISED, PERTURBED) else 0.0)
 
     def image(row: int) -> np.ndarray:
         raw = read_image(paths[row])
         raw = raw if stress is None else stressed(raw, labels[row], stress, statistics_of[row])
+        if view == PERTURBED:  # the same perturbation of a cell every time: the row seeds it
+            return perturb_cell(raw, np.random.default_rng([key["seed"], row]))
         return zoom_cell(raw, float(zoom[row])) if view == RANDOM_ZOOM else raw
 
     def compute() -> np.ndarray:
@@ -283,6 +243,8 @@ def _cell_version(
         return np.concatenate([extract_features(model, inputs), found], axis=1)
 
     extra = {} if view is None else {"view": view, "cell_area": CELL_AREA, "zoom_range": ZOOM_RANGE}
+    if view == PERTURBED:
+        extra["perturbation"] = PERTURBATION_VERSION
     both, _ = cached_array("nested", {**key, "stress": stress, **extra}, compute)
     width = both.shape[1] - len(columns)
     return both[:, :width], pd.DataFrame(both[:, width:], columns=columns)
