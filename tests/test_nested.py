@@ -139,8 +139,9 @@ def test_perturbed_copies_make_a_model_lean_less_on_focus(seed: int) -> None:
     assert plain["roc_auc"] - plain["stressed_roc_auc"][blur] > 0.1, "the plain model leans on focus"
     assert perturbed["stressed_roc_auc"][blur] > plain["stressed_roc_auc"][blur] + 0.03, "the copies lean on it less"
     without = dataclasses.replace(table, views={nested.SIZE_NORMALISED: table.views[nested.SIZE_NORMALISED]})
-    assert "logistic regression, C fixed, size-normalised cells + perturbed copies" not in (
-        nested.nested_cross_validation(without, folds=3)["candidates"]
+    assert (
+        "logistic regression, C fixed, size-normalised cells + perturbed copies"
+        not in (nested.nested_cross_validation(without, folds=3)["candidates"])
     ), "no perturbed view, no candidate trained on it"
 
 

@@ -24,7 +24,8 @@ from pipeline.models.release import MAX_BYTES, LinearHead, Release
 from pipeline.runs.catalog import run_row
 from pipeline.runs.contract import HEAD
 from pipeline.runs.folder import RunFolder
-from pipeline.training.release_build import build_release, cell_features, member_configs, release_config
+from pipeline.training.release_build import build_release, member_configs, release_config
+from pipeline.training.release_features import cell_features, perturbed_features
 from tests.helpers import record_spawns
 
 pytestmark = pytest.mark.slow
@@ -92,6 +93,29 @@ def test_every_fold_head_left_out_exactly_its_patients(small_release: Path, tiny
     assert alone["roc_auc"] == pytest.approx(roc_auc_score(is_all, first), abs=1e-9)
     gain = roc_auc_score(is_all, predictions["prob_all"]) - roc_auc_score(is_all, first)
     assert alone["gain"]["roc_auc"]["value"] == pytest.approx(gain, abs=1e-9)
+
+
+def test_heads_trained_with_perturbed_copies_see_only_their_training_cells_copies(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    out = build_release(
+        str(tiny_data), tmp_path / "copies", folds=3, image_size=SIZE, backbones=MEMBERS[:1], perturbed_copies=True
+    )
+    records = scan_dataset(str(tiny_data)).training_records()
+    paths = [r.path for r in records]
+    config = member_configs(release_config(str(tiny_data)), MEMBERS[:1], SIZE)[0]
+    clean = cell_features(config, paths, lambda text: None)[0]
+    copies = perturbed_features(config, paths, lambda text: None)
+    assert copies.shape == clean.shape and not np.allclose(copies, clean), "a copy is another picture of the cell"
+    is_all = np.array([r.label == "ALL" for r in records])
+    predictions = out.predictions()
+    release = Release.load(out.file(HEAD))
+    for fold in (0, *sorted(predictions["fold"].unique())):
+        train = np.ones(len(records), bool) if fold == 0 else (predictions["fold"] != fold).to_numpy()
+        refit = LinearHead.fit(np.concatenate([clean[train], copies[train]]), np.tile(is_all[train], 2), 1.0)
+        assert np.allclose(refit.coef, release.heads[fold].coef, atol=1e-5), f"head {fold}: its cells and their copies"
+    assert out.metrics()["release"]["perturbed_copies"] is True
+    assert "one copy of it rotated, flipped, stain-jittered and defocused" in out.file("MODEL_CARD.md").read_text()
 
 
 def test_a_rebuild_gives_the_same_probabilities_and_uploads_get_the_ensembles_answer(

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..core.config import RELEASE_BACKBONES
+from ..core.config import RELEASE_BACKBONES, RELEASE_PERTURBED_COPIES
 from ..core.errors import PipelineError
 from ..models.model import LAST_CONV_LAYER
 from ..runs.lifecycle import cancel_on_sigterm
@@ -120,6 +120,13 @@ def _add_release_command(commands: argparse._SubParsersAction) -> None:
         default=",".join(RELEASE_BACKBONES),
         metavar="BACKBONES",
         help="the members, comma-separated, the first shown by Grad-CAM (default: %(default)s)",
+    )
+    release.add_argument(
+        "--perturbed-copies",
+        action=argparse.BooleanOptionalAction,
+        default=RELEASE_PERTURBED_COPIES,
+        help="each head also trains on one copy of every cell rotated, flipped, stain-jittered and defocused at "
+        "random, whatever its class (default: %(default)s)",
     )
     release.set_defaults(func=cmd_release)
 

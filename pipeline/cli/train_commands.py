@@ -66,6 +66,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True),
         c=None if args.choose_c else args.c,
         backbones=tuple(name.strip() for name in args.backbones.split(",") if name.strip()),
+        perturbed_copies=args.perturbed_copies,
     )
     metrics = folder.metrics() or {}
     from ..evaluation.intervals import interval_line

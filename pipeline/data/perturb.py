@@ -39,3 +39,9 @@ def perturb_cell(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = np.clip(jittered, 0, 255).astype(np.uint8)
     sigma = float(rng.uniform(*BLUR_SIGMA_RANGE))
     return np.ascontiguousarray(cv2.GaussianBlur(out, (0, 0), sigma) if sigma > 0.05 else out)
+
+
+def perturbed_copy(image: np.ndarray, seed: int, row: int) -> np.ndarray:
+    """The perturbed copy of the cell in row `row` of a data set: the same copy every time for the same seed and
+    row, another for another row."""
+    return perturb_cell(image, np.random.default_rng([seed, row]))

@@ -46,6 +46,15 @@ def _c_values(facts: dict[str, Any]) -> str:
     return ", ".join(f"{value:g}" for value in values)
 
 
+def _copies(facts: dict[str, Any]) -> str:
+    if not facts.get("perturbed_copies"):
+        return ""
+    return (
+        ", trained on each cell and one copy of it rotated, flipped, stain-jittered and defocused at random "
+        "(whatever its class: the model learns that none of these tells the class)"
+    )
+
+
 def _average(release: Any) -> str:
     if len(release.members) == 1:
         return ""
@@ -104,7 +113,7 @@ def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any], agreemen
   picture, so the model cannot use a cell's size (the shortcut of C-NMC fold 1's three healthy subjects, whose
   cells are small), then CLAHE.
 - Heads (`head.npz`, read with `allow_pickle=False`): per backbone, standardisation and an L2 logistic regression
-  with balanced classes, C = {_c_values(facts)} ({_c_choice(facts)}); {_average(release)}temperature
+  with balanced classes, C = {_c_values(facts)} ({_c_choice(facts)}){_copies(facts)}; {_average(release)}temperature
   {release.temperature:.3f} fitted on out-of-fold predictions. Rows 1-{facts["folds"]} of each head array are the
   fold heads.
 - Data: `{str(settings.get("data_dir")).replace("`", "")}`, {settings.get("images")} real C-NMC cells.

@@ -21,7 +21,7 @@ from ..core.config import CELL_AREA, ClaheSettings
 from ..data.cache import cache_key, cached_array
 from ..data.decode import read_image
 from ..data.layouts import scan_dataset
-from ..data.perturb import PERTURBATION_VERSION, perturb_cell
+from ..data.perturb import PERTURBATION_VERSION, perturbed_copy
 from ..data.preprocess import preprocess, zoom_cell
 from ..data.shortcuts import (
     STRESSES,
@@ -227,8 +227,8 @@ def _cell_version(
     def image(row: int) -> np.ndarray:
         raw = read_image(paths[row])
         raw = raw if stress is None else stressed(raw, labels[row], stress, statistics_of[row])
-        if view == PERTURBED:  # the same perturbation of a cell every time: the row seeds it
-            return perturb_cell(raw, np.random.default_rng([key["seed"], row]))
+        if view == PERTURBED:
+            return perturbed_copy(raw, key["seed"], row)
         return zoom_cell(raw, float(zoom[row])) if view == RANDOM_ZOOM else raw
 
     def compute() -> np.ndarray:

@@ -20,18 +20,16 @@ from ..core.config import (
     PROJECT_ROOT,
     RELEASE_BACKBONES,
     RELEASE_DIR,
+    RELEASE_PERTURBED_COPIES,
     ClaheSettings,
     TrainConfig,
-    default_cache_dir,
     recipe_config,
 )
 from ..core.errors import PipelineError
-from ..data.cache import cache_key, cached_array, load_images
 from ..data.decode import read_image
 from ..data.layouts import scan_dataset
 from ..data.preprocess import pad_to_square
 from ..evaluation.evaluate import label_from_prob
-from ..inference.batches import extract_features
 from ..models.input_checks import DistanceScore, FormatCheck, cell_shape
 from ..models.lite import VARIANTS
 from ..models.release import (
@@ -45,7 +43,7 @@ from ..models.release import (
     member_logits,
 )
 from ..runs.folder import RunFolder
-from .features import FEATURE_CODE_VERSION
+from .release_features import cell_features, perturbed_features
 from .release_folder import release_metrics, write_release
 
 RELEASE_C = 1.0
@@ -108,33 +106,6 @@ def choose_bands(prob_all: np.ndarray, is_all: np.ndarray, agreement: float = BA
     return min(low, 0.5), max(high, 0.5)
 
 
-def cell_features(config: TrainConfig, paths: list[str], progress: Callable[[str], None]) -> tuple[np.ndarray, str]:
-    """Pooled ImageNet features of `paths` under the release's preprocessing (cached), and the weights label."""
-    from ..models.model import backbone_fingerprint, build_model
-
-    model, weights = build_model(config.backbone, config.image_size, "imagenet", freeze_backbone=True)
-    key = {
-        "images": cache_key(paths, config.image_size, config.clahe),
-        "backbone": config.backbone,
-        "weights": weights,
-        "weights_sha256": backbone_fingerprint(model),
-        "kind": "release",
-        "feature_code": FEATURE_CODE_VERSION,
-    }
-
-    def compute() -> np.ndarray:
-        progress(f"preprocessing {len(paths)} cells")
-        images, failed = load_images(paths, config.image_size, config.clahe, default_cache_dir())
-        if failed:
-            first = next(iter(failed.items()))
-            raise PipelineError(f"{len(failed)} cell(s) do not read (first: {first[0]}: {first[1]}).")
-        progress(f"features of {len(paths)} cells")
-        return extract_features(model, np.asarray(images))
-
-    features, _ = cached_array("features", key, compute, default_cache_dir())
-    return features, weights
-
-
 def fold_of(is_all: np.ndarray, patients: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Each cell's patient fold, numbered from 1 (whole patients, drawn by `patient_folds`)."""
     from ..data.shortcuts import patient_folds
@@ -153,20 +124,28 @@ def cross_fit(
     configs: list[TrainConfig],
     folds: int = RELEASE_FOLDS,
     c: float | None = RELEASE_C,
+    copies: list[np.ndarray] | None = None,
 ) -> tuple[Release, pd.DataFrame, dict[str, Any]]:
     """The release fit on every cell, its fold heads, and every cell's out-of-fold P(ALL) and distance. `features`
     and `configs`: one per member, the primary first (its features measure the distance); `shapes`: each cell's area
     and largest-part share, for the format check. `c`: the regularisation, fixed, or (None) chosen per member on inner
-    patient folds of each head's own training patients."""
+    patient folds of each head's own training patients. `copies`: per member, the features of one perturbed copy of
+    every cell (same order), added to each head's training rows (a fold head gets only its training cells' copies)."""
     from .candidates import choose_c
 
-    def head(member: np.ndarray, rows: np.ndarray) -> tuple[LinearHead, float]:
-        chosen = c if c is not None else choose_c(member[rows], is_all[rows], patients[rows])
-        return LinearHead.fit(member[rows], is_all[rows], chosen), chosen
+    def head(index: int, rows: np.ndarray) -> tuple[LinearHead, float]:
+        member, extra = features[index], None if copies is None else copies[index][rows]
+        chosen = c if c is not None else choose_c(member[rows], is_all[rows], patients[rows], extra)
+        if extra is None:
+            return LinearHead.fit(member[rows], is_all[rows], chosen), chosen
+        return LinearHead.fit(np.concatenate([member[rows], extra]), np.tile(is_all[rows], 2), chosen), chosen
 
     fold = fold_of(is_all, patients, folds, configs[0].seed)
     every = np.ones(len(is_all), bool)
-    fits = [[head(member, rows) for rows in [every, *(fold != k for k in range(1, folds + 1))]] for member in features]
+    fits = [
+        [head(index, rows) for rows in [every, *(fold != k for k in range(1, folds + 1))]]
+        for index in range(len(features))
+    ]
     members = [
         Member(cfg.backbone, cfg.image_size, [h for h, _ in fit]) for cfg, fit in zip(configs, fits, strict=True)
     ]
@@ -193,6 +172,7 @@ def cross_fit(
         "C_full": [fit[0][1] for fit in fits],
         "C_folds": [[chosen for _, chosen in fit[1:]] for fit in fits],
         "C_choice": "fixed" if c is not None else "inner patient folds",
+        "perturbed_copies": copies is not None,
         "members": [{"backbone": m.backbone, "image_size": m.image_size} for m in members],
     }
     return release, table, choices
@@ -211,11 +191,13 @@ def build_release(
     image_size: int | None = None,
     c: float | None = RELEASE_C,
     backbones: tuple[str, ...] = RELEASE_BACKBONES,
+    perturbed_copies: bool = RELEASE_PERTURBED_COPIES,
 ) -> RunFolder:
     """Build the release from every labelled training cell of `data_dir` and write it as a run folder: config,
     status, split (every cell trained the heads that answer uploads), out-of-fold predictions, metrics with
     patient-bootstrap intervals and the per-subject table, `head.npz` and its card. `backbones`: the members, the
-    primary first, each at its native size (or `image_size`)."""
+    primary first, each at its native size (or `image_size`); `perturbed_copies`: each head also trains on one
+    perturbed copy of every cell it trains on."""
     say = progress or (lambda text: None)
     records = scan_dataset(data_dir).training_records()
     if not records:
@@ -229,11 +211,17 @@ def build_release(
         member, label = cell_features(config, paths, lambda text, name=config.backbone: say(f"{name}: {text}"))
         features.append(member)
         weights.append(label)
+    copies = None
+    if perturbed_copies:
+        copies = [
+            perturbed_features(config, paths, lambda text, name=config.backbone: say(f"{name}: {text}"))
+            for config in configs
+        ]
     say("measuring cell shapes")
     with ThreadPoolExecutor(max_workers=4) as pool:
         shapes = np.array(list(pool.map(_shape_of, paths)))
     say("cross-fitting the heads")
-    release, table, choices = cross_fit(features, labels == "ALL", patients, shapes, configs, folds, c)
+    release, table, choices = cross_fit(features, labels == "ALL", patients, shapes, configs, folds, c, copies)
     shown = [os.path.relpath(Path(path).resolve(), PROJECT_ROOT) for path in paths]
     predictions = pd.DataFrame(
         {
