@@ -258,7 +258,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         "class_weight": True,
         "balance_patients": True,
         "validation_from": "ALL",
-        "tta": True,
+        "augment": True,
+        "fine_tune_blocks": 2,
+        "fine_tune_epochs": 3,
+        "tta": False,
     },
     "scratch": {
         "backbone": "efficientnet_b0",
