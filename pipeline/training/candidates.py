@@ -1,6 +1,7 @@
 """The candidates of nested patient cross-validation, each a function that fits on training cells and scores others:
-the constant answer, descriptor baselines, logistic regression on features (C chosen on inner folds or fixed), the
-product's Keras head."""
+the constant answer, descriptor baselines, logistic regression on features (C chosen on inner folds or fixed, trained
+also on augmented copies), ensembles over backbones, the product's Keras head; `CANDIDATES` names them, `NEEDS` says
+which views of the cells (`VIEWS`) each needs."""
 
 from __future__ import annotations
 
