@@ -72,10 +72,13 @@ def test_every_fold_head_left_out_exactly_its_patients(small_release: Path, tiny
     features = _member_features(tiny_data, [r.path for r in records])
     is_all = np.array([r.label == "ALL" for r in records])
     chosen = RunFolder(small_release).metrics()["release"]["C_folds"]
+    configs = member_configs(release_config(str(tiny_data)), MEMBERS, SIZE)
+    copies = [perturbed_features(config, [r.path for r in records], lambda text: None) for config in configs]
     for fold in sorted(predictions["fold"].unique()):
         test = (predictions["fold"] == fold).to_numpy()
-        for member, rows, member_c in zip(release.members, features, chosen, strict=True):
-            refit = LinearHead.fit(rows[~test], is_all[~test], member_c[fold - 1])
+        for member, rows, copy, member_c in zip(release.members, features, copies, chosen, strict=True):
+            train = np.concatenate([rows[~test], copy[~test]])  # its cells and their perturbed copies (the default)
+            refit = LinearHead.fit(train, np.tile(is_all[~test], 2), member_c[fold - 1])
             assert np.allclose(refit.coef, member.heads[fold].coef, atol=1e-5), (
                 "each member's fold head, fit without it"
             )

@@ -143,6 +143,7 @@ def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any], agreemen
 {LICENCE}
 
 ## Rebuild
-`python -m pipeline release --data ../shared/cnmc-fold1` (about 6 minutes on 2 CPU cores the first time, under a
-minute with the features cached; the same data gives the same probabilities within 1e-4 on the same machine).
+`python -m pipeline release --data ../shared/cnmc-fold1` (about 10 minutes on 2 CPU cores the first time: features of
+every cell and of one perturbed copy of it through each network; about a minute with the features cached;
+the same data gives the same probabilities within 1e-4 on the same machine).
 """
