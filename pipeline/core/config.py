@@ -278,12 +278,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 """Starting points: `paper` (TrainConfig's defaults: EfficientNet-B3 at 224 px on ImageNet weights, RMSprop);
-`lite`, ImageNet transfer without a download: EfficientNet-Lite0 (weights from its installed package) in fast
-mode on size-normalised cells (`CELL_AREA`: a cell's size, fold 1's shortcut, says nothing), the paper's head
-with L2 1.0 on its Dense kernels, Adam with cosine decay, balanced classes and patients, validation drawn from
-ALL patients, test-time augmentation; `scratch`, for a machine with no ImageNet weights at all: EfficientNet-B0
-at 96 px from random weights, BatchNorm momentum 0.9, cell augmentation. Measured on real C-NMC fold 1 by
-`python -m bench --real` and `python -m pipeline nested` (see docs/methods.md)."""
+`lite`, ImageNet transfer without a download: EfficientNet-Lite0 (weights from its installed package) on
+size-normalised cells (`CELL_AREA`: fold 1's size shortcut says nothing), the paper's head with L2 1.0 trained on
+cached features, then the top 2 stages fine-tuned with augmentation, Adam, balanced classes and patients;
+`scratch`, with no ImageNet weights at all: EfficientNet-B0 at 96 px from random weights, BatchNorm momentum 0.9,
+cell augmentation. Measured on real C-NMC fold 1 (`bench --real`, `crossval`, `nested`; docs/methods.md)."""
 
 
 def recipe_config(recipe: str, data_dir: str, **overrides: Any) -> TrainConfig:
@@ -294,10 +293,8 @@ def recipe_config(recipe: str, data_dir: str, **overrides: Any) -> TrainConfig:
 
 
 RELEASE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-"""The release's members, the primary first: in nested patient cross-validation on fold 1 the average of one
-regression per backbone (C = 1, size-normalised cells) beat one Lite0 regression in all 3 outer folds, and lost no
-more under the size swap (docs/methods.md)."""
+"""The release's members, the primary first: in nested patient CV on fold 1 their average beat one Lite0 regression
+in all 3 outer folds, and lost no more under the size swap (docs/methods.md)."""
 RELEASE_PERTURBED_COPIES = True
-"""Whether each release head also trains on one perturbed copy of every cell (rotation, flip, stain jitter, random
-defocus, whatever the class: `data.perturb`): in nested patient cross-validation on fold 1 the average kept its clean
-ROC AUC (0.795 against 0.789) and lost 0.011 instead of 0.126 on blurred cells (docs/methods.md)."""
+"""Release heads also train on one perturbed copy of every cell (`data.perturb`): in nested patient CV the average
+kept its clean ROC AUC (0.795 against 0.789) and lost 0.011 instead of 0.126 on blurred cells (docs/methods.md)."""
