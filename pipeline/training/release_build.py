@@ -53,9 +53,9 @@ cost about 0.13 ROC AUC on other folds' patients with as-imaged features (docs/m
 
 
 def release_config(data_dir: str, cell_area: float = CELL_AREA, image_size: int | None = None) -> TrainConfig:
-    """The settings the release is built with: the `lite` recipe's backbone and size (or `image_size`), cells
-    size-normalised, frozen (the recipe's fine-tuning and augmentation are not the release's: its heads are fit on
-    frozen features), one view (no test-time averaging: a cold demo answers in seconds)."""
+    """The settings the release is built with (recipe `release`): the `lite` recipe's backbone and size (or
+    `image_size`), cells size-normalised, frozen (the recipe's fine-tuning and augmentation are not the release's: its
+    heads are fit on frozen features), one view (no test-time averaging: a cold demo answers in seconds)."""
     config = recipe_config(
         "lite",
         data_dir,
@@ -64,7 +64,7 @@ def release_config(data_dir: str, cell_area: float = CELL_AREA, image_size: int 
         augment=False,
         fine_tune_blocks=0,
         fine_tune_epochs=0,
-    )
+    ).replace(recipe="release")
     return config.replace(image_size=image_size) if image_size else config
 
 
