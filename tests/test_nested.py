@@ -190,3 +190,20 @@ def test_the_nested_command_runs_on_real_cells_and_writes_its_table(tmp_path, mo
     assert set(results["candidates"]) == set(nested.CANDIDATES) - set(nested.NEEDS), "no view, Keras or ensemble"
     area = results["candidates"]["cell area alone (shortcut)"]
     assert area["roc_auc"] > 0.75 and area["stressed_roc_auc"][STRESSES[0]] < 0.2, "the sample's size shortcut"
+
+
+def test_an_ensembles_other_backbones_need_only_the_member_views() -> None:
+    """`nested --ensemble` extracts only `MEMBER_VIEWS` for the other backbones (no random-zoom copies nobody reads),
+    and every ensemble candidate is still scored."""
+    table = _with_focus(_table(seed=0), 0)
+    drawn = _with_focus(_table(seed=1), 1)
+    other = dataclasses.replace(
+        table,
+        features=drawn.features,
+        stressed_features=drawn.stressed_features,
+        views={view: drawn.views[view] for view in candidate_models.MEMBER_VIEWS},
+    )
+    assert nested.RANDOM_ZOOM not in candidate_models.MEMBER_VIEWS
+    results = nested.nested_cross_validation(dataclasses.replace(table, others={"second": other}), folds=3)
+    ensembles = {name for name, needs in nested.NEEDS.items() if "others" in needs}
+    assert ensembles <= set(results["candidates"]), "an ensemble candidate lost a view it reads"

@@ -18,16 +18,17 @@ from .options import config_from_args
 def cmd_nested(args: argparse.Namespace) -> int:
     """`nested`: nested patient cross-validation of the frozen-feature candidates."""
     from ..core.files import write_json_atomic
+    from ..training.candidates import MEMBER_VIEWS
     from ..training.nested import VIEWS, cell_table, nested_cross_validation, nested_lines
 
-    def table_of(backbone: str, image_size: int) -> Any:
+    def table_of(backbone: str, image_size: int, views: tuple[str, ...] = VIEWS) -> Any:
         return cell_table(
             args.data,
             backbone,
             image_size,
             args.folds,
             progress=lambda text: print(f"... {backbone}: {text}", file=sys.stderr, flush=True),
-            views=() if args.no_views else VIEWS,
+            views=() if args.no_views else views,
         )
 
     table = table_of(args.backbone, args.image_size)
@@ -36,7 +37,8 @@ def cmd_nested(args: argparse.Namespace) -> int:
         from ..models.lite import VARIANTS
 
         sizes = {name: VARIANTS[name].native_size if name in VARIANTS else args.image_size for name in members}
-        table = dataclasses.replace(table, others={name: table_of(name, size) for name, size in sizes.items()})
+        others = {name: table_of(name, size, MEMBER_VIEWS) for name, size in sizes.items()}  # only what they serve
+        table = dataclasses.replace(table, others=others)
     results = nested_cross_validation(table, args.folds, heads=not args.no_keras_head)
     print("\n".join(nested_lines(results)))
     if args.json:

@@ -232,3 +232,5 @@ NEEDS: dict[str, tuple[str, ...]] = {
 }
 """What a candidate needs beyond the as-imaged features: views of the table (of every member's table, for an
 ensemble), Keras (`heads=True`), or other backbones' tables (`others`, an ensemble)."""
+MEMBER_VIEWS = tuple(view for view in VIEWS if any(view in need and "others" in need for need in NEEDS.values()))
+"""The views an ensemble candidate reads from its other backbones' tables (the rest are read from the first's only)."""
