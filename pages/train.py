@@ -96,12 +96,13 @@ with st.form("train"):
         "cached by Keras or downloaded once; none starts from random weights; auto "
         "takes ImageNet when it can.",
     )
+    splits = [name for name in SPLITS if name != "none"]  # a final model follows its cross-validation (the CLI)
     split = columns[3].selectbox(
         "Split",
-        SPLITS,
-        index=SPLITS.index("image" if paper else "patient"),
-        help="patient: no patient in two subsets; image: the paper's random split; "
-        "folds: the C-NMC folds, tested on the prelim set.",
+        splits,
+        index=splits.index("image" if paper else "patient"),
+        help="patient: no patient in two subsets; image: the paper's random split; folds: the C-NMC folds, tested "
+        "on the prelim set. A final model on every patient: `pipeline crossval --final` on the command line.",
     )
     columns = st.columns(4)
     epochs = columns[0].number_input("Epochs", 1, 200, defaults.epochs)

@@ -177,6 +177,7 @@ GIVEN = {
     "max_images": ("--max-images", "100"),
     "on_bad_image": ("--on-bad-image", "fail"),
     "random_features": ("--random-features", None),
+    "oof_group": ("--oof-group", "cv3-g"),
     "name": ("--name", "mine"),
 }
 """A value unlike the `lite` recipe's for every setting a flag sets: a new TrainConfig field fails the test below
@@ -196,7 +197,7 @@ def test_every_setting_of_a_run_has_a_flag_generated_from_the_config() -> None:
     from pipeline.core.config import TrainConfig, recipe_config
 
     assert set(GIVEN) == {field.name for field in dataclasses.fields(TrainConfig)} - {"data_dir", "clahe", "recipe"}
-    cross_validation = ("cv_folds", "cv_fold")  # only with the patient split: given apart
+    cross_validation = ("cv_folds", "cv_fold", "oof_group")  # only with the patient split (or none): given apart
     argv = [
         part
         for name, (flag, value) in GIVEN.items()
@@ -212,6 +213,8 @@ def test_every_setting_of_a_run_has_a_flag_generated_from_the_config() -> None:
         assert getattr(config, name) != getattr(recipe, name), f"--{name} did not reach the config"
     fold = _parsed_config("train", "--data", "cells", "--recipe", "lite", *GIVEN["cv_folds"], *GIVEN["cv_fold"])
     assert (fold.cv_folds, fold.cv_fold) == (4, 3)
+    final = _parsed_config("train", "--data", "cells", "--recipe", "lite", "--split", "none", *GIVEN["oof_group"])
+    assert (final.split, final.oof_group) == ("none", "cv3-g")
     assert (config.clahe.clip_limit, config.clahe.tile_grid, config.clahe.enabled) == (3.5, 4, False)
     assert config.recipe == "lite" and config.data_dir == "cells"
     untouched = _parsed_config("train", "--data", "cells", "--recipe", "lite")

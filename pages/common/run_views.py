@@ -57,8 +57,10 @@ def metric_cards(metrics: dict[str, Any], predictions: pd.DataFrame | None = Non
         cells[2].metric("Validation weighted F1", figure_text(Metrics.of(validation).figure("weighted_f1")))
     baseline = metrics.get("majority_baseline")
     views = ", averaged over 8 views" if metrics.get("tta") else ""
+    scored_on = Metrics.of(metrics).scored_on
+    how = "every patient scored once, by the fold model that held it out" if scored_on != "Test" else "evaluated once"
     st.markdown(
-        f"**Test** ({metrics['n']} images, evaluated once{views})"
+        f"**{scored_on}** ({metrics['n']} images, {how}{views})"
         + (
             f" · always answering {baseline['class']} would score accuracy {baseline['accuracy']:.3f}"
             if baseline
@@ -66,7 +68,9 @@ def metric_cards(metrics: dict[str, Any], predictions: pd.DataFrame | None = Non
         )
     )
     cells = st.columns(6)
-    cells[0].metric("Test accuracy", figure_text(metrics["accuracy"]), help="Share of test images right (0–1).")
+    cells[0].metric(
+        f"{scored_on} accuracy", figure_text(metrics["accuracy"]), help=f"Share of {scored_on.lower()} images right."
+    )
     _card(
         cells[1],
         "Balanced accuracy",
@@ -86,7 +90,7 @@ def metric_cards(metrics: dict[str, Any], predictions: pd.DataFrame | None = Non
     )
     intervals = intervals_of_test(metrics, lambda: predictions)
     if interval_line(intervals):
-        st.caption("Test figures with 95 % intervals: " + interval_line(intervals) + ".")
+        st.caption(f"{scored_on} figures with 95 % intervals: " + interval_line(intervals) + ".")
 
 
 def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
@@ -105,7 +109,8 @@ def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 def patients_section(predictions: pd.DataFrame, metrics: dict[str, Any]) -> None:
     """Results' per-patient view: each patient's mean P(ALL) and share of images right, as dots and a table."""
-    st.markdown("**Per patient**: mean P(ALL) over the patient's test images, called ALL at 0.5 or more")
+    scored_on = Metrics.of(metrics).scored_on.lower()
+    st.markdown(f"**Per patient**: mean P(ALL) over the patient's {scored_on} images, called ALL at 0.5 or more")
     summary = patient_summary(predictions)
     if not summary.empty:
         st.plotly_chart(patient_dots_figure(summary), width="stretch")
@@ -137,6 +142,13 @@ def patients_section(predictions: pd.DataFrame, metrics: dict[str, Any]) -> None
     )
 
 
+def fitted_on(scaling: dict[str, Any]) -> str:
+    """What a temperature was fitted on, in words: validation images, or a final model's out-of-fold predictions."""
+    if scaling.get("fitted_on") == "out-of-fold predictions":
+        return f"the {scaling.get('out_of_fold_images', '?')} out-of-fold predictions themselves (in sample)"
+    return f"the {scaling.get('validation_images', '?')} validation images only"
+
+
 def calibration_section(metrics: dict[str, Any], config: dict[str, Any]) -> None:
     """The reliability diagram (before and after temperature scaling when the run fitted one) and what moves it."""
     if not metrics.get("calibration"):
@@ -145,12 +157,11 @@ def calibration_section(metrics: dict[str, Any], config: dict[str, Any]) -> None
     scaling = metrics.get("temperature_scaling")
     if scaling and scaling.get("temperature"):
         st.caption(
-            f"P(ALL) rescaled by temperature {scaling['temperature']:.2f}, fitted on the "
-            f"{scaling['validation_images']} validation images only; the class called never changes, so "
-            "accuracy and ROC AUC are those of the model before scaling."
+            f"P(ALL) rescaled by temperature {scaling['temperature']:.2f}, fitted on {fitted_on(scaling)}; the class "
+            "called never changes, so accuracy and ROC AUC are those of the model before scaling."
         )
         before, after = scaling["calibration_before"]["ece"], metrics["calibration"]["ece"]
-        if after > before:
+        if after > before and scaling.get("fitted_on", "validation") == "validation":
             st.warning(
                 f"Temperature scaling made the test subset's calibration worse (ECE {before:.3f} before, "
                 f"{after:.3f} after): the validation patients' calibration did not carry over to the test "

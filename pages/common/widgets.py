@@ -13,7 +13,15 @@ from pipeline.evaluation.figures import curves_figure
 from pipeline.evaluation.intervals import interval_line
 from pipeline.runs.catalog import progress_summary
 from pipeline.runs.contract import ACTIVE_STATES
-from pipeline.runs.display import escape_markdown, format_duration, model_name, shown_path, without_paths
+from pipeline.runs.display import (
+    escape_markdown,
+    format_duration,
+    held_out_line,
+    images_label,
+    model_name,
+    shown_path,
+    without_paths,
+)
 from pipeline.runs.folder import RunFolder
 from pipeline.training.launch import cancel, failed_demo_model, is_demo_group, launch_demo_model
 
@@ -162,15 +170,8 @@ def live_progress(allow_cancel: bool = False) -> None:
 def _card_figures(card: dict[str, Any], test: dict[str, Any]) -> None:
     """The model card's figures on its held-out patients, their intervals and its recipe's cross-validation."""
     cells = st.columns(5)
-    unseen = card.get("split") in ("patient", "folds")
-    cells[0].metric(
-        "Test images",
-        test["images"],
-        help="Images of patients the model never saw."
-        if unseen
-        else "Images the model never saw; an image split keeps other images of the same "
-        "patients in training, so these figures flatter.",
-    )
+    label, help_text = images_label(card)
+    cells[0].metric(label, test["images"], help=help_text)
     for cell, (label, key) in zip(
         cells[1:],
         [
@@ -187,6 +188,12 @@ def _card_figures(card: dict[str, Any], test: dict[str, Any]) -> None:
         st.caption(
             "95 % intervals: " + interval_line(card.get("intervals")) + ". With few patients the "
             "figures above could be this far off on other patients."
+        )
+    means = (card.get("out_of_fold") or {}).get("fold_mean") or {}
+    if means.get("roc_auc") is not None:
+        st.caption(
+            f"Pooled over the folds. The mean of the folds' own figures (the cross-validation's headline): ROC AUC "
+            f"{means['roc_auc']:.3f}, balanced accuracy {figure_text(means.get('balanced_accuracy'))}."
         )
     crossval = card.get("crossval")
     if crossval and crossval["pooled"]:
@@ -207,7 +214,6 @@ def show_model_card(folder: RunFolder) -> None:
     """The model in a few lines: data, patients held out, weights, figures on those patients, time taken."""
     card = model_card_of(folder)
     test = card["test"]
-    held_out = card["held_out"]
     with st.container(border=True):
         text = escape_markdown
         named = "" if demo_mode() else f" · `{card['run_id']}`"
@@ -217,12 +223,7 @@ def show_model_card(folder: RunFolder) -> None:
             + (" · test-time augmentation" if card["tta"] else "")
         )
         release_card = folder.release_card_path
-        held = (
-            f"Held out: validation patients {text(', '.join(held_out.get('val', [])) or '—')}; test patients "
-            f"{text(', '.join(held_out.get('test', [])) or '—')}."
-            if not release_card.is_file()
-            else "Held out: every patient, by the head of its patient fold."
-        )
+        held = held_out_line(card, release_card.is_file())
         st.markdown(
             f"Data: **{text(card['data'])}** ({text(shown_path(card['data_dir'], demo_mode()))}); trained "
             f"on {card.get('trained_on', '?')} images. {held}"

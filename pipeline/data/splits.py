@@ -3,7 +3,7 @@
 `patient`: whole patients per subset, chosen class by class, so that every subset holds both classes whenever
 each class has at least 3 patients. `patient` with `cv_folds=K`: fold `cv_fold` of a patient-level K-fold
 cross-validation (the K test subsets partition the patients). `image`: the paper's stratified random split.
-`folds`: the official C-NMC folds.
+`folds`: the official C-NMC folds. `none`: every image trains (a final model, scored out of fold elsewhere).
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ def split_records(
     validation, at least one each when the class has 3 patients or more; with `cv_folds`, the patients of
     each class are dealt into `cv_folds` folds and fold `cv_fold` is the test subset; `validation_from="ALL"`
     draws validation from ALL patients only, so every healthy subject outside the test subset trains.
+    none: every image trains (no validation, no test).
     folds: train on the C-NMC folds but `val_fold`, validate on it, test on `test_records` (the prelim set)
     or, without them, on half of the held-out fold's patients.
     """
@@ -133,6 +134,8 @@ def split_records(
         subset = _patient_split(
             labels, _groups(records), test_fraction, val_fraction, seed, cv_folds, cv_fold, validation_from
         )
+    elif method == "none":
+        pass  # every image trains: the run's figures come from a cross-validation's out-of-fold predictions
     elif method == "folds":
         subset = _fold_subsets(records, labels, val_fold, bool(test_records), seed)
     else:
@@ -192,6 +195,11 @@ def _fold_subsets(records: list[Record], labels: np.ndarray, val_fold: int, has_
     return subset
 
 
+def missing_subset_warning(what: str) -> str:
+    """The warning of a split without a `what` ("validation", "test") subset."""
+    return f"There is no {what} subset: too few patients to hold any out."
+
+
 def split_report(split: pd.DataFrame) -> dict[str, Any]:
     """What a split (path, patient, label, subset) can support: patients shared between subsets, images of
     unknown patient, per subset the images and patients of each class, and a warning for each weakness."""
@@ -212,7 +220,7 @@ def split_report(split: pd.DataFrame) -> dict[str, Any]:
         if rows.empty:
             if name != "train":
                 what = "validation" if name == "val" else "test"
-                warnings.append(f"There is no {what} subset: too few patients to hold any out.")
+                warnings.append(missing_subset_warning(what))
             continue
         subsets[name], problems = _subset_entry(name, rows, known[known["subset"] == name])
         warnings += problems

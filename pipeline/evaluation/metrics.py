@@ -26,6 +26,8 @@ _REPORT_FIGURES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "ece": lambda m: (m.get("calibration") or {}).get("ece"),
 }
 """Figures kept in scikit-learn's report layout (or nested), by name: this module alone reads that layout."""
+OUT_OF_FOLD = "out_of_fold"
+"""The `subset` of a final model's metrics (split `none`): a cross-validation's out-of-fold predictions."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,17 @@ class Metrics:
     def figures(self, names: Sequence[str]) -> dict[str, Any]:
         """Several figures by name."""
         return {name: self.figure(name) for name in names}
+
+    @property
+    def out_of_fold(self) -> bool:
+        """Whether the figures are a cross-validation's out of fold (a final model on every patient): each
+        patient scored by the fold model that held it out, so they speak for the recipe, not for this model."""
+        return self.values.get("subset") == OUT_OF_FOLD
+
+    @property
+    def scored_on(self) -> str:
+        """What the figures were measured on, for a label: "Test" or "Out-of-fold"."""
+        return "Out-of-fold" if self.out_of_fold else "Test"
 
     @property
     def validation(self) -> Metrics:

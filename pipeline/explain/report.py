@@ -22,7 +22,7 @@ from ..evaluation.intervals import interval_line
 from ..evaluation.metrics import Metrics
 from ..inference.predict import Predictor
 from ..runs.catalog import model_card
-from ..runs.display import provenance, shown_path, without_paths
+from ..runs.display import final_sentence, provenance, shown_path, without_paths
 from ..runs.folder import RunFolder
 from .cams import Explainer
 from .pictures import saved_row_overlay
@@ -96,7 +96,7 @@ def _figure_rows(metrics: dict[str, Any], validation: dict[str, Any]) -> list[di
     """The validation and test figures, one row each."""
     return [
         _figure_row(f"{subset} {name}", source, key)
-        for subset, source in (("validation", validation), ("test", metrics))
+        for subset, source in (("validation", validation), (Metrics.of(metrics).scored_on.lower(), metrics))
         if source
         for name, key in (
             ("accuracy", "accuracy"),
@@ -109,6 +109,17 @@ def _figure_rows(metrics: dict[str, Any], validation: dict[str, Any]) -> list[di
     ]
 
 
+def _held_out(card: dict[str, Any]) -> str:
+    """Whom the run held out: its validation and test patients, or (a final model) nobody, with its folds."""
+    if card.get("out_of_fold"):
+        return final_sentence(card["out_of_fold"])
+    return (
+        f"Held out: validation patients {', '.join(card['held_out'].get('val', []))}; test patients "
+        f"{', '.join(card['held_out'].get('test', []))}. Runs are chosen on validation; the test subset is evaluated "
+        "once."
+    )
+
+
 def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool = False) -> str:
     """The report of a completed run as one HTML string; `hide_paths` (a hosted demo) names data folders without
     the server's paths."""
@@ -119,6 +130,7 @@ def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool =
     validation = metrics.get("validation") or {}
 
     rows = _figure_rows(metrics, validation)
+    scored_on = Metrics.of(metrics).scored_on
     per_class = Metrics.of(metrics).per_class()
     figures = [
         curves_figure(history, "accuracy"),
@@ -140,14 +152,13 @@ def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool =
         f"<h1>Run {html.escape(folder.run_id)}</h1>",
         "<p><b>Research tool, not a diagnostic device.</b> "
         f"{html.escape(provenance(config, hide_paths, markdown=False))}</p>",
-        f"<p>Held out: validation patients {', '.join(card['held_out'].get('val', []))}; test patients "
-        f"{', '.join(card['held_out'].get('test', []))}. Runs are chosen on validation; the test subset is "
-        "evaluated once.</p>",
+        f"<p>{html.escape(_held_out(card))}</p>",
         warnings,
-        f"<p>Test figures with 95 % intervals: {html.escape(interval_line(card.get('intervals')) or 'none')}.</p>",
+        f"<p>{scored_on} figures with 95 % intervals: "
+        f"{html.escape(interval_line(card.get('intervals')) or 'none')}.</p>",
         "<h2>Figures</h2>",
         _table(pd.DataFrame(rows)),
-        "<h2>Per class (test)</h2>",
+        f"<h2>Per class ({scored_on.lower()})</h2>",
         _table(per_class),
         "<h2>Curves, confusion matrix, ROC, calibration</h2>",
         _figures(figures),

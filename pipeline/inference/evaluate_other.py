@@ -84,6 +84,11 @@ def _images_to_evaluate(split: pd.DataFrame, data_dir: str | Path | None) -> tup
     """(path, patient, label of the images, which subset they are, the evaluation's name): the run's test subset
     again, or the labelled images of `data_dir` (its prelim test set when it has one)."""
     if data_dir is None:
+        if not (split["subset"] == "test").any():
+            raise PipelineError(
+                "This run has no test subset (a final model trains on every patient; its figures are out of fold): "
+                "evaluate it on other patients with --data."
+            )
         return split[split["subset"] == "test"], "test", "test-subset"
     dataset = scan_dataset(data_dir)
     records = [r for r in dataset.labelled if r.subset == PRELIM_SUBSET] or dataset.labelled

@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 
 from .. import ALL_INDEX, CLASS_NAMES
-from ..core.config import ClaheSettings
 from ..core.errors import PipelineError
 from ..core.files import atomic_write, write_json_atomic
-from ..data.cache import load_images
 from ..evaluation.evaluate import fitted_temperature
 from ..evaluation.intervals import NAMES, format_interval, interval_line
 from ..models.model import load_model
 from ..runs.catalog import model_card
+from ..runs.display import final_sentence
 from ..runs.folder import RunFolder
+from .export_check import exported_probabilities, reference_probabilities
 
 FORMATS = ("savedmodel", "tflite")
 UNSUPPORTED = {
@@ -33,7 +33,6 @@ UNSUPPORTED = {
 }
 TOLERANCE = 1e-4
 """Largest difference in P(ALL) allowed between the exported model and the run's model."""
-CHECK_IMAGES = 16
 
 
 def export_card(folder: RunFolder, fmt: str) -> dict[str, Any]:
@@ -41,8 +40,9 @@ def export_card(folder: RunFolder, fmt: str) -> dict[str, Any]:
     config = folder.config()
     card = model_card(folder)
     temperature = fitted_temperature(folder.metrics())
+    fitted_on = ((folder.metrics() or {}).get("temperature_scaling") or {}).get("fitted_on", "validation")
     meaning = "softmax probabilities" + (
-        f", rescaled inside the model by temperature {temperature:.3f} (fitted on validation)" if temperature else ""
+        f", rescaled inside the model by temperature {temperature:.3f} (fitted on {fitted_on})" if temperature else ""
     )
     return {
         "format": fmt,
@@ -69,6 +69,7 @@ def export_card(folder: RunFolder, fmt: str) -> dict[str, Any]:
         "split": card["split"],
         "held_out_patients": card["held_out"],
         "test_metrics": card["test"],
+        "out_of_fold": card.get("out_of_fold"),  # a final model: test_metrics are its folds', pooled
         "warnings": card["warnings"],
         "training": {
             key: config.get(key)
@@ -94,7 +95,8 @@ def readme_card(folder: RunFolder, card: dict[str, Any]) -> str:
     ]
     real = not str(config.get("data_kind", "")).startswith("synthetic")
     held_out = card["held_out_patients"]
-    front = _front_matter(folder.run_id, metrics, real, held_out)
+    scored = "every patient, out of fold" if run.get("out_of_fold") else None
+    front = _front_matter(folder.run_id, metrics, real, held_out, scored)
     lines = ["---"] + [f"{key}: {json.dumps(value)}" for key, value in front.items()] + ["---", ""]
     warnings = "".join(f"- {warning}\n" for warning in card["warnings"]) or "- none\n"
     lines += [
@@ -106,10 +108,9 @@ def readme_card(folder: RunFolder, card: dict[str, Any]) -> str:
         "## Training data and held-out patients",
         "",
         f"{'Real C-NMC 2019 cells' if real else 'Synthetic cells (not clinical images)'}; split {card['split']}; "
-        f"validation patients {', '.join(held_out.get('val', [])) or 'none'}; test patients "
-        f"{', '.join(held_out.get('test', [])) or 'none'}. Weights: {card['weights']}.",
+        f"{_held_out(run)} Weights: {card['weights']}.",
         "",
-        "## Figures on the test patients",
+        "## Figures out of fold (every patient)" if run.get("out_of_fold") else "## Figures on the test patients",
         "",
         (interval_line(intervals) or "No interval (the test subset lacks a class).") + ".",
         "",
@@ -138,7 +139,21 @@ def readme_card(folder: RunFolder, card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _front_matter(run_id: str, metrics: list[dict[str, Any]], real: bool, held_out: dict[str, Any]) -> dict[str, Any]:
+def _held_out(run: dict[str, Any]) -> str:
+    """Whom the run's model never saw: its validation and test patients, or (a final model) nobody."""
+    if run.get("out_of_fold"):
+        sentence = final_sentence(run["out_of_fold"])
+        return sentence[0].lower() + sentence[1:]
+    held_out = run["held_out"]
+    return (
+        f"validation patients {', '.join(held_out.get('val', [])) or 'none'}; test patients "
+        f"{', '.join(held_out.get('test', [])) or 'none'}."
+    )
+
+
+def _front_matter(
+    run_id: str, metrics: list[dict[str, Any]], real: bool, held_out: dict[str, Any], scored: str | None = None
+) -> dict[str, Any]:
     """The Hugging Face card's YAML front matter: licence, library, tags, data set, metrics with intervals."""
     return {
         "license": "apache-2.0",
@@ -160,8 +175,8 @@ def _front_matter(run_id: str, metrics: list[dict[str, Any]], real: bool, held_o
                     {
                         "task": {"type": "image-classification", "name": "ALL vs HEM single-cell classification"},
                         "dataset": {
-                            "name": f"{'C-NMC 2019' if real else 'synthetic'}: test patients "
-                            f"{', '.join(held_out.get('test', [])) or 'none'}",
+                            "name": f"{'C-NMC 2019' if real else 'synthetic'}: "
+                            + (scored or f"test patients {', '.join(held_out.get('test', [])) or 'none'}"),
                             "type": "c-nmc-2019",
                         },
                         "metrics": metrics,
@@ -201,32 +216,6 @@ def with_temperature_scaling(model: Any, temperature: float) -> Any:
     return keras.Model(inputs, outputs, name=f"{model.name}_t")
 
 
-def _check_images(folder: RunFolder, image_size: int, clahe: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The first test images of the run, preprocessed, and the P(ALL) the run saved for them."""
-
-    predictions = folder.predictions()
-    paths = predictions["path"].tolist()[:CHECK_IMAGES]
-    images, failed = load_images(paths, image_size, ClaheSettings(**clahe))
-    kept = [path not in failed for path in paths]
-    saved = predictions["prob_all"].to_numpy(dtype=float)[:CHECK_IMAGES][kept]
-    return np.asarray(images)[kept].astype(np.float32), saved
-
-
-def _exported_probabilities(path: Path, fmt: str, images: np.ndarray) -> np.ndarray:
-    import tensorflow as tf
-
-    if fmt == "savedmodel":
-        loaded = tf.saved_model.load(str(path))  # held while it runs: its variables go with it
-        return np.asarray(loaded.serve(images))
-    interpreter = tf.lite.Interpreter(model_path=str(path))
-    input_index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(input_index, images.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(input_index, images)
-    interpreter.invoke()
-    return np.asarray(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
-
-
 def export_run(run_dir: str | Path, fmt: str) -> Path:
     """`exports/<run_id>-<fmt>.zip` in the run folder: the model (`saved_model/` or `model.tflite`) and
     `model_card.json`, whose `check` records how far the exported probabilities are from the run's on its first
@@ -255,12 +244,12 @@ def export_run(run_dir: str | Path, fmt: str) -> Path:
             shutil.rmtree(work / "saved_model")
             (work / "model.tflite").write_bytes(tflite)
         exported = work / ("saved_model" if fmt == "savedmodel" else "model.tflite")
-        images, saved = _check_images(folder, config["image_size"], config.get("clahe", {}))
-        exported_all = _exported_probabilities(exported, fmt, images)[:, ALL_INDEX] if len(images) else saved
+        images, saved, against = reference_probabilities(folder, model)
+        exported_all = exported_probabilities(exported, fmt, images)[:, ALL_INDEX] if len(images) else saved
         difference = float(np.abs(exported_all - saved).max()) if len(images) else None
         if difference is not None and difference > TOLERANCE:
             raise PipelineError(
-                f"The {fmt} export differs from the run's saved test probabilities by "
+                f"The {fmt} export differs from {against} by "
                 f"{difference:.2e} (more than {TOLERANCE:.0e}); it was not kept."
             )
         card = {
@@ -269,7 +258,7 @@ def export_run(run_dir: str | Path, fmt: str) -> Path:
                 "images": int(len(images)),
                 "max_abs_difference": difference,
                 "tolerance": TOLERANCE,
-                "against": "the P(ALL) the run saved for its first test images (predictions.csv)",
+                "against": against,
                 "test_time_augmentation_inside": bool(config.get("tta")),
                 "temperature_inside": temperature,
             },

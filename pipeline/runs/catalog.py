@@ -113,6 +113,7 @@ def model_card(folder: RunFolder) -> dict[str, Any]:
             **Metrics.of(metrics).figures(("balanced_accuracy", "roc_auc", "accuracy", "sensitivity", "specificity")),
         }
         card["intervals"] = intervals_of_test(metrics, folder.predictions)
+        card["out_of_fold"] = metrics.get("out_of_fold")  # a final model: figures of its folds, not of itself
     card["duration_s"] = _seconds_between(status.get("started_at"), status.get("ended_at"))
     card["crossval"] = crossval_of(config)
     return card
@@ -222,6 +223,7 @@ def run_row(folder: RunFolder) -> dict[str, Any]:
             "roc_auc": metrics.get("roc_auc"),
             "leaked_patients": (metrics.get("leakage") or {}).get("train_test_patients"),
             "test_support": test_support((metrics.get("subsets") or {}).get("test")),
+            "out_of_fold": Metrics.of(metrics).out_of_fold,
             "warnings": len(metrics.get("warnings") or []),
             "error": error,
         }

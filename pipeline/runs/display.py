@@ -168,3 +168,41 @@ def _spread(items: list[Any], count: int) -> list[Any]:
         return []
     positions = sorted({int(i * len(items) / count) for i in range(count)})
     return [items[position] for position in positions]
+
+
+def images_label(card: dict[str, Any]) -> tuple[str, str]:
+    """(label, help) of the number of images a model card's figures rest on: test or out-of-fold images."""
+    if card.get("out_of_fold"):
+        return "Out-of-fold images", (
+            "A final model trains on every patient: these images were each scored by the fold model of its "
+            "cross-validation that held the patient out, so the figures speak for the recipe, not for this model."
+        )
+    if card.get("split") in ("patient", "folds"):
+        return "Test images", "Images of patients the model never saw."
+    return "Test images", (
+        "Images the model never saw; an image split keeps other images of the same patients in training, so these "
+        "figures flatter."
+    )
+
+
+def final_sentence(out_of_fold: dict[str, Any], name: Any = str) -> str:
+    """Whom a final model (split none) held out, and where its figures come from; `name` writes its group."""
+    return (
+        "Held out: nobody (a final model on every patient). Its figures are out of fold: each patient scored by the "
+        f"fold that held it out in the {out_of_fold.get('folds', '?')}-fold patient cross-validation "
+        f"{name(str(out_of_fold.get('group', '?')))} (the same recipe), pooled."
+    )
+
+
+def held_out_line(card: dict[str, Any], released: bool = False) -> str:
+    """Who a model card's model never saw, in Markdown: a release's folds, a final model's cross-validation, or the
+    validation and test patients of its split."""
+    if released:
+        return "Held out: every patient, by the head of its patient fold."
+    if card.get("out_of_fold"):
+        return final_sentence(card["out_of_fold"], escape_markdown)
+    held_out = card.get("held_out") or {}
+    return (
+        f"Held out: validation patients {escape_markdown(', '.join(held_out.get('val', [])) or '—')}; test "
+        f"patients {escape_markdown(', '.join(held_out.get('test', [])) or '—')}."
+    )

@@ -84,7 +84,7 @@ def best_per_cell(runs: pd.DataFrame) -> pd.DataFrame:
 
 def run_flags(row: pd.Series | dict[str, Any]) -> str:
     """Short flags for listings: patients leaked into test, warnings about what the test subset supports."""
-    flags = []
+    flags = ["final model: figures out of fold"] if row.get("out_of_fold") is True else []
     support = row.get("test_support")
     if isinstance(support, str) and support:
         flags.append(support)

@@ -88,6 +88,17 @@ def cross_validate(
     return folders, summary_path(group)
 
 
+def train_final(
+    config: TrainConfig, group: str, runs_dir: Path | None = None, engine: str = "local", **ray_options: Any
+) -> RunFolder:
+    """The final model of the completed cross-validation `group` of `config`: the same settings on every patient
+    (split `none`), its figures and temperature from the folds' out-of-fold predictions (`training.final`)."""
+    final = config.replace(split="none", cv_folds=0, cv_fold=0, oof_group=group)
+    folder = prepare_run(final, runs_dir, f"{group}-final")
+    run_all([folder], engine, **ray_options)
+    return folder
+
+
 def execute_runs(folders: list[RunFolder]) -> bool:
     """Execute queued runs in order; True if all completed. A failed run does not stop the next (its
     traceback goes to stderr, the run's log); a cancel stops them all. The folds of a cross-validation

@@ -19,12 +19,14 @@ from ..core.config import RANDOM_FEATURES_REFUSED, TrainConfig, default_runs_dir
 from ..core.device import DevicePlan, configure_device, replica_batches, synchronize_batchnorm
 from ..core.errors import PipelineError, WeightsUnavailableError
 from ..data.datasets import PreparedData, check_trainable, prepare_data
+from ..evaluation.metrics import Metrics
 from ..models.model import build_model
 from ..runs.contract import create_run_dir, now_iso
 from ..runs.crossval import write_summary_when_complete
 from ..runs.folder import RunFolder
 from ..runs.lifecycle import Heartbeat, mark_cancelled
 from .assess import evaluate_into
+from .final import check_final, out_of_fold_into
 from .fit import FitHooks, fit_fast, fit_full
 from .grid_cells import figure, grid_cell_callback, grid_cells
 
@@ -61,9 +63,11 @@ def _run_config(config: TrainConfig, folder: RunFolder, group: str) -> dict[str,
 
 def prepare_run(config: TrainConfig, runs_dir: Path | None = None, group: str = "") -> RunFolder:
     """A new run folder with its config and a `queued` status; data a run cannot train on (a bad root, no
-    labelled images of both classes, unreadable files under `on_bad_image="fail"`) is refused first, before
-    TensorFlow loads and without a folder."""
+    labelled images of both classes, unreadable files under `on_bad_image="fail"`) and a final model without a
+    completed cross-validation of its settings are refused first, before TensorFlow loads and without a folder."""
     check_trainable(config)
+    if config.split == "none":
+        check_final(config, Path(runs_dir or default_runs_dir()))
     folder = RunFolder(create_run_dir(runs_dir or default_runs_dir(), config.name or config.default_name))
     folder.write_config(_run_config(config, folder, group))
     folder.update_status(
@@ -207,15 +211,21 @@ def execute_run(folder: RunFolder) -> dict[str, Any]:
                 config, lambda fraction: folder.update_status(phase="preprocessing images", progress=round(fraction, 3))
             )
             folder.write_split(data.split)
+            if config.split == "none":
+                check_final(config, folder.path.parent, data.split)
             _record_skipped(folder, data.skipped())
             model, weights_used = _trained_model(folder, config, config_dict, data)
             folder.update_status(phase="saving model")
             folder.save_model(model)
-            metrics = evaluate_into(model, config, data, folder, weights_used)
+            if config.split == "none":
+                metrics = out_of_fold_into(config, data, folder)
+            else:
+                metrics = evaluate_into(model, config, data, folder, weights_used)
             folder.update_status(state="completed", phase="done", ended_at=now_iso(), progress=1.0)
             LOG.info(
-                "%s completed: test balanced accuracy %s, ROC AUC %s (%d images)",
+                "%s completed: %s balanced accuracy %s, ROC AUC %s (%d images)",
                 folder.run_id,
+                Metrics.of(metrics).scored_on.lower(),
                 figure(metrics.get("balanced_accuracy")),
                 figure(metrics.get("roc_auc")),
                 metrics["n"],
