@@ -71,6 +71,17 @@ def _every_image() -> pd.DataFrame:
     return make_split(PATIENTS)  # every image in train
 
 
+def _final_run(runs_dir: Path) -> tuple[RunFolder, dict, pd.DataFrame]:
+    """A fake final model after `_cross_validation`: its folder, metrics and out-of-fold predictions."""
+    _cross_validation(runs_dir)
+    metrics, table = out_of_fold_metrics(_final_config(), _every_image(), runs_dir)
+    final = fake_run(runs_dir, "final", config={**FOLD_CONFIG, "split": "none", "oof_group": "g"})
+    final.write_split(_every_image())
+    final.write_predictions(table)
+    final.write_metrics(metrics)
+    return final, metrics, table
+
+
 def test_split_none_trains_on_every_image_and_needs_its_cross_validation() -> None:
     labels = ["ALL" if i % 2 else "HEM" for i in range(40)]
     records = [Record(f"/x/{i}.png", lab, f"UID_{'H' * (lab == 'HEM')}{i % 6}", "") for i, lab in enumerate(labels)]
@@ -112,12 +123,7 @@ def test_out_of_fold_figures_are_the_folds_predictions_under_one_temperature(tmp
 
 
 def test_a_final_run_says_its_figures_are_out_of_fold_wherever_they_show(tmp_path: Path) -> None:
-    _cross_validation(tmp_path / "runs")
-    metrics, table = out_of_fold_metrics(_final_config(), _every_image(), tmp_path / "runs")
-    final = fake_run(tmp_path / "runs", "final", config={**FOLD_CONFIG, "split": "none", "oof_group": "g"})
-    final.write_split(_every_image())
-    final.write_predictions(table)
-    final.write_metrics(metrics)
+    final, metrics, table = _final_run(tmp_path / "runs")
     card = model_card(final)
     assert images_label(card)[0] == "Out-of-fold images"
     line = held_out_line(card)
@@ -211,12 +217,7 @@ def test_results_and_the_model_card_call_a_final_models_figures_out_of_fold(
     monkeypatch.setenv("CNMC_DATA_DIR", str(tiny_data))
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))
     monkeypatch.delenv("DEMO_MODE", raising=False)
-    _cross_validation(tmp_path / "runs")
-    metrics, table = out_of_fold_metrics(_final_config(), _every_image(), tmp_path / "runs")
-    final = fake_run(tmp_path / "runs", "final", config={**FOLD_CONFIG, "split": "none", "oof_group": "g"})
-    final.write_split(_every_image())
-    final.write_predictions(table)
-    final.write_metrics(metrics)
+    final, metrics, table = _final_run(tmp_path / "runs")
     app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app.py"), default_timeout=60)
     app.run()
     app.switch_page("pages/results.py").run()

@@ -14,9 +14,9 @@ import pandas as pd
 from ..core.config import TrainConfig
 from ..core.errors import PipelineError
 from ..data.splits import missing_subset_warning
-from ..evaluation.evaluate import compute_metrics, fit_temperature, fitted_temperature, with_temperature
+from ..evaluation.evaluate import fitted_temperature, with_temperature
 from ..evaluation.metrics import OUT_OF_FOLD, Metrics
-from ..evaluation.run_metrics import run_metrics
+from ..evaluation.run_metrics import run_metrics, temperature_scaled
 from ..runs.folder import RunFolder
 
 SPLIT_SETTINGS = ("split", "cv_folds", "cv_fold", "oof_group", "name")
@@ -85,16 +85,9 @@ def check_same_images(table: pd.DataFrame, split: pd.DataFrame, group: str) -> N
 
 def _scaled(table: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame]:
     """(the temperature's record, the predictions rescaled by it): fitted on every out-of-fold prediction."""
-    temperature = fit_temperature((table["label"] == "ALL").to_numpy(), table["prob_all"].to_numpy(dtype=float))
-    before = compute_metrics(table["label"], table["predicted"], table["prob_all"])
-    record = {
-        "temperature": round(temperature, 6),
-        "fitted_on": "out-of-fold predictions",
-        "out_of_fold_images": len(table),
-        "calibration_before": before["calibration"],
-        "brier_before": before["brier"],
-    }
-    return record, table.assign(prob_all=np.round(with_temperature(table["prob_all"], temperature), 6))
+    record, _, scaled = temperature_scaled(table, table)
+    record["fitted_on"], record["out_of_fold_images"] = "out-of-fold predictions", record.pop("validation_images")
+    return record, scaled
 
 
 def _fold_means(folds: list[RunFolder]) -> dict[str, Any]:
