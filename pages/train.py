@@ -102,7 +102,7 @@ with st.form("train"):
         splits,
         index=splits.index("image" if paper else "patient"),
         help="patient: no patient in two subsets; image: the paper's random split; folds: the C-NMC folds, tested "
-        "on the prelim set. A final model on every patient: `pipeline crossval --final` on the command line.",
+        "on the prelim set. A final model on every patient follows a cross-validation (Launch, below).",
     )
     columns = st.columns(4)
     epochs = columns[0].number_input("Epochs", 1, 200, defaults.epochs)
@@ -136,8 +136,9 @@ with st.form("train"):
     columns = st.columns(3)
     mode = columns[0].radio(
         "Launch",
-        ["one run", "the paper's grid", "patient cross-validation"],
-        help="Cross-validation: K runs whose test patients partition the data; its mean ± std is the figure to quote.",
+        ["one run", "the paper's grid", "patient cross-validation", "cross-validation, then a final model"],
+        help="Cross-validation: K runs whose test patients partition the data; its mean ± std is the figure to quote. "
+        "Then a final model: the same settings once more on every patient, scored by the folds out of fold.",
     )
     cv_folds = columns[1].number_input("Cross-validation folds (K)", 2, 10, 3)
     max_images = columns[2].number_input("Use at most N images (0 = all)", 0, 100000, 0)
@@ -176,11 +177,12 @@ if submitted:
         )
         if mode == "the paper's grid":
             group, configs = grid(base, sweep_epochs, sweep_batches)
-        elif mode == "patient cross-validation":
+        elif mode in ("patient cross-validation", "cross-validation, then a final model"):
             group, configs = crossval_configs(base, int(cv_folds))
         else:
             group, configs = "", [base]
-        folders = launch(configs, runs_dir(), group=group, ray_address=ray_address())
+        final = mode == "cross-validation, then a final model"
+        folders = launch(configs, runs_dir(), group=group, ray_address=ray_address(), final=final)
         where = f" on the Ray cluster at {ray_address()}" if ray_address() else ""
         st.success(
             f"Started {len(folders)} run(s){where}: {', '.join(f.run_id for f in folders)}. "

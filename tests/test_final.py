@@ -231,3 +231,26 @@ def test_results_and_the_model_card_call_a_final_models_figures_out_of_fold(
     app.run()
     assert any("Held out: nobody" in text.value for text in app.markdown)
     assert metric(app, "Out-of-fold images") == str(len(table))
+
+
+def test_execute_final_trains_the_final_model_of_the_folds_it_ran(tmp_path: Path, monkeypatch) -> None:
+    """The dashboard's background process (`execute RUN... --final`) hands the folds' own settings and group on."""
+    from pipeline.cli import main
+    from pipeline.training import engines
+
+    _cross_validation(tmp_path / "runs")
+    folds = sorted((tmp_path / "runs").iterdir())
+    asked = []
+    monkeypatch.setattr(engines, "run_all", lambda folders, engine="local", **options: True)
+    monkeypatch.setattr(
+        engines,
+        "train_final",
+        lambda config, group, runs_dir, engine, **options: (
+            asked.append((config, group, runs_dir, engine)) or fake_run(tmp_path / "elsewhere", "final")
+        ),
+    )
+    assert main(["execute", *map(str, folds), "--final"]) == 0
+    ((config, group, runs_dir, engine),) = asked
+    assert config == TrainConfig.from_dict(RunFolder(folds[0]).config()) and group == "g"
+    assert (runs_dir, engine) == (tmp_path / "runs", "local")
+    assert main(["execute", *map(str, folds)]) == 0 and len(asked) == 1  # without --final: no final model

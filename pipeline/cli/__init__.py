@@ -167,6 +167,9 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
 
     execute = commands.add_parser("execute", help="train prepared run folders (used by the dashboard)")
     execute.add_argument("run_dirs", nargs="+", type=Path)
+    execute.add_argument(
+        "--final", action="store_true", help="the runs are one cross-validation's folds: then train its final model"
+    )
     _add_engine_arguments(execute)
     execute.set_defaults(func=cmd_execute)
 

@@ -177,6 +177,12 @@ def cmd_execute(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # also a cancel that came while TensorFlow was still loading
         mark_cancelled(folders)
         raise
+    if args.final and all_completed:
+        from ..core.config import TrainConfig
+
+        first = folders[0].config()
+        args.runs_dir = folders[0].path.parent
+        return _final_model(args, TrainConfig.from_dict(first), first.get("group", ""))
     return 0 if all_completed else 1
 
 

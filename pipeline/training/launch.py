@@ -60,10 +60,15 @@ def active_runs(runs_dir: Path | None = None) -> list[dict]:
 
 
 def launch(
-    configs: list[TrainConfig], runs_dir: Path | None = None, group: str = "", ray_address: str | None = None
+    configs: list[TrainConfig],
+    runs_dir: Path | None = None,
+    group: str = "",
+    ray_address: str | None = None,
+    final: bool = False,
 ) -> list[RunFolder]:
     """Queue `configs` as new runs and train them one after another in a background process, or, with
-    `ray_address` (a configured cluster), as Ray tasks driven by that background process.
+    `ray_address` (a configured cluster), as Ray tasks driven by that background process. With `final` (the folds
+    of one cross-validation), that process then trains the final model on every patient (`execute --final`).
 
     Refused with `TrainingBusyError` while another run of this runs folder is queued or training: on a
     2-core machine two trainings would only slow each other down.
@@ -78,7 +83,8 @@ def launch(
                 f"or cancel it before starting another."
             )
         folders = [prepare_run(config, runs_dir, group) for config in configs]
-        process = _spawn(folders, ["--engine", "ray", "--address", ray_address] if ray_address else [])
+        engine = ["--engine", "ray", "--address", ray_address] if ray_address else []
+        process = _spawn(folders, engine + ["--final"] * final)
         for folder in folders:
             folder.update_status(pid=process.pid, host=socket.gethostname())
     return folders

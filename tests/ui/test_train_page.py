@@ -59,3 +59,27 @@ def test_the_grid_queues_one_run_per_epochs_and_batch_size_cell(tiny_data: Path,
     ]
     assert len({config["group"] for config in configs}) == 1 and configs[0]["group"].startswith("grid")
     assert all(config["data_dir"] == str(tiny_data) for config in configs)
+
+
+def test_a_cross_validation_with_a_final_model_asks_its_process_for_the_final_model(
+    tiny_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from pipeline.training import launch
+
+    monkeypatch.setenv("CNMC_DATA_DIR", str(tiny_data))
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))
+    monkeypatch.delenv("DEMO_MODE", raising=False)
+    spawned: list = []
+    monkeypatch.setattr(
+        launch, "_spawn", lambda folders, engine=None: spawned.append((folders, engine)) or type("P", (), {"pid": 1})()
+    )
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    app.switch_page("pages/train.py").run()
+    assert "none" not in next(box for box in app.selectbox if box.label == "Split").options
+    next(radio for radio in app.radio if radio.label == "Launch").set_value("cross-validation, then a final model")
+    next(button for button in app.button if button.label == "Start training").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    ((folders, engine),) = spawned
+    assert engine == ["--final"] and [folder.config()["cv_fold"] for folder in folders] == [0, 1, 2]
+    assert launch.execute_command(folders, engine)[-1] == "--final"
