@@ -125,7 +125,7 @@ def test_out_of_fold_figures_are_the_folds_predictions_under_one_temperature(tmp
 def test_a_final_run_says_its_figures_are_out_of_fold_wherever_they_show(tmp_path: Path) -> None:
     final, metrics, table = _final_run(tmp_path / "runs")
     card = model_card(final)
-    assert images_label(card)[0] == "Out-of-fold images"
+    assert images_label(card)[0] == "Out-of-fold images" and card["scored_on"] == "Out-of-fold"
     line = held_out_line(card)
     assert "nobody" in line and "3-fold" in line and card["test"]["images"] == len(table)
     assert images_label({"split": "patient"})[0] == "Test images"

@@ -287,3 +287,5 @@ def test_a_demo_with_a_release_trains_nothing_and_answers_with_its_band(
     assert not app.exception, [e.value for e in app.exception]
     runs = app.dataframe[0].value
     assert "released-model" in set(runs["run_id"]) and not (tmp_path / "artifacts" / "runs").exists()
+    labels = {m.label for m in app.metric}  # its figures are out of fold, as a final model's
+    assert "Out-of-fold accuracy" in labels and "Test accuracy" not in labels

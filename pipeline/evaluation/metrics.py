@@ -28,6 +28,8 @@ _REPORT_FIGURES: dict[str, Callable[[dict[str, Any]], Any]] = {
 """Figures kept in scikit-learn's report layout (or nested), by name: this module alone reads that layout."""
 OUT_OF_FOLD = "out_of_fold"
 """The `subset` of a final model's metrics (split `none`): a cross-validation's out-of-fold predictions."""
+RELEASE_OUT_OF_FOLD = "out-of-fold (every cell)"
+"""The `subset` of a released model's metrics: each cell scored by the heads of the fold that held it out."""
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,9 @@ class Metrics:
 
     @property
     def out_of_fold(self) -> bool:
-        """Whether the figures are a cross-validation's out of fold (a final model on every patient): each
-        patient scored by the fold model that held it out, so they speak for the recipe, not for this model."""
-        return self.values.get("subset") == OUT_OF_FOLD
+        """Whether the figures are out of fold (a final model on every patient, a release): each patient scored by
+        the fold model that held it out, so they speak for the recipe, not for this model."""
+        return self.values.get("subset") in (OUT_OF_FOLD, RELEASE_OUT_OF_FOLD)
 
     @property
     def scored_on(self) -> str:

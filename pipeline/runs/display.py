@@ -172,10 +172,10 @@ def _spread(items: list[Any], count: int) -> list[Any]:
 
 def images_label(card: dict[str, Any]) -> tuple[str, str]:
     """(label, help) of the number of images a model card's figures rest on: test or out-of-fold images."""
-    if card.get("out_of_fold"):
+    if card.get("scored_on") == "Out-of-fold":  # a final model or a release
         return "Out-of-fold images", (
-            "A final model trains on every patient: these images were each scored by the fold model of its "
-            "cross-validation that held the patient out, so the figures speak for the recipe, not for this model."
+            "This model trained on every patient: these images were each scored by the fold model that held the "
+            "patient out, so the figures speak for the recipe, not for this very model."
         )
     if card.get("split") in ("patient", "folds"):
         return "Test images", "Images of patients the model never saw."

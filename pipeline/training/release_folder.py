@@ -17,6 +17,7 @@ from ..core.errors import PipelineError
 from ..core.files import atomic_write, write_csv_atomic, write_json_atomic
 from ..evaluation.evaluate import metrics_from_predictions
 from ..evaluation.intervals import patient_bootstrap
+from ..evaluation.metrics import RELEASE_OUT_OF_FOLD
 from ..models.release import (
     BAND_AGREEMENT,
     MAX_BYTES,
@@ -39,7 +40,7 @@ def release_metrics(
     patients = predictions["patient"].to_numpy()
     metrics = {
         **metrics_from_predictions(predictions),
-        "subset": "out-of-fold (every cell)",
+        "subset": RELEASE_OUT_OF_FOLD,
         "intervals": patient_bootstrap(predictions),
         "tta": False,
         "figures": "out-of-fold: every cell scored by the fold head that never saw its patient",
