@@ -22,10 +22,10 @@ from pipeline.evaluation.run_metrics import run_metrics
 from pipeline.explain.report import build_report
 from pipeline.inference.export import export_card, readme_card
 from pipeline.runs.catalog import model_card
-from pipeline.runs.display import held_out_line, images_label
+from pipeline.runs.display import held_out_line, images_label, threshold_line
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.selection import run_flags
-from pipeline.training.final import check_final, out_of_fold_metrics
+from pipeline.training.final import THRESHOLDS, check_final, out_of_fold_metrics
 from tests.helpers import fake_run, make_split
 
 PATIENTS = {f"UID_{n}": ("ALL", "train", 5 + n) for n in range(1, 7)} | {
@@ -118,6 +118,12 @@ def test_out_of_fold_figures_are_the_folds_predictions_under_one_temperature(tmp
     fold_aucs = [folder.metrics()["roc_auc"] for folder in folds]
     assert metrics["out_of_fold"]["fold_mean"]["roc_auc"] == pytest.approx(np.mean(fold_aucs))
     assert missing_subset_warning("validation") not in metrics["warnings"]
+    check = metrics["threshold_check"]
+    called = {t: np.where(table["prob_all"] >= t, "ALL", "HEM") for t in THRESHOLDS}
+    by_hand = {t: balanced_accuracy_score(table["label"], calls) for t, calls in called.items()}
+    assert check["best"] in [t for t, score in by_hand.items() if score == max(by_hand.values())]
+    assert check["gain_at_best"] == pytest.approx(by_hand[check["best"]] - by_hand[0.5]) and check["used"] == 0.5
+    assert threshold_line(check).startswith("Threshold 0.5") and threshold_line({"best": 1}) is None
     assert metrics["subsets"]["test"]["patients"] == {"ALL": 6, "HEM": 6}  # intervals rest on every patient
     assert metrics["intervals"]["roc_auc"]["low"] < metrics["roc_auc"] < metrics["intervals"]["roc_auc"]["high"]
 
@@ -151,9 +157,11 @@ def test_incomplete_or_other_folds_are_refused(tmp_path: Path, damage: dict, mes
         check_final(_final_config(), tmp_path)
 
 
-def test_other_images_or_settings_or_no_cross_validation_are_refused(tmp_path: Path) -> None:
+def test_other_images_or_settings_or_no_cross_validation_are_refused(tmp_path: Path, monkeypatch) -> None:
     _cross_validation(tmp_path)
     check_final(_final_config(), tmp_path, _every_image())  # the same: no complaint
+    monkeypatch.chdir("/")  # the same images named relative to another working folder: still the same
+    check_final(_final_config(), tmp_path, _every_image().assign(path=lambda frame: frame["path"].str.lstrip("/")))
     more = pd.concat([_every_image(), make_split({"UID_9": ("ALL", "train", 2)})], ignore_index=True)
     with pytest.raises(PipelineError, match="2 of its images unscored"):
         check_final(_final_config(), tmp_path, more)
@@ -226,6 +234,7 @@ def test_results_and_the_model_card_call_a_final_models_figures_out_of_fold(
     assert metric(app, "Out-of-fold accuracy") == f"{metrics['accuracy']:.3f}"
     assert not [m for m in app.metric if m.label == "Test accuracy"]
     assert any("Out-of-fold figures with 95 % intervals" in caption.value for caption in app.caption)
+    assert any(caption.value == threshold_line(metrics["threshold_check"]) for caption in app.caption)
     app.switch_page("pages/home.py").run()
     app.session_state["run_id"] = final.run_id
     app.run()

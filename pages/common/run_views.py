@@ -18,6 +18,7 @@ from pipeline.evaluation.metrics import Metrics
 from pipeline.explain.report import build_report
 from pipeline.inference.export import FORMATS, UNSUPPORTED, export_run
 from pipeline.runs.catalog import intervals_of_test
+from pipeline.runs.display import threshold_line
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.selection import SELECTION_LABEL
 
@@ -91,6 +92,8 @@ def metric_cards(metrics: dict[str, Any], predictions: pd.DataFrame | None = Non
     intervals = intervals_of_test(metrics, lambda: predictions)
     if interval_line(intervals):
         st.caption(f"{scored_on} figures with 95 % intervals: " + interval_line(intervals) + ".")
+    if threshold_line(metrics.get("threshold_check")):
+        st.caption(threshold_line(metrics["threshold_check"]))
 
 
 def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:

@@ -136,6 +136,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 def _final_model(args: argparse.Namespace, base: Any, group: str) -> int:
     """`crossval --final`: the recipe on every patient, scored by the (first seed's) folds out of fold."""
     from ..evaluation.intervals import interval_line
+    from ..runs.display import threshold_line
     from ..training.engines import train_final
 
     folder = train_final(base, group, args.runs_dir, args.engine, **_ray_options(args))
@@ -143,6 +144,8 @@ def _final_model(args: argparse.Namespace, base: Any, group: str) -> int:
     print(f"final model on every patient: {folder.path} ({folder.status().get('state')})")
     if interval_line(metrics.get("intervals")):
         print(f"its figures, out of fold (pooled over the folds), 95 % CI: {interval_line(metrics['intervals'])}")
+    if threshold_line(metrics.get("threshold_check")):
+        print(threshold_line(metrics["threshold_check"]))
     return 0 if folder.status().get("state") == "completed" else 1
 
 

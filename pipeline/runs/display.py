@@ -206,3 +206,17 @@ def held_out_line(card: dict[str, Any], released: bool = False) -> str:
         f"Held out: validation patients {escape_markdown(', '.join(held_out.get('val', [])) or '—')}; test "
         f"patients {escape_markdown(', '.join(held_out.get('test', [])) or '—')}."
     )
+
+
+def threshold_line(check: Any) -> str | None:
+    """A final model's threshold check (`metrics.json`'s `threshold_check`) in a sentence; None without one, or
+    when it does not read."""
+    try:
+        scores = check["balanced_accuracy"]
+        best, used = float(scores[f"{check['best']:.2f}"]), float(scores[f"{check['used']:.2f}"])
+    except (TypeError, KeyError, ValueError):
+        return None
+    return (
+        f"Threshold {check['used']} (as everywhere). Out of fold, the best of 0.30-0.70 is {check['best']}: "
+        f"balanced accuracy {best:.3f} against {used:.3f} (chosen on these same predictions, so flattering)."
+    )

@@ -10,16 +10,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import balanced_accuracy_score
 
 from ..core.config import TrainConfig
 from ..core.errors import PipelineError
 from ..data.splits import missing_subset_warning
-from ..evaluation.evaluate import fitted_temperature, with_temperature
+from ..evaluation.evaluate import THRESHOLD, fitted_temperature, label_from_prob, with_temperature
 from ..evaluation.metrics import OUT_OF_FOLD, Metrics
 from ..evaluation.run_metrics import run_metrics, temperature_scaled
 from ..runs.folder import RunFolder
 
 SPLIT_SETTINGS = ("split", "cv_folds", "cv_fold", "oof_group", "name")
+THRESHOLDS = tuple(round(0.30 + 0.05 * step, 2) for step in range(9))
+"""The thresholds a final model's out-of-fold predictions are scored at, 0.30 to 0.70 (the product calls at 0.5)."""
 """The settings a final model may differ in from its folds: which patients it trains on, and its name."""
 
 
@@ -72,14 +75,16 @@ def out_of_fold_predictions(folds: list[RunFolder]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def check_same_images(table: pd.DataFrame, split: pd.DataFrame, group: str) -> None:
-    """Refuse out-of-fold predictions of other images than the final model trains on, or of an image twice."""
-    scored, trained = set(table["path"]), set(split["path"])
-    if table["path"].duplicated().any() or scored != trained:
+def check_same_images(folds: list[RunFolder], split: pd.DataFrame, group: str) -> None:
+    """Refuse folds that tested other images than the final model trains on, or an image twice (compared by
+    absolute path: the folds' split.csv holds them so, whatever folder they were started from)."""
+    tested = pd.concat([fold.split().query("subset == 'test'")["path"] for fold in folds], ignore_index=True)
+    scored, trained = set(tested), {str(Path(path).resolve()) for path in split["path"]}
+    if tested.duplicated().any() or scored != trained:
         raise PipelineError(
             f"The cross-validation {group} scored other images than this run trains on ({len(trained - scored)} of "
             f"its images unscored, {len(scored - trained)} scored images not in its data, "
-            f"{int(table['path'].duplicated().sum())} scored twice): train on the same data and settings."
+            f"{int(tested.duplicated().sum())} scored twice): train on the same data and settings."
         )
 
 
@@ -88,6 +93,22 @@ def _scaled(table: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame]:
     record, _, scaled = temperature_scaled(table, table)
     record["fitted_on"], record["out_of_fold_images"] = "out-of-fold predictions", record.pop("validation_images")
     return record, scaled
+
+
+def threshold_check(table: pd.DataFrame) -> dict[str, Any]:
+    """The out-of-fold balanced accuracy at each of `THRESHOLDS` and the best of them. Every page, `predict` and
+    `evaluate` call ALL at 0.5: the check says what another threshold would have given, it changes nothing."""
+    scores = {
+        threshold: float(balanced_accuracy_score(table["label"], label_from_prob(table["prob_all"], threshold)))
+        for threshold in THRESHOLDS
+    }
+    best = max(scores, key=lambda threshold: (scores[threshold], -abs(threshold - THRESHOLD)))
+    return {
+        "used": THRESHOLD,
+        "best": best,
+        "balanced_accuracy": {f"{threshold:.2f}": score for threshold, score in scores.items()},
+        "gain_at_best": scores[best] - scores[THRESHOLD],
+    }
 
 
 def _fold_means(folds: list[RunFolder]) -> dict[str, Any]:
@@ -105,12 +126,13 @@ def out_of_fold_metrics(config: TrainConfig, split: pd.DataFrame, runs_dir: Path
     rescaled by one temperature fitted on them, scored as one pooled set (every patient tested once)."""
     folds = fold_runs(runs_dir, config.oof_group)
     check_same_recipe(config, folds)
+    check_same_images(folds, split, config.oof_group)
     table = out_of_fold_predictions(folds)
-    check_same_images(table, split, config.oof_group)
     scaling, table = _scaled(table)
     metrics = run_metrics(table.drop(columns="fold_run"), None, split.assign(subset="test"), config.tta, scaling)
     metrics["warnings"].remove(missing_subset_warning("validation"))  # a final model has none by design
     metrics["subset"] = OUT_OF_FOLD
+    metrics["threshold_check"] = threshold_check(table)
     metrics["out_of_fold"] = {
         "group": config.oof_group,
         "folds": len(folds),
@@ -129,7 +151,7 @@ def check_final(config: TrainConfig, runs_dir: Path, split: pd.DataFrame | None 
     folds = fold_runs(runs_dir, config.oof_group)
     check_same_recipe(config, folds)
     if split is not None:
-        check_same_images(out_of_fold_predictions(folds), split, config.oof_group)
+        check_same_images(folds, split, config.oof_group)
 
 
 def out_of_fold_into(config: TrainConfig, data: Any, folder: RunFolder) -> dict[str, Any]:
