@@ -91,12 +91,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if run["state"] == "broken":
             print(f"{run['run_id']}\tbroken\t{run['error']}")
             continue
-        flags = run_flags(run)
+        flags, scored = run_flags(run), "out_of_fold" if run.get("out_of_fold") is True else "test"
         print(
             f"{run['run_id']}\t{run['state']}\tepochs={run.get('epochs')}\tbatch={run.get('batch_size')}\t"
             f"val_weighted_f1={_figure(run.get('val_weighted_f1'))}\t"
-            f"test_weighted_f1={_figure(run.get('weighted_f1'))}\t"
-            f"test_balanced_acc={_figure(run.get('balanced_accuracy'))}\t"
+            f"{scored}_weighted_f1={_figure(run.get('weighted_f1'))}\t"
+            f"{scored}_balanced_acc={_figure(run.get('balanced_accuracy'))}\t"
             f"weights={run.get('weights')}\tdata={run.get('data')}" + (f"\tflags: {flags}" if flags else "")
         )
     return 0
