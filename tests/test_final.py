@@ -128,7 +128,9 @@ def test_out_of_fold_figures_are_the_folds_predictions_under_one_temperature(tmp
     assert metrics["intervals"]["roc_auc"]["low"] < metrics["roc_auc"] < metrics["intervals"]["roc_auc"]["high"]
 
 
-def test_a_final_run_says_its_figures_are_out_of_fold_wherever_they_show(tmp_path: Path) -> None:
+def test_a_final_run_says_its_figures_are_out_of_fold_wherever_they_show(tmp_path: Path, capsys) -> None:
+    from pipeline.cli import main
+
     final, metrics, table = _final_run(tmp_path / "runs")
     card = model_card(final)
     assert images_label(card)[0] == "Out-of-fold images" and card["scored_on"] == "Out-of-fold"
@@ -140,6 +142,12 @@ def test_a_final_run_says_its_figures_are_out_of_fold_wherever_they_show(tmp_pat
     assert "test accuracy" not in report and "out-of-fold accuracy" in report
     readme = readme_card(final, export_card(final, "tflite"))
     assert "every patient, out of fold" in readme and "## Figures out of fold" in readme
+    capsys.readouterr()
+    assert main(["runs", "--runs-dir", str(tmp_path / "runs")]) == 0
+    listed = {line.split("\t")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert f"out_of_fold_balanced_acc={metrics['balanced_accuracy']:.3f}" in listed[final.run_id]
+    assert "flags: final model: figures out of fold" in listed[final.run_id]
+    assert all("test_balanced_acc=" in line for run_id, line in listed.items() if run_id.endswith(("0", "1", "2")))
     assert "final model: figures out of fold" in run_flags({"out_of_fold": True})
     assert "final model" not in run_flags({"out_of_fold": False})
 
