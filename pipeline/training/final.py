@@ -21,9 +21,9 @@ from ..evaluation.run_metrics import run_metrics, temperature_scaled
 from ..runs.folder import RunFolder
 
 SPLIT_SETTINGS = ("split", "cv_folds", "cv_fold", "oof_group", "name")
+"""The settings a final model may differ in from its folds: which patients it trains on, and its name."""
 THRESHOLDS = tuple(round(0.30 + 0.05 * step, 2) for step in range(9))
 """The thresholds a final model's out-of-fold predictions are scored at, 0.30 to 0.70 (the product calls at 0.5)."""
-"""The settings a final model may differ in from its folds: which patients it trains on, and its name."""
 
 
 def fold_runs(runs_dir: Path, group: str) -> list[RunFolder]:
@@ -71,7 +71,7 @@ def out_of_fold_predictions(folds: list[RunFolder]) -> pd.DataFrame:
         temperature = fitted_temperature(fold.metrics())
         if temperature:
             table = table.assign(prob_all=with_temperature(table["prob_all"].to_numpy(dtype=float), 1 / temperature))
-        frames.append(table.assign(fold_run=fold.run_id))
+        frames.append(table)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -129,7 +129,7 @@ def out_of_fold_metrics(config: TrainConfig, split: pd.DataFrame, runs_dir: Path
     check_same_images(folds, split, config.oof_group)
     table = out_of_fold_predictions(folds)
     scaling, table = _scaled(table)
-    metrics = run_metrics(table.drop(columns="fold_run"), None, split.assign(subset="test"), config.tta, scaling)
+    metrics = run_metrics(table, None, split.assign(subset="test"), config.tta, scaling)
     metrics["warnings"].remove(missing_subset_warning("validation"))  # a final model has none by design
     metrics["subset"] = OUT_OF_FOLD
     metrics["threshold_check"] = threshold_check(table)
@@ -142,7 +142,7 @@ def out_of_fold_metrics(config: TrainConfig, split: pd.DataFrame, runs_dir: Path
         "patient); the figures are pooled over the folds and speak for the recipe, not for this model, which "
         "trained on every patient",
     }
-    return metrics, table.drop(columns="fold_run")
+    return metrics, table
 
 
 def check_final(config: TrainConfig, runs_dir: Path, split: pd.DataFrame | None = None) -> None:
