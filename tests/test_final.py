@@ -42,12 +42,14 @@ def _fold_split(tested: tuple[str, ...]) -> pd.DataFrame:
     return split.assign(subset=np.where(split["patient"].isin(tested), "test", "train"))
 
 
-def _cross_validation(runs_dir: Path, epochs_of_fold_3: int = 1, state_of_fold_3: str = "completed") -> pd.DataFrame:
+def _cross_validation(
+    runs_dir: Path, epochs_of_fold_3: int = 1, state_of_fold_3: str = "completed", data_dir: str = "cells"
+) -> pd.DataFrame:
     """Three fake fold runs of group `g` whose test patients partition `PATIENTS`; fold 2 fitted a temperature.
     Returns every fold's test predictions as its model gave them (before any temperature)."""
     raw = []
     for fold, tested in enumerate(FOLDS):
-        config = {**FOLD_CONFIG, "group": "g", "cv_folds": 3, "cv_fold": fold}
+        config = {**FOLD_CONFIG, "data_dir": data_dir, "group": "g", "cv_folds": 3, "cv_fold": fold}
         config["epochs"] = epochs_of_fold_3 if fold == 2 else 1
         state = state_of_fold_3 if fold == 2 else "completed"
         folder = fake_run(runs_dir, f"fold{fold}", state, config, _fold_split(tested), seed=fold, skill=0.15)
@@ -271,3 +273,32 @@ def test_execute_final_trains_the_final_model_of_the_folds_it_ran(tmp_path: Path
     assert config == TrainConfig.from_dict(RunFolder(folds[0]).config()) and group == "g"
     assert (runs_dir, engine) == (tmp_path / "runs", "local")
     assert main(["execute", *map(str, folds)]) == 0 and len(asked) == 1  # without --final: no final model
+
+
+def test_results_trains_the_final_model_of_a_completed_cross_validation(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from tests.helpers import record_spawns
+
+    monkeypatch.setenv("CNMC_DATA_DIR", str(tiny_data))
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))
+    monkeypatch.delenv("DEMO_MODE", raising=False)
+    spawned = record_spawns(monkeypatch)
+    _cross_validation(tmp_path / "runs", data_dir=str(tiny_data))
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app.py"), default_timeout=60)
+    app.run()
+    app.switch_page("pages/results.py").run()
+    assert next(box for box in app.selectbox if box.label == "Cross-validation").value == "g"
+    next(button for button in app.button if button.label == "Train the final model on every patient").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    ((final,),) = spawned
+    config = final.config()
+    assert (config["split"], config["oof_group"], config["group"], config["cv_folds"]) == ("none", "g", "g-final", 0)
+    fold = RunFolder(next((tmp_path / "runs").glob("*-fold0"))).config()
+    assert {key: config[key] for key in ("epochs", "batch_size", "backbone")} == {
+        key: fold[key] for key in ("epochs", "batch_size", "backbone")
+    }
+    app.run()
+    assert any(final.run_id in caption.value for caption in app.caption), "the final model is named under its folds"

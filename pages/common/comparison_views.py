@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from pipeline.core.config import TrainConfig
 from pipeline.core.errors import PipelineError
 from pipeline.evaluation.figures import (
     folds_strip_figure,
@@ -13,9 +14,17 @@ from pipeline.evaluation.figures import (
 )
 from pipeline.evaluation.intervals import interval_line
 from pipeline.runs.crossval import FOLD_LABELS, FOLD_METRICS, fold_mean_intervals, fold_table, read_summary, summarize
+from pipeline.runs.folder import RunFolder
 from pipeline.runs.selection import SELECTION_LABEL, SELECTION_METRIC, best_per_cell, rank_by_validation
+from pipeline.training.final import final_config
+from pipeline.training.launch import launch
 
-from .settings import demo_mode, run_folder
+from .settings import demo_mode, ray_address, run_folder, runs_dir
+
+FINAL_HELP = (
+    "The folds' settings once more, on every patient: nobody is held out, so its figures are these folds' out-of-fold "
+    "predictions, and its temperature is fitted on them."
+)
 
 
 def crossval_section(runs: pd.DataFrame) -> None:
@@ -78,6 +87,22 @@ def crossval_section(runs: pd.DataFrame) -> None:
         hide_index=True,
         width="stretch",
     )
+    if not demo_mode() and summary["completed"] == summary["folds"]:
+        _final_model(group, folders[0], runs)
+
+
+def _final_model(group: str, fold: RunFolder, runs: pd.DataFrame) -> None:
+    """The cross-validation's final models, and a button that trains one on every patient in the background."""
+    finals = runs.loc[runs["group"] == f"{group}-final", "run_id"].tolist()
+    if finals:
+        st.caption("Its final model on every patient (figures out of fold): " + ", ".join(finals) + ".")
+    if st.button("Train the final model on every patient", help=FINAL_HELP):
+        try:
+            config = final_config(TrainConfig.from_dict(fold.config()), group)
+            (folder,) = launch([config], runs_dir(), group=f"{group}-final", ray_address=ray_address())
+            st.success(f"Started {folder.run_id}: the same settings on every patient.", icon=":material/rocket_launch:")
+        except PipelineError as error:
+            st.error(str(error), icon=":material/error:")
 
 
 def grid_section(runs: pd.DataFrame) -> None:

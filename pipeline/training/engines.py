@@ -15,6 +15,7 @@ from ..runs.crossval import crossval_configs, summary_path, write_summary_of_gro
 from ..runs.folder import RunFolder
 from ..runs.lifecycle import mark_cancelled, record_failure
 from .cluster import execute_on_ray
+from .final import final_config
 from .grid_cells import one_pass_possible
 from .train import execute_run, prepare_run
 
@@ -93,8 +94,7 @@ def train_final(
 ) -> RunFolder:
     """The final model of the completed cross-validation `group` of `config`: the same settings on every patient
     (split `none`), its figures and temperature from the folds' out-of-fold predictions (`training.final`)."""
-    final = config.replace(split="none", cv_folds=0, cv_fold=0, oof_group=group)
-    folder = prepare_run(final, runs_dir, f"{group}-final")
+    folder = prepare_run(final_config(config, group), runs_dir, f"{group}-final")
     run_all([folder], engine, **ray_options)
     return folder
 

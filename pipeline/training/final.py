@@ -26,6 +26,12 @@ THRESHOLDS = tuple(round(0.30 + 0.05 * step, 2) for step in range(9))
 """The thresholds a final model's out-of-fold predictions are scored at, 0.30 to 0.70 (the product calls at 0.5)."""
 
 
+def final_config(config: TrainConfig, group: str) -> TrainConfig:
+    """The final model of the cross-validation `group` whose folds have `config` (any fold's): the same settings on
+    every patient."""
+    return config.replace(split="none", cv_folds=0, cv_fold=0, oof_group=group)
+
+
 def fold_runs(runs_dir: Path, group: str) -> list[RunFolder]:
     """The folds of the cross-validation `group` in `runs_dir`, by fold; refused unless every fold completed."""
     members = []
