@@ -93,7 +93,7 @@ def crossval_section(runs: pd.DataFrame) -> None:
 
 def _final_model(group: str, fold: RunFolder, runs: pd.DataFrame) -> None:
     """The cross-validation's final models, and a button that trains one on every patient in the background."""
-    finals = runs.loc[runs["group"] == f"{group}-final", "run_id"].tolist()
+    finals = runs.loc[runs.get("oof_group", pd.Series("", index=runs.index)) == group, "run_id"].tolist()
     if finals:
         st.caption("Its final model on every patient (figures out of fold): " + ", ".join(finals) + ".")
     if st.button("Train the final model on every patient", help=FINAL_HELP):

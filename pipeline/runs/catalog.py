@@ -211,6 +211,7 @@ def run_row(folder: RunFolder) -> dict[str, Any]:
             "data": config.get("data_kind"),
             "data_dir": config.get("data_dir"),
             "group": config.get("group", ""),
+            "oof_group": config.get("oof_group", ""),
             "cv": f"{config['cv_fold'] + 1}/{config['cv_folds']}" if config.get("cv_folds") else "",
             "comparable": comparable_key(config),
             "val_leaked_patients": (metrics.get("leakage") or {}).get("train_val_patients"),
