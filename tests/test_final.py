@@ -225,19 +225,25 @@ def test_crossval_final_trains_every_patient_and_predicts_under_the_out_of_fold_
     assert "has no test subset" in capsys.readouterr().err
 
 
+def _dashboard(data: Path, artifacts: Path, monkeypatch: pytest.MonkeyPatch):
+    """The dashboard (AppTest, run once) on `data`, writing under `artifacts`, not in demo mode."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CNMC_DATA_DIR", str(data))
+    monkeypatch.setenv("ARTIFACTS_DIR", str(artifacts))
+    monkeypatch.delenv("DEMO_MODE", raising=False)
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app.py"), default_timeout=60)
+    app.run()
+    return app
+
+
 def test_results_and_the_model_card_call_a_final_models_figures_out_of_fold(
     tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streamlit.testing.v1 import AppTest
-
     from tests.helpers import metric
 
-    monkeypatch.setenv("CNMC_DATA_DIR", str(tiny_data))
-    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))
-    monkeypatch.delenv("DEMO_MODE", raising=False)
     final, metrics, table = _final_run(tmp_path / "runs")
-    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app.py"), default_timeout=60)
-    app.run()
+    app = _dashboard(tiny_data, tmp_path, monkeypatch)
     app.switch_page("pages/results.py").run()
     next(box for box in app.selectbox if box.label == "Run").set_value(final.run_id).run()
     assert not app.exception, [e.value for e in app.exception]
@@ -278,17 +284,11 @@ def test_execute_final_trains_the_final_model_of_the_folds_it_ran(tmp_path: Path
 def test_results_trains_the_final_model_of_a_completed_cross_validation(
     tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streamlit.testing.v1 import AppTest
-
     from tests.helpers import record_spawns
 
-    monkeypatch.setenv("CNMC_DATA_DIR", str(tiny_data))
-    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))
-    monkeypatch.delenv("DEMO_MODE", raising=False)
     spawned = record_spawns(monkeypatch)
     _cross_validation(tmp_path / "runs", data_dir=str(tiny_data))
-    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app.py"), default_timeout=60)
-    app.run()
+    app = _dashboard(tiny_data, tmp_path, monkeypatch)
     app.switch_page("pages/results.py").run()
     assert next(box for box in app.selectbox if box.label == "Cross-validation").value == "g"
     next(button for button in app.button if button.label == "Train the final model on every patient").click().run()

@@ -81,14 +81,18 @@ def crossval_section(runs: pd.DataFrame) -> None:
         "Each dot is one fold's test patients; the bar is the mean, its whiskers the 95 % interval of the "
         "mean over folds (Student's t)."
     )
+    _per_fold(table)
+    if not demo_mode() and summary["completed"] == summary["folds"]:
+        _final_model(group, folders[0], runs)
+
+
+def _per_fold(table: pd.DataFrame) -> None:
     st.markdown("**Per fold** (test figures; the validation figure is what a fold's model was chosen by)")
     st.dataframe(
         table[["fold", "state", "test_patients", "test_images", "val_weighted_f1", *FOLD_METRICS]],
         hide_index=True,
         width="stretch",
     )
-    if not demo_mode() and summary["completed"] == summary["folds"]:
-        _final_model(group, folders[0], runs)
 
 
 def _final_model(group: str, fold: RunFolder, runs: pd.DataFrame) -> None:
