@@ -22,7 +22,7 @@ from pipeline.evaluation.run_metrics import run_metrics
 from pipeline.explain.report import build_report
 from pipeline.inference.export import export_card, readme_card
 from pipeline.runs.catalog import model_card
-from pipeline.runs.display import held_out_line, images_label, threshold_line
+from pipeline.runs.display import held_out_line, images_label, provenance, threshold_line
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.selection import run_flags
 from pipeline.training.final import THRESHOLDS, check_final, out_of_fold_metrics
@@ -139,6 +139,8 @@ def test_a_final_run_says_its_figures_are_out_of_fold_wherever_they_show(tmp_pat
     line = held_out_line(card)
     assert "nobody" in line and "3-fold" in line and card["test"]["images"] == len(table)
     assert images_label({"split": "patient"})[0] == "Test images"
+    shown = provenance(final.config(), markdown=False)
+    assert "split: none (a final model on every patient; figures out of fold)" in shown
     report = build_report(final.path, explained=False)
     assert "Held out: nobody" in report and "Out-of-fold figures with 95 % intervals" in report
     assert "test accuracy" not in report and "out-of-fold accuracy" in report

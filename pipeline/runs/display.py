@@ -111,8 +111,17 @@ def provenance(config: dict[str, Any], hide_paths: bool = False, markdown: bool 
         f"({value(shown_path(config.get('data_dir'), hide_paths))}) · "
         f"weights: {bold}{value(weights_label(config))}{bold} · "
         f"{value(backbone_label(config))} at {value(image_size_label(config))} px · "
-        f"split: {value('patient folds, out of fold' if config.get('release') else config.get('split'))}"
+        f"split: {value(split_label(config))}"
     )
+
+
+def split_label(config: dict[str, Any]) -> str:
+    """A run's split in words: a release's and a final model's say that their figures are out of fold."""
+    if config.get("release"):
+        return "patient folds, out of fold"
+    if config.get("split") == "none":
+        return "none (a final model on every patient; figures out of fold)"
+    return str(config.get("split"))
 
 
 def format_duration(seconds: float | None) -> str:
