@@ -25,7 +25,7 @@ from pipeline.runs.catalog import run_row
 from pipeline.runs.contract import HEAD
 from pipeline.runs.folder import RunFolder
 from pipeline.training.release_build import build_release, member_configs, release_config
-from pipeline.training.release_features import cell_features, perturbed_features
+from pipeline.training.release_features import member_features
 from tests.helpers import record_spawns
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,7 @@ def small_release(tiny_data: Path, artifacts_root: Path, tmp_path_factory: pytes
 def _member_features(data: Path, paths: list[str]) -> list[np.ndarray]:
     """Each member's pooled features of `paths`, as the builder computes them."""
     configs = member_configs(release_config(str(data)), MEMBERS, SIZE)
-    return [cell_features(config, paths, lambda text: None)[0] for config in configs]
+    return [member_features(config, paths, lambda text: None)[0] for config in configs]
 
 
 def test_the_release_is_a_complete_run_folder_with_a_small_head_and_no_pickle(small_release: Path) -> None:
@@ -76,7 +76,7 @@ def test_every_fold_head_left_out_exactly_its_patients(small_release: Path, tiny
     is_all = np.array([r.label == "ALL" for r in records])
     chosen = RunFolder(small_release).metrics()["release"]["C_folds"]
     configs = member_configs(release_config(str(tiny_data)), MEMBERS, SIZE)
-    copies = [perturbed_features(config, [r.path for r in records], lambda text: None) for config in configs]
+    copies = [member_features(config, [r.path for r in records], lambda text: None, True)[1] for config in configs]
     for fold in sorted(predictions["fold"].unique()):
         test = (predictions["fold"] == fold).to_numpy()
         for member, rows, copy, member_c in zip(release.members, features, copies, chosen, strict=True):
@@ -110,8 +110,7 @@ def test_heads_trained_with_perturbed_copies_see_only_their_training_cells_copie
     records = scan_dataset(str(tiny_data)).training_records()
     paths = [r.path for r in records]
     config = member_configs(release_config(str(tiny_data)), MEMBERS[:1], SIZE)[0]
-    clean = cell_features(config, paths, lambda text: None)[0]
-    copies = perturbed_features(config, paths, lambda text: None)
+    clean, copies, _ = member_features(config, paths, lambda text: None, copies=True)
     assert copies.shape == clean.shape and not np.allclose(copies, clean), "a copy is another picture of the cell"
     is_all = np.array([r.label == "ALL" for r in records])
     predictions = out.predictions()

@@ -133,13 +133,13 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     return 0 if completed else 1
 
 
-def _final_model(args: argparse.Namespace, base: Any, group: str) -> int:
+def _final_model(args: argparse.Namespace, base: Any, group: str, runs_dir: Any = None) -> int:
     """`crossval --final`: the recipe on every patient, scored by the (first seed's) folds out of fold."""
     from ..evaluation.intervals import interval_line
     from ..runs.display import threshold_line
     from ..training.engines import train_final
 
-    folder = train_final(base, group, args.runs_dir, args.engine, **_ray_options(args))
+    folder = train_final(base, group, runs_dir or args.runs_dir, args.engine, **_ray_options(args))
     metrics = folder.metrics() or {}
     print(f"final model on every patient: {folder.path} ({folder.status().get('state')})")
     if interval_line(metrics.get("intervals")):
@@ -184,8 +184,7 @@ def cmd_execute(args: argparse.Namespace) -> int:
         from ..core.config import TrainConfig
 
         first = folders[0].config()
-        args.runs_dir = folders[0].path.parent
-        return _final_model(args, TrainConfig.from_dict(first), first.get("group", ""))
+        return _final_model(args, TrainConfig.from_dict(first), first.get("group", ""), folders[0].path.parent)
     return 0 if all_completed else 1
 
 

@@ -43,7 +43,7 @@ from ..models.release import (
     member_logits,
 )
 from ..runs.folder import RunFolder
-from .release_features import cell_features, perturbed_features
+from .release_features import member_features
 from .release_folder import release_metrics, write_release
 
 RELEASE_C = 1.0
@@ -215,17 +215,12 @@ def build_release(
     paths = [record.path for record in records]
     labels = np.array([record.label for record in records])
     patients = np.array([record.patient for record in records]).astype(str)
-    features, weights = [], []
-    for config in configs:
-        member, label = cell_features(config, paths, lambda text, name=config.backbone: say(f"{name}: {text}"))
-        features.append(member)
-        weights.append(label)
-    copies = None
-    if perturbed_copies:
-        copies = [
-            perturbed_features(config, paths, lambda text, name=config.backbone: say(f"{name}: {text}"))
-            for config in configs
-        ]
+    computed = [
+        member_features(config, paths, lambda text, name=config.backbone: say(f"{name}: {text}"), perturbed_copies)
+        for config in configs
+    ]
+    features, copies, weights = (list(part) for part in zip(*computed, strict=True))
+    copies = copies if perturbed_copies else None
     say("measuring cell shapes")
     with ThreadPoolExecutor(max_workers=4) as pool:
         shapes = np.array(list(pool.map(_shape_of, paths)))

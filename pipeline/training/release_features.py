@@ -20,8 +20,8 @@ from ..inference.batches import extract_features
 from .features import FEATURE_CODE_VERSION
 
 
-def _backbone(config: TrainConfig, paths: list[str], kind: str) -> tuple[Any, str, dict[str, Any]]:
-    """The member's frozen ImageNet backbone, its weights label and the cache key of its `kind` of features."""
+def _backbone(config: TrainConfig, paths: list[str]) -> tuple[Any, str, dict[str, Any]]:
+    """The member's frozen ImageNet backbone, its weights label and the cache key its features share."""
     from ..models.model import backbone_fingerprint, build_model
 
     model, weights = build_model(config.backbone, config.image_size, "imagenet", freeze_backbone=True)
@@ -30,17 +30,20 @@ def _backbone(config: TrainConfig, paths: list[str], kind: str) -> tuple[Any, st
         "backbone": config.backbone,
         "weights": weights,
         "weights_sha256": backbone_fingerprint(model),
-        "kind": kind,
         "feature_code": FEATURE_CODE_VERSION,
     }
     return model, weights, key
 
 
-def cell_features(config: TrainConfig, paths: list[str], progress: Callable[[str], None]) -> tuple[np.ndarray, str]:
-    """Pooled ImageNet features of `paths` under the release's preprocessing (cached), and the weights label."""
-    model, weights, key = _backbone(config, paths, "release")
+def member_features(
+    config: TrainConfig, paths: list[str], progress: Callable[[str], None], copies: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(pooled ImageNet features of `paths` under the release's preprocessing; with `copies`, those of one perturbed
+    copy of each cell, seeded by the configuration's seed and the cell's row, so every build draws the same copies,
+    else None; the weights label). Both cached; the backbone is built once for both."""
+    model, weights, key = _backbone(config, paths)
 
-    def compute() -> np.ndarray:
+    def cells() -> np.ndarray:
         progress(f"preprocessing {len(paths)} cells")
         images, failed = load_images(paths, config.image_size, config.clahe, default_cache_dir())
         if failed:
@@ -49,23 +52,16 @@ def cell_features(config: TrainConfig, paths: list[str], progress: Callable[[str
         progress(f"features of {len(paths)} cells")
         return extract_features(model, np.asarray(images))
 
-    features, _ = cached_array("features", key, compute, default_cache_dir())
-    return features, weights
-
-
-def perturbed_features(config: TrainConfig, paths: list[str], progress: Callable[[str], None]) -> np.ndarray:
-    """Pooled ImageNet features of one perturbed copy of each cell of `paths` (seeded by the configuration's seed
-    and the cell's row: the same copies on every build), under the release's preprocessing; cached."""
-    model, _, key = _backbone(config, paths, "release, perturbed copies")
-    key.update(perturbation=PERTURBATION_VERSION, seed=config.seed)
-
     def copy(row: int) -> np.ndarray:
         return preprocess(perturbed_copy(read_image(paths[row]), config.seed, row), config.image_size, config.clahe)
 
-    def compute() -> np.ndarray:
+    def perturbed() -> np.ndarray:
         progress(f"features of a perturbed copy of {len(paths)} cells")
         with ThreadPoolExecutor(max_workers=4) as pool:
             return extract_features(model, np.stack(list(pool.map(copy, range(len(paths))))))
 
-    features, _ = cached_array("features", key, compute, default_cache_dir())
-    return features
+    features, _ = cached_array("features", {**key, "kind": "release"}, cells, default_cache_dir())
+    if not copies:
+        return features, None, weights
+    copy_key = {**key, "kind": "release, perturbed copies", "perturbation": PERTURBATION_VERSION, "seed": config.seed}
+    return features, cached_array("features", copy_key, perturbed, default_cache_dir())[0], weights
