@@ -172,7 +172,7 @@ GIVEN = {
     "balance_patients": ("--no-balance-patients", None),
     "head_l2": ("--head-l2", "0.5"),
     "validation_from": ("--validation-from", "both"),
-    "tta": ("--tta", None),
+    "tta": ("--no-tta", None),
     "temperature_scaling": ("--temperature-scaling", None),
     "max_images": ("--max-images", "100"),
     "on_bad_image": ("--on-bad-image", "fail"),
