@@ -21,7 +21,7 @@ from pages.common.settings import current_model, demo_mode, models, run_folder
 from pages.common.widgets import demo_model_progress, run_label, show_error, show_model_card, synthetic_warning
 from pipeline.core.errors import PipelineError
 from pipeline.data.decode import decode_image
-from pipeline.explain.cams import METHODS, method_label
+from pipeline.explain.cams import METHODS
 from pipeline.explain.pictures import colorize, overlay
 from pipeline.explain.road import QUICK_FRACTIONS, share_on_cell
 from pipeline.inference.cells import zip_images
@@ -211,15 +211,16 @@ for panel, method in zip(panels[1 : len(panels) - bool(want_average)], methods o
     panel.image(
         overlay(result.input, heatmap, opacity),
         width="stretch",
-        caption=f"{method_label(method, scorecam_channels, explainer.channels(layer))} at "
-        f"{explainer.layer_label(layer)} (yellow = most important)",
+        caption=f"{explainer.label(method, layer, scorecam_channels)} at {explainer.layer_label(layer)} "
+        "(yellow = most important)",
     )
     on_cell = share_on_cell(result.input, heatmap)
     panel.metric(
         "Map on the cell",
         "—" if on_cell is None else f"{on_cell:.0%}",
-        help="Share of the map's weight inside the segmented cell; a low share means the model looked at the "
-        "background. A dash: the map is empty (nothing in this layer points to the class shown).",
+        help="Share of the map's weight inside the segmented cell (which covers about a sixth of the picture); a "
+        "low share: the map's weight lies off the cell, on the background. A dash: the map is empty (nothing in "
+        "this layer points to the class shown).",
     )
     if want_faithfulness:
         faith = explainer.road(result.input, heatmap, result.class_index, fractions=QUICK_FRACTIONS)
@@ -235,7 +236,9 @@ if want_average:
     panels[-1].image(
         overlay(result.input, averaged, opacity),
         width="stretch",
-        caption=f"Grad-CAM averaged over {names} (yellow = most important)",
+        caption=f"Grad-CAM averaged over {names}"
+        + (", each against its average training cell" if explainer.reference is not None else "")
+        + " (yellow = most important)",
     )
     on_cell = share_on_cell(result.input, averaged)
     panels[-1].metric("Map on the cell", "—" if on_cell is None else f"{on_cell:.0%}")

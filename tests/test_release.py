@@ -15,10 +15,12 @@ import pytest
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
+from pipeline import ALL_INDEX
 from pipeline.cli import main
 from pipeline.core import config as config_module
 from pipeline.data.decode import read_image
 from pipeline.data.layouts import scan_dataset
+from pipeline.explain.cams import Explainer
 from pipeline.inference.predict import Predictor
 from pipeline.models.release import MAX_BYTES, LinearHead, Release
 from pipeline.runs.catalog import run_row
@@ -110,7 +112,8 @@ def test_heads_trained_with_perturbed_copies_see_only_their_training_cells_copie
     records = scan_dataset(str(tiny_data)).training_records()
     paths = [r.path for r in records]
     config = member_configs(release_config(str(tiny_data)), MEMBERS[:1], SIZE)[0]
-    clean, copies, _ = member_features(config, paths, lambda text: None, copies=True)
+    computed = member_features(config, paths, lambda text: None, copies=True)
+    clean, copies = computed.features, computed.copies
     assert copies.shape == clean.shape and not np.allclose(copies, clean), "a copy is another picture of the cell"
     is_all = np.array([r.label == "ALL" for r in records])
     predictions = out.predictions()
@@ -168,6 +171,39 @@ def test_the_averaged_gradcam_is_the_mean_of_each_members_own_map(small_release:
     ]
     assert averaged.shape == prediction.input.shape[:2] and np.allclose(averaged, np.mean(maps, axis=0), atol=1e-6)
     assert np.allclose(averaged_gradcam(explainers[:1], inputs[:1], prediction.class_index), maps[0], atol=1e-6)
+
+
+def test_the_release_draws_gradcam_against_its_average_training_cell(small_release: Path, tiny_data: Path) -> None:
+    from pipeline.explain.cams import DEFAULT_LAYER
+    from pipeline.explain.pictures import explainer_of, member_explainers
+
+    predictor = Predictor.from_run(small_release)
+    release = predictor.release
+    paths = [r.path for r in scan_dataset(str(tiny_data)).training_records()]
+    for member, features in zip(release.members, _member_features(tiny_data, paths), strict=True):
+        # The reference is the mean of the training cells' maps: its spatial mean is their mean pooled features.
+        assert member.reference is not None and member.reference.ndim == 3
+        assert np.allclose(member.reference.mean(axis=(0, 1)), features.mean(axis=0), rtol=2e-3, atol=2e-3)
+    explainer, second = explainer_of(predictor), member_explainers(predictor)[0]
+    assert second.reference is release.members[1].reference
+    assert explainer.label("gradcam", DEFAULT_LAYER) == "Grad-CAM against the average training cell"
+    assert explainer.label("layercam", DEFAULT_LAYER) == "LayerCAM", "only Grad-CAM is drawn against it"
+    assert "Grad-CAM is drawn against the average training cell" in (small_release / "MODEL_CARD.md").read_text()
+    prediction = predictor.predict_image(read_image(paths[1]))
+    batch = prediction.input[None].astype(np.float32)
+    head, reference = release.heads[0], release.members[0].reference
+    own, average = predictor.pooled_features(prediction.input[None]), reference.mean(axis=(0, 1))[None]
+    for class_index, sign in ((ALL_INDEX, 1.0), (1 - ALL_INDEX, -1.0)):
+        signed = explainer.signed_map(batch, "gradcam", DEFAULT_LAYER, class_index)
+        # Complete: the map sums to the class score of this cell minus that of the average cell (linear head).
+        expected = sign * (head.logits(own) - head.logits(average))[0] / (2 * release.temperature)
+        assert float(signed.sum()) == pytest.approx(expected, rel=1e-3, abs=1e-4)
+    plain = Explainer(predictor.model, forward=predictor.forward)
+    difference = explainer.signed_map(batch, "gradcam", DEFAULT_LAYER, ALL_INDEX) - plain.signed_map(
+        batch, "gradcam", DEFAULT_LAYER, ALL_INDEX
+    )
+    weights = head.coef / head.scale / (2 * release.temperature) / reference[..., 0].size
+    assert np.allclose(difference, -(reference * weights).sum(axis=-1), rtol=1e-3, atol=1e-5), "minus the reference"
 
 
 def test_predict_takes_a_folder_and_a_zip_and_summarises_each(

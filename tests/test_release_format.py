@@ -49,6 +49,22 @@ def test_several_members_round_trip_and_each_keeps_its_own_heads(tmp_path: Path)
         loaded.prob_all(features[:2])
 
 
+def test_each_members_average_cell_round_trips_and_a_file_without_one_reads_as_none(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    rng = np.random.default_rng(3)
+    release = _release(2, rng)
+    maps = [rng.uniform(0, 6, (7, 7, 8)).astype(np.float32), rng.uniform(0, 6, (8, 8, 8)).astype(np.float32)]
+    with_maps = replace(release, members=[replace(m, reference=r) for m, r in zip(release.members, maps, strict=True)])
+    with_maps.save(tmp_path / "head.npz")
+    loaded = Release.load(tmp_path / "head.npz")
+    for member, reference in zip(loaded.members, maps, strict=True):
+        assert member.reference.dtype == np.float32 and member.reference.shape == reference.shape
+        assert np.allclose(member.reference, reference, rtol=1e-3), "stored at 16 bits"
+    release.save(tmp_path / "old.npz")  # written before the average cell was stored
+    assert [member.reference for member in Release.load(tmp_path / "old.npz").members] == [None, None]
+
+
 def test_a_head_file_written_before_ensembles_reads_as_one_member(tmp_path: Path) -> None:
     release = _release(1, np.random.default_rng(1))
     arrays = release_arrays(release)

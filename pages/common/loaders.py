@@ -11,8 +11,7 @@ import streamlit as st
 
 from pipeline.data.layouts import Dataset, scan_dataset
 from pipeline.data.preprocess import thumbnail
-from pipeline.explain.cams import Explainer
-from pipeline.explain.pictures import averaged_gradcam, explain_prediction
+from pipeline.explain.pictures import averaged_gradcam, explain_prediction, explainer_of, member_explainers
 from pipeline.inference.predict import Predictor
 from pipeline.runs.catalog import crossval_summary_path, list_runs, model_card, released_row
 from pipeline.runs.folder import RunFolder
@@ -96,7 +95,7 @@ def cached_averaged_gradcam(run_dir: str, model_mtime: float, image_key: str, _p
 
 @st.cache_resource(show_spinner="Preparing the other networks' explanations…", max_entries=3)
 def _member_explainers(run_dir: str, model_mtime: float) -> list[Any]:
-    return [Explainer(model) for model in _predictor(run_dir, model_mtime).member_models()]
+    return member_explainers(_predictor(run_dir, model_mtime))
 
 
 def model_key(run_id: str) -> tuple[str, float]:
@@ -121,8 +120,7 @@ def _predictor(run_dir: str, model_mtime: float) -> Any:
 
 @st.cache_resource(show_spinner="Preparing explanations…", max_entries=3)
 def _explainer(run_dir: str, model_mtime: float) -> Any:
-    predictor = _predictor(run_dir, model_mtime)
-    return Explainer(predictor.model, forward=predictor.forward)
+    return explainer_of(_predictor(run_dir, model_mtime))
 
 
 def predictor_and_explainer(run_id: str) -> tuple[Any, Any]:

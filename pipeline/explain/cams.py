@@ -82,8 +82,12 @@ class Explainer:
     tf-keras-vis directly.
     """
 
-    def __init__(self, model: Any, forward: Any = None) -> None:
+    def __init__(self, model: Any, forward: Any = None, reference: np.ndarray | None = None) -> None:
         self.model = model
+        self.reference = reference
+        """The mean activation map at `DEFAULT_LAYER` of the cells the model learnt from (a released model's): its
+        Grad-CAM there is drawn against that average cell, so the map shows where this cell differs from it in
+        the class's favour, and its sum is the class score minus the average cell's (exactly, for a linear head)."""
         self.scores_model = logits_model(model)
         self._cams: dict[str, Any] = {}
         self._gradients: dict[str, Any] = {}
@@ -140,14 +144,32 @@ class Explainer:
         cam = (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
         return np.clip(np.nan_to_num(cam), 0.0, 1.0).astype(np.float32)
 
+    def against_reference(self, method: str, layer: str) -> bool:
+        """Whether the map of `method` at `layer` is drawn against the average training cell (Grad-CAM at the
+        last convolutional stage of a model that has the reference)."""
+        return method == "gradcam" and layer == DEFAULT_LAYER and self.reference is not None
+
+    def label(self, method: str, layer: str, channels: int = SCORECAM_CHANNELS) -> str:
+        """The method's name as shown, saying when the map is drawn against the average training cell."""
+        name = method_label(method, channels, self.channels(layer))
+        return f"{name} against the average training cell" if self.against_reference(method, layer) else name
+
     def layer_cam(self, batch: np.ndarray, method: str, layer: str, class_index: int) -> np.ndarray:
         """Grad-CAM or LayerCAM at the layer's resolution, before normalisation and upsampling."""
+        return np.maximum(self.signed_map(batch, method, layer, class_index), 0)
+
+    def signed_map(self, batch: np.ndarray, method: str, layer: str, class_index: int) -> np.ndarray:
+        """Grad-CAM or LayerCAM at the layer's resolution with its negative part (what argues against the class)."""
         if layer not in self._gradients:
             self._gradients[layer] = _compiled_gradients(self.scores_model, layer)
         activations, gradients = (np.asarray(t)[0] for t in self._gradients[layer](batch, class_index))
+        if self.against_reference(method, layer):
+            if self.reference.shape != activations.shape:
+                raise PipelineError(f"The reference map {self.reference.shape} does not fit {activations.shape}.")
+            activations = activations - self.reference
         # Grad-CAM weighs each channel by its mean gradient; LayerCAM weighs each position by its positive gradient.
         weights = gradients.mean(axis=(0, 1), keepdims=True) if method == "gradcam" else np.maximum(gradients, 0)
-        return np.maximum((activations * weights).sum(axis=-1), 0)
+        return (activations * weights).sum(axis=-1)
 
     def _library_cam(
         self, batch: np.ndarray, method: str, layer: str, class_index: int, scorecam_channels: int

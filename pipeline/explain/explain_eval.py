@@ -14,8 +14,8 @@ from ..core.files import write_csv_atomic, write_json_atomic
 from ..data.decode import read_image
 from ..inference.predict import Predictor
 from ..runs.folder import RunFolder
-from .cams import DEFAULT_LAYER, Explainer, method_label
-from .pictures import explain_prediction
+from .cams import DEFAULT_LAYER
+from .pictures import explain_prediction, explainer_of
 from .road import FRACTIONS, cell_mask, random_in_cell
 
 FOREGROUND = "foreground-mask"
@@ -36,7 +36,7 @@ def evaluate_explanations(
 
     folder = RunFolder(Path(run_dir))
     predictor = Predictor.from_run(run_dir)
-    explainer = Explainer(predictor.model, forward=predictor.forward)
+    explainer = explainer_of(predictor)
     test = folder.split().query("subset == 'test'")
     chosen = test.sample(min(images, len(test)), random_state=seed) if len(test) else test
     rows = []
@@ -68,7 +68,7 @@ def evaluate_explanations(
         "fractions": list(fractions),
         "methods": {
             name: {
-                "computed": method_label(name) if name in methods else name,
+                "computed": explainer.label(name, layer) if name in methods else name,
                 "road_mean": float(group["road"].mean()),
                 "road_std": float(group["road"].std(ddof=1)) if len(group) > 1 else None,
             }

@@ -15,7 +15,22 @@ from ..core.files import save_npy_atomic, write_bytes_atomic, write_json_atomic
 from ..data.decode import read_image
 from ..inference.predict import Predictor, class_index_of
 from ..runs.contract import slug
-from .cams import DEFAULT_LAYER, Explainer, method_label, upsample
+from .cams import DEFAULT_LAYER, Explainer, upsample
+
+
+def explainer_of(predictor: Predictor) -> Explainer:
+    """The explainer of a predictor's model; a released model's Grad-CAM is drawn against its average training cell
+    (without it the linear heads' maps of ALL calls mostly lie on the background: docs/methods.md)."""
+    release = predictor.release
+    reference = None if release is None else release.members[0].reference
+    return Explainer(predictor.model, forward=predictor.forward, reference=reference)
+
+
+def member_explainers(predictor: Predictor) -> list[Explainer]:
+    """The explainers of a released ensemble's networks after the first, each against its own average cell."""
+    members = predictor.release.members[1:] if predictor.release is not None else []
+    models = predictor.member_models() if members else []
+    return [Explainer(model, reference=member.reference) for model, member in zip(models, members, strict=True)]
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.6) -> np.ndarray:
@@ -77,7 +92,7 @@ def explain_files(
     Returns one summary row per image and method (or the read error)."""
 
     predictor = Predictor.from_run(run_dir)
-    explainer = Explainer(predictor.model, forward=predictor.forward)
+    explainer = explainer_of(predictor)
     rows = []
     for path in paths:
         try:
@@ -99,7 +114,7 @@ def explain_files(
                 folder / f"{method}_road.json",
                 {
                     "method": method,
-                    "computed": method_label(method),
+                    "computed": explainer.label(method, layer),
                     "layer": layer,
                     "predicted": result.predicted,
                     "prob_all": result.prob_all,

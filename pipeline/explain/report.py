@@ -24,8 +24,7 @@ from ..inference.predict import Predictor
 from ..runs.catalog import model_card
 from ..runs.display import final_sentence, provenance, shown_path, without_paths
 from ..runs.folder import RunFolder
-from .cams import Explainer
-from .pictures import saved_row_overlay
+from .pictures import explainer_of, saved_row_overlay
 
 EXAMPLES = 4
 STYLE = (
@@ -60,7 +59,7 @@ def _examples(folder: RunFolder, predictions: pd.DataFrame, hide_paths: bool = F
     except PipelineError as error:
         reason = without_paths(str(error)) if hide_paths else str(error)
         return f"<p>No explained examples: the model does not load ({html.escape(reason)}).</p>"
-    explainer = Explainer(predictor.model, forward=predictor.forward)
+    explainer = explainer_of(predictor)
     picked = pd.concat(
         [
             confusion_cell(predictions, "ALL", "HEM").head(1),

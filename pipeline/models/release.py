@@ -67,6 +67,9 @@ class Member:
     backbone: str
     image_size: int
     heads: list[LinearHead]
+    reference: np.ndarray | None = None
+    """The training cells' mean activation map at the Grad-CAM layer (height, width, channels), which the member's
+    Grad-CAM is drawn against; None in a head file written before it (Grad-CAM is then the usual one)."""
 
     def feature_model(self) -> Any:
         """The member's backbone -> pooled features, as a Keras model."""
@@ -234,6 +237,8 @@ def release_arrays(release: Release) -> dict[str, np.ndarray]:
         arrays[f"head_scale{end}"] = np.stack([h.scale for h in member.heads]).astype(np.float32)
         arrays[f"head_coef{end}"] = np.stack([h.coef for h in member.heads]).astype(np.float32)
         arrays[f"head_intercept{end}"] = np.array([h.intercept for h in member.heads], np.float64)
+        if member.reference is not None:
+            arrays[f"reference{end}"] = member.reference.astype(np.float16)
     return arrays
 
 
@@ -256,5 +261,8 @@ def _members(values: dict[str, np.ndarray]) -> list[Member]:
                 strict=True,
             )
         ]
-        members.append(Member(str(backbone), int(size), heads))
+        reference = values.get(f"reference{end}")
+        members.append(
+            Member(str(backbone), int(size), heads, None if reference is None else reference.astype(np.float32))
+        )
     return members

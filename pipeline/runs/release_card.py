@@ -28,6 +28,7 @@ def _c_choice(facts: dict[str, Any]) -> str:
 def _members(release: Any) -> str:
     names = ", ".join(f"`{m.backbone}` at {m.image_size} px" for m in release.members)
     several = len(release.members) > 1
+    against = release.members[0].reference is not None
     return (
         f"- Backbone{'s' if several else ''}: {names}, with ImageNet weights from their registry packages, frozen "
         "(not stored here)."
@@ -36,6 +37,7 @@ def _members(release: Any) -> str:
             if several
             else ""
         )
+        + (" Grad-CAM is drawn against the average training cell (`reference` in `head.npz`)." if against else "")
     )
 
 

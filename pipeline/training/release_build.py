@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -219,13 +220,17 @@ def build_release(
         member_features(config, paths, lambda text, name=config.backbone: say(f"{name}: {text}"), perturbed_copies)
         for config in configs
     ]
-    features, copies, weights = (list(part) for part in zip(*computed, strict=True))
-    copies = copies if perturbed_copies else None
+    features, weights = [each.features for each in computed], [each.weights for each in computed]
+    copies = [each.copies for each in computed] if perturbed_copies else None
     say("measuring cell shapes")
     with ThreadPoolExecutor(max_workers=4) as pool:
         shapes = np.array(list(pool.map(_shape_of, paths)))
     say("cross-fitting the heads")
     release, table, choices = cross_fit(features, labels == "ALL", patients, shapes, configs, folds, c, copies)
+    members = [
+        replace(member, reference=each.reference) for member, each in zip(release.members, computed, strict=True)
+    ]
+    release = replace(release, members=members)
     shown = [os.path.relpath(Path(path).resolve(), PROJECT_ROOT) for path in paths]
     predictions = pd.DataFrame(
         {

@@ -1,12 +1,14 @@
 """Pooled ImageNet features of a release's cells through one member backbone, under the release's preprocessing:
-of the cells themselves and of one perturbed copy of each (`data.perturb`); cached, keyed by the images, the
-backbone's very weights, the perturbation and this code's version."""
+of the cells themselves and of one perturbed copy of each (`data.perturb`), and the cells' mean activation map at the
+Grad-CAM layer (what the release's Grad-CAM is drawn against); cached, keyed by the images, the backbone's very
+weights, the perturbation and this code's version."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from functools import cache
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -16,8 +18,33 @@ from ..data.cache import cache_key, cached_array, load_images
 from ..data.decode import read_image
 from ..data.perturb import PERTURBATION_VERSION, perturbed_copy
 from ..data.preprocess import preprocess
-from ..inference.batches import extract_features
+from ..inference.batches import extract_features, run_batches
 from .features import FEATURE_CODE_VERSION
+
+
+class MemberFeatures(NamedTuple):
+    """What a release build needs of one member backbone."""
+
+    features: np.ndarray
+    """Pooled features of the cells, one row per cell."""
+    copies: np.ndarray | None
+    """Pooled features of one perturbed copy of each cell (None when copies were not asked for)."""
+    weights: str
+    """The backbone's weights label."""
+    reference: np.ndarray
+    """The cells' mean activation map at the Grad-CAM layer (height, width, channels)."""
+
+
+def mean_map(model: Any, images: np.ndarray) -> np.ndarray:
+    """The mean activation map of `images` at `LAST_CONV_LAYER` (the Grad-CAM layer) of `model`, summed batch by
+    batch (the maps of every cell at once would take a gigabyte)."""
+    import keras
+
+    from ..models.model import LAST_CONV_LAYER, compiled_forward
+
+    forward = compiled_forward(keras.Model(model.input, model.get_layer(LAST_CONV_LAYER).output))
+    sums = run_batches(lambda batch: np.asarray(forward(batch)).sum(axis=0, keepdims=True), images)
+    return (sums.sum(axis=0) / len(images)).astype(np.float32)
 
 
 def _backbone(config: TrainConfig, paths: list[str]) -> tuple[Any, str, dict[str, Any]]:
@@ -37,20 +64,30 @@ def _backbone(config: TrainConfig, paths: list[str]) -> tuple[Any, str, dict[str
 
 def member_features(
     config: TrainConfig, paths: list[str], progress: Callable[[str], None], copies: bool = False
-) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """(pooled ImageNet features of `paths` under the release's preprocessing; with `copies`, those of one perturbed
-    copy of each cell, seeded by the configuration's seed and the cell's row, so every build draws the same copies,
-    else None; the weights label). Both cached; the backbone is built once for both."""
+) -> MemberFeatures:
+    """The pooled ImageNet features of `paths` under the release's preprocessing; with `copies`, those of one
+    perturbed copy of each cell, seeded by the configuration's seed and the cell's row, so every build draws the same
+    copies; the weights label; the cells' mean map at the Grad-CAM layer. All cached; the backbone is built once."""
     model, weights, key = _backbone(config, paths)
 
-    def cells() -> np.ndarray:
+    @cache
+    def images() -> np.ndarray:
         progress(f"preprocessing {len(paths)} cells")
-        images, failed = load_images(paths, config.image_size, config.clahe, default_cache_dir())
+        found, failed = load_images(paths, config.image_size, config.clahe, default_cache_dir())
         if failed:
             first = next(iter(failed.items()))
             raise PipelineError(f"{len(failed)} cell(s) do not read (first: {first[0]}: {first[1]}).")
+        return np.asarray(found)
+
+    def cells() -> np.ndarray:
+        batch = images()
         progress(f"features of {len(paths)} cells")
-        return extract_features(model, np.asarray(images))
+        return extract_features(model, batch)
+
+    def reference() -> np.ndarray:
+        batch = images()
+        progress(f"mean activation map of {len(paths)} cells")
+        return mean_map(model, batch)
 
     def copy(row: int) -> np.ndarray:
         return preprocess(perturbed_copy(read_image(paths[row]), config.seed, row), config.image_size, config.clahe)
@@ -61,7 +98,8 @@ def member_features(
             return extract_features(model, np.stack(list(pool.map(copy, range(len(paths))))))
 
     features, _ = cached_array("features", {**key, "kind": "release"}, cells, default_cache_dir())
-    if not copies:
-        return features, None, weights
+    mean, _ = cached_array("mean-map", {**key, "kind": "release, mean activation map"}, reference, default_cache_dir())
+    images.cache_clear()  # the cells' pictures are not needed for the copies
     copy_key = {**key, "kind": "release, perturbed copies", "perturbation": PERTURBATION_VERSION, "seed": config.seed}
-    return features, cached_array("features", copy_key, perturbed, default_cache_dir())[0], weights
+    extra = cached_array("features", copy_key, perturbed, default_cache_dir())[0] if copies else None
+    return MemberFeatures(features, extra, weights, mean)
