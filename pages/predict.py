@@ -211,8 +211,7 @@ for panel, method in zip(panels[1 : len(panels) - bool(want_average)], methods o
     panel.image(
         overlay(result.input, heatmap, opacity),
         width="stretch",
-        caption=f"{explainer.label(method, layer, scorecam_channels)} at {explainer.layer_label(layer)} "
-        "(yellow = most important)",
+        caption=f"{explainer.label(method, layer, scorecam_channels)} (yellow = most important)",
     )
     on_cell = share_on_cell(result.input, heatmap)
     panel.metric(

@@ -186,8 +186,9 @@ def test_the_release_draws_gradcam_against_its_average_training_cell(small_relea
         assert np.allclose(member.reference.mean(axis=(0, 1)), features.mean(axis=0), rtol=2e-3, atol=2e-3)
     explainer, second = explainer_of(predictor), member_explainers(predictor)[0]
     assert second.reference is release.members[1].reference
-    assert explainer.label("gradcam", DEFAULT_LAYER) == "Grad-CAM against the average training cell"
-    assert explainer.label("layercam", DEFAULT_LAYER) == "LayerCAM", "only Grad-CAM is drawn against it"
+    stage = explainer.layer_label(DEFAULT_LAYER)
+    assert explainer.label("gradcam", DEFAULT_LAYER) == f"Grad-CAM at {stage}, drawn against the average training cell"
+    assert explainer.label("layercam", DEFAULT_LAYER) == f"LayerCAM at {stage}", "only Grad-CAM is drawn against it"
     assert "Grad-CAM is drawn against the average training cell" in (small_release / "MODEL_CARD.md").read_text()
     prediction = predictor.predict_image(read_image(paths[1]))
     batch = prediction.input[None].astype(np.float32)

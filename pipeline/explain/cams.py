@@ -150,9 +150,9 @@ class Explainer:
         return method == "gradcam" and layer == DEFAULT_LAYER and self.reference is not None
 
     def label(self, method: str, layer: str, channels: int = SCORECAM_CHANNELS) -> str:
-        """The method's name as shown, saying when the map is drawn against the average training cell."""
-        name = method_label(method, channels, self.channels(layer))
-        return f"{name} against the average training cell" if self.against_reference(method, layer) else name
+        """What a map is, in words: the method at the layer, and whether it is drawn against the average cell."""
+        name = f"{method_label(method, channels, self.channels(layer))} at {self.layer_label(layer)}"
+        return f"{name}, drawn against the average training cell" if self.against_reference(method, layer) else name
 
     def layer_cam(self, batch: np.ndarray, method: str, layer: str, class_index: int) -> np.ndarray:
         """Grad-CAM or LayerCAM at the layer's resolution, before normalisation and upsampling."""
