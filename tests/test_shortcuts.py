@@ -111,3 +111,76 @@ def test_patient_folds_never_split_a_patient_and_the_figure_is_the_mean_of_the_f
     assert scores["pooled_roc_auc"] == pytest.approx(roc_auc_score(is_all, prob))
     with pytest.raises(PipelineError, match="cannot fill 4 patient folds"):
         patient_folds(is_all, patients, 4)
+
+
+def test_within_subject_dependence_is_spearmans_rho_per_subject_and_its_class_summary() -> None:
+    from scipy.stats import spearmanr
+
+    from pipeline.data.shortcuts import within_subject_dependence
+
+    rng = np.random.default_rng(4)
+    rows = []
+    for patient, label, cells in (("H1", "HEM", 12), ("H2", "HEM", 9), ("A1", "ALL", 10), ("A2", "ALL", 2)):
+        area, brightness = rng.uniform(0.05, 0.3, cells), rng.uniform(30, 60, cells)
+        rows += [
+            {"patient": patient, "label": label, "cell_area": a, "brightness": b}
+            for a, b in zip(area, brightness, strict=True)
+        ]
+    table = pd.DataFrame(rows)
+    follows = {"H1": 1.0, "H2": -1.0}  # H1's P(ALL) rises with the cell's size, H2's falls; A1's is noise
+    table["prob_all"] = [
+        0.5
+        + follows.get(row.patient, 0.0) * (row.cell_area - 0.15)
+        + (rng.normal(0, 0.1) if row.patient[0] == "A" else 0)
+        for row in table.itertuples()
+    ]
+    result = within_subject_dependence(table[["patient", "label", "prob_all"]], table[["cell_area", "brightness"]])
+    assert set(result["subjects"]) == {"H1", "H2", "A1"}, "a subject of 2 cells says nothing"
+    assert result["subjects"]["H1"]["cell_area"] == pytest.approx(1.0) and result["subjects"]["H2"]["cell_area"] == (
+        pytest.approx(-1.0)
+    )
+    for patient, figures in result["subjects"].items():
+        cells = table[table["patient"] == patient]
+        assert figures["brightness"] == pytest.approx(spearmanr(cells["brightness"], cells["prob_all"])[0])
+    healthy = result["classes"]["HEM"]["cell_area"]
+    assert healthy == {
+        "mean": pytest.approx(0.0),
+        "lowest": pytest.approx(-1.0),
+        "highest": pytest.approx(1.0),
+        "subjects": 2,
+    }
+    constant = within_subject_dependence(table.assign(prob_all=0.5), table[["cell_area", "brightness"]])
+    assert constant["subjects"]["H1"]["cell_area"] is None and constant["classes"] == {}, "a constant follows nothing"
+
+
+def test_shortcuts_measures_how_a_runs_saved_answers_follow_cell_size_within_each_subject(
+    tiny_data, tmp_path, capsys
+) -> None:
+    import json
+
+    from pipeline.cli import main
+    from pipeline.data.layouts import scan_dataset
+    from pipeline.data.shortcuts import describe_files
+    from tests.helpers import fake_run
+
+    records = scan_dataset(str(tiny_data)).training_records()
+    split = pd.DataFrame(
+        {
+            "path": [r.path for r in records],
+            "patient": [r.patient for r in records],
+            "label": [r.label for r in records],
+        }
+    ).assign(subset="test")
+    run = fake_run(tmp_path / "runs", "follows-size", split=split)
+    area = describe_files(split["path"].tolist())["cell_area"].to_numpy()
+    predictions = run.predictions()
+    run.write_predictions(predictions.assign(prob_all=(0.2 + 0.6 * area / area.max()).round(6)))  # size alone
+    out = tmp_path / "shortcuts.json"
+    assert (
+        main(["shortcuts", "--data", str(tiny_data), "--folds", "2", "--run", str(run.path), "--json", str(out)]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "within each HEM subject" in printed and "cell area +1.00 (+1.00, +1.00)" in printed
+    found = json.loads(out.read_text())["within_subject_dependence"][str(run.path)]
+    assert {subject["label"] for subject in found["subjects"].values()} == {"ALL", "HEM"}
+    assert all(subject["cell_area"] == pytest.approx(1.0) for subject in found["subjects"].values())

@@ -73,6 +73,13 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     shortcuts.add_argument("--data", required=True)
     shortcuts.add_argument("--folds", type=int, default=3, help="patient folds (every class needs this many)")
     shortcuts.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    shortcuts.add_argument(
+        "--run",
+        type=Path,
+        action="append",
+        help="also measure how a run's saved P(ALL) (or the release's) follows cell size and brightness within each "
+        "subject (repeatable)",
+    )
     shortcuts.set_defaults(func=cmd_shortcuts)
 
     nested = commands.add_parser(

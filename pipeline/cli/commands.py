@@ -48,7 +48,7 @@ def cmd_shortcuts(args: argparse.Namespace) -> int:
     """`shortcuts`: one-feature baselines and stress tests on a data set."""
     from ..core.files import write_json_atomic
     from ..data.layouts import scan_dataset
-    from ..data.shortcuts import describe_files, shortcut_baselines, shortcut_lines
+    from ..data.shortcuts import dependence_lines, describe_files, shortcut_baselines, shortcut_lines
 
     records = scan_dataset(args.data).training_records()
     descriptors = describe_files([record.path for record in records])
@@ -56,11 +56,39 @@ def cmd_shortcuts(args: argparse.Namespace) -> int:
         descriptors, [record.label for record in records], [record.patient for record in records], args.folds
     )
     print("\n".join(shortcut_lines(results, args.folds)))
+    dependence = {str(run): _run_dependence(run) for run in args.run or []}
+    for run, result in dependence.items():
+        print("\n".join(dependence_lines(result, f"Run {run}")))
     if args.json:
         write_json_atomic(
-            args.json, {"data": str(args.data), "images": len(records), "folds": args.folds, "baselines": results}
+            args.json,
+            {
+                "data": str(args.data),
+                "images": len(records),
+                "folds": args.folds,
+                "baselines": results,
+                "within_subject_dependence": dependence,
+            },
         )
     return 0
+
+
+def _run_dependence(run: str) -> dict:
+    """A run's (or the release's) saved predictions against the descriptors of the very cells they score."""
+    from pathlib import Path
+
+    from ..core.config import PROJECT_ROOT
+    from ..core.errors import ImageReadError, PipelineError
+    from ..data.shortcuts import describe_files, within_subject_dependence
+    from ..runs.folder import open_run
+
+    predictions = open_run(run).predictions()
+    paths = [str(path if Path(path).is_absolute() else PROJECT_ROOT / path) for path in predictions["path"]]
+    try:
+        descriptors = describe_files(paths)
+    except ImageReadError as error:
+        raise PipelineError(f"The cells {run} scored do not all read here ({error}).") from error
+    return within_subject_dependence(predictions, descriptors)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

@@ -37,6 +37,8 @@ BASELINES: dict[str, tuple[str, ...]] = {
 BASELINES["all of these"] = tuple(dict.fromkeys(name for names in BASELINES.values() for name in names))
 SHORTCUT_WARNING_AUC = 0.75
 """A baseline at or above this patient-grouped ROC AUC is a shortcut worth saying out loud."""
+DEPENDENCE = ("cell_area", "brightness")
+"""What a model's P(ALL) should not follow among one subject's cells: the cell's size as imaged and its brightness."""
 
 
 def describe(image: np.ndarray) -> dict[str, float]:
@@ -206,3 +208,55 @@ def fold_statistics(descriptors: pd.DataFrame, labels: np.ndarray, outer: list[n
         for row in test:
             statistics_of[row] = statistics
     return statistics_of
+
+
+def _rho(x: pd.Series, y: pd.Series) -> float | None:
+    from scipy.stats import spearmanr
+
+    if x.nunique() < 2 or y.nunique() < 2:
+        return None  # Spearman's rho of a constant is undefined
+    return float(spearmanr(x, y)[0])
+
+
+def within_subject_dependence(predictions: pd.DataFrame, descriptors: pd.DataFrame) -> dict[str, Any]:
+    """How a model's P(ALL) follows each of `DEPENDENCE` among the cells of one subject: Spearman's rho per subject
+    (one person, one class, at least 3 cells), then per class the mean, lowest and highest. Within a healthy subject
+    every cell is healthy, so a rho far from 0 is the model following size or brightness; size normalisation hides
+    size from the zoom stress (it zooms the cell back), not from this. `predictions`: patient, label, prob_all;
+    `descriptors`: the same rows' descriptors (`describe`)."""
+    table = pd.concat(
+        [
+            predictions[["patient", "label", "prob_all"]].reset_index(drop=True),
+            descriptors[list(DEPENDENCE)].reset_index(drop=True),
+        ],
+        axis=1,
+    )
+    subjects = {
+        str(patient): {
+            "label": str(label),
+            "cells": len(cells),
+            **{d: _rho(cells[d], cells["prob_all"]) for d in DEPENDENCE},
+        }
+        for (label, patient), cells in table.groupby(["label", "patient"])
+        if len(cells) >= 3
+    }
+    classes: dict[str, Any] = {}
+    for label in ("ALL", "HEM"):
+        for name in DEPENDENCE:
+            values = [s[name] for s in subjects.values() if s["label"] == label and s[name] is not None]
+            if values:
+                summary = {"mean": float(np.mean(values)), "lowest": min(values), "highest": max(values)}
+                classes.setdefault(label, {})[name] = {**summary, "subjects": len(values)}
+    return {"subjects": subjects, "classes": classes}
+
+
+def dependence_lines(result: dict[str, Any], name: str) -> list[str]:
+    """A model's within-subject dependence as lines of text."""
+    lines = [f"{name}: Spearman's rho of P(ALL) with each descriptor among one subject's cells (mean; lowest, highest)"]
+    for label, figures in result["classes"].items():
+        parts = [
+            f"{d.replace('_', ' ')} {f['mean']:+.2f} ({f['lowest']:+.2f}, {f['highest']:+.2f})"
+            for d, f in figures.items()
+        ]
+        lines.append(f"  within each {label} subject ({next(iter(figures.values()))['subjects']}): " + "; ".join(parts))
+    return lines
