@@ -75,15 +75,13 @@ def cmd_shortcuts(args: argparse.Namespace) -> int:
 
 def _run_dependence(run: str) -> dict:
     """A run's (or the release's) saved predictions against the descriptors of the very cells they score."""
-    from pathlib import Path
-
-    from ..core.config import PROJECT_ROOT
     from ..core.errors import ImageReadError, PipelineError
     from ..data.shortcuts import describe_files, within_subject_dependence
     from ..runs.folder import open_run
+    from ..runs.readers import resolvable
 
     predictions = open_run(run).predictions()
-    paths = [str(path if Path(path).is_absolute() else PROJECT_ROOT / path) for path in predictions["path"]]
+    paths = [resolvable(path) for path in predictions["path"]]
     try:
         descriptors = describe_files(paths)
     except ImageReadError as error:
