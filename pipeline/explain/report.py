@@ -129,8 +129,8 @@ def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool =
     validation = metrics.get("validation") or {}
 
     rows = _figure_rows(metrics, validation)
-    scored_on = Metrics.of(metrics).scored_on
-    per_class = Metrics.of(metrics).per_class()
+    view = Metrics.of(metrics)
+    scored_on, per_class = view.scored_on, view.per_class()
     figures = [
         curves_figure(history, "accuracy"),
         curves_figure(history, "loss"),
