@@ -130,9 +130,7 @@ def _fold_means(folds: list[RunFolder]) -> dict[str, Any]:
 def out_of_fold_metrics(config: TrainConfig, split: pd.DataFrame, runs_dir: Path) -> tuple[dict, pd.DataFrame]:
     """(metrics.json, predictions.csv) of a final model: the out-of-fold predictions of its cross-validation,
     rescaled by one temperature fitted on them, scored as one pooled set (every patient tested once)."""
-    folds = fold_runs(runs_dir, config.oof_group)
-    check_same_recipe(config, folds)
-    check_same_images(folds, split, config.oof_group)
+    folds = check_final(config, runs_dir, split)
     table = out_of_fold_predictions(folds)
     scaling, table = _scaled(table)
     metrics = run_metrics(table, None, split.assign(subset="test"), config.tta, scaling)
@@ -151,13 +149,14 @@ def out_of_fold_metrics(config: TrainConfig, split: pd.DataFrame, runs_dir: Path
     return metrics, table
 
 
-def check_final(config: TrainConfig, runs_dir: Path, split: pd.DataFrame | None = None) -> None:
+def check_final(config: TrainConfig, runs_dir: Path, split: pd.DataFrame | None = None) -> list[RunFolder]:
     """Refuse a final model whose cross-validation is not complete, of other settings or (given its `split`) of
-    other images, before it trains."""
+    other images, before it trains and again when it is scored; its folds, in order."""
     folds = fold_runs(runs_dir, config.oof_group)
     check_same_recipe(config, folds)
     if split is not None:
         check_same_images(folds, split, config.oof_group)
+    return folds
 
 
 def out_of_fold_into(config: TrainConfig, data: Any, folder: RunFolder) -> dict[str, Any]:
