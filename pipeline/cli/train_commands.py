@@ -140,13 +140,14 @@ def _final_model(args: argparse.Namespace, base: Any, group: str, runs_dir: Any 
     from ..training.engines import train_final
 
     folder = train_final(base, group, runs_dir or args.runs_dir, args.engine, **_ray_options(args))
-    metrics = folder.metrics() or {}
-    print(f"final model on every patient: {folder.path} ({folder.status().get('state')})")
-    if interval_line(metrics.get("intervals")):
-        print(f"its figures, out of fold (pooled over the folds), 95 % CI: {interval_line(metrics['intervals'])}")
-    if threshold_line(metrics.get("threshold_check")):
-        print(threshold_line(metrics["threshold_check"]))
-    return 0 if folder.status().get("state") == "completed" else 1
+    metrics, state = folder.metrics() or {}, folder.status().get("state")
+    print(f"final model on every patient: {folder.path} ({state})")
+    intervals, threshold = interval_line(metrics.get("intervals")), threshold_line(metrics.get("threshold_check"))
+    if intervals:
+        print(f"its figures, out of fold (pooled over the folds), 95 % CI: {intervals}")
+    if threshold:
+        print(threshold)
+    return 0 if state == "completed" else 1
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
