@@ -92,8 +92,9 @@ def metric_cards(metrics: dict[str, Any], predictions: pd.DataFrame | None = Non
     intervals = intervals_of_test(metrics, lambda: predictions)
     if interval_line(intervals):
         st.caption(f"{scored_on} figures with 95 % intervals: " + interval_line(intervals) + ".")
-    if threshold_line(metrics.get("threshold_check")):
-        st.caption(threshold_line(metrics["threshold_check"]))
+    threshold = threshold_line(metrics.get("threshold_check"))
+    if threshold:
+        st.caption(threshold)
 
 
 def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
