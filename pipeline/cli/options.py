@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.config import (
+    AUGMENT_STRENGTHS,
     BACKBONES,
     BAD_IMAGE_POLICIES,
     OPTIMIZERS,
@@ -33,6 +34,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": OPTIMIZERS,
     "validation_from": VALIDATION_FROM,
     "on_bad_image": BAD_IMAGE_POLICIES,
+    "augment_strength": AUGMENT_STRENGTHS,
 }
 HELP: dict[str, str] = {
     "data_dir": "dataset root (C-NMC layout or <root>/<class>/)",
@@ -54,6 +56,8 @@ HELP: dict[str, str] = {
     "fine_tune_blocks": "fast mode: then unfreeze the top N blocks",
     "augment": "flips, 90-degree rotations, small scale and shift, stain jitter",
     "augment_passes": "fast mode with --augment: augmented feature passes",
+    "augment_strength": "standard (zoom 0.9-1.1, stain jitter) or strong (zoom 0.7-1.4, twice the stain and "
+    "brightness jitter, a random defocus)",
     "class_weight": "balanced class weights",
     "balance_patients": "every patient of a class weighs the same in training, however many images it has",
     "head_l2": "L2 penalty on the head's Dense kernels (0: none)",

@@ -41,6 +41,8 @@ FINAL_NEEDS_FOLDS = (
     "of a completed patient cross-validation of the same recipe: run `pipeline crossval --final`, or name that "
     "cross-validation's group with --oof-group (which only a run with --split none takes)."
 )
+AUGMENT_STRENGTHS = ("standard", "strong")
+"""How far augmentation moves a training cell (`pipeline.data.datasets.AUGMENTATIONS`)."""
 OPTIMIZERS = ("rmsprop", "adam")
 """rmsprop: the paper's RMSprop with exponential decay; adam: Adam with cosine decay (training from scratch)."""
 PAPER_EPOCHS = (10, 20, 30, 40, 50, 60)
@@ -138,6 +140,7 @@ class TrainConfig:
     fine_tune_epochs: int = 0
     augment: bool = False
     augment_passes: int = 4
+    augment_strength: str = "standard"
     class_weight: bool = False
     balance_patients: bool = False
     head_l2: float = 0.0
@@ -179,6 +182,10 @@ class TrainConfig:
             raise PipelineError("BatchNorm momentum must be between 0 and 1 (0: Keras' default).")
         if self.head_l2 < 0:
             raise PipelineError("The head's L2 penalty cannot be negative.")
+        if self.augment_strength not in AUGMENT_STRENGTHS:
+            raise PipelineError(
+                f"Augmentation strength {self.augment_strength!r}; choose one of {', '.join(AUGMENT_STRENGTHS)}."
+            )
         if self.augment_passes < 1:
             raise PipelineError("Augmented feature passes must be at least 1.")
         if not (0 < self.test_fraction < 1 and 0 < self.val_fraction < 1):

@@ -127,12 +127,14 @@ def make_dataset(
     augment: bool = False,
     drop_remainder: bool = False,
     weights: np.ndarray | None = None,
+    strength: str = "standard",
 ) -> Any:
     """tf.data over preprocessed uint8 images: shuffle, augment, batch as 0-255 floats, prefetch.
 
     `drop_remainder` drops the last, smaller batch (a training set of 2,257 images in batches of 16 would end
     with a batch of one image, which BatchNormalization cannot normalise); the shuffle changes which images
-    are left out from epoch to epoch. `weights` (one per image) become Keras' sample weights."""
+    are left out from epoch to epoch. `weights` (one per image) become Keras' sample weights; `strength`: how far
+    augmentation moves a cell (`AUGMENTATIONS`)."""
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices(_slices(images, labels, weights))
@@ -141,7 +143,7 @@ def make_dataset(
     dataset = dataset.map(lambda x, *rest: (tf.cast(x, tf.float32), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
         dataset = dataset.map(
-            lambda x, *rest: (augment_cell(x, rest[0])[0], *rest), num_parallel_calls=tf.data.AUTOTUNE
+            lambda x, *rest: (augment_cell(x, rest[0], strength)[0], *rest), num_parallel_calls=tf.data.AUTOTUNE
         )
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
@@ -179,30 +181,68 @@ def feature_dataset(
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
-SCALE_RANGE = (0.9, 1.1)
-SHIFT_FRACTION = 0.08
-HUE_DELTA = 0.04
-SATURATION_RANGE = (0.75, 1.25)
-BRIGHTNESS_DELTA = 0.08
-CONTRAST_RANGE = (0.8, 1.2)
+@dataclass(frozen=True)
+class Augmentation:
+    """How far a training cell may be moved: zoom of its width, shift, stain jitter (hue, saturation, brightness added,
+    brightness multiplied, contrast) and a Gaussian defocus of up to `blur_sigma` px; every change is
+    class-independent."""
+
+    scale: tuple[float, float]
+    shift: float
+    hue: float
+    saturation: tuple[float, float]
+    brightness: float
+    gain: tuple[float, float]
+    contrast: tuple[float, float]
+    blur_sigma: float
 
 
-def augment_cell(image: Any, label: Any) -> tuple[Any, Any]:
-    """Augmentation that fits a segmented cell on black: any of the 8 flips and 90-degree rotations (a cell
-    has no up or left), a small scale and shift, and a stain jitter in hue, saturation, brightness and
-    contrast (patients' smears differ in staining). One image, 0-255 floats in and out; the label is kept."""
+AUGMENTATIONS = {
+    "standard": Augmentation((0.9, 1.1), 0.08, 0.04, (0.75, 1.25), 0.08, (1.0, 1.0), (0.8, 1.2), 0.0),
+    "strong": Augmentation((0.7, 1.4), 0.08, 0.08, (0.6, 1.4), 0.0, (0.75, 1.25), (0.8, 1.2), 2.0),
+}
+"""`standard`: a small zoom and stain jitter. `strong`: a zoom of 0.7-1.4 (about fold 1's ALL to healthy size ratio
+either way), twice the hue jitter, a wider saturation range, the cell's brightness multiplied by 0.75-1.25 (the
+black background stays black) and a random defocus (sigma 0-2 px at the network's size)."""
+BLUR_RADIUS = 4
+
+
+def _defocus(x: Any, sigma: Any) -> Any:
+    """`x` (height, width, 3) blurred by a Gaussian of `sigma` px (no change at 0), its edges padded by reflection."""
     import tensorflow as tf
 
+    offsets = tf.range(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype=tf.float32)
+    kernel = tf.exp(-0.5 * tf.square(offsets / tf.maximum(sigma, 1e-3)))
+    kernel = kernel / tf.reduce_sum(kernel)
+    padded = tf.pad(x[None], [[0, 0], [BLUR_RADIUS] * 2, [BLUR_RADIUS] * 2, [0, 0]], mode="REFLECT")
+    across = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, 3, 1])
+    down = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, 3, 1])
+    blurred = tf.nn.depthwise_conv2d(padded, across, [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(blurred, down, [1, 1, 1, 1], "VALID")[0]
+
+
+def augment_cell(image: Any, label: Any, strength: str = "standard") -> tuple[Any, Any]:
+    """Augmentation that fits a segmented cell on black: any of the 8 flips and 90-degree rotations (a cell
+    has no up or left), a zoom and shift, a stain jitter in hue, saturation, brightness and contrast (patients'
+    smears differ in staining) and, when `strength` asks for it (`AUGMENTATIONS`), a defocus. One image, 0-255
+    floats in and out; the label is kept."""
+    import tensorflow as tf
+
+    settings = AUGMENTATIONS[strength]
     size = tf.shape(image)[0]
     x = tf.image.random_flip_left_right(image / 255.0)
     x = tf.image.rot90(x, k=tf.random.uniform([], 0, 4, dtype=tf.int32))
-    scaled = tf.cast(tf.cast(size, tf.float32) * tf.random.uniform([], *SCALE_RANGE), tf.int32)
+    scaled = tf.cast(tf.cast(size, tf.float32) * tf.random.uniform([], *settings.scale), tf.int32)
     x = tf.image.resize(x, [scaled, scaled])
-    margin = tf.cast(tf.cast(size, tf.float32) * SHIFT_FRACTION, tf.int32)
-    x = tf.image.resize_with_crop_or_pad(x, size + 2 * margin, size + 2 * margin)
+    margin = tf.cast(tf.cast(size, tf.float32) * settings.shift, tf.int32)
+    frame = tf.maximum(size + 2 * margin, scaled)
+    x = tf.image.resize_with_crop_or_pad(x, frame, frame)
     x = tf.image.random_crop(x, tf.stack([size, size, 3]))
-    x = tf.image.random_hue(x, HUE_DELTA)
-    x = tf.image.random_saturation(x, *SATURATION_RANGE)
-    x = tf.image.random_brightness(x, BRIGHTNESS_DELTA)
-    x = tf.image.random_contrast(x, *CONTRAST_RANGE)
+    x = tf.image.random_hue(x, settings.hue)
+    x = tf.image.random_saturation(x, *settings.saturation)
+    x = tf.image.random_brightness(x, settings.brightness) if settings.brightness else x
+    x = x * tf.random.uniform([], *settings.gain) if settings.gain != (1.0, 1.0) else x
+    x = tf.image.random_contrast(x, *settings.contrast)
+    if settings.blur_sigma:
+        x = _defocus(x, tf.random.uniform([], 0.0, settings.blur_sigma))
     return tf.clip_by_value(x, 0.0, 1.0) * 255.0, label

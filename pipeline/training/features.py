@@ -28,7 +28,9 @@ def _augmented_features(
     parts = []
     for index in range(config.augment_passes):
         report(phase=f"extracting augmented features ({index + 1}/{config.augment_passes})", progress=0.0)
-        batches = make_dataset(images, labels, PREDICT_BATCH, False, config.seed + index, augment=True)
+        batches = make_dataset(
+            images, labels, PREDICT_BATCH, False, config.seed + index, augment=True, strength=config.augment_strength
+        )
         parts.extend(np.asarray(extractor(batch, training=False)) for batch, _ in batches)
     return np.concatenate(parts)
 
@@ -61,6 +63,8 @@ def feature_cache_key(
     }
     if kind == "augmented":
         key.update(augment_passes=config.augment_passes, seed=config.seed)
+        if config.augment_strength != "standard":  # the keys of standard passes cached before the setting stay valid
+            key["augment_strength"] = config.augment_strength
     return key
 
 

@@ -183,6 +183,7 @@ def image_datasets(config: TrainConfig, data: PreparedData, initial_epoch: int =
         config.augment,
         drop_remainder,
         weights,
+        config.augment_strength,
     )
     validation = (
         make_dataset(data.images["val"], data.labels["val"], config.batch_size, False, config.seed)
