@@ -154,3 +154,22 @@ def record_spawns(monkeypatch: Any) -> list:
         launch, "_spawn", lambda folders, engine=None: spawned.append(folders) or type("P", (), {"pid": 1})()
     )
     return spawned
+
+
+def make_check_folder(root: Path, subjects: int = 3, cells: int = 2, seed: int = 11, first: int = 901) -> Path:
+    """A class-folder check of synthetic cells of subjects no synthetic data set has (UID_901..., healthy
+    UID_H901...), `cells` per subject."""
+    import cv2
+
+    from pipeline.data.synthetic import render_cell
+
+    rng = np.random.default_rng(seed)
+    for label in ("all", "hem"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for subject in range(1, subjects + 1):
+            name = f"{'H' if label == 'hem' else ''}{first + subject - 1}"
+            stain, brightness = rng.normal(0, 9, size=3), float(rng.normal(1.0, 0.08))
+            for cell in range(1, cells + 1):
+                image = render_cell(rng, label, stain, brightness, 96)
+                cv2.imwrite(str(root / label / f"UID_{name}_1_{cell}_{label}.png"), image[..., ::-1])
+    return root

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data.shortcuts import BASELINES, STRESSES, patient_folds
+from pipeline.data.shortcuts import BASELINES, STRESSES
+from pipeline.data.splits import cross_validation_folds
 from pipeline.training import candidates as candidate_models
 from pipeline.training import nested
 
@@ -55,7 +56,7 @@ def _table(patients_per_class: int = 4, cells: int = 10, seed: int = 0) -> candi
 
 def test_inner_choices_never_see_the_outer_test_patients(monkeypatch: pytest.MonkeyPatch) -> None:
     table = _table()
-    outer = patient_folds(table.is_all, table.patients, 3)
+    outer = cross_validation_folds(table.labels, table.patients, 3, nested.SEED)
     seen = []
     original = candidate_models.choose_c
 
@@ -125,6 +126,7 @@ def _with_focus(table: candidate_models.CellTable, seed: int) -> candidate_model
         **table.views,
         nested.SIZE_NORMALISED: {None: normalised, STRESSES[0]: normalised, STRESSES[2]: blurred},
         nested.PERTURBED: {None: perturbed},
+        nested.PERTURBED_AS_IMAGED: {None: table.features + rng.normal(0, 0.3, table.features.shape)},
     }
     return dataclasses.replace(table, views=views)
 
@@ -154,7 +156,7 @@ def test_the_ensemble_averages_one_regression_per_backbone_each_tuned_on_inner_f
         table, features=drawn.features, stressed_features=drawn.stressed_features, views=drawn.views
     )
     ensemble = dataclasses.replace(table, others={"second": other})
-    test = patient_folds(table.is_all, table.patients, 3)[0]
+    test = cross_validation_folds(table.labels, table.patients, 3, nested.SEED)[0]
     train = np.setdiff1d(np.arange(len(table.is_all)), test)
     predict, choice = candidate_models._ensemble_model()(train, table.is_all, ensemble, table.patients)
     assert len(choice["C"]) == 2 and all(c in candidate_models.C_GRID for c in choice["C"])
@@ -162,9 +164,10 @@ def test_the_ensemble_averages_one_regression_per_backbone_each_tuned_on_inner_f
         linear_model(c).fit(member.features[train], table.is_all[train]).predict_proba(member.features[test])[:, 1]
         for c, member in zip(choice["C"], (table, other), strict=True)
     ]
-    np.testing.assert_allclose(predict(test, None), np.mean(members, axis=0))
+    np.testing.assert_allclose(predict(ensemble, test, None), np.mean(members, axis=0))
     zoom = STRESSES[0]
-    assert not np.allclose(predict(test, zoom), predict(test, None)), "stressed features of every member are read"
+    stressed, clean = predict(ensemble, test, zoom), predict(ensemble, test, None)
+    assert not np.allclose(stressed, clean), "stressed features of every member are read"
     results = nested.nested_cross_validation(ensemble, folds=3)["candidates"]
     name = "ensemble: a logistic regression per backbone, C chosen on inner folds"
     assert name in results and f"{name}, size-normalised cells" in results

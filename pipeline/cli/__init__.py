@@ -26,7 +26,16 @@ from .commands import (
     cmd_synth,
 )
 from .options import add_config_arguments
-from .train_commands import cmd_crossval, cmd_execute, cmd_nested, cmd_release, cmd_resume, cmd_sweep, cmd_train
+from .train_commands import (
+    cmd_check,
+    cmd_crossval,
+    cmd_execute,
+    cmd_nested,
+    cmd_release,
+    cmd_resume,
+    cmd_sweep,
+    cmd_train,
+)
 
 
 def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +107,17 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     )
     nested.add_argument("--no-keras-head", action="store_true", help="leave out the product's head (loads Keras)")
     nested.add_argument("--ensemble", default="", metavar="BACKBONES", help=ENSEMBLE_HELP)
+    nested.add_argument("--seed", type=int, default=42, help="the outer folds' seed: crossval's --seed (default 42)")
+    _add_check_argument(nested)
+    nested.add_argument(
+        "--recipe",
+        action="append",
+        metavar="SETTINGS",
+        help='a training recipe as a candidate, in crossval\'s words (e.g. "lite --cell-area 0"; repeatable): its '
+        "cross-validation on the same outer folds (a completed one of the same settings in --runs-dir is used, else "
+        "it is trained), and its final model on every patient for the check",
+    )
+    nested.add_argument("--runs-dir", type=Path, default=None, help="where the recipes' runs are found or trained")
     nested.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     nested.set_defaults(func=cmd_nested)
     _add_release_command(commands)
@@ -108,6 +128,16 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--patients", type=int, default=6)
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_synth)
+
+
+CHECK_HELP = (
+    "an other-subject check: a folder of labelled cells (C-NMC names) of subjects the training data does not hold "
+    "(refused when it shares one); scored, beside the logistic regression on as-imaged features, never fitted on"
+)
+
+
+def _add_check_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--check", type=Path, default=None, metavar="DIR", help=CHECK_HELP)
 
 
 def _add_release_command(commands: argparse._SubParsersAction) -> None:
@@ -135,7 +165,16 @@ def _add_release_command(commands: argparse._SubParsersAction) -> None:
         help="each head also trains on one copy of every cell rotated, flipped, stain-jittered and defocused at "
         "random, whatever its class (default: %(default)s)",
     )
+    _add_check_argument(release)
     release.set_defaults(func=cmd_release)
+
+    check = commands.add_parser(
+        "check",
+        help="score a completed run, final model or release on an other-subject check (written to its metrics)",
+    )
+    check.add_argument("run_dir", type=Path)
+    check.add_argument("--check", type=Path, required=True, metavar="DIR", help=CHECK_HELP)
+    check.set_defaults(func=cmd_check)
 
 
 def _add_training_commands(commands: argparse._SubParsersAction) -> None:
@@ -169,6 +208,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
         help="then train the final model on every patient (split none): its figures and temperature come from the "
         "folds' out-of-fold predictions (the first seed's with --repeats)",
     )
+    _add_check_argument(crossval)
     _add_engine_arguments(crossval)
     crossval.set_defaults(func=cmd_crossval)
 
@@ -177,6 +217,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     execute.add_argument(
         "--final", action="store_true", help="the runs are one cross-validation's folds: then train its final model"
     )
+    _add_check_argument(execute)
     _add_engine_arguments(execute)
     execute.set_defaults(func=cmd_execute)
 

@@ -16,39 +16,54 @@ from .options import config_from_args
 
 
 def cmd_nested(args: argparse.Namespace) -> int:
-    """`nested`: nested patient cross-validation of the frozen-feature candidates."""
+    """`nested`: nested patient cross-validation of the candidates, with the other-subject check and the rule."""
     from ..core.files import write_json_atomic
+    from ..data.check_cells import check_cells
     from ..training.candidates import MEMBER_VIEWS
-    from ..training.nested import VIEWS, cell_table, nested_cross_validation, nested_lines
+    from ..training.nested import VIEWS, attach_check, cell_table, check_table, nested_cross_validation, nested_lines
 
-    def table_of(backbone: str, image_size: int, views: tuple[str, ...] = VIEWS) -> Any:
-        return cell_table(
-            args.data,
-            backbone,
-            image_size,
-            args.folds,
-            progress=lambda text: print(f"... {backbone}: {text}", file=sys.stderr, flush=True),
-            views=() if args.no_views else views,
-        )
+    def say(text: str) -> None:
+        print(f"... {text}", file=sys.stderr, flush=True)
 
-    table = table_of(args.backbone, args.image_size)
+    def tables_of(backbone: str, image_size: int, views: tuple[str, ...] = VIEWS) -> tuple[Any, Any]:
+        views = () if args.no_views else views
+        progress = lambda text: say(f"{backbone}: {text}")  # noqa: E731
+        table = cell_table(args.data, backbone, image_size, args.folds, args.seed, progress, views)
+        check = None if cells is None else check_table(cells, backbone, image_size, progress, views)
+        return table, check
+
+    cells = None
+    if args.check:
+        from ..data.layouts import scan_dataset
+
+        cells = check_cells(args.check, {str(r.patient) for r in scan_dataset(args.data).training_records()})
+    recipes = [_recipe_config(args, spec) for spec in args.recipe or []]  # refused before hours of features
+    table, check = tables_of(args.backbone, args.image_size)
     members = [name.strip() for name in args.ensemble.split(",") if name.strip()]
     if members:
         from ..models.lite import VARIANTS
 
         sizes = {name: VARIANTS[name].native_size if name in VARIANTS else args.image_size for name in members}
-        others = {name: table_of(name, size, MEMBER_VIEWS) for name, size in sizes.items()}  # only what they serve
-        table = dataclasses.replace(table, others=others)
-    results = nested_cross_validation(table, args.folds, heads=not args.no_keras_head)
+        pairs = {name: tables_of(name, size, MEMBER_VIEWS) for name, size in sizes.items()}  # only what they serve
+        table = dataclasses.replace(table, others={name: pair[0] for name, pair in pairs.items()})
+        if check is not None:
+            check = dataclasses.replace(check, others={name: pair[1] for name, pair in pairs.items()})
+    results = nested_cross_validation(table, args.folds, args.seed, heads=not args.no_keras_head, check=check)
+    for config in recipes:
+        _add_recipe(results, table, config, args, cells, say)
+    if cells is not None:
+        attach_check(results, cells, str(args.check))
     print("\n".join(nested_lines(results)))
     if args.json:
         write_json_atomic(
             args.json,
             {
                 "data": str(args.data),
+                "check": str(args.check or ""),
                 "backbone": args.backbone,
                 "image_size": args.image_size,
                 "ensemble": members,
+                "recipes": [dataclasses.asdict(config) for config in recipes],
                 "cells": len(table.is_all),
                 **results,
             },
@@ -56,11 +71,44 @@ def cmd_nested(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_config(args: argparse.Namespace, spec: str) -> Any:
+    """A `--recipe` of `nested` ("lite --cell-area 0"): `crossval`'s settings for it on the same data, folds, seed."""
+    import shlex
+
+    from . import build_parser
+
+    parsed = build_parser().parse_args(
+        ["crossval", "--data", str(args.data), "--folds", str(args.folds), "--seed", str(args.seed), "--recipe"]
+        + shlex.split(spec)
+    )
+    return config_from_args(parsed, cv_folds=args.folds)
+
+
+def _add_recipe(results: dict, table: Any, config: Any, args: argparse.Namespace, cells: Any, say: Any) -> None:
+    """One recipe's cross-validation (found or trained) on nested's outer folds, and its final model on the check."""
+    from ..data.splits import cross_validation_folds
+    from ..training.nested import add_scored
+    from ..training.recipe_candidates import check_probabilities, out_of_fold_rows, recipe_name, recipe_runs
+
+    folds, final = recipe_runs(config, args.folds, args.runs_dir, say)
+    outer = cross_validation_folds(table.labels, table.patients, args.folds, args.seed)
+    add_scored(
+        results,
+        table,
+        recipe_name(config),
+        out_of_fold_rows(table, folds, outer),
+        None if cells is None else check_probabilities(final, cells),
+        runs=[fold.run_id for fold in folds],
+        final_model=final.run_id,
+    )
+
+
 def cmd_release(args: argparse.Namespace) -> int:
     """`release`: build the released model from a data set."""
     from ..core.config import RELEASE_DIR
     from ..training.release_build import build_release
 
+    _check_before_training(args.check, args.data)
     folder = build_release(
         str(args.data),
         args.out or RELEASE_DIR,
@@ -74,7 +122,34 @@ def cmd_release(args: argparse.Namespace) -> int:
     from ..evaluation.intervals import interval_line
 
     print(f"{folder.path}\nout of fold: {interval_line(metrics.get('intervals'))}")
+    if args.check:
+        _print_check(folder.path, args.check)
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """`check`: a completed run (a final model, the release) scored on an other-subject check."""
+    open_run(args.run_dir, completed=True)
+    _print_check(args.run_dir, args.check)
+    return 0
+
+
+def _check_before_training(check_dir: Any, data_dir: Any) -> None:
+    """Refuse a check that shares a subject with the data about to be trained on, before any training."""
+    if check_dir:
+        from ..data.check_cells import check_cells
+        from ..data.layouts import scan_dataset
+
+        check_cells(check_dir, {str(record.patient) for record in scan_dataset(data_dir).training_records()})
+
+
+def _print_check(run_dir: Any, check_dir: Any) -> None:
+    """Score a run on the check (written to its metrics.json) and print the section."""
+    from ..evaluation.other_subjects import OtherSubjects
+    from ..training.check import score_on_check
+
+    section = score_on_check(run_dir, check_dir, lambda text: print(f"... {text}", file=sys.stderr, flush=True))
+    print("\n".join(OtherSubjects(section).lines()))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -100,6 +175,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 
     folds = args.cv_folds or DEFAULT_CV_FOLDS
     base, completed, means, groups = config_from_args(args, cv_folds=folds), True, [], []
+    _check_before_training(args.check if args.final else None, base.data_dir)
     for repeat in range(args.repeats):
         config = base.replace(seed=base.seed + repeat)
         folders, summary_path = cross_validate(config, folds, args.runs_dir, args.engine, **_ray_options(args))
@@ -130,6 +206,8 @@ def cmd_crossval(args: argparse.Namespace) -> int:
                 )
     if args.final:
         return _final_model(args, base, groups[0]) if completed else 1
+    if args.check:
+        print("--check scores a final model: add --final", file=sys.stderr)
     return 0 if completed else 1
 
 
@@ -147,6 +225,8 @@ def _final_model(args: argparse.Namespace, base: Any, group: str, runs_dir: Any 
         print(f"its figures, out of fold (pooled over the folds), 95 % CI: {intervals}")
     if threshold:
         print(threshold)
+    if state == "completed" and args.check:
+        _print_check(folder.path, args.check)
     return 0 if state == "completed" else 1
 
 

@@ -88,6 +88,17 @@ def _patient_split(
     return np.array([subset_of[group] for group in groups], dtype=object)
 
 
+def cross_validation_folds(labels: np.ndarray, patients: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """The rows of each test fold of a `folds`-fold patient cross-validation drawn with `seed` (`crossval --folds K
+    --seed S`: the same patients in the same order), so that other models can be scored on the very folds of a
+    cross-validation's runs."""
+    groups = np.asarray(patients).astype(str)
+    return [
+        np.flatnonzero(_patient_split(np.asarray(labels), groups, 0.2, 0.2, seed, folds, fold) == "test")
+        for fold in range(folds)
+    ]
+
+
 def split_records(
     records: list[Record],
     method: str = "patient",

@@ -162,6 +162,8 @@ def metrics_problem(metrics: Any, name: str = "metrics") -> str | None:
     problem = intervals_problem(metrics.get("intervals") or {})
     if problem:
         return f"{name}['intervals']{problem}"
+    if metrics.get("other_subjects") is not None and (problem := other_subjects_problem(metrics["other_subjects"])):
+        return f"{name}['other_subjects']{problem}"
     if metrics.get("patients") is not None and not (
         isinstance(metrics["patients"], list) and all(isinstance(row, dict) for row in metrics["patients"])
     ):
@@ -180,6 +182,19 @@ def metrics_problem(metrics: Any, name: str = "metrics") -> str | None:
         return f"{name}['temperature_scaling']['temperature'] is {temperature!r}, not a number"
     validation = metrics.get("validation")
     return None if validation is None else metrics_problem(validation, f"{name}['validation']")
+
+
+def other_subjects_problem(section: Any) -> str | None:
+    """Why an `other_subjects` section (`pipeline.evaluation.other_subjects`) cannot be shown, or None."""
+    if not isinstance(section, dict):
+        return " is not a JSON object"
+    problem = intervals_problem(section.get("intervals") or {})
+    if problem:
+        return f"['intervals']{problem}"
+    found = section.get("healthy_called_all")
+    if not (isinstance(found, dict) and isinstance(found.get("cells"), int) and isinstance(found.get("of"), int)):
+        return "['healthy_called_all'] is not a count of cells"
+    return None
 
 
 def intervals_problem(intervals: Any) -> str | None:

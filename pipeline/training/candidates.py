@@ -1,7 +1,8 @@
 """The candidates of nested patient cross-validation, each a function that fits on training cells and scores others:
 the constant answer, descriptor baselines, logistic regression on features (C chosen on inner folds or fixed, trained
-also on augmented copies), ensembles over backbones, the product's Keras head; `CANDIDATES` names them, `NEEDS` says
-which views of the cells (`VIEWS`) each needs."""
+also on augmented copies, patients weighed equally, subjects' directions removed, two views side by side), ensembles
+over backbones, the product's Keras head; `CANDIDATES` names them, `NEEDS` says which views of the cells (`VIEWS`) each
+needs, `KIND` what the product would serve of it (`SIMPLICITY` orders them for the selection rule's ties)."""
 
 from __future__ import annotations
 
@@ -41,12 +42,27 @@ class CellTable:
     """Features of other views of the same cells (`VIEWS`): view -> stress (None: clean) -> features."""
     others: dict[str, CellTable] = field(default_factory=dict)
     """The same cells (same order, stresses and views) through other backbones, by name: an ensemble's members."""
+    paths: tuple[str, ...] = ()
+    """The cells' files (absolute), in row order: how a fine-tuned recipe's predictions find their rows."""
 
-    def features_of(self, view: str | None, stress: str | None) -> np.ndarray:
-        """Features of every cell in `view` (None: as imaged), clean or under `stress`."""
+    @property
+    def labels(self) -> np.ndarray:
+        """Each cell's class name (ALL or HEM)."""
+        return np.where(self.is_all, "ALL", "HEM")
+
+    def features_of(self, view: str | tuple[str | None, ...] | None, stress: str | None) -> np.ndarray:
+        """Features of every cell in `view` (None: as imaged; a tuple: those views side by side), clean or under
+        `stress`."""
+        if isinstance(view, tuple):
+            return np.concatenate([self.features_of(part, stress) for part in view], axis=1)
         if view is None:
             return self.features if stress is None else self.stressed_features[stress]
         return self.views[view][stress]
+
+
+Predict = Callable[[CellTable, np.ndarray, "str | None"], np.ndarray]
+"""A fitted candidate: P(ALL) of rows of a table (the one it was fit on, or another of the same backbones and views:
+the check's cells), clean or under a stress."""
 
 
 def _constant(
@@ -54,30 +70,73 @@ def _constant(
     is_all: np.ndarray,
     table: CellTable,
     patients: np.ndarray,
-) -> tuple[Callable[[np.ndarray, str | None], np.ndarray], dict[str, Any]]:
+) -> tuple[Predict, dict[str, Any]]:
     majority = float(is_all[train].mean() >= 0.5)  # the best constant answer: the training majority, every time
-    return (lambda rows, stress: np.full(len(rows), majority)), {}
+    return (lambda source, rows, stress: np.full(len(rows), majority)), {}
 
 
 def _descriptor_model(columns: tuple[str, ...]) -> Callable[..., Any]:
-    def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray) -> tuple[Any, dict]:
+    def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray) -> tuple[Predict, dict]:
         model = linear_model().fit(table.descriptors[list(columns)].to_numpy(float)[train], is_all[train])
 
-        def predict(rows: np.ndarray, stress: str | None) -> np.ndarray:
-            source = table.descriptors if stress is None else table.stressed_descriptors[stress]
-            return model.predict_proba(source[list(columns)].to_numpy(float)[rows])[:, 1]
+        def predict(source: CellTable, rows: np.ndarray, stress: str | None) -> np.ndarray:
+            described = source.descriptors if stress is None else source.stressed_descriptors[stress]
+            return model.predict_proba(described[list(columns)].to_numpy(float)[rows])[:, 1]
 
         return predict, {}
 
     return fit
 
 
-def _feature_model(c: float | None, view: str | None = None, augment: str | None = None) -> Callable[..., Any]:
-    """A logistic regression on the backbone's features: with `c` fixed, or (None) chosen on inner patient folds
-    of the training rows by mean ROC AUC; on the features of `view` (None: cells as imaged), trained also on the
-    rows of the `augment` view (one augmented copy of every training cell)."""
+def patient_weights(is_all: np.ndarray, patients: np.ndarray) -> np.ndarray:
+    """Sample weights under which every patient of a class weighs the same and, once the regression's balanced class
+    weights are applied, both classes weigh the same; they sum to the number of cells (C keeps its meaning)."""
+    weights = np.zeros(len(is_all))
+    for label in (True, False):
+        of_class = is_all == label
+        names, counts = np.unique(patients[of_class], return_counts=True)
+        per_cell = dict(zip(names, of_class.sum() / (counts * len(names)), strict=True))
+        weights[of_class] = [per_cell[name] for name in patients[of_class]]
+    return weights
 
-    def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray) -> tuple[Any, dict]:
+
+def subject_directions(features: np.ndarray, is_all: np.ndarray, patients: np.ndarray) -> tuple[Any, np.ndarray]:
+    """(the standardiser, orthonormal directions): the directions along which the training subjects' mean features
+    differ *within* a class (each patient's mean minus its class's mean of patient means, standardised features),
+    every one the training subjects span; removing them leaves what the subjects of a class share."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(features)
+    scaled = scaler.transform(features)
+    deviations = []
+    for label in (True, False):
+        names = np.unique(patients[is_all == label])
+        means = np.array([scaled[(patients == name) & (is_all == label)].mean(axis=0) for name in names])
+        deviations.extend(means - means.mean(axis=0))
+    _, singular, directions = np.linalg.svd(np.asarray(deviations), full_matrices=False)
+    return scaler, directions[singular > singular.max() * 1e-6]
+
+
+def without_directions(features: np.ndarray, scaler: Any, directions: np.ndarray) -> np.ndarray:
+    """`features` standardised, with their components along `directions` removed."""
+    scaled = scaler.transform(features)
+    return scaled - (scaled @ directions.T) @ directions
+
+
+def _feature_model(
+    c: float | None,
+    view: str | tuple[str | None, ...] | None = None,
+    augment: str | None = None,
+    balance_patients: bool = False,
+    remove_subjects: bool = False,
+) -> Callable[..., Any]:
+    """A logistic regression on the backbone's features: with `c` fixed, or (None) chosen on inner patient folds
+    of the training rows by mean ROC AUC; on the features of `view` (None: cells as imaged; a tuple: views side by
+    side), trained also on the rows of the `augment` view (one augmented copy of every training cell); with
+    `balance_patients`, every training patient of a class weighs the same; with `remove_subjects`, the directions
+    that separate the training subjects within a class are removed first (`subject_directions`)."""
+
+    def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray) -> tuple[Predict, dict]:
         features = table.features_of(view, None)
         extra = table.features_of(augment, None) if augment else None
         chosen = (
@@ -85,13 +144,18 @@ def _feature_model(c: float | None, view: str | None = None, augment: str | None
             if c is not None
             else choose_c(features[train], is_all[train], patients[train], None if extra is None else extra[train])
         )
-        rows, labels = features[train], is_all[train]
+        rows, labels, owners = features[train], is_all[train], patients[train]
         if extra is not None:
-            rows, labels = np.concatenate([rows, extra[train]]), np.tile(labels, 2)
-        model = linear_model(chosen).fit(rows, labels)
+            rows, labels, owners = np.concatenate([rows, extra[train]]), np.tile(labels, 2), np.tile(owners, 2)
+        prepare: Callable[[np.ndarray], np.ndarray] = lambda values: values  # noqa: E731
+        if remove_subjects:
+            scaler, directions = subject_directions(rows, labels, owners)
+            prepare = lambda values: without_directions(values, scaler, directions)  # noqa: E731
+        weights = {"logisticregression__sample_weight": patient_weights(labels, owners)} if balance_patients else {}
+        model = linear_model(chosen).fit(prepare(rows), labels, **weights)
 
-        def predict(test: np.ndarray, stress: str | None) -> np.ndarray:
-            return model.predict_proba(table.features_of(view, stress)[test])[:, 1]
+        def predict(source: CellTable, test: np.ndarray, stress: str | None) -> np.ndarray:
+            return model.predict_proba(prepare(source.features_of(view, stress)[test]))[:, 1]
 
         return predict, {"C": chosen}
 
@@ -103,12 +167,16 @@ def _ensemble_model(view: str | None = None, c: float | None = None, augment: st
     (None) its C chosen on inner patient folds of the training rows, on the features of `view`, trained also on
     the rows of each member's `augment` view."""
 
-    def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray) -> tuple[Any, dict]:
+    def fit(train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray) -> tuple[Predict, dict]:
         members = [table, *table.others.values()]
         models = [_feature_model(c, view, augment)(train, is_all, member, patients) for member in members]
 
-        def predict(test: np.ndarray, stress: str | None) -> np.ndarray:
-            return np.mean([member_predict(test, stress) for member_predict, _ in models], axis=0)
+        def predict(source: CellTable, test: np.ndarray, stress: str | None) -> np.ndarray:
+            sources = [source, *source.others.values()]
+            return np.mean(
+                [member(of, test, stress) for (member, _), of in zip(models, sources, strict=True)],
+                axis=0,
+            )
 
         return predict, {"C": [choice["C"] for _, choice in models]}
 
@@ -122,7 +190,7 @@ def _keras_head(view: str | None = None) -> Callable[..., Any]:
 
     def fit(
         train: np.ndarray, is_all: np.ndarray, table: CellTable, patients: np.ndarray
-    ) -> tuple[Callable[[np.ndarray, str | None], np.ndarray], dict[str, Any]]:
+    ) -> tuple[Predict, dict[str, Any]]:
         import keras
 
         from ..core.config import recipe_config
@@ -147,8 +215,9 @@ def _keras_head(view: str | None = None) -> Callable[..., Any]:
             shuffle=True,
         )
 
-        def predict(test: np.ndarray, stress: str | None) -> np.ndarray:
-            return np.asarray(model.predict(table.features_of(view, stress)[test], batch_size=1024, verbose=0))[:, 1]
+        def predict(source: CellTable, test: np.ndarray, stress: str | None) -> np.ndarray:
+            inputs = source.features_of(view, stress)[test]
+            return np.asarray(model.predict(inputs, batch_size=1024, verbose=0))[:, 1]
 
         return predict, {}
 
@@ -175,23 +244,39 @@ def choose_c(features: np.ndarray, is_all: np.ndarray, patients: np.ndarray, ext
 SIZE_NORMALISED = "size-normalised"
 RANDOM_ZOOM = "random zoom"
 PERTURBED = "size-normalised, perturbed"
-VIEWS = (SIZE_NORMALISED, RANDOM_ZOOM, PERTURBED)
+PERTURBED_AS_IMAGED = "perturbed"
+VIEWS = (SIZE_NORMALISED, RANDOM_ZOOM, PERTURBED, PERTURBED_AS_IMAGED)
 """Other views of the same cells: every cell zoomed to `CELL_AREA` (at training and at test time, so size says
 nothing); one copy of every cell zoomed by a random factor in `ZOOM_RANGE` whatever its class (augmentation); one
 copy of every cell rotated, flipped, stain-jittered and defocused at random (`data.perturb`), then size-normalised
-(augmentation of the size-normalised cells)."""
+(augmentation of the size-normalised cells), or as imaged (augmentation of the cells as imaged)."""
+TEST_VIEWS = (SIZE_NORMALISED,)
+"""The views a candidate scores cells in (the others are training copies only): all a check's cells need."""
 ZOOM_RANGE = (0.75, 1.33)
 """Random zoom: a factor on the cell's width, log-uniform; its area then varies 0.56-1.77x, about the ratio of fold
 1's ALL to healthy mean cell areas (1.47) either way."""
 
 
+REFERENCE = "logistic regression on features, C fixed"
+"""The baseline every candidate is paired with: one logistic regression (C = 1) on the backbone's features of the
+cells as imaged."""
 RELEASE_RECIPE = "ensemble: a logistic regression per backbone, C fixed, size-normalised cells (the release's recipe)"
 CANDIDATES: dict[str, Callable[..., Any]] = {
     "constant answer": _constant,
     "cell area alone (shortcut)": _descriptor_model(BASELINES["cell area"]),
     "size, brightness, sharpness, colour (shortcuts)": _descriptor_model(BASELINES["all of these"]),
-    "logistic regression on features, C fixed": _feature_model(FIXED_C),
+    REFERENCE: _feature_model(FIXED_C),
+    "logistic regression on features, C = 0.1": _feature_model(0.1),
     "logistic regression on features, C chosen on inner folds": _feature_model(None),
+    "logistic regression, C fixed, patients weighed equally": _feature_model(FIXED_C, balance_patients=True),
+    "logistic regression, C fixed, within-class subject directions removed": _feature_model(
+        FIXED_C, remove_subjects=True
+    ),
+    "logistic regression, C fixed, + random-zoom copies": _feature_model(FIXED_C, augment=RANDOM_ZOOM),
+    "logistic regression, C fixed, + perturbed copies": _feature_model(FIXED_C, augment=PERTURBED_AS_IMAGED),
+    "logistic regression, C fixed, as imaged and size-normalised side by side": _feature_model(
+        FIXED_C, (None, SIZE_NORMALISED)
+    ),
     "the product's head (lite recipe) on features": _keras_head(),
     "the product's head (lite recipe), size-normalised cells": _keras_head(SIZE_NORMALISED),
     "logistic regression, C chosen on inner folds, size-normalised cells": _feature_model(None, SIZE_NORMALISED),
@@ -201,6 +286,10 @@ CANDIDATES: dict[str, Callable[..., Any]] = {
     ),
     "logistic regression, C fixed, size-normalised cells + perturbed copies": _feature_model(
         FIXED_C, SIZE_NORMALISED, augment=PERTURBED
+    ),
+    "ensemble: a logistic regression per backbone, C fixed": _ensemble_model(c=FIXED_C),
+    "ensemble: a logistic regression per backbone, C fixed, + perturbed copies": _ensemble_model(
+        c=FIXED_C, augment=PERTURBED_AS_IMAGED
     ),
     "ensemble: a logistic regression per backbone, C chosen on inner folds": _ensemble_model(),
     RELEASE_RECIPE: _ensemble_model(SIZE_NORMALISED, FIXED_C),
@@ -212,12 +301,17 @@ CANDIDATES: dict[str, Callable[..., Any]] = {
     ),
 }
 NEEDS: dict[str, tuple[str, ...]] = {
+    "logistic regression, C fixed, + random-zoom copies": (RANDOM_ZOOM,),
+    "logistic regression, C fixed, + perturbed copies": (PERTURBED_AS_IMAGED,),
+    "logistic regression, C fixed, as imaged and size-normalised side by side": (SIZE_NORMALISED,),
     "the product's head (lite recipe) on features": ("keras",),
     "the product's head (lite recipe), size-normalised cells": ("keras", SIZE_NORMALISED),
     "logistic regression, C chosen on inner folds, size-normalised cells": (SIZE_NORMALISED,),
     "logistic regression, C chosen on inner folds, + random-zoom copies": (RANDOM_ZOOM,),
     "logistic regression, C fixed, size-normalised cells (one member of the release)": (SIZE_NORMALISED,),
     "logistic regression, C fixed, size-normalised cells + perturbed copies": (SIZE_NORMALISED, PERTURBED),
+    "ensemble: a logistic regression per backbone, C fixed": ("others",),
+    "ensemble: a logistic regression per backbone, C fixed, + perturbed copies": ("others", PERTURBED_AS_IMAGED),
     "ensemble: a logistic regression per backbone, C chosen on inner folds": ("others",),
     RELEASE_RECIPE: ("others", SIZE_NORMALISED),
     "ensemble: a logistic regression per backbone, C chosen on inner folds, size-normalised cells": (
@@ -234,3 +328,42 @@ NEEDS: dict[str, tuple[str, ...]] = {
 ensemble), Keras (`heads=True`), or other backbones' tables (`others`, an ensemble)."""
 MEMBER_VIEWS = tuple(view for view in VIEWS if any(view in need and "others" in need for need in NEEDS.values()))
 """The views an ensemble candidate reads from its other backbones' tables (the rest are read from the first's only)."""
+
+BASELINE_KIND = "baseline"
+SKETCH_KIND = "sketch"
+RELEASE_KIND = "release"
+RECIPE_KIND = "recipe"
+
+
+def kind_of(name: str) -> str:
+    """What the product could serve of candidate `name`: `baseline` (the constant answer and the descriptor shortcuts),
+    `sketch` (the product's head trained here on cached features: a quick look at a recipe, not the recipe; both
+    never a default), `recipe` (a training recipe's own cross-validation, named by `recipe_candidates.recipe_name`)
+    or `release` (logistic regressions on frozen features, what `pipeline release` builds)."""
+    if name == "constant answer" or "shortcut" in name:
+        return BASELINE_KIND
+    if name.endswith(")") and "(recipe " in name:
+        return RECIPE_KIND
+    if "head" in name:
+        return SKETCH_KIND
+    return RELEASE_KIND
+
+
+def simplicity(name: str) -> int:
+    """How much a candidate adds to one logistic regression on the cells as imaged (lower: simpler): a tie under the
+    selection rule goes to the simpler. Counts its additions: another C or a C chosen on inner folds, copies, weights,
+    a projection, a second view, more backbones, a trained head, fine-tuning."""
+    additions = {
+        "C chosen": 1,
+        "C = ": 1,
+        "copies": 1,
+        "weighed": 1,
+        "removed": 1,
+        "size-normalised": 1,
+        "side by side": 1,
+        "ensemble": 2,
+        "head": 3,
+        "fine-tuned": 4,
+        "strong augmentation": 1,
+    }
+    return sum(weight for word, weight in additions.items() if word in name)

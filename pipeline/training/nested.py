@@ -1,17 +1,20 @@
 """Nested patient cross-validation of frozen-feature candidates beside the constant answer and the shortcut
 baselines, with stress tests: every choice (a candidate's regularisation) is made on inner folds of the outer
-training patients only; each outer fold's test patients are touched once, by the model chosen without them.
+training patients only; each outer fold's test patients are touched once, by the model chosen without them. The
+outer folds are `crossval`'s (same folds and seed), so a fine-tuned recipe's cross-validation joins the same table.
 
 Per candidate: the mean of the outer folds' ROC AUC and balanced accuracy (the cross-validation figure), the
 patient-bootstrap interval of the pooled out-of-fold predictions (labelled pooled), the ROC AUC of the same test
 cells zoomed to the other class's size, recoloured to its colour and blurred, and the paired difference to the
-logistic regression on the same features, fold by fold.
+logistic regression on the same features, fold by fold. With an other-subject check: every candidate fit on every
+cell, scored on the check's cells beside the same regression, and placed under the selection rule (`rule`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,37 +32,53 @@ from ..data.shortcuts import (
     describe_files,
     fold_scores,
     fold_statistics,
-    patient_folds,
     stressed,
 )
-from ..evaluation.intervals import patient_bootstrap
+from ..data.splits import cross_validation_folds
+from ..evaluation.intervals import format_interval, patient_bootstrap
+from ..evaluation.other_subjects import check_section
 from ..inference.batches import extract_features
 from ..models.model import backbone_fingerprint, build_model
 from .candidates import (
     CANDIDATES,
     NEEDS,
     PERTURBED,
+    PERTURBED_AS_IMAGED,
     RANDOM_ZOOM,
+    REFERENCE,
     SIZE_NORMALISED,
+    TEST_VIEWS,
     VIEWS,
     ZOOM_RANGE,
     CellTable,
 )
 from .features import FEATURE_CODE_VERSION
+from .rule import KINDS, RULE, choose, gate
 
-REFERENCE = "logistic regression on features, C fixed"
+REFERENCE_NAME = "logistic regression (C = 1) on the backbone's features of the cells as imaged, fit on the same cells"
+
+SEED = 42
+"""The outer folds' seed: `crossval --seed`'s default, so the outer folds are the very folds of `crossval --folds K`
+(a fine-tuned recipe's runs are scored on the same patients as the frozen candidates)."""
 
 
-def nested_cross_validation(table: CellTable, folds: int = 3, seed: int = 0, heads: bool = False) -> dict[str, Any]:
-    """Every candidate on the same outer patient folds: per-fold figures, their mean, the pooled interval, the
-    stress tests and the paired difference to `REFERENCE`; the outer test patients are used once, to score.
-    Candidates whose view the table lacks are left out, and the Keras head unless `heads`."""
-    outer = patient_folds(table.is_all, table.patients, folds, seed)
+def nested_cross_validation(
+    table: CellTable, folds: int = 3, seed: int = SEED, heads: bool = False, check: CellTable | None = None
+) -> dict[str, Any]:
+    """Every candidate on the same outer patient folds (those of `crossval --folds folds --seed seed`): per-fold
+    figures, their mean, the pooled interval, the stress tests and the paired difference to `REFERENCE`; the outer
+    test patients are used once, to score. With `check` (the other-subject check's cells, the same backbones and
+    views), each candidate is also fit on every cell and scores them (`check_probabilities`; the check is never
+    fit on). Candidates whose view the table lacks are left out, and the Keras head unless `heads`."""
+    outer = cross_validation_folds(table.labels, table.patients, folds, seed)
     results: dict[str, Any] = {
         "folds": folds,
+        "seed": seed,
         "test_patients": [sorted(set(table.patients[test])) for test in outer],
         "candidates": {},
+        "check_probabilities": {},
     }
+    every = np.arange(len(table.is_all))
     for name, fit in CANDIDATES.items():
         if not _can_score(name, table, heads):
             continue
@@ -67,26 +86,49 @@ def nested_cross_validation(table: CellTable, folds: int = 3, seed: int = 0, hea
         under = {stress: np.zeros(len(table.is_all)) for stress in table.stressed_features}
         chosen = []
         for test in outer:
-            train = np.setdiff1d(np.arange(len(table.is_all)), test)
+            train = np.setdiff1d(every, test)
             predict, choice = fit(train, table.is_all, table, table.patients)
-            prob[test] = predict(test, None)
+            prob[test] = predict(table, test, None)
             for stress in under:
-                under[stress][test] = predict(test, stress)
+                under[stress][test] = predict(table, test, stress)
             chosen.append(choice)
-        scores = fold_scores(table.is_all, prob, outer) if name != "constant answer" else _constant_scores(outer)
-        pooled = patient_bootstrap(
-            pd.DataFrame({"label": np.where(table.is_all, "ALL", "HEM"), "patient": table.patients, "prob_all": prob})
-        )
-        results["candidates"][name] = {
-            **scores,
-            "pooled": pooled,
-            "choices": chosen,
-            "stressed_roc_auc": {
-                stress: fold_scores(table.is_all, values, outer)["roc_auc"] for stress, values in under.items()
-            }
-            if name != "constant answer"
-            else {},
-        }
+        constant = name == "constant answer"
+        stressed = {stress: fold_scores(table.is_all, values, outer)["roc_auc"] for stress, values in under.items()}
+        results["candidates"][name] = _scores(table, prob, outer, constant)
+        results["candidates"][name].update(choices=chosen, stressed_roc_auc={} if constant else stressed)
+        if check is not None:
+            predict, _ = fit(every, table.is_all, table, table.patients)
+            results["check_probabilities"][name] = predict(check, np.arange(len(check.is_all)), None).tolist()
+    pair_with_reference(results)
+    return results
+
+
+def _scores(table: CellTable, prob: np.ndarray, outer: list[np.ndarray], constant: bool = False) -> dict[str, Any]:
+    """A candidate's figures from its out-of-fold P(ALL): per fold and their mean, pooled with its interval."""
+    scores = _constant_scores(outer) if constant else fold_scores(table.is_all, prob, outer)
+    pooled = patient_bootstrap(pd.DataFrame({"label": table.labels, "patient": table.patients, "prob_all": prob}))
+    return {**scores, "pooled": pooled, "choices": [], "stressed_roc_auc": {}}
+
+
+def add_scored(
+    results: dict[str, Any],
+    table: CellTable,
+    name: str,
+    prob: np.ndarray,
+    check_probabilities: np.ndarray | None = None,
+    **facts: Any,
+) -> None:
+    """A candidate scored elsewhere (a fine-tuned recipe's cross-validation on the same outer folds, `prob` its
+    out-of-fold P(ALL) of every row; its final model's P(ALL) of the check's cells) added to `results`."""
+    outer = cross_validation_folds(table.labels, table.patients, results["folds"], results["seed"])
+    results["candidates"][name] = {**_scores(table, prob, outer), **facts}
+    if check_probabilities is not None:
+        results["check_probabilities"][name] = np.asarray(check_probabilities, dtype=float).tolist()
+    pair_with_reference(results)
+
+
+def pair_with_reference(results: dict[str, Any]) -> None:
+    """Each candidate's ROC AUC minus `REFERENCE`'s, fold by fold."""
     reference = results["candidates"][REFERENCE]["roc_auc_folds"]
     for scores in results["candidates"].values():
         differences = np.asarray(scores["roc_auc_folds"]) - np.asarray(reference)
@@ -95,7 +137,18 @@ def nested_cross_validation(table: CellTable, folds: int = 3, seed: int = 0, hea
             "folds": differences.tolist(),
             "better_in": int((differences > 0).sum()),
         }
-    return results
+
+
+def attach_check(results: dict[str, Any], cells: pd.DataFrame, data_dir: str) -> None:
+    """Each candidate's `check` section (`evaluation.other_subjects`) from its P(ALL) of the check's `cells` (path,
+    patient, label), paired with `REFERENCE`'s, and its place under the selection rule (`rule.gate`)."""
+    probabilities = results["check_probabilities"]
+    reference = np.asarray(probabilities[REFERENCE])
+    for name, values in probabilities.items():
+        section = check_section(cells.assign(prob_all=np.asarray(values)), reference, data_dir, REFERENCE_NAME)
+        results["candidates"][name]["check"] = section
+        results["candidates"][name]["gate"] = gate(section)
+    results["rule"] = {"text": RULE, **{kind: choose(results["candidates"], kind) for kind in KINDS}}
 
 
 def _can_score(name: str, table: CellTable, heads: bool) -> bool:
@@ -121,14 +174,13 @@ def _constant_scores(outer: list[np.ndarray]) -> dict[str, Any]:
 
 
 def nested_lines(results: dict[str, Any]) -> list[str]:
-    """The table as text: one line per candidate."""
+    """The table as text: one line per candidate, then (with a check) its check figures, then the rule's choices."""
     stresses = [
         stress for stress in STRESSES if any(stress in c["stressed_roc_auc"] for c in results["candidates"].values())
     ]
     lines = [
-        f"Nested patient cross-validation, {results['folds']} outer folds (test patients: "
-        + "; ".join(", ".join(patients) for patients in results["test_patients"])
-        + ")",
+        f"Nested patient cross-validation, {results['folds']} outer folds (seed {results.get('seed')}; test "
+        "patients: " + "; ".join(", ".join(patients) for patients in results["test_patients"]) + ")",
         "  ROC AUC and balanced accuracy: mean of the outer folds; pooled: every cell's out-of-fold P(ALL), "
         "95 % patient bootstrap; then the ROC AUC with test cells " + ", ".join(stresses),
     ]
@@ -150,7 +202,23 @@ def nested_lines(results: dict[str, Any]) -> list[str]:
                 "/".join(f"{c:g}" for c in choice) if isinstance(choice, list) else f"{choice:g}" for choice in choices
             )
             lines.append(f"  {'':58s} C chosen per fold: {', '.join(shown)}")
+        if "check" in scores:
+            lines.append(f"  {'':58s} {check_line(scores['check'], scores['gate'])}")
+    for kind, choice in (results.get("rule") or {}).items():
+        if kind != "text":
+            lines.append(f"The rule's choice for the {kind}: {choice['chosen'] or 'none passes the check'}")
     return lines
+
+
+def check_line(section: dict[str, Any], gated: dict[str, Any]) -> str:
+    """A candidate's check figures in one line, with where it fell under the rule."""
+    paired = section["reference"]["paired"]["roc_auc"]
+    called = section["healthy_called_all"]
+    return (
+        f"check: ROC AUC {format_interval(section['roc_auc'])}  BA {format_interval(section['balanced_accuracy'])}  "
+        f"healthy called ALL {called['cells']} of {called['of']}  vs reference {format_interval(paired, 3)}  "
+        f"{'passes' if gated['passed'] else 'fails: ' + gated['why']}"
+    )
 
 
 def cell_table(
@@ -158,7 +226,7 @@ def cell_table(
     backbone: str = "efficientnet_lite0",
     image_size: int = 224,
     folds: int = 3,
-    seed: int = 0,
+    seed: int = SEED,
     progress: Callable[[str], None] | None = None,
     views: tuple[str, ...] = VIEWS,
 ) -> CellTable:
@@ -166,14 +234,50 @@ def cell_table(
     clean and under each stress, and the features of each of `views`; a test cell is moved to the statistics of
     the other class on the training patients of its own outer fold, so no stress uses what its fold tests."""
     records = scan_dataset(data_dir).training_records()
-    paths = [record.path for record in records]
-    labels = np.array([record.label for record in records])
-    patients = np.array([record.patient for record in records]).astype(str)
+    cells = pd.DataFrame(
+        {
+            "path": [str(Path(record.path).resolve()) for record in records],
+            "patient": [str(record.patient) for record in records],
+            "label": [record.label for record in records],
+        }
+    )
+    return _table(cells, backbone, image_size, (folds, seed), progress, views)
+
+
+def check_table(
+    cells: pd.DataFrame,
+    backbone: str = "efficientnet_lite0",
+    image_size: int = 224,
+    progress: Callable[[str], None] | None = None,
+    views: tuple[str, ...] = TEST_VIEWS,
+) -> CellTable:
+    """The check's `cells` (path, patient, label) as a table of the same backbone: features as imaged and in the
+    `views` a candidate scores in, descriptors; no stress (the check is scored clean)."""
+    return _table(cells, backbone, image_size, None, progress, tuple(view for view in views if view in TEST_VIEWS))
+
+
+def _table(
+    cells: pd.DataFrame,
+    backbone: str,
+    image_size: int,
+    stress_folds: tuple[int, int] | None,
+    progress: Callable[[str], None] | None,
+    views: tuple[str, ...],
+) -> CellTable:
+    """The table of `cells`: with `stress_folds` (folds, seed), stressed versions moved to the statistics of each
+    outer fold's training patients; without, clean only."""
+    paths, labels = cells["path"].tolist(), cells["label"].to_numpy()
+    patients = cells["patient"].to_numpy().astype(str)
     is_all = labels == "ALL"
     say = progress or (lambda text: None)
     say(f"describing {len(paths)} cells")
     descriptors = describe_files(paths)
-    statistics_of = fold_statistics(descriptors, labels, patient_folds(is_all, patients, folds, seed))
+    folds, seed = stress_folds or (0, SEED)
+    statistics_of = (
+        fold_statistics(descriptors, labels, cross_validation_folds(labels, patients, folds, seed))
+        if stress_folds
+        else None
+    )
     zoom = np.exp(np.random.default_rng(seed).uniform(*np.log(ZOOM_RANGE), len(paths)))
     model, weights = build_model(backbone, image_size, "imagenet", freeze_backbone=True)
     key = {
@@ -182,20 +286,23 @@ def cell_table(
         "weights": weights,
         "weights_sha256": backbone_fingerprint(model),
         "feature_code": FEATURE_CODE_VERSION,
-        "folds": folds,
         "seed": seed,
     }
 
     def version(stress: str | None, view: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
         columns = list(descriptors.columns)
-        return _cell_version(model, key, paths, labels, statistics_of, zoom, image_size, columns, say, stress, view)
+        stress_key = {"folds": folds} if stress else {}
+        return _cell_version(
+            model, {**key, **stress_key}, paths, labels, statistics_of, zoom, image_size, columns, say, stress, view
+        )
 
+    stresses = STRESSES if stress_folds else ()
     features, described = version(None)
-    stressed_versions = {stress: version(stress) for stress in STRESSES}
+    stressed_versions = {stress: version(stress) for stress in stresses}
     other_views: dict[str, dict[str | None, np.ndarray]] = {}
     for view in views:
-        stresses = (None, *STRESSES) if view == SIZE_NORMALISED else (None,)
-        other_views[view] = {stress: version(stress, view)[0] for stress in stresses}
+        of_view = (None, *stresses) if view == SIZE_NORMALISED else (None,)
+        other_views[view] = {stress: version(stress, view)[0] for stress in of_view}
     return CellTable(
         is_all,
         patients,
@@ -204,6 +311,7 @@ def cell_table(
         {stress: found[0] for stress, found in stressed_versions.items()},
         {stress: found[1] for stress, found in stressed_versions.items()},
         other_views,
+        paths=tuple(paths),
     )
 
 
@@ -212,7 +320,7 @@ def _cell_version(
     key: dict[str, Any],
     paths: list[str],
     labels: np.ndarray,
-    statistics_of: np.ndarray,
+    statistics_of: np.ndarray | None,
     zoom: np.ndarray,
     image_size: int,
     columns: list[str],
@@ -227,7 +335,7 @@ def _cell_version(
     def image(row: int) -> np.ndarray:
         raw = read_image(paths[row])
         raw = raw if stress is None else stressed(raw, labels[row], stress, statistics_of[row])
-        if view == PERTURBED:
+        if view in (PERTURBED, PERTURBED_AS_IMAGED):
             return perturbed_copy(raw, key["seed"], row)
         return zoom_cell(raw, float(zoom[row])) if view == RANDOM_ZOOM else raw
 
@@ -243,7 +351,7 @@ def _cell_version(
         return np.concatenate([extract_features(model, inputs), found], axis=1)
 
     extra = {} if view is None else {"view": view, "cell_area": CELL_AREA, "zoom_range": ZOOM_RANGE}
-    if view == PERTURBED:
+    if view in (PERTURBED, PERTURBED_AS_IMAGED):
         extra["perturbation"] = PERTURBATION_VERSION
     both, _ = cached_array("nested", {**key, "stress": stress, **extra}, compute)
     width = both.shape[1] - len(columns)

@@ -31,8 +31,8 @@ class MemberFeatures(NamedTuple):
     """Pooled features of one perturbed copy of each cell (None when copies were not asked for)."""
     weights: str
     """The backbone's weights label."""
-    reference: np.ndarray
-    """The cells' mean activation map at the Grad-CAM layer (height, width, channels)."""
+    reference: np.ndarray | None
+    """The cells' mean activation map at the Grad-CAM layer (height, width, channels); None when not asked for."""
 
 
 def mean_map(model: Any, images: np.ndarray) -> np.ndarray:
@@ -63,11 +63,16 @@ def _backbone(config: TrainConfig, paths: list[str]) -> tuple[Any, str, dict[str
 
 
 def member_features(
-    config: TrainConfig, paths: list[str], progress: Callable[[str], None], copies: bool = False
+    config: TrainConfig,
+    paths: list[str],
+    progress: Callable[[str], None],
+    copies: bool = False,
+    mean_activation: bool = True,
 ) -> MemberFeatures:
     """The pooled ImageNet features of `paths` under the release's preprocessing; with `copies`, those of one
     perturbed copy of each cell, seeded by the configuration's seed and the cell's row, so every build draws the same
-    copies; the weights label; the cells' mean map at the Grad-CAM layer. All cached; the backbone is built once."""
+    copies; the weights label; with `mean_activation`, the cells' mean map at the Grad-CAM layer. All cached; the
+    backbone is built once."""
     model, weights, key = _backbone(config, paths)
 
     @cache
@@ -98,7 +103,11 @@ def member_features(
             return extract_features(model, np.stack(list(pool.map(copy, range(len(paths))))))
 
     features, _ = cached_array("features", {**key, "kind": "release"}, cells, default_cache_dir())
-    mean, _ = cached_array("mean-map", {**key, "kind": "release, mean activation map"}, reference, default_cache_dir())
+    mean = (
+        cached_array("mean-map", {**key, "kind": "release, mean activation map"}, reference, default_cache_dir())[0]
+        if mean_activation
+        else None
+    )
     images.cache_clear()  # the cells' pictures are not needed for the copies
     copy_key = {**key, "kind": "release, perturbed copies", "perturbation": PERTURBATION_VERSION, "seed": config.seed}
     extra = cached_array("features", copy_key, perturbed, default_cache_dir())[0] if copies else None

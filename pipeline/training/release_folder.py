@@ -96,9 +96,21 @@ def write_release(
         folder.file(STATUS),
         {"state": "completed", "phase": "released", "finished_at": now_iso(), "updated_at": now_iso()},
     )
-    atomic_write(
-        folder.file(RELEASE_CARD), lambda target: target.write_text(card_text(folder, release, metrics, BAND_AGREEMENT))
-    )
+    write_card(folder, release, metrics)
     if folder.file(HEAD).stat().st_size > MAX_BYTES:
         raise PipelineError(f"The head is {folder.file(HEAD).stat().st_size} bytes, over {MAX_BYTES}.")
     return folder
+
+
+def write_card(folder: RunFolder, release: Any, metrics: dict[str, Any]) -> None:
+    """The release's MODEL_CARD.md from its head and metrics, written whole."""
+    atomic_write(
+        folder.file(RELEASE_CARD), lambda target: target.write_text(card_text(folder, release, metrics, BAND_AGREEMENT))
+    )
+
+
+def rewrite_card(folder: RunFolder) -> None:
+    """The card of a written release again, from its files (after its metrics gained a section)."""
+    from ..models.release import Release
+
+    write_card(folder, Release.load(folder.file(HEAD)), folder.metrics() or {})
