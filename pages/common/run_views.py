@@ -22,6 +22,7 @@ from pipeline.runs.display import threshold_line
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.selection import SELECTION_LABEL
 
+from .check_views import other_subjects_section
 from .widgets import figure_text
 
 
@@ -95,6 +96,7 @@ def metric_cards(metrics: dict[str, Any], predictions: pd.DataFrame | None = Non
     threshold = threshold_line(metrics.get("threshold_check"))
     if threshold:
         st.caption(threshold)
+    other_subjects_section(metrics)
 
 
 def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:

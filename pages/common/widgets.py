@@ -25,6 +25,7 @@ from pipeline.runs.display import (
 from pipeline.runs.folder import RunFolder
 from pipeline.training.launch import cancel, failed_demo_model, is_demo_group, launch_demo_model
 
+from .check_views import other_subjects_section
 from .loaders import model_card_of, runs_table
 from .settings import (
     DEMO_DATA_DIR,
@@ -238,6 +239,7 @@ def show_model_card(folder: RunFolder) -> None:
                 st.markdown(release_card.read_text())
         if test:
             _card_figures(card, test)
+            other_subjects_section(card)  # the card carries the metrics' other_subjects section
         for warning in card["model_warnings"]:
             st.warning(warning, icon=":material/report:")
         device = card.get("device") or {}

@@ -20,6 +20,7 @@ from ..evaluation.evaluate import confusion_cell, patient_summary
 from ..evaluation.figures import confusion_matrix_figure, curves_figure, roc_figure, run_calibration_figure
 from ..evaluation.intervals import interval_line
 from ..evaluation.metrics import Metrics
+from ..evaluation.other_subjects import LABEL, OtherSubjects
 from ..inference.predict import Predictor
 from ..runs.catalog import model_card
 from ..runs.display import final_sentence, provenance, shown_path, without_paths
@@ -119,6 +120,18 @@ def _held_out(card: dict[str, Any]) -> str:
     )
 
 
+def _other_subjects(metrics: dict[str, Any], hide_paths: bool) -> list[str]:
+    """The other-subject check's section: its figures in words and its cells, or a line saying there is none."""
+    check = OtherSubjects.of(metrics)
+    if check is None:
+        return [f"<h2>On {LABEL}</h2>", "<p>Not scored on other subjects' cells (<code>pipeline check</code>).</p>"]
+    lines = check.lines()
+    if hide_paths:
+        lines[0] = without_paths(lines[0])
+    cells = pd.DataFrame(check.values.get("predictions") or [])
+    return [f"<h2>On {LABEL}</h2>", *(f"<p>{html.escape(line)}</p>" for line in lines), _table(cells)]
+
+
 def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool = False) -> str:
     """The report of a completed run as one HTML string; `hide_paths` (a hosted demo) names data folders without
     the server's paths."""
@@ -159,6 +172,7 @@ def build_report(run_dir: str | Path, explained: bool = True, hide_paths: bool =
         _table(pd.DataFrame(rows)),
         f"<h2>Per class ({scored_on.lower()})</h2>",
         _table(per_class),
+        *_other_subjects(metrics, hide_paths),
         "<h2>Curves, confusion matrix, ROC, calibration</h2>",
         _figures(figures),
         "<h2>Per patient (test)</h2>",

@@ -115,6 +115,7 @@ def model_card(folder: RunFolder) -> dict[str, Any]:
         card["intervals"] = intervals_of_test(metrics, folder.predictions)
         card["out_of_fold"] = metrics.get("out_of_fold")  # a final model: figures of its folds, not of itself
         card["scored_on"] = Metrics.of(metrics).scored_on
+        card["other_subjects"] = metrics.get("other_subjects")  # the other-subject check, when it was run
     card["duration_s"] = _seconds_between(status.get("started_at"), status.get("ended_at"))
     card["crossval"] = crossval_of(config)
     return card

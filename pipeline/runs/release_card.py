@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..evaluation.intervals import interval_line
+from ..evaluation.other_subjects import LABEL, OtherSubjects
 from .display import escape_markdown
 from .folder import RunFolder
 
@@ -84,6 +85,31 @@ def _beside_first(facts: dict[str, Any]) -> str:
     )
 
 
+def _cells(release: Any) -> str:
+    if not release.cell_area:
+        return (
+            "  Cells are read as imaged (no size normalisation: on other folds' subjects, size-normalised features "
+            "transferred worse), then CLAHE."
+        )
+    return (
+        f"  Cells are size-normalised first: each cell is zoomed to cover {release.cell_area:.0%} of the\n"
+        "  picture, so the model cannot use a cell's size, then CLAHE."
+    )
+
+
+def _other_subjects(metrics: dict[str, Any]) -> str:
+    check = OtherSubjects.of(metrics)
+    if check is None:
+        return (
+            f"Not scored on {LABEL}: `python -m pipeline check artifacts/release --check DIR` (a folder of labelled "
+            "cells of subjects not in its data) does it."
+        )
+    return "\n".join(f"- {line}" for line in check.lines()) + (
+        "\n- Nothing was fitted on these cells; with so few, an interval is wide: the check can reject a model, "
+        "not rank two close ones."
+    )
+
+
 def _bands(release: Any) -> str:
     low = f'"likely HEM" at P(ALL) <= {release.band_low:.2f}' if release.band_low > 0 else '"likely HEM" never'
     high = (
@@ -111,9 +137,7 @@ def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any], agreemen
 
 ## What it is
 {_members(release)}
-  Cells are size-normalised first: each cell is zoomed to cover {release.cell_area:.0%} of the
-  picture, so the model cannot use a cell's size (the shortcut of C-NMC fold 1's three healthy subjects, whose
-  cells are small), then CLAHE.
+{_cells(release)}
 - Heads (`head.npz`, read with `allow_pickle=False`): per backbone, standardisation and an L2 logistic regression
   with balanced classes, C = {_c_values(facts)} ({_c_choice(facts)}){_copies(facts)}; {_average(release)}temperature
   {release.temperature:.3f} fitted on out-of-fold predictions. Rows 1-{facts["folds"]} of each head array are the
@@ -135,6 +159,9 @@ def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any], agreemen
 - Input checks: a picture that is not one cell on a black background (shape, stained area, separate objects) or
   whose features lie farther from the training cells than {release.distance_threshold:.2f} (the distance 95 % of
   held-out cells stay within) is flagged as out of distribution; its answer is not reliable.
+
+## On {LABEL}
+{_other_subjects(metrics)}
 
 ## Per subject (out of fold)
 | patient | class | cells | cells right | mean P(ALL) |
