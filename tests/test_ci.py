@@ -39,3 +39,18 @@ def test_a_test_whose_outcome_changed_between_runs_is_named(tmp_path: Path) -> N
     third = flaky.outcomes(_report(tmp_path / "3.xml", {"a": "passed", "c": "skipped"}))
     assert flaky.changed([first, third]) == {"tests.test_x::b": ["passed", "missing"]}
     assert flaky.changed([first, first]) == {}
+
+
+def test_ci_runs_the_readmes_own_test_command_in_a_fresh_virtual_environment() -> None:
+    loader = importlib.machinery.SourceFileLoader("readme_command", str(REPO / ".ci" / "readme_command"))
+    spec = importlib.util.spec_from_loader("readme_command", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    readme = (REPO / "README.md").read_text()
+    test, dashboard = module.command("test"), module.command("dashboard")
+    assert test in readme and "python -m pytest" in test and "requirements-dev.txt" in test
+    assert dashboard in readme and "streamlit run streamlit_app.py" in dashboard
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "-m venv" in ci and "readme_command test" in ci and 'bash -c "$test_command"' in ci
+    text = "Run the tests (soon):\n\n```bash\npip install x && python -m pytest -q\n```\n"
+    assert module.command("test", text) == "pip install x && python -m pytest -q"

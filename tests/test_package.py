@@ -1,8 +1,10 @@
 """The package a user installs: its dependency ranges hold the tested pins, and `pip install .` in a fresh virtual
 environment gives the `cnmc` command, run from anywhere."""
 
+import site
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -51,11 +53,27 @@ def test_the_licence_citation_changelog_and_secrets_example_are_there_and_secret
     assert ignored.returncode == 0, "secrets.toml must be ignored by git"
 
 
+def _venv_seeing_this_environment(venv: Path) -> None:
+    """A fresh virtual environment without packages of its own that sees this interpreter's (setuptools, pip and
+    the dependencies: nothing is downloaded), whether this is a virtual environment or the system's. A venv's
+    `--system-site-packages` would show the base interpreter's instead, which in a user's fresh venv lack them."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    inner = subprocess.run(
+        [venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    paths = sysconfig.get_paths()
+    outer = dict.fromkeys([paths["purelib"], paths["platlib"], site.getusersitepackages()])
+    (Path(inner) / "outer-environment.pth").write_text("\n".join(outer) + "\n")
+
+
 @pytest.mark.slow
 def test_pip_install_gives_the_cnmc_command_that_runs_from_anywhere(tmp_path: Path) -> None:
-    """Installed into a fresh virtual environment (the system's packages visible, so nothing is downloaded)."""
+    """Installed into a fresh virtual environment (this environment's packages visible, so nothing is downloaded)."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    _venv_seeing_this_environment(venv)
     source, wheels = tmp_path / "source", tmp_path / "wheels"  # a copy: building writes build/ beside the code
     copy_project(source, leave_out=("samples/",))
     subprocess.run(
