@@ -16,7 +16,7 @@ from pages.common.loaders import (
     model_key,
     predictor_and_explainer,
 )
-from pages.common.predict_views import example_or_picked_cell, together_section
+from pages.common.predict_views import example_or_picked_cell, together_section, true_class_note
 from pages.common.settings import current_model, demo_mode, models, run_folder
 from pages.common.widgets import demo_model_progress, run_label, show_error, show_model_card, synthetic_warning
 from pipeline.core.errors import PipelineError
@@ -24,7 +24,7 @@ from pipeline.data.decode import decode_image
 from pipeline.explain.cams import METHODS
 from pipeline.explain.pictures import colorize, overlay
 from pipeline.explain.road import QUICK_FRACTIONS, share_on_cell
-from pipeline.inference.cells import zip_images
+from pipeline.inference.cells import LEFT_OUT, read_zip
 from pipeline.runs.catalog import run_config
 from pipeline.runs.display import backbone_name, escape_markdown, provenance, spreadsheet_safe
 
@@ -67,23 +67,24 @@ uploads = st.file_uploader(
 )
 model_dir, model_mtime = model_key(run_id)
 images: list[tuple[str, Any, str, str]] = []  # (name, Prediction, the image's cache key, group)
-unread: list[tuple[str, str]] = []  # (name, reason) of zip members that did not decode
+unread: list[tuple[str, str, str]] = []  # (name, group, reason) of zip members left out or that did not decode
 for upload in uploads or []:
     data = upload.getvalue()
     if upload.name.lower().endswith(".zip"):
         try:
-            members = list(zip_images(data, upload.name))
+            contents = read_zip(data, upload.name)
         except PipelineError as error:
             show_error(error)  # the message names the file
             continue
-        with st.spinner(f"Predicting the {len(members)} cells of {escape_markdown(upload.name)}…"):
-            for member, member_data in members:
+        unread += [(f"{upload.name}/{member}", upload.name, LEFT_OUT + why) for member, why in contents.skipped]
+        with st.spinner(f"Predicting the {len(contents.images)} cells of {escape_markdown(upload.name)}…"):
+            for member, member_data in contents.images:
                 try:
                     key = image_key(data=member_data)
                     prediction = cached_prediction(model_dir, model_mtime, key, decode_image(member_data, member))
                     images.append((f"{upload.name}/{member}", prediction, key, upload.name))
                 except PipelineError as error:
-                    unread.append((f"{upload.name}/{member}", str(error)))
+                    unread.append((f"{upload.name}/{member}", upload.name, str(error)))
         continue
     try:
         key = image_key(data=data)
@@ -98,8 +99,11 @@ for upload in uploads or []:
     except PipelineError as error:
         show_error(error)  # the message names the file
 if unread:
-    st.warning(f"{len(unread)} image(s) in the zip(s) could not be read and are left out.", icon=":material/warning:")
-    st.dataframe(spreadsheet_safe(pd.DataFrame(unread, columns=["image", "reason"])), hide_index=True)
+    st.warning(
+        f"{len(unread)} member(s) of the zip(s) were not read: each is named below with its reason; the rest are.",
+        icon=":material/warning:",
+    )
+    st.dataframe(spreadsheet_safe(pd.DataFrame(unread, columns=["image", "group", "reason"])), hide_index=True)
 
 if not uploads:
     images.extend(example_or_picked_cell(folder, model_dir, model_mtime))
@@ -107,7 +111,7 @@ if not images:
     st.caption("Nothing is predicted until you upload a cell, click one or pick one.")
     st.stop()
 
-name = together_section(images) if len(images) > 1 else images[0][0]
+name = together_section(images, unread) if len(images) > 1 or unread else images[0][0]
 result, key = next((prediction, key) for shown, prediction, key, _ in images if shown == name)
 
 st.caption(f"Image: {escape_markdown(name)}")
@@ -159,6 +163,8 @@ if result.band is not None:
         f"Input check: {'passed' if not flagged else 'failed'} (feature distance {result.check.distance:.2f}, "
         f"threshold {result.check.threshold:.2f})."
     )
+if note := true_class_note(name, "not reliable" if flagged else result.predicted):
+    st.info(note, icon=":material/fact_check:")
 st.caption("A research tool, not a diagnosis.")
 
 layers = explainer.layers()

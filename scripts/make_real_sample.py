@@ -1,11 +1,16 @@
-"""Choose the real C-NMC sample that ships with the project, reproducibly.
+"""Choose the real C-NMC samples that ship with the project, reproducibly.
 
     python scripts/make_real_sample.py --source ../shared/cnmc-fold1 --out samples/cnmc-fold1
+    python scripts/make_real_sample.py --other-subjects ../shared/cnmc-sample --out samples/cnmc-other-subjects
 
-Every patient of C-NMC training fold 1 is represented; within a patient, images are drawn at random (seeded).
+Fold 1: every patient of C-NMC training fold 1 is represented; within a patient, images are drawn at random (seeded).
 Healthy subjects are fewer (3 against 11 ALL patients), so each gives more images and the classes are about
 balanced. The images are copied byte for byte (lossless PNG, official names, official layout), and a README
 with the counts per class and patient is written beside them.
+
+Other subjects (`--other-subjects`): every labelled training cell of a C-NMC folder whose subject is *not* in fold 1
+(the Predict page's examples of people the released model never saw, with their true class), its BMP pixels stored
+as lossless PNG in a class-folder layout (checked pixel by pixel).
 """
 
 from __future__ import annotations
@@ -98,15 +103,62 @@ def write(chosen: dict[str, list[Path]], out: Path) -> None:
     (out / "README.md").write_text("\n".join(lines))
 
 
+def write_other_subjects(source: Path, fold: Path, out: Path) -> None:
+    """Every labelled training cell of `source` whose subject is not in `fold`, as lossless PNG in `out/{all,hem}/`
+    (replaced whole), with a README and the attribution."""
+    import cv2
+
+    fold_subjects = {record.patient for record in scan_dataset(fold).labelled}
+    chosen = sorted(
+        (r for r in scan_dataset(source).labelled if r.subset.startswith("fold_") and r.patient not in fold_subjects),
+        key=lambda record: record.path,
+    )
+    if out.exists():
+        shutil.rmtree(out)
+    rows = []
+    for record in chosen:
+        target = out / record.label.lower() / (Path(record.path).stem + ".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pixels = cv2.imread(record.path, cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(target), pixels)
+        if not np.array_equal(cv2.imread(str(target), cv2.IMREAD_UNCHANGED), pixels):
+            raise SystemExit(f"{target} does not hold the pixels of {record.path}")
+        rows.append((record.patient, record.label, target.name))
+    (out / "ATTRIBUTION.md").write_text(ATTRIBUTION.replace("training fold 1", "the training folds"))
+    lines = [
+        "# Real C-NMC 2019 cells of subjects outside fold 1 (the Predict page's other-subject examples)",
+        "",
+        f"{len(rows)} cells of {len({row[0] for row in rows})} subjects none of whom is in C-NMC fold 1, on which the "
+        "released model was built: chosen by `scripts/make_real_sample.py --other-subjects` (every labelled training "
+        "cell of the source whose subject is not in fold 1). Lossless PNG of the original BMP pixels, official names, "
+        "a class-folder layout (`{all,hem}/`). Licence and credits: ATTRIBUTION.md (CC BY 3.0). Shown with their true "
+        "class, never trained or tuned on.",
+        "",
+        "| cell | subject | class |",
+        "| --- | --- | --- |",
+        *[f"| {name} | {patient} | {label} |" for patient, label, name in rows],
+        "",
+    ]
+    (out / "README.md").write_text("\n".join(lines))
+
+
 def main() -> None:
-    """Choose the sample from the source fold and write it."""
+    """Choose a sample and write it."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, default=Path("../shared/cnmc-fold1"))
-    parser.add_argument("--out", type=Path, default=Path("samples/cnmc-fold1"))
+    parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument(
+        "--other-subjects", type=Path, default=None, metavar="FOLDER", help="a C-NMC folder: its cells not of fold 1"
+    )
     args = parser.parse_args()
-    write(choose(args.source, args.seed), args.out)
-    print(args.out)
+    if args.other_subjects:
+        out = args.out or Path("samples/cnmc-other-subjects")
+        write_other_subjects(args.other_subjects, args.source, out)
+    else:
+        out = args.out or Path("samples/cnmc-fold1")
+        write(choose(args.source, args.seed), out)
+    print(out)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,10 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_zip_gives_its_images_in_order_and_skips_folders_hidden_and_other_files() -> None:
+def test_a_zip_gives_its_images_in_order_and_names_every_member_it_leaves_out_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cells, "MAX_MEMBER_BYTES", 100)
     data = _zip(
         {
             "b/2.png": b"two",
@@ -31,23 +34,48 @@ def test_a_zip_gives_its_images_in_order_and_skips_folders_hidden_and_other_file
             "__MACOSX/._1.bmp": b"y",
             ".hidden.png": b"z",
             "a/": b"",
+            "../../../../outside.png": b"escape",
+            "/etc/absolute.png": b"escape",
+            "inner.zip": _zip({"c.png": b"c"}),
+            "huge.tif": b"\0" * 101,
         }
     )
-    assert list(cells.zip_images(data, "patient.zip")) == [("a/1.bmp", b"one"), ("b/2.png", b"two")]
+    contents = cells.read_zip(data, "patient.zip")
+    assert contents.images == [("a/1.bmp", b"one"), ("b/2.png", b"two")]
+    reasons = dict(contents.skipped)
+    assert set(reasons) == {
+        "notes.txt",
+        "__MACOSX/._1.bmp",
+        ".hidden.png",
+        "../../../../outside.png",
+        "/etc/absolute.png",
+        "inner.zip",
+        "huge.tif",
+    }, "every file but the images and the folder entry is named"
+    assert reasons["../../../../outside.png"].startswith("unsafe path")
+    assert reasons["/etc/absolute.png"].startswith("unsafe path")
+    assert reasons["inner.zip"].startswith("an archive inside the zip")
+    assert reasons["huge.tif"].startswith("too large")
+    assert reasons["notes.txt"].startswith("not an image")
+    rows = cells.skipped_rows(contents.skipped, "patient.zip")
+    table = pd.DataFrame(rows + [{"path": "x", "group": "patient.zip", "prob_all": 0.7, "error": None}])
+    summary = cells.group_summary(table).iloc[0]
+    assert summary["skipped"] == 7 and summary["unreadable"] == 0 and summary["cells"] == 1
+    assert "7 left out of the zip" in cells.summary_lines(cells.group_summary(table))[0]
 
 
 def test_a_zip_that_is_not_one_or_too_big_is_refused_unread(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(PipelineError, match="not a readable zip"):
-        list(cells.zip_images(b"PK\x03\x04 not really", "bad.zip"))
-    with pytest.raises(PipelineError, match="holds no image"):
-        list(cells.zip_images(_zip({"readme.txt": b"x"}), "empty.zip"))
+        cells.read_zip(b"PK\x03\x04 not really", "bad.zip")
+    with pytest.raises(PipelineError, match="holds no image.*readme.txt: not an image"):
+        cells.read_zip(_zip({"readme.txt": b"x"}), "empty.zip")
     monkeypatch.setattr(cells, "MAX_ZIP_MEMBERS", 2)
     with pytest.raises(PipelineError, match="3 images; at most 2"):
-        list(cells.zip_images(_zip({f"{i}.png": b"x" for i in range(3)}), "many.zip"))
+        cells.read_zip(_zip({f"{i}.png": b"x" for i in range(3)}), "many.zip")
     monkeypatch.setattr(cells, "MAX_ZIP_MEMBERS", 100)
     monkeypatch.setattr(cells, "MAX_ZIP_BYTES", 1000)
     with pytest.raises(PipelineError, match="unpacks to more than"):
-        list(cells.zip_images(_zip({"big.png": b"\0" * 2000}), "bomb.zip"))
+        cells.read_zip(_zip({"big.png": b"\0" * 2000}), "bomb.zip")
 
 
 def test_folders_expand_to_their_images_with_the_folder_as_group(tmp_path: Path) -> None:

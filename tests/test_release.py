@@ -271,7 +271,7 @@ def test_the_committed_release_lets_real_cells_of_unseen_patients_through(cnmc_s
 
 def test_a_zip_of_cells_reads_like_the_files(small_release: Path, tiny_data: Path) -> None:
     from pipeline.data.decode import decode_image
-    from pipeline.inference.cells import zip_images
+    from pipeline.inference.cells import read_zip
 
     paths = [record.path for record in scan_dataset(str(tiny_data)).training_records()[:3]]
     buffer = io.BytesIO()
@@ -281,7 +281,7 @@ def test_a_zip_of_cells_reads_like_the_files(small_release: Path, tiny_data: Pat
     predictor = Predictor.from_run(small_release)
     from_zip = {
         name: predictor.predict_image(decode_image(data, name)).prob_all
-        for name, data in zip_images(buffer.getvalue(), "cells.zip")
+        for name, data in read_zip(buffer.getvalue(), "cells.zip").images
     }
     from_files = {Path(path).name: predictor.predict_image(read_image(path)).prob_all for path in paths}
     assert from_zip == pytest.approx(from_files, abs=1e-9)

@@ -9,10 +9,10 @@ import streamlit as st
 
 from pages.common.loaders import cached_prediction, current_dataset, image_key, mtime, thumbnail_of
 from pages.common.widgets import show_error
-from pipeline.core.config import EMBEDDED_SAMPLE
+from pipeline.core.config import EMBEDDED_SAMPLE, OTHER_SUBJECTS_SAMPLE
 from pipeline.core.errors import PipelineError
 from pipeline.data.decode import read_image
-from pipeline.data.layouts import scan_dataset
+from pipeline.data.layouts import parse_cnmc_name, scan_dataset
 from pipeline.inference.cells import group_summary
 from pipeline.inference.predict import check_columns
 from pipeline.runs.display import escape_markdown, example_cells, spreadsheet_safe
@@ -26,6 +26,45 @@ def _examples(run_dir: str, split_mtime: float) -> list[dict]:
     except (OSError, PipelineError):  # a released model's split, or none: examples without roles
         split = None
     return example_cells(scan_dataset(EMBEDDED_SAMPLE).labelled, split)
+
+
+@st.cache_data(show_spinner=False)
+def _other_subject_examples() -> list[dict]:
+    """Cells of subjects of other C-NMC folds (the embedded `samples/cnmc-other-subjects`), 3 per class."""
+    if not OTHER_SUBJECTS_SAMPLE.is_dir():
+        return []
+    return example_cells(scan_dataset(OTHER_SUBJECTS_SAMPLE).labelled, None, per_class=3)
+
+
+def _example_row(examples: list[dict], dataset_paths: list[str], caption: Any) -> None:
+    """One row of example cells, each with its caption and a Predict button."""
+    columns = st.columns(len(examples))
+    for column, example in zip(columns, examples, strict=True):
+        column.image(
+            thumbnail_of(example["path"], mtime(Path(example["path"])), 96),
+            width="stretch",
+            caption=escape_markdown(caption(example)),
+        )
+        column.button(
+            "Predict", key=f"example-{example['path']}", on_click=_choose_example, args=(example["path"], dataset_paths)
+        )
+
+
+def true_class_note(name: str, predicted: str) -> str | None:
+    """For a chosen cell of another fold's subject (shown as `name`): its true class and whether the answer is
+    right; None for any other image."""
+    path = st.session_state.get(PATH_KEY)
+    if not path or Path(path).name != name or Path(path).parent.parent != OTHER_SUBJECTS_SAMPLE:
+        return None
+    parsed = parse_cnmc_name(name)
+    if parsed is None:
+        return None
+    patient, label = parsed
+    verdict = "right" if predicted == label else "**wrong**"
+    return (
+        f"True class: **{label}** ({patient}, a subject of another C-NMC fold the model never trained on): the "
+        f"model's answer is {verdict} here."
+    )
 
 
 # The one image chosen (a clicked example or a picked dataset image) and the picker's own state: the picker always
@@ -57,16 +96,15 @@ def example_or_picked_cell(folder: RunFolder, model_dir: str, model_mtime: float
     if folder.released:  # a release answers them out of fold
         examples = [{**example, "role": "held out by its fold's heads"} for example in examples]
     patient_of.update({example["path"]: example["patient"] for example in examples})
-    columns = st.columns(len(examples))
-    for column, example in zip(columns, examples, strict=True):
-        column.image(
-            thumbnail_of(example["path"], mtime(Path(example["path"])), 96),
-            width="stretch",
-            caption=escape_markdown(f"{example['label']} · {example['patient']} · {example['role']}"),
+    _example_row(examples, dataset_paths, lambda e: f"{e['label']} · {e['patient']} · {e['role']}")
+    others = _other_subject_examples()
+    if others:
+        st.markdown(
+            "**…or a cell of a subject from another C-NMC fold**, never trained on, with its true class: where the "
+            "model is wrong as well as right."
         )
-        column.button(
-            "Predict", key=f"example-{example['path']}", on_click=_choose_example, args=(example["path"], dataset_paths)
-        )
+        patient_of.update({example["path"]: example["patient"] for example in others})
+        _example_row(others, dataset_paths, lambda e: f"true class {e['label']} · {e['patient']}")
     if dataset_paths:
         if st.session_state.get(PICK_KEY) not in dataset_paths:
             st.session_state[PICK_KEY] = None  # another dataset, or nothing picked yet
@@ -95,9 +133,9 @@ def example_or_picked_cell(folder: RunFolder, model_dir: str, model_mtime: float
     return chosen
 
 
-def together_section(images: list[tuple[str, Any, str, str]]) -> str:
-    """Many images: a summary per upload group and a row per image, with downloads; the name of the image to
-    explain."""
+def together_section(images: list[tuple[str, Any, str, str]], unread: list[tuple[str, str, str]] = ()) -> str:
+    """Many images: a summary per upload group and a row per image (those not read too, each with its reason), with
+    downloads; the name of the image to explain."""
     table = pd.DataFrame(
         [
             {
@@ -106,10 +144,12 @@ def together_section(images: list[tuple[str, Any, str, str]]) -> str:
                 "predicted": result.predicted,
                 "probability": result.probability,
                 "prob_all": result.prob_all,
+                "error": None,
                 **check_columns(result),
             }
             for name, result, _, group in images
         ]
+        + [{"image": name, "group": group, "error": reason} for name, group, reason in unread]
     )
     summary = group_summary(table)
     st.markdown(

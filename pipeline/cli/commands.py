@@ -160,20 +160,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """`predict`: a run's class and P(ALL) for images, folders and zips."""
+    """`predict`: a run's class and P(ALL) for images, folders and zips (each zip's left-out members named)."""
     open_run(args.run_dir)
+    import pandas as pd
+
     from ..core.files import write_csv_atomic
     from ..data.decode import decode_image, read_image
-    from ..inference.cells import expand, group_summary, summary_lines, zip_images
+    from ..inference.cells import expand, group_summary, read_zip, skipped_rows, summary_lines
     from ..inference.predict import Predictor
+    from ..runs.display import spreadsheet_safe
 
-    sources = []
+    sources, left_out = [], []
     for path in args.images:
         if path.is_file() and path.suffix.lower() == ".zip":
+            contents = read_zip(path.read_bytes(), str(path))
             sources.extend(
                 (f"{path}:{member}", str(path), lambda data=data, member=member: decode_image(data, member))
-                for member, data in zip_images(path.read_bytes(), str(path))
+                for member, data in contents.images
             )
+            left_out.extend(skipped_rows(contents.skipped, str(path)))
         else:
             sources.extend((image, group, lambda image=image: read_image(image)) for image, group in expand([path]))
     table = Predictor.from_run(args.run_dir).predict_sources(sources)
@@ -193,13 +198,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             )
         )
         print(f"{row['path']}\t{row['predicted']}\tprob_all={row['prob_all']:.4f}{extra}")
+    for row in left_out:
+        print(f"skipped: {row['path']}: {row['error']}", file=sys.stderr)
+    table = pd.concat([table, pd.DataFrame(left_out, columns=table.columns[:5])], ignore_index=True)
     summary = group_summary(table)
-    if len(sources) > 1:
+    if len(sources) > 1 or left_out:
         print("\n".join(summary_lines(summary)))
-    if args.csv:
-        write_csv_atomic(args.csv, table)
-        write_csv_atomic(args.csv.with_name(args.csv.stem + "-summary.csv"), summary)
-    return 1 if table["error"].notna().any() else 0
+    if args.csv:  # text cells a spreadsheet would run as a formula are neutralised, as the page's downloads are
+        write_csv_atomic(args.csv, spreadsheet_safe(table))
+        write_csv_atomic(args.csv.with_name(args.csv.stem + "-summary.csv"), spreadsheet_safe(summary))
+    return 1 if (summary["cells"] == 0).any() or table["error"].notna().sum() > len(left_out) else 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -54,6 +54,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 EMBEDDED_SAMPLE = PROJECT_ROOT / "samples" / "cnmc-fold1"
 """The real C-NMC sample that ships with the project (441 images of fold 1, CC BY 3.0): the default data."""
+OTHER_SUBJECTS_SAMPLE = PROJECT_ROOT / "samples" / "cnmc-other-subjects"
+"""Real cells of subjects outside fold 1 (the Predict page's examples with their true class; never trained on)."""
 
 RELEASE_DIR = PROJECT_ROOT / "artifacts" / "release"
 """The released model committed with the project (`python -m pipeline release` rebuilds it)."""
