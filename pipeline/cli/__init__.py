@@ -107,6 +107,11 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     )
     nested.add_argument("--no-keras-head", action="store_true", help="leave out the product's head (loads Keras)")
     nested.add_argument("--ensemble", default="", metavar="BACKBONES", help=ENSEMBLE_HELP)
+    nested.add_argument(
+        "--ensemble-stresses",
+        action="store_true",
+        help="also measure the ensemble's other backbones under every stress (about 2.5x their feature passes)",
+    )
     nested.add_argument("--seed", type=int, default=42, help="the outer folds' seed: crossval's --seed (default 42)")
     _add_check_argument(nested)
     nested.add_argument(

@@ -25,10 +25,10 @@ def cmd_nested(args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         print(f"... {text}", file=sys.stderr, flush=True)
 
-    def tables_of(backbone: str, image_size: int, views: tuple[str, ...] = VIEWS) -> tuple[Any, Any]:
+    def tables_of(backbone: str, image_size: int, views: tuple[str, ...] = VIEWS, stresses: bool = True) -> tuple:
         views = () if args.no_views else views
         progress = lambda text: say(f"{backbone}: {text}")  # noqa: E731
-        table = cell_table(args.data, backbone, image_size, args.folds, args.seed, progress, views)
+        table = cell_table(args.data, backbone, image_size, args.folds, args.seed, progress, views, stresses)
         check = None if cells is None else check_table(cells, backbone, image_size, progress, views)
         return table, check
 
@@ -44,7 +44,8 @@ def cmd_nested(args: argparse.Namespace) -> int:
         from ..models.lite import VARIANTS
 
         sizes = {name: VARIANTS[name].native_size if name in VARIANTS else args.image_size for name in members}
-        pairs = {name: tables_of(name, size, MEMBER_VIEWS) for name, size in sizes.items()}  # only what they serve
+        # only what they serve, and clean unless --ensemble-stresses (3 or 4 passes each, not 10)
+        pairs = {name: tables_of(name, size, MEMBER_VIEWS, args.ensemble_stresses) for name, size in sizes.items()}
         table = dataclasses.replace(table, others={name: pair[0] for name, pair in pairs.items()})
         if check is not None:
             check = dataclasses.replace(check, others={name: pair[1] for name, pair in pairs.items()})

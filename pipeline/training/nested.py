@@ -83,7 +83,7 @@ def nested_cross_validation(
         if not _can_score(name, table, heads):
             continue
         prob = np.zeros(len(table.is_all))
-        under = {stress: np.zeros(len(table.is_all)) for stress in table.stressed_features}
+        under = {stress: np.zeros(len(table.is_all)) for stress in _stresses_of(name, table)}
         chosen = []
         for test in outer:
             train = np.setdiff1d(every, test)
@@ -149,6 +149,13 @@ def attach_check(results: dict[str, Any], cells: pd.DataFrame, data_dir: str) ->
         results["candidates"][name]["check"] = section
         results["candidates"][name]["gate"] = gate(section)
     results["rule"] = {"text": RULE, **{kind: choose(results["candidates"], kind) for kind in KINDS}}
+
+
+def _stresses_of(name: str, table: CellTable) -> list[str]:
+    """The stresses candidate `name` is scored under: those of the table, and for an ensemble those every member
+    was measured under (`nested --ensemble` measures its other backbones clean, to save their stressed passes)."""
+    members = [table, *table.others.values()] if "others" in NEEDS.get(name, ()) else [table]
+    return [stress for stress in table.stressed_features if all(stress in m.stressed_features for m in members)]
 
 
 def _can_score(name: str, table: CellTable, heads: bool) -> bool:
@@ -229,10 +236,12 @@ def cell_table(
     seed: int = SEED,
     progress: Callable[[str], None] | None = None,
     views: tuple[str, ...] = VIEWS,
+    stresses: bool = True,
 ) -> CellTable:
     """Features (ImageNet `backbone`, frozen, pooled) and descriptors of every labelled training cell of `data_dir`,
-    clean and under each stress, and the features of each of `views`; a test cell is moved to the statistics of
-    the other class on the training patients of its own outer fold, so no stress uses what its fold tests."""
+    clean and (with `stresses`) under each stress, and the features of each of `views`; a test cell is moved to the
+    statistics of the other class on the training patients of its own outer fold, so no stress uses what its fold
+    tests."""
     records = scan_dataset(data_dir).training_records()
     cells = pd.DataFrame(
         {
@@ -241,7 +250,7 @@ def cell_table(
             "label": [record.label for record in records],
         }
     )
-    return _table(cells, backbone, image_size, (folds, seed), progress, views)
+    return _table(cells, backbone, image_size, (folds, seed), progress, views, stresses)
 
 
 def check_table(
@@ -263,9 +272,11 @@ def _table(
     stress_folds: tuple[int, int] | None,
     progress: Callable[[str], None] | None,
     views: tuple[str, ...],
+    stresses: bool = True,
 ) -> CellTable:
-    """The table of `cells`: with `stress_folds` (folds, seed), stressed versions moved to the statistics of each
-    outer fold's training patients; without, clean only."""
+    """The table of `cells`: with `stress_folds` (folds, seed), the zoom and random-zoom draws of that seed and (with
+    `stresses`) stressed versions moved to the statistics of each outer fold's training patients; without, clean
+    only."""
     paths, labels = cells["path"].tolist(), cells["label"].to_numpy()
     patients = cells["patient"].to_numpy().astype(str)
     is_all = labels == "ALL"
@@ -296,12 +307,12 @@ def _table(
             model, {**key, **stress_key}, paths, labels, statistics_of, zoom, image_size, columns, say, stress, view
         )
 
-    stresses = STRESSES if stress_folds else ()
+    measured = STRESSES if stress_folds and stresses else ()
     features, described = version(None)
-    stressed_versions = {stress: version(stress) for stress in stresses}
+    stressed_versions = {stress: version(stress) for stress in measured}
     other_views: dict[str, dict[str | None, np.ndarray]] = {}
     for view in views:
-        of_view = (None, *stresses) if view == SIZE_NORMALISED else (None,)
+        of_view = (None, *measured) if view == SIZE_NORMALISED else (None,)
         other_views[view] = {stress: version(stress, view)[0] for stress in of_view}
     return CellTable(
         is_all,
