@@ -8,9 +8,10 @@ import streamlit as st
 
 from pages.common.frame import through_the_app
 from pages.common.loaders import (
+    cached_answers,
     cached_averaged_gradcam,
-    cached_heatmap,
     cached_prediction,
+    heatmap_of,
     image_key,
     model_card_of,
     model_key,
@@ -78,13 +79,18 @@ for upload in uploads or []:
             continue
         unread += [(f"{upload.name}/{member}", upload.name, LEFT_OUT + why) for member, why in contents.skipped]
         with st.spinner(f"Predicting the {len(contents.images)} cells of {escape_markdown(upload.name)}…"):
+            decoded = []
             for member, member_data in contents.images:
                 try:
-                    key = image_key(data=member_data)
-                    prediction = cached_prediction(model_dir, model_mtime, key, decode_image(member_data, member))
-                    images.append((f"{upload.name}/{member}", prediction, key, upload.name))
+                    decoded.append((member, image_key(data=member_data), decode_image(member_data, member)))
                 except PipelineError as error:
                     unread.append((f"{upload.name}/{member}", upload.name, str(error)))
+            # the zip's cells go through the service together: they share batches
+            found = cached_answers(model_dir, model_mtime, image_key(data=data), [image for _, _, image in decoded])
+            images += [
+                (f"{upload.name}/{member}", prediction, key, upload.name)
+                for (member, key, _), prediction in zip(decoded, found, strict=True)
+            ]
         continue
     try:
         key = image_key(data=data)
@@ -210,7 +216,7 @@ panels = st.columns(len(methods or ["gradcam"]) + 1 + bool(want_average))
 panels[0].image(result.input, caption="Model input (resized + CLAHE)", width="stretch")
 for panel, method in zip(panels[1 : len(panels) - bool(want_average)], methods or ["gradcam"], strict=True):
     try:
-        heatmap = cached_heatmap(model_dir, model_mtime, key, method, layer, scorecam_channels, result)
+        heatmap = heatmap_of(model_dir, model_mtime, key, method, layer, scorecam_channels, result)
     except PipelineError as error:
         panel.error(str(error))
         continue

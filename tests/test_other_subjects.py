@@ -183,3 +183,23 @@ def test_the_rule_gates_on_the_check_ranks_by_nested_cv_and_breaks_ties_towards_
     assert tied["chosen"] == REFERENCE, "within 0.01 the simplest wins"
     assert rule.choose(candidates, "recipe")["chosen"] is None, "no recipe was scored"
     assert kind_of("fine-tuned lite0 (2 stages, 3 epochs), as imaged, augmentation (recipe lite)") == "recipe"
+
+
+def test_release_and_crossval_refuse_a_check_sharing_a_subject_before_training(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+
+    from pipeline.cli import main
+    from pipeline.data.layouts import scan_dataset
+
+    shared = make_check_folder(tmp_path / "shared", subjects=1, cells=1)
+    one = scan_dataset(str(tiny_data)).training_records()[0]
+    shutil.copy(one.path, shared / one.label.lower() / Path(one.path).name)
+    out = tmp_path / "release"
+    assert main(["release", "--data", str(tiny_data), "--out", str(out), "--check", str(shared)]) == 2
+    assert not out.exists(), "refused before anything was built"
+    runs = tmp_path / "runs"
+    args = ["crossval", "--data", str(tiny_data), "--runs-dir", str(runs), "--final", "--check", str(shared)]
+    assert main(args) == 2 and not runs.exists()
+    assert capsys.readouterr().err.count(f"shares 1 subject(s) with the training data: {one.patient}") == 2

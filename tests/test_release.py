@@ -325,3 +325,67 @@ def test_a_demo_with_a_release_trains_nothing_and_answers_with_its_band(
     assert "released-model" in set(runs["run_id"]) and not (tmp_path / "artifacts" / "runs").exists()
     labels = {m.label for m in app.metric}  # its figures are out of fold, as a final model's
     assert "Out-of-fold accuracy" in labels and "Test accuracy" not in labels
+
+
+def test_the_service_answers_cells_of_several_patients_in_one_batch_each_by_its_own_heads(
+    small_release: Path, tiny_data: Path
+) -> None:
+    from pipeline.explain.pictures import explainer_of
+    from pipeline.inference.service import InferenceService
+
+    predictor = Predictor.from_run(small_release)
+    explainer = explainer_of(predictor)
+    records = scan_dataset(str(tiny_data)).training_records()[::5][:8]
+    images = [read_image(record.path) for record in records]
+    patients = [record.patient for record in records[:-1]] + [None]  # the last: an upload, answered by everyone's heads
+    answers = InferenceService(predictor, explainer, window_s=0.5).answer_many(images, patients, explain=True)
+    folds = {answer.prediction.fold for answer in answers}
+    assert len(folds) > 1 and 0 in folds, "one batch, several fold heads"
+    for image, patient, answer in zip(images, patients, answers, strict=True):
+        alone = predictor.predict_image(image, patient)
+        assert answer.prediction.prob_all == pytest.approx(alone.prob_all, abs=1e-5)
+        assert answer.prediction.fold == alone.fold and answer.prediction.band == alone.band
+        assert answer.prediction.check.distance == pytest.approx(alone.check.distance, rel=1e-5)
+        expected = explainer.heatmap(alone.input, "gradcam", class_index=alone.class_index)
+        np.testing.assert_allclose(answer.heatmap, expected, atol=1e-3)
+
+
+def test_the_check_scores_the_release_beside_the_reference_and_fits_nothing_on_its_cells(
+    small_release: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.helpers import make_check_folder
+
+    check = make_check_folder(tmp_path / "check", subjects=3, cells=2)
+    release = tmp_path / "release"
+    shutil.copytree(small_release, release)
+    trained = len(RunFolder(release).split())
+    fitted: list[int] = []
+    original = LogisticRegression.fit
+    monkeypatch.setattr(
+        LogisticRegression, "fit", lambda self, x, *a, **k: fitted.append(len(x)) or original(self, x, *a, **k)
+    )
+    assert main(["check", str(release), "--check", str(check)]) == 0
+    assert fitted == [trained], "one fit, the reference's, on the release's own cells: none on the check's"
+    out = capsys.readouterr().out
+    assert "subjects of other folds, never trained on" in out and "The reference" in out
+    section = RunFolder(release).metrics()["other_subjects"]
+    assert section["cells"] == 12 and section["subjects"] == {"ALL": 3, "HEM": 3}
+    predictor = Predictor.from_run(release)
+    for row in section["predictions"]:
+        image = read_image(check / row["label"].lower() / row["cell"])
+        assert row["prob_all"] == pytest.approx(predictor.predict_image(image).prob_all, abs=1e-6)
+    truth = [row["label"] == "ALL" for row in section["predictions"]]
+    assert section["roc_auc"]["value"] == pytest.approx(
+        roc_auc_score(truth, [r["prob_all"] for r in section["predictions"]])
+    )
+    assert "## On subjects of other folds, never trained on" in (release / "MODEL_CARD.md").read_text()
+    assert run_row(RunFolder(release))["state"] == "completed", "the run reads with its new section"
+    shared = make_check_folder(tmp_path / "shared", subjects=1, cells=1)
+    one = scan_dataset(str(tiny_data)).training_records()[0]
+    shutil.copy(one.path, shared / one.label.lower() / Path(one.path).name)
+    assert main(["check", str(release), "--check", str(shared)]) == 2
+    assert f"shares 1 subject(s) with the training data: {one.patient}" in capsys.readouterr().err

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +14,10 @@ import streamlit as st
 
 from pipeline.data.layouts import Dataset, scan_dataset
 from pipeline.data.preprocess import thumbnail
+from pipeline.explain.cams import DEFAULT_LAYER
 from pipeline.explain.pictures import averaged_gradcam, explain_prediction, explainer_of, member_explainers
 from pipeline.inference.predict import Predictor
+from pipeline.inference.service import RETRY_S, Busy, InferenceService, batching_enabled
 from pipeline.runs.catalog import crossval_summary_path, list_runs, model_card, released_row
 from pipeline.runs.folder import RunFolder
 
@@ -31,6 +36,8 @@ def current_dataset() -> Dataset:
     return _scan(str(root), signature)
 
 
+DEFAULT_MAP = ("gradcam", DEFAULT_LAYER)
+"""The map the inference service draws with each answer."""
 RUNS_REFRESH_S = 5.0
 """The run table is read again when a run folder's status or metrics change, and at least this often (a run whose
 process died changes no file, yet must stop showing as running)."""
@@ -69,11 +76,58 @@ def thumbnail_of(path: str, file_mtime: float, size: int = 112) -> Any:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_prediction(run_dir: str, model_mtime: float, image_key: str, _image: Any, patient: str | None = None) -> Any:
-    """A run's prediction of one image (a `Prediction`), computed once per image content and model file:
-    moving a slider redraws, it does not predict again. `patient`: a released model answers a cell of a patient
-    it was built from with the head that never saw that patient."""
-    return _predictor(run_dir, model_mtime).predict_image(_image, patient)
+def _answer(run_dir: str, model_mtime: float, image_key: str, _image: Any, patient: str | None = None) -> Any:
+    return service_of(run_dir, model_mtime).answer(_image, patient)
+
+
+def cached_answer(run_dir: str, model_mtime: float, image_key: str, image: Any, patient: str | None = None) -> Any:
+    """A run's answer for one image (an `Answer`: the prediction and its Grad-CAM), from the server's inference
+    service, batched with other visitors' cells; computed once per image content and model file (moving a slider
+    redraws, it does not predict again). While the service is full, the page says so and asks again. `patient`: a
+    released model answers a cell of a patient it was built from with the head that never saw that patient."""
+    notice = st.empty()
+    for attempt in itertools.count(1):
+        try:
+            answer = _answer(run_dir, model_mtime, image_key, image, patient)
+            break
+        except Busy:
+            busy = f"The server is busy answering other visitors' cells: retrying ({attempt})…"
+            notice.info(busy, icon=":material/hourglass:")
+            time.sleep(RETRY_S)
+    notice.empty()
+    with _MAPS_LOCK:
+        _SERVICE_MAPS[(run_dir, model_mtime, image_key)] = answer.heatmap
+        while len(_SERVICE_MAPS) > 128:
+            _SERVICE_MAPS.popitem(last=False)
+    return answer
+
+
+_SERVICE_MAPS: OrderedDict[tuple[str, float, str], Any] = OrderedDict()
+"""The Grad-CAM maps the service drew with its answers, by model and image content (the latest 128)."""
+_MAPS_LOCK = threading.Lock()
+
+
+def heatmap_of(
+    run_dir: str, model_mtime: float, image_key: str, method: str, layer: str, channels: int, prediction: Any
+) -> Any:
+    """The map of a prediction: the service's own Grad-CAM when it drew it with the answer, else `cached_heatmap`."""
+    with _MAPS_LOCK:
+        drawn = _SERVICE_MAPS.get((run_dir, model_mtime, image_key)) if (method, layer) == DEFAULT_MAP else None
+    if drawn is not None:
+        return drawn
+    return cached_heatmap(run_dir, model_mtime, image_key, method, layer, channels, prediction)
+
+
+def cached_prediction(run_dir: str, model_mtime: float, image_key: str, image: Any, patient: str | None = None) -> Any:
+    """The prediction of `cached_answer`."""
+    return cached_answer(run_dir, model_mtime, image_key, image, patient).prediction
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_answers(run_dir: str, model_mtime: float, group_key: str, _images: list[Any]) -> list[Any]:
+    """The predictions of many images (a zip's cells) through the inference service, queued together so they share
+    batches (a full queue is waited out, not refused); once per group content and model file."""
+    return [answer.prediction for answer in service_of(run_dir, model_mtime).answer_many(_images)]
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
@@ -116,6 +170,15 @@ def image_key(data: bytes | None = None, path: str | None = None) -> str:
 @st.cache_resource(show_spinner="Loading the model…", max_entries=3)
 def _predictor(run_dir: str, model_mtime: float) -> Any:
     return Predictor.from_run(run_dir)
+
+
+@st.cache_resource(show_spinner="Starting the model's inference service…", max_entries=3)
+def service_of(run_dir: str, model_mtime: float) -> InferenceService:
+    """The server's one inference service of a model (its predictor and explainer): every visitor's cells go through
+    it, batched (`INFERENCE_BATCHING=0`: one at a time)."""
+    return InferenceService(
+        _predictor(run_dir, model_mtime), _explainer(run_dir, model_mtime), batching=batching_enabled()
+    )
 
 
 @st.cache_resource(show_spinner="Preparing explanations…", max_entries=3)

@@ -140,9 +140,15 @@ class Explainer:
                 cam = self._library_cam(batch, method, layer, class_index, scorecam_channels)
         except ValueError as error:
             raise PipelineError(f"Cannot compute {method} at layer {layer!r}: {error}") from error
-        cam = upsample(cam, batch.shape[1], batch.shape[2])
-        cam = (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
-        return np.clip(np.nan_to_num(cam), 0.0, 1.0).astype(np.float32)
+        return _finished(cam, batch.shape[1], batch.shape[2])
+
+    @one_at_a_time
+    def gradcam_maps(self, inputs: np.ndarray, class_indices: Sequence[int]) -> list[np.ndarray]:
+        """Grad-CAM at the last convolutional stage of a batch of model inputs, each for its own class, in one
+        gradient pass (the inference service's batches): each map equal to `heatmap(input, "gradcam")`'s."""
+        batch = np.asarray(inputs, np.float32)
+        maps = np.maximum(self.signed_maps(batch, "gradcam", DEFAULT_LAYER, class_indices), 0)
+        return [_finished(cam, batch.shape[1], batch.shape[2]) for cam in maps]
 
     def against_reference(self, method: str, layer: str) -> bool:
         """Whether the map of `method` at `layer` is drawn against the average training cell (Grad-CAM at the
@@ -159,16 +165,23 @@ class Explainer:
         return np.maximum(self.signed_map(batch, method, layer, class_index), 0)
 
     def signed_map(self, batch: np.ndarray, method: str, layer: str, class_index: int) -> np.ndarray:
-        """Grad-CAM or LayerCAM at the layer's resolution with its negative part (what argues against the class)."""
+        """Grad-CAM or LayerCAM of the first image at the layer's resolution with its negative part (what argues
+        against the class)."""
+        return self.signed_maps(batch[:1], method, layer, [class_index])[0]
+
+    def signed_maps(self, batch: np.ndarray, method: str, layer: str, class_indices: Sequence[int]) -> np.ndarray:
+        """`signed_map` of every image of a batch, each for its own class, from one gradient pass (an image's
+        gradients depend on its own score only: the network runs in inference mode)."""
         if layer not in self._gradients:
             self._gradients[layer] = _compiled_gradients(self.scores_model, layer)
-        activations, gradients = (np.asarray(t)[0] for t in self._gradients[layer](batch, class_index))
+        indices = np.asarray(class_indices, np.int32)
+        activations, gradients = (np.asarray(t) for t in self._gradients[layer](batch, indices))
         if self.against_reference(method, layer):
-            if self.reference.shape != activations.shape:
-                raise PipelineError(f"The reference map {self.reference.shape} does not fit {activations.shape}.")
+            if self.reference.shape != activations.shape[1:]:
+                raise PipelineError(f"The reference map {self.reference.shape} does not fit {activations.shape[1:]}.")
             activations = activations - self.reference
         # Grad-CAM weighs each channel by its mean gradient; LayerCAM weighs each position by its positive gradient.
-        weights = gradients.mean(axis=(0, 1), keepdims=True) if method == "gradcam" else np.maximum(gradients, 0)
+        weights = gradients.mean(axis=(1, 2), keepdims=True) if method == "gradcam" else np.maximum(gradients, 0)
         return (activations * weights).sum(axis=-1)
 
     def _library_cam(
@@ -238,7 +251,8 @@ class Explainer:
 
 
 def _compiled_gradients(scores_model: Any, layer: str) -> Any:
-    """A compiled function: (images, class index) -> (activations at `layer`, d class score / d activations)."""
+    """A compiled function: (images, one class index per image) -> (activations at `layer`, d score / d activations),
+    each image's gradient that of its own class's score."""
     import keras
     import tensorflow as tf
 
@@ -251,13 +265,20 @@ def _compiled_gradients(scores_model: Any, layer: str) -> Any:
     both = keras.Model(scores_model.input, [target.output, scores_model.output])
 
     @tf.function(reduce_retracing=True)
-    def gradients(images: Any, class_index: Any) -> tuple[Any, Any]:
+    def gradients(images: Any, class_indices: Any) -> tuple[Any, Any]:
         with tf.GradientTape() as tape:
             activations, scores = both(images, training=False)
-            score = scores[:, class_index]
+            score = tf.reduce_sum(tf.gather(scores, class_indices[:, None], batch_dims=1))
         return activations, tape.gradient(score, activations)
 
     return gradients
+
+
+def _finished(cam: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A layer-resolution map at the input size, scaled to [0, 1] (float32; zeros for an empty map)."""
+    cam = upsample(cam, height, width)
+    cam = (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
+    return np.clip(np.nan_to_num(cam), 0.0, 1.0).astype(np.float32)
 
 
 def _grid(activation: np.ndarray, channels: int) -> np.ndarray:

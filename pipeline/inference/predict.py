@@ -71,6 +71,16 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class PreparedImage:
+    """An image as a model reads it: its input, a released ensemble's inputs of its other members, and what the
+    released model's format check found (None: a cell on black, or a model without the check)."""
+
+    model_input: np.ndarray
+    member_inputs: tuple[np.ndarray, ...] = ()
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
 class InputCheck:
     """Whether an input is what the model knows: the format check's problem (None: a cell on black, as trained),
     the feature distance to the training cells and the threshold 95 % of held-out cells stay within."""
@@ -156,26 +166,52 @@ class Predictor:
             class_probabilities(self.forward, inputs, self.config.tta)[:, ALL_INDEX], self.temperature
         )
 
-    def predict_image(self, image_rgb: np.ndarray, patient: str | None = None) -> Prediction:
-        """The prediction for an RGB image; a released model also checks the picture and its features, and
-        answers a cell of a patient it was built from with the fold head that never saw that patient."""
+    def prepare_image(self, image_rgb: np.ndarray) -> PreparedImage:
+        """What the model reads of an RGB image: its input (resize + CLAHE, as in training), and for a released model
+        each other member's input at its own size and what the format check found."""
         model_input = self.prepare(image_rgb)
         if self.release is None:
-            return self.predict_image_input(model_input)
+            return PreparedImage(model_input)
         member_inputs = tuple(
             preprocess(image_rgb, member.image_size, self.config.clahe) for member in self.release.members[1:]
         )
-        features = [self.pooled_features(np.asarray(model_input)[None]), *self.member_features(member_inputs)]
-        fold = (self.patient_folds or {}).get(str(patient), 0) if patient else 0
-        prob_all = float(self.release.prob_all(features, fold)[0])
-        check = InputCheck(
-            self.release.format.problem(pad_to_square(image_rgb)),
-            float(self.release.distance(features[0])[0]),
-            self.release.distance_threshold,
-        )
-        return Prediction.from_prob_all(
-            prob_all, False, model_input, check, self.release.band(prob_all), fold, member_inputs
-        )
+        return PreparedImage(model_input, member_inputs, self.release.format.problem(pad_to_square(image_rgb)))
+
+    def predict_image(self, image_rgb: np.ndarray, patient: str | None = None) -> Prediction:
+        """The prediction for an RGB image; a released model also checks the picture and its features, and
+        answers a cell of a patient it was built from with the fold head that never saw that patient."""
+        return self.predict_prepared([self.prepare_image(image_rgb)], [patient])[0]
+
+    @one_at_a_time
+    def predict_prepared(self, prepared: list[PreparedImage], patients: list[str | None]) -> list[Prediction]:
+        """The predictions of prepared images, in one batch per network (the inference service gathers the images of
+        many visitors into one call); `patients` as for `predict_image`."""
+        inputs = np.stack([item.model_input for item in prepared])
+        if self.release is None:
+            return [
+                Prediction.from_prob_all(float(prob), self.config.tta, item.model_input)
+                for prob, item in zip(self.predict_inputs(inputs), prepared, strict=True)
+            ]
+        members = [np.stack(inputs) for inputs in zip(*(item.member_inputs for item in prepared), strict=True)]
+        features = [self.pooled_features(inputs), *self.member_features(members)]
+        folds = np.array([(self.patient_folds or {}).get(str(patient), 0) if patient else 0 for patient in patients])
+        prob_all = np.zeros(len(prepared))
+        for fold in np.unique(folds):  # each fold's heads answer the cells of the patients they never saw
+            rows = folds == fold
+            prob_all[rows] = self.release.prob_all([member[rows] for member in features], int(fold))
+        distances = self.release.distance(features[0])
+        return [
+            Prediction.from_prob_all(
+                float(prob),
+                False,
+                item.model_input,
+                InputCheck(item.problem, float(distance), self.release.distance_threshold),
+                self.release.band(float(prob)),
+                int(fold),
+                item.member_inputs,
+            )
+            for prob, item, distance, fold in zip(prob_all, prepared, distances, folds, strict=True)
+        ]
 
     @one_at_a_time
     def pooled_features(self, inputs: np.ndarray) -> np.ndarray:
@@ -183,11 +219,12 @@ class Predictor:
         return np.asarray(self.features(np.asarray(inputs, np.float32)), np.float64)
 
     @one_at_a_time
-    def member_features(self, member_inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:
-        """The pooled features of one image through each member after the primary (its inputs, one per member)."""
+    def member_features(self, member_inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """The pooled features through each member after the primary of a batch of its inputs (one batch per
+        member)."""
         return [
-            np.asarray(forward(np.asarray(model_input, np.float32)[None]))
-            for model_input, (_, forward) in zip(member_inputs, self.other_members, strict=True)
+            np.asarray(forward(np.asarray(inputs, np.float32)))
+            for inputs, (_, forward) in zip(member_inputs, self.other_members, strict=True)
         ]
 
     def member_models(self) -> list[Any]:

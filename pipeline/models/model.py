@@ -169,10 +169,15 @@ def head(x: Any, normalise: bool, head_l2: float = 0.0) -> Any:
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
-    """The backbone and pooling of `model`: image -> pooled features."""
+    """The backbone and pooling of `model`: image -> pooled features; one per model (kept on it), so its compiled
+    forward pass is traced once."""
     import keras
 
-    return keras.Model(model.input, model.get_layer(POOL_LAYER).output, name="features")
+    extractor = getattr(model, "_pipeline_features", None)
+    if extractor is None:
+        extractor = keras.Model(model.input, model.get_layer(POOL_LAYER).output, name="features")
+        model._pipeline_features = extractor
+    return extractor
 
 
 def _layer_names(model: keras.Model) -> set[str]:
@@ -230,10 +235,21 @@ def unfreeze_top_blocks(model: keras.Model, blocks: int) -> list[str]:
 
 
 def compiled_forward(model: keras.Model) -> Any:
-    """`model` in inference mode as a compiled function: a warm call skips Python's per-layer overhead."""
+    """`model` in inference mode as a compiled function: a warm call skips Python's per-layer overhead. One per
+    model (kept on it: a second call reuses the first's trace), traced once for any batch size when the model's
+    input has a fixed image shape (a batch of 1, 7 or 32 images runs the same graph: no tracing per request)."""
     import tensorflow as tf
 
-    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    compiled = getattr(model, "_pipeline_forward", None)
+    if compiled is None:
+        shape = getattr(model, "input_shape", None)
+        fixed = isinstance(shape, tuple) and len(shape) == 4 and all(shape[1:])
+        signature = [tf.TensorSpec((None, *shape[1:]), tf.float32)] if fixed else None
+        compiled = tf.function(
+            lambda images: model(images, training=False), input_signature=signature, reduce_retracing=True
+        )
+        model._pipeline_forward = compiled  # on the model: freed with it (a cache keyed by it would keep it alive)
+    return compiled
 
 
 def compiled_later(model: keras.Model) -> Any:
