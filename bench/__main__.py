@@ -36,9 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--load",
         action="store_true",
-        help="visitors at once on a hosted demo in Chromium (B3 at 224 px): waits against one alone",
+        help="visitors at once on the hosted demo in Chromium (the release), batching on and off: waits, "
+        "throughput and memory against one visitor alone",
     )
-    parser.add_argument("--visitors", type=int, default=10, help="--load: visitors at once")
+    parser.add_argument(
+        "--visitors", default="10,30", help="--load: the bursts of visitors at once, comma-separated (default 10,30)"
+    )
     parser.add_argument("--data", type=Path, default=None, help="--real: the data (default ../shared/cnmc-fold1)")
     parser.add_argument("--recipe", default="lite", help="--real: the recipe (lite, scratch, paper)")
     parser.add_argument("--crossval", type=int, default=0, help="--real: also a K-fold patient cross-validation")
@@ -94,7 +97,7 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     elif args.load:
         from bench import load
 
-        results = load.run(args.visitors)
+        results = load.run(tuple(int(part) for part in args.visitors.split(",") if part.strip()))
         lines = load.report(results)
     elif args.gpu:
         from bench import gpu

@@ -32,20 +32,48 @@ def test_the_gpu_command_runs_every_path_in_a_dry_run_on_a_cpu() -> None:
     assert any("images/s" in line for line in gpu.report(results))
 
 
-def test_the_load_benchmark_reports_its_figures_against_goals_and_one_visitor_alone() -> None:
+def test_the_load_benchmark_reports_every_burst_against_one_alone_and_batching_against_none() -> None:
     from bench import load
 
-    figures = {
-        "alone_s": [0.5, 0.7, 0.6],
-        "together_s": [4.0, 2.0, 3.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 12.0],
-        "together_wall_s": 12.5,
-        "server_cpu_s": 20.0,
-        "browsers_cpu_s": 9.0,
+    def figures(scale: float) -> dict:
+        return {
+            "alone_s": [0.5, 0.7, 0.6],
+            "bursts": {
+                "10": {
+                    "waits_s": [scale * t for t in range(1, 11)],
+                    "errors": [],
+                    "wall_s": 10 * scale,
+                    "server_cpu_s": 5.0,
+                    "browsers_cpu_s": 4.0,
+                },
+                "30": {
+                    "waits_s": [scale * t for t in range(1, 31)],
+                    "errors": ["timeout"] * (scale > 1),
+                    "wall_s": 30 * scale,
+                    "server_cpu_s": 9.0,
+                    "browsers_cpu_s": 8.0,
+                },
+            },
+            "zip_s": 100.0 * scale,
+        }
+
+    batched = load.summarize(figures(0.4), peak_rss_mb=900.0)
+    unbatched = load.summarize(figures(1.6), peak_rss_mb=800.0)
+    ten = batched["bursts"]["10"]
+    assert batched["alone_s"] == 0.6 and ten["p50_s"] == pytest.approx(np.median([0.4 * t for t in range(1, 11)]))
+    assert ten["p95_s"] == pytest.approx(np.percentile([0.4 * t for t in range(1, 11)], 95), abs=1e-3)
+    assert ten["p95_over_alone"] == pytest.approx(ten["p95_s"] / 0.6, abs=0.01) and ten["max_s"] == pytest.approx(4.0)
+    assert ten["cells_per_s"] == pytest.approx(10 / 4.0) and batched["zip"]["per_cell_s"] == pytest.approx(40 / 500)
+    compared = load.compare(batched, unbatched)
+    assert compared["ratios"]["30_cells_per_s_batched_over_unbatched"] == pytest.approx(4.0, abs=0.01)
+    assert compared["ratios"]["10_p95_unbatched_over_batched"] == pytest.approx(4.0, abs=0.01)
+    assert compared["within_goals"] == {
+        "ten_p95_s": True,
+        "ten_over_alone": True,
+        "most_without_error": True,
+        "throughput_ratio": True,
+        "rss_mb": True,
     }
-    results = load.summarize(figures, 10, peak_rss_mb=1200.0)
-    assert results["alone_s"] == 0.6 and results["together_s"] == sorted(figures["together_s"])
-    assert results["p95_s"] == pytest.approx(np.percentile(figures["together_s"], 95), abs=1e-3)
-    assert results["p95_over_alone"] == pytest.approx(results["p95_s"] / 0.6, abs=0.01)
-    assert results["within_goals"] == {"alone_s": True, "p95_s": False, "rss_mb": True}
-    lines = "\n".join(load.report(results))
-    assert f"{results['p95_s']:.2f} s" in lines and f"{results['p95_over_alone']}x one visitor alone" in lines
+    assert not load.compare(unbatched, batched)["within_goals"]["most_without_error"]
+    lines = "\n".join(load.report({"model": "x", "batched": batched, "unbatched": unbatched, **compared}))
+    assert f"p95 {ten['p95_s']} s" in lines and "a zip of 500 cells" in lines and "throughput_ratio met" in lines

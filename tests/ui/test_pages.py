@@ -66,9 +66,11 @@ def test_predict_waits_for_a_choice_then_gives_the_class_and_probability_of_that
     app: AppTest, finished_run: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    original = Predictor.predict_image
+    original = Predictor.predict_prepared  # what the page's inference service calls, one batch at a time
     monkeypatch.setattr(
-        Predictor, "predict_image", lambda self, image, patient=None: calls.append(1) or original(self, image, patient)
+        Predictor,
+        "predict_prepared",
+        lambda self, prepared, patients: calls.append(1) or original(self, prepared, patients),
     )
     _open(app, "pages/predict.py")
     next(box for box in app.selectbox if box.label == "Model").set_value(finished_run.name).run()
@@ -88,6 +90,7 @@ def test_predict_waits_for_a_choice_then_gives_the_class_and_probability_of_that
         "the caption names the picked image"
     )
     predicted_once = len(calls)
+    assert predicted_once >= 1, "the page's answer came from the inference service"
     next(item for item in app.slider if item.label == "Heatmap opacity").set_value(0.3).run()
     assert len(calls) == predicted_once, "moving the opacity slider redraws; it does not predict again"
     on_cell = metric(app, "Map on the cell")
