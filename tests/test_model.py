@@ -168,3 +168,16 @@ def test_a_channel_dead_on_the_training_cells_cannot_swamp_the_head_on_new_ones(
     assert np.allclose(live.mean(axis=0), 0, atol=1e-3) and np.allclose(live.std(axis=0), 1, atol=1e-2), (
         "channels that vary are standardised as before"
     )
+
+
+@pytest.mark.slow
+def test_a_models_compiled_forward_pass_is_made_once_and_traced_once_for_any_batch_size() -> None:
+    from pipeline.inference.batches import extract_features
+    from pipeline.models.model import compiled_forward, feature_extractor
+
+    model, _ = build_model("efficientnet_lite0", 32, "none", freeze_backbone=True)
+    for images in (5, 33, 7, 1, 40):  # batches of 32 and their remainders, as a service's batches come
+        extract_features(model, np.zeros((images, 32, 32, 3), np.uint8))
+    forward = compiled_forward(feature_extractor(model))
+    assert forward is compiled_forward(feature_extractor(model)), "one function per model"
+    assert forward.experimental_get_tracing_count() == 1, "no tracing per batch size"
