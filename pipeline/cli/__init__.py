@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..core.config import RELEASE_BACKBONES, RELEASE_PERTURBED_COPIES
+from ..core.config import RELEASE_BACKBONES, RELEASE_CELL_AREA, RELEASE_PERTURBED_COPIES
 from ..core.errors import PipelineError
 from ..models.model import LAST_CONV_LAYER
 from ..runs.lifecycle import cancel_on_sigterm
@@ -156,6 +156,13 @@ def _add_release_command(commands: argparse._SubParsersAction) -> None:
     release.add_argument("--folds", type=int, default=3, help="patient folds of the cross-fitted heads")
     release.add_argument("--out", type=Path, default=None, help="default: the project's artifacts/release")
     release.add_argument("--c", type=float, default=1.0, help="the logistic regression's C, fixed (default 1)")
+    release.add_argument(
+        "--cell-area",
+        type=float,
+        default=RELEASE_CELL_AREA,
+        help="size normalisation: every cell zoomed to cover this share of the picture (0: as imaged; default "
+        "%(default)s)",
+    )
     release.add_argument("--choose-c", action="store_true", help="choose C on inner patient folds instead")
     release.add_argument(
         "--backbones",

@@ -114,6 +114,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         str(args.data),
         args.out or RELEASE_DIR,
         args.folds,
+        args.cell_area,
         progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True),
         c=None if args.choose_c else args.c,
         backbones=tuple(name.strip() for name in args.backbones.split(",") if name.strip()),

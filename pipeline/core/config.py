@@ -292,6 +292,8 @@ def recipe_config(recipe: str, data_dir: str, **overrides: Any) -> TrainConfig:
 RELEASE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 """The release's members, the primary first: in nested patient CV on fold 1 their average beat one Lite0 regression
 in all 3 outer folds, and lost no more under the size swap (docs/methods.md)."""
+RELEASE_CELL_AREA = CELL_AREA
+"""The share of the picture the release's cells are zoomed to cover (0: cells as imaged)."""
 RELEASE_PERTURBED_COPIES = True
 """Release heads also train on one perturbed copy of every cell (`data.perturb`): in nested patient CV the average
 kept its clean ROC AUC (0.795 against 0.789) and lost 0.011 instead of 0.126 on blurred cells (docs/methods.md)."""

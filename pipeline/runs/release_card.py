@@ -3,6 +3,7 @@ intervals), per subject, and how to rebuild it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..evaluation.intervals import interval_line
@@ -110,6 +111,12 @@ def _other_subjects(metrics: dict[str, Any]) -> str:
     )
 
 
+def _rebuild(metrics: dict[str, Any]) -> str:
+    check = OtherSubjects.of(metrics)
+    extra = f" --check ../shared/{Path(str(check.values.get('data'))).name}" if check else ""
+    return f"python -m pipeline release --data ../shared/cnmc-fold1{extra}"
+
+
 def _bands(release: Any) -> str:
     low = f'"likely HEM" at P(ALL) <= {release.band_low:.2f}' if release.band_low > 0 else '"likely HEM" never'
     high = (
@@ -172,7 +179,7 @@ def card_text(folder: RunFolder, release: Any, metrics: dict[str, Any], agreemen
 {LICENCE}
 
 ## Rebuild
-`python -m pipeline release --data ../shared/cnmc-fold1` (about 10 minutes on 2 CPU cores the first time: features of
-every cell and of one perturbed copy of it through each network; about a minute with the features cached;
-the same data gives the same probabilities within 1e-4 on the same machine).
+`{_rebuild(metrics)}` (about 10 minutes on 2 CPU cores the first time:
+features of every cell (and of its perturbed copy, when the heads train on one) through each network; about a minute
+with the features cached; the same data gives the same probabilities within 1e-4 on the same machine).
 """

@@ -17,9 +17,9 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit
 
 from ..core.config import (
-    CELL_AREA,
     PROJECT_ROOT,
     RELEASE_BACKBONES,
+    RELEASE_CELL_AREA,
     RELEASE_DIR,
     RELEASE_PERTURBED_COPIES,
     ClaheSettings,
@@ -53,7 +53,7 @@ cross-validation prefers strong regularisation (C = 1e-4, a choice only fold-1 C
 cost about 0.13 ROC AUC on other folds' patients with as-imaged features (docs/methods.md)."""
 
 
-def release_config(data_dir: str, cell_area: float = CELL_AREA, image_size: int | None = None) -> TrainConfig:
+def release_config(data_dir: str, cell_area: float = RELEASE_CELL_AREA, image_size: int | None = None) -> TrainConfig:
     """The settings the release is built with (recipe `release`): the `lite` recipe's backbone and size (or
     `image_size`), cells size-normalised, frozen (the recipe's fine-tuning and augmentation are not the release's: its
     heads are fit on frozen features), one view (no test-time averaging: a cold demo answers in seconds)."""
@@ -117,11 +117,12 @@ def choose_bands(prob_all: np.ndarray, is_all: np.ndarray, agreement: float = BA
 
 
 def fold_of(is_all: np.ndarray, patients: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Each cell's patient fold, numbered from 1 (whole patients, drawn by `patient_folds`)."""
-    from ..data.shortcuts import patient_folds
+    """Each cell's patient fold, numbered from 1: the folds of `crossval --folds folds --seed seed` (and of `nested`),
+    so the release's out-of-fold figures stand on the same patient folds as the candidates it was chosen among."""
+    from ..data.splits import cross_validation_folds
 
     fold = np.zeros(len(is_all), np.int64)
-    for index, test in enumerate(patient_folds(is_all, patients, folds, seed), start=1):
+    for index, test in enumerate(cross_validation_folds(np.where(is_all, "ALL", "HEM"), patients, folds, seed), 1):
         fold[test] = index
     return fold
 
@@ -196,7 +197,7 @@ def build_release(
     data_dir: str,
     out_dir: Path = RELEASE_DIR,
     folds: int = RELEASE_FOLDS,
-    cell_area: float = CELL_AREA,
+    cell_area: float = RELEASE_CELL_AREA,
     progress: Callable[[str], None] | None = None,
     image_size: int | None = None,
     c: float | None = RELEASE_C,
