@@ -127,6 +127,8 @@ def test_the_container_and_the_space_agree_with_what_the_code_reads() -> None:
     )
     for variable in ("ARTIFACTS_DIR", "KERAS_HOME", "DEMO_DATA_DIR", "DEMO_MODE"):
         assert f'"{variable}"' in code_reads, variable
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "artifacts" not in ignored and "!artifacts/release" in ignored, "the image holds the release it serves"
     space = (ROOT / "hosting" / "huggingface" / "README.md").read_text()
     port = next(line.split(":")[1].strip() for line in space.splitlines() if line.startswith("app_port:"))
     assert f"EXPOSE {port}" in dockerfile and f"--server.port={port}" in dockerfile and "sdk: docker" in space
