@@ -210,6 +210,8 @@ def test_an_ensembles_other_backbones_need_only_the_member_views() -> None:
     results = nested.nested_cross_validation(dataclasses.replace(table, others={"second": other}), folds=3)
     ensembles = {name for name, needs in nested.NEEDS.items() if "others" in needs}
     assert ensembles <= set(results["candidates"]), "an ensemble candidate lost a view it reads"
+    alone = {name for name, needs in nested.NEEDS.items() if nested.RANDOM_ZOOM in needs}
+    assert alone <= set(results["candidates"]), "one backbone's candidates need their view on that backbone only"
     clean = dataclasses.replace(other, stressed_features={}, stressed_descriptors={})
     unstressed = nested.nested_cross_validation(dataclasses.replace(table, others={"second": clean}), folds=3)
     for name, scores in unstressed["candidates"].items():

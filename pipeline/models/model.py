@@ -237,13 +237,13 @@ def unfreeze_top_blocks(model: keras.Model, blocks: int) -> list[str]:
 def compiled_forward(model: keras.Model) -> Any:
     """`model` in inference mode as a compiled function: a warm call skips Python's per-layer overhead. One per
     model (kept on it: a second call reuses the first's trace), traced once for any batch size when the model's
-    input has a fixed image shape (a batch of 1, 7 or 32 images runs the same graph: no tracing per request)."""
+    one input has a fixed shape (a batch of 1, 7 or 32 images runs the same graph: no tracing per request)."""
     import tensorflow as tf
 
     compiled = getattr(model, "_pipeline_forward", None)
     if compiled is None:
         shape = getattr(model, "input_shape", None)
-        fixed = isinstance(shape, tuple) and len(shape) == 4 and all(shape[1:])
+        fixed = isinstance(shape, tuple) and len(shape) > 1 and all(shape[1:])
         signature = [tf.TensorSpec((None, *shape[1:]), tf.float32)] if fixed else None
         compiled = tf.function(
             lambda images: model(images, training=False), input_signature=signature, reduce_retracing=True

@@ -194,7 +194,8 @@ def _keras_head(view: str | None = None) -> Callable[..., Any]:
         import keras
 
         from ..core.config import recipe_config
-        from ..models.model import adapt_feature_norm, head
+        from ..inference.batches import run_batches
+        from ..models.model import adapt_feature_norm, compiled_forward, head
         from .fit import LOSS, sample_weights
 
         config = recipe_config("lite", "")
@@ -216,8 +217,8 @@ def _keras_head(view: str | None = None) -> Callable[..., Any]:
         )
 
         def predict(source: CellTable, test: np.ndarray, stress: str | None) -> np.ndarray:
-            inputs = source.features_of(view, stress)[test]
-            return np.asarray(model.predict(inputs, batch_size=1024, verbose=0))[:, 1]
+            inputs = source.features_of(view, stress)[test].astype(np.float32)
+            return run_batches(compiled_forward(model), inputs, 1024)[:, 1]
 
         return predict, {}
 

@@ -161,8 +161,9 @@ def _stresses_of(name: str, table: CellTable) -> list[str]:
 def _can_score(name: str, table: CellTable, heads: bool) -> bool:
     """Whether the table holds what candidate `name` needs (views of every member, other backbones) and Keras may
     be used."""
-    members = [table, *table.others.values()]
-    for need in NEEDS.get(name, ()):
+    needs = NEEDS.get(name, ())
+    members = [table, *table.others.values()] if "others" in needs else [table]  # an ensemble reads every member
+    for need in needs:
         if need == "keras" and not heads or need == "others" and not table.others:
             return False
         if need not in ("keras", "others") and any(need not in member.views for member in members):
