@@ -47,10 +47,11 @@ class LinearHead:
 
     @classmethod
     def fit(cls, features: np.ndarray, is_all: np.ndarray, c: float) -> LinearHead:
-        """scikit-learn's `linear_model` (StandardScaler, balanced L2 logistic regression) at `c`."""
+        """scikit-learn's `linear_model` (StandardScaler, balanced L2 logistic regression) at `c`, in float64 (the
+        solver stops at another point on float32 features: the same cells would give other heads)."""
         from ..data.shortcuts import linear_model
 
-        model = linear_model(c).fit(features, is_all)
+        model = linear_model(c).fit(np.asarray(features, np.float64), is_all)
         scaler, regression = model[0], model[-1]
         return cls(scaler.mean_, scaler.scale_, regression.coef_[0], float(regression.intercept_[0]))
 

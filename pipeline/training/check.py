@@ -30,13 +30,13 @@ def reference_probabilities(
 ) -> np.ndarray:
     """P(ALL) of `cells` (path) by the reference: a logistic regression (C = 1, standardised, balanced classes) on
     ImageNet Lite0 features at 224 px of the cells as imaged (CLAHE, no size normalisation), fit on `trained` (path,
-    label) alone."""
+    label) alone, in float64 as nested's (the solver stops elsewhere on float32)."""
     say = progress or (lambda text: None)
     config = recipe_config("lite", "", clahe=ClaheSettings(cell_area=0.0)).replace(backbone=REFERENCE_BACKBONE)
     fit_on = member_features(config, trained["path"].tolist(), say, mean_activation=False).features
-    model = linear_model(FIXED_C).fit(fit_on, (trained["label"] == "ALL").to_numpy())
+    model = linear_model(FIXED_C).fit(fit_on.astype(np.float64), (trained["label"] == "ALL").to_numpy())
     scored = member_features(config, cells["path"].tolist(), say, mean_activation=False).features
-    return model.predict_proba(scored)[:, 1]
+    return model.predict_proba(scored.astype(np.float64))[:, 1]
 
 
 def model_probabilities(run_dir: Path, cells: pd.DataFrame) -> np.ndarray:
