@@ -5,6 +5,7 @@ into its card). The check's cells reach predictions only: no fit, threshold, tem
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.config import ClaheSettings, recipe_config
+from ..core.config import PROJECT_ROOT, ClaheSettings, recipe_config
 from ..core.errors import PipelineError
 from ..data.check_cells import check_cells
 from ..data.shortcuts import linear_model
@@ -56,8 +57,9 @@ def score_on_check(
     run_dir: str | Path, check_dir: str | Path, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Score a completed run on the check's cells, beside the reference fit on the run's training cells, and write
-    the `other_subjects` section into its metrics.json (the release's card too); the section. Refused when the check
-    shares a subject with the run's data."""
+    the `other_subjects` section into its metrics.json (the release's card too; a committed release names the check's
+    folder relative to the project, as its data); the section. Refused when the check shares a subject with the run's
+    data."""
     folder = RunFolder(Path(run_dir))
     split = folder.split()
     cells = check_cells(check_dir, split["patient"].astype(str))
@@ -67,7 +69,8 @@ def score_on_check(
     trained = split[split["subset"] == "train"]
     trained = trained.assign(path=[resolvable(str(path)) for path in trained["path"]])
     say(f"the reference on {len(trained)} training cells")
-    section = check_section(predictions, reference_probabilities(trained, cells, say), check_dir)
+    shown = os.path.relpath(Path(check_dir).resolve(), PROJECT_ROOT) if folder.released else Path(check_dir).resolve()
+    section = check_section(predictions, reference_probabilities(trained, cells, say), shown)
     metrics = folder.metrics() or {}
     metrics[SECTION] = section
     folder.write_metrics(metrics)
