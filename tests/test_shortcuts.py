@@ -184,3 +184,11 @@ def test_shortcuts_measures_how_a_runs_saved_answers_follow_cell_size_within_eac
     found = json.loads(out.read_text())["within_subject_dependence"][str(run.path)]
     assert {subject["label"] for subject in found["subjects"].values()} == {"ALL", "HEM"}
     assert all(subject["cell_area"] == pytest.approx(1.0) for subject in found["subjects"].values())
+
+
+def test_described_names_every_column_describe_gives_in_its_order() -> None:
+    from pipeline.data.shortcuts import DESCRIBED, describe
+
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[10:30, 12:28] = (180, 90, 200)
+    assert tuple(describe(image)) == DESCRIBED

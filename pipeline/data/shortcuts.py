@@ -35,6 +35,12 @@ BASELINES: dict[str, tuple[str, ...]] = {
     "colour histogram": tuple(f"hist_{channel}{index}" for channel in "rgb" for index in range(HISTOGRAM_BINS)),
 }
 BASELINES["all of these"] = tuple(dict.fromkeys(name for names in BASELINES.values() for name in names))
+DESCRIBED = (
+    *DESCRIPTORS,
+    *(f"{kind}_{channel}" for kind in ("mean", "std") for channel in "rgb"),
+    *(f"hist_{channel}{index}" for channel in "rgb" for index in range(HISTOGRAM_BINS)),
+)
+"""Every column `describe` gives, in its order."""
 SHORTCUT_WARNING_AUC = 0.75
 """A baseline at or above this patient-grouped ROC AUC is a shortcut worth saying out loud."""
 DEPENDENCE = ("cell_area", "brightness")

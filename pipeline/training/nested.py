@@ -27,6 +27,7 @@ from ..data.layouts import scan_dataset
 from ..data.perturb import PERTURBATION_VERSION, perturbed_copy
 from ..data.preprocess import preprocess, zoom_cell
 from ..data.shortcuts import (
+    DESCRIBED,
     STRESSES,
     describe,
     describe_files,
@@ -282,8 +283,7 @@ def _table(
     patients = cells["patient"].to_numpy().astype(str)
     is_all = labels == "ALL"
     say = progress or (lambda text: None)
-    say(f"describing {len(paths)} cells")
-    descriptors = describe_files(paths)
+    descriptors = _descriptors(paths, say)
     folds, seed = stress_folds or (0, SEED)
     statistics_of = (
         fold_statistics(descriptors, labels, cross_validation_folds(labels, patients, folds, seed))
@@ -325,6 +325,19 @@ def _table(
         other_views,
         paths=tuple(paths),
     )
+
+
+def _descriptors(paths: list[str], say: Callable[[str], None]) -> pd.DataFrame:
+    """`describe_files` of the cells, cached: every backbone of an ensemble describes the same cells."""
+
+    def compute() -> np.ndarray:
+        say(f"describing {len(paths)} cells")
+        return describe_files(paths)[list(DESCRIBED)].to_numpy(float)
+
+    values, _ = cached_array(
+        "descriptors", {"paths": cache_key(paths, 0, ClaheSettings()), "columns": DESCRIBED}, compute
+    )
+    return pd.DataFrame(values, columns=list(DESCRIBED), index=paths)
 
 
 def _cell_version(
