@@ -55,9 +55,9 @@ recipe = st.radio(
     index=recipes.index(suggested),
     horizontal=True,
     help="paper: EfficientNet-B3 at 224 px on ImageNet weights, RMSprop 1e-4 (Fata & Hapsari). "
-    "lite: ImageNet EfficientNet-Lite0 from its installed weights package (no download), size-normalised "
-    "cells, a regularised head on cached features, then the top 2 stages fine-tuned for 3 epochs with "
-    "augmentation, patients balanced, validation from ALL patients. "
+    "lite: ImageNet EfficientNet-Lite0 from its installed weights package (no download), cells as imaged, "
+    "a regularised head on cached features, then the top 2 stages fine-tuned for 3 epochs with strong "
+    "augmentation (zoom 0.7-1.4, stain, defocus), patients balanced, validation from ALL patients. "
     "scratch: EfficientNet-B0 at 96 px from random weights, for a machine with neither.",
 )
 st.caption(SUGGESTION[suggested])

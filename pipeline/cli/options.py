@@ -118,8 +118,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, command: str = "train"
         choices=["auto", *RECIPES],
         default=None,
         help="starting settings: paper (B3 at 224 px on ImageNet weights), lite (ImageNet "
-        "EfficientNet-Lite0 from its installed package: a head on cached features, then its top 2 stages "
-        "fine-tuned with augmentation, 8 test-time views) or scratch (B0 from random "
+        "EfficientNet-Lite0 from its installed package, cells as imaged: a head on cached features, then its top 2 "
+        "stages fine-tuned with strong augmentation, 8 test-time views) or scratch (B0 from random "
         "weights); auto (default): paper when B3's ImageNet weights can be had, else lite, else "
         "scratch",
     )

@@ -102,8 +102,10 @@ and cannot tell the recipe from that subject."""
 DEMO_SCRATCH = {"epochs": 25}
 """The demo model without any ImageNet weights: the from-scratch recipe, smaller and shorter, ready in minutes."""
 DEMO_LITE = {"fine_tune_blocks": 0, "fine_tune_epochs": 0, "augment": False, "tta": True}
-"""The demo model on Lite weights: the `lite` recipe's frozen head alone (with test-time averaging), ready in about a
-minute; its fine-tuning would take several times as long on 2 cores."""
+"""The demo model on Lite weights (trained only where no release is served): the `lite` recipe's frozen head alone
+(with test-time averaging), ready in about a minute; its fine-tuning would take several times as long on 2 cores.
+Trained on all of fold 1 this head failed the other-subject check (ROC AUC 0.728, 9 of 18 healthy cells called ALL;
+docs/methods.md): a quick stand-in, not a model the rule would choose."""
 
 
 def demo_model_config(data_dir: str) -> TrainConfig:
