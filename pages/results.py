@@ -43,6 +43,8 @@ columns = [
     "weighted_f1",
     "balanced_accuracy",
     "roc_auc",
+    "check_roc_auc",
+    "check_healthy_called_all",
     "flags",
     "group",
     "error",
@@ -61,6 +63,10 @@ st.dataframe(
         ),
         "balanced_accuracy": st.column_config.NumberColumn("test balanced accuracy", **number),
         "roc_auc": st.column_config.NumberColumn("test ROC AUC", help="0.5 = chance.", **number),
+        "check_roc_auc": st.column_config.NumberColumn(
+            "ROC AUC, other subjects", help="On the other-subject check (cells of subjects never trained on).", **number
+        ),
+        "check_healthy_called_all": st.column_config.TextColumn("healthy called ALL, other subjects"),
         "error": st.column_config.TextColumn("error (failed or broken runs)"),
     },
 )

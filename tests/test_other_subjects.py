@@ -203,3 +203,18 @@ def test_release_and_crossval_refuse_a_check_sharing_a_subject_before_training(
     args = ["crossval", "--data", str(tiny_data), "--runs-dir", str(runs), "--final", "--check", str(shared)]
     assert main(args) == 2 and not runs.exists()
     assert capsys.readouterr().err.count(f"shares 1 subject(s) with the training data: {one.patient}") == 2
+
+
+def test_the_run_table_carries_the_check_and_an_old_run_without_it_reads_as_before(tmp_path: Path) -> None:
+    from pipeline.runs.catalog import model_card, run_row
+    from tests.helpers import fake_run
+
+    checked, old = fake_run(tmp_path, "checked"), fake_run(tmp_path, "old")
+    section = check_section(_predictions(), None, "elsewhere")
+    checked.write_metrics({**checked.metrics(), SECTION: section})
+    row, plain = run_row(checked), run_row(old)
+    assert row["state"] == plain["state"] == "completed"
+    assert row["check_roc_auc"] == section["roc_auc"]["value"]
+    assert row["check_healthy_called_all"] == f"{section['healthy_called_all']['cells']} of 9"
+    assert plain["check_roc_auc"] is None and plain["check_healthy_called_all"] is None
+    assert model_card(checked)["other_subjects"] == section and model_card(old)["other_subjects"] is None

@@ -123,7 +123,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
             f"val_weighted_f1={_figure(run.get('val_weighted_f1'))}\t"
             f"{scored}_weighted_f1={_figure(run.get('weighted_f1'))}\t"
             f"{scored}_balanced_acc={_figure(run.get('balanced_accuracy'))}\t"
-            f"weights={run.get('weights')}\tdata={run.get('data')}" + (f"\tflags: {flags}" if flags else "")
+            f"weights={run.get('weights')}\tdata={run.get('data')}"
+            + (
+                f"\tother_subjects_roc_auc={_figure(run['check_roc_auc'])} (healthy called ALL "
+                f"{run['check_healthy_called_all']})"
+                if run.get("check_roc_auc") is not None
+                else ""
+            )
+            + (f"\tflags: {flags}" if flags else "")
         )
     return 0
 

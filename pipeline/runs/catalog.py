@@ -14,6 +14,7 @@ from ..core.config import default_runs_dir
 from ..core.errors import PipelineError
 from ..evaluation.intervals import patient_bootstrap
 from ..evaluation.metrics import Metrics, intervals_problem
+from ..evaluation.other_subjects import OtherSubjects
 from .contract import SPLIT, STATES, now_iso, resolve_run_dir
 from .crossval import read_summary, summary_path
 from .folder import RunFolder
@@ -227,12 +228,22 @@ def run_row(folder: RunFolder) -> dict[str, Any]:
             "leaked_patients": (metrics.get("leakage") or {}).get("train_test_patients"),
             "test_support": test_support((metrics.get("subsets") or {}).get("test")),
             "out_of_fold": Metrics.of(metrics).out_of_fold,
+            **_check_figures(metrics),
             "warnings": len(metrics.get("warnings") or []),
             "error": error,
         }
     )
     row["state"] = state
     return row
+
+
+def _check_figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The other-subject check's ROC AUC and healthy cells called ALL ("k of n"), None without a check."""
+    check = OtherSubjects.of(metrics)
+    if check is None:
+        return {"check_roc_auc": None, "check_healthy_called_all": None}
+    called, healthy = check.healthy
+    return {"check_roc_auc": check.figure("roc_auc"), "check_healthy_called_all": f"{called} of {healthy}"}
 
 
 def test_support(test: dict[str, Any] | None) -> str:
