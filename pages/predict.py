@@ -8,9 +8,9 @@ import streamlit as st
 
 from pages.common.frame import through_the_app
 from pages.common.loaders import (
-    cached_answers,
     cached_averaged_gradcam,
     cached_prediction,
+    cached_zip_answers,
     heatmap_of,
     image_key,
     model_card_of,
@@ -69,6 +69,7 @@ uploads = st.file_uploader(
 model_dir, model_mtime = model_key(run_id)
 images: list[tuple[str, Any, str, str]] = []  # (name, Prediction, the image's cache key, group)
 unread: list[tuple[str, str, str]] = []  # (name, group, reason) of zip members left out or that did not decode
+zipped: dict[str, tuple[str, bytes]] = {}  # a zip cell's name -> (member, bytes): read again when it is explained
 for upload in uploads or []:
     data = upload.getvalue()
     if upload.name.lower().endswith(".zip"):
@@ -79,18 +80,11 @@ for upload in uploads or []:
             continue
         unread += [(f"{upload.name}/{member}", upload.name, LEFT_OUT + why) for member, why in contents.skipped]
         with st.spinner(f"Predicting the {len(contents.images)} cells of {escape_markdown(upload.name)}…"):
-            decoded = []
-            for member, member_data in contents.images:
-                try:
-                    decoded.append((member, image_key(data=member_data), decode_image(member_data, member)))
-                except PipelineError as error:
-                    unread.append((f"{upload.name}/{member}", upload.name, str(error)))
-            # the zip's cells go through the service together: they share batches
-            found = cached_answers(model_dir, model_mtime, image_key(data=data), [image for _, _, image in decoded])
-            images += [
-                (f"{upload.name}/{member}", prediction, key, upload.name)
-                for (member, key, _), prediction in zip(decoded, found, strict=True)
-            ]
+            # the zip's cells go through the service together (they share batches); answers keep no inputs
+            found, failed = cached_zip_answers(model_dir, model_mtime, image_key(data=data), contents.images)
+        images += [(f"{upload.name}/{member}", prediction, key, upload.name) for member, key, prediction in found]
+        unread += [(f"{upload.name}/{member}", upload.name, reason) for member, reason in failed]
+        zipped.update({f"{upload.name}/{member}": (member, raw) for member, raw in contents.images})
         continue
     try:
         key = image_key(data=data)
@@ -119,6 +113,8 @@ if not images:
 
 name = together_section(images, unread) if len(images) > 1 or unread else images[0][0]
 result, key = next((prediction, key) for shown, prediction, key, _ in images if shown == name)
+if name in zipped:  # a zip's answers keep no inputs: the cell explained is read and answered again (cached)
+    result = cached_prediction(model_dir, model_mtime, key, decode_image(zipped[name][1], zipped[name][0]))
 
 st.caption(f"Image: {escape_markdown(name)}")
 label = "ALL (leukemic blast)" if result.predicted == "ALL" else "HEM (normal)"

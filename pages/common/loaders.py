@@ -12,6 +12,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from pipeline.core.errors import PipelineError
+from pipeline.data.decode import decode_image
 from pipeline.data.layouts import Dataset, scan_dataset
 from pipeline.data.preprocess import thumbnail
 from pipeline.explain.cams import DEFAULT_LAYER
@@ -123,11 +125,28 @@ def cached_prediction(run_dir: str, model_mtime: float, image_key: str, image: A
     return cached_answer(run_dir, model_mtime, image_key, image, patient).prediction
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def cached_answers(run_dir: str, model_mtime: float, group_key: str, _images: list[Any]) -> list[Any]:
-    """The predictions of many images (a zip's cells) through the inference service, queued together so they share
-    batches (a full queue is waited out, not refused); once per group content and model file."""
-    return [answer.prediction for answer in service_of(run_dir, model_mtime).answer_many(_images)]
+@st.cache_data(show_spinner=False, max_entries=8)
+def cached_zip_answers(
+    run_dir: str, model_mtime: float, zip_key: str, _members: list[tuple[str, bytes]]
+) -> tuple[list[tuple[str, str, Any]], list[tuple[str, str]]]:
+    """A zip's cells through the inference service, decoded one by one and queued together so they share batches (a
+    full queue is waited out, not refused), once per zip content and model file: (member, image key, prediction
+    without its inputs) of each cell read, and (member, reason) of each that did not decode."""
+    read: list[tuple[str, str]] = []
+    unread: list[tuple[str, str]] = []
+
+    def images() -> Any:
+        for member, data in _members:
+            try:
+                image = decode_image(data, member)
+            except PipelineError as error:
+                unread.append((member, str(error)))
+                continue
+            read.append((member, image_key(data=data)))
+            yield image
+
+    answers = service_of(run_dir, model_mtime).answer_many(images(), keep_inputs=False)
+    return [(member, key, answer.prediction) for (member, key), answer in zip(read, answers, strict=True)], unread
 
 
 @st.cache_data(show_spinner=False, max_entries=128)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,10 @@ from ..models.model import compiled_forward, compiled_later, feature_extractor, 
 from ..runs.contract import HEAD, PREDICTIONS
 from ..runs.folder import RunFolder
 from .batches import class_probabilities, one_at_a_time
+
+
+def _no_input() -> np.ndarray:
+    return np.zeros((0, 0, 3), np.uint8)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,11 @@ class Prediction:
     (one that never saw this image's patient)."""
     member_inputs: tuple[np.ndarray, ...] = ()
     """A released ensemble's inputs of its members after the primary, each prepared at its own size."""
+
+    def without_inputs(self) -> Prediction:
+        """The same answer without the model inputs it was computed from (an empty `input`): what a table of many
+        cells keeps; explaining one again needs its image."""
+        return replace(self, input=_no_input(), member_inputs=())
 
     @classmethod
     def from_prob_all(

@@ -12,7 +12,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +50,7 @@ class _Request:
     patient: str | None
     explain: bool
     future: Future
+    keep_inputs: bool = True
 
 
 def batching_enabled() -> bool:
@@ -79,10 +80,13 @@ class InferenceService:
         self._worker = threading.Thread(target=self._serve, name="inference-service", daemon=True)
         self._worker.start()
 
-    def submit(self, image_rgb: np.ndarray, patient: str | None = None, explain: bool = True) -> Future:
-        """Queue one image (prepared here, in the caller's thread); its future gives an `Answer`. `Busy` when the
+    def submit(
+        self, image_rgb: np.ndarray, patient: str | None = None, explain: bool = True, keep_inputs: bool = True
+    ) -> Future:
+        """Queue one image (prepared here, in the caller's thread); its future gives an `Answer` (without the model
+        inputs unless `keep_inputs`: a zip's hundreds of answers would hold half a megabyte each). `Busy` when the
         queue is full; a `PipelineError` of the image's own (it cannot be prepared) is raised here."""
-        request = _Request(self.predictor.prepare_image(image_rgb), patient, explain, Future())
+        request = _Request(self.predictor.prepare_image(image_rgb), patient, explain, Future(), keep_inputs)
         try:
             self._queue.put_nowait(request)
         except queue.Full as error:
@@ -101,20 +105,21 @@ class InferenceService:
 
     def answer_many(
         self,
-        images: Sequence[np.ndarray],
+        images: Iterable[np.ndarray],
         patients: Sequence[str | None] | None = None,
         explain: bool = False,
         on_busy: Callable[[int], None] | None = None,
+        keep_inputs: bool = True,
     ) -> list[Answer]:
-        """The answers of many images (a zip's cells), queued as fast as the queue takes them, so they share batches
-        with each other and with other visitors' cells; in order."""
-        patients = list(patients) if patients is not None else [None] * len(images)
+        """The answers of many images (a zip's cells, read one by one from `images`), queued as fast as the queue
+        takes them, so they share batches with each other and with other visitors' cells; in order."""
         futures: list[Future] = []
         attempt = 0
-        for image, patient in zip(images, patients, strict=True):
+        for index, image in enumerate(images):
+            patient = patients[index] if patients is not None else None
             while True:
                 try:
-                    futures.append(self.submit(image, patient, explain))
+                    futures.append(self.submit(image, patient, explain, keep_inputs))
                     break
                 except Busy:
                     attempt += 1
@@ -155,4 +160,5 @@ class InferenceService:
                 request.future.set_exception(error)
             return
         for index, (request, prediction) in enumerate(zip(batch, predictions, strict=True)):
-            request.future.set_result(Answer(prediction, maps.get(index)))
+            kept = prediction if request.keep_inputs else prediction.without_inputs()
+            request.future.set_result(Answer(kept, maps.get(index)))
