@@ -18,7 +18,6 @@ import io
 import os
 import shutil
 import tempfile
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.measure import PeakMemory, cpu_seconds
 from bench.server import CHROMIUM, serve
 
 GOALS = {"ten_p95_s": 5.0, "ten_over_alone": 10.0, "throughput_ratio": 3.0, "rss_mb": 1536}
@@ -34,47 +34,6 @@ LOADS = (10, 30)
 ZIP_CELLS = 500
 ANSWERED = "Grad-CAM at the last convolutional stage"
 IDLE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process now, in MB (0 once it has gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        return 0.0
-    return 0.0
-
-
-class PeakMemory(threading.Thread):
-    """Samples a process's resident memory every 0.1 s while running; `peak` is the largest seen."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.peak, self.running = pid, 0.0, True
-
-    def run(self) -> None:
-        """Sample the server's resident memory every 0.1 s until stopped, keeping the peak."""
-        while self.running:
-            self.peak = max(self.peak, rss_mb(self.pid))
-            time.sleep(0.1)
-
-
-def cpu_seconds(match: str | int) -> float:
-    """CPU time (user + system) of one process (a pid) or of every process whose command line holds `match`."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if isinstance(match, int) and stat.parent.name != str(match):
-                continue
-            if isinstance(match, str) and match not in (stat.parent / "cmdline").read_bytes().decode(errors="ignore"):
-                continue
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-    return total
 
 
 async def _open(browser: Any, base: str) -> tuple[Any, Any]:
@@ -229,53 +188,6 @@ def _zip_of(cells: list[Path], path: Path, count: int) -> Path:
             archive.write(cell, f"patient/{index:04d}-{cell.name}")
     path.write_bytes(buffer.getvalue())
     return path
-
-
-def service_level(loads: tuple[int, ...] = LOADS, repeats: int = 3) -> dict[str, Any]:
-    """The inference service alone, in this process, without browsers or Streamlit: visitors as threads, each asking
-    for one cell's answer and Grad-CAM at once, batching on and off; the median over `repeats` of each figure. What the
-    server's model work costs, apart from pages and browsers."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pipeline.core.config import EMBEDDED_SAMPLE, RELEASE_DIR
-    from pipeline.data.decode import read_image
-    from pipeline.data.layouts import scan_dataset
-    from pipeline.explain.pictures import explainer_of
-    from pipeline.inference.predict import Predictor
-    from pipeline.inference.service import InferenceService
-
-    predictor = Predictor.from_run(RELEASE_DIR)
-    explainer = explainer_of(predictor)
-    cells = [read_image(record.path) for record in scan_dataset(EMBEDDED_SAMPLE).labelled[::7]]
-    figures: dict[str, Any] = {}
-    for batching in (True, False):
-        service = InferenceService(predictor, explainer, batching=batching)
-        service.answer_many(cells[: max(loads)], explain=True)  # warm: every batch size's first call
-        rows: dict[str, Any] = {}
-        for visitors in (1, *loads):
-            runs = []
-            for repeat in range(repeats):
-                asked = cells[repeat : repeat + visitors]
-
-                def ask(image: Any, service: Any = service) -> float:
-                    start = time.perf_counter()
-                    service.answer(image)
-                    return time.perf_counter() - start
-
-                start = time.perf_counter()
-                with ThreadPoolExecutor(visitors) as pool:
-                    waits = list(pool.map(ask, asked))
-                runs.append((float(np.percentile(waits, 95)), visitors / (time.perf_counter() - start)))
-            rows[str(visitors)] = {
-                "p95_s": round(float(np.median([run[0] for run in runs])), 3),
-                "cells_per_s": round(float(np.median([run[1] for run in runs])), 2),
-            }
-        figures["batched" if batching else "unbatched"] = rows
-    figures["cells_per_s_batched_over_unbatched"] = {
-        visitors: _ratio(row["cells_per_s"], figures["unbatched"][visitors]["cells_per_s"])
-        for visitors, row in figures["batched"].items()
-    }
-    return figures
 
 
 def run(loads: tuple[int, ...] = LOADS) -> dict[str, Any]:

@@ -1,10 +1,13 @@
 """Sound timing: steady-state steps only, repeats, alternatives interleaved (ABAB), medians with their spread,
-ratios taken pair by pair (A and B of the same round see the same background load)."""
+ratios taken pair by pair (A and B of the same round see the same background load); a process's memory and CPU time."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,3 +89,44 @@ def pipeline_rate(dataset: Any, batches: int, batch_size: int) -> float:
     for _ in range(batches):
         next(iterator)
     return batch_size * batches / (time.perf_counter() - start)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process now, in MB (0 once it has gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        return 0.0
+    return 0.0
+
+
+class PeakMemory(threading.Thread):
+    """Samples a process's resident memory every 0.1 s while running; `peak` is the largest seen."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.running = pid, 0.0, True
+
+    def run(self) -> None:
+        """Sample the server's resident memory every 0.1 s until stopped, keeping the peak."""
+        while self.running:
+            self.peak = max(self.peak, rss_mb(self.pid))
+            time.sleep(0.1)
+
+
+def cpu_seconds(match: str | int) -> float:
+    """CPU time (user + system) of one process (a pid) or of every process whose command line holds `match`."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if isinstance(match, int) and stat.parent.name != str(match):
+                continue
+            if isinstance(match, str) and match not in (stat.parent / "cmdline").read_bytes().decode(errors="ignore"):
+                continue
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return total

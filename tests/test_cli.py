@@ -168,6 +168,7 @@ GIVEN = {
     "fine_tune_epochs": ("--fine-tune-epochs", "5"),
     "augment": ("--no-augment", None),
     "augment_passes": ("--augment-passes", "2"),
+    "augment_strength": ("--augment-strength", "standard"),
     "class_weight": ("--no-class-weight", None),
     "balance_patients": ("--no-balance-patients", None),
     "head_l2": ("--head-l2", "0.5"),

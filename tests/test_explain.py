@@ -13,8 +13,8 @@ from pipeline.explain.cams import (
     logits_model,
     method_label,
     stage_layers,
-    upsample,
 )
+from pipeline.explain.maps import upsample
 from pipeline.explain.pictures import overlay
 from pipeline.models.model import build_model
 
@@ -172,7 +172,8 @@ def test_a_saved_rows_overlay_is_the_grad_cam_of_the_class_the_run_called(finish
     from pipeline.data.decode import read_image
     from pipeline.explain.cams import Explainer
     from pipeline.explain.pictures import saved_row_overlay
-    from pipeline.inference.predict import Predictor, class_index_of
+    from pipeline.inference.answers import class_index_of
+    from pipeline.inference.predict import Predictor
     from pipeline.runs.folder import RunFolder
 
     predictor = Predictor.from_run(finished_run)

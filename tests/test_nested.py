@@ -14,6 +14,7 @@ from pipeline.data.shortcuts import BASELINES, STRESSES
 from pipeline.data.splits import cross_validation_folds
 from pipeline.training import candidates as candidate_models
 from pipeline.training import nested
+from pipeline.training.cell_tables import SEED
 
 
 def _table(patients_per_class: int = 4, cells: int = 10, seed: int = 0) -> candidate_models.CellTable:
@@ -46,8 +47,8 @@ def _table(patients_per_class: int = 4, cells: int = 10, seed: int = 0) -> candi
     augmented = features.copy()
     augmented[:, 1] = rng.uniform(-6, 6, len(is_all))  # a random zoom, whatever the class
     views = {
-        nested.SIZE_NORMALISED: {None: normalised, STRESSES[0]: normalised, STRESSES[2]: normalised},
-        nested.RANDOM_ZOOM: {None: augmented},
+        candidate_models.SIZE_NORMALISED: {None: normalised, STRESSES[0]: normalised, STRESSES[2]: normalised},
+        candidate_models.RANDOM_ZOOM: {None: augmented},
     }
     return candidate_models.CellTable(
         is_all, np.array(patients), features, descriptors, stressed_features, stressed_descriptors, views
@@ -56,7 +57,7 @@ def _table(patients_per_class: int = 4, cells: int = 10, seed: int = 0) -> candi
 
 def test_inner_choices_never_see_the_outer_test_patients(monkeypatch: pytest.MonkeyPatch) -> None:
     table = _table()
-    outer = cross_validation_folds(table.labels, table.patients, 3, nested.SEED)
+    outer = cross_validation_folds(table.labels, table.patients, 3, SEED)
     seen = []
     original = candidate_models.choose_c
 
@@ -80,13 +81,15 @@ def test_every_candidate_is_scored_on_the_same_folds_and_the_shortcut_fails_its_
     results = nested.nested_cross_validation(_table(), folds=3)
     candidates = results["candidates"]
     views = set(_table().views)
-    assert set(candidates) == {name for name in nested.CANDIDATES if set(nested.NEEDS.get(name, ())) <= views}
+    assert set(candidates) == {
+        name for name in candidate_models.CANDIDATES if set(candidate_models.NEEDS.get(name, ())) <= views
+    }
     assert candidates["constant answer"]["roc_auc"] == 0.5
     area = candidates["cell area alone (shortcut)"]
     assert area["roc_auc"] > 0.95, "the planted shortcut alone separates the classes"
     assert area["stressed_roc_auc"][STRESSES[0]] < 0.05, "and fails when each cell takes the other class's size"
     assert area["stressed_roc_auc"][STRESSES[2]] == pytest.approx(area["roc_auc"])
-    reference = candidates[nested.REFERENCE]
+    reference = candidates[candidate_models.REFERENCE]
     assert reference["minus_reference_roc_auc"]["mean"] == 0.0
     paired = area["minus_reference_roc_auc"]
     assert paired["folds"] == pytest.approx(np.subtract(area["roc_auc_folds"], reference["roc_auc_folds"]).tolist())
@@ -105,9 +108,9 @@ def test_size_normalised_cells_lose_nothing_when_zoomed_and_the_shortcut_needs_t
     assert normalised["stressed_roc_auc"][zoom] == pytest.approx(normalised["roc_auc"])
     assert augmented["stressed_roc_auc"][zoom] > plain["stressed_roc_auc"][zoom], "random zoom leans on size less"
     without = dataclasses.replace(table, views={})
-    assert set(nested.nested_cross_validation(without, folds=3)["candidates"]) == set(nested.CANDIDATES) - set(
-        nested.NEEDS
-    ), "a candidate whose view is missing is left out, not scored on the wrong features"
+    assert set(nested.nested_cross_validation(without, folds=3)["candidates"]) == set(
+        candidate_models.CANDIDATES
+    ) - set(candidate_models.NEEDS), "a candidate whose view is missing is left out, not scored on the wrong features"
 
 
 def _with_focus(table: candidate_models.CellTable, seed: int) -> candidate_models.CellTable:
@@ -115,7 +118,7 @@ def _with_focus(table: candidate_models.CellTable, seed: int) -> candidate_model
     blurring a cell turns the column into noise; the perturbed view defocuses half of the copies at random, whatever
     their class."""
     rng = np.random.default_rng(seed)
-    normalised = table.views[nested.SIZE_NORMALISED][None].copy()
+    normalised = table.views[candidate_models.SIZE_NORMALISED][None].copy()
     normalised[:, 2] = np.where(table.is_all, 1.0, -1.0) + rng.normal(0, 0.7, len(table.is_all))
     blurred = normalised.copy()
     blurred[:, 2] = rng.normal(0, 2.0, len(table.is_all))
@@ -124,9 +127,9 @@ def _with_focus(table: candidate_models.CellTable, seed: int) -> candidate_model
     perturbed[defocused, 2] = rng.normal(0, 2.0, defocused.sum())
     views = {
         **table.views,
-        nested.SIZE_NORMALISED: {None: normalised, STRESSES[0]: normalised, STRESSES[2]: blurred},
-        nested.PERTURBED: {None: perturbed},
-        nested.PERTURBED_AS_IMAGED: {None: table.features + rng.normal(0, 0.3, table.features.shape)},
+        candidate_models.SIZE_NORMALISED: {None: normalised, STRESSES[0]: normalised, STRESSES[2]: blurred},
+        candidate_models.PERTURBED: {None: perturbed},
+        candidate_models.PERTURBED_AS_IMAGED: {None: table.features + rng.normal(0, 0.3, table.features.shape)},
     }
     return dataclasses.replace(table, views=views)
 
@@ -140,7 +143,9 @@ def test_perturbed_copies_make_a_model_lean_less_on_focus(seed: int) -> None:
     blur = STRESSES[2]
     assert plain["roc_auc"] - plain["stressed_roc_auc"][blur] > 0.1, "the plain model leans on focus"
     assert perturbed["stressed_roc_auc"][blur] > plain["stressed_roc_auc"][blur] + 0.03, "the copies lean on it less"
-    without = dataclasses.replace(table, views={nested.SIZE_NORMALISED: table.views[nested.SIZE_NORMALISED]})
+    without = dataclasses.replace(
+        table, views={candidate_models.SIZE_NORMALISED: table.views[candidate_models.SIZE_NORMALISED]}
+    )
     assert (
         "logistic regression, C fixed, size-normalised cells + perturbed copies"
         not in (nested.nested_cross_validation(without, folds=3)["candidates"])
@@ -156,7 +161,7 @@ def test_the_ensemble_averages_one_regression_per_backbone_each_tuned_on_inner_f
         table, features=drawn.features, stressed_features=drawn.stressed_features, views=drawn.views
     )
     ensemble = dataclasses.replace(table, others={"second": other})
-    test = cross_validation_folds(table.labels, table.patients, 3, nested.SEED)[0]
+    test = cross_validation_folds(table.labels, table.patients, 3, SEED)[0]
     train = np.setdiff1d(np.arange(len(table.is_all)), test)
     predict, choice = candidate_models._ensemble_model()(train, table.is_all, ensemble, table.patients)
     assert len(choice["C"]) == 2 and all(c in candidate_models.C_GRID for c in choice["C"])
@@ -190,7 +195,9 @@ def test_the_nested_command_runs_on_real_cells_and_writes_its_table(tmp_path, mo
     assert main([*args, "--json", str(out)]) == 0
     results = json.loads(out.read_text())
     assert results["cells"] == 441 and results["ensemble"] == [] and results["folds"] == 3
-    assert set(results["candidates"]) == set(nested.CANDIDATES) - set(nested.NEEDS), "no view, Keras or ensemble"
+    assert set(results["candidates"]) == set(candidate_models.CANDIDATES) - set(candidate_models.NEEDS), (
+        "no view, Keras or ensemble"
+    )
     area = results["candidates"]["cell area alone (shortcut)"]
     assert area["roc_auc"] > 0.75 and area["stressed_roc_auc"][STRESSES[0]] < 0.2, "the sample's size shortcut"
 
@@ -206,11 +213,11 @@ def test_an_ensembles_other_backbones_need_only_the_member_views() -> None:
         stressed_features=drawn.stressed_features,
         views={view: drawn.views[view] for view in candidate_models.MEMBER_VIEWS},
     )
-    assert nested.RANDOM_ZOOM not in candidate_models.MEMBER_VIEWS
+    assert candidate_models.RANDOM_ZOOM not in candidate_models.MEMBER_VIEWS
     results = nested.nested_cross_validation(dataclasses.replace(table, others={"second": other}), folds=3)
-    ensembles = {name for name, needs in nested.NEEDS.items() if "others" in needs}
+    ensembles = {name for name, needs in candidate_models.NEEDS.items() if "others" in needs}
     assert ensembles <= set(results["candidates"]), "an ensemble candidate lost a view it reads"
-    alone = {name for name, needs in nested.NEEDS.items() if nested.RANDOM_ZOOM in needs}
+    alone = {name for name, needs in candidate_models.NEEDS.items() if candidate_models.RANDOM_ZOOM in needs}
     assert alone <= set(results["candidates"]), "one backbone's candidates need their view on that backbone only"
     clean = dataclasses.replace(other, stressed_features={}, stressed_descriptors={})
     unstressed = nested.nested_cross_validation(dataclasses.replace(table, others={"second": clean}), folds=3)

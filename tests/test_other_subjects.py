@@ -19,7 +19,8 @@ from pipeline.evaluation.evaluate import metrics_from_predictions
 from pipeline.evaluation.metrics import metrics_problem
 from pipeline.evaluation.other_subjects import SECTION, OtherSubjects, check_section
 from pipeline.training import nested, rule
-from pipeline.training.candidates import REFERENCE, kind_of
+from pipeline.training.candidates import REFERENCE
+from pipeline.training.rule import kind_of
 from tests.helpers import make_check_folder, make_split, predictions_for
 from tests.test_nested import _table, _with_focus
 

@@ -78,12 +78,14 @@ def test_every_fold_head_left_out_exactly_its_patients(small_release: Path, tiny
     is_all = np.array([r.label == "ALL" for r in records])
     chosen = RunFolder(small_release).metrics()["release"]["C_folds"]
     configs = member_configs(release_config(str(tiny_data)), MEMBERS, SIZE)
+    with_copies = RunFolder(small_release).metrics()["release"]["perturbed_copies"]
     copies = [member_features(config, [r.path for r in records], lambda text: None, True)[1] for config in configs]
     for fold in sorted(predictions["fold"].unique()):
         test = (predictions["fold"] == fold).to_numpy()
         for member, rows, copy, member_c in zip(release.members, features, copies, chosen, strict=True):
-            train = np.concatenate([rows[~test], copy[~test]])  # its cells and their perturbed copies (the default)
-            refit = LinearHead.fit(train, np.tile(is_all[~test], 2), member_c[fold - 1])
+            # its cells, and their perturbed copies when the release trained on them
+            train = np.concatenate([rows[~test], copy[~test]]) if with_copies else rows[~test]
+            refit = LinearHead.fit(train, np.tile(is_all[~test], 1 + with_copies), member_c[fold - 1])
             assert np.allclose(refit.coef, member.heads[fold].coef, atol=1e-5), (
                 "each member's fold head, fit without it"
             )

@@ -13,8 +13,8 @@ from pipeline.core.config import EMBEDDED_SAMPLE, OTHER_SUBJECTS_SAMPLE
 from pipeline.core.errors import PipelineError
 from pipeline.data.decode import read_image
 from pipeline.data.layouts import parse_cnmc_name, scan_dataset
+from pipeline.inference.answers import check_columns
 from pipeline.inference.cells import group_summary
-from pipeline.inference.predict import check_columns
 from pipeline.runs.display import escape_markdown, example_cells, spreadsheet_safe
 from pipeline.runs.folder import RunFolder
 

@@ -9,7 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-from ..core.config import RELEASE_BACKBONES, RELEASE_CELL_AREA, RELEASE_PERTURBED_COPIES
 from ..core.errors import PipelineError
 from ..models.model import LAST_CONV_LAYER
 from ..runs.lifecycle import cancel_on_sigterm
@@ -25,13 +24,11 @@ from .commands import (
     cmd_shortcuts,
     cmd_synth,
 )
+from .model_choice import add_check_argument, add_model_choice_commands
 from .options import add_config_arguments
 from .train_commands import (
-    cmd_check,
     cmd_crossval,
     cmd_execute,
-    cmd_nested,
-    cmd_release,
     cmd_resume,
     cmd_sweep,
     cmd_train,
@@ -54,12 +51,6 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
     engine.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs Ray reserves for each run")
     engine.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs Ray reserves for each run")
-
-
-ENSEMBLE_HELP = (
-    "other frozen backbones, comma-separated (e.g. efficientnet_lite1,efficientnet_lite2), each at its native size: "
-    "adds an ensemble of one logistic regression per backbone"
-)
 
 
 def _add_data_commands(commands: argparse._SubParsersAction) -> None:
@@ -91,41 +82,7 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     )
     shortcuts.set_defaults(func=cmd_shortcuts)
 
-    nested = commands.add_parser(
-        "nested",
-        help="nested patient cross-validation of frozen-feature candidates beside "
-        "the constant answer and shortcut baselines, with stress tests",
-    )
-    nested.add_argument("--data", required=True)
-    nested.add_argument("--folds", type=int, default=3, help="outer patient folds (every class needs this many)")
-    nested.add_argument("--backbone", default="efficientnet_lite0", help="an ImageNet backbone (frozen)")
-    nested.add_argument("--image-size", type=int, default=224)
-    nested.add_argument(
-        "--no-views",
-        action="store_true",
-        help="leave out the size-normalised and random-zoom candidates (they extract 5 more feature sets)",
-    )
-    nested.add_argument("--no-keras-head", action="store_true", help="leave out the product's head (loads Keras)")
-    nested.add_argument("--ensemble", default="", metavar="BACKBONES", help=ENSEMBLE_HELP)
-    nested.add_argument(
-        "--ensemble-stresses",
-        action="store_true",
-        help="also measure the ensemble's other backbones under every stress (about 2.5x their feature passes)",
-    )
-    nested.add_argument("--seed", type=int, default=42, help="the outer folds' seed: crossval's --seed (default 42)")
-    _add_check_argument(nested)
-    nested.add_argument(
-        "--recipe",
-        action="append",
-        metavar="SETTINGS",
-        help='a training recipe as a candidate, in crossval\'s words (e.g. "lite --cell-area 0"; repeatable): its '
-        "cross-validation on the same outer folds (a completed one of the same settings in --runs-dir is used, else "
-        "it is trained), and its final model on every patient for the check",
-    )
-    nested.add_argument("--runs-dir", type=Path, default=None, help="where the recipes' runs are found or trained")
-    nested.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
-    nested.set_defaults(func=cmd_nested)
-    _add_release_command(commands)
+    add_model_choice_commands(commands)
 
     synth = commands.add_parser("synth", help="write synthetic C-NMC-like demo data")
     synth.add_argument("--out", required=True, type=Path)
@@ -133,60 +90,6 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--patients", type=int, default=6)
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_synth)
-
-
-CHECK_HELP = (
-    "an other-subject check: a folder of labelled cells (C-NMC names) of subjects the training data does not hold "
-    "(refused when it shares one); scored, beside the logistic regression on as-imaged features, never fitted on"
-)
-
-
-def _add_check_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--check", type=Path, default=None, metavar="DIR", help=CHECK_HELP)
-
-
-def _add_release_command(commands: argparse._SubParsersAction) -> None:
-    """release: the released model, built from a data set."""
-    release = commands.add_parser(
-        "release",
-        help="build the released model (artifacts/release): cross-fitted logistic-regression heads on "
-        "size-normalised Lite0, Lite1 and Lite2 features, their probabilities averaged, with input checks",
-    )
-    release.add_argument("--data", required=True)
-    release.add_argument("--folds", type=int, default=3, help="patient folds of the cross-fitted heads")
-    release.add_argument("--out", type=Path, default=None, help="default: the project's artifacts/release")
-    release.add_argument("--c", type=float, default=1.0, help="the logistic regression's C, fixed (default 1)")
-    release.add_argument(
-        "--cell-area",
-        type=float,
-        default=RELEASE_CELL_AREA,
-        help="size normalisation: every cell zoomed to cover this share of the picture (0: as imaged; default "
-        "%(default)s)",
-    )
-    release.add_argument("--choose-c", action="store_true", help="choose C on inner patient folds instead")
-    release.add_argument(
-        "--backbones",
-        default=",".join(RELEASE_BACKBONES),
-        metavar="BACKBONES",
-        help="the members, comma-separated, the first shown by Grad-CAM (default: %(default)s)",
-    )
-    release.add_argument(
-        "--perturbed-copies",
-        action=argparse.BooleanOptionalAction,
-        default=RELEASE_PERTURBED_COPIES,
-        help="each head also trains on one copy of every cell rotated, flipped, stain-jittered and defocused at "
-        "random, whatever its class (default: %(default)s)",
-    )
-    _add_check_argument(release)
-    release.set_defaults(func=cmd_release)
-
-    check = commands.add_parser(
-        "check",
-        help="score a completed run, final model or release on an other-subject check (written to its metrics)",
-    )
-    check.add_argument("run_dir", type=Path)
-    check.add_argument("--check", type=Path, required=True, metavar="DIR", help=CHECK_HELP)
-    check.set_defaults(func=cmd_check)
 
 
 def _add_training_commands(commands: argparse._SubParsersAction) -> None:
@@ -220,7 +123,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
         help="then train the final model on every patient (split none): its figures and temperature come from the "
         "folds' out-of-fold predictions (the first seed's with --repeats)",
     )
-    _add_check_argument(crossval)
+    add_check_argument(crossval)
     _add_engine_arguments(crossval)
     crossval.set_defaults(func=cmd_crossval)
 
@@ -229,7 +132,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     execute.add_argument(
         "--final", action="store_true", help="the runs are one cross-validation's folds: then train its final model"
     )
-    _add_check_argument(execute)
+    add_check_argument(execute)
     _add_engine_arguments(execute)
     execute.set_defaults(func=cmd_execute)
 

@@ -19,8 +19,9 @@ def cmd_nested(args: argparse.Namespace) -> int:
     """`nested`: nested patient cross-validation of the candidates, with the other-subject check and the rule."""
     from ..core.files import write_json_atomic
     from ..data.check_cells import check_cells
-    from ..training.candidates import MEMBER_VIEWS
-    from ..training.nested import VIEWS, attach_check, cell_table, check_table, nested_cross_validation, nested_lines
+    from ..training.candidates import MEMBER_VIEWS, VIEWS
+    from ..training.cell_tables import cell_table, check_table
+    from ..training.nested import attach_check, nested_cross_validation, nested_lines
 
     def say(text: str) -> None:
         print(f"... {text}", file=sys.stderr, flush=True)
@@ -76,13 +77,12 @@ def _recipe_config(args: argparse.Namespace, spec: str) -> Any:
     """A `--recipe` of `nested` ("lite --cell-area 0"): `crossval`'s settings for it on the same data, folds, seed."""
     import shlex
 
-    from . import build_parser
+    from .options import add_config_arguments
 
-    parsed = build_parser().parse_args(
-        ["crossval", "--data", str(args.data), "--folds", str(args.folds), "--seed", str(args.seed), "--recipe"]
-        + shlex.split(spec)
-    )
-    return config_from_args(parsed, cv_folds=args.folds)
+    parser = argparse.ArgumentParser(prog=f"nested --recipe {spec!r}")
+    add_config_arguments(parser, "crossval")
+    words = ["--data", str(args.data), "--folds", str(args.folds), "--seed", str(args.seed), "--recipe"]
+    return config_from_args(parser.parse_args(words + shlex.split(spec)), cv_folds=args.folds)
 
 
 def _add_recipe(results: dict, table: Any, config: Any, args: argparse.Namespace, cells: Any, say: Any) -> None:

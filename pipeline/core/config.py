@@ -275,14 +275,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 """Starting points: `paper` (TrainConfig's defaults: EfficientNet-B3 at 224 px on ImageNet weights, RMSprop);
-`lite`, ImageNet transfer without a download: EfficientNet-Lite0 (weights from its installed package) on cells as
-imaged, the paper's head with L2 1.0 trained on cached features, then the top 2 stages fine-tuned with strong
-class-independent augmentation (zoom 0.7-1.4, stain, brightness, defocus), Adam, balanced classes and patients, and
-test-time augmentation (8 views). Chosen by the selection rule on 2026-12-07: of the training recipes it alone passed
-the other-subject check (ROC AUC 0.756 against the reference's 0.775, 6 of 18 healthy cells called ALL, as the
-reference); size-normalised cells, the default before, failed it (0.617, 11 of 18) (docs/methods.md). `scratch`, with
-no ImageNet weights at all: EfficientNet-B0 at 96 px from random weights, BatchNorm momentum 0.9, cell augmentation.
-Measured on real C-NMC fold 1 (`bench --real`, `crossval`, `nested`; docs/methods.md)."""
+`lite`, ImageNet transfer without a download: EfficientNet-Lite0 (its installed package) on cells as imaged, the
+paper's head with L2 1.0 on cached features, then the top 2 stages fine-tuned with strong class-independent
+augmentation, Adam, balanced classes and patients, 8 test-time views: of the training recipes, the one the selection
+rule chose on 2026-12-07 (docs/methods.md). `scratch`, with no ImageNet weights at all: EfficientNet-B0 at 96 px from
+random weights, BatchNorm momentum 0.9, cell augmentation."""
 
 
 def recipe_config(recipe: str, data_dir: str, **overrides: Any) -> TrainConfig:
@@ -293,13 +290,10 @@ def recipe_config(recipe: str, data_dir: str, **overrides: Any) -> TrainConfig:
 
 
 RELEASE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-"""The release's members, the primary first: one logistic regression per backbone, their probabilities averaged. The
-selection rule chose this average (docs/methods.md, *Judged on subjects it never saw*): it passed the other-subject
-check (ROC AUC 0.79 against the reference's 0.775, 6 of 18 healthy cells called ALL, as the reference) and had the
-best fold-1 nested cross-validation of the candidates that passed (0.853)."""
+"""The release's members, the primary first, their probabilities averaged: the selection rule's choice (it passed the
+other-subject check, 0.79 against the reference's 0.775, and led fold-1 nested CV among those that passed)."""
 RELEASE_CELL_AREA = 0.0
-"""Cells as imaged: every size-normalised candidate failed the other-subject check (ROC AUC 0.54-0.60, 8-12 of 18
-healthy cells called ALL), though fold-1 stress tests had preferred them."""
+"""Cells as imaged: every size-normalised candidate failed the other-subject check (docs/methods.md)."""
 RELEASE_PERTURBED_COPIES = False
-"""Heads train on the cells alone: with one perturbed copy of each the average passed the check too (0.80, 6 of 18)
-and tied on fold 1 (0.852 against 0.853), and a tie goes to the simpler model."""
+"""Heads train on the cells alone: with a perturbed copy of each the average also passed, and tied on fold 1 (0.852
+against 0.853); a tie goes to the simpler model."""

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ..core.errors import PipelineError
 from ..inference.batches import one_at_a_time, run_batches
 from ..models.model import LAST_CONV_LAYER, compiled_forward
+from .maps import channel_grid, finished
 from .road import FRACTIONS, road, road_with_baseline
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "layercam")
@@ -30,11 +30,6 @@ def method_label(method: str, channels: int = SCORECAM_CHANNELS, layer_channels:
     if method == "scorecam" and channels != -1 and (layer_channels is None or channels < layer_channels):
         return f"Faster Score-CAM ({channels} of {layer_channels or '?'} channels)"
     return _NAMES.get(method, method)
-
-
-def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A layer-resolution map at the input size, pixel centres aligned (cv2.resize, bilinear)."""
-    return cv2.resize(np.asarray(cam, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def _cam_class(method: str) -> Any:
@@ -140,7 +135,7 @@ class Explainer:
                 cam = self._library_cam(batch, method, layer, class_index, scorecam_channels)
         except ValueError as error:
             raise PipelineError(f"Cannot compute {method} at layer {layer!r}: {error}") from error
-        return _finished(cam, batch.shape[1], batch.shape[2])
+        return finished(cam, batch.shape[1], batch.shape[2])
 
     @one_at_a_time
     def gradcam_maps(self, inputs: np.ndarray, class_indices: Sequence[int]) -> list[np.ndarray]:
@@ -148,7 +143,7 @@ class Explainer:
         gradient pass (the inference service's batches): each map equal to `heatmap(input, "gradcam")`'s."""
         batch = np.asarray(inputs, np.float32)
         maps = np.maximum(self.signed_maps(batch, "gradcam", DEFAULT_LAYER, class_indices), 0)
-        return [_finished(cam, batch.shape[1], batch.shape[2]) for cam in maps]
+        return [finished(cam, batch.shape[1], batch.shape[2]) for cam in maps]
 
     def against_reference(self, method: str, layer: str) -> bool:
         """Whether the map of `method` at `layer` is drawn against the average training cell (Grad-CAM at the
@@ -225,7 +220,9 @@ class Explainer:
         activations = self._feature_models[key](np.asarray(model_input, np.float32)[None], training=False)
         if len(stages) == 1:
             activations = [activations]
-        return {stage: _grid(np.asarray(act[0]), channels) for stage, act in zip(stages, activations, strict=True)}
+        return {
+            stage: channel_grid(np.asarray(act[0]), channels) for stage, act in zip(stages, activations, strict=True)
+        }
 
     @one_at_a_time
     def road(
@@ -272,32 +269,6 @@ def _compiled_gradients(scores_model: Any, layer: str) -> Any:
         return activations, tape.gradient(score, activations)
 
     return gradients
-
-
-def _finished(cam: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A layer-resolution map at the input size, scaled to [0, 1] (float32; zeros for an empty map)."""
-    cam = upsample(cam, height, width)
-    cam = (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
-    return np.clip(np.nan_to_num(cam), 0.0, 1.0).astype(np.float32)
-
-
-def _grid(activation: np.ndarray, channels: int) -> np.ndarray:
-    strongest = np.argsort(-activation.mean(axis=(0, 1)))[:channels]
-    maps = []
-    for channel in strongest:
-        plane = activation[:, :, channel]
-        span = plane.max() - plane.min()
-        maps.append((plane - plane.min()) / span if span > 0 else np.zeros_like(plane))
-    columns = int(np.ceil(np.sqrt(len(maps))))
-    rows = int(np.ceil(len(maps) / columns))
-    height, width = activation.shape[:2]
-    grid = np.ones((rows * (height + 1) - 1, columns * (width + 1) - 1), np.float32)
-    for index, plane in enumerate(maps):
-        row, column = divmod(index, columns)
-        grid[row * (height + 1) : row * (height + 1) + height, column * (width + 1) : column * (width + 1) + width] = (
-            plane
-        )
-    return grid
 
 
 def layer_label(layer: str, model: Any) -> str:

@@ -13,9 +13,11 @@ import numpy as np
 from ..core.errors import ImageReadError
 from ..core.files import save_npy_atomic, write_bytes_atomic, write_json_atomic
 from ..data.decode import read_image
-from ..inference.predict import Predictor, class_index_of
+from ..inference.answers import class_index_of
+from ..inference.predict import Predictor
 from ..runs.contract import slug
-from .cams import DEFAULT_LAYER, Explainer, upsample
+from .cams import DEFAULT_LAYER, Explainer
+from .maps import upsample
 
 
 def explainer_of(predictor: Predictor) -> Explainer:

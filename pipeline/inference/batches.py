@@ -36,6 +36,21 @@ TTA_BATCH = 4
 """Images per call with test-time augmentation: each becomes 8 views, so a call still sees 32 inputs."""
 
 
+def compiled_later(model: Any) -> Any:
+    """`model` in inference mode, eager on its first call and compiled from the second: a cold server's first answer
+    skips the tracing (about 0.7 s for a Lite backbone here, against 0.2-0.3 s for one eager call), later calls are
+    as fast as `compiled_forward`'s."""
+    compiled = compiled_forward(model)
+    calls = 0
+
+    def forward(images: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return model(images, training=False) if calls == 1 else compiled(images)
+
+    return forward
+
+
 def run_batches(
     function: Callable[[Any], Any],
     images: np.ndarray,

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import PipelineError
-from .predict import Prediction, Predictor, PreparedImage
+from .answers import Prediction, PreparedImage
+from .predict import Predictor
 
 WINDOW_S = 0.02
 """How long the first request of a batch waits for others (a visitor alone pays this once)."""

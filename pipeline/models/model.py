@@ -252,21 +252,6 @@ def compiled_forward(model: keras.Model) -> Any:
     return compiled
 
 
-def compiled_later(model: keras.Model) -> Any:
-    """`model` in inference mode, eager on its first call and compiled from the second: a cold server's first answer
-    skips the tracing (about 0.7 s for a Lite backbone here, against 0.2-0.3 s for one eager call), later calls are
-    as fast as `compiled_forward`'s."""
-    compiled = compiled_forward(model)
-    calls = 0
-
-    def forward(images: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return model(images, training=False) if calls == 1 else compiled(images)
-
-    return forward
-
-
 def check_model_file(path: str | Path) -> None:
     """Refuse a missing or truncated `.keras` file (a zip archive with the model's config) with the reason."""
     path = Path(path)

@@ -2,7 +2,7 @@
 the constant answer, descriptor baselines, logistic regression on features (C chosen on inner folds or fixed, trained
 also on augmented copies, patients weighed equally, subjects' directions removed, two views side by side), ensembles
 over backbones, the product's Keras head; `CANDIDATES` names them, `NEEDS` says which views of the cells (`VIEWS`) each
-needs, `KIND` what the product would serve of it (`SIMPLICITY` orders them for the selection rule's ties)."""
+needs (`rule.kind_of` says what the product would serve of each)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from ..data.shortcuts import (
     linear_model,
     patient_folds,
 )
+from .feature_transforms import patient_weights, subject_directions, without_directions
 
 C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 """The logistic regression's inverse regularisation strengths the inner folds choose among."""
@@ -86,41 +87,6 @@ def _descriptor_model(columns: tuple[str, ...]) -> Callable[..., Any]:
         return predict, {}
 
     return fit
-
-
-def patient_weights(is_all: np.ndarray, patients: np.ndarray) -> np.ndarray:
-    """Sample weights under which every patient of a class weighs the same and, once the regression's balanced class
-    weights are applied, both classes weigh the same; they sum to the number of cells (C keeps its meaning)."""
-    weights = np.zeros(len(is_all))
-    for label in (True, False):
-        of_class = is_all == label
-        names, counts = np.unique(patients[of_class], return_counts=True)
-        per_cell = dict(zip(names, of_class.sum() / (counts * len(names)), strict=True))
-        weights[of_class] = [per_cell[name] for name in patients[of_class]]
-    return weights
-
-
-def subject_directions(features: np.ndarray, is_all: np.ndarray, patients: np.ndarray) -> tuple[Any, np.ndarray]:
-    """(the standardiser, orthonormal directions): the directions along which the training subjects' mean features
-    differ *within* a class (each patient's mean minus its class's mean of patient means, standardised features),
-    every one the training subjects span; removing them leaves what the subjects of a class share."""
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(features)
-    scaled = scaler.transform(features)
-    deviations = []
-    for label in (True, False):
-        names = np.unique(patients[is_all == label])
-        means = np.array([scaled[(patients == name) & (is_all == label)].mean(axis=0) for name in names])
-        deviations.extend(means - means.mean(axis=0))
-    _, singular, directions = np.linalg.svd(np.asarray(deviations), full_matrices=False)
-    return scaler, directions[singular > singular.max() * 1e-6]
-
-
-def without_directions(features: np.ndarray, scaler: Any, directions: np.ndarray) -> np.ndarray:
-    """`features` standardised, with their components along `directions` removed."""
-    scaled = scaler.transform(features)
-    return scaled - (scaled @ directions.T) @ directions
 
 
 def _feature_model(
@@ -329,42 +295,3 @@ NEEDS: dict[str, tuple[str, ...]] = {
 ensemble), Keras (`heads=True`), or other backbones' tables (`others`, an ensemble)."""
 MEMBER_VIEWS = tuple(view for view in VIEWS if any(view in need and "others" in need for need in NEEDS.values()))
 """The views an ensemble candidate reads from its other backbones' tables (the rest are read from the first's only)."""
-
-BASELINE_KIND = "baseline"
-SKETCH_KIND = "sketch"
-RELEASE_KIND = "release"
-RECIPE_KIND = "recipe"
-
-
-def kind_of(name: str) -> str:
-    """What the product could serve of candidate `name`: `baseline` (the constant answer and the descriptor shortcuts),
-    `sketch` (the product's head trained here on cached features: a quick look at a recipe, not the recipe; both
-    never a default), `recipe` (a training recipe's own cross-validation, named by `recipe_candidates.recipe_name`)
-    or `release` (logistic regressions on frozen features, what `pipeline release` builds)."""
-    if name == "constant answer" or "shortcut" in name:
-        return BASELINE_KIND
-    if name.endswith(")") and "(recipe " in name:
-        return RECIPE_KIND
-    if "head" in name:
-        return SKETCH_KIND
-    return RELEASE_KIND
-
-
-def simplicity(name: str) -> int:
-    """How much a candidate adds to one logistic regression on the cells as imaged (lower: simpler): a tie under the
-    selection rule goes to the simpler. Counts its additions: another C or a C chosen on inner folds, copies, weights,
-    a projection, a second view, more backbones, a trained head, fine-tuning."""
-    additions = {
-        "C chosen": 1,
-        "C = ": 1,
-        "copies": 1,
-        "weighed": 1,
-        "removed": 1,
-        "size-normalised": 1,
-        "side by side": 1,
-        "ensemble": 2,
-        "head": 3,
-        "fine-tuned": 4,
-        "strong augmentation": 1,
-    }
-    return sum(weight for word, weight in additions.items() if word in name)

@@ -6,7 +6,45 @@ from __future__ import annotations
 
 from typing import Any
 
-from .candidates import RECIPE_KIND, RELEASE_KIND, kind_of, simplicity
+BASELINE_KIND = "baseline"
+SKETCH_KIND = "sketch"
+RELEASE_KIND = "release"
+RECIPE_KIND = "recipe"
+
+
+def kind_of(name: str) -> str:
+    """What the product could serve of candidate `name`: `baseline` (the constant answer and the descriptor shortcuts),
+    `sketch` (the product's head trained here on cached features: a quick look at a recipe, not the recipe; both
+    never a default), `recipe` (a training recipe's own cross-validation, named by `recipe_candidates.recipe_name`)
+    or `release` (logistic regressions on frozen features, what `pipeline release` builds)."""
+    if name == "constant answer" or "shortcut" in name:
+        return BASELINE_KIND
+    if name.endswith(")") and "(recipe " in name:
+        return RECIPE_KIND
+    if "head" in name:
+        return SKETCH_KIND
+    return RELEASE_KIND
+
+
+def simplicity(name: str) -> int:
+    """How much a candidate adds to one logistic regression on the cells as imaged (lower: simpler): a tie under the
+    selection rule goes to the simpler. Counts its additions: another C or a C chosen on inner folds, copies, weights,
+    a projection, a second view, more backbones, a trained head, fine-tuning."""
+    additions = {
+        "C chosen": 1,
+        "C = ": 1,
+        "copies": 1,
+        "weighed": 1,
+        "removed": 1,
+        "size-normalised": 1,
+        "side by side": 1,
+        "ensemble": 2,
+        "head": 3,
+        "fine-tuned": 4,
+        "strong augmentation": 1,
+    }
+    return sum(weight for word, weight in additions.items() if word in name)
+
 
 CHECK_MARGIN = 0.02
 """How far below the reference's check ROC AUC a candidate may fall and still pass."""
