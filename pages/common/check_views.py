@@ -47,9 +47,10 @@ def other_subjects_section(metrics: dict[str, Any] | None) -> None:
         + (f"; the reference calls {theirs}." if theirs is not None else "."),
     )
     cells[3].metric(
-        "ROC AUC vs as-imaged regression",
+        "ROC AUC vs the reference",
         "-" if paired.get("value") is None else f"{paired['value']:+.3f}",
         help=f"This model minus the reference ({reference.get('name', 'not measured')}), paired on the same "
         "resamples of subjects.",
     )
-    st.caption(" ".join(check.lines()[1:]) + " With so few cells an interval is wide: it can reject a model, not rank.")
+    said = " ".join(line.rstrip(".") + "." for line in check.lines()[1:])
+    st.caption(f"{said} With so few cells an interval is wide: it can reject a model, not rank.")
