@@ -19,8 +19,8 @@ def add_model_choice_commands(commands: argparse._SubParsersAction) -> None:
     """nested, release, check: which model to serve, and how it does on subjects it never saw."""
     nested = commands.add_parser(
         "nested",
-        help="nested patient cross-validation of frozen-feature candidates beside "
-        "the constant answer and shortcut baselines, with stress tests",
+        help="nested patient cross-validation of every candidate beside the constant answer and shortcut "
+        "baselines, with stress tests, the other-subject check and the selection rule",
     )
     nested.add_argument("--data", required=True)
     nested.add_argument("--folds", type=int, default=3, help="outer patient folds (every class needs this many)")
@@ -69,8 +69,8 @@ def _add_release_command(commands: argparse._SubParsersAction) -> None:
     """release: the released model, built from a data set."""
     release = commands.add_parser(
         "release",
-        help="build the released model (artifacts/release): cross-fitted logistic-regression heads on "
-        "size-normalised Lite0, Lite1 and Lite2 features, their probabilities averaged, with input checks",
+        help="build the released model (artifacts/release): cross-fitted logistic-regression heads on Lite0, Lite1 "
+        "and Lite2 features of the cells as imaged, their probabilities averaged, with input checks",
     )
     release.add_argument("--data", required=True)
     release.add_argument("--folds", type=int, default=3, help="patient folds of the cross-fitted heads")
