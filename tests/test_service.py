@@ -53,10 +53,11 @@ def test_a_full_queue_is_refused_at_once_then_retried_and_answered(served) -> No
     service = InferenceService(predictor, explainer, max_queue=1)
     with batches._MODEL_LOCK:  # the model is busy: the worker takes one request and waits on it
         first = service.submit(images[0])
-        for _ in range(50):
-            if service._queue.empty():
+        for _ in range(250):  # until the worker has closed its first batch (then it waits on the model)
+            if service.batches:
                 break
             threading.Event().wait(0.02)
+        assert service.batches == [1], "the worker took the first request alone and waits on the model"
         second = service.submit(images[1])  # fills the queue
         with pytest.raises(Busy, match="retrying"):
             service.submit(images[2])
