@@ -23,6 +23,17 @@ def _settings(pairs: list[str]) -> dict[str, object]:
     return settings
 
 
+def _bursts(text: str) -> tuple[int, ...]:
+    """`--visitors`' comma-separated burst sizes, each a positive whole number."""
+    try:
+        bursts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        bursts = ()
+    if not bursts or min(bursts) < 1:
+        raise SystemExit(f"--visitors: give burst sizes as positive whole numbers, comma-separated (not {text!r})")
+    return bursts
+
+
 def _parser() -> argparse.ArgumentParser:
     """The benchmark's modes and their options."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -40,7 +51,10 @@ def _parser() -> argparse.ArgumentParser:
         "throughput and memory against one visitor alone",
     )
     parser.add_argument(
-        "--visitors", default="10,30", help="--load: the bursts of visitors at once, comma-separated (default 10,30)"
+        "--visitors",
+        default="10,30",
+        help="--load: the bursts of visitors at once, comma-separated (default 10,30); --cold: the first of them "
+        "visit at once after the first answer",
     )
     parser.add_argument("--data", type=Path, default=None, help="--real: the data (default ../shared/cnmc-fold1)")
     parser.add_argument("--recipe", default="lite", help="--real: the recipe (lite, scratch, paper)")
@@ -92,12 +106,12 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     elif args.cold:
         from bench import cold
 
-        results = cold.run(args.visitors)
+        results = cold.run(_bursts(args.visitors)[0])
         lines = cold.report(results)
     elif args.load:
         from bench import load
 
-        results = load.run(tuple(int(part) for part in args.visitors.split(",") if part.strip()))
+        results = load.run(_bursts(args.visitors))
         lines = load.report(results)
     elif args.gpu:
         from bench import gpu

@@ -21,6 +21,17 @@ def test_spread_and_paired_ratios() -> None:
     assert ratio["median"] == 2.0 and ratio["max"] == 3.0, "round by round: a slow round slows both"
 
 
+def test_visitor_bursts_are_read_for_load_and_cold_and_bad_ones_are_named() -> None:
+    from bench.__main__ import _bursts, _parser
+
+    args = _parser().parse_args(["--cold"])
+    assert _bursts(args.visitors) == (10, 30), "the default bursts; --cold takes the first"
+    assert _bursts("5, 20,") == (5, 20)
+    for bad in ("ten", "0,10", ""):
+        with pytest.raises(SystemExit, match="positive whole numbers"):
+            _bursts(bad)
+
+
 @pytest.mark.slow
 def test_the_gpu_command_runs_every_path_in_a_dry_run_on_a_cpu() -> None:
     from bench import gpu
