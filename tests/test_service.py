@@ -15,7 +15,7 @@ from pipeline.data.layouts import scan_dataset
 from pipeline.explain.pictures import explainer_of
 from pipeline.inference import batches
 from pipeline.inference.predict import Predictor
-from pipeline.inference.service import Busy, InferenceService
+from pipeline.inference.service import Busy, Closed, InferenceService
 
 pytestmark = pytest.mark.slow
 
@@ -84,3 +84,34 @@ def test_a_failure_reaches_every_request_of_its_batch_and_the_service_goes_on(se
     assert service.answer(images[0]).prediction.prob_all == pytest.approx(
         predictor.predict_image(images[0]).prob_all, abs=1e-5
     )
+
+
+def test_a_closed_service_answers_what_it_holds_refuses_more_and_its_worker_ends(served) -> None:
+    predictor, explainer, images = served
+    service = InferenceService(predictor, explainer)
+    with batches._MODEL_LOCK:  # requests wait in the queue while the service is closed
+        queued = [service.submit(image, explain=False) for image in images[:3]]
+        service.close()
+        with pytest.raises(Closed, match="ask again"):
+            service.submit(images[3])
+    assert all(future.result(timeout=120).prediction for future in queued), "what was queued is answered"
+    service._worker.join(timeout=30)
+    assert not service.running, "the worker ends, letting the model go"
+
+
+def test_a_service_the_servers_cache_lets_go_is_closed_and_the_next_request_starts_another(
+    served, finished_run: Path
+) -> None:
+    from pages.common import loaders
+
+    predictor, _, images = served
+    mtime = (finished_run / "model.keras").stat().st_mtime
+    first = loaders.service_of(str(finished_run), mtime)
+    assert loaders.service_of(str(finished_run), mtime) is first, "one service per model"
+    loaders.service_of.clear()  # what eviction does: the cache lets the service go
+    first._worker.join(timeout=30)
+    assert not first.running
+    answer = loaders.cached_answer(str(finished_run), mtime, "a-cell", images[0])
+    assert answer.prediction.prob_all == pytest.approx(predictor.predict_image(images[0]).prob_all, abs=1e-5)
+    assert loaders.service_of(str(finished_run), mtime) is not first
+    loaders.service_of.clear()

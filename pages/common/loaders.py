@@ -19,7 +19,7 @@ from pipeline.data.preprocess import thumbnail
 from pipeline.explain.cams import DEFAULT_LAYER
 from pipeline.explain.pictures import averaged_gradcam, explain_prediction, explainer_of, member_explainers
 from pipeline.inference.predict import Predictor
-from pipeline.inference.service import RETRY_S, Busy, InferenceService, batching_enabled
+from pipeline.inference.service import RETRY_S, Busy, Closed, InferenceService, batching_enabled
 from pipeline.runs.catalog import crossval_summary_path, list_runs, model_card, released_row
 from pipeline.runs.folder import RunFolder
 
@@ -92,7 +92,7 @@ def cached_answer(run_dir: str, model_mtime: float, image_key: str, image: Any, 
         try:
             answer = _answer(run_dir, model_mtime, image_key, image, patient)
             break
-        except Busy:
+        except (Busy, Closed):  # a closed service (its model left the cache): `service_of` starts another
             busy = f"The server is busy answering other visitors' cells: retrying ({attempt})…"
             notice.info(busy, icon=":material/hourglass:")
             time.sleep(RETRY_S)
@@ -132,11 +132,21 @@ def cached_zip_answers(
     """A zip's cells through the inference service, decoded one by one and queued together so they share batches (a
     full queue is waited out, not refused), once per zip content and model file: (member, image key, prediction
     without its inputs) of each cell read, and (member, reason) of each that did not decode."""
+    try:
+        return _zip_answers(service_of(run_dir, model_mtime), _members)
+    except Closed:  # its model left the cache while the zip was queued: once more, on the server's current service
+        return _zip_answers(service_of(run_dir, model_mtime), _members)
+
+
+def _zip_answers(
+    service: InferenceService, members: list[tuple[str, bytes]]
+) -> tuple[list[tuple[str, str, Any]], list[tuple[str, str]]]:
+    """`cached_zip_answers` on one service (`Closed` when it closes while the zip is queued)."""
     read: list[tuple[str, str]] = []
     unread: list[tuple[str, str]] = []
 
     def images() -> Any:
-        for member, data in _members:
+        for member, data in members:
             try:
                 image = decode_image(data, member)
             except PipelineError as error:
@@ -145,7 +155,7 @@ def cached_zip_answers(
             read.append((member, image_key(data=data)))
             yield image
 
-    answers = service_of(run_dir, model_mtime).answer_many(images(), keep_inputs=False)
+    answers = service.answer_many(images(), keep_inputs=False)
     return [(member, key, answer.prediction) for (member, key), answer in zip(read, answers, strict=True)], unread
 
 
@@ -191,10 +201,13 @@ def _predictor(run_dir: str, model_mtime: float) -> Any:
     return Predictor.from_run(run_dir)
 
 
-@st.cache_resource(show_spinner="Starting the model's inference service…", max_entries=3)
+@st.cache_resource(
+    show_spinner="Starting the model's inference service…", max_entries=3, on_release=InferenceService.close
+)
 def service_of(run_dir: str, model_mtime: float) -> InferenceService:
     """The server's one inference service of a model (its predictor and explainer): every visitor's cells go through
-    it, batched (`INFERENCE_BATCHING=0`: one at a time)."""
+    it, batched (`INFERENCE_BATCHING=0`: one at a time). A service the cache lets go is closed: its worker answers
+    what is queued and ends, so an evicted model is not kept alive by its thread."""
     return InferenceService(
         _predictor(run_dir, model_mtime), _explainer(run_dir, model_mtime), batching=batching_enabled()
     )

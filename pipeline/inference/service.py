@@ -30,10 +30,16 @@ MAX_BATCH = 16
 MAX_QUEUE = 64
 """Requests waiting at most; one more is refused with `Busy` (answered at once, not timed out)."""
 RETRY_S = 0.25
+CLOSED_POLL_S = 0.5
+"""How often an idle worker looks whether its service was closed."""
 
 
 class Busy(PipelineError):
     """The service's queue is full: ask again in a moment."""
+
+
+class Closed(PipelineError):
+    """The service was closed (its model left the server's cache): ask the server's current service again."""
 
 
 @dataclass(frozen=True)
@@ -78,20 +84,36 @@ class InferenceService:
         self._queue: queue.Queue[_Request] = queue.Queue(max_queue)
         self.batches: list[int] = []
         """The size of every batch answered (the benchmark and the tests read it)."""
+        self._closed, self._entry = threading.Event(), threading.Lock()
         self._worker = threading.Thread(target=self._serve, name="inference-service", daemon=True)
         self._worker.start()
+
+    def close(self) -> None:
+        """Take no more requests; the worker answers those already queued, then ends and lets the model go (the
+        server calls this when its cache lets the service go: another model took its place)."""
+        with self._entry:
+            self._closed.set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread still runs (False some moments after `close`, once the queue is answered)."""
+        return self._worker.is_alive()
 
     def submit(
         self, image_rgb: np.ndarray, patient: str | None = None, explain: bool = True, keep_inputs: bool = True
     ) -> Future:
         """Queue one image (prepared here, in the caller's thread); its future gives an `Answer` (without the model
         inputs unless `keep_inputs`: a zip's hundreds of answers would hold half a megabyte each). `Busy` when the
-        queue is full; a `PipelineError` of the image's own (it cannot be prepared) is raised here."""
+        queue is full, `Closed` after `close`; a `PipelineError` of the image's own (it cannot be prepared) is raised
+        here."""
         request = _Request(self.predictor.prepare_image(image_rgb), patient, explain, Future(), keep_inputs)
-        try:
-            self._queue.put_nowait(request)
-        except queue.Full as error:
-            raise Busy(f"The server is answering {self._queue.maxsize} other cells; retrying.") from error
+        with self._entry:  # a request is queued before `close` or refused after it, never left behind
+            if self._closed.is_set():
+                raise Closed("This model's inference service was closed (another model took its place); ask again.")
+            try:
+                self._queue.put_nowait(request)
+            except queue.Full as error:
+                raise Busy(f"The server is answering {self._queue.maxsize} other cells; retrying.") from error
         return request.future
 
     def answer(
@@ -130,9 +152,15 @@ class InferenceService:
         return [future.result() for future in futures]
 
     def _serve(self) -> None:
-        """The worker: take the first waiting request, gather others for `window_s` (up to `max_batch`), answer."""
+        """The worker: take the first waiting request, gather others for `window_s` (up to `max_batch`), answer;
+        once closed and the queue is empty, end."""
         while True:
-            batch = [self._queue.get()]
+            try:
+                batch = [self._queue.get(timeout=CLOSED_POLL_S)]
+            except queue.Empty:
+                if self._closed.is_set() and self._queue.empty():  # closed first: no request can come after it
+                    return
+                continue
             deadline = time.monotonic() + self.window_s
             while len(batch) < self.max_batch:
                 remaining = deadline - time.monotonic()
