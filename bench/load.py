@@ -27,6 +27,7 @@ import numpy as np
 
 from bench.measure import PeakMemory, cpu_seconds
 from bench.server import CHROMIUM, serve
+from bench.service import service_level, service_lines
 
 GOALS = {"ten_p95_s": 5.0, "ten_over_alone": 10.0, "throughput_ratio": 3.0, "rss_mb": 1536}
 BROWSER_NICENESS = 19
@@ -222,6 +223,7 @@ def run(loads: tuple[int, ...] = LOADS) -> dict[str, Any]:
             "model": "the released model (demo mode)",
             **servers,
             **compare(servers["batched"], servers["unbatched"]),
+            "service": service_level(loads),  # the servers have stopped: the model work alone, on the same cores
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -254,21 +256,6 @@ def report(results: dict[str, Any]) -> list[str]:
     lines.append(
         "  goals: " + ", ".join(f"{k} {'met' if ok else 'missed'}" for k, ok in results["within_goals"].items())
     )
-    service = results.get("service")
-    if service:
-        lines.append(
-            "  the inference service alone (threads in one process, no browsers; one answer and its Grad-CAM each):"
-        )
-        for name in ("batched", "unbatched"):
-            lines.append(
-                f"    {name}: "
-                + ", ".join(
-                    f"{visitors} at once p95 {row['p95_s']} s, {row['cells_per_s']} cells/s"
-                    for visitors, row in service[name].items()
-                )
-            )
-        lines.append(
-            "    cells per second, batched over unbatched: "
-            + ", ".join(f"{k} at once {v}x" for k, v in service["cells_per_s_batched_over_unbatched"].items())
-        )
+    if results.get("service"):
+        lines += service_lines(results["service"])
     return lines

@@ -56,5 +56,23 @@ def service_level(loads: tuple[int, ...], repeats: int = 3) -> dict[str, Any]:
     return figures
 
 
+def service_lines(service: dict[str, Any]) -> list[str]:
+    """Report lines of `service_level`'s figures."""
+    lines = ["  the inference service alone (threads in one process, no browsers; one answer and its Grad-CAM each):"]
+    for name in ("batched", "unbatched"):
+        lines.append(
+            f"    {name}: "
+            + ", ".join(
+                f"{visitors} at once p95 {row['p95_s']} s, {row['cells_per_s']} cells/s"
+                for visitors, row in service[name].items()
+            )
+        )
+    lines.append(
+        "    cells per second, batched over unbatched: "
+        + ", ".join(f"{k} at once {v}x" for k, v in service["cells_per_s_batched_over_unbatched"].items())
+    )
+    return lines
+
+
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 2) if numerator and denominator else None

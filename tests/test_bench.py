@@ -88,3 +88,19 @@ def test_the_load_benchmark_reports_every_burst_against_one_alone_and_batching_a
     assert not load.compare(unbatched, batched)["within_goals"]["most_without_error"]
     lines = "\n".join(load.report({"model": "x", "batched": batched, "unbatched": unbatched, **compared}))
     assert f"p95 {ten['p95_s']} s" in lines and "a zip of 500 cells" in lines and "throughput_ratio met" in lines
+
+
+@pytest.mark.slow
+def test_the_service_part_of_the_load_benchmark_measures_the_release_batched_and_not_and_is_reported() -> None:
+    from bench.service import service_level, service_lines
+
+    service = service_level((3,), repeats=1)
+    for name in ("batched", "unbatched"):
+        assert set(service[name]) == {"1", "3"}
+        assert all(row["p95_s"] > 0 and row["cells_per_s"] > 0 for row in service[name].values())
+    ratio = service["cells_per_s_batched_over_unbatched"]["3"]
+    assert ratio == pytest.approx(
+        service["batched"]["3"]["cells_per_s"] / service["unbatched"]["3"]["cells_per_s"], abs=0.01
+    )
+    lines = "\n".join(service_lines(service))
+    assert f"3 at once p95 {service['batched']['3']['p95_s']} s" in lines and f"3 at once {ratio}x" in lines
