@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.config import PROJECT_ROOT
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import write_json_atomic
 from pipeline.runs import contract as runs
@@ -306,3 +307,28 @@ def test_a_run_whose_config_does_not_read_ends_failed_with_its_error_under_both_
         status = folder.raw_status()
         assert status["state"] == "failed", f"{name}: a run that cannot start says so, never stays queued"
         assert "config.json" in status["error"] or "JSON" in status["error"] or "Expecting" in status["error"]
+
+
+def test_a_splits_relative_paths_resolve_folder_by_folder_as_each_path_alone_would(tmp_path: Path, monkeypatch) -> None:
+    from pipeline.runs.readers import resolvable, resolvable_all
+
+    work = tmp_path / "work"
+    (work / "data" / "all").mkdir(parents=True)
+    (work / "data" / "all" / "a.png").write_bytes(b"x")
+    (work / "linked").symlink_to(work / "data")
+    monkeypatch.chdir(work)
+    paths = [
+        "data/all/a.png",  # under the working folder
+        "data/all/b.png",  # its folder is there, the file is not
+        "linked/all/a.png",  # a folder through a link: resolved like the path alone
+        "samples/cnmc-fold1/README.md",  # only under the project's folder
+        "gone/c.png",  # nowhere
+        str(work / "data" / "all" / "a.png"),  # absolute: kept
+    ]
+    assert resolvable_all(paths) == [resolvable(path) for path in paths]
+    assert resolvable_all(paths)[2] == str((work / "data" / "all" / "a.png").resolve())
+    assert resolvable_all(paths)[3] == str(PROJECT_ROOT / "samples" / "cnmc-fold1" / "README.md")
+    split = "path,patient,label,subset\n" + "".join(f"{path},P1,ALL,train\n" for path in paths[:3])
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "split.csv").write_text(split)
+    assert list(RunFolder(tmp_path / "run").split()["path"]) == [resolvable(path) for path in paths[:3]]

@@ -78,10 +78,10 @@ def _run_dependence(run: str) -> dict:
     from ..core.errors import ImageReadError, PipelineError
     from ..data.shortcuts import describe_files, within_subject_dependence
     from ..runs.folder import open_run
-    from ..runs.readers import resolvable
+    from ..runs.readers import resolvable_all
 
     predictions = open_run(run).predictions()
-    paths = [resolvable(path) for path in predictions["path"]]
+    paths = resolvable_all(predictions["path"])
     try:
         descriptors = describe_files(paths)
     except ImageReadError as error:

@@ -44,7 +44,7 @@ from .contract import (
     process_alive,
 )
 from .outputs import RunOutputs
-from .readers import file_lock, read_object, read_table, resolvable
+from .readers import file_lock, read_object, read_table, resolvable_all
 from .record import TRAINED_ELSEWHERE, RunRecord
 
 _STATUS_LOCK = threading.Lock()  # the heartbeat thread and the training thread write one status file in turn
@@ -213,7 +213,7 @@ class RunFolder(RunOutputs):
         split = read_table(self.file(SPLIT), self.run_id, SPLIT_COLUMNS, text=tuple(SPLIT_COLUMNS), classes=("label",))
         if split.empty or all(Path(path).is_absolute() for path in split["path"]):
             return split
-        return split.assign(path=[resolvable(path) for path in split["path"]])
+        return split.assign(path=resolvable_all(split["path"]))
 
     def write_predictions(self, frame: pd.DataFrame) -> None:
         """Write predictions.csv whole or not at all."""

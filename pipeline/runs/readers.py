@@ -4,7 +4,8 @@ be missing, paths of older runs, and the lock that makes one writer at a time.""
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,21 @@ def resolvable(path: str) -> str:
         if (base / candidate).exists():
             return str((base / candidate).resolve())
     return str(candidate.resolve())
+
+
+def resolvable_all(paths: Iterable[str]) -> list[str]:
+    """`resolvable` of many paths, each folder looked up once, not each file (a run names thousands of cells in a few
+    folders; a file's own name is kept, so a symbolic link to a cell is not followed)."""
+    folders: dict[str, str | None] = {}
+    resolved = []
+    for path in paths:
+        if os.path.isabs(path):
+            resolved.append(path)
+            continue
+        parent, name = os.path.split(path)
+        if parent not in folders:
+            bases = [base / parent for base in (Path.cwd(), PROJECT_ROOT)]
+            folders[parent] = next((str(base.resolve()) for base in bases if base.is_dir()), None)
+        folder = folders[parent]
+        resolved.append(os.path.join(folder, name) if folder is not None else resolvable(path))
+    return resolved
