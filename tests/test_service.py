@@ -115,3 +115,24 @@ def test_a_service_the_servers_cache_lets_go_is_closed_and_the_next_request_star
     assert answer.prediction.prob_all == pytest.approx(predictor.predict_image(images[0]).prob_all, abs=1e-5)
     assert loaders.service_of(str(finished_run), mtime) is not first
     loaders.service_of.clear()
+
+
+def test_after_its_first_answer_the_release_service_is_traced_for_any_batch_before_a_class_arrives() -> None:
+    from pipeline.core.config import EMBEDDED_SAMPLE, RELEASE_DIR
+    from pipeline.explain.cams import DEFAULT_LAYER
+
+    predictor = Predictor.from_run(RELEASE_DIR)
+    explainer = explainer_of(predictor)
+    images = [read_image(record.path) for record in scan_dataset(EMBEDDED_SAMPLE).labelled[::50][:9]]
+    service = InferenceService(predictor, explainer)
+    alone = service.answer(images[0])
+    assert service.warmed.wait(180), "the worker warms itself up once nobody waits"
+    networks = [predictor.model._pipeline_features, *(model for model, _ in predictor.other_members)]
+    functions = [network._pipeline_forward for network in networks] + [explainer._gradients[DEFAULT_LAYER]]
+    traced = [function.experimental_get_tracing_count() for function in functions]
+    assert all(count == 1 for count in traced), "each network and Grad-CAM traced once, by the warm-up"
+    together = service.answer_many(images[1:6], explain=True) + service.answer_many(images[6:9], explain=True)
+    assert [function.experimental_get_tracing_count() for function in functions] == traced, "no trace per batch"
+    assert together[0].heatmap is not None and alone.prediction.prob_all == pytest.approx(
+        predictor.predict_image(images[0]).prob_all, abs=1e-5
+    )

@@ -260,8 +260,12 @@ def _compiled_gradients(scores_model: Any, layer: str) -> Any:
     if len(target.output.shape) != 4:
         raise PipelineError(f"Layer {layer!r} is not convolutional (its output is not a feature map).")
     both = keras.Model(scores_model.input, [target.output, scores_model.output])
+    shape = getattr(scores_model, "input_shape", None)
+    fixed = isinstance(shape, tuple) and len(shape) > 1 and all(shape[1:])
+    # one trace for any batch size when the input has a fixed shape (the service's batches vary from 1 to 16)
+    signature = [tf.TensorSpec((None, *shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32)] if fixed else None
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=signature, reduce_retracing=True)
     def gradients(images: Any, class_indices: Any) -> tuple[Any, Any]:
         with tf.GradientTape() as tape:
             activations, scores = both(images, training=False)

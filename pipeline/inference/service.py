@@ -85,6 +85,8 @@ class InferenceService:
         self.batches: list[int] = []
         """The size of every batch answered (the benchmark and the tests read it)."""
         self._closed, self._entry = threading.Event(), threading.Lock()
+        self.warmed = threading.Event()
+        """Set once the worker has run a batch of two through every network and Grad-CAM after its first answer."""
         self._worker = threading.Thread(target=self._serve, name="inference-service", daemon=True)
         self._worker.start()
 
@@ -169,6 +171,22 @@ class InferenceService:
                 except queue.Empty:
                     break
             self._answer(batch)
+            if not self.warmed.is_set() and self._queue.empty():
+                self._warm(batch[0])
+
+    def _warm(self, request: _Request) -> None:
+        """After the first answer, while nobody waits: a batch of two copies of its image through the networks and
+        Grad-CAM, so the compiled functions are traced now (seconds on a small server) and not when a class's
+        visitors arrive together. Best effort: a failure here is a request's own to report, later."""
+        try:
+            predictions = self.predictor.predict_prepared([request.prepared] * 2, [None, None])
+            if self.explainer is not None:
+                inputs = np.stack([prediction.input for prediction in predictions])
+                self.explainer.gradcam_maps(inputs, [prediction.class_index for prediction in predictions])
+        except Exception:  # noqa: BLE001, S110 - the next real request meets the same error and reports it
+            pass
+        finally:
+            self.warmed.set()
 
     def _answer(self, batch: list[_Request]) -> None:
         """Predict the batch in one call per network, Grad-CAM of those that asked in one gradient pass; every
