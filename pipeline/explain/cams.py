@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.errors import PipelineError
 from ..inference.batches import one_at_a_time, run_batches
-from ..models.model import LAST_CONV_LAYER, compiled_forward
+from ..models.model import LAST_CONV_LAYER, batch_free_signature, compiled_forward
 from .maps import channel_grid, finished
 from .road import FRACTIONS, road, road_with_baseline
 
@@ -260,10 +260,8 @@ def _compiled_gradients(scores_model: Any, layer: str) -> Any:
     if len(target.output.shape) != 4:
         raise PipelineError(f"Layer {layer!r} is not convolutional (its output is not a feature map).")
     both = keras.Model(scores_model.input, [target.output, scores_model.output])
-    shape = getattr(scores_model, "input_shape", None)
-    fixed = isinstance(shape, tuple) and len(shape) > 1 and all(shape[1:])
     # one trace for any batch size when the input has a fixed shape (the service's batches vary from 1 to 16)
-    signature = [tf.TensorSpec((None, *shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32)] if fixed else None
+    signature = batch_free_signature(scores_model, tf.TensorSpec((None,), tf.int32))
 
     @tf.function(input_signature=signature, reduce_retracing=True)
     def gradients(images: Any, class_indices: Any) -> tuple[Any, Any]:

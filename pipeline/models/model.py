@@ -234,6 +234,16 @@ def unfreeze_top_blocks(model: keras.Model, blocks: int) -> list[str]:
     return unfrozen
 
 
+def batch_free_signature(model: keras.Model, *more: Any) -> list[Any] | None:
+    """`tf.function`'s signature: `model`'s one input at any batch size (float32), then `more`; None unless fixed."""
+    import tensorflow as tf
+
+    shape = getattr(model, "input_shape", None)
+    if not (isinstance(shape, tuple) and len(shape) > 1 and all(shape[1:])):
+        return None
+    return [tf.TensorSpec((None, *shape[1:]), tf.float32), *more]
+
+
 def compiled_forward(model: keras.Model) -> Any:
     """`model` in inference mode as a compiled function: a warm call skips Python's per-layer overhead. One per
     model (kept on it: a second call reuses the first's trace), traced once for any batch size when the model's
@@ -242,12 +252,8 @@ def compiled_forward(model: keras.Model) -> Any:
 
     compiled = getattr(model, "_pipeline_forward", None)
     if compiled is None:
-        shape = getattr(model, "input_shape", None)
-        fixed = isinstance(shape, tuple) and len(shape) > 1 and all(shape[1:])
-        signature = [tf.TensorSpec((None, *shape[1:]), tf.float32)] if fixed else None
-        compiled = tf.function(
-            lambda images: model(images, training=False), input_signature=signature, reduce_retracing=True
-        )
+        signature = batch_free_signature(model)
+        compiled = tf.function(lambda x: model(x, training=False), input_signature=signature, reduce_retracing=True)
         model._pipeline_forward = compiled  # on the model: freed with it (a cache keyed by it would keep it alive)
     return compiled
 
