@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.measure import PeakMemory, cpu_seconds
+from bench.measure import PeakMemory, cpu_seconds, ratio
 from bench.server import CHROMIUM, serve
 from bench.service import service_level, service_lines
 
@@ -152,18 +152,18 @@ def summarize(figures: dict[str, Any], peak_rss_mb: float, zip_cells: int = ZIP_
 def compare(batched: dict[str, Any], unbatched: dict[str, Any]) -> dict[str, Any]:
     """The batched server against the unbatched one of the same run, and the goals."""
     ratios = {
-        f"{visitors}_p95_unbatched_over_batched": _ratio(unbatched["bursts"][visitors]["p95_s"], burst["p95_s"])
+        f"{visitors}_p95_unbatched_over_batched": ratio(unbatched["bursts"][visitors]["p95_s"], burst["p95_s"])
         for visitors, burst in batched["bursts"].items()
     }
     ratios.update(
         {
-            f"{visitors}_cells_per_s_batched_over_unbatched": _ratio(
+            f"{visitors}_cells_per_s_batched_over_unbatched": ratio(
                 burst["cells_per_s"], unbatched["bursts"][visitors]["cells_per_s"]
             )
             for visitors, burst in batched["bursts"].items()
         }
     )
-    ratios["zip_per_cell_unbatched_over_batched"] = _ratio(unbatched["zip"]["per_cell_s"], batched["zip"]["per_cell_s"])
+    ratios["zip_per_cell_unbatched_over_batched"] = ratio(unbatched["zip"]["per_cell_s"], batched["zip"]["per_cell_s"])
     ten, most = batched["bursts"].get("10") or {}, batched["bursts"][max(batched["bursts"], key=int)]
     throughput = ratios.get(f"{max(batched['bursts'], key=int)}_cells_per_s_batched_over_unbatched")
     within = {
@@ -174,10 +174,6 @@ def compare(batched: dict[str, Any], unbatched: dict[str, Any]) -> dict[str, Any
         "rss_mb": batched["peak_rss_mb"] <= GOALS["rss_mb"],
     }
     return {"ratios": ratios, "goals": GOALS, "within_goals": within}
-
-
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    return round(numerator / denominator, 2) if numerator and denominator else None
 
 
 def _zip_of(cells: list[Path], path: Path, count: int) -> Path:

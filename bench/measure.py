@@ -130,3 +130,8 @@ def cpu_seconds(match: str | int) -> float:
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
     return total
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """`numerator / denominator` to two decimals; None when either is missing or zero."""
+    return round(numerator / denominator, 2) if numerator and denominator else None

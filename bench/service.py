@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.measure import ratio
+
 
 def service_level(loads: tuple[int, ...], repeats: int = 3) -> dict[str, Any]:
     """The inference service alone, in this process, without browsers or Streamlit: visitors as threads, each asking
@@ -50,7 +52,7 @@ def service_level(loads: tuple[int, ...], repeats: int = 3) -> dict[str, Any]:
             }
         figures["batched" if batching else "unbatched"] = rows
     figures["cells_per_s_batched_over_unbatched"] = {
-        visitors: _ratio(row["cells_per_s"], figures["unbatched"][visitors]["cells_per_s"])
+        visitors: ratio(row["cells_per_s"], figures["unbatched"][visitors]["cells_per_s"])
         for visitors, row in figures["batched"].items()
     }
     return figures
@@ -72,7 +74,3 @@ def service_lines(service: dict[str, Any]) -> list[str]:
         + ", ".join(f"{k} at once {v}x" for k, v in service["cells_per_s_batched_over_unbatched"].items())
     )
     return lines
-
-
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    return round(numerator / denominator, 2) if numerator and denominator else None
