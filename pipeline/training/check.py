@@ -19,7 +19,6 @@ from ..data.check_cells import check_cells
 from ..data.shortcuts import linear_model
 from ..evaluation.other_subjects import SECTION, check_section
 from ..runs.folder import RunFolder
-from ..runs.readers import resolvable
 from .candidates import FIXED_C
 from .release_features import member_features
 
@@ -66,8 +65,7 @@ def score_on_check(
     say = progress or (lambda text: None)
     say(f"the check: {len(cells)} cells of {cells['patient'].nunique()} subjects")
     predictions = cells.assign(prob_all=model_probabilities(folder.path, cells))
-    trained = split[split["subset"] == "train"]
-    trained = trained.assign(path=[resolvable(str(path)) for path in trained["path"]])
+    trained = split[split["subset"] == "train"]  # the split's paths are resolved as it is read
     say(f"the reference on {len(trained)} training cells")
     shown = os.path.relpath(Path(check_dir).resolve(), PROJECT_ROOT) if folder.released else Path(check_dir).resolve()
     section = check_section(predictions, reference_probabilities(trained, cells, say), shown)
