@@ -60,9 +60,9 @@ CHECK_HELP = (
 )
 
 
-def add_check_argument(parser: argparse.ArgumentParser) -> None:
+def add_check_argument(parser: argparse.ArgumentParser, required: bool = False) -> None:
     """`--check DIR`: the other-subject check."""
-    parser.add_argument("--check", type=Path, default=None, metavar="DIR", help=CHECK_HELP)
+    parser.add_argument("--check", type=Path, default=None, required=required, metavar="DIR", help=CHECK_HELP)
 
 
 def _add_release_command(commands: argparse._SubParsersAction) -> None:
@@ -105,5 +105,5 @@ def _add_release_command(commands: argparse._SubParsersAction) -> None:
         help="score a completed run, final model or release on an other-subject check (written to its metrics)",
     )
     check.add_argument("run_dir", type=Path)
-    check.add_argument("--check", type=Path, required=True, metavar="DIR", help=CHECK_HELP)
+    add_check_argument(check, required=True)
     check.set_defaults(func=cmd_check)
